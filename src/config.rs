@@ -1,0 +1,447 @@
+//! Turns argv and the environment into a validated `Config` (pure: no I/O).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::Ipv4Net;
+
+/// What vminit was asked to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Boot the guest; the arguments are appended verbatim to QEMU's command line.
+    Boot(Vec<OsString>),
+    /// Prepare everything, write the QEMU command line, exec a shell (`bash`/`sh` as CMD).
+    Shell,
+    /// Report whether the guest runs (the image's HEALTHCHECK).
+    Health,
+    Help,
+    Version,
+}
+
+/// Which container NICs go to the guest.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attach {
+    /// Every NIC but loopback, bridges and kernel fallback tunnels (`AUTO_ATTACH=yes`).
+    All,
+    /// Exactly these, in this order (`AUTO_ATTACH=no` with `ATTACH_IFACES`).
+    Only(Vec<String>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Vhost {
+    Auto,
+    On,
+    Off,
+}
+
+/// Where vminit finds and puts things; overridable so tests can point elsewhere.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Paths {
+    pub qemu: PathBuf,
+    pub dnsmasq: PathBuf,
+    pub disk: PathBuf,
+    pub run_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub passwd: PathBuf,
+    pub dev: PathBuf,
+    pub sys_class_net: PathBuf,
+    pub proc_devices: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            dnsmasq: "/usr/sbin/dnsmasq".into(),
+            disk: "/image/image.qcow2".into(),
+            run_dir: "/run/vminit".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            passwd: "/etc/passwd".into(),
+            dev: "/dev".into(),
+            sys_class_net: "/sys/class/net".into(),
+            proc_devices: "/proc/devices".into(),
+        }
+    }
+}
+
+/// Everything vminit was told, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub command: Command,
+    pub attach: Attach,
+    pub selected_network: Option<Ipv4Net>,
+    pub dhcp: bool,
+    pub ram: String,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub vhost: Vhost,
+    pub stop_timeout: Duration,
+    pub iface_wait: Duration,
+    pub log_level: log::LevelFilter,
+    pub paths: Paths,
+}
+
+/// Parses argv (without the program name) and the environment, seen through `env`.
+pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Config>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let command = parse_command(args)?;
+    let log_level = parse_log_level(env)?;
+    let paths = parse_paths(env);
+    let mut config = Config {
+        command,
+        attach: Attach::All,
+        selected_network: None,
+        dhcp: true,
+        ram: "1G".into(),
+        cpus: 1,
+        accel: Accel::Auto,
+        vhost: Vhost::Auto,
+        stop_timeout: Duration::from_secs(8),
+        iface_wait: Duration::from_secs(2),
+        log_level,
+        paths,
+    };
+    if matches!(config.command, Command::Health | Command::Help | Command::Version) {
+        // These never touch the network: AUTO_ATTACH and friends are not needed.
+        return Ok(config);
+    }
+    config.attach = parse_attach(env)?;
+    config.selected_network = match nonempty(env, "SELECTED_NETWORK") {
+        None => None,
+        Some(v) => Some(v.parse::<Ipv4Net>().map_err(|e| {
+            bad(
+                "SELECTED_NETWORK",
+                format!("{v:?}: {e}; expected IP/MASK such as 10.1.0.0/16"),
+            )
+        })?),
+    };
+    config.dhcp = yes_no(env, "ENABLE_DHCP", true)?;
+    if let Some(ram) = nonempty(env, "RAM_SIZE") {
+        config.ram = parse_ram(&ram)?;
+    }
+    if let Some(cpus) = nonempty(env, "CPU_CORES") {
+        config.cpus = match cpus.parse::<u32>() {
+            Ok(n) if (1..=255).contains(&n) => n,
+            _ => {
+                return Err(bad(
+                    "CPU_CORES",
+                    format!("{cpus:?} is not a number of CPUs; use 1 to 255"),
+                ));
+            }
+        };
+    }
+    config.accel = match nonempty(env, "ACCEL").as_deref() {
+        None | Some("auto") => Accel::Auto,
+        Some("kvm") => Accel::Kvm,
+        Some("tcg") => Accel::Tcg,
+        Some(v) => return Err(bad("ACCEL", format!("{v:?} is not one of auto, kvm, tcg"))),
+    };
+    config.vhost = match nonempty(env, "VHOST").as_deref() {
+        None | Some("auto") => Vhost::Auto,
+        Some("on") | Some("yes") => Vhost::On,
+        Some("off") | Some("no") => Vhost::Off,
+        Some(v) => return Err(bad("VHOST", format!("{v:?} is not one of auto, on, off"))),
+    };
+    if let Some(t) = parse_seconds(env, "STOP_TIMEOUT")? {
+        config.stop_timeout = t;
+    }
+    if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
+        config.iface_wait = t;
+    }
+    Ok(config)
+}
+
+fn bad(var: &str, msg: String) -> Error {
+    Error::Config(var.to_string(), msg)
+}
+
+fn nonempty(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    env(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_command<I>(args: I) -> Result<Command>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().collect();
+    let mut parser = lexopt::Parser::from_args(args.clone());
+    let first = match parser.next() {
+        Ok(Some(arg)) => arg,
+        Ok(None) => return Ok(Command::Boot(Vec::new())),
+        // Anything lexopt cannot classify is a QEMU argument.
+        Err(_) => return Ok(Command::Boot(args)),
+    };
+    let alone = args.len() == 1;
+    Ok(match first {
+        lexopt::Arg::Long("help") | lexopt::Arg::Short('h') if alone => Command::Help,
+        lexopt::Arg::Long("version") if alone => Command::Version,
+        lexopt::Arg::Value(ref v) if alone && (v == "bash" || v == "sh") => Command::Shell,
+        lexopt::Arg::Value(ref v) if alone && v == "health" => Command::Health,
+        // `--` ends vminit's arguments: everything after it is QEMU's.
+        _ if args[0] == "--" => Command::Boot(args[1..].to_vec()),
+        _ => Command::Boot(args),
+    })
+}
+
+fn parse_attach(env: &dyn Fn(&str) -> Option<String>) -> Result<Attach> {
+    let ifaces = nonempty(env, "ATTACH_IFACES").or_else(|| nonempty(env, "ATTACH_IFS"));
+    match nonempty(env, "AUTO_ATTACH").as_deref() {
+        Some("yes") => Ok(Attach::All),
+        Some("no") => {
+            let names: Vec<String> = ifaces
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if names.is_empty() {
+                return Err(bad(
+                    "ATTACH_IFACES",
+                    "AUTO_ATTACH=no needs the interfaces to attach; set ATTACH_IFACES=\"eth0 eth1\"".into(),
+                ));
+            }
+            if let Some(n) = names.iter().find(|n| n.len() > 15 || n.contains('/')) {
+                return Err(bad(
+                    "ATTACH_IFACES",
+                    format!("{n:?} is not a valid interface name"),
+                ));
+            }
+            let mut seen = Vec::new();
+            for n in names {
+                if !seen.contains(&n) {
+                    seen.push(n);
+                }
+            }
+            Ok(Attach::Only(seen))
+        }
+        None => Err(bad(
+            "AUTO_ATTACH",
+            "not set; use -e AUTO_ATTACH=yes to give every NIC to the VM, or AUTO_ATTACH=no with ATTACH_IFACES".into(),
+        )),
+        Some(v) => Err(bad(
+            "AUTO_ATTACH",
+            format!("{v:?} is not yes or no; use -e AUTO_ATTACH=yes or -e AUTO_ATTACH=no"),
+        )),
+    }
+}
+
+fn yes_no(env: &dyn Fn(&str) -> Option<String>, var: &str, default: bool) -> Result<bool> {
+    match nonempty(env, var).as_deref() {
+        None => Ok(default),
+        Some("yes") | Some("true") | Some("1") | Some("on") => Ok(true),
+        Some("no") | Some("false") | Some("0") | Some("off") => Ok(false),
+        Some(v) => Err(bad(var, format!("{v:?} is not yes or no"))),
+    }
+}
+
+/// `RAM_SIZE` as QEMU's `-m` takes it: a number with an optional K/M/G/T suffix.
+fn parse_ram(v: &str) -> Result<String> {
+    let digits = v.trim_end_matches(|c: char| "KkMmGgTt".contains(c));
+    let suffix = &v[digits.len()..];
+    let valid = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && suffix.len() <= 1
+        && digits.parse::<u64>().map(|n| n > 0).unwrap_or(false);
+    if !valid {
+        return Err(bad(
+            "RAM_SIZE",
+            format!("{v:?} is not a memory size; use a number with M or G, such as 512M or 2G"),
+        ));
+    }
+    // A bare number means MiB to QEMU; keep it that way.
+    Ok(v.to_ascii_uppercase())
+}
+
+fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>> {
+    let Some(v) = nonempty(env, var) else {
+        return Ok(None);
+    };
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86400.0).contains(&s) => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        _ => Err(bad(var, format!("{v:?} is not a number of seconds"))),
+    }
+}
+
+fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFilter> {
+    match nonempty(env, "LOG_LEVEL") {
+        None => Ok(log::LevelFilter::Info),
+        Some(v) => v.parse().map_err(|_| {
+            bad(
+                "LOG_LEVEL",
+                format!("{v:?} is not one of error, warn, info, debug, trace"),
+            )
+        }),
+    }
+}
+
+fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
+    let mut paths = Paths::default();
+    let overrides: [(&str, &mut PathBuf); 5] = [
+        ("VMINIT_QEMU", &mut paths.qemu),
+        ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
+        ("VMINIT_DISK", &mut paths.disk),
+        ("VMINIT_RUN_DIR", &mut paths.run_dir),
+        ("VMINIT_RESOLV_CONF", &mut paths.resolv_conf),
+    ];
+    for (var, slot) in overrides {
+        if let Some(v) = nonempty(env, var) {
+            *slot = v.into();
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(
+            args.iter().map(OsString::from),
+            &move |k: &str| map.get(k).cloned(),
+        )
+    }
+
+    fn var_of(err: Error) -> String {
+        match err {
+            Error::Config(var, _) => var,
+            other => panic!("expected a config error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn auto_attach_yes_attaches_everything_with_defaults() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.attach, Attach::All);
+        assert_eq!(c.command, Command::Boot(vec![]));
+        assert_eq!((c.ram.as_str(), c.cpus), ("1G", 1));
+        assert_eq!((c.accel, c.vhost, c.dhcp), (Accel::Auto, Vhost::Auto, true));
+        assert_eq!(c.paths.disk, PathBuf::from("/image/image.qcow2"));
+    }
+
+    #[test]
+    fn auto_attach_unset_or_invalid_names_the_variable() {
+        assert_eq!(var_of(parse_with(&[], &[]).unwrap_err()), "AUTO_ATTACH");
+        assert_eq!(
+            var_of(parse_with(&[], &[("AUTO_ATTACH", "maybe")]).unwrap_err()),
+            "AUTO_ATTACH"
+        );
+    }
+
+    #[test]
+    fn attach_ifaces_accepts_spaces_commas_and_the_old_name() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "no"), ("ATTACH_IFACES", "eth1, eth0 eth1")]).unwrap();
+        assert_eq!(c.attach, Attach::Only(vec!["eth1".into(), "eth0".into()]));
+        let c = parse_with(&[], &[("AUTO_ATTACH", "no"), ("ATTACH_IFS", "eth2")]).unwrap();
+        assert_eq!(c.attach, Attach::Only(vec!["eth2".into()]));
+    }
+
+    #[test]
+    fn auto_attach_no_without_interfaces_is_an_error() {
+        let e = parse_with(&[], &[("AUTO_ATTACH", "no")]).unwrap_err();
+        assert_eq!(var_of(e), "ATTACH_IFACES");
+    }
+
+    #[test]
+    fn selected_network_must_be_ip_slash_mask() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", "10.1.0.0/16")]).unwrap();
+        assert_eq!(c.selected_network, Some("10.1.0.0/16".parse().unwrap()));
+        for bad in ["10.1.0.0", "10.1.0/16", "10.1.0.0/40", "banana"] {
+            let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", bad)]).unwrap_err();
+            assert_eq!(var_of(e), "SELECTED_NETWORK", "{bad}");
+        }
+    }
+
+    #[test]
+    fn cmd_arguments_reach_qemu_verbatim() {
+        let c = parse_with(&["-vnc", ":0", "-append", "a b"], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Boot(vec!["-vnc".into(), ":0".into(), "-append".into(), "a b".into()])
+        );
+        let c = parse_with(&["--", "--help"], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.command, Command::Boot(vec!["--help".into()]));
+    }
+
+    #[test]
+    fn bash_or_sh_alone_is_the_debug_shell() {
+        for word in ["bash", "sh"] {
+            let c = parse_with(&[word], &[("AUTO_ATTACH", "yes")]).unwrap();
+            assert_eq!(c.command, Command::Shell);
+        }
+        let c = parse_with(&["bash", "-x"], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert!(matches!(c.command, Command::Boot(_)));
+    }
+
+    #[test]
+    fn health_needs_no_network_settings() {
+        let c = parse_with(&["health"], &[]).unwrap();
+        assert_eq!(c.command, Command::Health);
+    }
+
+    #[test]
+    fn sizes_counts_and_modes_are_validated() {
+        let ok = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("RAM_SIZE", "512m"),
+                ("CPU_CORES", "2"),
+                ("ACCEL", "tcg"),
+                ("VHOST", "off"),
+                ("ENABLE_DHCP", "no"),
+                ("STOP_TIMEOUT", "3.5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
+        assert_eq!((ok.accel, ok.vhost, ok.dhcp), (Accel::Tcg, Vhost::Off, false));
+        assert_eq!(ok.stop_timeout, Duration::from_millis(3500));
+        for (var, v) in [
+            ("RAM_SIZE", "lots"),
+            ("RAM_SIZE", "0"),
+            ("RAM_SIZE", "2GB"),
+            ("CPU_CORES", "0"),
+            ("ACCEL", "hvf"),
+            ("VHOST", "maybe"),
+            ("ENABLE_DHCP", "sometimes"),
+            ("STOP_TIMEOUT", "-1"),
+            ("IFACE_WAIT", "soon"),
+            ("LOG_LEVEL", "loud"),
+        ] {
+            let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
+            assert_eq!(var_of(e), var, "{var}={v}");
+        }
+    }
+
+    #[test]
+    fn paths_can_be_overridden() {
+        let c = parse_with(
+            &[],
+            &[("AUTO_ATTACH", "yes"), ("VMINIT_QEMU", "/opt/q"), ("VMINIT_DISK", "/d.qcow2")],
+        )
+        .unwrap();
+        assert_eq!(c.paths.qemu, PathBuf::from("/opt/q"));
+        assert_eq!(c.paths.disk, PathBuf::from("/d.qcow2"));
+    }
+}

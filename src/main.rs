@@ -1,0 +1,521 @@
+//! vminit: PID 1 of a container that becomes a virtual machine.
+//!
+//! The story of one run, in the order `run` tells it: block signals, read the
+//! configuration, check every input, recover what an earlier run left, plan the
+//! network takeover, apply it, open the taps, start dnsmasq and QEMU, supervise,
+//! put the network back, exit with the guest's status.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod apply;
+mod config;
+mod devices;
+mod discover;
+mod dnsmasq;
+mod error;
+mod kvm;
+mod netlink;
+mod plan;
+mod qemu;
+mod qmp;
+mod spawn;
+mod supervise;
+mod types;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::config::{Accel, Command, Config, Vhost};
+use crate::error::{Error, Result, exit};
+use crate::netlink::Netlink;
+use crate::qemu::Accelerator;
+use crate::supervise::Signals;
+
+const USAGE: &str = "\
+usage: vminit [QEMU ARGUMENTS...]   boot /image/image.qcow2, extra arguments go to QEMU
+       vminit bash|sh               prepare everything, then start a debug shell
+       vminit health                exit 0 when the guest is running
+Configuration is by environment variables (AUTO_ATTACH is required); see the README.";
+
+fn main() {
+    // Before anything else: no signal may be lost or kill PID 1 while it sets up.
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vminit: error: cannot block signals: {e}");
+            std::process::exit(exit::OS);
+        }
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match config::parse(std::env::args_os().skip(1), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vminit: error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    };
+    init_logging(config.log_level);
+    let code = match run(&config, &signals) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e}");
+            e.exit_code()
+        }
+    };
+    log::info!("exit {code}");
+    std::process::exit(code);
+}
+
+fn init_logging(level: log::LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format(|buf, record| {
+            let prefix = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            writeln!(buf, "vminit: {prefix}{}", record.args())
+        })
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+fn run(config: &Config, signals: &Signals) -> Result<i32> {
+    match &config.command {
+        Command::Help => {
+            println!("{USAGE}");
+            return Ok(0);
+        }
+        Command::Version => {
+            println!("vminit {} ({})", env!("CARGO_PKG_VERSION"), env!("VMINIT_REVISION"));
+            return Ok(0);
+        }
+        Command::Health => return Ok(health(config)),
+        Command::Boot(_) | Command::Shell => {}
+    }
+    let paths = &config.paths;
+
+    // 1. Check every input before anything changes.
+    devices::check_program(&paths.qemu, "QEMU")?;
+    if config.dhcp {
+        devices::check_program(&paths.dnsmasq, "dnsmasq")?;
+    }
+    devices::check_disk(&paths.disk)?;
+    let accel = choose_accel(config.accel, &paths.dev)?;
+    let vhost = choose_vhost(config.vhost, &paths.dev)?;
+    devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
+    let major = devices::macvtap_major(&paths.proc_devices);
+    make_run_dir(&paths.run_dir)?;
+
+    // 2. Find the NICs, putting back what an earlier run left, and plan.
+    let mut nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
+    recover(&mut nl)?;
+    let plan = wait_for_plan(config, &mut nl, signals)?;
+
+    // 3. Apply: from here on, every failure puts the network back.
+    let mut applier = apply::Applier::new(&mut nl);
+    applier.apply_all(&plan.steps)?;
+    let mut taps = Vec::new();
+    for nic in &plan.nics {
+        let opened = applier
+            .index_of(&nic.tap)
+            .and_then(|i| devices::open_tap(&paths.sys_class_net, &paths.dev, &nic.tap, i, major));
+        match opened {
+            Ok(tap) => taps.push(tap),
+            Err(e) => {
+                applier.rollback();
+                remove_taps(&taps);
+                return Err(e);
+            }
+        }
+    }
+    let applied = applier.take_applied();
+    let teardown = |nl: &mut Netlink, taps: &[devices::Tap]| {
+        log::info!("restoring the container's network");
+        let mut applier = apply::Applier::new(nl);
+        apply::undo(&mut applier, &applied);
+        remove_taps(taps);
+    };
+    let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+
+    // 4. dnsmasq and QEMU's command line.
+    let dnsmasq_argv = if config.dhcp {
+        match write_dnsmasq_conf(config, &plan.nics) {
+            Ok(argv) => Some(argv),
+            Err(e) => {
+                teardown(&mut nl, &taps);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let nics: Vec<qemu::GuestNic> = plan
+        .nics
+        .iter()
+        .zip(&taps)
+        .map(|(n, t)| qemu::GuestNic { fd: t.fd.as_raw_fd(), mac: n.mac, mtu: n.mtu })
+        .collect();
+    let qmp = paths.run_dir.join("qmp.sock");
+    let health_sock = paths.run_dir.join("health.sock");
+    let extra: &[OsString] = match &config.command {
+        Command::Boot(args) => args,
+        _ => &[],
+    };
+    let qemu_argv = qemu::argv(&qemu::QemuInput {
+        qemu: &paths.qemu,
+        accel,
+        vhost,
+        ram: &config.ram,
+        cpus: config.cpus,
+        disk: &paths.disk,
+        qmp: &qmp,
+        health: &health_sock,
+        nics: &nics,
+        extra,
+    });
+
+    let spawn_dnsmasq = |argv: &[OsString]| {
+        spawn::spawn(argv, &spawn::SpawnOptions { mask: signals.original, close: &tap_fds, own_group: true })
+    };
+    let dnsmasq_pid = match &dnsmasq_argv {
+        Some(argv) => match start_dnsmasq(argv, &paths.run_dir, &spawn_dnsmasq) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                teardown(&mut nl, &taps);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let abort = |nl: &mut Netlink, taps: &[devices::Tap], e: Error| -> Error {
+        if let Some(pid) = dnsmasq_pid {
+            stop_and_reap(pid);
+        }
+        teardown(nl, taps);
+        e
+    };
+
+    // A `docker stop` during setup ends it here, before the guest starts.
+    if let Some(sig) = termination_pending(signals) {
+        log::info!("received {sig} during setup; not starting the guest");
+        let _ = abort(&mut nl, &taps, Error::Network(String::new()));
+        return Ok(128 + sig as i32);
+    }
+
+    if config.command == Command::Shell {
+        let script = paths.run_dir.join("qemu.sh");
+        let text = format!("#!/bin/sh\n# The QEMU command vminit would run.\nexec {}\n", qemu::shell_line(&qemu_argv));
+        if let Err(e) = fs::write(&script, text) {
+            return Err(abort(&mut nl, &taps, Error::os(format!("write {}", script.display()), e)));
+        }
+        let shell = shell_argv();
+        log::info!("debug mode: run `sh {}` to start the guest; starting {}", script.display(), shell[0].to_string_lossy());
+        // SAFETY of the fds: they stay open (no CLOEXEC) for the shell and its QEMU.
+        return Err(spawn::exec_shell(&shell, signals.original));
+    }
+
+    log::info!("starting {}", qemu::shell_line(&qemu_argv));
+    let qemu_pid = match spawn::spawn(&qemu_argv, &spawn::SpawnOptions { mask: signals.original, close: &[], own_group: false }) {
+        Ok(pid) => pid,
+        Err(e) => return Err(abort(&mut nl, &taps, e)),
+    };
+    log::info!("QEMU running, pid {qemu_pid}");
+    // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
+    let tap_paths: Vec<PathBuf> = taps.iter().map(|t| t.path.clone()).collect();
+    drop(taps);
+
+    // 5. Supervise until the guest is gone.
+    let mut effects = RealEffects {
+        qmp: qmp.clone(),
+        dnsmasq_argv: dnsmasq_argv.clone(),
+        run_dir: paths.run_dir.clone(),
+        mask: signals.original,
+    };
+    let code = supervise::run(signals, qemu_pid, dnsmasq_pid, config.stop_timeout, &mut effects);
+    log::info!("restoring the container's network");
+    let mut applier = apply::Applier::new(&mut nl);
+    apply::undo(&mut applier, &applied);
+    for p in tap_paths {
+        let _ = fs::remove_file(p);
+    }
+    Ok(code)
+}
+
+/// `ACCEL=auto` picks KVM only when a probe guest actually runs on it.
+fn choose_accel(accel: Accel, dev: &Path) -> Result<Accelerator> {
+    match accel {
+        Accel::Tcg => {
+            log::info!("accelerator: tcg (ACCEL=tcg)");
+            Ok(Accelerator::Tcg)
+        }
+        Accel::Kvm | Accel::Auto => match devices::probe_kvm(dev) {
+            devices::KvmStatus::Usable => {
+                log::info!("accelerator: kvm (a probe guest ran on /dev/kvm)");
+                Ok(Accelerator::Kvm)
+            }
+            devices::KvmStatus::Unusable(why) if accel == Accel::Auto => {
+                log::warn!("accelerator: tcg, software emulation, slow ({why}); hint: add --device /dev/kvm on a host with KVM");
+                Ok(Accelerator::Tcg)
+            }
+            devices::KvmStatus::Unusable(why) => Err(Error::Unavailable(format!(
+                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); hint: add --device /dev/kvm on a host with KVM, or set ACCEL=tcg"
+            ))),
+        },
+    }
+}
+
+/// `VHOST=auto` uses vhost-net only when /dev/vhost-net opens (QEMU aborts otherwise).
+fn choose_vhost(vhost: Vhost, dev: &Path) -> Result<bool> {
+    match (vhost, devices::probe_vhost(dev)) {
+        (Vhost::Off, _) => {
+            log::info!("vhost-net: off (VHOST=off)");
+            Ok(false)
+        }
+        (_, Ok(())) => {
+            log::info!("vhost-net: on");
+            Ok(true)
+        }
+        (Vhost::Auto, Err(why)) => {
+            log::warn!("vhost-net: off ({why}); hint: add --device /dev/vhost-net (modprobe vhost-net on the host) for faster networking");
+            Ok(false)
+        }
+        (Vhost::On, Err(why)) => Err(Error::Unavailable(format!(
+            "VHOST=on but {why}; hint: add --device /dev/vhost-net (modprobe vhost-net on the host), or set VHOST=auto"
+        ))),
+    }
+}
+
+fn make_run_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|_| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::os(format!("create {}", dir.display()), e))
+}
+
+/// Puts back NICs that an earlier, killed vminit left taken over.
+fn recover(nl: &mut Netlink) -> Result<()> {
+    let state = discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
+    let steps = plan::recovery(&state);
+    if !steps.is_empty() {
+        log::info!("recovering the network left by an earlier run");
+        apply::Applier::new(nl).run_best_effort(&steps);
+    }
+    Ok(())
+}
+
+/// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
+/// are not there yet (Docker and device plugins may add them just after start).
+fn wait_for_plan(config: &Config, nl: &mut Netlink, signals: &Signals) -> Result<plan::Plan> {
+    let deadline = Instant::now() + config.iface_wait;
+    let mut logged = false;
+    loop {
+        let state = discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
+        let random = random_macs(state.links.len().max(1))?;
+        let result = plan::plan(&plan::PlanInput {
+            attach: &config.attach,
+            selected_network: config.selected_network,
+            state: &state,
+            random_macs: &random,
+        });
+        match result {
+            Err(Error::Network(why)) if Instant::now() < deadline => {
+                if !logged {
+                    log::info!("waiting up to {:?} for the network: {why}", config.iface_wait);
+                    logged = true;
+                }
+                if let Some(sig) = termination_pending(signals) {
+                    log::info!("received {sig} while waiting for the network");
+                    std::process::exit(128 + sig as i32);
+                }
+                sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
+    let mut bytes = vec![0u8; 6 * n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| Error::os("read random bytes", e))?;
+    Ok(bytes
+        .chunks(6)
+        .map(|c| c.try_into().expect("chunks of six"))
+        .collect())
+}
+
+fn write_dnsmasq_conf(config: &Config, nics: &[plan::NicPlan]) -> Result<Vec<OsString>> {
+    let paths = &config.paths;
+    let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
+    let dns = dnsmasq::Dns::from_resolv(&discover::parse_resolv(&resolv));
+    let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
+    let user = dnsmasq::user_from_passwd(&passwd);
+    if user == "root" {
+        log::warn!("{} has no user nobody: dnsmasq keeps running as root", paths.passwd.display());
+    }
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vm".into());
+    let text = dnsmasq::render(&dnsmasq::DnsmasqInput {
+        nics,
+        dns: &dns,
+        hostname: hostname.split('.').next().unwrap_or("vm"),
+        run_dir: &paths.run_dir,
+        user,
+    });
+    let conf = paths.run_dir.join("dnsmasq.conf");
+    fs::write(&conf, text).map_err(|e| Error::os(format!("write {}", conf.display()), e))?;
+    log::info!("wrote {}", conf.display());
+    Ok(vec![
+        paths.dnsmasq.clone().into_os_string(),
+        OsString::from(format!("--conf-file={}", conf.display())),
+    ])
+}
+
+/// Starts dnsmasq and waits until it is serving (it writes its pid file once its
+/// sockets are bound), or reports why it could not start.
+fn start_dnsmasq(
+    argv: &[OsString],
+    run_dir: &Path,
+    spawn: &dyn Fn(&[OsString]) -> Result<Pid>,
+) -> Result<Pid> {
+    let pidfile = run_dir.join("dnsmasq.pid");
+    let _ = fs::remove_file(&pidfile);
+    let pid = spawn(argv)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if fs::metadata(&pidfile).map(|m| m.len() > 0).unwrap_or(false) {
+            log::info!("dnsmasq running, pid {pid}");
+            return Ok(pid);
+        }
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                return Err(Error::Unavailable(format!(
+                    "dnsmasq could not start ({status:?}); its own message is above"
+                )));
+            }
+            Err(e) => return Err(Error::os("wait for dnsmasq", e)),
+        }
+        if Instant::now() >= deadline {
+            stop_and_reap(pid);
+            return Err(Error::Unavailable("dnsmasq did not start within 5 s".into()));
+        }
+        sleep(Duration::from_millis(2));
+    }
+}
+
+fn stop_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + supervise::GRACE;
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                sleep(Duration::from_millis(5))
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+fn remove_taps(taps: &[devices::Tap]) {
+    for t in taps {
+        let _ = fs::remove_file(&t.path);
+    }
+}
+
+/// A SIGTERM, SIGINT or SIGQUIT that arrived while vminit was busy.
+fn termination_pending(signals: &Signals) -> Option<Signal> {
+    signals
+        .pending()
+        .into_iter()
+        .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT))
+}
+
+fn shell_argv() -> Vec<OsString> {
+    for sh in ["/bin/bash", "/bin/sh"] {
+        if Path::new(sh).exists() {
+            return vec![sh.into()];
+        }
+    }
+    vec!["/bin/busybox".into(), "sh".into()]
+}
+
+/// `vminit health`: asks QEMU, over the health QMP socket, whether the guest runs.
+fn health(config: &Config) -> i32 {
+    let socket = config.paths.run_dir.join("health.sock");
+    match qmp::execute(&socket, "query-status", Duration::from_secs(3)) {
+        Ok(answer) if qmp::is_running(&answer) => {
+            println!("guest running");
+            0
+        }
+        Ok(answer) => {
+            println!("guest not running: {answer}");
+            1
+        }
+        Err(e) => {
+            println!("QEMU not answering on {}: {e}", socket.display());
+            1
+        }
+    }
+}
+
+/// The supervisor's effects on the real QEMU and dnsmasq.
+struct RealEffects {
+    qmp: PathBuf,
+    dnsmasq_argv: Option<Vec<OsString>>,
+    run_dir: PathBuf,
+    mask: nix::sys::signal::SigSet,
+}
+
+impl supervise::Effects for RealEffects {
+    fn powerdown(&mut self) {
+        log::info!("pressing the guest's power button (QMP system_powerdown)");
+        if let Err(e) = qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
+            log::warn!("QMP system_powerdown: {e}");
+        }
+    }
+
+    fn quit(&mut self) {
+        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
+        if let Err(e) = qmp::execute(&self.qmp, "quit", Duration::from_secs(1)) {
+            log::warn!("QMP quit: {e}");
+        }
+    }
+
+    fn start_dnsmasq(&mut self) -> Option<Pid> {
+        let argv = self.dnsmasq_argv.as_ref()?;
+        let mask = self.mask;
+        let spawn = |argv: &[OsString]| {
+            spawn::spawn(argv, &spawn::SpawnOptions { mask, close: &[], own_group: true })
+        };
+        match start_dnsmasq(argv, &self.run_dir, &spawn) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Starts children with the signal state a normal process expects; execs the debug shell.
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+/// How a child starts.
+pub struct SpawnOptions<'a> {
+    /// The signal mask vminit had before it blocked everything for its signalfd.
+    pub mask: SigSet,
+    /// Descriptors the child must not inherit (tap fds are not CLOEXEC, for QEMU only).
+    pub close: &'a [RawFd],
+    /// Put the child in its own process group, so a Ctrl-C on the console's terminal
+    /// does not reach it (dnsmasq); QEMU stays in the foreground group to read the tty.
+    pub own_group: bool,
+}
+
+/// Starts `argv[0]` with `argv[1..]`. Returns its pid; vminit reaps it later.
+pub fn spawn(argv: &[OsString], opts: &SpawnOptions) -> Result<Pid> {
+    let program = argv[0].to_string_lossy().into_owned();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let mask = opts.mask;
+    let close: Vec<RawFd> = opts.close.to_vec();
+    let own_group = opts.own_group;
+    // SAFETY: the closure runs in the child between fork and exec. It only makes
+    // async-signal-safe system calls (sigprocmask, signal, close, setpgid) on data
+    // captured by value before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Rust std and vminit change these; a child must start as if from a shell.
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+            signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
+            for fd in &close {
+                libc::close(*fd);
+            }
+            if own_group {
+                libc::setpgid(0, 0);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| Error::Program(program, e))?;
+    // The std handle is dropped without waiting: the supervisor reaps by pid.
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// Replaces vminit with a shell (debug mode), with the original signal mask.
+pub fn exec_shell(argv: &[OsString], mask: SigSet) -> Error {
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    // SAFETY: resetting a disposition to its default has no memory-safety impact.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let err = Command::new(&argv[0]).args(&argv[1..]).exec();
+    Error::Program(argv[0].to_string_lossy().into_owned(), err)
+}

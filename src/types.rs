@@ -1,0 +1,182 @@
+//! Small value types shared by every stage: MAC addresses, IPv4 networks, routes.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// A random unicast, locally administered address built from `bytes`.
+    pub fn local_from(mut bytes: [u8; 6]) -> Mac {
+        bytes[0] = (bytes[0] & 0xfc) | 0x02;
+        Mac(bytes)
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in out.iter_mut() {
+            let part = parts.next().ok_or_else(|| format!("bad MAC {s:?}"))?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("bad MAC {s:?}"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("bad MAC {s:?}"));
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// An IPv4 address with its prefix length, as on an interface (`172.19.0.2/24`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
+        Ipv4Net { addr, prefix }
+    }
+
+    /// The netmask, e.g. 255.255.255.0 for /24.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask_bits(self.prefix))
+    }
+
+    /// The network address, e.g. 172.19.0.0 for 172.19.0.2/24.
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & mask_bits(self.prefix))
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask_bits(self.prefix) == u32::from(self.network())
+    }
+}
+
+fn mask_bits(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    /// Accepts `A.B.C.D/N` and `A.B.C.D/M.M.M.M` (a contiguous netmask).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, mask) = s.split_once('/').ok_or("expected IP/MASK")?;
+        let addr: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix = if let Ok(n) = mask.parse::<u8>() {
+            if n > 32 {
+                return Err(format!("prefix {n} is larger than 32"));
+            }
+            n
+        } else {
+            let m: Ipv4Addr = mask
+                .parse()
+                .map_err(|_| format!("{mask:?} is neither a prefix length nor a netmask"))?;
+            let bits = u32::from(m);
+            let n = bits.leading_ones();
+            if bits.checked_shl(n).unwrap_or(0) != 0 {
+                return Err(format!("netmask {m} is not contiguous"));
+            }
+            n as u8
+        };
+        Ok(Ipv4Net { addr, prefix })
+    }
+}
+
+/// An IPv4 route through one interface, as much of it as vminit moves and hands on.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Route {
+    /// Destination network (`0.0.0.0/0` for the default route).
+    pub dst: Ipv4Net,
+    /// Next hop; `None` for an on-link (scope link) route.
+    pub gateway: Option<Ipv4Addr>,
+    /// Route metric (priority), if one was set.
+    pub metric: Option<u32>,
+}
+
+impl Route {
+    pub fn is_default(&self) -> bool {
+        self.dst.prefix == 0
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_default() {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}/{}", self.dst.network(), self.dst.prefix)?;
+        }
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prefix_and_netmask_forms() {
+        let a: Ipv4Net = "10.1.0.0/16".parse().unwrap();
+        let b: Ipv4Net = "10.1.0.0/255.255.0.0".parse().unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("10.1.200.3".parse().unwrap()));
+        assert!(!a.contains("10.2.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_non_contiguous_netmask_and_big_prefix() {
+        assert!("10.0.0.0/255.0.255.0".parse::<Ipv4Net>().is_err());
+        assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
+        assert!("10.0.0.0".parse::<Ipv4Net>().is_err());
+    }
+
+    #[test]
+    fn local_mac_is_unicast_and_locally_administered() {
+        let m = Mac::local_from([0xff; 6]);
+        assert_eq!(m.0[0] & 0x01, 0);
+        assert_eq!(m.0[0] & 0x02, 0x02);
+        assert_eq!("fe:ff:ff:ff:ff:ff".parse::<Mac>().unwrap(), m);
+    }
+
+    #[test]
+    fn zero_prefix_contains_everything() {
+        let d = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0);
+        assert!(d.contains("8.8.8.8".parse().unwrap()));
+        assert_eq!(d.netmask(), Ipv4Addr::UNSPECIFIED);
+    }
+}
