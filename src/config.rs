@@ -112,7 +112,10 @@ where
         log_level,
         paths,
     };
-    if matches!(config.command, Command::Health | Command::Help | Command::Version) {
+    if matches!(
+        config.command,
+        Command::Health | Command::Help | Command::Version
+    ) {
         // These never touch the network: AUTO_ATTACH and friends are not needed.
         return Ok(config);
     }
@@ -316,10 +319,9 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        parse(
-            args.iter().map(OsString::from),
-            &move |k: &str| map.get(k).cloned(),
-        )
+        parse(args.iter().map(OsString::from), &move |k: &str| {
+            map.get(k).cloned()
+        })
     }
 
     fn var_of(err: Error) -> String {
@@ -350,7 +352,11 @@ mod tests {
 
     #[test]
     fn attach_ifaces_accepts_spaces_commas_and_the_old_name() {
-        let c = parse_with(&[], &[("AUTO_ATTACH", "no"), ("ATTACH_IFACES", "eth1, eth0 eth1")]).unwrap();
+        let c = parse_with(
+            &[],
+            &[("AUTO_ATTACH", "no"), ("ATTACH_IFACES", "eth1, eth0 eth1")],
+        )
+        .unwrap();
         assert_eq!(c.attach, Attach::Only(vec!["eth1".into(), "eth0".into()]));
         let c = parse_with(&[], &[("AUTO_ATTACH", "no"), ("ATTACH_IFS", "eth2")]).unwrap();
         assert_eq!(c.attach, Attach::Only(vec!["eth2".into()]));
@@ -364,10 +370,15 @@ mod tests {
 
     #[test]
     fn selected_network_must_be_ip_slash_mask() {
-        let c = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", "10.1.0.0/16")]).unwrap();
+        let c = parse_with(
+            &[],
+            &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", "10.1.0.0/16")],
+        )
+        .unwrap();
         assert_eq!(c.selected_network, Some("10.1.0.0/16".parse().unwrap()));
         for bad in ["10.1.0.0", "10.1.0/16", "10.1.0.0/40", "banana"] {
-            let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", bad)]).unwrap_err();
+            let e =
+                parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", bad)]).unwrap_err();
             assert_eq!(var_of(e), "SELECTED_NETWORK", "{bad}");
         }
     }
@@ -377,7 +388,12 @@ mod tests {
         let c = parse_with(&["-vnc", ":0", "-append", "a b"], &[("AUTO_ATTACH", "yes")]).unwrap();
         assert_eq!(
             c.command,
-            Command::Boot(vec!["-vnc".into(), ":0".into(), "-append".into(), "a b".into()])
+            Command::Boot(vec![
+                "-vnc".into(),
+                ":0".into(),
+                "-append".into(),
+                "a b".into()
+            ])
         );
         let c = parse_with(&["--", "--help"], &[("AUTO_ATTACH", "yes")]).unwrap();
         assert_eq!(c.command, Command::Boot(vec!["--help".into()]));
@@ -415,7 +431,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
-        assert_eq!((ok.accel, ok.vhost, ok.dhcp), (Accel::Tcg, Vhost::Off, false));
+        assert_eq!(
+            (ok.accel, ok.vhost, ok.dhcp),
+            (Accel::Tcg, Vhost::Off, false)
+        );
         assert_eq!(ok.stop_timeout, Duration::from_millis(3500));
         for (var, v) in [
             ("RAM_SIZE", "lots"),
@@ -438,7 +457,11 @@ mod tests {
     fn paths_can_be_overridden() {
         let c = parse_with(
             &[],
-            &[("AUTO_ATTACH", "yes"), ("VMINIT_QEMU", "/opt/q"), ("VMINIT_DISK", "/d.qcow2")],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("VMINIT_QEMU", "/opt/q"),
+                ("VMINIT_DISK", "/d.qcow2"),
+            ],
         )
         .unwrap();
         assert_eq!(c.paths.qemu, PathBuf::from("/opt/q"));

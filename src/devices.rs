@@ -40,7 +40,9 @@ fn parse_major(devices: &str, driver: &str) -> Option<u64> {
 pub fn cgroup_hint(major: Option<u64>) -> String {
     match major {
         Some(m) => format!("hint: add --device-cgroup-rule 'c {m}:* rwm' (and keep CAP_MKNOD)"),
-        None => "hint: add --device-cgroup-rule 'c <macvtap major from /proc/devices>:* rwm'".into(),
+        None => {
+            "hint: add --device-cgroup-rule 'c <macvtap major from /proc/devices>:* rwm'".into()
+        }
     }
 }
 
@@ -54,7 +56,12 @@ pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> Result<()> {
     };
     let probe = dev.join(".vminit-probe");
     let _ = fs::remove_file(&probe);
-    let made = mknod(&probe, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(major, 0));
+    let made = mknod(
+        &probe,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(major, 0),
+    );
     if let Err(e) = made {
         return Err(Error::Unavailable(format!(
             "mknod {}: {e}; cannot create macvtap device nodes; {}",
@@ -83,10 +90,23 @@ pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> Result<()> {
 /// `mknod /dev/tapN c MAJ MIN` with MAJ:MIN from
 /// `/sys/class/net/<tap>/macvtap/tap<ifindex>/dev`, then `open` without `O_CREAT`
 /// (a failed mknod must never turn into a regular file) and without `O_CLOEXEC`.
-pub fn open_tap(sys_class_net: &Path, dev: &Path, tap: &str, ifindex: u32, major: Option<u64>) -> Result<Tap> {
+pub fn open_tap(
+    sys_class_net: &Path,
+    dev: &Path,
+    tap: &str,
+    ifindex: u32,
+    major: Option<u64>,
+) -> Result<Tap> {
     let candidates = [
-        sys_class_net.join(tap).join("macvtap").join(format!("tap{ifindex}")).join("dev"),
-        sys_class_net.join(tap).join(format!("tap{ifindex}")).join("dev"),
+        sys_class_net
+            .join(tap)
+            .join("macvtap")
+            .join(format!("tap{ifindex}"))
+            .join("dev"),
+        sys_class_net
+            .join(tap)
+            .join(format!("tap{ifindex}"))
+            .join("dev"),
     ];
     let text = candidates
         .iter()
@@ -101,14 +121,20 @@ pub fn open_tap(sys_class_net: &Path, dev: &Path, tap: &str, ifindex: u32, major
         .trim()
         .split_once(':')
         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .ok_or_else(|| Error::os(format!("parse {text:?} as MAJOR:MINOR"), std::io::Error::from(std::io::ErrorKind::InvalidData)))?;
+        .ok_or_else(|| {
+            Error::os(
+                format!("parse {text:?} as MAJOR:MINOR"),
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        })?;
     let rdev = makedev(maj, min);
     let path = dev.join(format!("tap{ifindex}"));
     // A node left by an earlier run may point at another device: replace it.
-    if let Ok(meta) = fs::symlink_metadata(&path) {
-        if !(meta.file_type().is_char_device() && meta.rdev() == rdev) {
-            fs::remove_file(&path).map_err(|e| Error::os(format!("remove stale {}", path.display()), e))?;
-        }
+    if let Ok(meta) = fs::symlink_metadata(&path)
+        && !(meta.file_type().is_char_device() && meta.rdev() == rdev)
+    {
+        fs::remove_file(&path)
+            .map_err(|e| Error::os(format!("remove stale {}", path.display()), e))?;
     }
     if !path.exists() {
         mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), rdev).map_err(|e| {
@@ -122,7 +148,11 @@ pub fn open_tap(sys_class_net: &Path, dev: &Path, tap: &str, ifindex: u32, major
     log::info!("mknod {} c {maj} {min}", path.display());
     let fd = open(&path, OFlag::O_RDWR, Mode::empty()).map_err(|e| {
         if e == nix::errno::Errno::EPERM || e == nix::errno::Errno::EACCES {
-            Error::Unavailable(format!("open {}: {e}; {}", path.display(), cgroup_hint(Some(maj))))
+            Error::Unavailable(format!(
+                "open {}: {e}; {}",
+                path.display(),
+                cgroup_hint(Some(maj))
+            ))
         } else {
             Error::os(format!("open {}", path.display()), e)
         }
@@ -167,17 +197,31 @@ pub fn probe_vhost(dev: &Path) -> std::result::Result<(), String> {
 
 /// Checks that the VM disk exists, is not empty and is a qcow2 image.
 pub fn check_disk(path: &Path) -> Result<()> {
-    let hint = format!("mount the VM disk with -v /path/to/image.qcow2:{}", path.display());
+    let hint = format!(
+        "mount the VM disk with -v /path/to/image.qcow2:{}",
+        path.display()
+    );
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Disk(format!("VM disk {} not found; {hint}", path.display())));
+            return Err(Error::Disk(format!(
+                "VM disk {} not found; {hint}",
+                path.display()
+            )));
         }
-        Err(e) => return Err(Error::Disk(format!("VM disk {}: {e}; {hint}", path.display()))),
+        Err(e) => {
+            return Err(Error::Disk(format!(
+                "VM disk {}: {e}; {hint}",
+                path.display()
+            )));
+        }
     };
     let mut magic = [0u8; 4];
     match file.read(&mut magic) {
-        Ok(0) => Err(Error::Disk(format!("VM disk {} is empty; {hint}", path.display()))),
+        Ok(0) => Err(Error::Disk(format!(
+            "VM disk {} is empty; {hint}",
+            path.display()
+        ))),
         Ok(4) if &magic == b"QFI\xfb" => Ok(()),
         Ok(_) => Err(Error::Disk(format!(
             "VM disk {} is not a qcow2 image; convert it with qemu-img convert -O qcow2, then {hint}",
@@ -190,7 +234,10 @@ pub fn check_disk(path: &Path) -> Result<()> {
 /// Checks that a program exists and is executable, before anything changes.
 pub fn check_program(path: &Path, what: &str) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| {
-        Error::Program(format!("{what} {} (set {})", path.display(), env_of(what)), e)
+        Error::Program(
+            format!("{what} {} (set {})", path.display(), env_of(what)),
+            e,
+        )
     })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(Error::Program(
@@ -216,7 +263,10 @@ mod tests {
     fn finds_the_macvtap_major_among_character_devices_only() {
         let text = "Character devices:\n  1 mem\n246 macvtap\n\nBlock devices:\n  8 macvtap\n";
         assert_eq!(parse_major(text, "macvtap"), Some(246));
-        assert_eq!(parse_major("Character devices:\n  1 mem\n", "macvtap"), None);
+        assert_eq!(
+            parse_major("Character devices:\n  1 mem\n", "macvtap"),
+            None
+        );
     }
 
     #[test]
@@ -224,13 +274,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vminit-disk-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let missing = check_disk(&dir.join("none.qcow2")).unwrap_err().to_string();
-        assert!(missing.contains("not found") && missing.contains("-v "), "{missing}");
+        assert!(
+            missing.contains("not found") && missing.contains("-v "),
+            "{missing}"
+        );
         let empty = dir.join("empty.qcow2");
         fs::write(&empty, b"").unwrap();
-        assert!(check_disk(&empty).unwrap_err().to_string().contains("is empty"));
+        assert!(
+            check_disk(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
         let raw = dir.join("raw.qcow2");
         fs::write(&raw, b"\0\0\0\0raw").unwrap();
-        assert!(check_disk(&raw).unwrap_err().to_string().contains("not a qcow2"));
+        assert!(
+            check_disk(&raw)
+                .unwrap_err()
+                .to_string()
+                .contains("not a qcow2")
+        );
         let good = dir.join("good.qcow2");
         fs::write(&good, b"QFI\xfb\0\0\0\x03").unwrap();
         assert!(check_disk(&good).is_ok());

@@ -214,7 +214,10 @@ pub fn is_infrastructure(link: &Link) -> bool {
     link.name == "lo"
         || !link.ethernet
         || link.kind.as_deref().is_some_and(|k| SKIP.contains(&k))
-        || link.alias.as_deref().is_some_and(|a| a.starts_with(crate::plan::ALIAS_PREFIX))
+        || link
+            .alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(crate::plan::ALIAS_PREFIX))
 }
 
 /// Orders interface names naturally: eth2 before eth10.

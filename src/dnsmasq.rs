@@ -28,7 +28,10 @@ impl Dns {
             forward_to,
             direct,
             search: resolv.search.clone(),
-            domain: resolv.domain.clone().or_else(|| resolv.search.first().cloned()),
+            domain: resolv
+                .domain
+                .clone()
+                .or_else(|| resolv.search.first().cloned()),
         }
     }
 
@@ -160,9 +163,17 @@ mod tests {
 
     fn nic(i: usize, addr: &str, gateway: Option<&str>) -> NicPlan {
         let door: Ipv4Addr = format!("169.254.1.{}", 10 + i).parse().unwrap();
-        let mut routes = vec![Route { dst: Ipv4Net::new(door, 32), gateway: None, metric: None }];
+        let mut routes = vec![Route {
+            dst: Ipv4Net::new(door, 32),
+            gateway: None,
+            metric: None,
+        }];
         if let Some(gw) = gateway {
-            routes.push(Route { dst: "0.0.0.0/0".parse().unwrap(), gateway: gw.parse().ok(), metric: None });
+            routes.push(Route {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gateway: gw.parse().ok(),
+                metric: None,
+            });
         }
         NicPlan {
             lower: format!("eth{i}"),
@@ -194,7 +205,10 @@ mod tests {
 
     #[test]
     fn serves_only_the_guest_mac_with_its_ip_forever() {
-        let c = render_for(&[nic(0, "172.19.0.2/24", Some("172.19.0.1"))], &docker_resolv());
+        let c = render_for(
+            &[nic(0, "172.19.0.2/24", Some("172.19.0.1"))],
+            &docker_resolv(),
+        );
         assert!(c.contains("dhcp-ignore=tag:!known\n"));
         assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,vm1,infinite\n"));
         assert!(c.contains("dhcp-range=set:vm0,172.19.0.2,static,255.255.255.0,infinite\n"));
@@ -206,7 +220,10 @@ mod tests {
     #[test]
     fn only_the_default_route_nic_offers_a_router() {
         let c = render_for(
-            &[nic(0, "172.19.0.2/24", Some("172.19.0.1")), nic(1, "172.20.0.5/16", None)],
+            &[
+                nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+                nic(1, "172.20.0.5/16", None),
+            ],
             &docker_resolv(),
         );
         assert!(c.contains("dhcp-option=tag:vm0,option:router,172.19.0.1\n"));
@@ -214,13 +231,18 @@ mod tests {
         assert!(c.contains(
             "dhcp-option=tag:vm0,option:classless-static-route,169.254.1.10/32,0.0.0.0,0.0.0.0/0,172.19.0.1\n"
         ));
-        assert!(c.contains("dhcp-option=tag:vm1,option:classless-static-route,169.254.1.11/32,0.0.0.0\n"));
+        assert!(c.contains(
+            "dhcp-option=tag:vm1,option:classless-static-route,169.254.1.11/32,0.0.0.0\n"
+        ));
         assert!(c.contains("dhcp-option=tag:vm1,option:mtu,1450\n"));
     }
 
     #[test]
     fn loopback_resolvers_are_forwarded_and_never_handed_out() {
-        let c = render_for(&[nic(0, "172.19.0.2/24", Some("172.19.0.1"))], &docker_resolv());
+        let c = render_for(
+            &[nic(0, "172.19.0.2/24", Some("172.19.0.1"))],
+            &docker_resolv(),
+        );
         assert!(c.contains("server=127.0.0.11\n"));
         assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,169.254.1.10\n"));
         assert!(!c.contains("dns-server,127."));
@@ -241,7 +263,10 @@ mod tests {
 
     #[test]
     fn dnsmasq_keeps_root_only_when_nobody_is_unknown() {
-        assert_eq!(user_from_passwd("root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/x\n"), "nobody");
+        assert_eq!(
+            user_from_passwd("root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/x\n"),
+            "nobody"
+        );
         assert_eq!(user_from_passwd(""), "root");
     }
 }

@@ -56,6 +56,23 @@ struct Sregs {
     interrupt_bitmap: [u64; 4],
 }
 
+/// `struct kvm_msrs` with room for one `struct kvm_msr_entry`.
+#[repr(C)]
+struct OneMsr {
+    nmsrs: u32,
+    pad: u32,
+    index: u32,
+    reserved: u32,
+    data: u64,
+}
+
+/// `struct kvm_msr_list` with room for 256 indices.
+#[repr(C)]
+struct MsrList {
+    nmsrs: u32,
+    indices: [u32; 256],
+}
+
 #[repr(C)]
 struct Regs {
     gp: [u64; 16],
@@ -68,11 +85,24 @@ const KVM_CREATE_VM: libc::c_ulong = nix::request_code_none!(KVMIO, 0x01) as lib
 const KVM_GET_VCPU_MMAP_SIZE: libc::c_ulong = nix::request_code_none!(KVMIO, 0x04) as libc::c_ulong;
 const KVM_CREATE_VCPU: libc::c_ulong = nix::request_code_none!(KVMIO, 0x41) as libc::c_ulong;
 const KVM_SET_USER_MEMORY_REGION: libc::c_ulong =
-    nix::request_code_write!(KVMIO, 0x46, std::mem::size_of::<UserspaceMemoryRegion>()) as libc::c_ulong;
+    nix::request_code_write!(KVMIO, 0x46, std::mem::size_of::<UserspaceMemoryRegion>())
+        as libc::c_ulong;
+const KVM_GET_MSR_FEATURE_INDEX_LIST: libc::c_ulong =
+    nix::request_code_readwrite!(KVMIO, 0x0a, std::mem::size_of::<u32>()) as libc::c_ulong;
+const KVM_GET_MSRS: libc::c_ulong = nix::request_code_readwrite!(KVMIO, 0x88, 8) as libc::c_ulong;
+const KVM_SET_MSRS: libc::c_ulong = nix::request_code_write!(KVMIO, 0x89, 8) as libc::c_ulong;
+/// MSRs QEMU copies from the host's feature MSRs into every vCPU with `-cpu host`.
+/// Nested hypervisors have been seen to offer them and then refuse to set them,
+/// which makes QEMU abort ("failed to set MSR 0x10a").
+const FEATURE_MSRS: [u32; 1] = [0x10a /* IA32_ARCH_CAPABILITIES */];
+const QEMU_KNOWN_ARCH_CAP_BITS: u64 = 0x01ff_ffff;
 const KVM_RUN: libc::c_ulong = nix::request_code_none!(KVMIO, 0x80) as libc::c_ulong;
-const KVM_SET_REGS: libc::c_ulong = nix::request_code_write!(KVMIO, 0x82, std::mem::size_of::<Regs>()) as libc::c_ulong;
-const KVM_GET_SREGS: libc::c_ulong = nix::request_code_read!(KVMIO, 0x83, std::mem::size_of::<Sregs>()) as libc::c_ulong;
-const KVM_SET_SREGS: libc::c_ulong = nix::request_code_write!(KVMIO, 0x84, std::mem::size_of::<Sregs>()) as libc::c_ulong;
+const KVM_SET_REGS: libc::c_ulong =
+    nix::request_code_write!(KVMIO, 0x82, std::mem::size_of::<Regs>()) as libc::c_ulong;
+const KVM_GET_SREGS: libc::c_ulong =
+    nix::request_code_read!(KVMIO, 0x83, std::mem::size_of::<Sregs>()) as libc::c_ulong;
+const KVM_SET_SREGS: libc::c_ulong =
+    nix::request_code_write!(KVMIO, 0x84, std::mem::size_of::<Sregs>()) as libc::c_ulong;
 
 fn ioctl(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<i32, String> {
     // SAFETY: every request number above matches the pointer type (or integer) passed
@@ -105,7 +135,16 @@ impl Mapping {
         };
         // SAFETY: a fresh mapping at an address the kernel chooses; no existing memory
         // is affected.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(format!("mmap: {}", std::io::Error::last_os_error()));
         }
@@ -123,9 +162,16 @@ impl Drop for Mapping {
 /// Creates a VM with one vCPU, runs `PROGRAM` and checks it exits with the port
 /// write and then the halt. Any other outcome means KVM cannot run a guest here.
 pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
-    let version = ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")?;
+    let version = ioctl(
+        kvm.as_raw_fd(),
+        KVM_GET_API_VERSION,
+        0,
+        "KVM_GET_API_VERSION",
+    )?;
     if version != KVM_API_VERSION {
-        return Err(format!("KVM API version {version}, expected {KVM_API_VERSION}"));
+        return Err(format!(
+            "KVM API version {version}, expected {KVM_API_VERSION}"
+        ));
     }
     let vm = owned(ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM")?);
 
@@ -139,20 +185,56 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
         memory_size: 0x1000,
         userspace_addr: mem.ptr as u64,
     };
-    ioctl(vm.as_raw_fd(), KVM_SET_USER_MEMORY_REGION, &region as *const _ as libc::c_ulong, "KVM_SET_USER_MEMORY_REGION")?;
+    ioctl(
+        vm.as_raw_fd(),
+        KVM_SET_USER_MEMORY_REGION,
+        &region as *const _ as libc::c_ulong,
+        "KVM_SET_USER_MEMORY_REGION",
+    )?;
 
-    let vcpu = owned(ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")?);
-    let run_size = ioctl(kvm.as_raw_fd(), KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")? as usize;
+    let vcpu = owned(ioctl(
+        vm.as_raw_fd(),
+        KVM_CREATE_VCPU,
+        0,
+        "KVM_CREATE_VCPU",
+    )?);
+    let run_size = ioctl(
+        kvm.as_raw_fd(),
+        KVM_GET_VCPU_MMAP_SIZE,
+        0,
+        "KVM_GET_VCPU_MMAP_SIZE",
+    )? as usize;
     let run = Mapping::new(run_size, Some(vcpu.as_raw_fd()))?;
 
     // SAFETY: Sregs is plain old data; all-zero is a valid value to be overwritten.
     let mut sregs: Sregs = unsafe { std::mem::zeroed() };
-    ioctl(vcpu.as_raw_fd(), KVM_GET_SREGS, &mut sregs as *mut _ as libc::c_ulong, "KVM_GET_SREGS")?;
+    ioctl(
+        vcpu.as_raw_fd(),
+        KVM_GET_SREGS,
+        &mut sregs as *mut _ as libc::c_ulong,
+        "KVM_GET_SREGS",
+    )?;
     sregs.segs[0].base = 0; // cs
     sregs.segs[0].selector = 0;
-    ioctl(vcpu.as_raw_fd(), KVM_SET_SREGS, &sregs as *const _ as libc::c_ulong, "KVM_SET_SREGS")?;
-    let regs = Regs { gp: [0; 16], rip: GUEST_ADDR, rflags: 2 };
-    ioctl(vcpu.as_raw_fd(), KVM_SET_REGS, &regs as *const _ as libc::c_ulong, "KVM_SET_REGS")?;
+    ioctl(
+        vcpu.as_raw_fd(),
+        KVM_SET_SREGS,
+        &sregs as *const _ as libc::c_ulong,
+        "KVM_SET_SREGS",
+    )?;
+    let regs = Regs {
+        gp: [0; 16],
+        rip: GUEST_ADDR,
+        rflags: 2,
+    };
+    ioctl(
+        vcpu.as_raw_fd(),
+        KVM_SET_REGS,
+        &regs as *const _ as libc::c_ulong,
+        "KVM_SET_REGS",
+    )?;
+
+    check_feature_msrs(kvm, &vcpu)?;
 
     for expected in [KVM_EXIT_IO, KVM_EXIT_HLT] {
         ioctl(vcpu.as_raw_fd(), KVM_RUN, 0, "KVM_RUN")?;
@@ -160,7 +242,64 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
         // at offset 8; the kernel does not write it while KVM_RUN is not executing.
         let reason = unsafe { run.ptr.cast::<u8>().add(8).cast::<u32>().read_volatile() };
         if reason != expected {
-            return Err(format!("test guest stopped with KVM exit reason {reason}, expected {expected}"));
+            return Err(format!(
+                "test guest stopped with KVM exit reason {reason}, expected {expected}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads each feature MSR QEMU will copy from /dev/kvm and sets it on the vCPU, as
+/// QEMU does with `-cpu host`; a refusal means QEMU would abort.
+fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
+    let mut list = MsrList {
+        nmsrs: 256,
+        indices: [0; 256],
+    };
+    if ioctl(
+        kvm.as_raw_fd(),
+        KVM_GET_MSR_FEATURE_INDEX_LIST,
+        &mut list as *mut _ as libc::c_ulong,
+        "KVM_GET_MSR_FEATURE_INDEX_LIST",
+    )
+    .is_err()
+    {
+        // An old kernel without feature MSRs: QEMU will not copy any.
+        return Ok(());
+    }
+    let offered = &list.indices[..(list.nmsrs as usize).min(256)];
+    for msr in FEATURE_MSRS.into_iter().filter(|m| offered.contains(m)) {
+        let mut one = OneMsr {
+            nmsrs: 1,
+            pad: 0,
+            index: msr,
+            reserved: 0,
+            data: 0,
+        };
+        let read = ioctl(
+            kvm.as_raw_fd(),
+            KVM_GET_MSRS,
+            &mut one as *mut _ as libc::c_ulong,
+            "KVM_GET_MSRS",
+        )?;
+        if read != 1 {
+            return Err(format!("KVM offers MSR {msr:#x} but cannot read it"));
+        }
+        // QEMU sets the bits of the host's value that it has names for (bits 0-24
+        // in QEMU 7.x); setting the same subset tells whether QEMU's write will pass.
+        let host_value = one.data;
+        one.data = host_value & QEMU_KNOWN_ARCH_CAP_BITS;
+        let set = ioctl(
+            vcpu.as_raw_fd(),
+            KVM_SET_MSRS,
+            &one as *const _ as libc::c_ulong,
+            "KVM_SET_MSRS",
+        )?;
+        if set != 1 {
+            return Err(format!(
+                "KVM offers MSR {msr:#x} (host value {host_value:#x}) but refuses to set it on a vCPU, which QEMU requires; a nested hypervisor without full support"
+            ));
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! configuration, check every input, recover what an earlier run left, plan the
 //! network takeover, apply it, open the taps, start dnsmasq and QEMU, supervise,
 //! put the network back, exit with the guest's status.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod apply;
 mod config;
@@ -70,7 +70,9 @@ fn main() {
             e.exit_code()
         }
     };
-    log::info!("exit {code}");
+    if config.command != Command::Health {
+        log::info!("exit {code}");
+    }
     std::process::exit(code);
 }
 
@@ -98,7 +100,11 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
             return Ok(0);
         }
         Command::Version => {
-            println!("vminit {} ({})", env!("CARGO_PKG_VERSION"), env!("VMINIT_REVISION"));
+            println!(
+                "vminit {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("VMINIT_REVISION")
+            );
             return Ok(0);
         }
         Command::Health => return Ok(health(config)),
@@ -165,7 +171,11 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         .nics
         .iter()
         .zip(&taps)
-        .map(|(n, t)| qemu::GuestNic { fd: t.fd.as_raw_fd(), mac: n.mac, mtu: n.mtu })
+        .map(|(n, t)| qemu::GuestNic {
+            fd: t.fd.as_raw_fd(),
+            mac: n.mac,
+            mtu: n.mtu,
+        })
         .collect();
     let qmp = paths.run_dir.join("qmp.sock");
     let health_sock = paths.run_dir.join("health.sock");
@@ -187,7 +197,14 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     });
 
     let spawn_dnsmasq = |argv: &[OsString]| {
-        spawn::spawn(argv, &spawn::SpawnOptions { mask: signals.original, close: &tap_fds, own_group: true })
+        spawn::spawn(
+            argv,
+            &spawn::SpawnOptions {
+                mask: signals.original,
+                close: &tap_fds,
+                own_group: true,
+            },
+        )
     };
     let dnsmasq_pid = match &dnsmasq_argv {
         Some(argv) => match start_dnsmasq(argv, &paths.run_dir, &spawn_dnsmasq) {
@@ -216,18 +233,36 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
 
     if config.command == Command::Shell {
         let script = paths.run_dir.join("qemu.sh");
-        let text = format!("#!/bin/sh\n# The QEMU command vminit would run.\nexec {}\n", qemu::shell_line(&qemu_argv));
+        let text = format!(
+            "#!/bin/sh\n# The QEMU command vminit would run.\nexec {}\n",
+            qemu::shell_line(&qemu_argv)
+        );
         if let Err(e) = fs::write(&script, text) {
-            return Err(abort(&mut nl, &taps, Error::os(format!("write {}", script.display()), e)));
+            return Err(abort(
+                &mut nl,
+                &taps,
+                Error::os(format!("write {}", script.display()), e),
+            ));
         }
         let shell = shell_argv();
-        log::info!("debug mode: run `sh {}` to start the guest; starting {}", script.display(), shell[0].to_string_lossy());
+        log::info!(
+            "debug mode: run `sh {}` to start the guest; starting {}",
+            script.display(),
+            shell[0].to_string_lossy()
+        );
         // SAFETY of the fds: they stay open (no CLOEXEC) for the shell and its QEMU.
         return Err(spawn::exec_shell(&shell, signals.original));
     }
 
     log::info!("starting {}", qemu::shell_line(&qemu_argv));
-    let qemu_pid = match spawn::spawn(&qemu_argv, &spawn::SpawnOptions { mask: signals.original, close: &[], own_group: false }) {
+    let qemu_pid = match spawn::spawn(
+        &qemu_argv,
+        &spawn::SpawnOptions {
+            mask: signals.original,
+            close: &[],
+            own_group: false,
+        },
+    ) {
         Ok(pid) => pid,
         Err(e) => return Err(abort(&mut nl, &taps, e)),
     };
@@ -243,7 +278,13 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         run_dir: paths.run_dir.clone(),
         mask: signals.original,
     };
-    let code = supervise::run(signals, qemu_pid, dnsmasq_pid, config.stop_timeout, &mut effects);
+    let code = supervise::run(
+        signals,
+        qemu_pid,
+        dnsmasq_pid,
+        config.stop_timeout,
+        &mut effects,
+    );
     log::info!("restoring the container's network");
     let mut applier = apply::Applier::new(&mut nl);
     apply::undo(&mut applier, &applied);
@@ -266,7 +307,9 @@ fn choose_accel(accel: Accel, dev: &Path) -> Result<Accelerator> {
                 Ok(Accelerator::Kvm)
             }
             devices::KvmStatus::Unusable(why) if accel == Accel::Auto => {
-                log::warn!("accelerator: tcg, software emulation, slow ({why}); hint: add --device /dev/kvm on a host with KVM");
+                log::warn!(
+                    "accelerator: tcg, software emulation, slow ({why}); hint: add --device /dev/kvm on a host with KVM"
+                );
                 Ok(Accelerator::Tcg)
             }
             devices::KvmStatus::Unusable(why) => Err(Error::Unavailable(format!(
@@ -288,7 +331,9 @@ fn choose_vhost(vhost: Vhost, dev: &Path) -> Result<bool> {
             Ok(true)
         }
         (Vhost::Auto, Err(why)) => {
-            log::warn!("vhost-net: off ({why}); hint: add --device /dev/vhost-net (modprobe vhost-net on the host) for faster networking");
+            log::warn!(
+                "vhost-net: off ({why}); hint: add --device /dev/vhost-net (modprobe vhost-net on the host) for faster networking"
+            );
             Ok(false)
         }
         (Vhost::On, Err(why)) => Err(Error::Unavailable(format!(
@@ -323,7 +368,8 @@ fn wait_for_plan(config: &Config, nl: &mut Netlink, signals: &Signals) -> Result
     let deadline = Instant::now() + config.iface_wait;
     let mut logged = false;
     loop {
-        let state = discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
+        let state =
+            discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
         let random = random_macs(state.links.len().max(1))?;
         let result = plan::plan(&plan::PlanInput {
             attach: &config.attach,
@@ -334,7 +380,10 @@ fn wait_for_plan(config: &Config, nl: &mut Netlink, signals: &Signals) -> Result
         match result {
             Err(Error::Network(why)) if Instant::now() < deadline => {
                 if !logged {
-                    log::info!("waiting up to {:?} for the network: {why}", config.iface_wait);
+                    log::info!(
+                        "waiting up to {:?} for the network: {why}",
+                        config.iface_wait
+                    );
                     logged = true;
                 }
                 if let Some(sig) = termination_pending(signals) {
@@ -366,7 +415,10 @@ fn write_dnsmasq_conf(config: &Config, nics: &[plan::NicPlan]) -> Result<Vec<OsS
     let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
     let user = dnsmasq::user_from_passwd(&passwd);
     if user == "root" {
-        log::warn!("{} has no user nobody: dnsmasq keeps running as root", paths.passwd.display());
+        log::warn!(
+            "{} has no user nobody: dnsmasq keeps running as root",
+            paths.passwd.display()
+        );
     }
     let hostname = nix::unistd::gethostname()
         .ok()
@@ -415,7 +467,9 @@ fn start_dnsmasq(
         }
         if Instant::now() >= deadline {
             stop_and_reap(pid);
-            return Err(Error::Unavailable("dnsmasq did not start within 5 s".into()));
+            return Err(Error::Unavailable(
+                "dnsmasq did not start within 5 s".into(),
+            ));
         }
         sleep(Duration::from_millis(2));
     }
@@ -508,7 +562,14 @@ impl supervise::Effects for RealEffects {
         let argv = self.dnsmasq_argv.as_ref()?;
         let mask = self.mask;
         let spawn = |argv: &[OsString]| {
-            spawn::spawn(argv, &spawn::SpawnOptions { mask, close: &[], own_group: true })
+            spawn::spawn(
+                argv,
+                &spawn::SpawnOptions {
+                    mask,
+                    close: &[],
+                    own_group: true,
+                },
+            )
         };
         match start_dnsmasq(argv, &self.run_dir, &spawn) {
             Ok(pid) => Some(pid),

@@ -122,7 +122,10 @@ impl Netlink {
                 }
                 offset += (len + 3) & !3;
                 if msg.header.sequence_number != seq {
-                    log::debug!("netlink: skipping message of seq {}", msg.header.sequence_number);
+                    log::debug!(
+                        "netlink: skipping message of seq {}",
+                        msg.header.sequence_number
+                    );
                     continue;
                 }
                 log::trace!("netlink recv seq={seq} {:?}", msg.payload);
@@ -192,7 +195,8 @@ impl Netlink {
     pub fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
@@ -303,9 +307,10 @@ impl Netlink {
             msg.header.flags = RouteFlags::Onlink;
         }
         if route.dst.prefix > 0 {
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(
-                route.dst.network(),
-            )));
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(
+                    route.dst.network(),
+                )));
         }
         if let Some(gw) = route.gateway {
             msg.attributes

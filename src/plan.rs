@@ -41,28 +41,68 @@ pub struct NicPlan {
 /// One change to the network namespace. `Display` prints the equivalent `ip` command.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    DelRoute { dev: String, route: Route },
+    DelRoute {
+        dev: String,
+        route: Route,
+    },
     /// `onlink` tells the kernel not to check that the gateway is on a connected subnet
     /// (the container's side of a NIC no longer has the subnet's address).
-    AddRoute { dev: String, route: Route, src: Option<Ipv4Addr>, onlink: bool },
-    DelAddr { dev: String, addr: Ipv4Net },
-    AddAddr { dev: String, addr: Ipv4Net },
-    SetMac { dev: String, mac: Mac, old: Mac },
-    AddLink { kind: MacLinkKind, name: String, lower: String, mac: Option<Mac>, mtu: u32 },
-    DelLink { name: String },
-    SetAlias { dev: String, alias: String },
-    SetUp { dev: String },
+    AddRoute {
+        dev: String,
+        route: Route,
+        src: Option<Ipv4Addr>,
+        onlink: bool,
+    },
+    DelAddr {
+        dev: String,
+        addr: Ipv4Net,
+    },
+    AddAddr {
+        dev: String,
+        addr: Ipv4Net,
+    },
+    SetMac {
+        dev: String,
+        mac: Mac,
+        old: Mac,
+    },
+    AddLink {
+        kind: MacLinkKind,
+        name: String,
+        lower: String,
+        mac: Option<Mac>,
+        mtu: u32,
+    },
+    DelLink {
+        name: String,
+    },
+    SetAlias {
+        dev: String,
+        alias: String,
+    },
+    SetUp {
+        dev: String,
+    },
 }
 
 impl Step {
     /// The step that undoes this one, for rollback. `None` when nothing needs undoing.
     pub fn inverse(&self) -> Option<Step> {
         Some(match self.clone() {
-            Step::DelRoute { dev, route } => Step::AddRoute { dev, route, src: None, onlink: false },
+            Step::DelRoute { dev, route } => Step::AddRoute {
+                dev,
+                route,
+                src: None,
+                onlink: false,
+            },
             Step::AddRoute { dev, route, .. } => Step::DelRoute { dev, route },
             Step::DelAddr { dev, addr } => Step::AddAddr { dev, addr },
             Step::AddAddr { dev, addr } => Step::DelAddr { dev, addr },
-            Step::SetMac { dev, mac, old } => Step::SetMac { dev, mac: old, old: mac },
+            Step::SetMac { dev, mac, old } => Step::SetMac {
+                dev,
+                mac: old,
+                old: mac,
+            },
             Step::AddLink { name, .. } => Step::DelLink { name },
             // Deleting a link cannot be undone; only recovery deletes links.
             Step::DelLink { .. } | Step::SetAlias { .. } | Step::SetUp { .. } => return None,
@@ -74,7 +114,12 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::DelRoute { dev, route } => write!(f, "ip route del {route} dev {dev}"),
-            Step::AddRoute { dev, route, src, onlink } => {
+            Step::AddRoute {
+                dev,
+                route,
+                src,
+                onlink,
+            } => {
                 write!(f, "ip route add {route} dev {dev}")?;
                 if *onlink {
                     write!(f, " onlink")?;
@@ -87,7 +132,13 @@ impl fmt::Display for Step {
             Step::DelAddr { dev, addr } => write!(f, "ip addr del {addr} dev {dev}"),
             Step::AddAddr { dev, addr } => write!(f, "ip addr add {addr} dev {dev}"),
             Step::SetMac { dev, mac, .. } => write!(f, "ip link set {dev} address {mac}"),
-            Step::AddLink { kind, name, lower, mac, mtu } => {
+            Step::AddLink {
+                kind,
+                name,
+                lower,
+                mac,
+                mtu,
+            } => {
                 let kind = match kind {
                     MacLinkKind::Macvtap => "macvtap",
                     MacLinkKind::Macvlan => "macvlan",
@@ -171,7 +222,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let mut chosen = Vec::new();
     let mut any_selected = false;
     for name in &names {
-        let link = state.link(name).expect("attached_names checked the link exists");
+        let link = state
+            .link(name)
+            .expect("attached_names checked the link exists");
         let addrs = state.addrs_of(link.index);
         let Some(first) = addrs.first().copied() else {
             return Err(Error::Network(format!(
@@ -216,7 +269,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let mut steps = Vec::new();
     for (i, (link, addr, addrs)) in chosen.into_iter().enumerate() {
         let mac = link.mac.ok_or_else(|| {
-            Error::Network(format!("{} has no MAC address; it cannot become a guest NIC", link.name))
+            Error::Network(format!(
+                "{} has no MAC address; it cannot become a guest NIC",
+                link.name
+            ))
         })?;
         let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
         let door_addr = door_address(addr.addr, &taken);
@@ -246,10 +302,20 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
 
         let lower = link.name.clone();
         for route in moved.iter().rev() {
-            steps.push(Step::DelRoute { dev: lower.clone(), route: route.clone() });
+            steps.push(Step::DelRoute {
+                dev: lower.clone(),
+                route: route.clone(),
+            });
         }
-        steps.push(Step::DelAddr { dev: lower.clone(), addr });
-        steps.push(Step::SetMac { dev: lower.clone(), mac: new_mac, old: mac });
+        steps.push(Step::DelAddr {
+            dev: lower.clone(),
+            addr,
+        });
+        steps.push(Step::SetMac {
+            dev: lower.clone(),
+            mac: new_mac,
+            old: mac,
+        });
         steps.push(Step::AddLink {
             kind: MacLinkKind::Macvtap,
             name: tap.clone(),
@@ -257,7 +323,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             mac: Some(mac),
             mtu: link.mtu,
         });
-        steps.push(Step::SetAlias { dev: tap.clone(), alias: identity.encode() });
+        steps.push(Step::SetAlias {
+            dev: tap.clone(),
+            alias: identity.encode(),
+        });
         steps.push(Step::AddLink {
             kind: MacLinkKind::Macvlan,
             name: door.clone(),
@@ -265,13 +334,23 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             mac: None,
             mtu: link.mtu,
         });
-        steps.push(Step::SetAlias { dev: door.clone(), alias: format!("{ALIAS_PREFIX}door {lower}") });
+        steps.push(Step::SetAlias {
+            dev: door.clone(),
+            alias: format!("{ALIAS_PREFIX}door {lower}"),
+        });
         steps.push(Step::SetUp { dev: tap.clone() });
         steps.push(Step::SetUp { dev: door.clone() });
-        steps.push(Step::AddAddr { dev: door.clone(), addr: Ipv4Net::new(door_addr, 32) });
+        steps.push(Step::AddAddr {
+            dev: door.clone(),
+            addr: Ipv4Net::new(door_addr, 32),
+        });
         steps.push(Step::AddRoute {
             dev: door.clone(),
-            route: Route { dst: Ipv4Net::new(addr.addr, 32), gateway: None, metric: None },
+            route: Route {
+                dst: Ipv4Net::new(addr.addr, 32),
+                gateway: None,
+                metric: None,
+            },
             src: Some(door_addr),
             onlink: false,
         });
@@ -306,20 +385,38 @@ fn ordered_for_adding(mut routes: Vec<Route>) -> Vec<Route> {
 
 /// The guest's classless static routes: its way to the container (the door), the
 /// container NIC's own routes, and the default route on the default-route NIC only.
-fn guest_routes(addr: Ipv4Net, door: Ipv4Addr, moved: &[Route], gateway: Option<Ipv4Addr>) -> Vec<Route> {
-    let on_link = |ip: Ipv4Addr| Route { dst: Ipv4Net::new(ip, 32), gateway: None, metric: None };
+fn guest_routes(
+    addr: Ipv4Net,
+    door: Ipv4Addr,
+    moved: &[Route],
+    gateway: Option<Ipv4Addr>,
+) -> Vec<Route> {
+    let on_link = |ip: Ipv4Addr| Route {
+        dst: Ipv4Net::new(ip, 32),
+        gateway: None,
+        metric: None,
+    };
     let mut routes = vec![on_link(door)];
     for r in moved.iter().filter(|r| !r.is_default()) {
-        routes.push(Route { metric: None, ..r.clone() });
+        routes.push(Route {
+            metric: None,
+            ..r.clone()
+        });
     }
     if let Some(gw) = gateway {
         // A gateway outside the guest's subnet (a /32 pod) needs an on-link route.
         let covered = addr.contains(gw)
-            || routes.iter().any(|r| r.gateway.is_none() && r.dst.contains(gw));
+            || routes
+                .iter()
+                .any(|r| r.gateway.is_none() && r.dst.contains(gw));
         if !covered {
             routes.push(on_link(gw));
         }
-        routes.push(Route { dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0), gateway: Some(gw), metric: None });
+        routes.push(Route {
+            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
+            gateway: Some(gw),
+            metric: None,
+        });
     }
     routes
 }
@@ -379,7 +476,11 @@ impl Identity {
             self.lower,
             self.mac,
             self.addr,
-            if routes.is_empty() { "-".into() } else { routes.join(",") }
+            if routes.is_empty() {
+                "-".into()
+            } else {
+                routes.join(",")
+            }
         )
     }
 
@@ -402,11 +503,20 @@ impl Identity {
                         Some((d, g)) => (d, Some(g.parse().ok()?)),
                         None => (item, None),
                     };
-                    routes.push(Route { dst: dst.parse().ok()?, gateway, metric });
+                    routes.push(Route {
+                        dst: dst.parse().ok()?,
+                        gateway,
+                        metric,
+                    });
                 }
             }
         }
-        Some(Identity { lower, mac, addr, routes })
+        Some(Identity {
+            lower,
+            mac,
+            addr,
+            routes,
+        })
     }
 }
 
@@ -416,24 +526,49 @@ impl Identity {
 pub fn recovery(state: &NetState) -> Vec<Step> {
     let mut steps = Vec::new();
     for link in &state.links {
-        let Some(alias) = link.alias.as_deref() else { continue };
+        let Some(alias) = link.alias.as_deref() else {
+            continue;
+        };
         if alias.starts_with(&format!("{ALIAS_PREFIX}door")) {
-            steps.push(Step::DelLink { name: link.name.clone() });
+            steps.push(Step::DelLink {
+                name: link.name.clone(),
+            });
         }
     }
     for link in &state.links {
-        let Some(id) = link.alias.as_deref().and_then(Identity::decode) else { continue };
-        steps.push(Step::DelLink { name: link.name.clone() });
-        let Some(lower) = state.link(&id.lower) else { continue };
+        let Some(id) = link.alias.as_deref().and_then(Identity::decode) else {
+            continue;
+        };
+        steps.push(Step::DelLink {
+            name: link.name.clone(),
+        });
+        let Some(lower) = state.link(&id.lower) else {
+            continue;
+        };
         if let Some(current) = lower.mac.filter(|m| *m != id.mac) {
-            steps.push(Step::SetMac { dev: id.lower.clone(), mac: id.mac, old: current });
+            steps.push(Step::SetMac {
+                dev: id.lower.clone(),
+                mac: id.mac,
+                old: current,
+            });
         }
         if !state.addrs_of(lower.index).contains(&id.addr) {
-            steps.push(Step::AddAddr { dev: id.lower.clone(), addr: id.addr });
+            steps.push(Step::AddAddr {
+                dev: id.lower.clone(),
+                addr: id.addr,
+            });
         }
         let present = state.routes_of(lower.index);
-        for route in ordered_for_adding(id.routes).into_iter().filter(|r| !present.contains(r)) {
-            steps.push(Step::AddRoute { dev: id.lower.clone(), route, src: None, onlink: false });
+        for route in ordered_for_adding(id.routes)
+            .into_iter()
+            .filter(|r| !present.contains(r))
+        {
+            steps.push(Step::AddRoute {
+                dev: id.lower.clone(),
+                route,
+                src: None,
+                onlink: false,
+            });
         }
     }
     steps
@@ -454,7 +589,11 @@ mod tests {
         s.parse().unwrap()
     }
     fn route(dst: &str, gw: Option<&str>) -> Route {
-        Route { dst: net(dst), gateway: gw.map(ip), metric: None }
+        Route {
+            dst: net(dst),
+            gateway: gw.map(ip),
+            metric: None,
+        }
     }
 
     struct Ns(NetState);
@@ -472,7 +611,10 @@ mod tests {
                 up: true,
                 ethernet: false,
             };
-            Ns(NetState { links: vec![lo], ..Default::default() })
+            Ns(NetState {
+                links: vec![lo],
+                ..Default::default()
+            })
         }
         fn nic(mut self, index: u32, name: &str, mac: Mac, addrs: &[&str], routes: &[Route]) -> Ns {
             self.0.links.push(Link {
@@ -491,13 +633,22 @@ mod tests {
                 let n = net(a);
                 self.0.routes.push(RouteEntry {
                     index,
-                    route: Route { dst: Ipv4Net::new(n.network(), n.prefix), gateway: None, metric: None },
+                    route: Route {
+                        dst: Ipv4Net::new(n.network(), n.prefix),
+                        gateway: None,
+                        metric: None,
+                    },
                     kernel: true,
                     prefsrc: Some(n.addr),
                 });
             }
             for r in routes {
-                self.0.routes.push(RouteEntry { index, route: r.clone(), kernel: false, prefsrc: None });
+                self.0.routes.push(RouteEntry {
+                    index,
+                    route: r.clone(),
+                    kernel: false,
+                    prefsrc: None,
+                });
             }
             self
         }
@@ -507,7 +658,13 @@ mod tests {
         // Docker names NICs by connection order, not ifindex order.
         Ns::new()
             .nic(9, "eth1", MAC1, &["172.20.0.5/16"], &[])
-            .nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[route("0.0.0.0/0", Some("172.19.0.1"))])
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
             .0
     }
 
@@ -523,19 +680,34 @@ mod tests {
     #[test]
     fn one_docker_nic_becomes_a_guest_nic_with_its_mac_ip_and_router() {
         let state = Ns::new()
-            .nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[route("0.0.0.0/0", Some("172.19.0.1"))])
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
             .0;
         let p = plan_for(&state, Attach::All, None).unwrap();
         assert_eq!(p.nics.len(), 1);
         let nic = &p.nics[0];
-        assert_eq!((nic.lower.as_str(), nic.tap.as_str(), nic.door.as_str()), ("eth0", "vmtap0", "vmlink0"));
-        assert_eq!((nic.mac, nic.addr, nic.mtu), (MAC0, net("172.19.0.2/24"), 1450));
+        assert_eq!(
+            (nic.lower.as_str(), nic.tap.as_str(), nic.door.as_str()),
+            ("eth0", "vmtap0", "vmlink0")
+        );
+        assert_eq!(
+            (nic.mac, nic.addr, nic.mtu),
+            (MAC0, net("172.19.0.2/24"), 1450)
+        );
         assert_eq!(nic.gateway, Some(ip("172.19.0.1")));
         let door = nic.door_addr;
         assert!(net("169.254.0.0/16").contains(door));
         assert_eq!(
             nic.guest_routes,
-            vec![route(&format!("{door}/32"), None), route("0.0.0.0/0", Some("172.19.0.1"))]
+            vec![
+                route(&format!("{door}/32"), None),
+                route("0.0.0.0/0", Some("172.19.0.1"))
+            ]
         );
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -560,10 +732,20 @@ mod tests {
     #[test]
     fn the_new_container_mac_is_set_before_the_macvtap_takes_the_old_one() {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
-        let set_mac = p.steps.iter().position(|s| matches!(s, Step::SetMac { dev, .. } if dev == "eth0")).unwrap();
-        let add_tap = p.steps.iter().position(|s| matches!(s, Step::AddLink { name, .. } if name == "vmtap0")).unwrap();
+        let set_mac = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::SetMac { dev, .. } if dev == "eth0"))
+            .unwrap();
+        let add_tap = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::AddLink { name, .. } if name == "vmtap0"))
+            .unwrap();
         assert!(set_mac < add_tap);
-        let Step::SetMac { mac, .. } = &p.steps[set_mac] else { unreachable!() };
+        let Step::SetMac { mac, .. } = &p.steps[set_mac] else {
+            unreachable!()
+        };
         assert_eq!(mac.0[0] & 0x03, 0x02, "unicast, locally administered");
     }
 
@@ -581,7 +763,12 @@ mod tests {
 
     #[test]
     fn attach_ifaces_picks_a_subset_in_the_given_order() {
-        let p = plan_for(&docker_two_networks(), Attach::Only(vec!["eth1".into()]), None).unwrap();
+        let p = plan_for(
+            &docker_two_networks(),
+            Attach::Only(vec!["eth1".into()]),
+            None,
+        )
+        .unwrap();
         assert_eq!(p.nics.len(), 1);
         assert_eq!(p.nics[0].lower, "eth1");
         assert_eq!(p.nics[0].tap, "vmtap0");
@@ -590,7 +777,12 @@ mod tests {
 
     #[test]
     fn an_unknown_interface_is_named_in_the_error() {
-        let e = plan_for(&docker_two_networks(), Attach::Only(vec!["eth7".into()]), None).unwrap_err();
+        let e = plan_for(
+            &docker_two_networks(),
+            Attach::Only(vec!["eth7".into()]),
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("eth7"), "{e}");
     }
 
@@ -604,12 +796,25 @@ mod tests {
     #[test]
     fn selected_network_picks_the_address_per_nic_and_the_container_keeps_the_other() {
         let state = Ns::new()
-            .nic(3, "eth0", MAC0, &["192.168.5.4/24", "10.1.2.3/16"], &[route("0.0.0.0/0", Some("10.1.0.1"))])
+            .nic(
+                3,
+                "eth0",
+                MAC0,
+                &["192.168.5.4/24", "10.1.2.3/16"],
+                &[route("0.0.0.0/0", Some("10.1.0.1"))],
+            )
             .0;
         let p = plan_for(&state, Attach::All, Some("10.1.0.0/16")).unwrap();
         assert_eq!(p.nics[0].addr, net("10.1.2.3/16"));
-        assert!(p.steps.contains(&Step::DelAddr { dev: "eth0".into(), addr: net("10.1.2.3/16") }));
-        assert!(!p.steps.iter().any(|s| matches!(s, Step::DelAddr { addr, .. } if *addr == net("192.168.5.4/24"))));
+        assert!(p.steps.contains(&Step::DelAddr {
+            dev: "eth0".into(),
+            addr: net("10.1.2.3/16")
+        }));
+        assert!(
+            !p.steps
+                .iter()
+                .any(|s| matches!(s, Step::DelAddr { addr, .. } if *addr == net("192.168.5.4/24")))
+        );
         // The container's own traffic leaves from the address it kept.
         assert!(p.steps.contains(&Step::AddRoute {
             dev: "vmlink0".into(),
@@ -625,7 +830,10 @@ mod tests {
     #[test]
     fn selected_network_matching_nothing_is_an_error() {
         let e = plan_for(&docker_two_networks(), Attach::All, Some("10.9.0.0/16")).unwrap_err();
-        assert!(matches!(e, Error::Config(ref v, _) if v == "SELECTED_NETWORK"), "{e}");
+        assert!(
+            matches!(e, Error::Config(ref v, _) if v == "SELECTED_NETWORK"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -636,7 +844,10 @@ mod tests {
                 "eth0",
                 MAC0,
                 &["10.244.1.7/32"],
-                &[route("169.254.1.1/32", None), route("0.0.0.0/0", Some("169.254.1.1"))],
+                &[
+                    route("169.254.1.1/32", None),
+                    route("0.0.0.0/0", Some("169.254.1.1")),
+                ],
             )
             .0;
         let p = plan_for(&state, Attach::All, None).unwrap();
@@ -656,16 +867,32 @@ mod tests {
 
     #[test]
     fn an_off_subnet_gateway_without_a_route_gets_one() {
-        let routes = guest_routes(net("10.0.0.5/32"), ip("169.254.9.9"), &[], Some(ip("10.0.0.1")));
+        let routes = guest_routes(
+            net("10.0.0.5/32"),
+            ip("169.254.9.9"),
+            &[],
+            Some(ip("10.0.0.1")),
+        );
         assert!(routes.contains(&route("10.0.0.1/32", None)));
     }
 
     #[test]
     fn door_addresses_avoid_reserved_and_taken_ones() {
         assert_eq!(door_address(ip("172.19.0.2"), &[]), ip("169.254.1.2"));
-        assert_eq!(door_address(ip("10.0.0.1"), &[]), ip("169.254.1.2"), "skips 169.254.1.1");
-        assert_eq!(door_address(ip("172.19.0.2"), &[ip("169.254.1.2")]), ip("169.254.1.3"));
-        assert_eq!(door_address(ip("10.0.0.255"), &[]), ip("169.254.2.1"), "skips .255 and .0");
+        assert_eq!(
+            door_address(ip("10.0.0.1"), &[]),
+            ip("169.254.1.2"),
+            "skips 169.254.1.1"
+        );
+        assert_eq!(
+            door_address(ip("172.19.0.2"), &[ip("169.254.1.2")]),
+            ip("169.254.1.3")
+        );
+        assert_eq!(
+            door_address(ip("10.0.0.255"), &[]),
+            ip("169.254.2.1"),
+            "skips .255 and .0"
+        );
         let a = door_address(ip("172.19.0.2"), &[]);
         assert_eq!(a, door_address(ip("172.19.0.2"), &[]), "deterministic");
     }
@@ -677,7 +904,13 @@ mod tests {
             match (step, step.inverse()) {
                 (Step::SetAlias { .. } | Step::SetUp { .. }, undo) => assert!(undo.is_none()),
                 (Step::AddRoute { dev, route, .. }, Some(undo)) => {
-                    assert_eq!(undo, Step::DelRoute { dev: dev.clone(), route: route.clone() })
+                    assert_eq!(
+                        undo,
+                        Step::DelRoute {
+                            dev: dev.clone(),
+                            route: route.clone()
+                        }
+                    )
                 }
                 (Step::AddLink { name, .. }, Some(undo)) => {
                     assert_eq!(undo, Step::DelLink { name: name.clone() })
@@ -696,7 +929,11 @@ mod tests {
             addr: net("10.244.1.7/32"),
             routes: vec![
                 route("169.254.1.1/32", None),
-                Route { dst: net("0.0.0.0/0"), gateway: Some(ip("169.254.1.1")), metric: Some(100) },
+                Route {
+                    dst: net("0.0.0.0/0"),
+                    gateway: Some(ip("169.254.1.1")),
+                    metric: Some(100),
+                },
             ],
         };
         let alias = id.encode();
@@ -744,7 +981,10 @@ mod tests {
             ]
         );
         // Our own links are never candidates for attachment.
-        assert_eq!(attached_names(&Attach::All, &state).unwrap(), vec!["eth0".to_string()]);
+        assert_eq!(
+            attached_names(&Attach::All, &state).unwrap(),
+            vec!["eth0".to_string()]
+        );
     }
 
     #[test]

@@ -101,7 +101,10 @@ pub fn shell_line(argv: &[OsString]) -> String {
     argv.iter()
         .map(|w| {
             let w = w.to_string_lossy();
-            if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:+@".contains(&b)) {
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:+@".contains(&b))
+            {
                 w.into_owned()
             } else {
                 format!("'{}'", w.replace('\'', r"'\''"))
@@ -118,8 +121,16 @@ mod tests {
     fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
         let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
-            GuestNic { fd: 5, mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]), mtu: 1500 },
-            GuestNic { fd: 6, mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]), mtu: 1450 },
+            GuestNic {
+                fd: 5,
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+                mtu: 1500,
+            },
+            GuestNic {
+                fd: 6,
+                mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
+                mtu: 1450,
+            },
         ];
         argv(&QemuInput {
             qemu: Path::new("/usr/bin/qemu-system-x86_64"),
@@ -146,9 +157,17 @@ mod tests {
     fn each_nic_is_a_tap_fd_with_the_original_mac_and_mtu_in_order() {
         let a = render(Accelerator::Tcg, false, &[]);
         assert!(has_pair(&a, "-netdev", "tap,id=net0,fd=5,vhost=off"));
-        assert!(has_pair(&a, "-device", "virtio-net-pci,netdev=net0,mac=02:42:ac:13:00:02,host_mtu=1500"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
         assert!(has_pair(&a, "-netdev", "tap,id=net1,fd=6,vhost=off"));
-        assert!(has_pair(&a, "-device", "virtio-net-pci,netdev=net1,mac=02:42:ac:14:00:05,host_mtu=1450"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net1,mac=02:42:ac:14:00:05,host_mtu=1450"
+        ));
         let p0 = a.iter().position(|s| s.contains("netdev=net0")).unwrap();
         let p1 = a.iter().position(|s| s.contains("netdev=net1")).unwrap();
         assert!(p0 < p1);
@@ -159,8 +178,16 @@ mod tests {
         let a = render(Accelerator::Tcg, false, &[]);
         assert!(has_pair(&a, "-chardev", "stdio,id=console,signal=off"));
         assert!(has_pair(&a, "-serial", "chardev:console"));
-        assert!(has_pair(&a, "-qmp", "unix:/run/vminit/qmp.sock,server=on,wait=off"));
-        assert!(has_pair(&a, "-drive", "file=/image/image.qcow2,if=virtio,format=qcow2"));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/vminit/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "file=/image/image.qcow2,if=virtio,format=qcow2"
+        ));
         assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
     }
 
@@ -181,7 +208,10 @@ mod tests {
 
     #[test]
     fn shell_line_quotes_what_a_shell_would_split() {
-        let argv: Vec<OsString> = ["qemu", "-append", "a b", "it's"].iter().map(OsString::from).collect();
+        let argv: Vec<OsString> = ["qemu", "-append", "a b", "it's"]
+            .iter()
+            .map(OsString::from)
+            .collect();
         assert_eq!(shell_line(&argv), r"qemu -append 'a b' 'it'\''s'");
     }
 }

@@ -15,7 +15,10 @@ pub fn execute(socket: &Path, command: &str, timeout: Duration) -> io::Result<St
     let mut writer = stream;
     let greeting = read_line(&mut reader)?;
     if !greeting.contains("\"QMP\"") {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("not a QMP greeting: {greeting}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a QMP greeting: {greeting}"),
+        ));
     }
     for cmd in ["qmp_capabilities", command] {
         writeln!(writer, "{{\"execute\": \"{cmd}\"}}")?;
@@ -38,7 +41,10 @@ pub fn execute(socket: &Path, command: &str, timeout: Duration) -> io::Result<St
 fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "QMP closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "QMP closed the connection",
+        ));
     }
     Ok(line.trim().to_string())
 }
@@ -55,7 +61,11 @@ mod tests {
 
     #[test]
     fn query_status_answers_are_read_regardless_of_spacing() {
-        assert!(is_running(r#"{"return": {"status": "running", "singlestep": false, "running": true}}"#));
-        assert!(!is_running(r#"{"return": {"status": "paused", "running": false}}"#));
+        assert!(is_running(
+            r#"{"return": {"status": "running", "singlestep": false, "running": true}}"#
+        ));
+        assert!(!is_running(
+            r#"{"return": {"status": "paused", "running": false}}"#
+        ));
     }
 }

@@ -94,7 +94,9 @@ pub enum Action {
     KillQemu,
     StartDnsmasq,
     /// SIGTERM dnsmasq (`true`: SIGKILL).
-    StopDnsmasq { kill: bool },
+    StopDnsmasq {
+        kill: bool,
+    },
     Exit(i32),
 }
 
@@ -174,7 +176,11 @@ impl Policy {
             }
             Event::Signal(_) => {}
             Event::QemuExited(exit) => {
-                let status = if self.forced { 128 + Signal::SIGKILL as i32 } else { exit.status() };
+                let status = if self.forced {
+                    128 + Signal::SIGKILL as i32
+                } else {
+                    exit.status()
+                };
                 self.dnsmasq_restart_at = None;
                 if self.dnsmasq_running {
                     self.stage = Stage::Exiting(status);
@@ -260,6 +266,7 @@ pub fn run(
     effects: &mut dyn Effects,
 ) -> i32 {
     let mut policy = Policy::new(stop_timeout, dnsmasq.is_some(), Instant::now());
+    let mut stopping_dnsmasq = false;
     loop {
         let timeout = match policy.next_deadline() {
             None => PollTimeout::NONE,
@@ -292,7 +299,14 @@ pub fn run(
             } else if Some(pid) == dnsmasq {
                 dnsmasq = None;
                 events.push(Event::DnsmasqExited(exit));
-                log::warn!("dnsmasq (pid {pid}) exited: {}", describe(exit));
+                if stopping_dnsmasq {
+                    log::info!("dnsmasq (pid {pid}) stopped");
+                } else {
+                    log::warn!(
+                        "dnsmasq (pid {pid}) exited: {}; restarting it",
+                        describe(exit)
+                    );
+                }
             } else {
                 log::debug!("reaped pid {pid}: {}", describe(exit));
             }
@@ -316,8 +330,13 @@ pub fn run(
                         None => policy.dnsmasq_failed(Instant::now()),
                     },
                     Action::StopDnsmasq { kill: hard } => {
+                        stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {
-                            let sig = if hard { Signal::SIGKILL } else { Signal::SIGTERM };
+                            let sig = if hard {
+                                Signal::SIGKILL
+                            } else {
+                                Signal::SIGTERM
+                            };
                             let _ = kill(pid, sig);
                         }
                     }
@@ -365,7 +384,10 @@ mod tests {
     #[test]
     fn docker_stop_presses_the_power_button_and_waits() {
         let (mut p, t0) = start();
-        assert_eq!(p.handle(Event::Signal(Signal::SIGTERM), t0), vec![Action::Powerdown]);
+        assert_eq!(
+            p.handle(Event::Signal(Signal::SIGTERM), t0),
+            vec![Action::Powerdown]
+        );
         assert_eq!(p.next_deadline(), Some(t0 + STOP));
         assert_eq!(p.handle(Event::Tick, t0 + STOP / 2), vec![]);
     }
@@ -375,11 +397,17 @@ mod tests {
         let (mut p, t0) = start();
         p.handle(Event::Signal(Signal::SIGTERM), t0);
         assert_eq!(
-            p.handle(Event::QemuExited(Exit::Code(0)), t0 + Duration::from_secs(2)),
+            p.handle(
+                Event::QemuExited(Exit::Code(0)),
+                t0 + Duration::from_secs(2)
+            ),
             vec![Action::StopDnsmasq { kill: false }]
         );
         assert_eq!(
-            p.handle(Event::DnsmasqExited(Exit::Signal(15)), t0 + Duration::from_secs(2)),
+            p.handle(
+                Event::DnsmasqExited(Exit::Signal(15)),
+                t0 + Duration::from_secs(2)
+            ),
             vec![Action::Exit(0)]
         );
     }
@@ -389,7 +417,10 @@ mod tests {
         let (mut p, t0) = start();
         p.handle(Event::Signal(Signal::SIGTERM), t0);
         assert_eq!(p.handle(Event::Tick, t0 + STOP), vec![Action::Quit]);
-        assert_eq!(p.handle(Event::Tick, t0 + STOP + GRACE), vec![Action::KillQemu]);
+        assert_eq!(
+            p.handle(Event::Tick, t0 + STOP + GRACE),
+            vec![Action::KillQemu]
+        );
         // The forced stop is reported as a kill, whatever QEMU's own status.
         assert_eq!(
             p.handle(Event::QemuExited(Exit::Code(0)), t0 + STOP + GRACE),
@@ -413,13 +444,22 @@ mod tests {
     #[test]
     fn sigquit_quits_without_the_power_button() {
         let (mut p, t0) = start();
-        assert_eq!(p.handle(Event::Signal(Signal::SIGQUIT), t0), vec![Action::Quit]);
+        assert_eq!(
+            p.handle(Event::Signal(Signal::SIGQUIT), t0),
+            vec![Action::Quit]
+        );
     }
 
     #[test]
     fn other_signals_are_ignored() {
         let (mut p, t0) = start();
-        for s in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGPIPE] {
+        for s in [
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+            Signal::SIGPIPE,
+        ] {
             assert_eq!(p.handle(Event::Signal(s), t0), vec![], "{s}");
         }
         assert_eq!(p.next_deadline(), None);
@@ -427,9 +467,18 @@ mod tests {
 
     #[test]
     fn qemu_exiting_on_its_own_passes_its_status_through() {
-        for (exit, status) in [(Exit::Code(0), 0), (Exit::Code(1), 1), (Exit::Code(255), 255), (Exit::Signal(9), 137), (Exit::Signal(6), 134)] {
+        for (exit, status) in [
+            (Exit::Code(0), 0),
+            (Exit::Code(1), 1),
+            (Exit::Code(255), 255),
+            (Exit::Signal(9), 137),
+            (Exit::Signal(6), 134),
+        ] {
             let mut p = Policy::new(STOP, false, Instant::now());
-            assert_eq!(p.handle(Event::QemuExited(exit), Instant::now()), vec![Action::Exit(status)]);
+            assert_eq!(
+                p.handle(Event::QemuExited(exit), Instant::now()),
+                vec![Action::Exit(status)]
+            );
         }
     }
 
@@ -448,15 +497,24 @@ mod tests {
     fn dnsmasq_that_ignores_sigterm_at_exit_is_killed() {
         let (mut p, t0) = start();
         p.handle(Event::QemuExited(Exit::Code(0)), t0);
-        assert_eq!(p.handle(Event::Tick, t0 + GRACE), vec![Action::StopDnsmasq { kill: true }]);
-        assert_eq!(p.handle(Event::DnsmasqExited(Exit::Signal(9)), t0 + GRACE), vec![Action::Exit(0)]);
+        assert_eq!(
+            p.handle(Event::Tick, t0 + GRACE),
+            vec![Action::StopDnsmasq { kill: true }]
+        );
+        assert_eq!(
+            p.handle(Event::DnsmasqExited(Exit::Signal(9)), t0 + GRACE),
+            vec![Action::Exit(0)]
+        );
     }
 
     #[test]
     fn no_restart_of_dnsmasq_once_qemu_is_gone() {
         let (mut p, t0) = start();
         p.handle(Event::DnsmasqExited(Exit::Code(1)), t0);
-        assert_eq!(p.handle(Event::QemuExited(Exit::Code(0)), t0), vec![Action::Exit(0)]);
+        assert_eq!(
+            p.handle(Event::QemuExited(Exit::Code(0)), t0),
+            vec![Action::Exit(0)]
+        );
         assert_eq!(p.next_deadline(), None);
     }
 }

@@ -90,7 +90,9 @@ impl FromStr for Ipv4Net {
     /// Accepts `A.B.C.D/N` and `A.B.C.D/M.M.M.M` (a contiguous netmask).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (ip, mask) = s.split_once('/').ok_or("expected IP/MASK")?;
-        let addr: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let addr: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
         let prefix = if let Ok(n) = mask.parse::<u8>() {
             if n > 32 {
                 return Err(format!("prefix {n} is larger than 32"));

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing vminit needs on Debian: packages and the musl target.
+set -euo pipefail
+
+PACKAGES=(
+    qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
+    iproute2 iputils-ping docker.io iperf3 strace cpio
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "install-deps: cargo not found; install Rust with rustup first" >&2
+    exit 1
+fi
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
