@@ -164,6 +164,17 @@ impl<'a> Applier<'a> {
                 let i = self.index(dev)?;
                 self.nl.set_up(i)
             }
+            Step::TxChecksumOff { dev } => match crate::ethtool::disable_tx_checksum(dev) {
+                // A nicety for old DHCP clients, not a requirement: macvlans on veth
+                // cannot change it.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    log::info!(
+                        "{dev}: TX checksum offload cannot be changed here ({e}); leaving it"
+                    );
+                    Ok(())
+                }
+                other => other,
+            },
         }
     }
 }

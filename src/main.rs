@@ -12,6 +12,7 @@ mod devices;
 mod discover;
 mod dnsmasq;
 mod error;
+mod ethtool;
 mod kvm;
 mod netlink;
 mod plan;

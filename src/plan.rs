@@ -83,6 +83,10 @@ pub enum Step {
     SetUp {
         dev: String,
     },
+    /// TX checksum offload off on dnsmasq's side (old DHCP clients drop partial checksums).
+    TxChecksumOff {
+        dev: String,
+    },
 }
 
 impl Step {
@@ -105,7 +109,10 @@ impl Step {
             },
             Step::AddLink { name, .. } => Step::DelLink { name },
             // Deleting a link cannot be undone; only recovery deletes links.
-            Step::DelLink { .. } | Step::SetAlias { .. } | Step::SetUp { .. } => return None,
+            Step::DelLink { .. }
+            | Step::SetAlias { .. }
+            | Step::SetUp { .. }
+            | Step::TxChecksumOff { .. } => return None,
         })
     }
 }
@@ -152,6 +159,7 @@ impl fmt::Display for Step {
             Step::DelLink { name } => write!(f, "ip link del {name}"),
             Step::SetAlias { dev, alias } => write!(f, "ip link set {dev} alias '{alias}'"),
             Step::SetUp { dev } => write!(f, "ip link set {dev} up"),
+            Step::TxChecksumOff { dev } => write!(f, "ethtool -K {dev} tx off"),
         }
     }
 }
@@ -338,6 +346,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             dev: door.clone(),
             alias: format!("{ALIAS_PREFIX}door {lower}"),
         });
+        steps.push(Step::TxChecksumOff { dev: door.clone() });
         steps.push(Step::SetUp { dev: tap.clone() });
         steps.push(Step::SetUp { dev: door.clone() });
         steps.push(Step::AddAddr {
@@ -720,6 +729,7 @@ mod tests {
                 "ip link set vmtap0 alias 'vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1'".into(),
                 "ip link add link eth0 name vmlink0 mtu 1450 type macvlan mode bridge".into(),
                 "ip link set vmlink0 alias 'vminit:door eth0'".into(),
+                "ethtool -K vmlink0 tx off".into(),
                 "ip link set vmtap0 up".into(),
                 "ip link set vmlink0 up".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
@@ -902,7 +912,9 @@ mod tests {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
         for step in &p.steps {
             match (step, step.inverse()) {
-                (Step::SetAlias { .. } | Step::SetUp { .. }, undo) => assert!(undo.is_none()),
+                (Step::SetAlias { .. } | Step::SetUp { .. } | Step::TxChecksumOff { .. }, undo) => {
+                    assert!(undo.is_none())
+                }
                 (Step::AddRoute { dev, route, .. }, Some(undo)) => {
                     assert_eq!(
                         undo,
