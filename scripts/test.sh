@@ -24,7 +24,8 @@ scripts/dockerd.sh start
 trap 'scripts/dockerd.sh stop' EXIT
 
 echo "== cargo test (unit, namespace end-to-end, Docker)"
-cargo test --locked -- --test-threads="${VMINIT_TEST_THREADS:-4}"
+VMINIT_BIN="$PWD/target/x86_64-unknown-linux-musl/release/vminit" \
+    cargo test --locked -- --test-threads="${VMINIT_TEST_THREADS:-4}"
 
 if [ -x bench/run.sh ]; then
     echo "== benchmark, quick mode (figures only, nothing asserted)"

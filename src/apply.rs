@@ -129,13 +129,17 @@ impl<'a> Applier<'a> {
                 let i = self.index(dev)?;
                 self.nl.change_route(true, i, route, *src, *onlink)
             }
-            Step::DelAddr { dev, addr } => {
+            Step::DelAddr { dev, addr, .. } => {
                 let i = self.index(dev)?;
-                self.nl.change_addr(false, i, *addr)
+                self.nl.change_addr(false, i, *addr, false)
             }
-            Step::AddAddr { dev, addr } => {
+            Step::AddAddr {
+                dev,
+                addr,
+                broadcast,
+            } => {
                 let i = self.index(dev)?;
-                self.nl.change_addr(true, i, *addr)
+                self.nl.change_addr(true, i, *addr, *broadcast)
             }
             Step::SetMac { dev, mac, .. } => {
                 let i = self.index(dev)?;

@@ -34,6 +34,8 @@ pub struct Link {
 pub struct Addr {
     pub index: u32,
     pub net: Ipv4Net,
+    /// Whether it has a broadcast address (`ip addr add ... brd +`).
+    pub broadcast: bool,
 }
 
 /// One IPv4 route of the main table, through one interface.
@@ -66,6 +68,13 @@ impl NetState {
             .filter(|a| a.index == index)
             .map(|a| a.net)
             .collect()
+    }
+
+    /// Whether `net` on interface `index` has a broadcast address.
+    pub fn has_broadcast(&self, index: u32, net: Ipv4Net) -> bool {
+        self.addrs
+            .iter()
+            .any(|a| a.index == index && a.net == net && a.broadcast)
     }
 
     /// The routes through one interface, the kernel's subnet routes excluded.
@@ -139,8 +148,10 @@ fn kind_name(kind: &InfoKind) -> String {
 fn addr_of(msg: netlink_packet_route::address::AddressMessage) -> Option<Addr> {
     let mut local = None;
     let mut address = None;
+    let mut broadcast = false;
     for attr in &msg.attributes {
         match attr {
+            AddressAttribute::Broadcast(_) => broadcast = true,
             AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
             AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
             _ => {}
@@ -149,6 +160,7 @@ fn addr_of(msg: netlink_packet_route::address::AddressMessage) -> Option<Addr> {
     Some(Addr {
         index: msg.header.index,
         net: Ipv4Net::new(local.or(address)?, msg.header.prefix_len),
+        broadcast,
     })
 }
 

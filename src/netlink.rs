@@ -251,8 +251,14 @@ impl Netlink {
         self.request(RouteNetlinkMessage::DelLink(msg), 0)
     }
 
-    /// `ip addr add ADDR/PREFIX dev INDEX` (add) or `ip addr del ...` (!add)
-    pub fn change_addr(&mut self, add: bool, index: u32, net: Ipv4Net) -> io::Result<()> {
+    /// `ip addr add ADDR/PREFIX [brd +] dev INDEX` (add) or `ip addr del ...` (!add)
+    pub fn change_addr(
+        &mut self,
+        add: bool,
+        index: u32,
+        net: Ipv4Net,
+        broadcast: bool,
+    ) -> io::Result<()> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = net.prefix;
@@ -263,7 +269,7 @@ impl Netlink {
         msg.attributes
             .push(AddressAttribute::Address(IpAddr::V4(net.addr)));
         if add {
-            if net.prefix < 31 {
+            if broadcast && net.prefix < 31 {
                 let bcast = u32::from(net.network()) | !u32::from(net.netmask());
                 msg.attributes
                     .push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));

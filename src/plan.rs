@@ -53,13 +53,16 @@ pub enum Step {
         src: Option<Ipv4Addr>,
         onlink: bool,
     },
+    /// `broadcast`: the address has (or gets back) its subnet's broadcast address.
     DelAddr {
         dev: String,
         addr: Ipv4Net,
+        broadcast: bool,
     },
     AddAddr {
         dev: String,
         addr: Ipv4Net,
+        broadcast: bool,
     },
     SetMac {
         dev: String,
@@ -100,8 +103,24 @@ impl Step {
                 onlink: false,
             },
             Step::AddRoute { dev, route, .. } => Step::DelRoute { dev, route },
-            Step::DelAddr { dev, addr } => Step::AddAddr { dev, addr },
-            Step::AddAddr { dev, addr } => Step::DelAddr { dev, addr },
+            Step::DelAddr {
+                dev,
+                addr,
+                broadcast,
+            } => Step::AddAddr {
+                dev,
+                addr,
+                broadcast,
+            },
+            Step::AddAddr {
+                dev,
+                addr,
+                broadcast,
+            } => Step::DelAddr {
+                dev,
+                addr,
+                broadcast,
+            },
             Step::SetMac { dev, mac, old } => Step::SetMac {
                 dev,
                 mac: old,
@@ -136,8 +155,15 @@ impl fmt::Display for Step {
                     None => Ok(()),
                 }
             }
-            Step::DelAddr { dev, addr } => write!(f, "ip addr del {addr} dev {dev}"),
-            Step::AddAddr { dev, addr } => write!(f, "ip addr add {addr} dev {dev}"),
+            Step::DelAddr { dev, addr, .. } => write!(f, "ip addr del {addr} dev {dev}"),
+            Step::AddAddr {
+                dev,
+                addr,
+                broadcast,
+            } => {
+                let brd = if *broadcast { " brd +" } else { "" };
+                write!(f, "ip addr add {addr}{brd} dev {dev}")
+            }
             Step::SetMac { dev, mac, .. } => write!(f, "ip link set {dev} address {mac}"),
             Step::AddLink {
                 kind,
@@ -318,6 +344,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         steps.push(Step::DelAddr {
             dev: lower.clone(),
             addr,
+            broadcast: state.has_broadcast(link.index, addr),
         });
         steps.push(Step::SetMac {
             dev: lower.clone(),
@@ -352,6 +379,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         steps.push(Step::AddAddr {
             dev: door.clone(),
             addr: Ipv4Net::new(door_addr, 32),
+            broadcast: false,
         });
         steps.push(Step::AddRoute {
             dev: door.clone(),
@@ -562,9 +590,11 @@ pub fn recovery(state: &NetState) -> Vec<Step> {
             });
         }
         if !state.addrs_of(lower.index).contains(&id.addr) {
+            // What Docker and Kubernetes give an address; the alias does not record it.
             steps.push(Step::AddAddr {
                 dev: id.lower.clone(),
                 addr: id.addr,
+                broadcast: id.addr.prefix < 31,
             });
         }
         let present = state.routes_of(lower.index);
@@ -638,7 +668,11 @@ mod tests {
                 ethernet: true,
             });
             for a in addrs {
-                self.0.addrs.push(Addr { index, net: net(a) });
+                self.0.addrs.push(Addr {
+                    index,
+                    net: net(a),
+                    broadcast: false,
+                });
                 let n = net(a);
                 self.0.routes.push(RouteEntry {
                     index,
@@ -818,7 +852,8 @@ mod tests {
         assert_eq!(p.nics[0].addr, net("10.1.2.3/16"));
         assert!(p.steps.contains(&Step::DelAddr {
             dev: "eth0".into(),
-            addr: net("10.1.2.3/16")
+            addr: net("10.1.2.3/16"),
+            broadcast: false,
         }));
         assert!(
             !p.steps
@@ -988,7 +1023,7 @@ mod tests {
                 "ip link del vmlink0",
                 "ip link del vmtap0",
                 "ip link set eth0 address 02:42:ac:13:00:02",
-                "ip addr add 172.19.0.2/24 dev eth0",
+                "ip addr add 172.19.0.2/24 brd + dev eth0",
                 "ip route add default via 172.19.0.1 dev eth0",
             ]
         );

@@ -1,0 +1,249 @@
+//! A container's network namespace, with NICs set up the way Docker and Kubernetes set them up.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::cmd::CmdOutput;
+use super::names::unique_id;
+use super::netns::Netns;
+use super::network::{K8S_GATEWAY, Network};
+
+/// How to attach one NIC; unset fields get Docker's choices.
+#[derive(Debug, Clone, Default)]
+pub struct NicSpec {
+    name: Option<String>,
+    mac: Option<String>,
+    addrs: Vec<String>,
+    mtu: Option<u32>,
+}
+
+impl NicSpec {
+    /// A NIC with no address yet.
+    pub fn new() -> NicSpec {
+        NicSpec::default()
+    }
+
+    /// What `docker run --network NET` gives: 10.N.0.`host`/24 and MAC 02:42:0a:NN:00:HH.
+    pub fn docker(net: &Network, host: u8) -> NicSpec {
+        NicSpec::new().addr(&net.cidr(net.addr(host)))
+    }
+
+    /// A Calico-style pod address: 10.N.0.`host`/32 (pair it with
+    /// [`Container::set_k8s_default_route`]).
+    pub fn k8s(net: &Network, host: u8) -> NicSpec {
+        NicSpec::new().addr(&format!("{}/32", net.addr(host)))
+    }
+
+    /// The interface name (default: the lowest free `ethN`).
+    pub fn name(mut self, name: &str) -> NicSpec {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The MAC address (default: Docker's 02:42 + the first IPv4 address).
+    pub fn mac(mut self, mac: &str) -> NicSpec {
+        self.mac = Some(mac.to_owned());
+        self
+    }
+
+    /// One more IPv4 address, as `ADDR/PREFIX`; Kubernetes can give a NIC two.
+    pub fn addr(mut self, cidr: &str) -> NicSpec {
+        self.addrs.push(cidr.to_owned());
+        self
+    }
+
+    /// The MTU (default: the network's).
+    pub fn mtu(mut self, mtu: u32) -> NicSpec {
+        self.mtu = Some(mtu);
+        self
+    }
+}
+
+/// A NIC as it was attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// `eth0`, `eth1`, … inside the container.
+    pub name: String,
+    pub mac: String,
+    /// `ADDR/PREFIX`, in the order they were added.
+    pub addrs: Vec<String>,
+    pub mtu: u32,
+    /// The other end of the veth, on the network's bridge.
+    pub port: String,
+}
+
+impl Nic {
+    /// The first address, without its prefix.
+    pub fn ip(&self) -> Ipv4Addr {
+        let first = self.addrs.first().expect("NIC has an address");
+        first
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("ADDR/PREFIX")
+    }
+}
+
+/// A container's network namespace, deleted on drop (after every NIC in it).
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    ns: Netns,
+    nics: Mutex<Vec<Nic>>,
+}
+
+impl Container {
+    /// An empty namespace with only `lo`, like `docker create --network none`.
+    pub fn new() -> Container {
+        let id = unique_id();
+        let ns = Netns::create(&id, "ctr");
+        Container {
+            id,
+            ns,
+            nics: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The unique id this container's names are made from; also its default hostname.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The container's network namespace.
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// Attaches a NIC to `net`, as `docker network connect` does: a veth whose other end is a port
+    /// of the network's bridge, renamed to `ethN`, with its MAC, MTU and addresses, up. No route
+    /// is added but the kernel's prefix routes. May be called while vminit runs.
+    pub fn add_nic(&self, net: &Network, spec: NicSpec) -> Nic {
+        let mut nics = self.nics.lock().expect("nic list lock");
+        let name = spec.name.unwrap_or_else(|| {
+            (0..)
+                .map(|k| format!("eth{k}"))
+                .find(|n| nics.iter().all(|nic| &nic.name != n))
+                .expect("a free ethN")
+        });
+        let mtu = spec.mtu.unwrap_or(net.mtu);
+        let mac = spec.mac.unwrap_or_else(|| match spec.addrs.first() {
+            Some(cidr) => docker_mac(cidr),
+            None => format!("02:42:ff:00:00:{:02x}", nics.len()),
+        });
+        let port = net.attach(self.ns.name(), &name, mtu);
+        // ip link set ethN address MAC
+        self.ns.ip(&["link", "set", &name, "address", &mac]);
+        for cidr in &spec.addrs {
+            // ip addr add ADDR/PREFIX brd + dev ethN (Docker's netlink library sets the
+            // broadcast address of prefixes shorter than /31 too)
+            let prefix: u8 = cidr
+                .rsplit('/')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(32);
+            if prefix < 31 {
+                self.ns.ip(&["addr", "add", cidr, "brd", "+", "dev", &name]);
+            } else {
+                self.ns.ip(&["addr", "add", cidr, "dev", &name]);
+            }
+        }
+        self.ns.ip(&["link", "set", &name, "up"]);
+        // The bridge's side comes up asynchronously; a snapshot taken before that differs
+        // from one taken after only by NO-CARRIER.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while self
+            .ns
+            .ip(&["-o", "link", "show", "dev", &name])
+            .contains("NO-CARRIER")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let nic = Nic {
+            name,
+            mac,
+            addrs: spec.addrs,
+            mtu,
+            port,
+        };
+        nics.push(nic.clone());
+        nic
+    }
+
+    /// The NICs attached so far, in the order they were attached.
+    pub fn nics(&self) -> Vec<Nic> {
+        self.nics.lock().expect("nic list lock").clone()
+    }
+
+    /// `ip route add default via VIA dev DEV`, as Docker does for the network that holds the
+    /// container's gateway.
+    pub fn set_default_route(&self, via: Ipv4Addr, dev: &str) {
+        self.ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &via.to_string(),
+            "dev",
+            dev,
+        ]);
+    }
+
+    /// The Calico pod routes: `169.254.1.1 dev DEV scope link` and `default via 169.254.1.1 dev
+    /// DEV onlink`; `net`'s host answers ARP for 169.254.1.1 from then on.
+    pub fn set_k8s_default_route(&self, net: &Network, dev: &str) {
+        net.answer_for_k8s_gateway();
+        let gateway = K8S_GATEWAY.to_string();
+        self.ns
+            .ip(&["route", "add", &gateway, "dev", dev, "scope", "link"]);
+        self.ns.ip(&[
+            "route", "add", "default", "via", &gateway, "dev", dev, "onlink",
+        ]);
+    }
+
+    /// Runs `sh -c SCRIPT` in the container's network namespace (not in vminit's other
+    /// namespaces; see `Vminit::exec_inside` for that).
+    pub fn exec(&self, script: &str) -> CmdOutput {
+        self.ns.exec(script)
+    }
+
+    /// The container's links, addresses and routes now, normalised so that two snapshots compare
+    /// equal when nothing changed.
+    pub fn net_state(&self) -> NetState {
+        NetState {
+            links: normalise(&self.ns.ip(&["-d", "link", "show"])),
+            addrs: normalise(&self.ns.ip(&["addr", "show"])),
+            routes: normalise(&self.ns.ip(&["route", "show", "table", "all"])),
+        }
+    }
+}
+
+/// A snapshot of a namespace's network configuration (`ip -d link`, `ip addr`, `ip route show
+/// table all`), for `assert_eq!(before, after)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetState {
+    pub links: String,
+    pub addrs: String,
+    pub routes: String,
+}
+
+/// Whitespace collapsed, address lifetimes (which count down) dropped.
+fn normalise(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.contains("valid_lft"))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .map(|line| line + "\n")
+        .collect()
+}
+
+/// Docker's MAC for an address: 02:42 followed by the four bytes of the IPv4 address.
+fn docker_mac(cidr: &str) -> String {
+    let addr: Ipv4Addr = cidr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("ADDR/PREFIX");
+    let [a, b, c, d] = addr.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}

@@ -1,0 +1,169 @@
+//! The test guest (tests/guest/build-guest.sh) and the report it prints on its console.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::cmd::{run, run_ok};
+
+/// A kernel and an initramfs whose /init (tests/guest/init.sh) configures its NICs by DHCP,
+/// prints a `GUEST-REPORT` block, obeys the ACPI power button and runs a shell on ttyS0.
+#[derive(Debug, Clone)]
+pub struct TestGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+static GUEST: OnceLock<TestGuest> = OnceLock::new();
+
+/// The test guest, built on first use into `$CARGO_TARGET_TMPDIR/test-guest` (a no-op when it is
+/// up to date; concurrent test processes serialise on a lock file).
+pub fn test_guest() -> &'static TestGuest {
+    GUEST.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build-guest.sh");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-guest");
+        run_ok(&["sh", &script.to_string_lossy(), &out.to_string_lossy()]);
+        TestGuest {
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initramfs.cpio.gz"),
+        }
+    })
+}
+
+impl TestGuest {
+    /// QEMU arguments that boot this guest on the serial console, with `extra` appended to the
+    /// kernel command line (e.g. `vminit_test_write=hello`).
+    pub fn qemu_args(&self, extra: &str) -> Vec<String> {
+        vec![
+            "-kernel".into(),
+            self.kernel.to_string_lossy().into_owned(),
+            "-initrd".into(),
+            self.initrd.to_string_lossy().into_owned(),
+            "-append".into(),
+            format!("console=ttyS0 quiet {extra}").trim_end().to_owned(),
+        ]
+    }
+}
+
+/// Creates an empty qcow2 image of `size` (`qemu-img` syntax, e.g. `16M`) at `path`, installing
+/// qemu-utils first if `qemu-img` is missing.
+pub fn make_qcow2(path: &Path, size: &str) {
+    if !run(&["sh", "-c", "command -v qemu-img"]).success() {
+        run_ok(&["apt-get", "install", "-y", "qemu-utils"]);
+    }
+    run_ok(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        &path.to_string_lossy(),
+        size,
+    ]);
+}
+
+/// One NIC as the guest saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNic {
+    pub name: String,
+    pub mac: String,
+    /// `ADDR/PREFIX`; empty when the NIC got no address.
+    pub addrs: Vec<String>,
+    pub mtu: u32,
+    /// The raw DHCP facts (`ip`, `mask`, `router`, `staticroutes`, `mtu`, `dns`, `domain`,
+    /// `search`, `hostname`, `lease`, `serverid`; lists comma-joined, absent ones empty), or
+    /// `None` when the NIC got no lease.
+    pub dhcp: Option<BTreeMap<String, String>>,
+}
+
+/// The guest's `GUEST-REPORT` block, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestReport {
+    pub nics: Vec<GuestNic>,
+    /// Lines of the guest's `ip -4 route`, e.g. `default via 10.1.0.1 dev eth0`.
+    pub routes: Vec<String>,
+    /// Nameservers of the guest's resolv.conf.
+    pub dns: Vec<String>,
+    pub domain: Option<String>,
+    pub search: Vec<String>,
+    pub hostname: String,
+}
+
+impl GuestReport {
+    /// The last complete report in `console` (text ending in `GUEST-REPORT done`), if any.
+    pub fn parse(console: &str) -> Option<GuestReport> {
+        let lines: Vec<&str> = console
+            .lines()
+            .filter_map(|l| {
+                l.split_once("GUEST-REPORT ")
+                    .map(|(_, fact)| fact.trim_end())
+            })
+            .collect();
+        let done = lines.iter().rposition(|l| *l == "done")?;
+        let start = lines[..done]
+            .iter()
+            .rposition(|l| *l == "done")
+            .map_or(0, |p| p + 1);
+        let mut report = GuestReport::default();
+        for line in &lines[start..done] {
+            let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match kind {
+                "nic" => report.nics.push(parse_nic(rest)),
+                "dhcp" => {
+                    let (name, facts) = rest.split_once(' ').unwrap_or((rest, "none"));
+                    if let Some(nic) = report.nics.iter_mut().find(|n| n.name == name) {
+                        nic.dhcp = (facts != "none").then(|| key_values(facts));
+                    }
+                }
+                "route" => report.routes.push(rest.to_owned()),
+                "dns" => report.dns.push(rest.to_owned()),
+                "domain" => report.domain = Some(rest.to_owned()),
+                "search" => report.search = rest.split_whitespace().map(str::to_owned).collect(),
+                "hostname" => report.hostname = rest.to_owned(),
+                _ => {}
+            }
+        }
+        Some(report)
+    }
+
+    /// The NIC named `name`.
+    pub fn nic(&self, name: &str) -> Option<&GuestNic> {
+        self.nics.iter().find(|n| n.name == name)
+    }
+
+    /// The default routes (`default via … dev …`); a correct setup has exactly one.
+    pub fn default_routes(&self) -> Vec<&str> {
+        self.routes
+            .iter()
+            .map(String::as_str)
+            .filter(|r| r.starts_with("default "))
+            .collect()
+    }
+}
+
+/// `eth0 mac=52:54:00:12:34:56 ip=10.0.2.15/24 mtu=1500`
+fn parse_nic(text: &str) -> GuestNic {
+    let (name, facts) = text.split_once(' ').unwrap_or((text, ""));
+    let facts = key_values(facts);
+    let get = |k: &str| facts.get(k).cloned().unwrap_or_default();
+    let ip = get("ip");
+    GuestNic {
+        name: name.to_owned(),
+        mac: get("mac"),
+        addrs: if ip == "none" || ip.is_empty() {
+            Vec::new()
+        } else {
+            ip.split(',').map(str::to_owned).collect()
+        },
+        mtu: get("mtu").parse().unwrap_or(0),
+        dhcp: None,
+    }
+}
+
+/// `a=1 b= c=x,y` → {a: 1, b: "", c: "x,y"}
+fn key_values(text: &str) -> BTreeMap<String, String> {
+    text.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}

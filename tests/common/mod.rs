@@ -1,0 +1,37 @@
+//! Test support for vminit's end-to-end tests: Docker- and Kubernetes-shaped containers built from
+//! network namespaces, a runner that starts a binary as PID 1 inside one, and the test guest.
+//!
+//! Use it from a file in `tests/` with `mod common;`. Everything a test creates (namespaces,
+//! processes, temporary files) is removed on drop, also when the test panics. Namespaces a killed
+//! test run left behind are removed by the next run (see [`names`]).
+//!
+//! ```ignore
+//! let net = Network::new(1);                       // 10.1.0.0/24, gateway .1, a peer at .50
+//! let ctr = Container::new();
+//! ctr.add_nic(&net, NicSpec::docker(&net, 2));     // eth0 10.1.0.2/24, MAC 02:42:0a:01:00:02
+//! ctr.set_default_route(net.gateway, "eth0");
+//! let vm = ctr.vminit(&vminit_binary()).env("AUTO_ATTACH", "yes").args(guest.qemu_args("")).spawn();
+//! vm.expect_console("GUEST-REPORT done", Duration::from_secs(60));
+//! assert!(net.peer_ping(net.addr(2)));
+//! ```
+#![allow(dead_code, unused_imports)] // each test file uses a different part of this module
+
+mod cmd;
+mod container;
+mod guest;
+mod names;
+mod netns;
+mod network;
+mod process;
+mod qmp;
+mod vminit;
+
+pub use cmd::{CmdOutput, run, run_ok};
+pub use container::{Container, NetState, Nic, NicSpec};
+pub use guest::{GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use names::unique_id;
+pub use netns::Netns;
+pub use network::{K8S_GATEWAY, Network};
+pub use process::{Capture, Match, Process};
+pub use qmp::qmp_execute;
+pub use vminit::{Vminit, VminitBuilder, vminit_binary};

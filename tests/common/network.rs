@@ -1,0 +1,187 @@
+//! A Docker-like network: a bridge with the gateway address in its own namespace ("the host"),
+//! and a peer namespace on the bridge that plays another machine on the network.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::cmd::CmdOutput;
+use super::names::{ifname, unique_id};
+use super::netns::Netns;
+
+/// The gateway Calico gives `/32` pods: `default via 169.254.1.1 dev eth0 onlink`.
+pub const K8S_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// Host number of the peer in every network (10.N.0.50).
+const PEER_HOST: u8 = 50;
+
+/// The network 10.N.0.0/24: bridge `<id>br` with 10.N.0.1 in the host namespace, and a peer
+/// namespace whose `eth0` (10.N.0.50) hangs on the bridge. The host namespace forwards IPv4, so a
+/// `/32` pod address routed via [`K8S_GATEWAY`] reaches the peer too.
+///
+/// Networks live in their own namespaces, so two networks may share an index; the networks of one
+/// container need distinct indexes.
+#[derive(Debug)]
+pub struct Network {
+    id: String,
+    host: Netns,
+    peer: Netns,
+    /// The bridge's name in the host namespace.
+    pub bridge: String,
+    /// N in 10.N.0.0/24.
+    pub index: u8,
+    /// 10.N.0.1, on the bridge.
+    pub gateway: Ipv4Addr,
+    /// 24.
+    pub prefix: u8,
+    /// 10.N.0.50, the peer's address.
+    pub peer_ip: Ipv4Addr,
+    /// The MTU of the bridge, the peer and (by default) every NIC attached.
+    pub mtu: u32,
+    ports: AtomicU32,
+    answers_k8s_gateway: AtomicBool,
+}
+
+impl Network {
+    /// The network 10.`index`.0.0/24 with MTU 1500.
+    pub fn new(index: u8) -> Network {
+        Network::with_mtu(index, 1500)
+    }
+
+    /// The network 10.`index`.0.0/24 with the given MTU (as `docker network create -o
+    /// com.docker.network.driver.mtu=MTU`).
+    pub fn with_mtu(index: u8, mtu: u32) -> Network {
+        let id = unique_id();
+        let host = Netns::create(&id, "br");
+        let peer = Netns::create(&id, "peer");
+        let bridge = ifname(&id, "br");
+        let net = Network {
+            gateway: Ipv4Addr::new(10, index, 0, 1),
+            peer_ip: Ipv4Addr::new(10, index, 0, PEER_HOST),
+            prefix: 24,
+            index,
+            mtu,
+            bridge,
+            host,
+            peer,
+            id,
+            ports: AtomicU32::new(0),
+            answers_k8s_gateway: AtomicBool::new(false),
+        };
+        // Forward between addresses on the bridge (the /32 pod case), quietly.
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.default.send_redirects", "0"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ] {
+            net.host.sysctl(key, value);
+        }
+        let mtu = mtu.to_string();
+        // ip link add BR type bridge; ip link set BR mtu MTU up; ip addr add 10.N.0.1/24 dev BR
+        net.host.ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        net.host
+            .ip(&["link", "set", &net.bridge, "mtu", &mtu, "up"]);
+        net.host
+            .ip(&["addr", "add", &net.cidr(net.gateway), "dev", &net.bridge]);
+
+        net.attach(net.peer.name(), "eth0", net.mtu);
+        net.peer
+            .ip(&["addr", "add", &net.cidr(net.peer_ip), "dev", "eth0"]);
+        net.peer.ip(&["link", "set", "eth0", "up"]);
+        net.peer
+            .ip(&["route", "add", "default", "via", &net.gateway.to_string()]);
+        net
+    }
+
+    /// 10.N.0.`host`.
+    pub fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.index, 0, host)
+    }
+
+    /// `addr/24`.
+    pub fn cidr(&self, addr: Ipv4Addr) -> String {
+        format!("{addr}/{}", self.prefix)
+    }
+
+    /// 10.N.0.0/24.
+    pub fn subnet(&self) -> String {
+        format!("10.{}.0.0/{}", self.index, self.prefix)
+    }
+
+    /// The host namespace (bridge and gateway).
+    pub fn host_ns(&self) -> &Netns {
+        &self.host
+    }
+
+    /// The peer namespace.
+    pub fn peer_ns(&self) -> &Netns {
+        &self.peer
+    }
+
+    /// Runs `sh -c SCRIPT` in the host namespace (where the bridge and gateway are).
+    pub fn host_exec(&self, script: &str) -> CmdOutput {
+        self.host.exec(script)
+    }
+
+    /// Runs `sh -c SCRIPT` in the peer namespace, e.g. `ping -c1 10.1.0.2` or `ip neigh`.
+    pub fn peer_exec(&self, script: &str) -> CmdOutput {
+        self.peer.exec(script)
+    }
+
+    /// True when the peer gets at least one answer of three pings to `addr` (about 1.5 s at most).
+    pub fn peer_ping(&self, addr: Ipv4Addr) -> bool {
+        self.peer_exec(&format!("ping -n -q -c 3 -i 0.2 -W 1 {addr}"))
+            .success()
+    }
+
+    /// The MAC address the peer's neighbour table holds for `addr` (who answered its ARP).
+    pub fn peer_neighbour_mac(&self, addr: Ipv4Addr) -> Option<String> {
+        // ip neigh show ADDR → "10.1.0.2 dev eth0 lladdr 02:42:0a:01:00:02 REACHABLE"
+        let out = self.peer_exec(&format!("ip neigh show {addr}"));
+        let mut words = out.stdout.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_owned)
+    }
+
+    /// Forgets the peer's neighbour entries, so that the next packet asks ARP again.
+    pub fn peer_flush_neighbours(&self) {
+        self.peer.exec_ok("ip neigh flush dev eth0");
+    }
+
+    /// Makes the host answer ARP for [`K8S_GATEWAY`] by putting it on the bridge (as Calico's
+    /// host side answers for it). Idempotent.
+    pub fn answer_for_k8s_gateway(&self) {
+        if !self.answers_k8s_gateway.swap(true, Ordering::SeqCst) {
+            // ip addr add 169.254.1.1/32 dev BR
+            let gateway = format!("{K8S_GATEWAY}/32");
+            self.host
+                .ip(&["addr", "add", &gateway, "dev", &self.bridge]);
+        }
+    }
+
+    /// Creates a veth pair: a port on the bridge, and `name` (MTU `mtu`, down) in namespace
+    /// `target`. Returns the port's name.
+    pub(super) fn attach(&self, target: &str, name: &str, mtu: u32) -> String {
+        let n = self.ports.fetch_add(1, Ordering::Relaxed);
+        let port = ifname(&self.id, &format!("p{n}"));
+        let mtu = mtu.to_string();
+        // ip link add PORT type veth peer name NAME netns TARGET
+        self.host.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", name, "netns", target,
+        ]);
+        // ip link set PORT mtu MTU master BR up
+        self.host.ip(&[
+            "link",
+            "set",
+            &port,
+            "mtu",
+            &mtu,
+            "master",
+            &self.bridge,
+            "up",
+        ]);
+        super::cmd::run_ok(&["ip", "-n", target, "link", "set", name, "mtu", &mtu]);
+        port
+    }
+}

@@ -1,0 +1,122 @@
+#!/bin/sh
+# /init of the vminit test guest: configures every NIC by DHCP, prints a machine-readable report
+# on the serial console, obeys the ACPI power button, then runs a shell on the console.
+#
+# Console protocol (every line starts at column 0; tests match these prefixes):
+#   GUEST-REPORT nic NAME mac=MAC ip=ADDR/PREFIX[,ADDR/PREFIX...]|none mtu=MTU
+#   GUEST-REPORT dhcp NAME none | ip=.. mask=.. router=.. staticroutes=.. mtu=.. dns=.. domain=..
+#                search=.. hostname=.. lease=.. serverid=..   (raw DHCP facts, lists comma-joined)
+#   GUEST-REPORT route LINE          (each line of `ip -4 route`, whitespace normalised)
+#   GUEST-REPORT dns ADDR            (each nameserver of /etc/resolv.conf)
+#   GUEST-REPORT domain NAME / GUEST-REPORT search NAMES   (when DHCP gave them)
+#   GUEST-REPORT hostname NAME
+#   GUEST-REPORT done
+#   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
+#   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
+#   GUEST-READY                      (a shell reads the console from now on)
+#   GUEST-POWERBUTTON                (ACPI power button pressed; the guest syncs and powers off)
+#   GUEST-POWERBUTTON-IGNORED        (the same, with vminit_test_ignore_powerbutton=1)
+#   GUEST-ERROR TEXT                 (something in this script failed)
+#
+# Kernel command line options:
+#   vminit_test_ignore_powerbutton=1  ignore the ACPI power button (escalation tests)
+#   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
+#   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run /tmp /var/log /root
+mount -t devpts devpts /dev/pts
+
+# cmdline_value NAME DEFAULT: the value of NAME=... on the kernel command line, else DEFAULT.
+cmdline_value() {
+	for word in $(cat /proc/cmdline); do
+		case "$word" in
+		"$1="*) echo "${word#*=}"; return ;;
+		esac
+	done
+	echo "$2"
+}
+
+# Modules, in dependency order (the build script wrote the list).
+for module in $(cat /lib/modules/load-order); do
+	insmod "/lib/modules/$module.ko" || echo "GUEST-ERROR insmod $module failed"
+done
+
+ip link set lo up
+
+# ACPI power button: button.ko turns the ACPI event into a KEY_POWER input event, evdev exposes
+# it as /dev/input/eventN, and busybox acpid maps KEY_POWER to the action "PWRF/00000080", which
+# it runs as the program /etc/acpi/PWRF/00000080.
+mkdir -p /etc/acpi/PWRF
+cat >/etc/acpi/PWRF/00000080 <<'EOF'
+#!/bin/sh
+# Power button handler, started by acpid. The leading newline ends a shell prompt's line.
+if grep -q 'vminit_test_ignore_powerbutton=1' /proc/cmdline; then
+	printf '\nGUEST-POWERBUTTON-IGNORED\n' >/dev/console
+	exit 0
+fi
+printf '\nGUEST-POWERBUTTON\n' >/dev/console
+sync
+poweroff -f
+EOF
+chmod 0755 /etc/acpi/PWRF/00000080
+acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid || echo "GUEST-ERROR acpid failed"
+
+# Every ethN, in natural order (eth2 before eth10).
+nics=$(ls /sys/class/net | sed -n 's/^eth\([0-9][0-9]*\)$/\1/p' | sort -n | sed 's/^/eth/')
+
+# DHCP on each NIC in turn. udhcpc runs /etc/dhcp-event.sh, which applies the lease and keeps the
+# raw facts in /run/dhcp/NAME. -n: give up without a lease; -q: exit once configured.
+: >/etc/resolv.conf
+mkdir -p /run/dhcp
+tries=$(cmdline_value vminit_test_dhcp_tries 5)
+for nic in $nics; do
+	ip link set "$nic" up
+	udhcpc -i "$nic" -s /etc/dhcp-event.sh -t "$tries" -T 1 -A 1 -n -q \
+		-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
+done
+
+for nic in $nics; do
+	mac=$(cat "/sys/class/net/$nic/address")
+	mtu=$(cat "/sys/class/net/$nic/mtu")
+	addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
+	echo "GUEST-REPORT nic $nic mac=$mac ip=${addrs:-none} mtu=$mtu"
+	if [ -f "/run/dhcp/$nic" ]; then
+		echo "GUEST-REPORT dhcp $nic $(cat "/run/dhcp/$nic")"
+	else
+		echo "GUEST-REPORT dhcp $nic none"
+	fi
+done
+ip -4 route | while read -r line; do
+	set -- $line
+	echo "GUEST-REPORT route $*"
+done
+sed -n -e 's/^nameserver /GUEST-REPORT dns /p' -e 's/^domain /GUEST-REPORT domain /p' \
+	-e 's/^search /GUEST-REPORT search /p' /etc/resolv.conf
+echo "GUEST-REPORT hostname $(hostname)"
+echo "GUEST-REPORT done"
+
+# The disk: show what a previous boot left, then write what this boot was asked to.
+if [ -b /dev/vda ]; then
+	echo "GUEST-DISK $(head -c 64 /dev/vda | tr '\000' '\n' | head -n 1)"
+	word=$(cmdline_value vminit_test_write "")
+	if [ -n "$word" ]; then
+		if printf '%s\n' "$word" | dd of=/dev/vda conv=notrunc,fsync 2>/dev/null && sync; then
+			echo "GUEST-DISK-WRITTEN $word"
+		else
+			echo "GUEST-ERROR writing /dev/vda failed"
+		fi
+	fi
+fi
+
+# An interactive shell on the console, forever (this script is PID 1 and must not exit).
+export PS1='guest# '
+while true; do
+	echo GUEST-READY
+	setsid cttyhack sh
+done

@@ -1,0 +1,342 @@
+//! Self-tests of the end-to-end harness (tests/common) and the test guest (tests/guest): the
+//! namespaces are wired as Docker and Kubernetes wire them, PID 1 runs in a container-like
+//! environment, everything is cleaned up, and the guest reports and obeys its power button.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{
+    Container, GuestReport, Network, NicSpec, Process, make_qcow2, qmp_execute, test_guest,
+};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(120);
+const SHORT: Duration = Duration::from_secs(10);
+
+/// A shell script run as PID 1 that describes its surroundings, then echoes its input and
+/// exits 7 on SIGTERM.
+const DESCRIBE: &str = r#"
+echo "pid=$$"
+echo "dev=$(stat -f -c %T /dev) run=$(stat -f -c %T /run)"
+echo "nodes=$(cd /dev && find . -mindepth 1 | sort | tr '\n' ' ')"
+echo "hostname=$(hostname) resolv=$(grep nameserver /etc/resolv.conf)"
+echo "links=$(ls /sys/class/net | tr '\n' ' ')"
+echo "env=$(env | sort | tr '\n' ' ')"
+if touch /sys/vmt-probe 2>/dev/null; then echo "sys=rw"; else echo "sys=ro"; fi
+if echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null; then echo "procsys=rw"; else echo "procsys=ro"; fi
+grep CapBnd /proc/self/status
+echo "bound=$(cat /run/bound/file)"
+trap 'echo got-term; exit 7' TERM
+echo ready
+read -r line
+echo "got:$line"
+while :; do sleep 1 & wait $!; done
+"#;
+
+#[test]
+fn peers_reach_a_container_on_each_of_its_two_networks() {
+    let net1 = Network::new(1);
+    let net2 = Network::new(2);
+    let ctr = Container::new();
+    let eth0 = ctr.add_nic(&net1, NicSpec::docker(&net1, 2));
+    let eth1 = ctr.add_nic(&net2, NicSpec::docker(&net2, 3).mtu(1400));
+    ctr.set_default_route(net1.gateway, "eth0");
+
+    assert_eq!((eth0.name.as_str(), eth1.name.as_str()), ("eth0", "eth1"));
+    assert_eq!(eth0.mac, "02:42:0a:01:00:02");
+    assert!(
+        net1.peer_ping(eth0.ip()),
+        "peer 1 cannot ping {}",
+        eth0.ip()
+    );
+    assert!(
+        net2.peer_ping(eth1.ip()),
+        "peer 2 cannot ping {}",
+        eth1.ip()
+    );
+    assert_eq!(
+        net1.peer_neighbour_mac(eth0.ip()).as_deref(),
+        Some(eth0.mac.as_str())
+    );
+
+    let routes = ctr.exec("ip route").stdout;
+    assert!(
+        routes.contains(&format!("default via {} dev eth0", net1.gateway)),
+        "{routes}"
+    );
+    let link = ctr.exec("ip link show eth1").stdout;
+    assert!(link.contains("mtu 1400"), "{link}");
+}
+
+#[test]
+fn a_k8s_pod_with_a_slash_32_address_reaches_its_peer_through_the_link_local_gateway() {
+    let net = Network::new(3);
+    let ctr = Container::new();
+    let eth0 = ctr.add_nic(&net, NicSpec::k8s(&net, 7));
+    ctr.set_k8s_default_route(&net, "eth0");
+
+    assert!(net.peer_ping(eth0.ip()), "peer cannot ping the pod");
+    let out = ctr.exec(&format!("ping -n -q -c 2 -i 0.2 -W 1 {}", net.peer_ip));
+    assert!(out.success(), "the pod cannot ping the peer: {out}");
+    let routes = ctr.exec("ip route").stdout;
+    assert!(
+        routes.contains("default via 169.254.1.1 dev eth0 onlink"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn a_nic_with_two_addresses_answers_on_both() {
+    let net = Network::new(4);
+    let ctr = Container::new();
+    let nic = NicSpec::docker(&net, 8).addr(&net.cidr(net.addr(9)));
+    let eth0 = ctr.add_nic(&net, nic);
+
+    assert_eq!(eth0.addrs, ["10.4.0.8/24", "10.4.0.9/24"]);
+    assert!(net.peer_ping(net.addr(8)));
+    assert!(net.peer_ping(net.addr(9)));
+}
+
+#[test]
+fn a_snapshot_of_the_container_network_changes_only_when_the_network_does() {
+    let net = Network::new(5);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    let before = ctr.net_state();
+    net.peer_ping(net.addr(2));
+
+    assert_eq!(before, ctr.net_state());
+    ctr.exec("ip addr add 10.5.0.99/24 dev eth0");
+    assert_ne!(before, ctr.net_state());
+}
+
+#[test]
+fn pid_one_runs_in_a_docker_like_container_and_gets_signals_and_console_input() {
+    let net = Network::new(6);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    let dir = RemoveDir::new("bind");
+    let bound = dir.0.join("file");
+    std::fs::write(&bound, "from the test\n").unwrap();
+    let vm = ctr
+        .vminit(Path::new("/bin/sh"))
+        .args(["-c", DESCRIBE])
+        .env("AUTO_ATTACH", "yes")
+        .hostname("box1")
+        .resolv_conf("nameserver 10.6.0.1\n")
+        .bind(&bound, Path::new("/run/bound/file"))
+        .spawn();
+
+    vm.expect_console("ready", SHORT);
+    let console = vm.console().text();
+    assert!(console.contains("pid=1\n"), "{console}");
+    assert!(console.contains("dev=tmpfs run=tmpfs"), "{console}");
+    let nodes = console
+        .lines()
+        .find(|l| l.starts_with("nodes="))
+        .unwrap_or_default();
+    for node in [
+        "./null",
+        "./zero",
+        "./urandom",
+        "./random",
+        "./tty",
+        "./net/tun",
+        "./pts/ptmx",
+    ] {
+        assert!(nodes.split(' ').any(|n| n == node), "no {node} in {nodes}");
+    }
+    assert!(
+        !nodes.contains("./kvm") && !nodes.contains("./sda"),
+        "{nodes}"
+    );
+    assert!(
+        console.contains("hostname=box1 resolv=nameserver 10.6.0.1"),
+        "{console}"
+    );
+    assert!(console.contains("links=eth0 lo"), "{console}");
+    assert!(
+        console.contains("AUTO_ATTACH=yes HOME=/root HOSTNAME=box1 PATH="),
+        "{console}"
+    );
+    assert!(console.contains("sys=ro\nprocsys=ro\n"), "{console}");
+    // Docker's capability set plus NET_ADMIN: 0x00000000a80435fb with bit 12 (net_admin).
+    assert!(console.contains("CapBnd:\t00000000a80435fb"), "{console}");
+
+    assert!(console.contains("bound=from the test\n"), "{console}");
+    let inside = vm.exec_inside(&["sh", "-c", "hostname; stat -f -c %T /dev; ls /run/bound"]);
+    assert_eq!(inside.stdout, "box1\ntmpfs\nfile\n", "{inside}");
+
+    vm.type_console("hello\n");
+    vm.expect_console("got:hello", SHORT);
+    vm.kill(Signal::SIGTERM);
+    vm.expect_console("got-term", SHORT);
+    assert_eq!(vm.expect_exit(SHORT).code(), Some(7));
+}
+
+#[test]
+fn pid_one_without_a_handler_ignores_sigterm_but_not_sigkill() {
+    let ctr = Container::new();
+    let vm = ctr
+        .vminit(Path::new("/bin/sh"))
+        .args(["-c", "echo ready; while :; do sleep 1; done"])
+        .spawn();
+    vm.expect_console("ready", SHORT);
+
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(vm.wait_exit(Duration::from_millis(700)), None);
+    vm.kill(Signal::SIGKILL);
+    let status = vm.expect_exit(SHORT);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
+#[test]
+fn a_failing_pid_one_reports_its_exit_code_and_its_stderr() {
+    let ctr = Container::new();
+    let vm = ctr
+        .vminit(Path::new("/bin/sh"))
+        .args(["-c", "echo oops >&2; exit 3"])
+        .spawn();
+
+    assert_eq!(vm.expect_exit(SHORT).code(), Some(3));
+    vm.expect_log("oops", SHORT);
+}
+
+#[test]
+fn dropping_the_harness_removes_namespaces_and_processes_even_after_a_panic() {
+    let seen: Mutex<Option<(Vec<String>, i32)>> = Mutex::new(None);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let net = Network::new(7);
+        let ctr = Container::new();
+        ctr.add_nic(&net, NicSpec::docker(&net, 2));
+        let vm = ctr.vminit(Path::new("/bin/sleep")).arg("1000").spawn();
+        let names = [net.host_ns().name(), net.peer_ns().name(), ctr.ns().name()];
+        *seen.lock().unwrap() = Some((names.map(str::to_owned).to_vec(), vm.pid()));
+        panic!("a test fails");
+    }));
+
+    assert!(result.is_err());
+    let (names, pid) = seen.lock().unwrap().take().unwrap();
+    for name in names {
+        assert!(
+            !Path::new("/run/netns").join(&name).exists(),
+            "namespace {name} is left"
+        );
+    }
+    let deadline = Instant::now() + SHORT;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "PID 1 (pid {pid}) still exists");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_test_guest_boots_in_a_container_reports_its_dhcp_lease_and_powers_off_on_the_button() {
+    let guest = test_guest();
+    let ctr = Container::new();
+    let vm = ctr
+        .vminit(Path::new("/usr/bin/qemu-system-x86_64"))
+        .args([
+            "-accel", "tcg", "-m", "256M", "-display", "none", "-monitor", "none",
+        ])
+        .args(["-chardev", "stdio,id=c,signal=off", "-serial", "chardev:c"])
+        .args(["-qmp", "unix:/run/qmp.sock,server=on,wait=off"])
+        .args(["-nic", "user,model=virtio-net-pci"])
+        .args(guest.qemu_args(""))
+        .spawn();
+
+    vm.expect_console("GUEST-REPORT done", BOOT);
+    let report = GuestReport::parse(&vm.console().text()).expect("a complete report");
+    let eth0 = report.nic("eth0").expect("eth0 in the report");
+    assert_eq!(eth0.addrs, ["10.0.2.15/24"], "{report:?}");
+    assert_eq!(eth0.mac, "52:54:00:12:34:56");
+    assert_eq!(
+        eth0.dhcp.as_ref().map(|d| d["router"].as_str()),
+        Some("10.0.2.2")
+    );
+    assert_eq!(report.default_routes(), ["default via 10.0.2.2 dev eth0"]);
+    assert_eq!(report.dns, ["10.0.2.3"]);
+
+    vm.expect_console("GUEST-READY", BOOT);
+    let mark = vm.console().len();
+    vm.type_console("echo $((6*7))\n");
+    vm.expect_console_from(mark, "42", SHORT);
+
+    let qmp = vm.container_path("/run/qmp.sock");
+    qmp_execute(&qmp, "system_powerdown", None, SHORT).expect("QMP system_powerdown");
+    vm.expect_console("GUEST-POWERBUTTON", SHORT);
+    assert_eq!(
+        vm.expect_exit(SHORT).code(),
+        Some(0),
+        "QEMU exits 0 when the guest powers off"
+    );
+}
+
+#[test]
+fn the_test_guest_keeps_disk_writes_across_boots_and_can_ignore_its_power_button() {
+    let guest = test_guest();
+    let temp = RemoveDir::new("disk");
+    let dir = &temp.0;
+    let disk = dir.join("disk.qcow2");
+    make_qcow2(&disk, "16M");
+    let qmp = dir.join("qmp.sock");
+    let boot = |cmdline: &str| {
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args([
+            "-accel", "tcg", "-m", "256M", "-display", "none", "-monitor", "none", "-nic", "none",
+        ])
+        .args(["-chardev", "stdio,id=c,signal=off", "-serial", "chardev:c"])
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=qcow2", disk.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .args(guest.qemu_args(cmdline));
+        Process::spawn(qemu)
+    };
+
+    let first = boot("vminit_test_write=hello vminit_test_ignore_powerbutton=1");
+    let expect = |p: &Process, pattern: &str| {
+        p.stdout()
+            .wait_for(pattern, BOOT)
+            .unwrap_or_else(|| panic!("no {pattern:?}\n{}", p.tails()))
+    };
+    expect(&first, "GUEST-DISK-WRITTEN hello");
+    expect(&first, "GUEST-READY");
+    qmp_execute(&qmp, "system_powerdown", None, SHORT).unwrap();
+    expect(&first, "GUEST-POWERBUTTON-IGNORED");
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(1)),
+        None,
+        "the guest ignored the button"
+    );
+    qmp_execute(&qmp, "quit", None, SHORT).unwrap();
+    assert!(first.wait_exit(SHORT).is_some());
+
+    let second = boot("");
+    assert_eq!(expect(&second, "GUEST-DISK").line, "GUEST-DISK hello");
+}
+
+/// A new temporary directory, removed on drop.
+struct RemoveDir(PathBuf);
+
+impl RemoveDir {
+    fn new(what: &str) -> RemoveDir {
+        let dir = std::env::temp_dir().join(format!("{}-{what}", common::unique_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        RemoveDir(dir)
+    }
+}
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
