@@ -4,7 +4,8 @@ set -euo pipefail
 
 PACKAGES=(
     qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
-    iproute2 iputils-ping docker.io iperf3 strace cpio
+    iproute2 iputils-ping docker.io iperf3 strace cpio gcc libc6-dev
+    syslinux mtools dosfstools
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -60,6 +60,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vminit: error: {e}");
+            eprintln!("vminit: exit {}", e.exit_code());
             std::process::exit(e.exit_code());
         }
     };
@@ -202,7 +203,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
             argv,
             &spawn::SpawnOptions {
                 mask: signals.original,
-                close: &tap_fds,
+                keep: &[],
                 own_group: true,
             },
         )
@@ -260,7 +261,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         &qemu_argv,
         &spawn::SpawnOptions {
             mask: signals.original,
-            close: &[],
+            keep: &tap_fds,
             own_group: false,
         },
     ) {
@@ -309,14 +310,25 @@ fn choose_accel(accel: Accel, dev: &Path) -> Result<Accelerator> {
             }
             devices::KvmStatus::Unusable(why) if accel == Accel::Auto => {
                 log::warn!(
-                    "accelerator: tcg, software emulation, slow ({why}); hint: add --device /dev/kvm on a host with KVM"
+                    "accelerator: tcg, software emulation, slow ({why}); {}",
+                    kvm_hint(dev)
                 );
                 Ok(Accelerator::Tcg)
             }
             devices::KvmStatus::Unusable(why) => Err(Error::Unavailable(format!(
-                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); hint: add --device /dev/kvm on a host with KVM, or set ACCEL=tcg"
+                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); {}, or set ACCEL=tcg",
+                kvm_hint(dev)
             ))),
         },
+    }
+}
+
+/// The fix for an unusable /dev/kvm: the Docker flag when the node is missing, else the host.
+fn kvm_hint(dev: &Path) -> &'static str {
+    if dev.join("kvm").exists() {
+        "hint: /dev/kvm is there but this host's KVM cannot run guests (a nested hypervisor without full support); use a host with working KVM"
+    } else {
+        "hint: add --device /dev/kvm"
     }
 }
 
@@ -567,7 +579,7 @@ impl supervise::Effects for RealEffects {
                 argv,
                 &spawn::SpawnOptions {
                     mask,
-                    close: &[],
+                    keep: &[],
                     own_group: true,
                 },
             )

@@ -1,0 +1,510 @@
+//! vminit as PID 1: signals, reaping, exit statuses, graceful shutdown, dnsmasq supervision,
+//! restart in the same network namespace, and the guest's data.
+//!
+//! The first half drives a stand-in QEMU (tests/standin/qemu.sh) that records how it was
+//! started and what it receives; the second half the real QEMU with the test guest.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    Container, GuestReport, Network, Nic, NicSpec, Vminit, VminitBuilder, make_qcow2, run,
+    test_guest, unique_id, vminit_binary,
+};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(120);
+
+/// A container on one network, a scratch directory with a disk and the stand-in's log.
+struct Fixture {
+    net: Network,
+    ctr: Container,
+    nic: Nic,
+    dir: PathBuf,
+    disk: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let net = Network::new(1);
+        let ctr = Container::new();
+        let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
+        ctr.set_default_route(net.gateway, "eth0");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        let disk = dir.join("image.qcow2");
+        make_qcow2(&disk, "16M");
+        Fixture {
+            net,
+            ctr,
+            nic,
+            dir,
+            disk,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("standin.log")
+    }
+
+    /// What the stand-in recorded so far.
+    fn standin_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the stand-in's log contains `pattern`.
+    fn wait_standin(&self, pattern: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.standin_log().contains(pattern) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// vminit with the stand-in as QEMU, in `mode`.
+    fn standin(&self, mode: &str) -> VminitBuilder<'_> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/qemu.sh");
+        self.base()
+            .env("VMINIT_QEMU", recorder())
+            .env("STANDIN_SCRIPT", script)
+            .env("STANDIN_MODE", mode)
+            .env("STANDIN_LOG", self.log_path())
+            .env("STOP_TIMEOUT", "1")
+    }
+
+    /// vminit booting the test guest.
+    fn guest(&self, cmdline: &str) -> VminitBuilder<'_> {
+        self.base().args(test_guest().qemu_args(cmdline))
+    }
+
+    fn base(&self) -> VminitBuilder<'_> {
+        self.ctr
+            .vminit(&vminit_binary())
+            .env("AUTO_ATTACH", "yes")
+            .env("ACCEL", "tcg")
+            .env("RAM_SIZE", "256M")
+            .env("VMINIT_DISK", &self.disk)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// tests/standin/record.c, compiled once.
+fn recorder() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/record.c");
+        let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standin-record");
+        let built = run(&[
+            "cc",
+            "-O2",
+            "-o",
+            &bin.to_string_lossy(),
+            &src.to_string_lossy(),
+        ]);
+        assert!(built.success(), "compile the stand-in recorder: {built:?}");
+        bin
+    })
+}
+
+fn code(vm: &Vminit, timeout: Duration) -> Option<i32> {
+    vm.expect_exit(timeout).code()
+}
+
+// ---- the stand-in QEMU ----
+
+#[test]
+fn qemus_exit_code_becomes_vminits() {
+    for status in [0, 1, 3, 255] {
+        let f = Fixture::new();
+        let vm = f.standin(&format!("exit:{status}")).spawn();
+        assert_eq!(
+            code(&vm, Duration::from_secs(20)),
+            Some(status),
+            "{}",
+            vm.tails()
+        );
+    }
+}
+
+#[test]
+fn a_qemu_killed_by_a_signal_gives_128_plus_its_number() {
+    for (sig, status) in [("KILL", 137), ("SEGV", 139), ("ABRT", 134)] {
+        let f = Fixture::new();
+        let vm = f.standin(&format!("signal:{sig}")).spawn();
+        assert_eq!(
+            code(&vm, Duration::from_secs(20)),
+            Some(status),
+            "{sig}\n{}",
+            vm.tails()
+        );
+    }
+}
+
+#[test]
+fn qemu_starts_with_an_empty_signal_mask_and_only_its_tap_descriptors() {
+    let f = Fixture::new();
+    let vm = f.standin("wait").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    let log = f.standin_log();
+    assert!(
+        log.contains("SigBlk:\t0000000000000000"),
+        "mask restored:\n{log}"
+    );
+    // Dispositions are vminit's original ones: what it inherited, without the SIGPIPE that
+    // Rust's runtime ignores in vminit itself.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).expect("status");
+    let ignored = |text: &str| {
+        let hex = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .expect("SigIgn");
+        u64::from_str_radix(hex.trim(), 16).expect("hex")
+    };
+    const SIGPIPE_BIT: u64 = 1 << (13 - 1);
+    assert_eq!(
+        ignored(&log),
+        ignored(&status) & !SIGPIPE_BIT,
+        "SigIgn\n{log}"
+    );
+    assert_eq!(ignored(&log) & SIGPIPE_BIT, 0, "SIGPIPE back to default");
+    // The tap fd named on the command line is open, a character device node under /dev.
+    let argv = log
+        .lines()
+        .find(|l| l.starts_with("argv "))
+        .expect("argv recorded");
+    let fd = argv
+        .split("tap,id=net0,fd=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("a -netdev tap,fd=N argument");
+    let tap = format!("fd {fd} /dev/tap");
+    assert!(log.contains(&tap), "{tap:?} in\n{log}");
+    // Nothing else of vminit's leaks: no signalfd, no netlink socket, no QMP socket.
+    let fds: Vec<&str> = log.lines().filter(|l| l.starts_with("fd ")).collect();
+    for line in &fds {
+        let n: u32 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("fd number");
+        assert!(
+            n <= 2 || line.contains("/dev/tap"),
+            "leaked descriptor: {line}"
+        );
+    }
+    vm.kill(Signal::SIGKILL);
+}
+
+#[test]
+fn orphans_are_reaped_however_their_exits_coalesce() {
+    let f = Fixture::new();
+    let vm = f.standin("orphans:100").spawn();
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+    let log = f.standin_log();
+    assert!(
+        log.contains("zombies 0 sleepers 0"),
+        "every orphan reaped:\n{log}"
+    );
+}
+
+#[test]
+fn hup_usr1_usr2_and_winch_are_not_passed_to_qemu() {
+    let f = Fixture::new();
+    let vm = f.standin("wait").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        vm.kill(sig);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        vm.wait_exit(Duration::from_millis(10)).is_none(),
+        "vminit still runs"
+    );
+    assert!(!f.standin_log().contains("received"), "{}", f.standin_log());
+    vm.kill(Signal::SIGKILL);
+}
+
+#[test]
+fn a_qemu_that_does_not_stop_is_killed_within_stop_timeout_plus_grace() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    let vm = f.standin("wait").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    // STOP_TIMEOUT=1: the stand-in has no QMP; vminit escalates to SIGKILL.
+    assert_eq!(
+        code(&vm, Duration::from_secs(10)),
+        Some(137),
+        "{}",
+        vm.tails()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        !f.standin_log().contains("received TERM"),
+        "SIGTERM is not passed on"
+    );
+    assert_eq!(f.ctr.net_state(), before, "the network is put back");
+}
+
+#[test]
+fn a_second_sigterm_escalates_at_once() {
+    let f = Fixture::new();
+    let vm = f.standin("wait").env("STOP_TIMEOUT", "60").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    vm.kill(Signal::SIGTERM);
+    vm.expect_log("power button", Duration::from_secs(5));
+    let sent = Instant::now();
+    vm.kill(Signal::SIGINT);
+    assert_eq!(
+        code(&vm, Duration::from_secs(10)),
+        Some(137),
+        "{}",
+        vm.tails()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_while_waiting_for_interfaces_ends_setup_with_nothing_changed() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    let vm = f
+        .standin("wait")
+        .env("AUTO_ATTACH", "no")
+        .env("ATTACH_IFACES", "eth0 eth5")
+        .env("IFACE_WAIT", "60")
+        .spawn();
+    vm.expect_log("waiting up to", Duration::from_secs(10));
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(5)),
+        Some(143),
+        "{}",
+        vm.tails()
+    );
+    assert!(!f.standin_log().contains("started"), "QEMU never started");
+    assert_eq!(f.ctr.net_state(), before);
+}
+
+#[test]
+fn a_dnsmasq_that_dies_is_restarted_while_qemu_keeps_running() {
+    let f = Fixture::new();
+    let vm = f.standin("wait").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    let dnsmasq = children_named(vm.pid(), "dnsmasq");
+    assert_eq!(dnsmasq.len(), 1, "one dnsmasq child");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(dnsmasq[0]), Signal::SIGKILL);
+    vm.expect_log("dnsmasq restarted", Duration::from_secs(10));
+    let again = children_named(vm.pid(), "dnsmasq");
+    assert_eq!(again.len(), 1, "a new dnsmasq");
+    assert_ne!(again, dnsmasq);
+    assert!(
+        vm.wait_exit(Duration::from_millis(10)).is_none(),
+        "vminit still runs"
+    );
+    assert!(!f.standin_log().contains("received"), "QEMU undisturbed");
+    vm.kill(Signal::SIGKILL);
+}
+
+/// Host pids of `pid`'s children whose command is `name`.
+fn children_named(pid: i32, name: &str) -> Vec<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .map(|s| s.trim() == name)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+// ---- the real guest ----
+
+fn report(vm: &Vminit, from: usize) -> GuestReport {
+    vm.expect_console_from(from, "GUEST-REPORT done", BOOT);
+    GuestReport::parse(&vm.console().text()[from..]).expect("a complete guest report")
+}
+
+#[test]
+fn docker_stop_presses_the_power_button_and_the_guest_powers_off_cleanly() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    let vm = f.guest("").spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+    // A Ctrl-C typed on the console reaches the guest's shell, not QEMU.
+    vm.type_console("sleep 1000\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let from = vm.console().len();
+    vm.type_console("\x03echo AFTER-CTRL-C\n");
+    vm.expect_console_from(from, "AFTER-CTRL-C", Duration::from_secs(20));
+
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(8),
+        "within STOP_TIMEOUT: {:?}",
+        sent.elapsed()
+    );
+    let console = vm.console().text();
+    assert!(console.contains("GUEST-POWERBUTTON"), "{console}");
+    let log = vm.log().text();
+    assert!(log.contains("pressing the guest's power button"), "{log}");
+    assert!(log.contains("exited: exit code 0"), "{log}");
+    // vminit's log stays off the console.
+    assert!(!console.contains("vminit:"), "{console}");
+    assert_eq!(f.ctr.net_state(), before);
+}
+
+#[test]
+fn a_guest_that_ignores_the_power_button_is_stopped_within_the_timeout_plus_two_seconds() {
+    let f = Fixture::new();
+    let vm = f
+        .guest("vminit_test_ignore_powerbutton=1")
+        .env("STOP_TIMEOUT", "3")
+        .spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(137),
+        "{}",
+        vm.tails()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(vm.console().text().contains("GUEST-POWERBUTTON-IGNORED"));
+    assert!(vm.log().text().contains("QMP quit"), "{}", vm.tails());
+}
+
+#[test]
+fn what_the_guest_wrote_before_docker_stop_is_on_the_disk_at_the_next_boot() {
+    let f = Fixture::new();
+    let vm = f.guest("vminit_test_write=kept-across-stop").spawn();
+    vm.expect_console("GUEST-DISK-WRITTEN kept-across-stop", BOOT);
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+    drop(vm);
+    let vm = f.guest("").spawn();
+    vm.expect_console("GUEST-DISK kept-across-stop", BOOT);
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+}
+
+#[test]
+fn a_run_after_sigkill_in_the_same_namespace_recovers_the_identity_and_the_disk_is_sound() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    let vm = f.guest("vminit_test_write=before-the-kill").spawn();
+    vm.expect_console("GUEST-DISK-WRITTEN before-the-kill", BOOT);
+    // A Kubernetes container restart: SIGKILL, the pod's network namespace stays.
+    vm.kill(Signal::SIGKILL);
+    vm.expect_exit(Duration::from_secs(10));
+    drop(vm);
+    assert_ne!(f.ctr.net_state(), before, "the killed run left its changes");
+    let check = run(&["qemu-img", "check", &f.disk.to_string_lossy()]);
+    assert!(check.success(), "qemu-img check after SIGKILL: {check:?}");
+
+    let vm = f.guest("").spawn();
+    let r = report(&vm, 0);
+    assert!(
+        vm.log()
+            .text()
+            .contains("recovering the network left by an earlier run")
+    );
+    assert!(!vm.log().text().contains("File exists"), "{}", vm.tails());
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(
+        (&g.mac, &g.addrs),
+        (&f.nic.mac, &f.nic.addrs),
+        "same identity"
+    );
+    assert_eq!(
+        r.default_routes(),
+        vec![format!("default via {} dev eth0", f.net.gateway)]
+    );
+    assert!(f.net.peer_ping(f.nic.ip()), "{}", vm.tails());
+    assert_eq!(
+        f.net.peer_neighbour_mac(f.nic.ip()).as_deref(),
+        Some(f.nic.mac.as_str())
+    );
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        code(&vm, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+    assert_eq!(f.ctr.net_state(), before, "all put back after a clean stop");
+}
