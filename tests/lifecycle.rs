@@ -116,8 +116,10 @@ fn recorder() -> &'static Path {
     })
 }
 
-fn code(vm: &Vminit, timeout: Duration) -> Option<i32> {
-    vm.expect_exit(timeout).code()
+/// Waits for vminit to exit and checks its status.
+fn expect_code(vm: &Vminit, status: i32, timeout: Duration) {
+    let code = vm.expect_exit(timeout).code();
+    assert_eq!(code, Some(status), "exit status\n{}", vm.tails());
 }
 
 // ---- the stand-in QEMU ----
@@ -127,12 +129,7 @@ fn qemus_exit_code_becomes_vminits() {
     for status in [0, 1, 3, 255] {
         let f = Fixture::new();
         let vm = f.standin(&format!("exit:{status}")).spawn();
-        assert_eq!(
-            code(&vm, Duration::from_secs(20)),
-            Some(status),
-            "{}",
-            vm.tails()
-        );
+        expect_code(&vm, status, Duration::from_secs(20));
     }
 }
 
@@ -141,12 +138,7 @@ fn a_qemu_killed_by_a_signal_gives_128_plus_its_number() {
     for (sig, status) in [("KILL", 137), ("SEGV", 139), ("ABRT", 134)] {
         let f = Fixture::new();
         let vm = f.standin(&format!("signal:{sig}")).spawn();
-        assert_eq!(
-            code(&vm, Duration::from_secs(20)),
-            Some(status),
-            "{sig}\n{}",
-            vm.tails()
-        );
+        expect_code(&vm, status, Duration::from_secs(20));
     }
 }
 
@@ -213,12 +205,7 @@ fn qemu_starts_with_an_empty_signal_mask_and_only_its_tap_descriptors() {
 fn orphans_are_reaped_however_their_exits_coalesce() {
     let f = Fixture::new();
     let vm = f.standin("orphans:100").spawn();
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 0, Duration::from_secs(30));
     let log = f.standin_log();
     assert!(
         log.contains("zombies 0 sleepers 0"),
@@ -265,12 +252,7 @@ fn a_qemu_that_does_not_stop_is_killed_within_stop_timeout_plus_grace() {
     let sent = Instant::now();
     vm.kill(Signal::SIGTERM);
     // STOP_TIMEOUT=1: the stand-in has no QMP; vminit escalates to SIGKILL.
-    assert_eq!(
-        code(&vm, Duration::from_secs(10)),
-        Some(137),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 137, Duration::from_secs(10));
     assert!(
         sent.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -296,12 +278,7 @@ fn a_second_sigterm_escalates_at_once() {
     vm.expect_log("power button", Duration::from_secs(5));
     let sent = Instant::now();
     vm.kill(Signal::SIGINT);
-    assert_eq!(
-        code(&vm, Duration::from_secs(10)),
-        Some(137),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 137, Duration::from_secs(10));
     assert!(
         sent.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -321,12 +298,7 @@ fn sigterm_while_waiting_for_interfaces_ends_setup_with_nothing_changed() {
         .spawn();
     vm.expect_log("waiting up to", Duration::from_secs(10));
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(5)),
-        Some(143),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 143, Duration::from_secs(5));
     assert!(!f.standin_log().contains("started"), "QEMU never started");
     assert_eq!(f.ctr.net_state(), before);
 }
@@ -392,12 +364,7 @@ fn docker_stop_presses_the_power_button_and_the_guest_powers_off_cleanly() {
 
     let sent = Instant::now();
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 0, Duration::from_secs(30));
     assert!(
         sent.elapsed() < Duration::from_secs(8),
         "within STOP_TIMEOUT: {:?}",
@@ -423,12 +390,7 @@ fn a_guest_that_ignores_the_power_button_is_stopped_within_the_timeout_plus_two_
     vm.expect_console("GUEST-READY", BOOT);
     let sent = Instant::now();
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(137),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 137, Duration::from_secs(30));
     assert!(
         sent.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -444,22 +406,12 @@ fn what_the_guest_wrote_before_docker_stop_is_on_the_disk_at_the_next_boot() {
     let vm = f.guest("vminit_test_write=kept-across-stop").spawn();
     vm.expect_console("GUEST-DISK-WRITTEN kept-across-stop", BOOT);
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 0, Duration::from_secs(30));
     drop(vm);
     let vm = f.guest("").spawn();
     vm.expect_console("GUEST-DISK kept-across-stop", BOOT);
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 0, Duration::from_secs(30));
 }
 
 #[test]
@@ -500,11 +452,6 @@ fn a_run_after_sigkill_in_the_same_namespace_recovers_the_identity_and_the_disk_
         Some(f.nic.mac.as_str())
     );
     vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        code(&vm, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    expect_code(&vm, 0, Duration::from_secs(30));
     assert_eq!(f.ctr.net_state(), before, "all put back after a clean stop");
 }
