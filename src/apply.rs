@@ -153,7 +153,10 @@ impl<'a> Applier<'a> {
                 mtu,
             } => {
                 let l = self.index(lower)?;
-                self.nl.add_mac_link(*kind, name, l, *mac, *mtu)
+                if let Some(index) = self.nl.add_mac_link(*kind, name, l, *mac, *mtu)? {
+                    self.indexes.insert(name.clone(), index);
+                }
+                Ok(())
             }
             Step::DelLink { name } => {
                 let i = self.index(name)?;
@@ -163,10 +166,6 @@ impl<'a> Applier<'a> {
             Step::SetAlias { dev, alias } => {
                 let i = self.index(dev)?;
                 self.nl.set_alias(i, alias)
-            }
-            Step::SetUp { dev } => {
-                let i = self.index(dev)?;
-                self.nl.set_up(i)
             }
             Step::TxChecksumOff { dev } => match crate::ethtool::disable_tx_checksum(dev) {
                 // A nicety for old DHCP clients, not a requirement: macvlans on veth

@@ -73,7 +73,8 @@ pub fn render(input: &DnsmasqInput) -> String {
     line("no-hosts".into());
     line("no-resolv".into());
     line("no-poll".into());
-    line("bind-interfaces".into());
+    // dnsmasq starts while vminit creates the doors; it binds to them as they appear.
+    line("bind-dynamic".into());
     line("except-interface=lo".into());
     if input.dns.forward_to.is_empty() {
         line("port=0".into());
@@ -91,8 +92,12 @@ pub fn render(input: &DnsmasqInput) -> String {
         let tag = format!("vm{i}");
         line(format!("# {} -> guest NIC {i}", nic.lower));
         line(format!("interface={}", nic.door));
-        // The door holds a link-local address; serve the guest's subnet on it anyway.
-        line(format!("shared-network={},{}", nic.door, nic.addr.addr));
+        // The door holds a link-local address; serve the guest's subnet on it anyway. (By
+        // address, not name: the door does not exist yet when dnsmasq reads this.)
+        line(format!(
+            "shared-network={},{}",
+            nic.door_addr, nic.addr.addr
+        ));
         line(format!(
             "dhcp-range=set:{tag},{},static,{},infinite",
             nic.addr.addr,
@@ -212,8 +217,8 @@ mod tests {
         assert!(c.contains("dhcp-ignore=tag:!known\n"));
         assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,vm1,infinite\n"));
         assert!(c.contains("dhcp-range=set:vm0,172.19.0.2,static,255.255.255.0,infinite\n"));
-        assert!(c.contains("interface=vmlink0\nshared-network=vmlink0,172.19.0.2\n"));
-        assert!(c.contains("bind-interfaces\n") && c.contains("dhcp-broadcast\n"));
+        assert!(c.contains("interface=vmlink0\nshared-network=169.254.1.10,172.19.0.2\n"));
+        assert!(c.contains("bind-dynamic\n") && c.contains("dhcp-broadcast\n"));
         assert!(c.contains("keep-in-foreground\n"));
     }
 

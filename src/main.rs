@@ -120,7 +120,6 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
     devices::check_disk(&paths.disk)?;
-    let accel = choose_accel(config.accel, &paths.dev)?;
     let vhost = choose_vhost(config.vhost, &paths.dev)?;
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     let major = devices::macvtap_major(&paths.proc_devices);
@@ -131,44 +130,47 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     recover(&mut nl)?;
     let plan = wait_for_plan(config, &mut nl, signals)?;
 
-    // 3. Apply: from here on, every failure puts the network back.
-    let mut applier = apply::Applier::new(&mut nl);
-    applier.apply_all(&plan.steps)?;
-    let mut taps = Vec::new();
-    for nic in &plan.nics {
-        let opened = applier
-            .index_of(&nic.tap)
-            .and_then(|i| devices::open_tap(&paths.sys_class_net, &paths.dev, &nic.tap, i, major));
-        match opened {
-            Ok(tap) => taps.push(tap),
-            Err(e) => {
-                applier.rollback();
-                remove_taps(&taps);
-                return Err(e);
-            }
-        }
+    // 3. dnsmasq starts first: it loads and binds while the network changes (it picks up
+    //    the doors as they appear), and is waited for before QEMU starts.
+    let mut undo = Undo::default();
+    let dnsmasq_argv = match config.dhcp {
+        true => Some(write_dnsmasq_conf(config, &plan.nics)?),
+        false => None,
+    };
+    let spawn_options = spawn::SpawnOptions {
+        mask: signals.original,
+        keep: &[],
+        own_group: true,
+    };
+    if let Some(argv) = &dnsmasq_argv {
+        let pidfile = paths.run_dir.join("dnsmasq.pid");
+        let _ = fs::remove_file(&pidfile);
+        undo.dnsmasq = Some(spawn::spawn(argv, &spawn_options)?);
     }
-    let applied = applier.take_applied();
-    let teardown = |nl: &mut Netlink, taps: &[devices::Tap]| {
-        log::info!("restoring the container's network");
-        let mut applier = apply::Applier::new(nl);
-        apply::undo(&mut applier, &applied);
-        remove_taps(taps);
-    };
-    let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
 
-    // 4. dnsmasq and QEMU's command line.
-    let dnsmasq_argv = if config.dhcp {
-        match write_dnsmasq_conf(config, &plan.nics) {
-            Ok(argv) => Some(argv),
-            Err(e) => {
-                teardown(&mut nl, &taps);
-                return Err(e);
-            }
+    // 4. The accelerator: KVM only when a probe guest runs on it.
+    let accel = choose_accel(config.accel, &paths.dev).map_err(|e| undo.run(&mut nl, e))?;
+
+    // 5. Apply: from here on, every failure puts the network back.
+    let mut applier = apply::Applier::new(&mut nl);
+    let applied = applier.apply_all(&plan.steps);
+    let mut taps = Vec::new();
+    let opened = applied.and_then(|()| {
+        for nic in &plan.nics {
+            let index = applier.index_of(&nic.tap)?;
+            let tap = devices::open_tap(&paths.sys_class_net, &paths.dev, &nic.tap, index, major)?;
+            taps.push(tap);
         }
-    } else {
-        None
-    };
+        Ok(())
+    });
+    undo.steps = applier.take_applied();
+    undo.taps = taps.iter().map(|t| t.path.clone()).collect();
+    opened.map_err(|e| undo.run(&mut nl, e))?;
+    if let Some(pid) = undo.dnsmasq {
+        wait_for_dnsmasq(pid, &paths.run_dir).map_err(|e| undo.run(&mut nl, e))?;
+    }
+
+    // 6. QEMU's command line.
     let nics: Vec<qemu::GuestNic> = plan
         .nics
         .iter()
@@ -198,102 +200,89 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         extra,
     });
 
-    let spawn_dnsmasq = |argv: &[OsString]| {
-        spawn::spawn(
-            argv,
-            &spawn::SpawnOptions {
-                mask: signals.original,
-                keep: &[],
-                own_group: true,
-            },
-        )
-    };
-    let dnsmasq_pid = match &dnsmasq_argv {
-        Some(argv) => match start_dnsmasq(argv, &paths.run_dir, &spawn_dnsmasq) {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                teardown(&mut nl, &taps);
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    let abort = |nl: &mut Netlink, taps: &[devices::Tap], e: Error| -> Error {
-        if let Some(pid) = dnsmasq_pid {
-            stop_and_reap(pid);
-        }
-        teardown(nl, taps);
-        e
-    };
-
     // A `docker stop` during setup ends it here, before the guest starts.
     if let Some(sig) = termination_pending(signals) {
         log::info!("received {sig} during setup; not starting the guest");
-        let _ = abort(&mut nl, &taps, Error::Network(String::new()));
+        undo.run(&mut nl, Error::Network(String::new()));
         return Ok(128 + sig as i32);
     }
 
     if config.command == Command::Shell {
         let script = paths.run_dir.join("qemu.sh");
         let text = format!(
-            "#!/bin/sh\n# The QEMU command vminit would run.\nexec {}\n",
+            "#!/bin/sh\n# The QEMU command vminit would run; arguments to this script are appended.\nexec {} \"$@\"\n",
             qemu::shell_line(&qemu_argv)
         );
-        if let Err(e) = fs::write(&script, text) {
-            return Err(abort(
-                &mut nl,
-                &taps,
-                Error::os(format!("write {}", script.display()), e),
-            ));
-        }
+        fs::write(&script, text)
+            .map_err(|e| undo.run(&mut nl, Error::os(format!("write {}", script.display()), e)))?;
         let shell = shell_argv();
         log::info!(
             "debug mode: run `sh {}` to start the guest; starting {}",
             script.display(),
             shell[0].to_string_lossy()
         );
-        // SAFETY of the fds: they stay open (no CLOEXEC) for the shell and its QEMU.
+        // The tap fds stay open (no CLOEXEC) for the shell and the QEMU it starts.
         return Err(spawn::exec_shell(&shell, signals.original));
     }
 
+    // 7. QEMU.
     log::info!("starting {}", qemu::shell_line(&qemu_argv));
-    let qemu_pid = match spawn::spawn(
-        &qemu_argv,
-        &spawn::SpawnOptions {
-            mask: signals.original,
-            keep: &tap_fds,
-            own_group: false,
-        },
-    ) {
-        Ok(pid) => pid,
-        Err(e) => return Err(abort(&mut nl, &taps, e)),
+    let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+    let qemu_options = spawn::SpawnOptions {
+        mask: signals.original,
+        keep: &tap_fds,
+        own_group: false,
     };
+    let qemu_pid = spawn::spawn(&qemu_argv, &qemu_options).map_err(|e| undo.run(&mut nl, e))?;
     log::info!("QEMU running, pid {qemu_pid}");
     // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
-    let tap_paths: Vec<PathBuf> = taps.iter().map(|t| t.path.clone()).collect();
     drop(taps);
 
-    // 5. Supervise until the guest is gone.
+    // 8. Supervise until the guest is gone, then put the network back.
     let mut effects = RealEffects {
-        qmp: qmp.clone(),
-        dnsmasq_argv: dnsmasq_argv.clone(),
+        qmp,
+        dnsmasq_argv,
         run_dir: paths.run_dir.clone(),
         mask: signals.original,
     };
+    let dnsmasq = undo.dnsmasq.take();
     let code = supervise::run(
         signals,
         qemu_pid,
-        dnsmasq_pid,
+        dnsmasq,
         config.stop_timeout,
         &mut effects,
     );
-    log::info!("restoring the container's network");
-    let mut applier = apply::Applier::new(&mut nl);
-    apply::undo(&mut applier, &applied);
-    for p in tap_paths {
-        let _ = fs::remove_file(p);
-    }
+    undo.run(&mut nl, Error::Network(String::new()));
     Ok(code)
+}
+
+/// What setup has changed so far, to be put back on failure or after the guest stops.
+#[derive(Default)]
+struct Undo {
+    dnsmasq: Option<Pid>,
+    steps: Vec<plan::Step>,
+    taps: Vec<PathBuf>,
+}
+
+impl Undo {
+    /// Stops dnsmasq, undoes the network steps, removes the tap nodes; returns `e`.
+    fn run(&mut self, nl: &mut Netlink, e: Error) -> Error {
+        if let Some(pid) = self.dnsmasq.take() {
+            stop_and_reap(pid);
+        }
+        if !self.steps.is_empty() {
+            log::info!("restoring the container's network");
+            apply::undo(
+                &mut apply::Applier::new(nl),
+                &std::mem::take(&mut self.steps),
+            );
+        }
+        for path in self.taps.drain(..) {
+            let _ = fs::remove_file(path);
+        }
+        e
+    }
 }
 
 /// `ACCEL=auto` picks KVM only when a probe guest actually runs on it.
@@ -453,24 +442,32 @@ fn write_dnsmasq_conf(config: &Config, nics: &[plan::NicPlan]) -> Result<Vec<OsS
     ])
 }
 
-/// Starts dnsmasq and waits until it is serving (it writes its pid file once its
-/// sockets are bound), or reports why it could not start.
-fn start_dnsmasq(
-    argv: &[OsString],
-    run_dir: &Path,
-    spawn: &dyn Fn(&[OsString]) -> Result<Pid>,
-) -> Result<Pid> {
+/// Starts dnsmasq and waits until it is serving.
+fn start_dnsmasq(argv: &[OsString], run_dir: &Path, mask: nix::sys::signal::SigSet) -> Result<Pid> {
+    let _ = fs::remove_file(run_dir.join("dnsmasq.pid"));
+    let options = spawn::SpawnOptions {
+        mask,
+        keep: &[],
+        own_group: true,
+    };
+    let pid = spawn::spawn(argv, &options)?;
+    wait_for_dnsmasq(pid, run_dir)?;
+    Ok(pid)
+}
+
+/// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
+/// reports why it could not start.
+fn wait_for_dnsmasq(pid: Pid, run_dir: &Path) -> Result<()> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let pidfile = run_dir.join("dnsmasq.pid");
-    let _ = fs::remove_file(&pidfile);
-    let pid = spawn(argv)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if fs::metadata(&pidfile).map(|m| m.len() > 0).unwrap_or(false) {
             log::info!("dnsmasq running, pid {pid}");
-            return Ok(pid);
+            return Ok(());
         }
-        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
             Ok(status) => {
                 return Err(Error::Unavailable(format!(
                     "dnsmasq could not start ({status:?}); its own message is above"
@@ -479,12 +476,11 @@ fn start_dnsmasq(
             Err(e) => return Err(Error::os("wait for dnsmasq", e)),
         }
         if Instant::now() >= deadline {
-            stop_and_reap(pid);
             return Err(Error::Unavailable(
                 "dnsmasq did not start within 5 s".into(),
             ));
         }
-        sleep(Duration::from_millis(2));
+        sleep(Duration::from_micros(500));
     }
 }
 
@@ -503,12 +499,6 @@ fn stop_and_reap(pid: Pid) {
             }
             _ => return,
         }
-    }
-}
-
-fn remove_taps(taps: &[devices::Tap]) {
-    for t in taps {
-        let _ = fs::remove_file(&t.path);
     }
 }
 
@@ -573,18 +563,7 @@ impl supervise::Effects for RealEffects {
 
     fn start_dnsmasq(&mut self) -> Option<Pid> {
         let argv = self.dnsmasq_argv.as_ref()?;
-        let mask = self.mask;
-        let spawn = |argv: &[OsString]| {
-            spawn::spawn(
-                argv,
-                &spawn::SpawnOptions {
-                    mask,
-                    keep: &[],
-                    own_group: true,
-                },
-            )
-        };
-        match start_dnsmasq(argv, &self.run_dir, &spawn) {
+        match start_dnsmasq(argv, &self.run_dir, self.mask) {
             Ok(pid) => Some(pid),
             Err(e) => {
                 log::warn!("{e}");

@@ -6,8 +6,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -50,8 +50,19 @@ impl Netlink {
 
     /// Sends one request and waits for the kernel's acknowledgement.
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.request_echo(msg, flags).map(drop)
+    }
+
+    /// Sends one request and waits for the kernel's acknowledgement; returns what the
+    /// kernel echoed before it (with `NLM_F_ECHO`: the object as created).
+    fn request_echo(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
         let mut acked = false;
+        let mut echoed = Vec::new();
         self.receive(seq, &mut |payload| match payload {
             NetlinkPayload::Error(e) => {
                 acked = true;
@@ -60,10 +71,14 @@ impl Netlink {
                     Some(_) => Err(e.to_io()),
                 }
             }
+            NetlinkPayload::InnerMessage(m) => {
+                echoed.push(m);
+                Ok(false)
+            }
             _ => Ok(false),
         })?;
         if acked {
-            Ok(())
+            Ok(echoed)
         } else {
             Err(io::Error::other("netlink: no acknowledgement"))
         }
@@ -200,18 +215,10 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    /// `ip link set dev INDEX up`
-    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        self.request(RouteNetlinkMessage::SetLink(msg), 0)
-    }
-
-    /// `ip link add link LOWER name NAME [address MAC] mtu MTU type macvtap|macvlan mode bridge`
+    /// `ip link add link LOWER name NAME [address MAC] mtu MTU up type macvtap|macvlan mode bridge`
     ///
     /// The mode is always set explicitly: the kernel default (VEPA) cannot reach siblings.
+    /// Returns the new link's index when the kernel echoes it (Linux 6.3 and later).
     pub fn add_mac_link(
         &mut self,
         kind: MacLinkKind,
@@ -219,8 +226,10 @@ impl Netlink {
         lower: u32,
         mac: Option<Mac>,
         mtu: u32,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<u32>> {
         let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes.push(LinkAttribute::Link(lower));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -241,7 +250,14 @@ impl Netlink {
             LinkInfo::Kind(info_kind),
             LinkInfo::Data(data),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        let echoed = self.request_echo(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )?;
+        Ok(echoed.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) if l.header.index != 0 => Some(l.header.index),
+            _ => None,
+        }))
     }
 
     /// `ip link del dev INDEX`

@@ -83,9 +83,6 @@ pub enum Step {
         dev: String,
         alias: String,
     },
-    SetUp {
-        dev: String,
-    },
     /// TX checksum offload off on dnsmasq's side (old DHCP clients drop partial checksums).
     TxChecksumOff {
         dev: String,
@@ -128,10 +125,9 @@ impl Step {
             },
             Step::AddLink { name, .. } => Step::DelLink { name },
             // Deleting a link cannot be undone; only recovery deletes links.
-            Step::DelLink { .. }
-            | Step::SetAlias { .. }
-            | Step::SetUp { .. }
-            | Step::TxChecksumOff { .. } => return None,
+            Step::DelLink { .. } | Step::SetAlias { .. } | Step::TxChecksumOff { .. } => {
+                return None;
+            }
         })
     }
 }
@@ -180,11 +176,10 @@ impl fmt::Display for Step {
                 if let Some(mac) = mac {
                     write!(f, " address {mac}")?;
                 }
-                write!(f, " mtu {mtu} type {kind} mode bridge")
+                write!(f, " mtu {mtu} up type {kind} mode bridge")
             }
             Step::DelLink { name } => write!(f, "ip link del {name}"),
             Step::SetAlias { dev, alias } => write!(f, "ip link set {dev} alias '{alias}'"),
-            Step::SetUp { dev } => write!(f, "ip link set {dev} up"),
             Step::TxChecksumOff { dev } => write!(f, "ethtool -K {dev} tx off"),
         }
     }
@@ -374,8 +369,6 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             alias: format!("{ALIAS_PREFIX}door {lower}"),
         });
         steps.push(Step::TxChecksumOff { dev: door.clone() });
-        steps.push(Step::SetUp { dev: tap.clone() });
-        steps.push(Step::SetUp { dev: door.clone() });
         steps.push(Step::AddAddr {
             dev: door.clone(),
             addr: Ipv4Net::new(door_addr, 32),
@@ -759,13 +752,11 @@ mod tests {
                 "ip route del default via 172.19.0.1 dev eth0".to_string(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:aa".into(),
-                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 type macvtap mode bridge".into(),
+                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 up type macvtap mode bridge".into(),
                 "ip link set vmtap0 alias 'vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1'".into(),
-                "ip link add link eth0 name vmlink0 mtu 1450 type macvlan mode bridge".into(),
+                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".into(),
                 "ip link set vmlink0 alias 'vminit:door eth0'".into(),
                 "ethtool -K vmlink0 tx off".into(),
-                "ip link set vmtap0 up".into(),
-                "ip link set vmlink0 up".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
                 format!("ip route add default via 172.19.0.1 dev vmlink0 onlink src {door}"),
@@ -947,7 +938,7 @@ mod tests {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
         for step in &p.steps {
             match (step, step.inverse()) {
-                (Step::SetAlias { .. } | Step::SetUp { .. } | Step::TxChecksumOff { .. }, undo) => {
+                (Step::SetAlias { .. } | Step::TxChecksumOff { .. }, undo) => {
                     assert!(undo.is_none())
                 }
                 (Step::AddRoute { dev, route, .. }, Some(undo)) => {
