@@ -167,23 +167,31 @@ pub fn open_tap(
     Ok(Tap { path, fd })
 }
 
-/// Why `/dev/kvm` can or cannot run a guest.
+/// Whether `/dev/kvm` can run a guest; if not, why and the fix.
 #[derive(Debug, PartialEq)]
 pub enum KvmStatus {
     Usable,
-    Unusable(String),
+    Unusable(String, &'static str),
 }
 
-/// Asks /dev/kvm for its API version and a VM, the way QEMU starts.
+/// Runs a probe guest on /dev/kvm (see `kvm`).
 pub fn probe_kvm(dev: &Path) -> KvmStatus {
     let path = dev.join("kvm");
     let fd = match open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
-        Err(e) => return KvmStatus::Unusable(format!("open {}: {e}", path.display())),
+        Err(e) => {
+            return KvmStatus::Unusable(
+                format!("open {}: {e}", path.display()),
+                "hint: add --device /dev/kvm",
+            );
+        }
     };
     match crate::kvm::run_probe_guest(&fd) {
         Ok(()) => KvmStatus::Usable,
-        Err(why) => KvmStatus::Unusable(why),
+        Err(why) => KvmStatus::Unusable(
+            why,
+            "hint: /dev/kvm is there but this host's KVM cannot run guests (a nested hypervisor without full support); use a host with working KVM",
+        ),
     }
 }
 

@@ -127,12 +127,26 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
 
     // 2. Find the NICs, putting back what an earlier run left, and plan.
     let mut nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
-    recover(&mut nl)?;
-    let plan = wait_for_plan(config, &mut nl, signals)?;
+    let state = recover(&mut nl)?;
+    let plan = wait_for_plan(config, &mut nl, signals, state)?;
 
     // 3. dnsmasq starts first: it loads and binds while the network changes (it picks up
     //    the doors as they appear), and is waited for before QEMU starts.
     let mut undo = Undo::default();
+    // The KVM probe (a VM, a vCPU, three instructions: about a millisecond) runs beside
+    // the network changes; its verdict is needed only for QEMU's command line.
+    // With ACCEL=kvm its verdict can stop everything, so it is waited for before any change.
+    let mut probe = (config.accel != Accel::Tcg).then(|| {
+        let dev = paths.dev.clone();
+        std::thread::spawn(move || devices::probe_kvm(&dev))
+    });
+    let mut accel = None;
+    if config.accel == Accel::Kvm {
+        let kvm = probe
+            .take()
+            .map(|t| t.join().expect("the KVM probe does not panic"));
+        accel = Some(choose_accel(config.accel, kvm)?);
+    }
     let dnsmasq_argv = match config.dhcp {
         true => Some(write_dnsmasq_conf(config, &plan.nics)?),
         false => None,
@@ -148,10 +162,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         undo.dnsmasq = Some(spawn::spawn(argv, &spawn_options)?);
     }
 
-    // 4. The accelerator: KVM only when a probe guest runs on it.
-    let accel = choose_accel(config.accel, &paths.dev).map_err(|e| undo.run(&mut nl, e))?;
-
-    // 5. Apply: from here on, every failure puts the network back.
+    // 4. Apply: from here on, every failure puts the network back.
     let mut applier = apply::Applier::new(&mut nl);
     let applied = applier.apply_all(&plan.steps);
     let mut taps = Vec::new();
@@ -166,6 +177,15 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     undo.steps = applier.take_applied();
     undo.taps = taps.iter().map(|t| t.path.clone()).collect();
     opened.map_err(|e| undo.run(&mut nl, e))?;
+
+    // 5. The accelerator: KVM only when the probe guest ran on it.
+    let accel = match accel {
+        Some(accel) => accel,
+        None => {
+            let kvm = probe.map(|t| t.join().expect("the KVM probe does not panic"));
+            choose_accel(config.accel, kvm).map_err(|e| undo.run(&mut nl, e))?
+        }
+    };
     if let Some(pid) = undo.dnsmasq {
         wait_for_dnsmasq(pid, &paths.run_dir).map_err(|e| undo.run(&mut nl, e))?;
     }
@@ -285,39 +305,27 @@ impl Undo {
     }
 }
 
-/// `ACCEL=auto` picks KVM only when a probe guest actually runs on it.
-fn choose_accel(accel: Accel, dev: &Path) -> Result<Accelerator> {
-    match accel {
-        Accel::Tcg => {
+/// `ACCEL=auto` picks KVM only when a probe guest actually ran on it (`kvm`, the probe's
+/// verdict; `None` with ACCEL=tcg, which runs no probe).
+fn choose_accel(accel: Accel, kvm: Option<devices::KvmStatus>) -> Result<Accelerator> {
+    match (accel, kvm) {
+        (Accel::Tcg, _) | (_, None) => {
             log::info!("accelerator: tcg (ACCEL=tcg)");
             Ok(Accelerator::Tcg)
         }
-        Accel::Kvm | Accel::Auto => match devices::probe_kvm(dev) {
+        (Accel::Kvm | Accel::Auto, Some(status)) => match status {
             devices::KvmStatus::Usable => {
                 log::info!("accelerator: kvm (a probe guest ran on /dev/kvm)");
                 Ok(Accelerator::Kvm)
             }
-            devices::KvmStatus::Unusable(why) if accel == Accel::Auto => {
-                log::warn!(
-                    "accelerator: tcg, software emulation, slow ({why}); {}",
-                    kvm_hint(dev)
-                );
+            devices::KvmStatus::Unusable(why, hint) if accel == Accel::Auto => {
+                log::warn!("accelerator: tcg, software emulation, slow ({why}); {hint}");
                 Ok(Accelerator::Tcg)
             }
-            devices::KvmStatus::Unusable(why) => Err(Error::Unavailable(format!(
-                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); {}, or set ACCEL=tcg",
-                kvm_hint(dev)
+            devices::KvmStatus::Unusable(why, hint) => Err(Error::Unavailable(format!(
+                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); {hint}, or set ACCEL=tcg"
             ))),
         },
-    }
-}
-
-/// The fix for an unusable /dev/kvm: the Docker flag when the node is missing, else the host.
-fn kvm_hint(dev: &Path) -> &'static str {
-    if dev.join("kvm").exists() {
-        "hint: /dev/kvm is there but this host's KVM cannot run guests (a nested hypervisor without full support); use a host with working KVM"
-    } else {
-        "hint: add --device /dev/kvm"
     }
 }
 
@@ -354,24 +362,35 @@ fn make_run_dir(dir: &Path) -> Result<()> {
 }
 
 /// Puts back NICs that an earlier, killed vminit left taken over.
-fn recover(nl: &mut Netlink) -> Result<()> {
+/// Returns the state when nothing needed recovery (the usual case), to plan from.
+fn recover(nl: &mut Netlink) -> Result<Option<discover::NetState>> {
     let state = discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
     let steps = plan::recovery(&state);
-    if !steps.is_empty() {
-        log::info!("recovering the network left by an earlier run");
-        apply::Applier::new(nl).run_best_effort(&steps);
+    if steps.is_empty() {
+        return Ok(Some(state));
     }
-    Ok(())
+    log::info!("recovering the network left by an earlier run");
+    apply::Applier::new(nl).run_best_effort(&steps);
+    Ok(None)
 }
 
 /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
 /// are not there yet (Docker and device plugins may add them just after start).
-fn wait_for_plan(config: &Config, nl: &mut Netlink, signals: &Signals) -> Result<plan::Plan> {
+fn wait_for_plan(
+    config: &Config,
+    nl: &mut Netlink,
+    signals: &Signals,
+    mut known: Option<discover::NetState>,
+) -> Result<plan::Plan> {
     let deadline = Instant::now() + config.iface_wait;
     let mut logged = false;
     loop {
-        let state =
-            discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?;
+        let state = match known.take() {
+            Some(state) => state,
+            None => {
+                discover::read(nl).map_err(|e| Error::os("read the network configuration", e))?
+            }
+        };
         let random = random_macs(state.links.len().max(1))?;
         let result = plan::plan(&plan::PlanInput {
             attach: &config.attach,
