@@ -91,7 +91,7 @@ trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --interface=d0 --bind-interfaces --except-interface=lo \
     --dhcp-range=10.99.0.10,10.99.0.10,255.255.255.0,infinite --dhcp-broadcast \
     --dhcp-leasefile=/run/dnsmasq.leases --pid-file=/run/dnsmasq.pid
-# vminit's fixed QEMU arguments (docs/CONTRACT.md), TCG, a virtio-net-pci NIC, direct kernel boot.
+# vminit's fixed QEMU arguments (src/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
 trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
     -qmp unix:/run/qmp.sock,server=on,wait=off -nic user,model=virtio-net-pci \

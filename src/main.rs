@@ -176,18 +176,18 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     });
     undo.steps = applier.take_applied();
     undo.taps = taps.iter().map(|t| t.path.clone()).collect();
-    opened.map_err(|e| undo.run(&mut nl, e))?;
+    opened.map_err(|e| undo.fail(&mut nl, e))?;
 
     // 5. The accelerator: KVM only when the probe guest ran on it.
     let accel = match accel {
         Some(accel) => accel,
         None => {
             let kvm = probe.map(|t| t.join().expect("the KVM probe does not panic"));
-            choose_accel(config.accel, kvm).map_err(|e| undo.run(&mut nl, e))?
+            choose_accel(config.accel, kvm).map_err(|e| undo.fail(&mut nl, e))?
         }
     };
     if let Some(pid) = undo.dnsmasq {
-        wait_for_dnsmasq(pid, &paths.run_dir).map_err(|e| undo.run(&mut nl, e))?;
+        wait_for_dnsmasq(pid, &paths.run_dir).map_err(|e| undo.fail(&mut nl, e))?;
     }
 
     // 6. QEMU's command line.
@@ -223,7 +223,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     // A `docker stop` during setup ends it here, before the guest starts.
     if let Some(sig) = termination_pending(signals) {
         log::info!("received {sig} during setup; not starting the guest");
-        undo.run(&mut nl, Error::Network(String::new()));
+        undo.run(&mut nl);
         return Ok(128 + sig as i32);
     }
 
@@ -234,7 +234,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
             qemu::shell_line(&qemu_argv)
         );
         fs::write(&script, text)
-            .map_err(|e| undo.run(&mut nl, Error::os(format!("write {}", script.display()), e)))?;
+            .map_err(|e| undo.fail(&mut nl, Error::os(format!("write {}", script.display()), e)))?;
         let shell = shell_argv();
         log::info!(
             "debug mode: run `sh {}` to start the guest; starting {}",
@@ -253,7 +253,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         keep: &tap_fds,
         own_group: false,
     };
-    let qemu_pid = spawn::spawn(&qemu_argv, &qemu_options).map_err(|e| undo.run(&mut nl, e))?;
+    let qemu_pid = spawn::spawn(&qemu_argv, &qemu_options).map_err(|e| undo.fail(&mut nl, e))?;
     log::info!("QEMU running, pid {qemu_pid}");
     // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
     drop(taps);
@@ -273,7 +273,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         config.stop_timeout,
         &mut effects,
     );
-    undo.run(&mut nl, Error::Network(String::new()));
+    undo.run(&mut nl);
     Ok(code)
 }
 
@@ -286,8 +286,14 @@ struct Undo {
 }
 
 impl Undo {
-    /// Stops dnsmasq, undoes the network steps, removes the tap nodes; returns `e`.
-    fn run(&mut self, nl: &mut Netlink, e: Error) -> Error {
+    /// Undoes everything, then hands back the error that made it necessary.
+    fn fail(&mut self, nl: &mut Netlink, e: Error) -> Error {
+        self.run(nl);
+        e
+    }
+
+    /// Stops dnsmasq, undoes the network steps, removes the tap nodes.
+    fn run(&mut self, nl: &mut Netlink) {
         if let Some(pid) = self.dnsmasq.take() {
             stop_and_reap(pid);
         }
@@ -301,7 +307,6 @@ impl Undo {
         for path in self.taps.drain(..) {
             let _ = fs::remove_file(path);
         }
-        e
     }
 }
 

@@ -59,7 +59,7 @@ const DOCKER_CAPS: &[&str] = &[
 ];
 
 /// The vminit binary under test: `$VMINIT_BIN` (e.g. the static musl build named in
-/// docs/CONTRACT.md), else the build cargo made for this test run.
+/// the README), else the build cargo made for this test run.
 pub fn vminit_binary() -> PathBuf {
     std::env::var_os("VMINIT_BIN")
         .map(PathBuf::from)

@@ -1,0 +1,88 @@
+#!/bin/sh
+# /init of the bench guest (bench/build-guest.sh puts it into a copy of the test guest's
+# initramfs, next to iperf3): brings the network up as fast as the test guest does, starts an
+# iperf3 server, reports when, and powers off on the ACPI power button.
+#
+# Kernel command line:
+#   bench_net=dhcp                      DHCP on every ethN, exactly as tests/guest/init.sh does
+#                                       (udhcpc with /etc/dhcp-event.sh) [default]
+#   bench_net=static:ADDR/PREFIX:GW     eth0 gets ADDR/PREFIX and a default route via GW, no DHCP
+#                                       (the floor: plain QEMU, nothing to ask)
+#
+# Console lines (from column 0):
+#   BENCH-T PHASE UPTIME     guest uptime (s) at: init (PID 1 starts), modules (virtio loaded),
+#                            net (addresses configured), ready (iperf3 listening)
+#   BENCH-NIC NAME ADDR/PREFIX|none
+#   BENCH-READY
+#   BENCH-ERROR TEXT
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /run /tmp /var/log /dev/pts
+mount -t devpts devpts /dev/pts
+
+stamp() {
+	read -r up _ </proc/uptime
+	echo "BENCH-T $1 $up"
+}
+stamp init
+
+cmdline_value() {
+	for word in $(cat /proc/cmdline); do
+		case "$word" in
+		"$1="*) echo "${word#*=}"; return ;;
+		esac
+	done
+	echo "$2"
+}
+
+for module in $(cat /lib/modules/load-order); do
+	insmod "/lib/modules/$module.ko" || echo "BENCH-ERROR insmod $module"
+done
+stamp modules
+ip link set lo up
+
+# ACPI power button -> poweroff (vminit's stop path: QMP system_powerdown).
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\npoweroff -f\n' >/etc/acpi/PWRF/00000080
+chmod 0755 /etc/acpi/PWRF/00000080
+acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid || echo "BENCH-ERROR acpid"
+
+nics=$(ls /sys/class/net | sed -n 's/^eth\([0-9][0-9]*\)$/\1/p' | sort -n | sed 's/^/eth/')
+net=$(cmdline_value bench_net dhcp)
+: >/etc/resolv.conf
+mkdir -p /run/dhcp
+case "$net" in
+static:*)
+	spec=${net#static:}
+	addr=${spec%%:*}
+	gw=${spec#*:}
+	ip link set eth0 up
+	ip addr add "$addr" dev eth0 || echo "BENCH-ERROR address $addr"
+	ip route add default via "$gw" dev eth0 || echo "BENCH-ERROR route via $gw"
+	;;
+*)
+	for nic in $nics; do
+		ip link set "$nic" up
+		udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
+			-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
+	done
+	;;
+esac
+stamp net
+for nic in $nics; do
+	addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
+	echo "BENCH-NIC $nic ${addrs:-none}"
+done
+
+if [ -x /usr/bin/iperf3 ]; then
+	iperf3 -s -D --logfile /var/log/iperf3.log || echo "BENCH-ERROR iperf3"
+fi
+stamp ready
+echo BENCH-READY
+
+while true; do
+	setsid cttyhack sh
+done

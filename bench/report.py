@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""bench/report.py RESULTS_DIR BENCHMARKS_MD PLOT_PNG — turns bench/run.sh's raw data into the
+report and its plot. Every number in the report is computed here from RESULTS_DIR, which one run
+of bench/run.sh filled; nothing is carried over from earlier runs.
+
+Raw data (all written by bench/run.sh):
+  machine.env, footprint.env     KEY=VALUE lines
+  setup.tsv                      tool nics run t0_mono_ns t1_mono_ns (vminit/reference exec -> QEMU exec)
+  setup/vminit-nN-rR.log         vminit's stderr, each line prefixed with CLOCK_MONOTONIC ns
+  setup/strace-*.txt             one extra run of each under strace (counts only)
+  restore.tsv                    nics restored(yes/no): state after vminit exits == before
+  boot.tsv                       kind run t0_real qemu_real ping_us g_init g_modules g_net g_ready stop_ms
+  iperf/PATH-up|down.json        iperf3 -J output
+"""
+
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RES, MD, PNG = sys.argv[1:4]
+TARGET_SETUP_MS = 10.0  # vminit's goal for 2 NICs
+TARGET_BOOT_MS = 100.0  # what vminit may add to the floor's boot-to-network
+
+
+def read_env(name):
+    out = {}
+    path = os.path.join(RES, name)
+    if os.path.exists(path):
+        for line in open(path):
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                out[k] = v
+    return out
+
+
+def read_tsv(name):
+    path = os.path.join(RES, name)
+    if not os.path.exists(path):
+        return []
+    lines = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
+    head = lines[0]
+    return [dict(zip(head, row)) for row in lines[1:]]
+
+
+def pct(values, p):
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = (len(v) - 1) * p / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def med(values):
+    return pct(values, 50)
+
+
+def ms(x, digits=1):
+    return "–" if x != x else f"{x:.{digits}f}"
+
+
+machine = read_env("machine.env")
+foot = read_env("footprint.env")
+
+# ---- setup latency ---------------------------------------------------------------------------
+
+setup = defaultdict(list)  # (tool, nics) -> [ms]
+t0_of = {}
+for row in read_tsv("setup.tsv"):
+    d = (int(row["t1_mono_ns"]) - int(row["t0_mono_ns"])) / 1e6
+    setup[(row["tool"], int(row["nics"]))].append(d)
+    t0_of[(row["tool"], int(row["nics"]), int(row["run"]))] = int(row["t0_mono_ns"])
+t1_of = {}
+for row in read_tsv("setup.tsv"):
+    t1_of[(row["tool"], int(row["nics"]), int(row["run"]))] = int(row["t1_mono_ns"])
+nic_counts = sorted({n for (tool, n) in setup if tool in ("vminit", "reference")})
+calibration = setup.get(("calibration", 0), [])
+
+# vminit's time, from its timestamped log, cut into segments: from exec to the first line, from
+# each vminit line to the next, from the last one to QEMU's exec (dnsmasq's own lines are left out:
+# it runs beside vminit). Step lines ("ip …") are logged before their step, so a segment that
+# starts with one is that step; result lines ("accelerator: …", "dnsmasq running") are logged
+# after their work, so a segment that ends with one is that work. This holds whatever order
+# vminit does things in.
+CATS = [
+    ("start", "exec → first log line: process start, config, input checks, …"),
+    ("other", "other work between log lines: discovery, plan, probes, dnsmasq.conf, …"),
+    ("kvm", "work that ends with the 'accelerator:' line (the KVM probe, …)"),
+    ("netlink", "netlink steps (`ip …`, `ethtool …` lines)"),
+    ("taps", "tap nodes (mknod, open)"),
+    ("dnsmasq", "work that ends with 'dnsmasq running' (spawn, waiting for its pid file)"),
+    ("qemu", "QEMU spawn: 'starting' line → QEMU's main() (the stand-in's own start included)"),
+]
+
+
+def category(start, end):
+    if start is None:
+        return "start"
+    if end is None or "vminit: QEMU running" in start:
+        return "qemu"
+    if re.search(r"vminit: (ip |ethtool |vmlink\d+: TX checksum)", start):
+        return "netlink"
+    if "vminit: mknod /dev/tap" in start:
+        return "taps"
+    if "vminit: starting " in start:
+        return "qemu"
+    if end is not None and "accelerator: " in end:
+        return "kvm"
+    if end is not None and "dnsmasq running" in end:
+        return "dnsmasq"
+    return "other"
+
+
+STEP_KINDS = [
+    ("route del", r"vminit: ip route del"),
+    ("addr del", r"vminit: ip addr del"),
+    ("new MAC on ethN", r"vminit: ip link set eth\d+ address"),
+    ("add macvtap", r"vminit: ip link add .* macvtap"),
+    ("alias on vmtapN", r"vminit: ip link set vmtap\d+ alias"),
+    ("add macvlan", r"vminit: ip link add .* macvlan"),
+    ("alias on vmlinkN", r"vminit: ip link set vmlink\d+ alias"),
+    ("tx checksum off", r"vminit: (ethtool|vmlink\d+: TX checksum)"),
+    ("link up", r"vminit: ip link set \S+ up"),
+    ("addr add", r"vminit: ip addr add"),
+    ("route add", r"vminit: ip route add"),
+    ("mknod + open tap", r"vminit: mknod /dev/tap"),
+]
+
+
+def parse_log(path):
+    lines = []
+    for line in open(path, errors="replace"):
+        m = re.match(r"(\d+) (.*)", line.rstrip("\n"))
+        if m:
+            lines.append((int(m.group(1)), m.group(2)))
+    return lines
+
+
+phase_ms = defaultdict(lambda: defaultdict(list))  # nics -> category -> [ms]
+step_ms = defaultdict(lambda: defaultdict(list))  # nics -> step kind -> [ms per run, summed]
+timelines = {}  # (nics, run) -> [(offset ms, text)]
+for (tool, n, r), t0 in t0_of.items():
+    if tool != "vminit":
+        continue
+    path = os.path.join(RES, "setup", f"{tool}-n{n}-r{r}.log")
+    if not os.path.exists(path):
+        continue
+    t1 = t1_of[(tool, n, r)]
+    lines = [(t, text) for t, text in parse_log(path) if t <= t1]
+    timelines[(n, r)] = [((t - t0) / 1e6, text) for t, text in lines] + [((t1 - t0) / 1e6, "(QEMU exec)")]
+    vm = [(t, text) for t, text in lines if text.startswith("vminit:")]
+    points = [(t0, None)] + vm + [(t1, None)]
+    cats = defaultdict(float)
+    for (ta, a_text), (tb, b_text) in zip(points, points[1:]):
+        cats[category(a_text, b_text)] += (tb - ta) / 1e6
+    for key, _ in CATS:
+        phase_ms[n][key].append(cats.get(key, 0.0))
+    # Steps: a step line's time runs until the next vminit line (a TX-checksum warning belongs
+    # to the ethtool step before it).
+    sums = defaultdict(float)
+    for i, (t, text) in enumerate(vm):
+        kind = next((k for k, p in STEP_KINDS if re.search(p, text)), None)
+        if kind is None or "TX checksum" in text:
+            continue
+        j = i + 1
+        while j < len(vm) and "TX checksum" in vm[j][1]:
+            j += 1
+        end = vm[j][0] if j < len(vm) else t1
+        sums[kind] += (end - t) / 1e6
+    for kind, total in sums.items():
+        step_ms[n][kind].append(total)
+
+# ---- strace counts ---------------------------------------------------------------------------
+
+profile = {}
+p = os.path.join(RES, "setup", "strace-vminit.txt")
+if os.path.exists(p):
+    text = open(p, errors="replace").read().splitlines()
+    pids = {}
+    for line in text:
+        m = re.match(r"(\d+) +execve\(\"([^\"]*)\"", line)
+        if m:
+            pids[m.group(1)] = os.path.basename(m.group(2))
+    vminit_pid = next((pid for pid, prog in pids.items() if prog == "vminit"), None)
+    dnsmasq_pid = next((pid for pid, prog in pids.items() if prog == "dnsmasq"), None)
+    reqs = defaultdict(int)
+    for line in text:
+        if vminit_pid and line.startswith(vminit_pid + " ") and "sendto(" in line:
+            m = re.search(r"nlmsg_type=(RTM_[A-Z]+), nlmsg_flags=([A-Z_|]+)", line)
+            if m:
+                reqs[m.group(1) + (" (dump)" if "DUMP" in m.group(2) else "")] += 1
+    profile["netlink"] = dict(sorted(reqs.items(), key=lambda kv: -kv[1]))
+    if dnsmasq_pid:
+        libs = {
+            l
+            for l in text
+            if l.startswith(dnsmasq_pid + " ") and re.search(r'open(at)?\(.*"[^"]*\.so[.0-9]*"', l) and "= -1" not in l
+        }
+        profile["dnsmasq_libs"] = len(libs)
+p = os.path.join(RES, "setup", "strace-reference.txt")
+if os.path.exists(p):
+    text = open(p, errors="replace").read().splitlines()
+    progs = defaultdict(int)
+    for l in text:
+        m = re.search(r'execve\("([^"]*)"', l)
+        if m and not re.search(r"= -1 ", l):
+            progs[os.path.basename(m.group(1))] += 1
+    profile["reference_execs"] = sum(progs.values())
+    profile["reference_progs"] = dict(sorted(progs.items(), key=lambda kv: -kv[1]))
+
+restore = {int(r["nics"]): r["restored"] for r in read_tsv("restore.tsv")}
+
+# ---- boot to network -------------------------------------------------------------------------
+
+boot = defaultdict(list)
+paired = defaultdict(dict)  # run -> kind -> boot to network (ms)
+for row in read_tsv("boot.tsv"):
+
+    def g(k, scale=1.0):
+        try:
+            return float(row[k]) * scale
+        except (KeyError, ValueError):
+            return float("nan")
+
+    t0 = int(row["t0_real_ns"]) / 1e6  # ms, realtime
+    tq = int(row["qemu_real_ns"]) / 1e6
+    tp = int(row["ping_us"]) / 1e3
+    qm = g("qemu_mono_ns", 1e-6)  # ms, monotonic
+    paired[row["run"]][row["kind"]] = tp - t0
+    boot[row["kind"]].append(
+        {
+            "net_ms": tp - t0,
+            "setup_ms": tq - t0,
+            "qemu_to_ping_ms": tp - tq,
+            "q_init": g("h_init_ns", 1e-6) - qm,
+            "q_modules": g("h_modules_ns", 1e-6) - qm,
+            "q_net": g("h_net_ns", 1e-6) - qm,
+            "net_to_ping": (tp - tq) - (g("h_net_ns", 1e-6) - qm),
+            "g_init": g("g_init"),
+            "g_modules": g("g_modules"),
+            "g_net": g("g_net"),
+            "g_ready": g("g_ready"),
+            "stop_ms": g("stop_ms"),
+        }
+    )
+
+
+# The DHCP exchange as vminit's dnsmasq logged it (its stderr was timestamped like vminit's, on the
+# same clock as the console lines): which side of the exchange takes the time.
+DHCP_STEPS = [
+    ("virtio modules loaded (console) → DHCPDISCOVER reaches dnsmasq: the guest's link up, udhcpc start",
+     "h_modules", "DHCPDISCOVER"),
+    ("DHCPDISCOVER → DHCPOFFER: dnsmasq", "DHCPDISCOVER", "DHCPOFFER"),
+    ("DHCPOFFER → DHCPREQUEST: the guest's udhcpc", "DHCPOFFER", "DHCPREQUEST"),
+    ("DHCPREQUEST → DHCPACK: dnsmasq", "DHCPREQUEST", "DHCPACK"),
+    ("DHCPACK → address configured (console): the guest's lease script", "DHCPACK", "h_net"),
+]
+dhcp_steps = defaultdict(list)
+for row in read_tsv("boot.tsv"):
+    if row["kind"] != "vminit":
+        continue
+    path = os.path.join(RES, "boot", f"vminit-r{row['run']}.log")
+    if not os.path.exists(path):
+        continue
+    marks = {k: int(row[k + "_ns"]) for k in ("h_modules", "h_net") if row.get(k + "_ns", "").isdigit()}
+    for t, text in parse_log(path):
+        for msg in ("DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"):
+            if msg in text and msg not in marks:
+                marks[msg] = t
+    for label, a, b in DHCP_STEPS:
+        if a in marks and b in marks:
+            dhcp_steps[label].append((marks[b] - marks[a]) / 1e6)
+
+
+pair_diffs = [d["vminit"] - d["floor"] for d in paired.values() if "vminit" in d and "floor" in d]
+
+
+def boot_stat(kind, key, f=med):
+    return f([b[key] for b in boot.get(kind, []) if b[key] == b[key]])
+
+
+# ---- throughput ------------------------------------------------------------------------------
+
+
+def mbps(path, direction):
+    """The median over the repetitions of the receiver's rate, Mbit/s."""
+    rates = []
+    for k in range(1, 100):
+        p = os.path.join(RES, "iperf", f"{path}-{direction}-{k}.json")
+        if not os.path.exists(p):
+            break
+        try:
+            rates.append(json.load(open(p))["end"]["sum_received"]["bits_per_second"] / 1e6)
+        except (OSError, ValueError, KeyError):
+            pass
+    return med(rates)
+
+
+PATHS = [
+    ("veth", "veth between namespaces, no guest (ceiling)"),
+    ("vminit", "guest via vminit's macvtap"),
+    ("floor", "guest via a macvtap made by hand, no vminit"),
+    ("usernet", "guest via QEMU user-mode networking (slirp, hostfwd)"),
+]
+tput = {p: (mbps(p, "up"), mbps(p, "down")) for p, _ in PATHS}
+
+# ---- the report ------------------------------------------------------------------------------
+
+accel = machine.get("accel", "?")
+two = 2 if 2 in nic_counts else (nic_counts[0] if nic_counts else None)
+v2 = med(setup.get(("vminit", two), [])) if two else float("nan")
+r2 = med(setup.get(("reference", two), [])) if two else float("nan")
+out = []
+w = out.append
+
+w("# vminit benchmarks")
+w("")
+w(f"Generated by `bench/run.sh{' --quick' if machine.get('mode') == 'quick' else ''}` on {machine.get('date', '?')}; "
+  "do not edit by hand, rerun it. Every figure below was measured in that one run, next to what it is "
+  "compared with. Raw data: `target/bench/results/`.")
+w("")
+w("![setup latency, phases, boot to network, throughput](bench/benchmarks.png)")
+w("")
+w("## Headline")
+w("")
+if two:
+    w(f"- **Setup latency, {two} NICs** (container start → QEMU exec): vminit **{ms(v2)} ms**, the bash "
+      f"reference **{ms(r2)} ms**: vminit is **{r2 / v2:.1f}× faster**. Target < {TARGET_SETUP_MS:.0f} ms: "
+      f"**{'met' if v2 < TARGET_SETUP_MS else 'missed'}**.")
+if boot.get("vminit") and boot.get("floor"):
+    dv, df = boot_stat("vminit", "net_ms"), boot_stat("floor", "net_ms")
+    w(f"- **Boot to network** ({accel.upper()}): vminit {ms(dv / 1e3, 2)} s, floor (plain QEMU, static address) "
+      f"{ms(df / 1e3, 2)} s: vminit adds **{ms(dv - df, 0)} ms** (medians of {len(boot['vminit'])} and "
+      f"{len(boot['floor'])} boots). Target < {TARGET_BOOT_MS:.0f} ms: "
+      f"**{'met' if dv - df < TARGET_BOOT_MS else 'missed'}**. Of the difference, vminit's own setup is "
+      f"{ms(boot_stat('vminit', 'setup_ms'), 0)} ms and the guest's DHCP client (against a static address) "
+      f"{ms((med([b['g_net'] - b['g_modules'] for b in boot['vminit']]) - med([b['g_net'] - b['g_modules'] for b in boot['floor']])) * 1e3, 0)} ms "
+      f"of guest time; the rest is the boot's own spread ({ms(boot_stat('floor', 'net_ms', min), 0)}–"
+      f"{ms(boot_stat('floor', 'net_ms', max), 0)} ms for the floor).")
+up, down = tput["vminit"]
+w(f"- **Throughput** through vminit's macvtap: {ms(up, 0)} Mbit/s to the guest, {ms(down, 0)} Mbit/s from it "
+  f"(user-mode networking: {ms(tput['usernet'][0], 0)} / {ms(tput['usernet'][1], 0)}; veth ceiling: "
+  f"{ms(tput['veth'][0], 0)} / {ms(tput['veth'][1], 0)}).")
+w(f"- **Footprint**: a {int(machine.get('binary_bytes', 0)) / 1048576:.2f} MiB static binary, "
+  f"{foot.get('vminit_rss_kb', '?')} KiB resident as PID 1 while the guest runs, "
+  f"{foot.get('container_procs', '?')} processes in the container.")
+w("")
+w("## Machine")
+w("")
+w("| | |")
+w("|---|---|")
+for key, label in [
+    ("cpu", "CPU"), ("cores", "cores"), ("kernel", "host kernel"), ("os", "OS"), ("qemu", "QEMU"),
+    ("dnsmasq", "dnsmasq"), ("accel", "acceleration (chosen by vminit, ACCEL=auto)"),
+    ("vhost", "vhost-net (VHOST=auto)"), ("revision", "vminit revision"), ("binary_sha256", "binary sha256 (first 12)"),
+    ("date", "date"), ("mode", "mode"), ("guest_kernel", "guest kernel"), ("ram", "guest RAM"),
+    ("load_start", "load average at start (1, 5, 15 min)"), ("load_end", "load average at the end"),
+    ("elapsed_s", "duration of this run (s)"),
+]:
+    w(f"| {label} | {machine.get(key, '?')} |")
+w("")
+if accel == "tcg":
+    w("The guests run under TCG (software emulation): `/dev/kvm` exists here but cannot run a guest (vminit's "
+      "probe says why in the raw logs). Boot times and throughput are therefore those of an emulated CPU; "
+      "setup latency does not depend on it. The same command on a KVM host measures KVM.")
+    w("")
+
+w("## 1. Setup latency: container start → QEMU exec")
+w("")
+w(f"From the exec of the container's PID 1 (vminit, or `bash bench/reference-startvm.sh`) to the exec of QEMU, "
+  f"which is a stand-in that records the time and checks it inherited one open tap device per NIC. "
+  f"{machine.get('setup_runs', '?')} runs per point, fresh container namespace each run, order alternated. "
+  "Milliseconds: median (p10–p90) [min–max].")
+w("")
+w("| NICs | vminit | reference (bash, ip, mknod, dnsmasq) | reference / vminit |")
+w("|---:|---|---|---:|")
+for n in nic_counts:
+    v, r = setup.get(("vminit", n), []), setup.get(("reference", n), [])
+    w(f"| {n} | **{ms(med(v), 2)}** ({ms(pct(v, 10), 2)}–{ms(pct(v, 90), 2)}) [{ms(min(v), 2)}–{ms(max(v), 2)}] "
+      f"| {ms(med(r))} ({ms(pct(r, 10))}–{ms(pct(r, 90))}) [{ms(min(r))}–{ms(max(r))}] | {med(r) / med(v):.1f}× |")
+w("")
+if calibration:
+    w(f"Measurement floor: the stamp helper exec'ing the stand-in directly takes {ms(med(calibration), 2)} ms "
+      f"({ms(pct(calibration, 10), 2)}–{ms(pct(calibration, 90), 2)}); every figure above includes one such exec.")
+    w("")
+if restore:
+    ok = all(v == "yes" for v in restore.values())
+    w(f"Network restored exactly after vminit exits (links, addresses, routes compared before/after, first run "
+      f"of each NIC count): **{'yes' if ok else 'NO: see target/bench/results/setup/restore-diff-*.txt'}** "
+      f"({', '.join(f'{n} NICs: {v}' for n, v in sorted(restore.items()))}).")
+    w("")
+
+w("### Where vminit's time goes")
+w("")
+w("vminit's stderr went through a pipe to a reader that timestamps each line as it arrives "
+  "(CLOCK_MONOTONIC, the clock of the exec and QEMU stamps; the reader runs at real-time priority, lines "
+  "written less than ~0.1 ms apart may share a stamp). The time from exec to QEMU's exec is cut at vminit's "
+  "log lines: `ip …` lines are logged before their step, result lines (`accelerator: …`, "
+  "`dnsmasq running`) after their work. Medians in ms (share of the sum):")
+w("")
+w("| segment | " + " | ".join(f"{n} NIC{'s' if n > 1 else ''}" for n in nic_counts) + " |")
+w("|---|" + "---:|" * len(nic_counts))
+totals = {n: sum(med(phase_ms[n][k]) for k, _ in CATS) for n in nic_counts}
+for key, label in CATS:
+    cells = []
+    for n in nic_counts:
+        m = med(phase_ms[n][key])
+        cells.append(f"{ms(m, 2)} ({100 * m / totals[n]:.0f}%)" if totals[n] else "–")
+    w(f"| {label} | " + " | ".join(cells) + " |")
+w("| **sum of medians** | " + " | ".join(f"**{ms(totals[n], 2)}**" for n in nic_counts) + " |")
+w("")
+va, vt = setup.get(("vminit", 2), []), setup.get(("vminit-tcg", 2), [])
+if va and vt:
+    w(f"The KVM probe: with ACCEL=tcg, which skips it, the whole setup at 2 NICs takes {ms(med(vt), 2)} ms "
+      f"({ms(pct(vt, 10), 2)}–{ms(pct(vt, 90), 2)}) against {ms(med(va), 2)} ms with ACCEL=auto: the probe "
+      f"costs about **{ms(med(va) - med(vt), 2)} ms** here (same runs, interleaved).")
+    w("")
+if two and totals.get(two):
+    order = sorted(((med(phase_ms[two][k]), label) for k, label in CATS), reverse=True)
+    w(f"Budget at {two} NICs against the {TARGET_SETUP_MS:.0f} ms target: {ms(totals[two], 2)} ms in all; "
+      "largest: " + "; ".join(f"{label}: {ms(v, 2)} ms" for v, label in order[:3]) + ".")
+    w("")
+per_nic = {n: med(phase_ms[n]["netlink"]) / n for n in nic_counts if phase_ms[n]["netlink"]}
+if per_nic:
+    w("Netlink steps per NIC: " + ", ".join(f"{ms(v, 2)} ms at {n} NIC{'s' if n > 1 else ''}"
+                                          for n, v in per_nic.items()) + ".")
+    w("")
+if two:
+    runs = sorted((t[-1][0], r) for (n, r), t in timelines.items() if n == two)
+    if runs:
+        total, r = runs[len(runs) // 2]
+        w(f"<details><summary>Timeline of the median run at {two} NICs (run {r}, {ms(total, 2)} ms): "
+          "every log line, ms after exec</summary>")
+        w("")
+        w("| ms | line |")
+        w("|---:|---|")
+        for off, text in timelines[(two, r)]:
+            text = text if len(text) <= 110 else text[:107] + "…"
+            w(f"| {off:.2f} | `{text.replace('|', '/')}` |")
+        w("")
+        w("</details>")
+        w("")
+if any(step_ms.get(n) for n in nic_counts):
+    w("Netlink steps, ms per NIC (median over runs of the step's time summed over all NICs, divided by the "
+      "NIC count; a step runs from its log line to the next one):")
+    w("")
+    w("| step | " + " | ".join(f"{n} NIC{'s' if n > 1 else ''}" for n in nic_counts) + " |")
+    w("|---|" + "---:|" * len(nic_counts))
+    for kind, _ in STEP_KINDS:
+        cells = [ms(med(step_ms[n][kind]) / n, 2) if step_ms[n].get(kind) else "–" for n in nic_counts]
+        w(f"| {kind} | " + " | ".join(cells) + " |")
+    w("")
+if profile:
+    w("Counts from one extra run of each under `strace -f` (2 NICs; its times are not used):")
+    w("")
+    if profile.get("netlink"):
+        w("- vminit's netlink requests: " + ", ".join(f"{v}× {k}" for k, v in profile["netlink"].items()) + ".")
+    if "dnsmasq_libs" in profile:
+        w(f"- dnsmasq loads {profile['dnsmasq_libs']} shared libraries before it can serve "
+          f"({machine.get('dnsmasq', '')}).")
+    if "reference_execs" in profile:
+        top = ", ".join(f"{k} {v}" for k, v in list(profile["reference_progs"].items())[:6])
+        w(f"- the reference executes {profile['reference_execs']} programs ({top}, …).")
+    w("")
+
+w("## 2. Boot to network")
+w("")
+w("From the exec of the container's PID 1 to the first ICMP echo reply from the guest at the container's "
+  "address, pinged every 20 ms from the peer on the container's network (the peer has a permanent ARP entry "
+  "for the address in both cases, so ARP timing plays no part; with vminit, replies before QEMU's exec "
+  "come from the container itself and are not counted). The floor is the same guest and QEMU options booted "
+  "by plain QEMU as the container's PID 1, over a macvtap and tap node made by hand before the clock starts, "
+  "its address set statically (no DHCP).")
+w("")
+w("| ms | vminit (DHCP from vminit's dnsmasq) | floor (plain QEMU, static) | vminit − floor |")
+w("|---|---:|---:|---:|")
+rows = [
+    ("**boot to network** (ms, median)", "net_ms", 0),
+    ("  min", "net_ms", 0, min),
+    ("  max", "net_ms", 0, max),
+    ("PID 1 exec → QEMU exec", "setup_ms", 1),
+    ("QEMU exec → first reply", "qemu_to_ping_ms", 0),
+    ("  QEMU exec → guest's /init starts (console line)", "q_init", 0),
+    ("  QEMU exec → virtio modules loaded", "q_modules", 0),
+    ("  QEMU exec → guest address configured (console line)", "q_net", 0),
+]
+for row in rows:
+    label, key, d = row[:3]
+    f = row[3] if len(row) > 3 else med
+    a, b = boot_stat("vminit", key, f), boot_stat("floor", key, f)
+    w(f"| {label} | {ms(a, d)} | {ms(b, d)} | {ms(a - b, d) if f is med else ''} |")
+dn = [b["g_net"] - b["g_modules"] for b in boot.get("vminit", [])]
+fn = [b["g_net"] - b["g_modules"] for b in boot.get("floor", [])]
+w(f"| guest uptime: modules loaded → address configured (DHCP vs static) | {ms(med(dn) * 1e3, 0)} | "
+  f"{ms(med(fn) * 1e3, 0)} | {ms((med(dn) - med(fn)) * 1e3, 0)} |")
+gi = [b["g_init"] for b in boot.get("vminit", [])]
+fi = [b["g_init"] for b in boot.get("floor", [])]
+w(f"| guest uptime at /init (kernel boot) | {ms(med(gi) * 1e3, 0)} | {ms(med(fi) * 1e3, 0)} | "
+  f"{ms((med(gi) - med(fi)) * 1e3, 0)} |")
+w("")
+if dhcp_steps:
+    w("Where the guest's DHCP time goes (vminit boots; dnsmasq's log lines and the console lines timestamped on "
+      "arrival by the host, same clock; ms, median):")
+    w("")
+    w("| | ms |")
+    w("|---|---:|")
+    for label, _, _ in DHCP_STEPS:
+        if dhcp_steps.get(label):
+            v = med(dhcp_steps[label])
+            w(f"| {label} | {'< 0.1' if v < 0.05 else ms(v, 1)} |")
+    w("")
+w("Milliseconds, medians unless marked. Console lines are timestamped by the host as they arrive "
+  "(CLOCK_MONOTONIC), the guest's own uptime has a 10 ms resolution.")
+w("")
+if len(pair_diffs) > 1:
+    w(f"Boots were run in pairs (one of each, order alternating). The paired differences vminit − floor have a "
+      f"median of {ms(med(pair_diffs), 0)} ms and range from {ms(min(pair_diffs), 0)} to {ms(max(pair_diffs), 0)} ms: "
+      f"under {accel.upper()} the guest's own boot time varies by more than what vminit adds, so the difference of "
+      "medians is only a rough figure; the rows that vminit alone accounts for (PID 1 exec → QEMU exec, the DHCP "
+      "exchange) are measured directly.")
+    w("")
+w(f"{len(boot.get('vminit', []))} boots each, alternating. Stop (`docker stop`: SIGTERM to vminit → ACPI power "
+  f"button → guest powers off → network restored → exit): {ms(boot_stat('vminit', 'stop_ms'), 0)} ms (median).")
+w("")
+
+w("## 3. Throughput")
+w("")
+w(f"iperf3, one TCP stream, {machine.get('iperf_seconds', '?')} s each way, median of "
+  f"{machine.get('iperf_reps', '?')} tests; client on the network's peer (user-mode networking: on the host "
+  "side of the port forward); \"to the guest\" = the peer sends. Same guest kernel and QEMU options, "
+  f"{accel.upper()}, vhost-net {machine.get('vhost', '?')}. vminit's macvtap and the hand-made one are the same "
+  "kernel path (vminit only sets it up): their difference is the emulated guest's run-to-run noise. Mbit/s:")
+w("")
+w("| path | to the guest | from the guest |")
+w("|---|---:|---:|")
+for p, label in PATHS:
+    a, b = tput[p]
+    w(f"| {label} | {ms(a, 0)} | {ms(b, 0)} |")
+w("")
+
+w("## 4. Footprint")
+w("")
+w("| | |")
+w("|---|---|")
+w(f"| vminit binary (static, musl) | {int(machine.get('binary_bytes', 0)):,} bytes "
+  f"({int(machine.get('binary_bytes', 0)) / 1048576:.2f} MiB), stripped: {machine.get('binary_stripped', '?')} |")
+w(f"| vminit resident set as PID 1, guest running (VmRSS / peak VmHWM) | {foot.get('vminit_rss_kb', '?')} KiB / "
+  f"{foot.get('vminit_hwm_kb', '?')} KiB |")
+children = {k[len('child_'):-len('_rss_kb')]: v for k, v in foot.items() if k.startswith("child_")}
+w(f"| processes in the container (pid namespace) | {foot.get('container_procs', '?')}: vminit, "
+  + ", ".join(f"{c} ({v} KiB)" for c, v in children.items()) + " |")
+img = machine.get("image", "?")
+w(f"| Docker image `vminit:latest` | {f'{int(img):,} bytes' if img.isdigit() else img} |")
+w(f"| bench guest initramfs (busybox, virtio modules, iperf3) | {int(machine.get('guest_initramfs_bytes', 0)):,} bytes |")
+w("")
+
+w("## How to reproduce")
+w("")
+w("`sudo bench/run.sh`, or `bench/run.sh --quick` (3 setup runs per point, 1 boot each, 1 s iperf3; about a "
+  "minute here). The load average above shows whether something else ran on the machine meanwhile. It installs what it lacks with apt-get, builds vminit, a static stamp helper "
+  "(`bench/stamp.c`) and the bench guest (`bench/build-guest.sh`: the test guest plus iperf3), and keeps "
+  "everything in network namespaces it deletes on exit.")
+w("")
+open(MD, "w").write("\n".join(out))
+
+# ---- the plot --------------------------------------------------------------------------------
+
+fig, ax = plt.subplots(2, 2, figsize=(13, 9))
+a = ax[0][0]
+for tool, color in [("vminit", "tab:blue"), ("reference", "tab:red")]:
+    xs = [n for n in nic_counts if setup.get((tool, n))]
+    m = [med(setup[(tool, n)]) for n in xs]
+    lo = [med(setup[(tool, n)]) - pct(setup[(tool, n)], 10) for n in xs]
+    hi = [pct(setup[(tool, n)], 90) - med(setup[(tool, n)]) for n in xs]
+    label = "vminit" if tool == "vminit" else "reference (bash startvm way)"
+    a.errorbar(xs, m, yerr=[lo, hi], marker="o", capsize=4, color=color, label=label)
+    for x, y in zip(xs, m):
+        a.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(6, -12 if tool == "vminit" else 6), fontsize=8)
+a.axhline(TARGET_SETUP_MS, color="gray", linestyle="--", linewidth=1, label=f"target {TARGET_SETUP_MS:.0f} ms")
+a.set_yscale("log")
+a.set_xscale("log", base=2)
+a.set_xticks(nic_counts)
+a.set_xticklabels([str(n) for n in nic_counts])
+a.set_xlabel("NICs")
+a.set_ylabel("ms, median (p10–p90)")
+a.set_title("Setup latency: PID 1 exec → QEMU exec")
+a.legend()
+a.grid(True, which="both", alpha=0.3)
+
+a = ax[0][1]
+bottom = [0.0] * len(nic_counts)
+colors = plt.cm.tab10.colors
+for i, (key, label) in enumerate(CATS):
+    vals = [med(phase_ms[n][key]) if phase_ms[n][key] else 0 for n in nic_counts]
+    a.bar([str(n) for n in nic_counts], vals, bottom=bottom, label=label, color=colors[i % 10])
+    bottom = [b + v for b, v in zip(bottom, vals)]
+a.axhline(TARGET_SETUP_MS, color="gray", linestyle="--", linewidth=1)
+a.set_ylim(0, max(bottom + [1]) * 1.45)
+a.set_xlabel("NICs")
+a.set_ylabel("ms (medians)")
+a.set_title("vminit setup phases")
+a.legend(fontsize=7, loc="upper left")
+
+a = ax[1][0]
+for i, kind in enumerate(["vminit", "floor"]):
+    vals = [b["net_ms"] / 1e3 for b in boot.get(kind, [])]
+    if vals:
+        a.scatter([i] * len(vals), vals, color="tab:blue" if kind == "vminit" else "tab:green", zorder=3)
+        a.hlines(med(vals), i - 0.25, i + 0.25, color="black")
+a.set_xticks([0, 1])
+a.set_xticklabels(["vminit (DHCP)", "floor: plain QEMU (static)"])
+a.set_ylabel("s")
+a.set_title(f"Boot to network: PID 1 exec → first ping reply ({accel.upper()})")
+a.grid(True, axis="y", alpha=0.3)
+
+a = ax[1][1]
+labels = ["veth\n(ceiling)", "vminit\nmacvtap", "hand-made\nmacvtap", "QEMU\nuser-mode"]
+x = range(len(PATHS))
+a.bar([i - 0.2 for i in x], [tput[p][0] for p, _ in PATHS], width=0.4, label="to the guest")
+a.bar([i + 0.2 for i in x], [tput[p][1] for p, _ in PATHS], width=0.4, label="from the guest")
+a.set_xticks(list(x))
+a.set_xticklabels(labels)
+a.set_yscale("log")
+a.set_ylabel("Mbit/s (log)")
+a.set_title(f"iperf3 throughput ({accel.upper()}, vhost-net {machine.get('vhost', '?')})")
+a.legend()
+a.grid(True, axis="y", which="both", alpha=0.3)
+
+fig.suptitle(f"vminit {machine.get('revision', '')} — {machine.get('cpu', '')}, {machine.get('cores', '?')} cores, "
+             f"{machine.get('date', '')}", fontsize=10)
+fig.tight_layout()
+fig.savefig(PNG, dpi=100)

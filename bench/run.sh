@@ -1,0 +1,469 @@
+#!/usr/bin/env bash
+# bench/run.sh [--quick] — measures vminit and writes BENCHMARKS.md and bench/benchmarks.png.
+#
+# What it measures, each figure next to what it is compared with, all in this one run:
+#   1. Setup latency: from vminit's exec to QEMU's exec, with 1, 2, 4 and 8 NICs, against
+#      bench/reference-startvm.sh (the same takeover done the bash-entrypoint way). QEMU is a
+#      stand-in (bench/stamp.c) that records the time and checks it inherited one tap fd per NIC.
+#      vminit's stderr is timestamped line by line, which splits its time into phases.
+#   2. Boot to network: from container start to the first ping the guest answers at the
+#      container's IP (pinged every 20 ms from the network's peer), against the floor: the same
+#      guest booted by plain QEMU over a macvtap made by hand, its address set statically.
+#   3. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
+#      a hand-made macvtap (no vminit), QEMU user-mode networking, and plain veth (the ceiling).
+#   4. Footprint: binary size, PID 1's RSS and the container's process count while the guest
+#      runs, the Docker image size when `vminit:latest` exists.
+#
+# Everything runs in network namespaces made here and deleted on exit (bench/lib.sh); only
+# processes started here are killed, by pid. Needs root. Guests use ACCEL=auto: KVM where it
+# works, TCG (software emulation) elsewhere, and the report says which.
+#
+#   --quick   3 setup runs per point, 1 boot per kind, 1 s iperf3 runs: finishes in about a
+#             minute (what CI runs to keep the bench working; it asserts nothing on numbers).
+#
+# Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
+# (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+MODE=full
+for arg in "$@"; do
+	case "$arg" in
+	--quick) MODE=quick ;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+done
+if [[ $MODE == quick ]]; then
+	SETUP_RUNS=3 BOOT_RUNS=1 IPERF_SECONDS=1 IPERF_REPS=1
+else
+	SETUP_RUNS=30 BOOT_RUNS=8 IPERF_SECONDS=5 IPERF_REPS=3
+fi
+NIC_COUNTS=(1 2 4 8)
+RAM=256M
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH/.." && pwd)
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-$REPO/target}")
+OUT=$TARGET_DIR/bench
+RES=$OUT/results
+VMINIT=$TARGET_DIR/x86_64-unknown-linux-musl/release/vminit
+STAMP=$OUT/bench-stamp
+STANDIN=$OUT/qemu-standin
+QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+GUEST=$OUT/guest
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces, macvtap, mknod)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# 0. Tools and artefacts
+# ---------------------------------------------------------------------------------------------
+
+install_missing() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+	done
+	if ((${#missing[@]})); then
+		say "installing ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2 || {
+			apt-get update >&2
+			DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+		}
+	fi
+}
+install_missing iproute2 iputils-ping iperf3 dnsmasq-base qemu-system-x86 qemu-utils gcc libc6-dev \
+	cpio busybox-static util-linux coreutils strace python3-matplotlib
+
+say "building vminit (release, musl)"
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+	rustup target add x86_64-unknown-linux-musl >&2
+fi
+(cd "$REPO" && cargo build --quiet --release --target x86_64-unknown-linux-musl)
+[[ -x $VMINIT ]] || die "cargo did not produce $VMINIT"
+mkdir -p "$OUT"
+gcc -static -O2 -Wall -o "$STAMP" "$BENCH/stamp.c"
+ln -sf bench-stamp "$STANDIN"
+say "building the bench guest"
+"$BENCH/build-guest.sh" "$GUEST"
+
+# The log timestamper runs at a real-time priority, so that it reads each line the moment it is
+# written (at normal priority the scheduler may leave it waiting behind vminit, and several lines
+# then get one timestamp). Lines written less than about 0.1 ms apart may still share one.
+STAMP_LINES=("$STAMP" lines)
+chrt -f 10 true 2>/dev/null && STAMP_LINES=(chrt -f 10 "$STAMP" lines)
+
+rm -rf "$RES"
+mkdir -p "$RES/setup" "$RES/boot" "$RES/iperf"
+WORK=$RES/work
+mkdir -p "$WORK"
+printf 'nameserver 127.0.0.11\noptions ndots:0\n' >"$WORK/resolv.conf" # Docker's user network
+export BENCH_RESOLV=$WORK/resolv.conf
+# Devices passed as `--device` would pass them: only those this machine has.
+BENCH_DEV_KVM=$([[ -c /dev/kvm ]] && echo 1 || true)
+BENCH_DEV_VHOST=$([[ -c /dev/vhost-net ]] && echo 1 || true)
+export BENCH_DEV_KVM BENCH_DEV_VHOST
+for disk in setup vminit floor user; do
+	qemu-img create -q -f qcow2 "$WORK/$disk.qcow2" 64M
+done
+KERNEL_ARGS=(-kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz")
+
+# ---------------------------------------------------------------------------------------------
+# 1. Setup latency
+# ---------------------------------------------------------------------------------------------
+
+CTR_SEQ=0 # container ids: unique, so a namespace still being torn down never clashes
+
+# setup_run TOOL N R: one container start with N NICs; appends a line to setup.tsv.
+setup_run() {
+	local tool=$1 n=$2 r=$3 id ctr log t0 qs rc=0 before after
+	id=$((++CTR_SEQ))
+	ctr=$(ctr_create "$id" "$n")
+	t0=$WORK/t0.$id qs=$WORK/qs.$id log=$RES/setup/$tool-n$n-r$r.log
+	[[ $tool == vminit && $r == 1 ]] && before=$(ctr_state "$ctr")
+	case $tool in
+	vminit | vminit-tcg)
+		local accel=auto
+		[[ $tool == vminit-tcg ]] && accel=tcg
+		ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=$accel RAM_SIZE=$RAM VMINIT_DISK="$WORK/setup.qcow2" \
+			VMINIT_QEMU="$STANDIN" BENCH_QEMU_STAMP="$qs" -- \
+			"$STAMP" exec "$t0" "$VMINIT" "${KERNEL_ARGS[@]}" \
+			</dev/null >"$WORK/console.$id" 2> >("${STAMP_LINES[@]}" >"$log") || rc=$?
+		;;
+	reference)
+		ctr_exec "$ctr" AUTO_ATTACH=yes RAM_SIZE=$RAM IMAGE="$WORK/setup.qcow2" \
+			LAUNCHER="$STANDIN" BENCH_QEMU_STAMP="$qs" -- \
+			"$STAMP" exec "$t0" /bin/bash "$BENCH/reference-startvm.sh" "${KERNEL_ARGS[@]}" \
+			</dev/null >"$WORK/console.$id" 2> >("${STAMP_LINES[@]}" >"$log") || rc=$?
+		;;
+	esac
+	wait $! 2>/dev/null || true # the log's timestamper
+	if ((rc != 0)) || [[ ! -s $t0 || ! -s $qs ]]; then
+		cat "$log" >&2
+		die "$tool with $n NICs (run $r) failed (exit $rc)"
+	fi
+	read -r t0_mono _ <"$t0"
+	read -r t1_mono _ nics fds <"$qs"
+	[[ $nics == "nics=$n" && $fds == "chardev_fds=$n" ]] ||
+		die "$tool with $n NICs (run $r): QEMU got $nics $fds"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$n" "$r" "$t0_mono" "$t1_mono" >>"$RES/setup.tsv"
+	if [[ -n ${before:-} ]]; then
+		after=$(ctr_state "$ctr")
+		if [[ $before == "$after" ]]; then
+			printf '%s\tyes\n' "$n" >>"$RES/restore.tsv"
+		else
+			printf '%s\tno\n' "$n" >>"$RES/restore.tsv"
+			diff <(echo "$before") <(echo "$after") >"$RES/setup/restore-diff-n$n.txt" || true
+		fi
+	fi
+	ctr_delete "$ctr"
+}
+
+say "setup latency: ${SETUP_RUNS} runs x ${NIC_COUNTS[*]} NICs x {vminit, reference}"
+printf 'tool\tnics\trun\tt0_mono_ns\tt1_mono_ns\n' >"$RES/setup.tsv"
+printf 'nics\trestored\n' >"$RES/restore.tsv"
+for ((r = 1; r <= SETUP_RUNS; r++)); do
+	for n in "${NIC_COUNTS[@]}"; do
+		# Alternate the order so that drift does not favour one of the two.
+		if ((r % 2)); then tools=(vminit reference); else tools=(reference vminit); fi
+		for tool in "${tools[@]}"; do setup_run "$tool" "$n" "$r"; done
+	done
+	# ACCEL=tcg skips the KVM probe: the difference in the first phase is the probe's cost.
+	setup_run vminit-tcg 2 "$r"
+done
+# Calibration: the stamp helper exec'ing the stand-in directly, no container: the exec and
+# process start that every measurement above includes once.
+for ((r = 1; r <= SETUP_RUNS; r++)); do
+	rm -f "$WORK/t0.cal" "$WORK/qs.cal"
+	BENCH_QEMU_STAMP=$WORK/qs.cal "$STAMP" exec "$WORK/t0.cal" "$STANDIN"
+	printf 'calibration	0	%s	%s	%s
+' "$r" "$(cut -d' ' -f1 "$WORK/t0.cal")" "$(cut -d' ' -f1 "$WORK/qs.cal")" \
+		>>"$RES/setup.tsv"
+done
+ACCEL_USED=$(sed -n 's/.*vminit: .*accelerator: \([a-z]*\).*/\1/p' "$RES/setup/vminit-n1-r1.log" | head -n 1)
+VHOST_USED=$(sed -n 's/.*vminit: .*vhost-net: \(on\|off\).*/\1/p' "$RES/setup/vminit-n1-r1.log" | head -n 1)
+[[ -n $ACCEL_USED && -n $VHOST_USED ]] || die "cannot tell which accelerator/vhost vminit chose"
+say "vminit chose accelerator $ACCEL_USED, vhost-net $VHOST_USED"
+
+# One more run of each under strace, for counts only (its times are not used): netlink requests
+# by type, processes executed, shared libraries dnsmasq loads.
+profile_run() {
+	local tool=$1 ctr
+	CTR_SEQ=$((CTR_SEQ + 1))
+	ctr=$(ctr_create "$CTR_SEQ" 2)
+	if [[ $tool == vminit ]]; then
+		ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM VMINIT_DISK="$WORK/setup.qcow2" \
+			VMINIT_QEMU="$STANDIN" -- strace -f -o "$RES/setup/strace-$tool.txt" "$VMINIT" \
+			</dev/null >/dev/null 2>"$WORK/profile-$tool.log" || die "vminit under strace failed"
+	else
+		# Not strace as PID 1: dnsmasq's daemon would become its child and keep it waiting.
+		# -b execve: each child is counted at its exec, then left alone.
+		ctr_exec "$ctr" AUTO_ATTACH=yes RAM_SIZE=$RAM IMAGE="$WORK/setup.qcow2" LAUNCHER="$STANDIN" -- \
+			sh -c 'strace -f -b execve -s 0 -e trace=execve -o "$0" /bin/bash "$1"; exit 0' \
+			"$RES/setup/strace-$tool.txt" "$BENCH/reference-startvm.sh" \
+			</dev/null >/dev/null 2>"$WORK/profile-$tool.log" || die "the reference under strace failed"
+	fi
+	ctr_delete "$ctr"
+}
+profile_run vminit
+profile_run reference
+
+# ---------------------------------------------------------------------------------------------
+# 2. Boot to network, throughput through the macvtaps, footprint
+# ---------------------------------------------------------------------------------------------
+
+GUEST_IP=$(net_addr 0 2)
+GUEST_MAC=$(ctr_mac 0)
+PEER=${NS_PREFIX}p0
+ACCEL_OPTS=(-accel "$ACCEL_USED")
+[[ $ACCEL_USED == kvm ]] && ACCEL_OPTS+=(-cpu host)
+
+# has_reply PINGLOG AFTER_US: whether a reply arrived after AFTER_US.
+has_reply() { [[ -n $(first_reply_us "$1" "$2") ]]; }
+
+# first_reply_us PINGLOG AFTER_US: the time (µs since the epoch) of the first reply received
+# after AFTER_US, or nothing.
+first_reply_us() {
+	awk -v after="$2" '/bytes from/ {
+		t = $1; gsub(/[][]/, "", t); split(t, p, ".")
+		us = p[1] * 1000000 + p[2]
+		if (us > after + 0) { printf "%.0f\n", us; exit }
+	}' "$1"
+}
+
+# guest_times CONSOLE: for init, modules, net, ready: the guest's uptime (s) in the BENCH-T line,
+# then for init, modules, net: when the line reached the console (host CLOCK_MONOTONIC ns).
+guest_times() {
+	local k out=()
+	for k in init modules net ready; do
+		out+=("$(tr -d '\r' <"$1" | awk -v k="$k" '$2 == "BENCH-T" && $3 == k { print $4; exit }')")
+	done
+	for k in init modules net; do
+		out+=("$(tr -d '\r' <"$1" | awk -v k="$k" '$2 == "BENCH-T" && $3 == k { print $1; exit }')")
+	done
+	echo "${out[*]}"
+}
+
+# iperf_pair NAME NETNS SERVER [PORT]: IPERF_REPS tests each way, client in NETNS against SERVER.
+# Retries a few times: the guest's server may still be starting when the guest reports ready.
+iperf_pair() {
+	local name=$1 ns=$2 server=$3 port=${4:-5201} dir args try json k
+	for ((k = 1; k <= IPERF_REPS; k++)); do
+		for dir in up down; do
+			args=(-c "$server" -p "$port" -t "$IPERF_SECONDS" -J --connect-timeout 5000)
+			[[ $dir == down ]] && args+=(-R)
+			json=$RES/iperf/$name-$dir-$k.json
+			for try in 1 2 3 4 5; do
+				timeout $((IPERF_SECONDS + 30)) ip netns exec "$ns" iperf3 "${args[@]}" >"$json" 2>&1 || true
+				grep -q '"sum_received"' "$json" && break
+				sleep 1
+			done
+			grep -q '"sum_received"' "$json" || say "iperf3 $name $dir failed (see $json)"
+		done
+	done
+}
+
+# boot_run KIND R: KIND vminit (the container runs vminit, the guest asks DHCP) or floor (the
+# container runs plain QEMU over a macvtap made beforehand, the guest's address is static).
+boot_run() {
+	local kind=$1 r=$2 id ctr t0 qs console ping_log ctr_pid pid1 t_from tping t0_mono t0_real
+	local stop_ms=""
+	id=$((++CTR_SEQ))
+	ctr=$(ctr_create "$id" 1)
+	t0=$WORK/t0.$id qs=$WORK/qs.$id console=$RES/boot/$kind-r$r.console ping_log=$RES/boot/$kind-r$r.ping
+	# The peer knows the guest's MAC (the container's): no ARP in the way, the same for both.
+	ip -n "$PEER" neigh replace "$GUEST_IP" lladdr "$GUEST_MAC" dev eth0 nud permanent
+	if [[ $kind == floor ]]; then
+		# By hand, before the clock starts: what vminit does for one NIC, minus DHCP.
+		ip -n "$ctr" -batch - <<-EOF
+			link set eth0 address 02:00:00:00:00:01
+			link add link eth0 name vmtap0 address $GUEST_MAC type macvtap mode bridge
+			link set vmtap0 up
+			addr del $GUEST_IP/24 dev eth0
+		EOF
+	fi
+	bg_start ip netns exec "$PEER" stdbuf -oL ping -n -D -i 0.02 "$GUEST_IP" >"$ping_log" 2>&1
+	local ping_pid=$LAST_PID
+	case $kind in
+	vminit)
+		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM \
+			VMINIT_DISK="$WORK/vminit.qcow2" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
+			BENCH_QEMU_STAMP="$qs" -- \
+			"$STAMP" exec "$t0" "$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
+			</dev/null > >("${STAMP_LINES[@]}" >"$console") 2> >("${STAMP_LINES[@]}" >"$RES/boot/$kind-r$r.log")
+		;;
+	floor)
+		BENCH_PRE_EXEC='idx=$(cat /sys/class/net/vmtap0/ifindex)
+			IFS=: read -r maj min </sys/class/net/vmtap0/macvtap/tap$idx/dev
+			mknod /dev/tap$idx c $maj $min
+			exec 3<>/dev/tap$idx' \
+			bg_start ctr_exec "$ctr" -- \
+			"$STAMP" exec "$t0" "$QEMU" -name guest=floor "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
+			-display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
+			-drive "file=$WORK/floor.qcow2,if=virtio,format=qcow2" \
+			-netdev "tap,id=net0,fd=3,vhost=$VHOST_USED" \
+			-device "virtio-net-pci,netdev=net0,mac=$GUEST_MAC,host_mtu=1500" \
+			"${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=static:$GUEST_IP/24:$(net_addr 0 1)" \
+			</dev/null > >("${STAMP_LINES[@]}" >"$console") 2>"$RES/boot/$kind-r$r.log"
+		;;
+	esac
+	ctr_pid=$LAST_PID
+	# The clock stops at the first reply after QEMU started (vminit: before that, the container
+	# itself still answered at that address).
+	local stamp_file=$qs
+	[[ $kind == floor ]] && stamp_file=$t0
+	wait_for 30 test -s "$stamp_file" || die "$kind boot $r: QEMU did not start; see $RES/boot/$kind-r$r.log"
+	read -r _ t_from _ <"$stamp_file"
+	t_from=$((t_from / 1000))
+	wait_for 180 has_reply "$ping_log" "$t_from" ||
+		die "$kind boot $r: the guest never answered ping; see $console"
+	tping=$(first_reply_us "$ping_log" "$t_from")
+	wait_for 60 grep -q BENCH-READY "$console" || die "$kind boot $r: the guest never got ready; see $console"
+	pid1=$(pid1_of "$ctr_pid")
+
+	if ((r == 1)); then
+		if [[ $kind == vminit ]]; then
+			local p comm rss
+			{
+				echo "vminit_rss_kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid1/status")"
+				echo "vminit_hwm_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid1/status")"
+				echo "container_procs=$(ns_procs "$pid1")"
+				for p in $(cat /proc/"$pid1"/task/*/children); do
+					comm=$(cat "/proc/$p/comm")
+					rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$p/status")
+					echo "child_${comm//[^a-zA-Z0-9]/_}_rss_kb=$rss"
+				done
+			} >"$RES/footprint.env"
+			iperf_pair vminit "$PEER" "$GUEST_IP"
+		else
+			iperf_pair floor "$PEER" "$GUEST_IP"
+		fi
+	fi
+
+	# Stop as `docker stop` does: SIGTERM to PID 1 (vminit presses the ACPI power button).
+	local t_stop=$SECONDS ms_start
+	ms_start=$(date +%s%N)
+	if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
+	while kill -0 "$ctr_pid" 2>/dev/null && ((SECONDS - t_stop < 20)); do sleep 0.01; done
+	if kill -0 "$ctr_pid" 2>/dev/null; then
+		say "$kind boot $r: PID 1 still runs 20 s after SIGTERM; killing it"
+		kill_tree "$ctr_pid"
+	else
+		stop_ms=$((($(date +%s%N) - ms_start) / 1000000))
+		wait "$ctr_pid" 2>/dev/null || true
+	fi
+	bg_stop "$ping_pid" 1
+	read -r t0_mono t0_real <"$t0"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$r" "$t0_real" \
+		"$(awk '{ print $2; exit }' "$stamp_file")" "$tping" "$stop_ms" "$t0_mono" \
+		"$(awk '{ print $1; exit }' "$stamp_file")" "$(guest_times "$console" | tr ' ' '\t')" >>"$RES/boot.tsv"
+	ip -n "$PEER" neigh del "$GUEST_IP" dev eth0 2>/dev/null || true
+	ctr_delete "$ctr"
+}
+
+say "boot to network: $BOOT_RUNS boots each of vminit and the floor ($ACCEL_USED)"
+printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
+printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\n' >>"$RES/boot.tsv"
+for ((r = 1; r <= BOOT_RUNS; r++)); do
+	if ((r % 2)); then kinds=(vminit floor); else kinds=(floor vminit); fi
+	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. Throughput: QEMU user-mode networking, and plain veth (no guest) as the ceiling
+# ---------------------------------------------------------------------------------------------
+
+say "throughput: QEMU user-mode networking"
+USERNS=${NS_PREFIX}u
+ip netns add "$USERNS"
+ip -n "$USERNS" link set lo up
+bg_start ip netns exec "$USERNS" "$QEMU" -name guest=usernet "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
+	-display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
+	-drive "file=$WORK/user.qcow2,if=virtio,format=qcow2" \
+	-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:15201-:5201 \
+	"${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=static:10.0.2.15/24:10.0.2.2" \
+	</dev/null >"$RES/boot/usernet.console" 2>&1
+USER_QEMU=$LAST_PID
+wait_for 180 grep -q BENCH-READY "$RES/boot/usernet.console" || die "the user-mode guest never got ready"
+iperf_pair usernet "$USERNS" 127.0.0.1 15201
+bg_stop "$USER_QEMU" 5
+
+say "throughput: veth (no guest)"
+CTR_SEQ=$((CTR_SEQ + 1))
+ctr=$(ctr_create "$CTR_SEQ" 1)
+bg_start ip netns exec "$ctr" iperf3 -s >/dev/null 2>&1
+srv=$LAST_PID
+wait_for 10 sh -c "ip netns exec '$ctr' ss -ltn | grep -q ':5201 '" || die "iperf3 server did not listen"
+iperf_pair veth "$PEER" "$GUEST_IP"
+bg_stop "$srv" 2
+ctr_delete "$ctr"
+
+# ---------------------------------------------------------------------------------------------
+# 4. The machine, the binary, the image; then the report
+# ---------------------------------------------------------------------------------------------
+
+image_size() {
+	if ! command -v docker >/dev/null; then
+		echo "not built (no docker CLI on this machine)"
+	elif ! timeout 5 docker info >/dev/null 2>&1; then
+		echo "not measured (no Docker daemon answering; scripts/dockerd.sh start, then image/build.sh)"
+	elif size=$(timeout 10 docker image inspect vminit:latest --format '{{.Size}}' 2>/dev/null); then
+		echo "$size"
+	else
+		echo "not built (no image vminit:latest; image/build.sh builds it)"
+	fi
+}
+
+rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock build.rs 2>/dev/null) ]]; then
+	rev+=" + uncommitted changes in src/"
+fi
+{
+	echo "mode=$MODE"
+	echo "setup_runs=$SETUP_RUNS"
+	echo "boot_runs=$BOOT_RUNS"
+	echo "iperf_seconds=$IPERF_SECONDS"
+	echo "iperf_reps=$IPERF_REPS"
+	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
+	echo "cores=$(nproc)"
+	echo "kernel=$(uname -r)"
+	echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+	echo "qemu=$("$QEMU" --version | head -n 1)"
+	echo "dnsmasq=$(/usr/sbin/dnsmasq --version | head -n 1)"
+	echo "accel=$ACCEL_USED"
+	echo "vhost=$VHOST_USED"
+	echo "kvm_node=${BENCH_DEV_KVM:+yes}"
+	echo "revision=$rev"
+	echo "binary_sha256=$(sha256sum "$VMINIT" | cut -c1-12)"
+	echo "binary_bytes=$(stat -c %s "$VMINIT")"
+	echo "binary_stripped=$(file -b "$VMINIT" 2>/dev/null | grep -q 'not stripped' && echo no || echo yes)"
+	echo "image=$(image_size)"
+	echo "guest_kernel=$(file -b "$GUEST/vmlinuz" 2>/dev/null | sed -n 's/.*version \([^ ]*\).*/\1/p')"
+	echo "guest_initramfs_bytes=$(stat -c %s "$GUEST/initramfs.cpio.gz")"
+	echo "ram=$RAM"
+	echo "load_start=$LOAD_START"
+	echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "elapsed_s=$SECONDS"
+} >"$RES/machine.env"
+
+REPORT=${BENCH_REPORT:-$REPO/BENCHMARKS.md}
+PLOT=${BENCH_PLOT:-$BENCH/benchmarks.png}
+say "writing $REPORT and $PLOT"
+"$PY" "$BENCH/report.py" "$RES" "$REPORT" "$PLOT"
+say "done: $REPORT"
