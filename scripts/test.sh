@@ -36,6 +36,8 @@ VMINIT_BIN="$PWD/target/x86_64-unknown-linux-musl/release/vminit" \
     cargo test --locked -- --test-threads="${VMINIT_TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+scripts/dockerd.sh stop
+trap - EXIT
 echo "== summary"
 grep -E '^test result:' "$log" || true
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
