@@ -72,7 +72,7 @@ fn main() {
             e.exit_code()
         }
     };
-    if config.command != Command::Health {
+    if matches!(config.command, Command::Boot(_) | Command::Shell) {
         log::info!("exit {code}");
     }
     std::process::exit(code);
