@@ -190,7 +190,7 @@ pub fn probe_kvm(dev: &Path) -> KvmStatus {
         Ok(()) => KvmStatus::Usable,
         Err(why) => KvmStatus::Unusable(
             why,
-            "hint: /dev/kvm is there but this host's KVM cannot run guests (a nested hypervisor without full support); use a host with working KVM",
+            "hint: this host's KVM cannot run guests; use a host with working KVM",
         ),
     }
 }

@@ -571,10 +571,14 @@ struct RealEffects {
 }
 
 impl supervise::Effects for RealEffects {
-    fn powerdown(&mut self) {
+    fn powerdown(&mut self) -> bool {
         log::info!("pressing the guest's power button (QMP system_powerdown)");
-        if let Err(e) = qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
-            log::warn!("QMP system_powerdown: {e}");
+        match qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!("QMP system_powerdown: {e}; trying again shortly");
+                false
+            }
         }
     }
 

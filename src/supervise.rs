@@ -79,6 +79,9 @@ pub enum Event {
     Signal(Signal),
     QemuExited(Exit),
     DnsmasqExited(Exit),
+    /// The power button could not be pressed (QMP not answering yet, e.g. `docker stop`
+    /// right after the start, while QEMU still sets up its socket).
+    PowerdownFailed,
     /// Time passed (a deadline may have been reached).
     Tick,
 }
@@ -115,6 +118,8 @@ enum Stage {
 
 /// How long QEMU gets to act on `quit`, and dnsmasq on SIGTERM, before SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(800);
+/// How soon to press the power button again when QMP did not answer.
+const POWERDOWN_RETRY: Duration = Duration::from_millis(250);
 const DNSMASQ_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const DNSMASQ_BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// A dnsmasq that ran this long without dying resets the backoff.
@@ -126,6 +131,8 @@ pub struct Policy {
     stage: Stage,
     stop_timeout: Duration,
     deadline: Option<Instant>,
+    /// When to try the power button again, while it could not be pressed.
+    powerdown_retry: Option<Instant>,
     forced: bool,
     dnsmasq_running: bool,
     dnsmasq_started: Option<Instant>,
@@ -140,6 +147,7 @@ impl Policy {
             stage: Stage::Running,
             stop_timeout,
             deadline: None,
+            powerdown_retry: None,
             forced: false,
             dnsmasq_running: dnsmasq,
             dnsmasq_started: dnsmasq.then_some(now),
@@ -150,10 +158,10 @@ impl Policy {
 
     /// The next moment the policy wants a `Tick`, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.deadline, self.dnsmasq_restart_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, self.dnsmasq_restart_at, self.powerdown_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -175,6 +183,11 @@ impl Policy {
                 }
             }
             Event::Signal(_) => {}
+            Event::PowerdownFailed => {
+                if self.stage == Stage::PoweringDown {
+                    self.powerdown_retry = Some(now + POWERDOWN_RETRY);
+                }
+            }
             Event::QemuExited(exit) => {
                 let status = if self.forced {
                     128 + Signal::SIGKILL as i32
@@ -211,6 +224,12 @@ impl Policy {
             }
             Event::Tick => {}
         }
+        if self.powerdown_retry.is_some_and(|t| now >= t) {
+            self.powerdown_retry = None;
+            if self.stage == Stage::PoweringDown {
+                actions.push(Action::Powerdown);
+            }
+        }
         if self.dnsmasq_restart_at.is_some_and(|t| now >= t) {
             self.dnsmasq_restart_at = None;
             self.dnsmasq_running = true;
@@ -244,6 +263,7 @@ impl Policy {
 
     fn escalate(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.forced = true;
+        self.powerdown_retry = None;
         self.stage = Stage::Quitting;
         self.deadline = Some(now + GRACE);
         actions.push(Action::Quit);
@@ -252,7 +272,8 @@ impl Policy {
 
 /// The effects the loop needs, so that it can be driven by the real world or a test.
 pub trait Effects {
-    fn powerdown(&mut self);
+    /// Presses the power button; false when QMP could not be reached.
+    fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
     fn start_dnsmasq(&mut self) -> Option<Pid>;
 }
@@ -312,11 +333,17 @@ pub fn run(
             }
         }
         events.push(Event::Tick);
-        for event in events {
+        // Effects can report back (a power button QMP did not take), as further events.
+        let mut queue = std::collections::VecDeque::from(events);
+        while let Some(event) = queue.pop_front() {
             for action in policy.handle(event, Instant::now()) {
                 log::debug!("action {action:?}");
                 match action {
-                    Action::Powerdown => effects.powerdown(),
+                    Action::Powerdown => {
+                        if !effects.powerdown() {
+                            queue.push_back(Event::PowerdownFailed);
+                        }
+                    }
                     Action::Quit => effects.quit(),
                     Action::KillQemu => {
                         log::warn!("QEMU did not quit; sending SIGKILL");
@@ -430,6 +457,19 @@ mod tests {
             p.handle(Event::DnsmasqExited(Exit::Code(0)), t0 + STOP + GRACE),
             vec![Action::Exit(137)]
         );
+    }
+
+    #[test]
+    fn a_power_button_qemu_could_not_take_is_pressed_again_until_the_deadline() {
+        let (mut p, t0) = start();
+        p.handle(Event::Signal(Signal::SIGTERM), t0);
+        assert_eq!(p.handle(Event::PowerdownFailed, t0), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + POWERDOWN_RETRY));
+        let t1 = t0 + POWERDOWN_RETRY;
+        assert_eq!(p.handle(Event::Tick, t1), vec![Action::Powerdown]);
+        // Pressed now: no more retries, the stop deadline stays where it was.
+        assert_eq!(p.handle(Event::Tick, t1 + POWERDOWN_RETRY), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + STOP));
     }
 
     #[test]
