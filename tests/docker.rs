@@ -254,7 +254,7 @@ fn attach_ifaces_eth1_gives_the_guest_only_eth1_and_leaves_eth0_to_the_container
 }
 
 #[test]
-fn docker_attach_talks_to_the_guest_shell_and_the_detach_keys_leave_the_guest_running() {
+fn docker_attach_talks_to_the_guest_shell_ctrl_c_reaches_the_guest_and_detach_leaves_it_running() {
     let sc = Scenario::new("attach");
     let net = sc.network();
     let vm = sc.create_vm(
@@ -288,6 +288,24 @@ fn docker_attach_talks_to_the_guest_shell_and_the_detach_keys_leave_the_guest_ru
         t.lines().any(|l| l.trim() == "42")
     });
     assert!(answered, "the guest did not answer 42:\n{}", console.text());
+
+    // Ctrl-C on the attached terminal interrupts the guest's foreground command; QEMU
+    // (signal=off on its console) lives on.
+    console.write(b"sleep 1000\r");
+    thread::sleep(Duration::from_millis(800));
+    let mark = console.len();
+    console.write(b"\x03");
+    thread::sleep(Duration::from_millis(300));
+    console.write(b"echo after-$((2*3))-ctrl-c\r");
+    let interrupted = console.wait_until(mark, Duration::from_secs(20), |t| {
+        t.lines().any(|l| l.trim() == "after-6-ctrl-c")
+    });
+    assert!(
+        interrupted,
+        "Ctrl-C did not reach the guest's shell:\n{}\n{}",
+        console.text(),
+        sc.logs_tail(&vm)
+    );
 
     console.write(b"\x10\x11"); // Docker's default detach keys: ctrl-p ctrl-q
     let exited = console.wait_exit(Duration::from_secs(10));
