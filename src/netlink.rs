@@ -109,7 +109,7 @@ impl Netlink {
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
-        log::trace!("netlink send seq={} {:?}", self.seq, packet.payload);
+        log::debug!("netlink send seq={} {:?}", self.seq, packet.payload);
         self.socket.send(&buf, 0)?;
         Ok(self.seq)
     }
@@ -143,7 +143,7 @@ impl Netlink {
                     );
                     continue;
                 }
-                log::trace!("netlink recv seq={seq} {:?}", msg.payload);
+                log::debug!("netlink recv seq={seq} {:?}", msg.payload);
                 if handle(msg.payload)? {
                     return Ok(());
                 }
