@@ -16,12 +16,8 @@
 #   BENCH-READY
 #   BENCH-ERROR TEXT
 
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /run /tmp /var/log /dev/pts
-mount -t devpts devpts /dev/pts
+. /lib/guest.sh # the test guest's shared boot steps (tests/guest/lib.sh)
+guest_mount
 
 stamp() {
 	read -r up _ </proc/uptime
@@ -29,20 +25,8 @@ stamp() {
 }
 stamp init
 
-cmdline_value() {
-	for word in $(cat /proc/cmdline); do
-		case "$word" in
-		"$1="*) echo "${word#*=}"; return ;;
-		esac
-	done
-	echo "$2"
-}
-
-for module in $(cat /lib/modules/load-order); do
-	insmod "/lib/modules/$module.ko" || echo "BENCH-ERROR insmod $module"
-done
+guest_modules BENCH-ERROR
 stamp modules
-ip link set lo up
 
 # ACPI power button -> poweroff (vminit's stop path: QMP system_powerdown).
 mkdir -p /etc/acpi/PWRF
@@ -50,10 +34,8 @@ printf '#!/bin/sh\npoweroff -f\n' >/etc/acpi/PWRF/00000080
 chmod 0755 /etc/acpi/PWRF/00000080
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid || echo "BENCH-ERROR acpid"
 
-nics=$(ls /sys/class/net | sed -n 's/^eth\([0-9][0-9]*\)$/\1/p' | sort -n | sed 's/^/eth/')
+nics=$(guest_nics)
 net=$(cmdline_value bench_net dhcp)
-: >/etc/resolv.conf
-mkdir -p /run/dhcp
 case "$net" in
 static:*)
 	spec=${net#static:}
@@ -64,11 +46,7 @@ static:*)
 	ip route add default via "$gw" dev eth0 || echo "BENCH-ERROR route via $gw"
 	;;
 *)
-	for nic in $nics; do
-		ip link set "$nic" up
-		udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
-			-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
-	done
+	guest_dhcp 5 $nics
 	;;
 esac
 stamp net

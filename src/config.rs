@@ -165,6 +165,15 @@ where
     Ok(config)
 }
 
+/// The debug shell to exec: bash, sh, else the busybox a user mounts (`-v
+/// /path/busybox:/bin/busybox:ro`); `None` when there is none (`exists` sees the filesystem).
+pub fn debug_shell(exists: &dyn Fn(&str) -> bool) -> Option<Vec<OsString>> {
+    if let Some(sh) = ["/bin/bash", "/bin/sh"].into_iter().find(|p| exists(p)) {
+        return Some(vec![sh.into()]);
+    }
+    exists("/bin/busybox").then(|| vec!["/bin/busybox".into(), "sh".into()])
+}
+
 fn bad(var: &str, msg: String) -> Error {
     Error::Config(var.to_string(), msg)
 }
@@ -407,6 +416,20 @@ mod tests {
         }
         let c = parse_with(&["bash", "-x"], &[("AUTO_ATTACH", "yes")]).unwrap();
         assert!(matches!(c.command, Command::Boot(_)));
+    }
+
+    #[test]
+    fn the_debug_shell_is_bash_sh_or_a_mounted_busybox() {
+        let only = |have: &'static [&'static str]| move |p: &str| have.contains(&p);
+        assert_eq!(
+            debug_shell(&only(&["/bin/sh", "/bin/bash"])),
+            Some(vec!["/bin/bash".into()])
+        );
+        assert_eq!(
+            debug_shell(&only(&["/bin/busybox"])),
+            Some(vec!["/bin/busybox".into(), "sh".into()])
+        );
+        assert_eq!(debug_shell(&only(&[])), None);
     }
 
     #[test]

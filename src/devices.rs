@@ -146,7 +146,17 @@ pub fn open_tap(
         })?;
     }
     log::info!("mknod {} c {maj} {min}", path.display());
-    let fd = open(&path, OFlag::O_RDWR, Mode::empty()).map_err(|e| {
+    let opened = open_char_device(&path, maj);
+    if opened.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    Ok(Tap { fd: opened?, path })
+}
+
+/// Opens a device node without `O_CREAT` and `O_CLOEXEC`, and checks it is a character
+/// device.
+fn open_char_device(path: &Path, maj: u64) -> Result<OwnedFd> {
+    let fd = open(path, OFlag::O_RDWR, Mode::empty()).map_err(|e| {
         if e == nix::errno::Errno::EPERM || e == nix::errno::Errno::EACCES {
             Error::Unavailable(format!(
                 "open {}: {e}; {}",
@@ -164,7 +174,7 @@ pub fn open_tap(
             std::io::Error::from(std::io::ErrorKind::InvalidInput),
         ));
     }
-    Ok(Tap { path, fd })
+    Ok(fd)
 }
 
 /// Whether `/dev/kvm` can run a guest; if not, why and the fix.

@@ -37,7 +37,6 @@ use nix::unistd::Pid;
 use crate::config::{Accel, Command, Config, Vhost};
 use crate::error::{Error, Result, exit};
 use crate::netlink::Netlink;
-use crate::qemu::Accelerator;
 use crate::supervise::Signals;
 
 const USAGE: &str = "\
@@ -120,7 +119,17 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
     devices::check_disk(&paths.disk)?;
-    let vhost = choose_vhost(config.vhost, &paths.dev)?;
+    let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
+    let vhost = report(qemu::choose_vhost(config.vhost, vhost_probe)?);
+    let shell = match config.command {
+        Command::Shell => Some(config::debug_shell(&|p| Path::new(p).exists()).ok_or_else(|| {
+            Error::Program(
+                "a debug shell (none of /bin/bash, /bin/sh, /bin/busybox; mount a static busybox with -v /path/to/busybox:/bin/busybox:ro)".into(),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            )
+        })?),
+        _ => None,
+    };
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     let major = devices::macvtap_major(&paths.proc_devices);
     make_run_dir(&paths.run_dir)?;
@@ -145,7 +154,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         let kvm = probe
             .take()
             .map(|t| t.join().expect("the KVM probe does not panic"));
-        accel = Some(choose_accel(config.accel, kvm)?);
+        accel = Some(report(qemu::choose_accelerator(config.accel, kvm)?));
     }
     let dnsmasq_argv = match config.dhcp {
         true => Some(write_dnsmasq_conf(config, &plan.nics)?),
@@ -183,7 +192,8 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         Some(accel) => accel,
         None => {
             let kvm = probe.map(|t| t.join().expect("the KVM probe does not panic"));
-            choose_accel(config.accel, kvm).map_err(|e| undo.fail(&mut nl, e))?
+            let choice = qemu::choose_accelerator(config.accel, kvm);
+            report(choice.map_err(|e| undo.fail(&mut nl, e))?)
         }
     };
     if let Some(pid) = undo.dnsmasq {
@@ -227,7 +237,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         return Ok(128 + sig as i32);
     }
 
-    if config.command == Command::Shell {
+    if let Some(shell) = shell {
         let script = paths.run_dir.join("qemu.sh");
         let text = format!(
             "#!/bin/sh\n# The QEMU command vminit would run; arguments to this script are appended.\nexec {} \"$@\"\n",
@@ -235,14 +245,15 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         );
         fs::write(&script, text)
             .map_err(|e| undo.fail(&mut nl, Error::os(format!("write {}", script.display()), e)))?;
-        let shell = shell_argv();
         log::info!(
             "debug mode: run `sh {}` to start the guest; starting {}",
             script.display(),
             shell[0].to_string_lossy()
         );
-        // The tap fds stay open (no CLOEXEC) for the shell and the QEMU it starts.
-        return Err(spawn::exec_shell(&shell, signals.original));
+        // The tap fds stay open (no CLOEXEC) for the shell and the QEMU it starts. exec
+        // returns only when it failed: then nothing may stay taken over.
+        let e = spawn::exec_shell(&shell, signals.original);
+        return Err(undo.fail(&mut nl, e));
     }
 
     // 7. QEMU.
@@ -310,51 +321,14 @@ impl Undo {
     }
 }
 
-/// `ACCEL=auto` picks KVM only when a probe guest actually ran on it (`kvm`, the probe's
-/// verdict; `None` with ACCEL=tcg, which runs no probe).
-fn choose_accel(accel: Accel, kvm: Option<devices::KvmStatus>) -> Result<Accelerator> {
-    match (accel, kvm) {
-        (Accel::Tcg, _) | (_, None) => {
-            log::info!("accelerator: tcg (ACCEL=tcg)");
-            Ok(Accelerator::Tcg)
-        }
-        (Accel::Kvm | Accel::Auto, Some(status)) => match status {
-            devices::KvmStatus::Usable => {
-                log::info!("accelerator: kvm (a probe guest ran on /dev/kvm)");
-                Ok(Accelerator::Kvm)
-            }
-            devices::KvmStatus::Unusable(why, hint) if accel == Accel::Auto => {
-                log::warn!("accelerator: tcg, software emulation, slow ({why}); {hint}");
-                Ok(Accelerator::Tcg)
-            }
-            devices::KvmStatus::Unusable(why, hint) => Err(Error::Unavailable(format!(
-                "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); {hint}, or set ACCEL=tcg"
-            ))),
-        },
+/// Logs a decision about QEMU and returns its value.
+fn report<T>(choice: qemu::Choice<T>) -> T {
+    if choice.warning {
+        log::warn!("{}", choice.report);
+    } else {
+        log::info!("{}", choice.report);
     }
-}
-
-/// `VHOST=auto` uses vhost-net only when /dev/vhost-net opens (QEMU aborts otherwise).
-fn choose_vhost(vhost: Vhost, dev: &Path) -> Result<bool> {
-    match (vhost, devices::probe_vhost(dev)) {
-        (Vhost::Off, _) => {
-            log::info!("vhost-net: off (VHOST=off)");
-            Ok(false)
-        }
-        (_, Ok(())) => {
-            log::info!("vhost-net: on");
-            Ok(true)
-        }
-        (Vhost::Auto, Err(why)) => {
-            log::warn!(
-                "vhost-net: off ({why}); hint: add --device /dev/vhost-net (modprobe vhost-net on the host) for faster networking"
-            );
-            Ok(false)
-        }
-        (Vhost::On, Err(why)) => Err(Error::Unavailable(format!(
-            "VHOST=on but {why}; hint: add --device /dev/vhost-net (modprobe vhost-net on the host), or set VHOST=auto"
-        ))),
-    }
+    choice.value
 }
 
 fn make_run_dir(dir: &Path) -> Result<()> {
@@ -532,15 +506,6 @@ fn termination_pending(signals: &Signals) -> Option<Signal> {
         .pending()
         .into_iter()
         .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT))
-}
-
-fn shell_argv() -> Vec<OsString> {
-    for sh in ["/bin/bash", "/bin/sh"] {
-        if Path::new(sh).exists() {
-            return vec![sh.into()];
-        }
-    }
-    vec!["/bin/busybox".into(), "sh".into()]
 }
 
 /// `vminit health`: asks QEMU, over the health QMP socket, whether the guest runs.

@@ -4,17 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Container, Network, NicSpec, VminitBuilder, make_qcow2, unique_id, vminit_binary};
+use common::{Container, Network, NicSpec, ScratchDisk, VminitBuilder, vminit_binary};
 
 /// A container on one Docker-like network, and a valid disk.
 struct Fixture {
     _net: Network,
     ctr: Container,
-    disk: PathBuf,
-    dir: PathBuf,
+    scratch: ScratchDisk,
 }
 
 impl Fixture {
@@ -23,15 +21,10 @@ impl Fixture {
         let ctr = Container::new();
         ctr.add_nic(&net, NicSpec::docker(&net, 2));
         ctr.set_default_route(net.gateway, "eth0");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        let disk = dir.join("disk.qcow2");
-        make_qcow2(&disk, "16M");
         Fixture {
             _net: net,
             ctr,
-            disk,
-            dir,
+            scratch: ScratchDisk::new(),
         }
     }
 
@@ -42,13 +35,7 @@ impl Fixture {
             .env("AUTO_ATTACH", "yes")
             .env("ACCEL", "tcg")
             .env("RAM_SIZE", "128M")
-            .env("VMINIT_DISK", &self.disk)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+            .env("VMINIT_DISK", &self.scratch.path)
     }
 }
 
@@ -88,7 +75,10 @@ const QUICK: Duration = Duration::from_secs(2);
 #[test]
 fn auto_attach_unset_is_refused_naming_the_variable() {
     let f = Fixture::new();
-    let vm = f.ctr.vminit(&vminit_binary()).env("VMINIT_DISK", &f.disk);
+    let vm = f
+        .ctr
+        .vminit(&vminit_binary())
+        .env("VMINIT_DISK", &f.scratch.path);
     expect_refusal(&f, vm, 64, &["AUTO_ATTACH", "AUTO_ATTACH=yes"], QUICK);
 }
 
@@ -165,14 +155,16 @@ fn a_selected_network_matching_no_address_is_refused() {
 #[test]
 fn a_missing_disk_is_refused_naming_the_volume_flag() {
     let f = Fixture::new();
-    let vm = f.vminit().env("VMINIT_DISK", f.dir.join("nothing.qcow2"));
+    let vm = f
+        .vminit()
+        .env("VMINIT_DISK", f.scratch.dir.join("nothing.qcow2"));
     expect_refusal(&f, vm, 66, &["nothing.qcow2", "not found", "-v "], QUICK);
 }
 
 #[test]
 fn an_empty_disk_is_refused() {
     let f = Fixture::new();
-    let empty = f.dir.join("empty.qcow2");
+    let empty = f.scratch.dir.join("empty.qcow2");
     std::fs::write(&empty, b"").expect("write the empty disk");
     expect_refusal(
         &f,
@@ -186,7 +178,7 @@ fn an_empty_disk_is_refused() {
 #[test]
 fn a_raw_disk_is_refused_as_not_qcow2() {
     let f = Fixture::new();
-    let raw = f.dir.join("raw.img");
+    let raw = f.scratch.dir.join("raw.img");
     std::fs::write(&raw, vec![0u8; 65536]).expect("write the raw disk");
     expect_refusal(
         &f,
@@ -228,7 +220,7 @@ fn a_missing_dnsmasq_is_refused_with_127() {
 #[test]
 fn a_qemu_that_is_not_executable_is_refused_with_126() {
     let f = Fixture::new();
-    let plain = f.dir.join("qemu");
+    let plain = f.scratch.dir.join("qemu");
     std::fs::write(&plain, b"not a program").expect("write the fake QEMU");
     expect_refusal(
         &f,

@@ -14,6 +14,8 @@
 //! Networks use free /24s of 10.231.0.0/16 (checked against the host's routes); no traffic
 //! leaves them. Every command has a time limit.
 
+mod common;
+
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
@@ -25,6 +27,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::GuestReport;
 
 /// Time for the guest to boot and report (TCG: a few seconds; this is the bound).
 const BOOT: Duration = Duration::from_secs(60);
@@ -77,18 +81,39 @@ fn docker_run_gives_the_guest_the_containers_ip_and_mac_and_a_peer_container_pin
         "{report:?}"
     );
 
-    let ping = sc.peer_ping(&net, ep.ip);
-    assert!(
-        ping.ok,
-        "a peer container on {} cannot ping the guest at {}:\n{}",
-        net.name, ep.ip, ping.output
+    sc.expect_answered(&net, ep.ip, &ep.mac, "the guest");
+}
+
+#[test]
+fn the_guest_resolves_another_containers_name_on_the_docker_network() {
+    let sc = Scenario::new("dns");
+    let net = sc.network();
+    let other = sc.sleeper(&net);
+    let other_ip = sc.endpoints(&other)[0].ip;
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .kernel_args(&format!("vminit_test_resolve={other}")),
     );
+    sc.start(&vm);
+    let report = sc.guest_report(&vm);
+    assert!(
+        !report.dns.is_empty() && report.dns.iter().all(|d| !d.starts_with("127.")),
+        "the guest gets a resolver it can reach, never a loopback one: {report:?}"
+    );
+    let logs = sc.wait_logs(&vm, &format!("GUEST-RESOLVE {other} "), BOOT);
+    let answer = logs
+        .lines()
+        .find_map(|l| {
+            l.trim_end()
+                .strip_prefix(&format!("GUEST-RESOLVE {other} "))
+        })
+        .map(str::to_owned);
     assert_eq!(
-        ping.neighbour_mac.as_deref(),
-        Some(ep.mac.as_str()),
-        "the guest, with the container's MAC, should answer ARP for {}:\n{}",
-        ep.ip,
-        ping.output
+        answer,
+        Some(other_ip.to_string()),
+        "Docker's name for the other container, resolved in the guest:\n{}",
+        sc.logs_tail(&vm)
     );
 }
 
@@ -149,19 +174,7 @@ fn two_networks_connected_before_start_both_reach_the_guest_which_has_one_defaul
             .iter()
             .find(|e| e.network == net.name)
             .expect("an endpoint on each network");
-        let ping = sc.peer_ping(net, ep.ip);
-        assert!(
-            ping.ok,
-            "a peer container on {} cannot ping the guest at {}:\n{}",
-            net.name, ep.ip, ping.output
-        );
-        assert_eq!(
-            ping.neighbour_mac.as_deref(),
-            Some(ep.mac.as_str()),
-            "ARP on {}:\n{}",
-            net.name,
-            ping.output
-        );
+        sc.expect_answered(net, ep.ip, &ep.mac, "the guest");
     }
 }
 
@@ -233,24 +246,8 @@ fn attach_ifaces_eth1_gives_the_guest_only_eth1_and_leaves_eth0_to_the_container
             &net2
         }
     };
-    let to_guest = sc.peer_ping(net_of(given), given.ip);
-    assert!(
-        to_guest.ok,
-        "a peer cannot ping the guest at {}:\n{}",
-        given.ip, to_guest.output
-    );
-    let to_container = sc.peer_ping(net_of(kept), kept.ip);
-    assert!(
-        to_container.ok,
-        "a peer cannot ping the container's eth0 at {}:\n{}",
-        kept.ip, to_container.output
-    );
-    assert_eq!(
-        to_container.neighbour_mac.as_deref(),
-        Some(kept.mac.as_str()),
-        "the container itself should still answer for eth0:\n{}",
-        to_container.output
-    );
+    sc.expect_answered(net_of(given), given.ip, &given.mac, "the guest");
+    sc.expect_answered(net_of(kept), kept.ip, &kept.mac, "the container's own eth0");
 }
 
 #[test]
@@ -407,12 +404,7 @@ fn the_debug_shell_gets_a_prepared_container_whose_qemu_sh_boots_the_guest_from_
     assert_eq!(report.nics.len(), 1, "{report:?}");
     assert_eq!(report.nics[0].mac, eps[0].mac, "{report:?}");
     assert_eq!(report.nics[0].addrs, vec![eps[0].cidr()], "{report:?}");
-    let ping = sc.peer_ping(&net, eps[0].ip);
-    assert!(
-        ping.ok,
-        "a peer cannot ping the guest QEMU started from the shell:\n{}",
-        ping.output
-    );
+    sc.expect_answered(&net, eps[0].ip, &eps[0].mac, "the guest the shell started");
 }
 
 #[test]
@@ -994,6 +986,47 @@ impl Scenario {
         GuestReport::parse(&logs).expect("a report ending in done")
     }
 
+    /// Starts a long-running busybox container on `net`; returns its name.
+    fn sleeper(&self, net: &Net) -> String {
+        let name = unique_name(&format!("{}-named", self.label));
+        self.containers
+            .lock()
+            .expect("container list")
+            .push(name.clone());
+        let network = format!("--network={}", net.name);
+        self.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            LABEL,
+            &network,
+            BUSYBOX_IMAGE,
+            "sleep",
+            "600",
+        ]);
+        name
+    }
+
+    /// Asserts that a peer container on `net` pings `ip` and that `mac` answered its ARP:
+    /// what a user checks to know who holds the address.
+    fn expect_answered(&self, net: &Net, ip: Ipv4Addr, mac: &str, who: &str) {
+        let ping = self.peer_ping(net, ip);
+        assert!(
+            ping.ok,
+            "a peer container on {} cannot ping {who} at {ip}:\n{}",
+            net.name, ping.output
+        );
+        assert_eq!(
+            ping.neighbour_mac.as_deref(),
+            Some(mac),
+            "{who} should answer ARP for {ip} on {} with {mac}:\n{}",
+            net.name,
+            ping.output
+        );
+    }
+
     /// Pings `ip` from a new busybox container on `net` and reads the peer's ARP entry for it.
     fn peer_ping(&self, net: &Net, ip: Ipv4Addr) -> Ping {
         let name = unique_name(&format!("{}-peer", self.label));
@@ -1143,6 +1176,16 @@ impl VmOpts {
         self
     }
 
+    /// Appends `extra` to the guest kernel's command line (options of tests/guest/init.sh).
+    fn kernel_args(mut self, extra: &str) -> VmOpts {
+        if let Some(append) = self.cmd.iter().position(|a| a == "-append") {
+            let line = &mut self.cmd[append + 1];
+            line.push(' ');
+            line.push_str(extra);
+        }
+        self
+    }
+
     fn docker_flags(mut self, flags: &[&str]) -> VmOpts {
         self.docker_flags
             .extend(flags.iter().map(|f| (*f).to_owned()));
@@ -1198,71 +1241,6 @@ fn host_routes_overlap((net, len): (Ipv4Addr, u8)) -> bool {
         };
         (u32::from(addr) & mask) == (u32::from(net) & mask)
     })
-}
-
-// --- the guest's report ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct GuestNic {
-    name: String,
-    mac: String,
-    /// `ADDR/PREFIX`s; empty when the NIC got none.
-    addrs: Vec<String>,
-}
-
-/// The guest's last complete `GUEST-REPORT` block (tests/guest/init.sh).
-#[derive(Debug, Clone, Default)]
-struct GuestReport {
-    nics: Vec<GuestNic>,
-    /// Lines of the guest's `ip -4 route`.
-    routes: Vec<String>,
-}
-
-impl GuestReport {
-    fn parse(console: &str) -> Option<GuestReport> {
-        let facts: Vec<&str> = console
-            .lines()
-            .filter_map(|l| {
-                l.split_once("GUEST-REPORT ")
-                    .map(|(_, fact)| fact.trim_end())
-            })
-            .collect();
-        let done = facts.iter().rposition(|f| *f == "done")?;
-        let start = facts[..done]
-            .iter()
-            .rposition(|f| *f == "done")
-            .map_or(0, |p| p + 1);
-        let mut report = GuestReport::default();
-        for fact in &facts[start..done] {
-            if let Some(rest) = fact.strip_prefix("nic ") {
-                // nic eth0 mac=02:42:0a:e7:01:02 ip=10.231.1.2/24 mtu=1500
-                let mut words = rest.split_whitespace();
-                let name = words.next().unwrap_or_default().to_owned();
-                let (mut mac, mut addrs) = (String::new(), Vec::new());
-                for word in words {
-                    match word.split_once('=') {
-                        Some(("mac", v)) => mac = v.to_owned(),
-                        Some(("ip", v)) if v != "none" => {
-                            addrs = v.split(',').map(str::to_owned).collect()
-                        }
-                        _ => {}
-                    }
-                }
-                report.nics.push(GuestNic { name, mac, addrs });
-            } else if let Some(route) = fact.strip_prefix("route ") {
-                report.routes.push(route.to_owned());
-            }
-        }
-        Some(report)
-    }
-
-    fn default_routes(&self) -> Vec<String> {
-        self.routes
-            .iter()
-            .filter(|r| r.starts_with("default "))
-            .cloned()
-            .collect()
-    }
 }
 
 // --- processes ----------------------------------------------------------------------------------

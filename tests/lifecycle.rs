@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Container, GuestReport, Network, Nic, NicSpec, Vminit, VminitBuilder, make_qcow2, run,
-    test_guest, unique_id, vminit_binary,
+    Container, GuestReport, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, run,
+    test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -22,8 +22,7 @@ struct Fixture {
     net: Network,
     ctr: Container,
     nic: Nic,
-    dir: PathBuf,
-    disk: PathBuf,
+    scratch: ScratchDisk,
 }
 
 impl Fixture {
@@ -32,21 +31,16 @@ impl Fixture {
         let ctr = Container::new();
         let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
         ctr.set_default_route(net.gateway, "eth0");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        let disk = dir.join("image.qcow2");
-        make_qcow2(&disk, "16M");
         Fixture {
             net,
             ctr,
             nic,
-            dir,
-            disk,
+            scratch: ScratchDisk::new(),
         }
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.join("standin.log")
+        self.scratch.dir.join("standin.log")
     }
 
     /// What the stand-in recorded so far.
@@ -88,13 +82,7 @@ impl Fixture {
             .env("AUTO_ATTACH", "yes")
             .env("ACCEL", "tcg")
             .env("RAM_SIZE", "256M")
-            .env("VMINIT_DISK", &self.disk)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+            .env("VMINIT_DISK", &self.scratch.path)
     }
 }
 
@@ -425,7 +413,7 @@ fn a_run_after_sigkill_in_the_same_namespace_recovers_the_identity_and_the_disk_
     vm.expect_exit(Duration::from_secs(10));
     drop(vm);
     assert_ne!(f.ctr.net_state(), before, "the killed run left its changes");
-    let check = run(&["qemu-img", "check", &f.disk.to_string_lossy()]);
+    let check = run(&["qemu-img", "check", &f.scratch.path.to_string_lossy()]);
     assert!(check.success(), "qemu-img check after SIGKILL: {check:?}");
 
     let vm = f.guest("").spawn();
@@ -454,4 +442,31 @@ fn a_run_after_sigkill_in_the_same_namespace_recovers_the_identity_and_the_disk_
     vm.kill(Signal::SIGTERM);
     expect_code(&vm, 0, Duration::from_secs(30));
     assert_eq!(f.ctr.net_state(), before, "all put back after a clean stop");
+}
+
+#[test]
+fn the_debug_shell_runs_the_prepared_qemu_command_and_the_guest_gets_the_nic() {
+    let f = Fixture::new();
+    let vm = f.base().arg("sh").spawn();
+    vm.expect_log(
+        "debug mode: run `sh /run/vminit/qemu.sh`",
+        Duration::from_secs(20),
+    );
+    assert!(
+        !vm.log().text().contains("QEMU running"),
+        "vminit itself starts no QEMU"
+    );
+    // The shell (PID 1 now) runs the prepared command line; extra arguments are appended.
+    let guest = test_guest().qemu_args("");
+    let quoted: Vec<String> = guest.iter().map(|a| format!("'{a}'")).collect();
+    vm.type_console(&format!("sh /run/vminit/qemu.sh {}\n", quoted.join(" ")));
+    let r = report(&vm, 0);
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(
+        (&g.mac, &g.addrs),
+        (&f.nic.mac, &f.nic.addrs),
+        "the tap fds reached QEMU"
+    );
+    assert!(f.net.peer_ping(f.nic.ip()), "{}", vm.tails());
+    vm.kill(Signal::SIGKILL);
 }

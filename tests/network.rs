@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    Container, GuestReport, Network, NicSpec, Vminit, VminitBuilder, make_qcow2, test_guest,
+    Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, test_guest,
     unique_id, vminit_binary,
 };
 use nix::sys::signal::Signal;
@@ -17,30 +17,8 @@ use nix::sys::signal::Signal;
 const BOOT: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
 
-/// A scratch directory with a fresh qcow2 disk, removed on drop.
-struct Disk {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl Disk {
-    fn new() -> Disk {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
-        std::fs::create_dir_all(&dir).expect("create the disk directory");
-        let path = dir.join("image.qcow2");
-        make_qcow2(&path, "16M");
-        Disk { dir, path }
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// vminit as a user would run it, booting the test guest.
-fn vminit<'c>(ctr: &'c Container, disk: &Disk, cmdline: &str) -> VminitBuilder<'c> {
+fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
     ctr.vminit(&vminit_binary())
         .env("AUTO_ATTACH", "yes")
         .env("ACCEL", "tcg")
@@ -82,7 +60,7 @@ fn the_guest_takes_over_a_docker_nic_and_the_network_reaches_it_there() {
     let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
     ctr.set_default_route(net.gateway, "eth0");
     let before = ctr.net_state();
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     // ACCEL=auto with /dev/kvm present: vminit must choose honestly (TCG on this machine).
     let vm = vminit(&ctr, &disk, "")
         .env("ACCEL", "auto")
@@ -149,7 +127,7 @@ fn two_networks_become_two_guest_nics_in_name_order_with_one_default_route() {
     let eth1 = ctr.add_nic(&back, NicSpec::docker(&back, 5).name("eth1"));
     let eth0 = ctr.add_nic(&front, NicSpec::docker(&front, 3).name("eth0"));
     ctr.set_default_route(front.gateway, "eth0");
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "").spawn();
 
     let r = report(&vm);
@@ -192,7 +170,7 @@ fn the_guest_resolves_names_through_the_containers_loopback_resolver() {
     ));
     assert!(dns.success(), "{dns:?}");
     let _dns = KillOnDrop(pidfile);
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .resolv_conf("nameserver 127.0.0.11\nsearch example.test\noptions ndots:0\n")
         .spawn();
@@ -238,7 +216,7 @@ fn a_nic_with_two_addresses_gives_the_guest_the_one_in_selected_network() {
             .mac("02:42:0a:01:00:02"),
     );
     ctr.set_default_route(net.gateway, "eth0");
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .env("SELECTED_NETWORK", "10.1.0.0/255.255.255.0")
         .spawn();
@@ -260,7 +238,7 @@ fn a_slash_32_pod_guest_gets_a_working_default_route_through_an_on_link_gateway(
     let ctr = Container::new();
     let nic = ctr.add_nic(&net, NicSpec::k8s(&net, 7));
     ctr.set_k8s_default_route(&net, "eth0");
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .resolv_conf("nameserver 10.96.0.10\nsearch default.svc.cluster.local\n")
         .spawn();
@@ -294,7 +272,7 @@ fn an_interface_that_appears_after_start_is_waited_for() {
     let ctr = Container::new();
     let eth0 = ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
     ctr.set_default_route(n1.gateway, "eth0");
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .env("AUTO_ATTACH", "no")
         .env("ATTACH_IFACES", "eth0 eth1")
@@ -322,7 +300,7 @@ fn attach_ifaces_gives_the_guest_only_the_named_nic_and_leaves_the_others_alone(
     let eth0_before = ctr
         .exec("ip -o addr show dev eth0; ip -o link show dev eth0")
         .stdout;
-    let disk = Disk::new();
+    let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .env("AUTO_ATTACH", "no")
         .env("ATTACH_IFACES", "eth1")

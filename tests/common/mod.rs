@@ -18,6 +18,7 @@
 
 mod cmd;
 mod container;
+mod disk;
 mod guest;
 mod names;
 mod netns;
@@ -28,6 +29,7 @@ mod vminit;
 
 pub use cmd::{CmdOutput, run, run_ok};
 pub use container::{Container, NetState, Nic, NicSpec};
+pub use disk::ScratchDisk;
 pub use guest::{GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;

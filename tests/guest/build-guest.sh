@@ -50,7 +50,7 @@ flock 9
 # The stamp: this script, the guest's scripts, and the identity of every binary input.
 stamp=$(
 	{
-		cat "$0" "$here/init.sh" "$here/dhcp-event.sh"
+		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh"
 		stat -L -c '%n %s %Y' "$kernel" "$busybox" "$moddir/modules.dep"
 	} | sha256sum | cut -d' ' -f1
 )
@@ -98,6 +98,7 @@ for module in $modules; do
 done
 
 install -m 0755 "$here/init.sh" "$root/init"
+install -m 0644 "$here/lib.sh" "$root/lib/guest.sh"
 install -m 0755 "$here/dhcp-event.sh" "$root/etc/dhcp-event.sh"
 
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |

@@ -11,6 +11,7 @@
 #   GUEST-REPORT domain NAME / GUEST-REPORT search NAMES   (when DHCP gave them)
 #   GUEST-REPORT hostname NAME
 #   GUEST-REPORT done
+#   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME: what the guest's resolver says)
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
 #   GUEST-READY                      (a shell reads the console from now on)
@@ -21,33 +22,12 @@
 # Kernel command line options:
 #   vminit_test_ignore_powerbutton=1  ignore the ACPI power button (escalation tests)
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
+#   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
 
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-export HOME=/root
-
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /run /tmp /var/log /root
-mount -t devpts devpts /dev/pts
-
-# cmdline_value NAME DEFAULT: the value of NAME=... on the kernel command line, else DEFAULT.
-cmdline_value() {
-	for word in $(cat /proc/cmdline); do
-		case "$word" in
-		"$1="*) echo "${word#*=}"; return ;;
-		esac
-	done
-	echo "$2"
-}
-
-# Modules, in dependency order (the build script wrote the list).
-for module in $(cat /lib/modules/load-order); do
-	insmod "/lib/modules/$module.ko" || echo "GUEST-ERROR insmod $module failed"
-done
-
-ip link set lo up
+. /lib/guest.sh
+guest_mount
+guest_modules GUEST-ERROR
 
 # ACPI power button: button.ko turns the ACPI event into a KEY_POWER input event, evdev exposes
 # it as /dev/input/eventN, and busybox acpid maps KEY_POWER to the action "PWRF/00000080", which
@@ -67,19 +47,8 @@ EOF
 chmod 0755 /etc/acpi/PWRF/00000080
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid || echo "GUEST-ERROR acpid failed"
 
-# Every ethN, in natural order (eth2 before eth10).
-nics=$(ls /sys/class/net | sed -n 's/^eth\([0-9][0-9]*\)$/\1/p' | sort -n | sed 's/^/eth/')
-
-# DHCP on each NIC in turn. udhcpc runs /etc/dhcp-event.sh, which applies the lease and keeps the
-# raw facts in /run/dhcp/NAME. -n: give up without a lease; -q: exit once configured.
-: >/etc/resolv.conf
-mkdir -p /run/dhcp
-tries=$(cmdline_value vminit_test_dhcp_tries 5)
-for nic in $nics; do
-	ip link set "$nic" up
-	udhcpc -i "$nic" -s /etc/dhcp-event.sh -t "$tries" -T 1 -A 1 -n -q \
-		-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
-done
+nics=$(guest_nics)
+guest_dhcp "$(cmdline_value vminit_test_dhcp_tries 5)" $nics
 
 for nic in $nics; do
 	mac=$(cat "/sys/class/net/$nic/address")
@@ -100,6 +69,14 @@ sed -n -e 's/^nameserver /GUEST-REPORT dns /p' -e 's/^domain /GUEST-REPORT domai
 	-e 's/^search /GUEST-REPORT search /p' /etc/resolv.conf
 echo "GUEST-REPORT hostname $(hostname)"
 echo "GUEST-REPORT done"
+
+# A name lookup through the resolver DHCP gave (e.g. another container's name on a Docker
+# network), first answer only.
+name=$(cmdline_value vminit_test_resolve "")
+if [ -n "$name" ]; then
+	addr=$(nslookup "$name" 2>/dev/null | awk '/^Name:/ { found = 1 } found && /^Address/ { print $NF; exit }')
+	echo "GUEST-RESOLVE $name ${addr:-none}"
+fi
 
 # The disk: show what a previous boot left, then write what this boot was asked to.
 if [ -b /dev/vda ]; then

@@ -1,0 +1,52 @@
+# /lib/guest.sh in the test guest's initramfs: the boot steps every guest /init shares (the
+# test guest's tests/guest/init.sh and the bench guest's bench/guest-init.sh). Sourced, not run.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root
+
+# guest_mount: proc, sys, a devtmpfs /dev with pts, and the directories the tools write to.
+guest_mount() {
+	mount -t proc proc /proc
+	mount -t sysfs sysfs /sys
+	mount -t devtmpfs devtmpfs /dev
+	mkdir -p /dev/pts /run /run/dhcp /tmp /var/log /root
+	mount -t devpts devpts /dev/pts
+}
+
+# cmdline_value NAME DEFAULT: the value of NAME=... on the kernel command line, else DEFAULT.
+cmdline_value() {
+	for word in $(cat /proc/cmdline); do
+		case "$word" in
+		"$1="*) echo "${word#*=}"; return ;;
+		esac
+	done
+	echo "$2"
+}
+
+# guest_modules ERRPREFIX: insmod the modules in dependency order (the build script wrote the
+# list); a failure prints "ERRPREFIX insmod MODULE failed".
+guest_modules() {
+	for module in $(cat /lib/modules/load-order); do
+		insmod "/lib/modules/$module.ko" || echo "$1 insmod $module failed"
+	done
+	ip link set lo up
+}
+
+# guest_nics: every ethN, in natural order (eth2 before eth10).
+guest_nics() {
+	ls /sys/class/net | sed -n 's/^eth\([0-9][0-9]*\)$/\1/p' | sort -n | sed 's/^/eth/'
+}
+
+# guest_dhcp TRIES NIC...: DHCP on each NIC in turn. udhcpc runs /etc/dhcp-event.sh, which
+# applies the lease and keeps the raw facts in /run/dhcp/NAME. -n: give up without a lease;
+# -q: exit once configured.
+guest_dhcp() {
+	tries=$1
+	shift
+	: >/etc/resolv.conf
+	for nic in "$@"; do
+		ip link set "$nic" up
+		udhcpc -i "$nic" -s /etc/dhcp-event.sh -t "$tries" -T 1 -A 1 -n -q \
+			-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
+	done
+}
