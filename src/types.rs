@@ -125,6 +125,15 @@ pub struct Route {
 }
 
 impl Route {
+    /// An on-link route to one address: `ip route add ADDR/32 dev DEV`.
+    pub fn host(addr: Ipv4Addr) -> Route {
+        Route {
+            dst: Ipv4Net::new(addr, 32),
+            gateway: None,
+            metric: None,
+        }
+    }
+
     pub fn is_default(&self) -> bool {
         self.dst.prefix == 0
     }
@@ -145,6 +154,13 @@ impl fmt::Display for Route {
         }
         Ok(())
     }
+}
+
+/// The same routes, on-link ones first: a gateway route needs the route to its gateway in
+/// place before it can be added.
+pub fn on_link_first(mut routes: Vec<Route>) -> Vec<Route> {
+    routes.sort_by_key(|r| r.gateway.is_some());
+    routes
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+//! Builders for unit tests: namespaces shaped like Docker's and Kubernetes' (test only).
+
+use std::net::Ipv4Addr;
+
+use crate::netstate::{Addr, Link, NetState, RouteEntry};
+use crate::types::{Ipv4Net, Mac, Route};
+
+pub const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
+pub const MAC1: Mac = Mac([0x02, 0x42, 0xac, 0x14, 0x00, 0x05]);
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+pub fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+pub fn route(dst: &str, gw: Option<&str>) -> Route {
+    Route {
+        dst: net(dst),
+        gateway: gw.map(ip),
+        metric: None,
+    }
+}
+
+pub struct Ns(pub NetState);
+
+impl Ns {
+    pub fn new() -> Ns {
+        let lo = Link {
+            index: 1,
+            name: "lo".into(),
+            mac: None,
+            mtu: 65536,
+            kind: None,
+            alias: None,
+            ethernet: false,
+        };
+        Ns(NetState {
+            links: vec![lo],
+            ..Default::default()
+        })
+    }
+    pub fn nic(mut self, index: u32, name: &str, mac: Mac, addrs: &[&str], routes: &[Route]) -> Ns {
+        self.0.links.push(Link {
+            index,
+            name: name.into(),
+            mac: Some(mac),
+            mtu: 1450,
+            kind: Some("veth".into()),
+            alias: None,
+            ethernet: true,
+        });
+        for a in addrs {
+            self.0.addrs.push(Addr {
+                index,
+                net: net(a),
+                broadcast: false,
+            });
+            let n = net(a);
+            self.0.routes.push(RouteEntry {
+                index,
+                route: Route {
+                    dst: Ipv4Net::new(n.network(), n.prefix),
+                    gateway: None,
+                    metric: None,
+                },
+                kernel: true,
+            });
+        }
+        for r in routes {
+            self.0.routes.push(RouteEntry {
+                index,
+                route: r.clone(),
+                kernel: false,
+            });
+        }
+        self
+    }
+}
+
+pub fn docker_two_networks() -> NetState {
+    // Docker names NICs by connection order, not ifindex order.
+    Ns::new()
+        .nic(9, "eth1", MAC1, &["172.20.0.5/16"], &[])
+        .nic(
+            7,
+            "eth0",
+            MAC0,
+            &["172.19.0.2/24"],
+            &[route("0.0.0.0/0", Some("172.19.0.1"))],
+        )
+        .0
+}
