@@ -26,7 +26,10 @@ fn source_files() -> BTreeMap<String, PathBuf> {
 
 /// `src/netlink/mod.rs` → `netlink`, `src/netlink/message.rs` → `netlink::message`.
 fn module_of(src: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(src).expect("under src").with_extension("");
+    let rel = path
+        .strip_prefix(src)
+        .expect("under src")
+        .with_extension("");
     let parts: Vec<String> = rel
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -138,7 +141,10 @@ fn no_pure_module_imports_an_effectful_one_and_imports_have_no_cycle() {
     for (module, path) in &files {
         let text = fs::read_to_string(path).expect("read source");
         // Test code may use anything.
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(&text);
+        let code = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or(&text);
         let deps = imports(module, code, &known);
         graph.insert(module.clone(), deps);
     }
