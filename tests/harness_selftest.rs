@@ -322,7 +322,11 @@ fn the_test_guest_keeps_disk_writes_across_boots_and_can_ignore_its_power_button
     assert!(first.wait_exit(SHORT).is_some());
 
     let second = boot("");
-    assert_eq!(expect(&second, "GUEST-DISK").line, "GUEST-DISK hello");
+    let disk_line = second
+        .stdout()
+        .wait_for_whole_line("GUEST-DISK", BOOT)
+        .unwrap_or_else(|| panic!("no \"GUEST-DISK\"\n{}", second.tails()));
+    assert_eq!(disk_line.line, "GUEST-DISK hello");
 }
 
 #[test]

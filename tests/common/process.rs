@@ -94,6 +94,18 @@ impl Capture {
         })
     }
 
+    /// Like [`Capture::wait_for`], but returns only once the line `pattern` is on is complete
+    /// (a newline follows, or the stream closed): a line being written is not yet its [`Match`].
+    pub fn wait_for_whole_line(&self, pattern: &str, timeout: Duration) -> Option<Match> {
+        let needle = pattern.as_bytes();
+        self.wait(timeout, |state| {
+            let found = find(&state.bytes, needle, 0)?;
+            let end = found + needle.len();
+            let complete = state.closed || state.bytes[end..].contains(&b'\n');
+            complete.then(|| line_at(&state.bytes, found, end))
+        })
+    }
+
     /// Waits up to `timeout` until `done` holds for the text at or after byte offset `from`;
     /// false on timeout or when the stream closed first.
     pub fn wait_until(&self, from: usize, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
