@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::apply::Applier;
-use crate::config::{self, Accel, Command, Config, Vhost};
+use crate::config::{self, Accel, Command, Config, Pause, Vhost};
 use crate::devices::{self, Tap};
 use crate::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
@@ -234,6 +234,7 @@ impl<'a> Setup<'a> {
     fn take_over(&mut self, plan: &Plan) -> Result<Vec<Tap>> {
         let paths = &self.config.paths;
         let mut applier = Applier::new(&mut self.nl);
+        applier.pause_after(self.config.pause.filter(|p| matches!(p, Pause::Setup(_))));
         let applied = applier.apply_all(&plan.steps);
         let mut taps = Vec::new();
         let opened = applied.and_then(|()| {
@@ -349,7 +350,13 @@ impl<'a> Setup<'a> {
         }
         if !undo.steps.is_empty() {
             log::info!("restoring the container's network");
-            Applier::new(&mut self.nl).undo(&undo.steps);
+            let mut applier = Applier::new(&mut self.nl);
+            applier.pause_after(
+                self.config
+                    .pause
+                    .filter(|p| matches!(p, Pause::Teardown(_))),
+            );
+            applier.undo(&undo.steps);
         }
         for path in undo.taps {
             let _ = fs::remove_file(path);

@@ -27,6 +27,7 @@ mod netns;
 mod network;
 mod process;
 mod qmp;
+mod standin;
 mod vminit;
 
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
@@ -38,4 +39,5 @@ pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
+pub use standin::{recorder, standin_script};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};
