@@ -137,6 +137,7 @@ fn rich_container(net: &Network) -> (Container, Nic) {
         .stdout
         .trim()
         .to_string();
+    let peer = format!("{}x", net.bridge);
     let script = format!(
         "set -e
         ip addr change {secondary} dev eth0 label eth0:vip
@@ -157,7 +158,6 @@ fn rich_container(net: &Network) -> (Container, Nic) {
         first = net.addr(2),
         gw = net.gateway,
         n = net.index,
-        peer = format!("{}x", net.bridge),
         host = net.host_ns().name(),
     );
     let made = ctr.exec(&script);
