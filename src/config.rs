@@ -88,6 +88,8 @@ pub struct Config {
     pub iface_wait: Duration,
     pub log_level: log::LevelFilter,
     pub paths: Paths,
+    /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
+    pub seed: Option<crate::seed::Request>,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -111,6 +113,7 @@ where
         iface_wait: Duration::from_secs(2),
         log_level,
         paths,
+        seed: None,
     };
     if matches!(
         config.command,
@@ -162,6 +165,7 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
+    config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     Ok(config)
 }
 

@@ -18,6 +18,7 @@ mod netlink;
 mod plan;
 mod qemu;
 mod qmp;
+mod seed;
 mod spawn;
 mod supervise;
 mod types;
@@ -119,6 +120,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
     devices::check_disk(&paths.disk)?;
+    let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(qemu::choose_vhost(config.vhost, vhost_probe)?);
     let shell = match config.command {
@@ -138,6 +140,10 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     let mut nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
     let state = recover(&mut nl)?;
     let plan = wait_for_plan(config, &mut nl, signals, state)?;
+    let seed_dir = match &seed {
+        Some(seed) => Some(write_seed(config, seed, &plan.nics)?),
+        None => None,
+    };
 
     // 3. dnsmasq starts first: it loads and binds while the network changes (it picks up
     //    the doors as they appear), and is waited for before QEMU starts.
@@ -227,6 +233,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         qmp: &qmp,
         health: &health_sock,
         nics: &nics,
+        seed: seed_dir.as_deref(),
         extra,
     });
 
@@ -420,10 +427,11 @@ fn write_dnsmasq_conf(config: &Config, nics: &[plan::NicPlan]) -> Result<Vec<OsS
             paths.passwd.display()
         );
     }
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "vm".into());
+    let hostname = config
+        .seed
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(container_hostname);
     let text = dnsmasq::render(&dnsmasq::DnsmasqInput {
         nics,
         dns: &dns,
@@ -438,6 +446,109 @@ fn write_dnsmasq_conf(config: &Config, nics: &[plan::NicPlan]) -> Result<Vec<OsS
         paths.dnsmasq.clone().into_os_string(),
         OsString::from(format!("--conf-file={}", conf.display())),
     ])
+}
+
+/// The container's hostname (Docker's default: the container id).
+fn container_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vm".into())
+}
+
+/// Reads the files the `CLOUD_INIT_*` inputs name and checks everything: the seed, if one was
+/// asked for. Runs before anything changes.
+fn load_seed(config: &Config) -> Result<Option<seed::Seed>> {
+    let Some(request) = &config.seed else {
+        return Ok(None);
+    };
+    let read = |var: &'static str, path: &Path| {
+        fs::read(path).map_err(|e| {
+            Error::Config(
+                var.into(),
+                format!(
+                    "cannot read {}: {e}; mount the file with -v FILE:{}:ro",
+                    path.display(),
+                    path.display()
+                ),
+            )
+        })
+    };
+    let keys = match &request.ssh_keys_file {
+        Some(path) => Some(read(seed::SSH_KEYS_FILE, path)?),
+        None => None,
+    };
+    let user_data = match &request.user_data_file {
+        Some(path) => Some(read(seed::USER_DATA, path)?),
+        None => None,
+    };
+    let seed = seed::seed(request, keys.as_deref(), user_data, &container_hostname())
+        .map_err(|e| Error::Config(e.var.into(), e.msg))?;
+    if seed::own_cloud_config_lacks_updates(&seed) {
+        log::warn!(
+            "{} has no `updates:`; add `updates: {{network: {{when: [boot]}}}}` so that the guest follows the container's MACs and addresses after a restart",
+            seed::USER_DATA
+        );
+    }
+    Ok(Some(seed))
+}
+
+/// Writes the seed's files into RUN_DIR/seed, the directory QEMU presents as the `cidata` disk.
+fn write_seed(config: &Config, seed: &seed::Seed, nics: &[plan::NicPlan]) -> Result<PathBuf> {
+    let resolv = fs::read_to_string(&config.paths.resolv_conf).unwrap_or_default();
+    let mut dns = dnsmasq::Dns::from_resolv(&discover::parse_resolv(&resolv));
+    if !config.dhcp {
+        // No dnsmasq, so nothing forwards to the container's loopback resolvers.
+        dns.forward_to.clear();
+    }
+    let search = match (&dns.search, &dns.domain) {
+        (search, _) if !search.is_empty() => search.clone(),
+        (_, Some(domain)) => vec![domain.clone()],
+        _ => Vec::new(),
+    };
+    let seed_nics: Vec<seed::SeedNic> = nics
+        .iter()
+        .map(|n| seed::SeedNic {
+            name: n.lower.clone(),
+            mac: n.mac.to_string(),
+            addr: n.addr.addr,
+            prefix: n.addr.prefix,
+            mtu: n.mtu,
+            routes: n
+                .guest_routes
+                .iter()
+                .map(|r| seed::SeedRoute {
+                    network: r.dst.network(),
+                    prefix: r.dst.prefix,
+                    gateway: r.gateway,
+                })
+                .collect(),
+            dns: dns.servers_for(n),
+            search: search.clone(),
+        })
+        .collect();
+    let dir = config.paths.run_dir.join("seed");
+    let files = [
+        ("meta-data", seed::meta_data(seed).into_bytes()),
+        ("user-data", seed::user_data(seed)),
+        (
+            "network-config",
+            seed::network_config(&seed_nics).into_bytes(),
+        ),
+    ];
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).map_err(|e| Error::os(format!("create {}", dir.display()), e))?;
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        fs::write(&path, bytes).map_err(|e| Error::os(format!("write {}", path.display()), e))?;
+    }
+    log::info!(
+        "wrote the cloud-init seed {} (instance-id {}, hostname {})",
+        dir.display(),
+        seed.instance_id,
+        seed.hostname
+    );
+    Ok(dir)
 }
 
 /// Starts dnsmasq and waits until it is serving.
