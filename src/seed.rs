@@ -60,7 +60,9 @@ pub fn request_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<R
     let keys = get(SSH_KEYS);
     let request = Request {
         ssh_keys: match &keys {
-            Some(text) => parse_ssh_keys(text).map_err(|msg| invalid(SSH_KEYS, msg))?,
+            Some(text) => {
+                parse_ssh_keys(text).map_err(|msg| invalid(SSH_KEYS, format!("the value {msg}")))?
+            }
             None => Vec::new(),
         },
         ssh_keys_file: get(SSH_KEYS_FILE).map(PathBuf::from),
@@ -77,7 +79,8 @@ pub fn request_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<R
         check_user(user).map_err(|msg| invalid(USER, msg))?;
     }
     if let Some(hash) = &request.password_hash {
-        check_password_hash(hash).map_err(|msg| invalid(PASSWORD_HASH, msg))?;
+        check_password_hash(hash)
+            .map_err(|msg| invalid(PASSWORD_HASH, format!("the value {msg}")))?;
         if request.user.is_none() {
             return Err(invalid(
                 PASSWORD_HASH,
@@ -139,17 +142,30 @@ pub fn seed(
     user_data: Option<Vec<u8>>,
     container_hostname: &str,
 ) -> Result<Seed, Invalid> {
+    // File contents are judged with the file's name in front: "/run/user-data is empty".
+    let named = |path: &Option<PathBuf>, msg: String| match path {
+        Some(path) => format!("{} {msg}", path.display()),
+        None => format!("the file {msg}"),
+    };
     let user_data = match user_data {
         Some(bytes) => {
-            check_user_data(&bytes).map_err(|msg| invalid(USER_DATA, msg))?;
+            check_user_data(&bytes)
+                .map_err(|msg| invalid(USER_DATA, named(&request.user_data_file, msg)))?;
             UserData::Own(bytes)
         }
         None => {
             let mut ssh_keys = request.ssh_keys.clone();
             if let Some(bytes) = keys_file {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| invalid(SSH_KEYS_FILE, "is not text; give a .pub file"))?;
-                ssh_keys.extend(parse_ssh_keys(text).map_err(|msg| invalid(SSH_KEYS_FILE, msg))?);
+                let file = &request.ssh_keys_file;
+                let text = std::str::from_utf8(bytes).map_err(|_| {
+                    invalid(
+                        SSH_KEYS_FILE,
+                        named(file, "is not text; give a .pub file".into()),
+                    )
+                })?;
+                let keys =
+                    parse_ssh_keys(text).map_err(|msg| invalid(SSH_KEYS_FILE, named(file, msg)))?;
+                ssh_keys.extend(keys);
             }
             UserData::Login {
                 user: request.user.clone(),
@@ -391,7 +407,7 @@ pub fn parse_ssh_keys(text: &str) -> Result<Vec<String>, String> {
             .any(|w| is_key_type(w[0]) && blob_is_key_of_type(w[1], w[0]));
         if !is_key {
             return Err(format!(
-                "line {} is not an SSH public key; expected TYPE BASE64 [COMMENT], such as the contents of ~/.ssh/id_ed25519.pub",
+                "has no SSH public key on line {}; expected TYPE BASE64 [COMMENT], such as the contents of ~/.ssh/id_ed25519.pub",
                 i + 1
             ));
         }
