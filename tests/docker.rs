@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::GuestReport;
+use common::{Cidata, GuestReport};
 
 /// Time for the guest to boot and report (TCG: a few seconds; this is the bound).
 const BOOT: Duration = Duration::from_secs(60);
@@ -39,6 +39,7 @@ const BUILD: Duration = Duration::from_secs(1200);
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
 const DOCKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The image under test; `$VMINIT_TEST_IMAGE` overrides it (runs in parallel need tags of their own).
 const IMAGE: &str = "vminit:vmt-docker-test";
 const BUSYBOX_IMAGE: &str = "vmt-busybox:test";
 const LABEL: &str = "io.vminit.test=docker";
@@ -437,6 +438,72 @@ fn without_the_macvtap_device_cgroup_rule_the_container_exits_non_zero_naming_th
 }
 
 #[test]
+fn a_seed_from_a_read_only_key_file_reaches_the_guest_and_its_id_survives_docker_restart() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAPFPMcJf+JBN2T9sgjx88buoVWz0EfiCGaLNOJ3CJYb alice@laptop";
+    let sc = Scenario::new("seed");
+    let net = sc.network();
+    let keys = sc.dir.join("id_ed25519.pub");
+    fs::write(&keys, format!("{KEY}\n")).expect("write the key file");
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .kernel_args("vminit_test_cidata=1")
+            .env("CLOUD_INIT_SSH_KEYS_FILE", "/run/keys.pub")
+            .docker_flags(&[&format!("--volume={}:/run/keys.pub:ro", keys.display())]),
+    );
+    sc.start(&vm);
+    let logs = sc.wait_logs(&vm, "GUEST-CIDATA done", BOOT);
+    let first = Cidata::parse(&logs).expect("a seed report");
+    assert!(
+        first.device.contains(" ro=1 "),
+        "a read-only disk: {first:?}"
+    );
+    assert!(
+        first.text("user-data").contains(&format!("\"{KEY}\"")),
+        "{first:?}"
+    );
+    let ep = &sc.endpoints(&vm)[0];
+    assert!(
+        first
+            .text("network-config")
+            .contains(&format!("macaddress: \"{}\"", ep.mac)),
+        "the container's MAC: {first:?}"
+    );
+    let hostname = sc.inspect(&vm, "{{.Config.Hostname}}");
+    let meta = first.text("meta-data");
+    assert!(
+        meta.contains(&format!("local-hostname: \"{hostname}\"\n")),
+        "{meta}"
+    );
+    let id = meta
+        .lines()
+        .find(|l| l.starts_with("instance-id: \"vminit-"))
+        .unwrap_or_else(|| panic!("an instance id: {meta}"))
+        .to_owned();
+
+    sc.docker_ok(&["restart", &vm]);
+    let deadline = Instant::now() + BOOT;
+    let logs = loop {
+        let logs = sc.logs(&vm);
+        if logs.matches("GUEST-CIDATA done").count() >= 2 {
+            break logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second boot within {BOOT:?}\n{}",
+            sc.logs_tail(&vm)
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    let second = Cidata::parse(&logs).expect("a seed report");
+    let meta_again = second.text("meta-data");
+    assert!(
+        meta_again.lines().any(|l| l == id),
+        "the instance id survives docker restart: {id} vs\n{meta_again}"
+    );
+}
+
+#[test]
 fn the_images_healthcheck_reports_healthy_while_the_guest_runs() {
     let sc = Scenario::new("health");
     let net = sc.network();
@@ -514,13 +581,13 @@ fn prepare() -> Result<Setup, String> {
         Duration::from_secs(120),
     )?;
     reap_stale();
-    let superseded = image_id(IMAGE);
+    let superseded = image_id(image());
     step(
         "building the image",
-        &[&path(&repo.join("image/build.sh")), IMAGE],
+        &[&path(&repo.join("image/build.sh")), image()],
         BUILD,
     )?;
-    remove_if_superseded(IMAGE, superseded);
+    remove_if_superseded(image(), superseded);
     let guest_dir = target.join("guest");
     step(
         "building the test guest",
@@ -582,6 +649,12 @@ fn prepare() -> Result<Setup, String> {
         macvtap_major,
         work,
     })
+}
+
+/// The tag of the image under test: [`IMAGE`], or `$VMINIT_TEST_IMAGE`.
+fn image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| std::env::var("VMINIT_TEST_IMAGE").unwrap_or_else(|_| IMAGE.to_owned()))
 }
 
 /// The id of the image tagged `tag`, if there is one.
@@ -851,7 +924,7 @@ impl Scenario {
             argv.push(format!("--env={key}={value}"));
         }
         argv.extend(opts.docker_flags.iter().cloned());
-        argv.push(IMAGE.to_owned());
+        argv.push(image().to_owned());
         argv.extend(opts.cmd.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.containers

@@ -11,7 +11,6 @@ mod common;
 #[allow(dead_code)]
 mod seed;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{
-    CmdOutput, Container, GuestNic, GuestReport, Network, NicSpec, ScratchDisk, Vminit,
+    Cidata, CmdOutput, Container, GuestNic, GuestReport, Network, NicSpec, ScratchDisk, Vminit,
     VminitBuilder, run, run_ok, test_guest, unique_id, vminit_binary,
 };
 use nix::sys::signal::Signal;
@@ -713,61 +712,22 @@ fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
         .args(test_guest().qemu_args("vminit_test_cidata=1"))
 }
 
-/// What the guest found on the volume labelled cidata.
-#[derive(Debug)]
-struct Cidata {
-    /// `GUEST-CIDATA device …`: the device, its read-only flag and filesystem.
-    device: String,
-    files: BTreeMap<String, Vec<u8>>,
-}
-
 /// Waits for the guest's seed report and decodes it.
 fn cidata(vm: &Vminit) -> Cidata {
     vm.expect_console("GUEST-CIDATA done", BOOT);
+    let console = vm.console().text();
     assert!(
-        !vm.console().text().contains("GUEST-ERROR"),
+        !console.contains("GUEST-ERROR"),
         "the guest reports an error\n{}",
         vm.tails()
     );
-    let text = vm.console().text();
-    let mut device = String::new();
-    let mut encoded: BTreeMap<String, String> = BTreeMap::new();
-    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
-        if let Some(rest) = line.strip_prefix("GUEST-CIDATA device ") {
-            device = rest.to_owned();
-        } else if let Some(rest) = line.strip_prefix("GUEST-CIDATA-FILE ") {
-            let (name, b64) = rest.split_once(' ').expect("NAME BASE64");
-            encoded.entry(name.to_owned()).or_default().push_str(b64);
-        }
-    }
-    let files: BTreeMap<String, Vec<u8>> = encoded
-        .into_iter()
-        .map(|(name, b64)| (name, base64_decode(&b64)))
-        .collect();
-    assert!(!files.is_empty(), "the seed holds no file\n{}", vm.tails());
-    Cidata { device, files }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let digits: Vec<u32> = chunk
-            .iter()
-            .take_while(|&&c| c != b'=')
-            .map(|&c| u32::from(value(c)))
-            .collect();
-        let n = digits.iter().fold(0, |n, d| n << 6 | d) << (6 * (4 - digits.len()));
-        out.extend_from_slice(&n.to_be_bytes()[1..digits.len()]);
-    }
-    out
+    let found = Cidata::parse(&console).expect("a seed report");
+    assert!(
+        !found.files.is_empty(),
+        "the seed holds no file\n{}",
+        vm.tails()
+    );
+    found
 }
 
 /// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.

@@ -30,7 +30,7 @@ mod vminit;
 pub use cmd::{CmdOutput, run, run_ok};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
-pub use guest::{GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use guest::{Cidata, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};
