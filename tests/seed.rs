@@ -867,6 +867,41 @@ fn without_cloud_init_inputs_the_guest_gets_no_seed() {
 }
 
 #[test]
+fn a_bootable_vm_disk_still_boots_first_with_the_seed_attached() {
+    // The seed is a second disk with an MBR: the BIOS must still boot the VM disk, as a user's
+    // cloud image is booted (no -kernel).
+    let guest_dir = test_guest().kernel.parent().expect("the guest's directory");
+    let scratch = Scratch::new();
+    let disk = scratch.path("image.qcow2");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker/build-boot-disk.sh");
+    run_ok(&[
+        "sh",
+        &script.to_string_lossy(),
+        &guest_dir.to_string_lossy(),
+        &disk,
+    ]);
+    let net = Network::new(1);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("RAM_SIZE", "256M")
+        .env("VMINIT_DISK", &disk)
+        .env(seed::SSH_KEYS, ED25519)
+        .spawn();
+    vm.expect_console("GUEST-REPORT done", BOOT);
+    assert!(
+        vm.log().text().contains("driver=vvfat"),
+        "the seed is attached\n{}",
+        vm.tails()
+    );
+    stop(&vm);
+}
+
+#[test]
 fn the_instance_id_survives_a_restart_of_the_container_and_differs_in_another_container() {
     let net = Network::new(1);
     let disk = ScratchDisk::new();
