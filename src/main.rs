@@ -496,37 +496,8 @@ fn load_seed(config: &Config) -> Result<Option<seed::Seed>> {
 /// Writes the seed's files into RUN_DIR/seed, the directory QEMU presents as the `cidata` disk.
 fn write_seed(config: &Config, seed: &seed::Seed, nics: &[plan::NicPlan]) -> Result<PathBuf> {
     let resolv = fs::read_to_string(&config.paths.resolv_conf).unwrap_or_default();
-    let mut dns = dnsmasq::Dns::from_resolv(&discover::parse_resolv(&resolv));
-    if !config.dhcp {
-        // No dnsmasq, so nothing forwards to the container's loopback resolvers.
-        dns.forward_to.clear();
-    }
-    let search = match (&dns.search, &dns.domain) {
-        (search, _) if !search.is_empty() => search.clone(),
-        (_, Some(domain)) => vec![domain.clone()],
-        _ => Vec::new(),
-    };
-    let seed_nics: Vec<seed::SeedNic> = nics
-        .iter()
-        .map(|n| seed::SeedNic {
-            name: n.lower.clone(),
-            mac: n.mac.to_string(),
-            addr: n.addr.addr,
-            prefix: n.addr.prefix,
-            mtu: n.mtu,
-            routes: n
-                .guest_routes
-                .iter()
-                .map(|r| seed::SeedRoute {
-                    network: r.dst.network(),
-                    prefix: r.dst.prefix,
-                    gateway: r.gateway,
-                })
-                .collect(),
-            dns: dns.servers_for(n),
-            search: search.clone(),
-        })
-        .collect();
+    let dns = dnsmasq::Dns::from_resolv(&discover::parse_resolv(&resolv));
+    let seed_nics = seed_nics(nics, &dns, config.dhcp);
     let dir = config.paths.run_dir.join("seed");
     let files = [
         ("meta-data", seed::meta_data(seed).into_bytes()),
@@ -549,6 +520,42 @@ fn write_seed(config: &Config, seed: &seed::Seed, nics: &[plan::NicPlan]) -> Res
         seed.hostname
     );
     Ok(dir)
+}
+
+/// The guest NICs as the seed's network-config states them: what dnsmasq gives each by DHCP.
+/// Without dnsmasq (`dhcp` false) nothing forwards to the container's loopback resolvers, so
+/// only the resolvers the guest reaches directly are listed.
+fn seed_nics(nics: &[plan::NicPlan], dns: &dnsmasq::Dns, dhcp: bool) -> Vec<seed::SeedNic> {
+    let mut dns = dns.clone();
+    if !dhcp {
+        dns.forward_to.clear();
+    }
+    // dnsmasq hands out the search list, and the domain as the only one when there is none.
+    let search = match (&dns.search, &dns.domain) {
+        (search, _) if !search.is_empty() => search.clone(),
+        (_, Some(domain)) => vec![domain.clone()],
+        _ => Vec::new(),
+    };
+    nics.iter()
+        .map(|n| seed::SeedNic {
+            name: n.lower.clone(),
+            mac: n.mac.to_string(),
+            addr: n.addr.addr,
+            prefix: n.addr.prefix,
+            mtu: n.mtu,
+            routes: n
+                .guest_routes
+                .iter()
+                .map(|r| seed::SeedRoute {
+                    network: r.dst.network(),
+                    prefix: r.dst.prefix,
+                    gateway: r.gateway,
+                })
+                .collect(),
+            dns: dns.servers_for(n),
+            search: search.clone(),
+        })
+        .collect()
 }
 
 /// Starts dnsmasq and waits until it is serving.
@@ -674,5 +681,92 @@ impl supervise::Effects for RealEffects {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Ipv4Net, Mac, Route};
+    use std::net::Ipv4Addr;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// eth0 of a Docker container, 172.19.0.2/24 via 172.19.0.1, door 169.254.1.10.
+    fn nic() -> plan::NicPlan {
+        plan::NicPlan {
+            lower: "eth0".into(),
+            tap: "vmtap0".into(),
+            door: "vmlink0".into(),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1450,
+            addr: "172.19.0.2/24".parse().unwrap(),
+            gateway: Some(ip("172.19.0.1")),
+            guest_routes: vec![
+                Route {
+                    dst: Ipv4Net::new(ip("169.254.1.10"), 32),
+                    gateway: None,
+                    metric: None,
+                },
+                Route {
+                    dst: "10.7.3.0/16".parse().unwrap(),
+                    gateway: Some(ip("172.19.0.254")),
+                    metric: None,
+                },
+                Route {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some(ip("172.19.0.1")),
+                    metric: None,
+                },
+            ],
+            door_addr: ip("169.254.1.10"),
+        }
+    }
+
+    #[test]
+    fn the_seed_states_what_dhcp_gives_and_without_dhcp_only_resolvers_the_guest_reaches() {
+        let resolv = discover::parse_resolv(
+            "nameserver 127.0.0.11\nnameserver 8.8.8.8\ndomain corp.example.test\n",
+        );
+        let dns = dnsmasq::Dns::from_resolv(&resolv);
+        let with = seed_nics(&[nic()], &dns, true);
+        let expected = seed::SeedNic {
+            name: "eth0".into(),
+            mac: "02:42:ac:13:00:02".into(),
+            addr: ip("172.19.0.2"),
+            prefix: 24,
+            mtu: 1450,
+            routes: vec![
+                seed::SeedRoute {
+                    network: ip("169.254.1.10"),
+                    prefix: 32,
+                    gateway: None,
+                },
+                seed::SeedRoute {
+                    network: ip("10.7.0.0"),
+                    prefix: 16,
+                    gateway: Some(ip("172.19.0.254")),
+                },
+                seed::SeedRoute {
+                    network: ip("0.0.0.0"),
+                    prefix: 0,
+                    gateway: Some(ip("172.19.0.1")),
+                },
+            ],
+            // The door forwards to Docker's 127.0.0.11, as in the DHCP offer.
+            dns: vec![ip("169.254.1.10"), ip("8.8.8.8")],
+            search: vec!["corp.example.test".into()],
+        };
+        assert_eq!(with, std::slice::from_ref(&expected));
+        let without = seed_nics(&[nic()], &dns, false);
+        assert_eq!(
+            without,
+            [seed::SeedNic {
+                dns: vec![ip("8.8.8.8")],
+                ..expected
+            }]
+        );
     }
 }
