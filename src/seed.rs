@@ -189,9 +189,9 @@ pub fn seed(
 
 /// The instance id of a container with this hostname: stable across restarts of the container
 /// (Docker keeps the hostname, by default the container id; Kubernetes keeps the pod name), and
-/// different for containers with different hostnames. Not the MACs: Docker gives a container new
-/// ones on every start unless `--mac-address` is set, and cloud-init would then run its
-/// first-boot modules again on every `docker restart`.
+/// different for containers with different hostnames. Not the MACs: Docker does not keep a
+/// generated MAC across a restart (they are random since moby/moby#48808), and cloud-init would
+/// then run its first-boot modules again on `docker restart`.
 pub fn instance_id(hostname: &str) -> String {
     // FNV-1a, 64 bits: short, stable across versions and platforms, no dependency.
     let hash = hostname.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
