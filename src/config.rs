@@ -100,6 +100,8 @@ pub struct Config {
     pub paths: Paths,
     /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
     pub pause: Option<Pause>,
+    /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
+    pub seed: Option<crate::seed::Request>,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -124,6 +126,7 @@ where
         log_level,
         paths,
         pause: None,
+        seed: None,
     };
     if matches!(
         config.command,
@@ -176,6 +179,7 @@ where
         config.iface_wait = t;
     }
     config.pause = parse_pause(env)?;
+    config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     Ok(config)
 }
 

@@ -50,6 +50,14 @@ pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
     })
 }
 
+/// The container's hostname (Docker's default: the container id), `vm` if it has none.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vm".into())
+}
+
 /// A link, or `None` (named at debug level) when its name could not be read.
 fn link_of(msg: LinkMessage) -> Option<Link> {
     let mut link = Link {
