@@ -222,6 +222,30 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.set_alias(i, alias)
             }
+            Step::DelRoute6 { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.del_route6(i, route)
+            }
+            Step::AddRoute6 { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.add_route6(i, route)
+            }
+            Step::DelAddr6 { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.del_addr6(i, addr.net)
+            }
+            Step::AddAddr6 { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.add_addr6(i, addr)
+            }
+            Step::DelNeigh6 { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.del_neigh6(i, neigh)
+            }
+            Step::AddNeigh6 { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.add_neigh6(i, neigh)
+            }
             Step::TxChecksumOff { dev } => match self.nl.tx_checksum_off(dev) {
                 // A nicety for old DHCP clients, not a requirement: macvlans on veth
                 // cannot change it.
@@ -249,10 +273,18 @@ fn park(at: &str) -> ! {
 fn already_done(step: &Step, e: &io::Error) -> bool {
     let errno = e.raw_os_error();
     match step {
-        Step::AddAddr { .. } | Step::AddRoute { .. } | Step::AddNeigh { .. } => {
-            errno == Some(libc::EEXIST)
-        }
-        Step::DelAddr { .. } | Step::DelRoute { .. } | Step::DelNeigh { .. } => {
+        Step::AddAddr { .. }
+        | Step::AddRoute { .. }
+        | Step::AddNeigh { .. }
+        | Step::AddAddr6 { .. }
+        | Step::AddRoute6 { .. }
+        | Step::AddNeigh6 { .. } => errno == Some(libc::EEXIST),
+        Step::DelAddr { .. }
+        | Step::DelRoute { .. }
+        | Step::DelNeigh { .. }
+        | Step::DelAddr6 { .. }
+        | Step::DelRoute6 { .. }
+        | Step::DelNeigh6 { .. } => {
             matches!(
                 errno,
                 Some(libc::EADDRNOTAVAIL | libc::ESRCH | libc::ENOENT)
@@ -267,9 +299,9 @@ fn already_done(step: &Step, e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::error::exit;
-    use crate::netstate::{IfAddr, KernelRoute, Neigh};
+    use crate::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
     use crate::step::MacLinkKind;
-    use crate::types::{Ipv4Net, Mac};
+    use crate::types::{Ipv4Net, Ipv6Net, Mac};
 
     /// A kernel that records every call as the `ip` command it stands for, knows link names
     /// and indexes, and fails the calls it is told to fail.
@@ -356,6 +388,24 @@ mod tests {
         }
         fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
             self.call(format!("ethtool -K {dev} tx off"))
+        }
+        fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
+            self.call(format!("addr add {} dev {index}", addr.net))
+        }
+        fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
+            self.call(format!("addr del {net} dev {index}"))
+        }
+        fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+            self.call(format!("route add {} dev {index}", route.route))
+        }
+        fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+            self.call(format!("route del {} dev {index}", route.route))
+        }
+        fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+            self.call(format!("neigh add {} dev {index}", neigh.addr))
+        }
+        fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+            self.call(format!("neigh del {} dev {index}", neigh.addr))
         }
     }
 

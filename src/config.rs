@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::types::Ipv4Net;
+use crate::types::{Ipv4Net, Ipv6Net};
 
 /// What vminit was asked to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,6 +89,8 @@ pub struct Config {
     pub command: Command,
     pub attach: Attach,
     pub selected_network: Option<Ipv4Net>,
+    /// `SELECTED_NETWORK`'s IPv6 network (`fd00:1::/64`), if it names one.
+    pub selected_network6: Option<Ipv6Net>,
     pub dhcp: bool,
     pub ram: String,
     pub cpus: u32,
@@ -116,6 +118,7 @@ where
         command,
         attach: Attach::All,
         selected_network: None,
+        selected_network6: None,
         dhcp: true,
         ram: "1G".into(),
         cpus: 1,
@@ -136,15 +139,9 @@ where
         return Ok(config);
     }
     config.attach = parse_attach(env)?;
-    config.selected_network = match nonempty(env, "SELECTED_NETWORK") {
-        None => None,
-        Some(v) => Some(v.parse::<Ipv4Net>().map_err(|e| {
-            bad(
-                "SELECTED_NETWORK",
-                format!("{v:?}: {e}; expected IP/MASK such as 10.1.0.0/16"),
-            )
-        })?),
-    };
+    if let Some(v) = nonempty(env, "SELECTED_NETWORK") {
+        (config.selected_network, config.selected_network6) = parse_selected(&v)?;
+    }
     config.dhcp = yes_no(env, "ENABLE_DHCP", true)?;
     if let Some(ram) = nonempty(env, "RAM_SIZE") {
         config.ram = parse_ram(&ram)?;
@@ -266,6 +263,48 @@ fn parse_attach(env: &dyn Fn(&str) -> Option<String>) -> Result<Attach> {
             format!("{v:?} is not yes or no; use -e AUTO_ATTACH=yes or -e AUTO_ATTACH=no"),
         )),
     }
+}
+
+/// `SELECTED_NETWORK`: an IPv4 network, an IPv6 network, or one of each, separated by a
+/// comma or spaces (`10.1.0.0/16,fd00:1::/64`). Each picks the address of its own family.
+fn parse_selected(value: &str) -> Result<(Option<Ipv4Net>, Option<Ipv6Net>)> {
+    let mut v4 = None;
+    let mut v6 = None;
+    for word in value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let twice = |family: &str| {
+            bad(
+                "SELECTED_NETWORK",
+                format!(
+                    "{value:?} names two {family} networks; give at most one of each family, such as 10.1.0.0/16,fd00:1::/64"
+                ),
+            )
+        };
+        if word.contains(':') {
+            let net = word.parse::<Ipv6Net>().map_err(|e| {
+                bad(
+                    "SELECTED_NETWORK",
+                    format!("{word:?}: {e}; expected an IPv6 network such as fd00:1::/64"),
+                )
+            })?;
+            if v6.replace(net).is_some() {
+                return Err(twice("IPv6"));
+            }
+        } else {
+            let net = word.parse::<Ipv4Net>().map_err(|e| {
+                bad(
+                    "SELECTED_NETWORK",
+                    format!("{word:?}: {e}; expected IP/MASK such as 10.1.0.0/16"),
+                )
+            })?;
+            if v4.replace(net).is_some() {
+                return Err(twice("IPv4"));
+            }
+        }
+    }
+    Ok((v4, v6))
 }
 
 fn yes_no(env: &dyn Fn(&str) -> Option<String>, var: &str, default: bool) -> Result<bool> {
@@ -426,6 +465,33 @@ mod tests {
         for bad in ["10.1.0.0", "10.1.0/16", "10.1.0.0/40", "banana"] {
             let e =
                 parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", bad)]).unwrap_err();
+            assert_eq!(var_of(e), "SELECTED_NETWORK", "{bad}");
+        }
+    }
+
+    #[test]
+    fn selected_network_takes_one_ipv4_and_one_ipv6_network_in_any_order() {
+        let sel = |v: &str| {
+            parse_with(&[], &[("AUTO_ATTACH", "yes"), ("SELECTED_NETWORK", v)])
+                .map(|c| (c.selected_network, c.selected_network6))
+        };
+        let both = (
+            Some("10.1.0.0/16".parse().unwrap()),
+            Some("fd00:1::/64".parse().unwrap()),
+        );
+        assert_eq!(sel("10.1.0.0/16,fd00:1::/64").unwrap(), both);
+        assert_eq!(sel("fd00:1::/64 10.1.0.0/255.255.0.0").unwrap(), both);
+        assert_eq!(
+            sel("fd00:1::/64").unwrap(),
+            (None, Some("fd00:1::/64".parse().unwrap()))
+        );
+        for bad in [
+            "10.1.0.0/16,10.2.0.0/16",
+            "fd00::/8,fd01::/16",
+            "fd00::/129",
+            "fd00:::1/64",
+        ] {
+            let e = sel(bad).unwrap_err();
             assert_eq!(var_of(e), "SELECTED_NETWORK", "{bad}");
         }
     }

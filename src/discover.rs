@@ -15,6 +15,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 
+use crate::discover6;
 use crate::netlink::Netlink;
 use crate::netlink::message::metric_value;
 use crate::netstate::{
@@ -42,12 +43,37 @@ pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
     }
     let routes = nl.routes()?.into_iter().filter_map(route_of).collect();
     let neighbours = nl.neighbours()?.into_iter().filter_map(neigh_of).collect();
-    Ok(NetState {
+    let mut state = NetState {
         links,
         addrs,
         routes,
         neighbours,
-    })
+        ..NetState::default()
+    };
+    read_ipv6(nl, &mut state)?;
+    Ok(state)
+}
+
+/// Adds the IPv6 part: `ip -6 addr show; ip -6 route show table all; ip -6 neigh show nud
+/// permanent`. A kernel without IPv6 has none.
+fn read_ipv6(nl: &mut Netlink, state: &mut NetState) -> io::Result<()> {
+    let without_ipv6 = |e: &io::Error| e.raw_os_error() == Some(libc::EAFNOSUPPORT);
+    match nl.addresses6() {
+        Ok(addrs) => state.addrs6 = addrs.into_iter().filter_map(discover6::addr6_of).collect(),
+        Err(e) if without_ipv6(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    state.routes6 = nl
+        .routes6()?
+        .into_iter()
+        .filter_map(discover6::route6_of)
+        .collect();
+    state.neighbours6 = nl
+        .neighbours6()?
+        .into_iter()
+        .filter_map(discover6::neigh6_of)
+        .collect();
+    Ok(())
 }
 
 /// The container's hostname (Docker's default: the container id), `vm` if it has none.

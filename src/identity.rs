@@ -16,11 +16,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::netstate::{IfAddr, KernelRoute, Link, Neigh, NetState};
+use crate::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState};
 use crate::step::Step;
-use crate::types::{Mac, Route};
+use crate::types::{Mac, Route, Route6};
 
 /// Every link vminit creates carries an alias starting with this.
 pub const ALIAS_PREFIX: &str = "vminit:";
@@ -42,6 +42,12 @@ pub struct Identity {
     pub routes: Vec<KernelRoute>,
     /// Its permanent neighbour entries (a MAC change flushes them).
     pub neighbours: Vec<Neigh>,
+    /// Every IPv6 address it had, in the kernel's order.
+    pub addrs6: Vec<IfAddr6>,
+    /// Its configured IPv6 routes in every table.
+    pub routes6: Vec<KernelRoute6>,
+    /// Its permanent IPv6 neighbour entries.
+    pub neighbours6: Vec<Neigh6>,
 }
 
 /// Whether vminit made this link (an earlier run's, or this run's): its alias says so, or
@@ -93,7 +99,7 @@ impl Identity {
             .collect()
     }
 
-    /// The record as text: `v1 MAC;a …;r …;n …`.
+    /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`.
     pub fn encode(&self) -> String {
         let mut entries = vec![format!("v1 {}", self.mac)];
         entries.extend(self.addrs.iter().map(encode_addr));
@@ -103,6 +109,12 @@ impl Identity {
                 .iter()
                 .map(|n| format!("n {} {}", n.addr, n.mac)),
         );
+        entries.extend(self.addrs6.iter().map(encode_addr6));
+        entries.extend(self.routes6.iter().map(encode_route6));
+        entries.extend(self.neighbours6.iter().map(|n| {
+            let router = if n.router { " router" } else { "" };
+            format!("n6 {} {}{router}", n.addr, n.mac)
+        }));
         entries.join(";")
     }
 
@@ -116,6 +128,9 @@ impl Identity {
             addrs: Vec::new(),
             routes: Vec::new(),
             neighbours: Vec::new(),
+            addrs6: Vec::new(),
+            routes6: Vec::new(),
+            neighbours6: Vec::new(),
         };
         for entry in entries {
             let mut words = entry.split(' ');
@@ -125,6 +140,17 @@ impl Identity {
                 "n" => id.neighbours.push(Neigh {
                     addr: words.next()?.parse().ok()?,
                     mac: words.next()?.parse().ok()?,
+                }),
+                "a6" => id.addrs6.push(decode_addr6(words)?),
+                "r6" => id.routes6.push(decode_route6(words)?),
+                "n6" => id.neighbours6.push(Neigh6 {
+                    addr: words.next()?.parse().ok()?,
+                    mac: words.next()?.parse().ok()?,
+                    router: match words.next() {
+                        None => false,
+                        Some("router") => true,
+                        Some(_) => return None,
+                    },
                 }),
                 _ => return None,
             }
@@ -238,6 +264,112 @@ fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRo
             "s" => r.scope = value.parse().ok()?,
             "k" => r.kind = value.parse().ok()?,
             "o" => r.tos = value.parse().ok()?,
+            "src" => r.src = Some(value.parse().ok()?),
+            "x" => {
+                for pair in value.split(',') {
+                    let (k, v) = pair.split_once(':')?;
+                    r.metrics.push((k.parse().ok()?, v.parse().ok()?));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(r)
+}
+
+fn encode_addr6(a: &IfAddr6) -> String {
+    let plain = IfAddr6::plain(a.net);
+    let mut s = format!("a6 {}", a.net);
+    if a.flags != 0 {
+        s += &format!(" f={:x}", a.flags);
+    }
+    if a.scope != plain.scope {
+        s += &format!(" s={}", a.scope);
+    }
+    if let Some((valid, preferred)) = a.lifetime {
+        s += &format!(" v={valid}/{preferred}");
+    }
+    if let Some(p) = a.protocol {
+        s += &format!(" p={p}");
+    }
+    if let Some(m) = a.metric {
+        s += &format!(" m={m}");
+    }
+    s
+}
+
+fn decode_addr6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr6> {
+    let mut a = IfAddr6::plain(words.next()?.parse().ok()?);
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "f" => a.flags = u32::from_str_radix(value, 16).ok()?,
+            "s" => a.scope = value.parse().ok()?,
+            "v" => {
+                let (valid, preferred) = value.split_once('/')?;
+                a.lifetime = Some((valid.parse().ok()?, preferred.parse().ok()?));
+            }
+            "p" => a.protocol = Some(value.parse().ok()?),
+            "m" => a.metric = Some(value.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some(a)
+}
+
+fn encode_route6(r: &KernelRoute6) -> String {
+    let plain = KernelRoute6::main(r.route.clone());
+    let mut s = format!("r6 {}/{}", r.route.dst.network(), r.route.dst.prefix);
+    if let Some(g) = r.route.gateway {
+        s += &format!(" g={g}");
+    }
+    if let Some(m) = r.route.metric {
+        s += &format!(" m={m}");
+    }
+    if r.table != plain.table {
+        s += &format!(" t={}", r.table);
+    }
+    if r.protocol != plain.protocol {
+        s += &format!(" p={}", r.protocol);
+    }
+    if r.kind != plain.kind {
+        s += &format!(" k={}", r.kind);
+    }
+    if r.pref != 0 {
+        s += &format!(" e={}", r.pref);
+    }
+    if let Some(src) = r.src {
+        s += &format!(" src={src}");
+    }
+    if r.onlink {
+        s += " onlink";
+    }
+    if !r.metrics.is_empty() {
+        let list: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        s += &format!(" x={}", list.join(","));
+    }
+    s
+}
+
+fn decode_route6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRoute6> {
+    let mut r = KernelRoute6::main(Route6 {
+        dst: words.next()?.parse().ok()?,
+        gateway: None,
+        metric: None,
+    });
+    for word in words {
+        if word == "onlink" {
+            r.onlink = true;
+            continue;
+        }
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "g" => r.route.gateway = Some(value.parse::<Ipv6Addr>().ok()?),
+            "m" => r.route.metric = Some(value.parse().ok()?),
+            "t" => r.table = value.parse().ok()?,
+            "p" => r.protocol = value.parse().ok()?,
+            "k" => r.kind = value.parse().ok()?,
+            "e" => r.pref = value.parse().ok()?,
             "src" => r.src = Some(value.parse().ok()?),
             "x" => {
                 for pair in value.split(',') {
@@ -433,6 +565,67 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
             neigh: *neigh,
         });
     }
+    steps.extend(restore6(id, lower, state, mac_changes));
+    steps
+}
+
+/// Puts one NIC's IPv6 addresses, routes and permanent neighbours back as its record says.
+fn restore6(id: &Identity, lower: &Link, state: &NetState, mac_changes: bool) -> Vec<Step> {
+    let dev = &id.lower;
+    let mut steps = Vec::new();
+    let nets = |addrs: &[IfAddr6]| addrs.iter().map(|a| a.net).collect::<Vec<_>>();
+    let ours: Vec<IfAddr6> = state
+        .addrs6_of(lower.index)
+        .into_iter()
+        .filter(|a| id.addrs6.iter().any(|r| r.net == a.net))
+        .collect();
+    let addrs_change = nets(&ours) != nets(&id.addrs6);
+    if addrs_change {
+        // The kernel puts a new IPv6 address first among those of its scope: delete what
+        // is there of the record and add it all back, last first, so the order is the
+        // original one.
+        for addr in &ours {
+            steps.push(Step::DelAddr6 {
+                dev: dev.clone(),
+                addr: addr.clone(),
+            });
+        }
+        for addr in id.addrs6.iter().rev() {
+            steps.push(Step::AddAddr6 {
+                dev: dev.clone(),
+                addr: addr.clone(),
+            });
+        }
+    }
+    // IPv6 routes outlive the addresses, but lose a `src` that went: one that differs from
+    // the record is replaced.
+    let present = state.routes6_of(lower.index);
+    let mut routes: Vec<&KernelRoute6> =
+        id.routes6.iter().filter(|r| !present.contains(r)).collect();
+    routes.sort_by_key(|r| r.route.gateway.is_some());
+    for route in routes {
+        if let Some(old) = present.iter().find(|p| p.same_key(route)) {
+            steps.push(Step::DelRoute6 {
+                dev: dev.clone(),
+                route: Box::new(old.clone()),
+            });
+        }
+        steps.push(Step::AddRoute6 {
+            dev: dev.clone(),
+            route: Box::new(route.clone()),
+        });
+    }
+    let neighbours = state.neighbours6_of(lower.index);
+    for neigh in id
+        .neighbours6
+        .iter()
+        .filter(|n| mac_changes || !neighbours.contains(n))
+    {
+        steps.push(Step::AddNeigh6 {
+            dev: dev.clone(),
+            neigh: *neigh,
+        });
+    }
     steps
 }
 
@@ -441,6 +634,7 @@ mod tests {
     use super::*;
     use crate::netstate::{Addr, IFA_F_SECONDARY};
     use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use crate::types::Route6;
 
     fn identity() -> Identity {
         let mut secondary = IfAddr::plain(net("172.19.0.9/24"));
@@ -467,6 +661,9 @@ mod tests {
                 addr: ip("172.19.0.1"),
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 1]),
             }],
+            addrs6: Vec::new(),
+            routes6: Vec::new(),
+            neighbours6: Vec::new(),
         }
     }
 
@@ -626,6 +823,84 @@ mod tests {
             "a user's alias"
         );
         assert!(!is_ours(&link("vmlinkx", "macvlan", None)));
+    }
+
+    /// The identity of a dual-stack NIC: a Docker IPv6 address and the kernel's link-local
+    /// address, a default route, a route in another table and a permanent router neighbour.
+    fn identity6() -> Identity {
+        let mut id = identity();
+        let mut global = IfAddr6::plain("fd00:1::2/64".parse().unwrap());
+        global.flags = 0x02;
+        let mut ll = IfAddr6::plain("fe80::42:acff:fe13:2/64".parse().unwrap());
+        ll.protocol = Some(3);
+        let mut kept = IfAddr6::plain("fd00:7::9/64".parse().unwrap());
+        kept.lifetime = Some((600, 300));
+        kept.metric = Some(77);
+        id.addrs6 = vec![kept, global, ll];
+        let default = KernelRoute6::main(Route6 {
+            dst: "::/0".parse().unwrap(),
+            gateway: Some("fd00:1::1".parse().unwrap()),
+            metric: Some(1024),
+        });
+        let mut other = KernelRoute6::main(Route6 {
+            dst: "fd00:99::/64".parse().unwrap(),
+            gateway: Some("fe80::1".parse().unwrap()),
+            metric: Some(5),
+        });
+        other.table = 100;
+        other.pref = 1;
+        other.protocol = 186;
+        other.onlink = true;
+        other.src = Some("fd00:7::9".parse().unwrap());
+        other.metrics = vec![(2, 1280)];
+        id.routes6 = vec![default, other];
+        id.neighbours6 = vec![Neigh6 {
+            addr: "fe80::1".parse().unwrap(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            router: true,
+        }];
+        id
+    }
+
+    #[test]
+    fn an_ipv6_record_survives_encoding_and_the_alias_limit() {
+        let id = identity6();
+        assert_eq!(Identity::decode("eth0", &id.encode()), Some(id.clone()));
+        let aliases = id.aliases();
+        assert!(aliases.iter().all(|a| a.len() <= 255), "{aliases:?}");
+        let state = with_links(Ns::new().0, &aliases);
+        assert_eq!(records(&state), vec![id]);
+    }
+
+    #[test]
+    fn recovery_puts_back_the_ipv6_addresses_in_their_order_routes_and_neighbours() {
+        // Killed after the takeover: eth0 keeps fd00:7::9 only (re-added), no routes.
+        let id = identity6();
+        let mut state = killed_run();
+        state.addrs6.push(crate::netstate::Addr6 {
+            index: 7,
+            addr: id.addrs6[0].clone(),
+            reported_flags: 0x80,
+        });
+        // A record of the IPv6 identity replaces the IPv4-only one on the links.
+        state.links.retain(|l| !is_ours(l));
+        let mut aliases = id.aliases();
+        aliases.push(tap_alias("eth0"));
+        let state = with_links(state, &aliases);
+        let cmds: Vec<String> = recovery(&state).iter().map(|s| s.to_string()).collect();
+        let v6: Vec<&String> = cmds.iter().filter(|c| c.starts_with("ip -6")).collect();
+        assert_eq!(
+            v6,
+            [
+                "ip -6 addr del fd00:7::9/64 dev eth0",
+                "ip -6 addr add fe80::42:acff:fe13:2/64 dev eth0 proto 3",
+                "ip -6 addr add fd00:1::2/64 dev eth0 nodad",
+                "ip -6 addr add fd00:7::9/64 dev eth0 metric 77 valid_lft 600 preferred_lft 300",
+                "ip -6 route add default via fd00:1::1 metric 1024 dev eth0",
+                "ip -6 route add fd00:99::/64 via fe80::1 metric 5 table 100 dev eth0 onlink src fd00:7::9 proto 186 pref high metric-2 1280",
+                "ip -6 neigh add fe80::1 lladdr 02:00:00:00:00:01 nud permanent router dev eth0",
+            ]
+        );
     }
 
     #[test]

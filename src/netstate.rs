@@ -1,11 +1,11 @@
-//! The network namespace as plain data: links, IPv4 addresses and routes (pure).
+//! The network namespace as plain data: links, IPv4 and IPv6 addresses and routes (pure).
 //!
 //! `discover` fills it from netlink dumps; `plan` and `identity` read it. Nothing here
 //! touches the system.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::types::{Ipv4Net, Mac, Route};
+use crate::types::{Ipv4Net, Ipv6Net, Mac, Route, Route6};
 
 /// One network interface as the kernel reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,6 +176,12 @@ pub struct NetState {
     pub routes: Vec<RouteEntry>,
     /// Permanent neighbour entries (the kernel flushes them when a MAC changes).
     pub neighbours: Vec<NeighEntry>,
+    /// IPv6 addresses, in the kernel's order (by scope: global first, newest first).
+    pub addrs6: Vec<Addr6>,
+    /// IPv6 routes through one interface, in every table but the kernel's local one.
+    pub routes6: Vec<Route6Entry>,
+    /// Permanent IPv6 neighbour entries.
+    pub neighbours6: Vec<Neigh6Entry>,
 }
 
 impl NetState {
@@ -210,12 +216,180 @@ impl NetState {
             .collect()
     }
 
+    /// The IPv6 addresses of one interface, in the kernel's order.
+    pub fn addrs6_of(&self, index: u32) -> Vec<IfAddr6> {
+        self.addrs6
+            .iter()
+            .filter(|a| a.index == index)
+            .map(|a| a.addr.clone())
+            .collect()
+    }
+
+    /// The IPv6 routes through one interface in every table that vminit moves and puts back:
+    /// not the ones the kernel makes for addresses, router advertisements or redirects.
+    pub fn routes6_of(&self, index: u32) -> Vec<KernelRoute6> {
+        self.routes6
+            .iter()
+            .filter(|r| r.index == index && r.route.is_configured())
+            .map(|r| r.route.clone())
+            .collect()
+    }
+
+    /// The permanent IPv6 neighbour entries of one interface.
+    pub fn neighbours6_of(&self, index: u32) -> Vec<Neigh6> {
+        self.neighbours6
+            .iter()
+            .filter(|n| n.index == index)
+            .map(|n| n.neigh)
+            .collect()
+    }
+
     /// Every address in use in the namespace: on interfaces, and as route gateways.
     pub fn addresses_in_use(&self) -> Vec<Ipv4Addr> {
         let mut used: Vec<Ipv4Addr> = self.addrs.iter().map(|a| a.addr.net.addr).collect();
         used.extend(self.routes.iter().filter_map(|r| r.route.route.gateway));
         used
     }
+}
+
+/// An IPv6 address as the kernel holds it on an interface, with everything needed to put
+/// it back exactly: `ip -6 addr add NET dev DEV [scope S] [FLAGS] [metric M] [proto P]
+/// [valid_lft V preferred_lft P]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfAddr6 {
+    pub net: Ipv6Net,
+    /// `IFA_F_*` flags that `ip addr add` can set (`nodad`, `noprefixroute`, ...).
+    pub flags: u32,
+    /// `RT_SCOPE_*`: 0 global, 253 link, 254 host.
+    pub scope: u8,
+    /// Remaining (valid, preferred) lifetimes in seconds; `None` for forever.
+    pub lifetime: Option<(u32, u32)>,
+    /// `IFA_PROTO`: who made it (3: the kernel's own link-local address).
+    pub protocol: Option<u8>,
+    /// `IFA_RT_PRIORITY`: the metric of its prefix route, when one was set.
+    pub metric: Option<u32>,
+}
+
+/// The flags the kernel derives itself (temporary, DAD failed, deprecated, tentative,
+/// permanent, stable privacy) and refuses or ignores on `ip -6 addr add`.
+const IFA6_F_DERIVED: u32 = 0x01 | 0x08 | 0x20 | 0x40 | 0x80 | 0x800;
+/// Not usable as the guest's address: temporary, DAD failed, deprecated, tentative.
+const IFA6_F_UNUSABLE: u32 = 0x01 | 0x08 | 0x20 | 0x40;
+
+impl IfAddr6 {
+    /// An address as `ip -6 addr add NET dev DEV` makes it (scope from the address).
+    pub fn plain(net: Ipv6Net) -> IfAddr6 {
+        IfAddr6 {
+            net,
+            flags: 0,
+            scope: if net.is_link_local() {
+                RT_SCOPE_LINK
+            } else {
+                0
+            },
+            lifetime: None,
+            protocol: None,
+            metric: None,
+        }
+    }
+
+    /// Keeps only the flags `ip -6 addr add` can set.
+    pub fn settable_flags(flags: u32) -> u32 {
+        flags & !IFA6_F_DERIVED
+    }
+
+    /// A global (or unique local) address that can be handed on: not temporary, not
+    /// deprecated, not tentative, and DAD did not fail.
+    pub fn is_handable(flags: u32, scope: u8) -> bool {
+        scope == 0 && flags & IFA6_F_UNUSABLE == 0
+    }
+}
+
+/// One IPv6 address on one interface, with the flags the kernel reported (derived ones too).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Addr6 {
+    pub index: u32,
+    pub addr: IfAddr6,
+    /// Every `IFA_F_*` flag as reported, to tell which addresses can go to the guest.
+    pub reported_flags: u32,
+}
+
+/// `RTPROT_REDIRECT`, `RTPROT_RA`: IPv6 routes the kernel learned from the network.
+const RTPROT_REDIRECT: u8 = 1;
+const RTPROT_RA: u8 = 9;
+
+/// An IPv6 route as the kernel holds it, with everything needed to put it back exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute6 {
+    /// Destination, gateway and metric.
+    pub route: Route6,
+    pub table: u32,
+    /// `RTPROT_*`: who made it (`proto`).
+    pub protocol: u8,
+    /// `RTN_*`: unicast (1) for every route vminit reads.
+    pub kind: u8,
+    /// The preferred source address (`src`).
+    pub src: Option<Ipv6Addr>,
+    /// The gateway is not checked against connected prefixes (`onlink`).
+    pub onlink: bool,
+    /// `RTA_PREF`: the router preference (0 medium, 1 high, 3 low).
+    pub pref: u8,
+    /// `RTA_METRICS` (`RTAX_*` number, value): mtu, hoplimit, advmss, ...
+    pub metrics: Vec<(u16, u32)>,
+}
+
+impl KernelRoute6 {
+    /// A route in the main table as `ip -6 route add` makes it: proto boot, metric 1024.
+    pub fn main(route: Route6) -> KernelRoute6 {
+        KernelRoute6 {
+            route,
+            table: RT_TABLE_MAIN,
+            protocol: RTPROT_BOOT,
+            kind: RTN_UNICAST,
+            src: None,
+            onlink: false,
+            pref: 0,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Whether `other` is the same route as far as `ip -6 route del` matches one.
+    pub fn same_key(&self, other: &KernelRoute6) -> bool {
+        self.table == other.table
+            && self.route.dst == other.route.dst
+            && self.route.gateway == other.route.gateway
+            && self.route.metric == other.route.metric
+    }
+
+    /// Configured by someone (Docker, Kubernetes, a user), not made by the kernel for an
+    /// address, a router advertisement or a redirect (those come back by themselves).
+    pub fn is_configured(&self) -> bool {
+        ![RTPROT_KERNEL, RTPROT_RA, RTPROT_REDIRECT].contains(&self.protocol)
+    }
+}
+
+/// One IPv6 route through one interface.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route6Entry {
+    pub index: u32,
+    pub route: KernelRoute6,
+}
+
+/// A permanent IPv6 neighbour entry: `ip -6 neigh add ADDR lladdr MAC nud permanent [router]
+/// dev DEV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neigh6 {
+    pub addr: Ipv6Addr,
+    pub mac: Mac,
+    /// The neighbour is a router (`NTF_ROUTER`).
+    pub router: bool,
+}
+
+/// A permanent IPv6 neighbour entry on one interface.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Neigh6Entry {
+    pub index: u32,
+    pub neigh: Neigh6,
 }
 
 /// Orders interface names naturally: eth2 before eth10.

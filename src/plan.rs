@@ -10,8 +10,9 @@ use crate::config::Attach;
 use crate::error::{Error, NetworkError, Result};
 use crate::identity::{self, Identity};
 use crate::netstate::{IfAddr, KernelRoute, Link, Neigh, NetState, RT_TABLE_MAIN, natural_cmp};
+use crate::plan6::{self, Guest6, Nic6};
 use crate::step::{MacLinkKind, Step};
-use crate::types::{Ipv4Net, Mac, Route};
+use crate::types::{Ipv4Net, Ipv6Net, Mac, Route};
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,12 +41,16 @@ pub struct NicPlan {
 pub struct Plan {
     pub nics: Vec<NicPlan>,
     pub steps: Vec<Step>,
+    /// The guest's IPv6 side of each NIC that has an IPv6 address to give.
+    pub v6: Vec<Guest6>,
 }
 
 /// The inputs of `plan` that come from outside the namespace.
 pub struct PlanInput<'a> {
     pub attach: &'a Attach,
     pub selected_network: Option<Ipv4Net>,
+    /// `SELECTED_NETWORK`'s IPv6 network, if it names one.
+    pub selected_network6: Option<Ipv6Net>,
     pub state: &'a NetState,
     /// Random bytes for the container NICs' new MACs, one per NIC (extra ones unused).
     pub random_macs: &'a [[u8; 6]],
@@ -63,6 +68,8 @@ struct Candidate<'a> {
     routes: Vec<KernelRoute>,
     /// Its permanent neighbour entries.
     neighbours: Vec<Neigh>,
+    /// What it holds in IPv6.
+    nic6: Nic6,
 }
 
 impl Candidate<'_> {
@@ -82,6 +89,11 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let names = attached_names(input.attach, state)?;
     let candidates = candidates(&names, input)?;
     let router_nic = router_nic(&candidates);
+    let router_nic6 = candidates
+        .iter()
+        .filter_map(|c| c.nic6.default_metric().map(|m| (m, c.link.index)))
+        .min()
+        .map(|(_, index)| index);
     let mut taken = state.addresses_in_use();
     let mut plan = Plan::default();
     for (i, nic) in candidates.iter().enumerate() {
@@ -104,6 +116,15 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             door_addr,
         };
         plan.steps.extend(takeover(i, nic, &guest, new_mac));
+        let router6 = Some(nic.link.index) == router_nic6;
+        plan.v6.extend(plan6::guest6(
+            &guest.lower,
+            &guest.door,
+            guest.mac,
+            guest.mtu,
+            &nic.nic6,
+            router6,
+        ));
         plan.nics.push(guest);
     }
     Ok(plan)
@@ -202,8 +223,14 @@ fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidat
             addrs,
             routes,
             neighbours: state.neighbours_of(link.index),
+            nic6: Nic6::of(state, link, mac, input.selected_network6),
         });
     }
+    let nics6: Vec<(&str, &Nic6)> = out
+        .iter()
+        .map(|c| (c.link.name.as_str(), &c.nic6))
+        .collect();
+    plan6::check_selected(input.selected_network6, &nics6)?;
     if let Some(net) = input.selected_network
         && !out
             .iter()
@@ -252,6 +279,7 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
     let mut steps = write_record(i, nic, guest);
     steps.extend(release_address(nic));
+    steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     steps.push(Step::SetMac {
         dev: guest.lower.clone(),
         mac: new_mac,
@@ -259,6 +287,7 @@ fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Ste
     });
     steps.extend(create_guest_nic(guest));
     steps.extend(open_door(nic, guest));
+    steps.extend(plan6::open_door6(&guest.door, &nic.nic6));
     steps
 }
 
@@ -272,6 +301,9 @@ fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         addrs: nic.addrs.clone(),
         routes: nic.routes.clone(),
         neighbours: nic.neighbours.clone(),
+        addrs6: nic.nic6.addrs.clone(),
+        routes6: nic.nic6.routes.clone(),
+        neighbours6: nic.nic6.neighbours.clone(),
     };
     let mut steps = Vec::new();
     for (k, alias) in identity.aliases().into_iter().enumerate() {
@@ -490,6 +522,7 @@ mod tests {
         plan(&PlanInput {
             attach: &attach,
             selected_network: selected.map(net),
+            selected_network6: None,
             state,
             random_macs: &[[0xaa; 6], [0xbb; 6]],
         })
@@ -533,6 +566,9 @@ mod tests {
             addrs: state.addrs_of(7),
             routes: state.routes_of(7),
             neighbours: vec![],
+            addrs6: vec![],
+            routes6: vec![],
+            neighbours6: vec![],
         };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(

@@ -213,6 +213,7 @@ impl<'a> Setup<'a> {
             let result = plan::plan(&plan::PlanInput {
                 attach: &self.config.attach,
                 selected_network: self.config.selected_network,
+                selected_network6: self.config.selected_network6,
                 state: &state,
                 random_macs: &random,
             });

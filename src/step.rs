@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use crate::netstate::{IfAddr, KernelRoute, Neigh, RT_TABLE_MAIN, RTPROT_BOOT};
+use crate::netstate::{
+    IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6, RT_TABLE_MAIN, RTPROT_BOOT,
+};
 use crate::types::Mac;
 
 /// The two kinds of MAC-based virtual links vminit creates, both in bridge mode.
@@ -73,6 +75,31 @@ pub enum Step {
     TxChecksumOff {
         dev: String,
     },
+    /// (Boxed: an IPv6 route is the largest thing a step carries.)
+    DelRoute6 {
+        dev: String,
+        route: Box<KernelRoute6>,
+    },
+    AddRoute6 {
+        dev: String,
+        route: Box<KernelRoute6>,
+    },
+    DelAddr6 {
+        dev: String,
+        addr: IfAddr6,
+    },
+    AddAddr6 {
+        dev: String,
+        addr: IfAddr6,
+    },
+    DelNeigh6 {
+        dev: String,
+        neigh: Neigh6,
+    },
+    AddNeigh6 {
+        dev: String,
+        neigh: Neigh6,
+    },
 }
 
 impl Step {
@@ -91,6 +118,12 @@ impl Step {
                 old: mac,
             },
             Step::AddLink { name, .. } => Step::DelLink { name },
+            Step::DelRoute6 { dev, route } => Step::AddRoute6 { dev, route },
+            Step::AddRoute6 { dev, route } => Step::DelRoute6 { dev, route },
+            Step::DelAddr6 { dev, addr } => Step::AddAddr6 { dev, addr },
+            Step::AddAddr6 { dev, addr } => Step::DelAddr6 { dev, addr },
+            Step::DelNeigh6 { dev, neigh } => Step::AddNeigh6 { dev, neigh },
+            Step::AddNeigh6 { dev, neigh } => Step::DelNeigh6 { dev, neigh },
             // Deleting a link cannot be undone; only recovery deletes links. An alias and
             // the offload setting go with the link.
             Step::DelLink { .. } | Step::SetAlias { .. } | Step::TxChecksumOff { .. } => {
@@ -173,6 +206,72 @@ impl fmt::Display for Step {
             Step::DelLink { name } => write!(f, "ip link del {name}"),
             Step::SetAlias { dev, alias } => write!(f, "ip link set {dev} alias '{alias}'"),
             Step::TxChecksumOff { dev } => write!(f, "ethtool -K {dev} tx off"),
+            Step::DelRoute6 { dev, route } => {
+                write!(f, "ip -6 route del {}", route.route)?;
+                if route.table != RT_TABLE_MAIN {
+                    write!(f, " table {}", route.table)?;
+                }
+                write!(f, " dev {dev}")
+            }
+            Step::AddRoute6 { dev, route } => {
+                write!(f, "ip -6 route add {}", route.route)?;
+                if route.table != RT_TABLE_MAIN {
+                    write!(f, " table {}", route.table)?;
+                }
+                write!(f, " dev {dev}")?;
+                if route.onlink {
+                    write!(f, " onlink")?;
+                }
+                if let Some(src) = route.src {
+                    write!(f, " src {src}")?;
+                }
+                if route.protocol != RTPROT_BOOT {
+                    write!(f, " proto {}", route.protocol)?;
+                }
+                match route.pref {
+                    1 => write!(f, " pref high")?,
+                    3 => write!(f, " pref low")?,
+                    _ => {}
+                }
+                for (metric, value) in &route.metrics {
+                    write!(f, " metric-{metric} {value}")?;
+                }
+                Ok(())
+            }
+            Step::DelAddr6 { dev, addr } => write!(f, "ip -6 addr del {} dev {dev}", addr.net),
+            Step::AddAddr6 { dev, addr } => {
+                write!(f, "ip -6 addr add {} dev {dev}", addr.net)?;
+                if addr.flags & 0x02 != 0 {
+                    write!(f, " nodad")?;
+                }
+                if addr.flags & 0x200 != 0 {
+                    write!(f, " noprefixroute")?;
+                }
+                if let Some(metric) = addr.metric {
+                    write!(f, " metric {metric}")?;
+                }
+                if let Some(proto) = addr.protocol {
+                    write!(f, " proto {proto}")?;
+                }
+                if let Some((valid, preferred)) = addr.lifetime {
+                    write!(f, " valid_lft {valid} preferred_lft {preferred}")?;
+                }
+                Ok(())
+            }
+            Step::DelNeigh6 { dev, neigh } => {
+                write!(f, "ip -6 neigh del {} dev {dev}", neigh.addr)
+            }
+            Step::AddNeigh6 { dev, neigh } => {
+                write!(
+                    f,
+                    "ip -6 neigh add {} lladdr {} nud permanent",
+                    neigh.addr, neigh.mac
+                )?;
+                if neigh.router {
+                    write!(f, " router")?;
+                }
+                write!(f, " dev {dev}")
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Small value types shared by every stage: MAC addresses, IPv4 networks, routes.
+//! Small value types shared by every stage: MAC addresses, IPv4 and IPv6 networks, routes.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// An Ethernet MAC address.
@@ -13,6 +13,23 @@ impl Mac {
     pub fn local_from(mut bytes: [u8; 6]) -> Mac {
         bytes[0] = (bytes[0] & 0xfc) | 0x02;
         Mac(bytes)
+    }
+
+    /// The IPv6 interface identifier the kernel derives from this MAC (modified EUI-64,
+    /// RFC 4291 appendix A): `02:42:0a:01:00:02` -> `::42:aff:fe01:2`.
+    pub fn eui64(&self) -> [u8; 8] {
+        let b = self.0;
+        [b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]
+    }
+
+    /// The link-local address `fe80::/64` + `eui64()`: what a NIC with this MAC gives itself
+    /// (with the kernel's default `addr_gen_mode eui64`).
+    pub fn link_local(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a[0] = 0xfe;
+        a[1] = 0x80;
+        a[8..].copy_from_slice(&self.eui64());
+        Ipv6Addr::from(a)
     }
 }
 
@@ -156,9 +173,145 @@ impl fmt::Display for Route {
     }
 }
 
+/// An IPv6 address with its prefix length, as on an interface (`fd00:1::2/64`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Ipv6Net {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Ipv6Net {
+        Ipv6Net { addr, prefix }
+    }
+
+    /// The network address, e.g. `fd00:1::` for `fd00:1::2/64`.
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & mask_bits6(self.prefix))
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask_bits6(self.prefix) == u128::from(self.network())
+    }
+
+    /// Whether the address is link-local (`fe80::/10`).
+    pub fn is_link_local(&self) -> bool {
+        is_link_local6(self.addr)
+    }
+}
+
+/// Whether `ip` is an IPv6 link-local address (`fe80::/10`).
+pub fn is_link_local6(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+fn mask_bits6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = String;
+    /// Accepts `ADDR/N`; `ADDR` alone is a /128.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, prefix) = s.split_once('/').unwrap_or((s, "128"));
+        let addr: Ipv6Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|n| *n <= 128)
+            .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to 128"))?;
+        Ok(Ipv6Net { addr, prefix })
+    }
+}
+
+/// An IPv6 route through one interface, as much of it as vminit moves and hands on.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Route6 {
+    /// Destination network (`::/0` for the default route).
+    pub dst: Ipv6Net,
+    /// Next hop; `None` for an on-link route.
+    pub gateway: Option<Ipv6Addr>,
+    /// Route metric (priority); the kernel gives IPv6 routes 1024 unless told otherwise.
+    pub metric: Option<u32>,
+}
+
+impl Route6 {
+    /// An on-link route to one address: `ip -6 route add ADDR/128 dev DEV`.
+    pub fn host(addr: Ipv6Addr) -> Route6 {
+        Route6 {
+            dst: Ipv6Net::new(addr, 128),
+            gateway: None,
+            metric: None,
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.dst.prefix == 0
+    }
+}
+
+impl fmt::Display for Route6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_default() {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}/{}", self.dst.network(), self.dst.prefix)?;
+        }
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_network_knows_its_prefix_and_members() {
+        let n: Ipv6Net = "fd00:1::2/64".parse().unwrap();
+        assert_eq!(n.network(), "fd00:1::".parse::<Ipv6Addr>().unwrap());
+        assert!(n.contains("fd00:1::ffff".parse().unwrap()));
+        assert!(!n.contains("fd00:2::1".parse().unwrap()));
+        assert_eq!("fd00:1::7".parse::<Ipv6Net>().unwrap().prefix, 128);
+        assert!("fd00::/129".parse::<Ipv6Net>().is_err());
+        assert!("10.0.0.0/8".parse::<Ipv6Net>().is_err());
+        let all = Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0);
+        assert!(all.contains("2001:db8::1".parse().unwrap()));
+        assert!(Ipv6Net::new("fe80::1".parse().unwrap(), 64).is_link_local());
+        assert!(!n.is_link_local());
+    }
+
+    #[test]
+    fn a_mac_gives_the_link_local_address_the_kernel_derives_from_it() {
+        let m: Mac = "02:42:0a:3d:00:02".parse().unwrap();
+        assert_eq!(
+            m.link_local(),
+            "fe80::42:aff:fe3d:2".parse::<Ipv6Addr>().unwrap()
+        );
+        let calico: Mac = "ee:ee:ee:ee:ee:ee".parse().unwrap();
+        assert_eq!(
+            calico.link_local(),
+            "fe80::ecee:eeff:feee:eeee".parse::<Ipv6Addr>().unwrap()
+        );
+    }
 
     #[test]
     fn parses_prefix_and_netmask_forms() {

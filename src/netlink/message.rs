@@ -205,7 +205,7 @@ fn route_message(index: u32, route: &KernelRoute) -> RouteMessage {
 }
 
 /// An `RTAX_*` route metric with a number value (the congestion-control name is not kept).
-fn route_metric(kind: u16, value: u32) -> Option<RouteMetric> {
+pub fn route_metric(kind: u16, value: u32) -> Option<RouteMetric> {
     Some(match kind {
         1 => RouteMetric::Lock(value),
         2 => RouteMetric::Mtu(value),

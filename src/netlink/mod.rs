@@ -5,6 +5,7 @@
 //! decisions (rollback order, retries, the index cache) are unit-tested with a fake.
 
 pub mod message;
+pub mod message6;
 
 use std::io;
 
@@ -19,8 +20,8 @@ use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::netstate::{IfAddr, KernelRoute, Neigh};
-use crate::types::{Ipv4Net, Mac};
+use crate::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
+use crate::types::{Ipv4Net, Ipv6Net, Mac};
 use message::MacLink;
 
 /// The kernel calls the applier makes: rtnetlink requests, and one ethtool ioctl.
@@ -41,6 +42,12 @@ pub trait Rtnetlink {
     fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
     /// `ethtool -K DEV tx off`
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()>;
+    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()>;
+    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()>;
+    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
+    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
+    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
+    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -223,8 +230,48 @@ impl Netlink {
 
     /// `ip -4 route show table all`
     pub fn routes(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.routes_of(AddressFamily::Inet)
+    }
+
+    /// `ip -6 addr show`
+    pub fn addresses6(&mut self) -> io::Result<Vec<AddressMessage>> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let msg = RouteNetlinkMessage::GetAddress(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -6 route show table all`
+    pub fn routes6(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.routes_of(AddressFamily::Inet6)
+    }
+
+    /// `ip -6 neigh show`
+    pub fn neighbours6(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let msg = RouteNetlinkMessage::GetNeighbour(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4|-6 route show table all`
+    fn routes_of(&mut self, family: AddressFamily) -> io::Result<Vec<RouteMessage>> {
         let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
+        req.header.address_family = family;
         let msg = RouteNetlinkMessage::GetRoute(req);
         Ok(self
             .dump(msg)?
@@ -313,5 +360,35 @@ impl Rtnetlink for Netlink {
 
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
         crate::ethtool::disable_tx_checksum(dev)
+    }
+
+    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
+        let msg = message6::add_addr6(index, addr);
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+    }
+
+    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
+        let msg = message6::del_addr6(index, net);
+        self.request(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
+    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+        let msg = message6::add_route6(index, route);
+        self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
+    }
+
+    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+        let msg = message6::del_route6(index, route);
+        self.request(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+
+    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+        let msg = message6::add_neigh6(index, neigh);
+        self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
+    }
+
+    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+        let msg = message6::del_neigh6(index, neigh);
+        self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
     }
 }
