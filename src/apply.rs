@@ -246,6 +246,19 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.add_neigh6(i, neigh)
             }
+            Step::NoAddrGen { dev } => {
+                let i = self.index(dev)?;
+                match self.nl.no_addr_gen(i) {
+                    // No IPv6 on this link at all (a kernel without it, an MTU below 1280):
+                    // nothing to prevent.
+                    Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(()),
+                    other => other,
+                }
+            }
+            Step::SetUp { dev } => {
+                let i = self.index(dev)?;
+                self.nl.set_up(i)
+            }
             Step::TxChecksumOff { dev } => match self.nl.tx_checksum_off(dev) {
                 // A nicety for old DHCP clients, not a requirement: macvlans on veth
                 // cannot change it.
@@ -406,6 +419,12 @@ mod tests {
         }
         fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
             self.call(format!("neigh del {} dev {index}", neigh.addr))
+        }
+        fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} addrgenmode none"))
+        }
+        fn set_up(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} up"))
         }
     }
 

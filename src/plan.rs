@@ -372,8 +372,10 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
     steps
 }
 
-/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU.
-fn create_guest_nic(guest: &NicPlan) -> [Step; 2] {
+/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU. It is
+/// brought up only once it cannot give itself an IPv6 link-local address: with the guest's
+/// MAC, that would be the guest's own.
+fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
     [
         Step::AddLink {
             kind: MacLinkKind::Macvtap,
@@ -381,11 +383,17 @@ fn create_guest_nic(guest: &NicPlan) -> [Step; 2] {
             lower: guest.lower.clone(),
             mac: Some(guest.mac),
             mtu: guest.mtu,
-            up: true,
+            up: false,
         },
         Step::SetAlias {
             dev: guest.tap.clone(),
             alias: identity::tap_alias(&guest.lower),
+        },
+        Step::NoAddrGen {
+            dev: guest.tap.clone(),
+        },
+        Step::SetUp {
+            dev: guest.tap.clone(),
         },
     ]
 }
@@ -579,8 +587,10 @@ mod tests {
                 "ip route del default via 172.19.0.1 dev eth0".into(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:aa".into(),
-                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 up type macvtap mode bridge".into(),
+                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 type macvtap mode bridge".into(),
                 "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
+                "ip link set vmtap0 addrgenmode none".into(),
+                "ip link set vmtap0 up".into(),
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
@@ -959,7 +969,13 @@ mod tests {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
         for step in &p.steps {
             match (step, step.inverse()) {
-                (Step::SetAlias { .. } | Step::TxChecksumOff { .. }, undo) => {
+                (
+                    Step::SetAlias { .. }
+                    | Step::TxChecksumOff { .. }
+                    | Step::NoAddrGen { .. }
+                    | Step::SetUp { .. },
+                    undo,
+                ) => {
                     assert!(undo.is_none())
                 }
                 (Step::AddRoute { dev, route, .. }, Some(undo)) => {

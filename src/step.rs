@@ -96,6 +96,14 @@ pub enum Step {
         dev: String,
         neigh: Neigh6,
     },
+    /// No IPv6 addresses of its own for a link (the guest's macvtap would otherwise give
+    /// itself the guest's link-local address): set while the link is down.
+    NoAddrGen {
+        dev: String,
+    },
+    SetUp {
+        dev: String,
+    },
     AddNeigh6 {
         dev: String,
         neigh: Neigh6,
@@ -126,7 +134,11 @@ impl Step {
             Step::AddNeigh6 { dev, neigh } => Step::DelNeigh6 { dev, neigh },
             // Deleting a link cannot be undone; only recovery deletes links. An alias and
             // the offload setting go with the link.
-            Step::DelLink { .. } | Step::SetAlias { .. } | Step::TxChecksumOff { .. } => {
+            Step::DelLink { .. }
+            | Step::SetAlias { .. }
+            | Step::TxChecksumOff { .. }
+            | Step::NoAddrGen { .. }
+            | Step::SetUp { .. } => {
                 return None;
             }
         })
@@ -258,6 +270,8 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
+            Step::NoAddrGen { dev } => write!(f, "ip link set {dev} addrgenmode none"),
+            Step::SetUp { dev } => write!(f, "ip link set {dev} up"),
             Step::DelNeigh6 { dev, neigh } => {
                 write!(f, "ip -6 neigh del {} dev {dev}", neigh.addr)
             }

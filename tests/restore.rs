@@ -71,6 +71,8 @@ fn diff(before: &NetState, after: &NetState) -> String {
         ("routes", &before.routes, &after.routes),
         ("rules", &before.rules, &after.rules),
         ("neighbours", &before.neighbours, &after.neighbours),
+        ("routes6", &before.routes6, &after.routes6),
+        ("rules6", &before.rules6, &after.rules6),
     ] {
         for line in a.lines().filter(|l| !b.lines().any(|m| m == *l)) {
             out += &format!("{what} lost:   {line}\n");

@@ -9,6 +9,9 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
     AddressScope, CacheInfo,
 };
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -159,6 +162,26 @@ fn neigh6_message(index: u32, neigh: &Neigh6) -> NeighbourMessage {
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
             neigh.addr,
         )));
+    msg
+}
+
+/// `ip link set dev INDEX addrgenmode none`: the link makes no IPv6 address for itself.
+pub fn no_addr_gen(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    msg
+}
+
+/// `ip link set dev INDEX up`
+pub fn set_up(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
     msg
 }
 

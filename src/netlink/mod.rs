@@ -48,6 +48,10 @@ pub trait Rtnetlink {
     fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
     fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
     fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
+    /// `ip link set DEV addrgenmode none`
+    fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
+    /// `ip link set DEV up`
+    fn set_up(&mut self, index: u32) -> io::Result<()>;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -390,5 +394,14 @@ impl Rtnetlink for Netlink {
     fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
         let msg = message6::del_neigh6(index, neigh);
         self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
+    }
+
+    fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
+        let msg = message6::no_addr_gen(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn set_up(&mut self, index: u32) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::SetLink(message6::set_up(index)), 0)
     }
 }

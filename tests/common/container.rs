@@ -1,12 +1,12 @@
 //! A container's network namespace, with NICs set up the way Docker and Kubernetes set them up.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use super::cmd::CmdOutput;
 use super::names::unique_id;
 use super::netns::Netns;
-use super::network::{K8S_GATEWAY, Network};
+use super::network::{CALICO_GATEWAY6, K8S_GATEWAY, Network};
 
 /// How to attach one NIC; unset fields get Docker's choices.
 #[derive(Debug, Clone, Default)]
@@ -14,6 +14,7 @@ pub struct NicSpec {
     name: Option<String>,
     mac: Option<String>,
     addrs: Vec<String>,
+    addrs6: Vec<String>,
     mtu: Option<u32>,
 }
 
@@ -52,6 +53,12 @@ impl NicSpec {
         self
     }
 
+    /// One more IPv6 address, as `ADDR/PREFIX`, added as Docker adds them (`nodad`).
+    pub fn addr6(mut self, cidr: &str) -> NicSpec {
+        self.addrs6.push(cidr.to_owned());
+        self
+    }
+
     /// The MTU (default: the network's).
     pub fn mtu(mut self, mtu: u32) -> NicSpec {
         self.mtu = Some(mtu);
@@ -67,6 +74,8 @@ pub struct Nic {
     pub mac: String,
     /// `ADDR/PREFIX`, in the order they were added.
     pub addrs: Vec<String>,
+    /// IPv6 `ADDR/PREFIX`, in the order they were added.
+    pub addrs6: Vec<String>,
     pub mtu: u32,
     /// The other end of the veth, on the network's bridge.
     pub port: String,
@@ -76,6 +85,16 @@ impl Nic {
     /// The first address, without its prefix.
     pub fn ip(&self) -> Ipv4Addr {
         let first = self.addrs.first().expect("NIC has an address");
+        first
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("ADDR/PREFIX")
+    }
+
+    /// The first IPv6 address, without its prefix.
+    pub fn ip6(&self) -> Ipv6Addr {
+        let first = self.addrs6.first().expect("NIC has an IPv6 address");
         first
             .split('/')
             .next()
@@ -95,8 +114,22 @@ pub struct Container {
 impl Container {
     /// An empty namespace with only `lo`, like `docker create --network none`.
     pub fn new() -> Container {
+        Container::build(false)
+    }
+
+    /// An empty namespace with only `lo` and IPv6 enabled, like a container on a Docker
+    /// `--ipv6` network (or a dual-stack pod) before its NICs are attached.
+    pub fn with_ipv6() -> Container {
+        Container::build(true)
+    }
+
+    fn build(ipv6: bool) -> Container {
         let id = unique_id();
-        let ns = Netns::create(&id, "ctr");
+        let ns = if ipv6 {
+            Netns::create_ipv6(&id, "ctr")
+        } else {
+            Netns::create(&id, "ctr")
+        };
         Container {
             id,
             ns,
@@ -147,6 +180,11 @@ impl Container {
                 self.ns.ip(&["addr", "add", cidr, "dev", &name]);
             }
         }
+        for cidr in &spec.addrs6 {
+            // ip -6 addr add ADDR/PREFIX dev ethN nodad (as Docker's libnetwork does)
+            self.ns
+                .ip(&["-6", "addr", "add", cidr, "dev", &name, "nodad"]);
+        }
         self.ns.ip(&["link", "set", &name, "up"]);
         // The bridge's side comes up asynchronously; a snapshot taken before that differs
         // from one taken after only by NO-CARRIER.
@@ -163,6 +201,7 @@ impl Container {
             name,
             mac,
             addrs: spec.addrs,
+            addrs6: spec.addrs6,
             mtu,
             port,
         };
@@ -201,6 +240,37 @@ impl Container {
         ]);
     }
 
+    /// `ip -6 route add default via VIA dev DEV`, as Docker does for an `--ipv6` network that
+    /// holds the container's gateway.
+    pub fn set_default_route6(&self, via: Ipv6Addr, dev: &str) {
+        self.ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &via.to_string(),
+            "dev",
+            dev,
+        ]);
+    }
+
+    /// Calico's IPv6 pod route: `default via fe80::ecee:eeff:feee:eeee dev DEV`; `net`'s bridge
+    /// answers for that address from then on.
+    pub fn set_calico_default_route6(&self, net: &Network, dev: &str) {
+        net.answer_for_calico_gateway6();
+        self.ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &CALICO_GATEWAY6.to_string(),
+            "dev",
+            dev,
+        ]);
+    }
+
     /// Runs `sh -c SCRIPT` in the container's network namespace (not in vminit's other
     /// namespaces; see `Vminit::exec_inside` for that).
     pub fn exec(&self, script: &str) -> CmdOutput {
@@ -210,18 +280,29 @@ impl Container {
     /// The container's links, addresses, routes of every table, policy rules and permanent
     /// neighbours now, normalised so that two snapshots compare equal when nothing changed.
     pub fn net_state(&self) -> NetState {
+        // An IPv6 address put back runs duplicate address detection (about a second) before it
+        // is usable: wait for it, as a user would, rather than compare a passing state.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.ns.ip(&["-6", "addr", "show"]).contains("tentative")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         NetState {
             links: normalise(&self.ns.ip(&["-d", "link", "show"])),
             addrs: normalise(&self.ns.ip(&["addr", "show"])),
             routes: normalise(&self.ns.ip(&["route", "show", "table", "all"])),
             rules: normalise(&self.ns.ip(&["rule", "show"])),
             neighbours: normalise(&self.ns.ip(&["neigh", "show", "nud", "permanent"])),
+            routes6: normalise(&self.ns.ip(&["-6", "route", "show", "table", "all"])),
+            rules6: normalise(&self.ns.ip(&["-6", "rule", "show"])),
         }
     }
 }
 
-/// A snapshot of a namespace's network configuration (`ip -d link`, `ip addr`, `ip route show
-/// table all`, `ip rule`, `ip neigh show nud permanent`), for `assert_eq!(before, after)`.
+/// A snapshot of a namespace's network configuration (`ip -d link`, `ip addr` (both families),
+/// `ip route show table all`, `ip rule`, `ip neigh show nud permanent` (both families), `ip -6
+/// route show table all`, `ip -6 rule`), for `assert_eq!(before, after)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetState {
     pub links: String,
@@ -229,13 +310,21 @@ pub struct NetState {
     pub routes: String,
     pub rules: String,
     pub neighbours: String,
+    pub routes6: String,
+    pub rules6: String,
 }
 
-/// Whitespace collapsed, address lifetimes (which count down) dropped.
+/// Whitespace collapsed, address lifetimes and route expiry times (which count down) dropped.
 fn normalise(text: &str) -> String {
     text.lines()
         .filter(|line| !line.contains("valid_lft"))
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|line| {
+            let mut words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| *w == "expires") {
+                words.drain(i..(i + 2).min(words.len()));
+            }
+            words.join(" ")
+        })
         .filter(|line| !line.is_empty())
         .map(|line| line + "\n")
         .collect()

@@ -36,7 +36,7 @@ pub use disk::ScratchDisk;
 pub use guest::{Cidata, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;
-pub use network::{K8S_GATEWAY, Network};
+pub use network::{CALICO_GATEWAY6, K8S_GATEWAY, Net6, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
 pub use standin::{recorder, standin_script};

@@ -7,6 +7,7 @@ use super::names::netns_name;
 ///
 /// IPv6 is disabled in it (as Docker does for IPv4-only networks): no router solicitations, no
 /// duplicate address detection, nothing that makes link state or addresses change by themselves.
+/// [`Netns::create_ipv6`] makes one with IPv6, for the IPv6 shapes.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
@@ -15,12 +16,19 @@ pub struct Netns {
 impl Netns {
     /// Creates the namespace `<id>-<role>-<pid>` with `lo` up.
     pub fn create(id: &str, role: &str) -> Netns {
+        let ns = Netns::create_ipv6(id, role);
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+        ns
+    }
+
+    /// Creates the namespace `<id>-<role>-<pid>` with `lo` up and IPv6 as the kernel has it by
+    /// default (links get link-local addresses, hosts solicit routers).
+    pub fn create_ipv6(id: &str, role: &str) -> Netns {
         let name = netns_name(id, role);
         // ip netns add NAME
         run_ok(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }

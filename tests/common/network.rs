@@ -1,7 +1,7 @@
 //! A Docker-like network: a bridge with the gateway address in its own namespace ("the host"),
 //! and a peer namespace on the bridge that plays another machine on the network.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::cmd::CmdOutput;
@@ -13,6 +13,11 @@ pub const K8S_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 /// Host number of the peer in every network (10.N.0.50).
 const PEER_HOST: u8 = 50;
+
+/// The link-local gateway Calico gives IPv6 pods: `default via fe80::ecee:eeff:feee:eeee dev eth0`
+/// (the EUI-64 address of the host side's MAC ee:ee:ee:ee:ee:ee).
+pub const CALICO_GATEWAY6: Ipv6Addr =
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 
 /// The network 10.N.0.0/24: bridge `<id>br` with 10.N.0.1 in the host namespace, and a peer
 /// namespace whose `eth0` (10.N.0.50) hangs on the bridge. The host namespace forwards IPv4, so a
@@ -37,8 +42,41 @@ pub struct Network {
     pub peer_ip: Ipv4Addr,
     /// The MTU of the bridge, the peer and (by default) every NIC attached.
     pub mtu: u32,
+    /// The IPv6 side of a dual-stack network ([`Network::dual_stack`]).
+    pub v6: Option<Net6>,
     ports: AtomicU32,
     answers_k8s_gateway: AtomicBool,
+}
+
+/// The IPv6 side of a dual-stack network, shaped like a Docker `--ipv6` user network:
+/// `fd00:N::/64`, the gateway `fd00:N::1` on the bridge (which sends no router advertisements),
+/// a peer at `fd00:N::50`, and a host beyond the gateway.
+#[derive(Debug, Clone)]
+pub struct Net6 {
+    /// `fd00:N::1`, on the bridge.
+    pub gateway: Ipv6Addr,
+    /// 64.
+    pub prefix: u8,
+    /// `fd00:N::50`, the peer's address.
+    pub peer_ip: Ipv6Addr,
+    /// `fd00:ff:N::1`: an address of the host namespace outside the network, reachable only
+    /// through the gateway.
+    pub far: Ipv6Addr,
+    /// The bridge's MAC: what every neighbour of the gateway sees.
+    pub gateway_mac: String,
+}
+
+impl Net6 {
+    /// `fd00:N::host`.
+    pub fn addr(&self, host: u16) -> Ipv6Addr {
+        let s = self.gateway.segments();
+        Ipv6Addr::new(s[0], s[1], 0, 0, 0, 0, 0, host)
+    }
+
+    /// `addr/64`.
+    pub fn cidr(&self, addr: Ipv6Addr) -> String {
+        format!("{addr}/{}", self.prefix)
+    }
 }
 
 impl Network {
@@ -50,11 +88,26 @@ impl Network {
     /// The network 10.`index`.0.0/24 with the given MTU (as `docker network create -o
     /// com.docker.network.driver.mtu=MTU`).
     pub fn with_mtu(index: u8, mtu: u32) -> Network {
+        Network::build(index, mtu, false)
+    }
+
+    /// The network 10.`index`.0.0/24 and, for IPv6, fd00:`index`::/64 with the gateway
+    /// fd00:`index`::1 (see [`Net6`]); MTU 1500.
+    pub fn dual_stack(index: u8) -> Network {
+        Network::build(index, 1500, true)
+    }
+
+    fn build(index: u8, mtu: u32, ipv6: bool) -> Network {
         let id = unique_id();
-        let host = Netns::create(&id, "br");
-        let peer = Netns::create(&id, "peer");
+        let create = if ipv6 {
+            Netns::create_ipv6
+        } else {
+            Netns::create
+        };
+        let host = create(&id, "br");
+        let peer = create(&id, "peer");
         let bridge = ifname(&id, "br");
-        let net = Network {
+        let mut net = Network {
             gateway: Ipv4Addr::new(10, index, 0, 1),
             peer_ip: Ipv4Addr::new(10, index, 0, PEER_HOST),
             prefix: 24,
@@ -64,6 +117,7 @@ impl Network {
             host,
             peer,
             id,
+            v6: None,
             ports: AtomicU32::new(0),
             answers_k8s_gateway: AtomicBool::new(false),
         };
@@ -91,7 +145,88 @@ impl Network {
         net.peer.ip(&["link", "set", "eth0", "up"]);
         net.peer
             .ip(&["route", "add", "default", "via", &net.gateway.to_string()]);
+        if ipv6 {
+            net.add_ipv6();
+        }
         net
+    }
+
+    /// The IPv6 side (see [`Net6`]): addresses without duplicate address detection, as Docker
+    /// adds them, and forwarding in the host namespace.
+    fn add_ipv6(&mut self) {
+        let n = u16::from(self.index);
+        let gateway = Ipv6Addr::new(0xfd00, n, 0, 0, 0, 0, 0, 1);
+        let peer_ip = Ipv6Addr::new(0xfd00, n, 0, 0, 0, 0, 0, u16::from(PEER_HOST));
+        let far = Ipv6Addr::new(0xfd00, 0xff, n, 0, 0, 0, 0, 1);
+        for (key, value) in [
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.conf.all.accept_redirects", "0"),
+        ] {
+            self.host.sysctl(key, value);
+        }
+        // ip -6 addr add fd00:N::1/64 dev BR nodad; ip -6 addr add fd00:ff:N::1/128 dev lo
+        self.host.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{gateway}/64"),
+            "dev",
+            &self.bridge,
+            "nodad",
+        ]);
+        self.host
+            .ip(&["-6", "addr", "add", &format!("{far}/128"), "dev", "lo"]);
+        self.peer.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{peer_ip}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        self.peer
+            .ip(&["-6", "route", "add", "default", "via", &gateway.to_string()]);
+        let gateway_mac = self
+            .host
+            .exec_ok(&format!("cat /sys/class/net/{}/address", self.bridge))
+            .trim()
+            .to_string();
+        self.v6 = Some(Net6 {
+            gateway,
+            prefix: 64,
+            peer_ip,
+            far,
+            gateway_mac,
+        });
+    }
+
+    /// The IPv6 side; panics for a network made without one.
+    pub fn net6(&self) -> &Net6 {
+        self.v6
+            .as_ref()
+            .expect("an IPv6 network (Network::dual_stack)")
+    }
+
+    /// True when the peer gets at least one answer of three IPv6 pings to `addr`.
+    pub fn peer_ping6(&self, addr: Ipv6Addr) -> bool {
+        self.peer_exec(&format!("ping -6 -n -q -c 3 -i 0.2 -W 1 {addr}"))
+            .success()
+    }
+
+    /// Makes the bridge answer for [`CALICO_GATEWAY6`] (as Calico's host side does), beside its
+    /// own link-local address.
+    pub fn answer_for_calico_gateway6(&self) {
+        // ip -6 addr add fe80::ecee:eeff:feee:eeee/64 dev BR nodad
+        self.host.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{CALICO_GATEWAY6}/64"),
+            "dev",
+            &self.bridge,
+            "nodad",
+        ]);
     }
 
     /// 10.N.0.`host`.
