@@ -255,9 +255,9 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                     other => other,
                 }
             }
-            Step::SetUp { dev } => {
+            Step::SetUpAllMulticast { dev } => {
                 let i = self.index(dev)?;
-                self.nl.set_up(i)
+                self.nl.set_up_allmulticast(i)
             }
             Step::TxChecksumOff { dev } => match self.nl.tx_checksum_off(dev) {
                 // A nicety for old DHCP clients, not a requirement: macvlans on veth
@@ -423,8 +423,8 @@ mod tests {
         fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
             self.call(format!("link set {index} addrgenmode none"))
         }
-        fn set_up(&mut self, index: u32) -> io::Result<()> {
-            self.call(format!("link set {index} up"))
+        fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} allmulticast on up"))
         }
     }
 

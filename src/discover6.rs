@@ -115,6 +115,30 @@ pub fn neigh6_of(msg: NeighbourMessage) -> Option<Neigh6Entry> {
     })
 }
 
+/// A neighbour whose link-layer address the kernel knows now (reachable, stale, being
+/// checked, or permanent): `(interface, address, MAC)`.
+pub fn neigh6_known(msg: &NeighbourMessage) -> Option<(u32, Ipv6Addr, Mac)> {
+    use NeighbourState::{Delay, Noarp, Permanent, Probe, Reachable, Stale};
+    if !matches!(
+        msg.header.state,
+        Reachable | Stale | Delay | Probe | Permanent | Noarp
+    ) {
+        return None;
+    }
+    let mut addr = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => addr = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                mac = Some(Mac(l.as_slice().try_into().ok()?));
+            }
+            _ => {}
+        }
+    }
+    Some((msg.header.ifindex, addr?, mac?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,19 +7,25 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod accel;
+mod announce;
+mod announcer;
 mod apply;
 mod config;
 mod devices;
+mod dhcp6;
 mod dhcp_server;
 mod discover;
 mod discover6;
 mod dnsmasq;
 mod error;
 mod ethtool;
+mod gateway6;
 mod identity;
 mod kvm;
+mod ndp;
 mod netlink;
 mod netstate;
+mod packet;
 mod plan;
 mod plan6;
 mod policy;

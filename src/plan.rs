@@ -373,8 +373,9 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
 }
 
 /// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU. It is
-/// brought up only once it cannot give itself an IPv6 link-local address: with the guest's
-/// MAC, that would be the guest's own.
+/// brought up only once it cannot give itself an IPv6 link-local address (with the guest's
+/// MAC, that would be the guest's own), and passes all multicast on (the guest's IPv6
+/// neighbour solicitations arrive in groups only the guest knows it is in).
 fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
     [
         Step::AddLink {
@@ -392,7 +393,7 @@ fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
         Step::NoAddrGen {
             dev: guest.tap.clone(),
         },
-        Step::SetUp {
+        Step::SetUpAllMulticast {
             dev: guest.tap.clone(),
         },
     ]
@@ -590,7 +591,7 @@ mod tests {
                 "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 type macvtap mode bridge".into(),
                 "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
                 "ip link set vmtap0 addrgenmode none".into(),
-                "ip link set vmtap0 up".into(),
+                "ip link set vmtap0 allmulticast on up".into(),
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
@@ -973,7 +974,7 @@ mod tests {
                     Step::SetAlias { .. }
                     | Step::TxChecksumOff { .. }
                     | Step::NoAddrGen { .. }
-                    | Step::SetUp { .. },
+                    | Step::SetUpAllMulticast { .. },
                     undo,
                 ) => {
                     assert!(undo.is_none())

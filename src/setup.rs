@@ -14,6 +14,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
+use crate::announce::{Dns6, Learned};
+use crate::announcer::Announcers;
 use crate::apply::Applier;
 use crate::config::{self, Accel, Command, Config, Pause, Vhost};
 use crate::devices::{self, Tap};
@@ -25,7 +27,7 @@ use crate::plan::{self, Plan};
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, dnsmasq, identity, qemu, resolv, seed, spawn};
+use crate::{discover, dnsmasq, gateway6, identity, qemu, resolv, seed, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
@@ -129,6 +131,8 @@ struct Setup<'a> {
     run_dir: RunDir,
     nl: Netlink,
     dhcp: Option<DhcpServer>,
+    /// The guest's IPv6 announcements, handed to the supervisor.
+    announcers: Option<Announcers>,
     undo: Undo,
 }
 
@@ -152,6 +156,7 @@ impl<'a> Setup<'a> {
             run_dir,
             nl,
             dhcp: None,
+            announcers: None,
             undo: Undo::default(),
         })
     }
@@ -168,7 +173,9 @@ impl<'a> Setup<'a> {
             _ => (kvm, None),
         };
         self.start_dnsmasq(&plan)?;
+        let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
+        self.open_announcers(&plan, &learned)?;
         let accel = match forced {
             Some(accel) => accel,
             None => self.choose_accelerator(kvm)?,
@@ -180,6 +187,29 @@ impl<'a> Setup<'a> {
             return Err(self.exec_shell(&shell, &argv));
         }
         self.start_qemu(&argv, taps)
+    }
+
+    /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
+    /// still has its addresses: the guest's router advertisements speak for them.
+    fn learn_gateways6(&mut self, plan: &Plan) -> Result<Vec<Learned>> {
+        if !self.config.dhcp || plan.v6.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = self.discover()?;
+        gateway6::learn(&mut self.nl, &state, &plan.v6)
+    }
+
+    /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
+    /// advertisements, DHCPv6), which the supervisor then serves.
+    fn open_announcers(&mut self, plan: &Plan, learned: &[Learned]) -> Result<()> {
+        if !self.config.dhcp || plan.v6.is_empty() {
+            return Ok(());
+        }
+        let state = self.discover()?;
+        let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
+        let dns = Dns6::from_resolv_conf(&resolv);
+        self.announcers = Some(Announcers::open(&plan.v6, learned, &state, &dns)?);
+        Ok(())
     }
 
     /// Puts back NICs that an earlier, killed vminit left taken over. Returns the state
@@ -412,7 +442,8 @@ impl<'a> Setup<'a> {
 
     /// Runs the supervisor until QEMU is gone; returns the exit status.
     fn supervise(&mut self, guest: Guest) -> i32 {
-        let mut effects = LiveEffects::new(self.run_dir.qmp(), self.dhcp.clone());
+        let mut effects = LiveEffects::new(self.run_dir.qmp(), self.dhcp.clone())
+            .with_announcers(self.announcers.take());
         let dnsmasq = self.undo.dnsmasq.take();
         supervise::run(
             self.signals,

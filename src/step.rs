@@ -101,7 +101,10 @@ pub enum Step {
     NoAddrGen {
         dev: String,
     },
-    SetUp {
+    /// Up, passing every multicast frame of the network on: the guest's own multicast
+    /// groups (the solicited-node groups IPv6 neighbour discovery asks in) are not known to
+    /// the container's side of a macvtap, whose filter would drop them.
+    SetUpAllMulticast {
         dev: String,
     },
     AddNeigh6 {
@@ -138,7 +141,7 @@ impl Step {
             | Step::SetAlias { .. }
             | Step::TxChecksumOff { .. }
             | Step::NoAddrGen { .. }
-            | Step::SetUp { .. } => {
+            | Step::SetUpAllMulticast { .. } => {
                 return None;
             }
         })
@@ -271,7 +274,9 @@ impl fmt::Display for Step {
                 Ok(())
             }
             Step::NoAddrGen { dev } => write!(f, "ip link set {dev} addrgenmode none"),
-            Step::SetUp { dev } => write!(f, "ip link set {dev} up"),
+            Step::SetUpAllMulticast { dev } => {
+                write!(f, "ip link set {dev} allmulticast on up")
+            }
             Step::DelNeigh6 { dev, neigh } => {
                 write!(f, "ip -6 neigh del {} dev {dev}", neigh.addr)
             }

@@ -4,7 +4,7 @@
 //! The decisions are a pure state machine (`policy::Policy`); `run` only feeds it events
 //! and carries out its actions.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::announcer::Announcers;
 use crate::dhcp_server::DhcpServer;
 use crate::policy::{Action, Event, Exit, Policy};
 use crate::qmp;
@@ -67,6 +68,19 @@ pub trait Effects {
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
     fn start_dnsmasq(&mut self) -> Option<Pid>;
+
+    /// More descriptors the loop waits on beside the signalfd (the IPv6 announcer's sockets).
+    fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
+        Vec::new()
+    }
+
+    /// When the loop must wake up for them at the latest.
+    fn next_wakeup(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called after every wake-up: reads what is ready on them, sends what is due.
+    fn on_wakeup(&mut self, _now: Instant) {}
 }
 
 /// Runs until the policy says exit; returns the exit status.
@@ -80,18 +94,31 @@ pub fn run(
     let mut policy = Policy::new(stop_timeout, dnsmasq.is_some(), Instant::now());
     let mut stopping_dnsmasq = false;
     loop {
-        let timeout = match policy.next_deadline() {
+        let deadline = match (policy.next_deadline(), effects.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(t) => {
                 let ms = t.saturating_duration_since(Instant::now()).as_millis();
                 PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => log::warn!("poll: {e}"),
+        {
+            let watched = effects.watched_fds();
+            let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                watched
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => log::warn!("poll: {e}"),
+            }
         }
+        effects.on_wakeup(Instant::now());
         let mut events = Vec::new();
         for sig in signals.pending() {
             log::debug!("signal {sig}");
@@ -192,11 +219,23 @@ pub fn describe(exit: Exit) -> String {
 pub struct LiveEffects {
     qmp: PathBuf,
     dhcp: Option<DhcpServer>,
+    /// The guest's IPv6 announcements, when there are any.
+    announcers: Option<Announcers>,
 }
 
 impl LiveEffects {
     pub fn new(qmp: PathBuf, dhcp: Option<DhcpServer>) -> LiveEffects {
-        LiveEffects { qmp, dhcp }
+        LiveEffects {
+            qmp,
+            dhcp,
+            announcers: None,
+        }
+    }
+
+    /// Adds the IPv6 announcements to what the loop serves.
+    pub fn with_announcers(mut self, announcers: Option<Announcers>) -> LiveEffects {
+        self.announcers = announcers;
+        self
     }
 }
 
@@ -226,6 +265,23 @@ impl Effects for LiveEffects {
                 log::warn!("{e}");
                 None
             }
+        }
+    }
+
+    fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.announcers
+            .as_ref()
+            .map(Announcers::fds)
+            .unwrap_or_default()
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.announcers.as_ref()?.next_wakeup()
+    }
+
+    fn on_wakeup(&mut self, now: Instant) {
+        if let Some(announcers) = &mut self.announcers {
+            announcers.work(now);
         }
     }
 }

@@ -176,12 +176,12 @@ pub fn no_addr_gen(index: u32) -> LinkMessage {
     msg
 }
 
-/// `ip link set dev INDEX up`
-pub fn set_up(index: u32) -> LinkMessage {
+/// `ip link set dev INDEX allmulticast on up`
+pub fn set_up_allmulticast(index: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
+    msg.header.flags = LinkFlags::Up | LinkFlags::Allmulti;
+    msg.header.change_mask = LinkFlags::Up | LinkFlags::Allmulti;
     msg
 }
 

@@ -50,8 +50,8 @@ pub trait Rtnetlink {
     fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
     /// `ip link set DEV addrgenmode none`
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
-    /// `ip link set DEV up`
-    fn set_up(&mut self, index: u32) -> io::Result<()>;
+    /// `ip link set DEV allmulticast on up`
+    fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()>;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -401,7 +401,8 @@ impl Rtnetlink for Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    fn set_up(&mut self, index: u32) -> io::Result<()> {
-        self.request(RouteNetlinkMessage::SetLink(message6::set_up(index)), 0)
+    fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
+        let msg = message6::set_up_allmulticast(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 }

@@ -90,6 +90,27 @@ pub struct GuestReport {
     pub domain: Option<String>,
     pub search: Vec<String>,
     pub hostname: String,
+    /// Every IPv6 address of the guest's NICs.
+    pub addrs6: Vec<GuestAddr6>,
+    /// Lines of the guest's `ip -6 route`, e.g. `default via fe80::1 dev eth0 proto ra metric
+    /// 1024 pref medium`.
+    pub routes6: Vec<String>,
+    /// Lines of the guest's `ip -6 neigh`, e.g. `fe80::1 dev eth0 lladdr 02:42:… router STALE`.
+    pub neigh6: Vec<String>,
+    /// The raw DHCPv6 facts per NIC (`ip6`, `dns6`, `search6`, `lifetime`).
+    pub dhcp6: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One IPv6 address of the guest, as `ip -6 addr` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestAddr6 {
+    pub nic: String,
+    /// `ADDR/PREFIX`
+    pub addr: String,
+    /// `global` or `link`
+    pub scope: String,
+    /// `tentative`, `dadfailed`, `dynamic`, … as `ip` prints them.
+    pub flags: Vec<String>,
 }
 
 impl GuestReport {
@@ -123,6 +144,25 @@ impl GuestReport {
                 "domain" => report.domain = Some(rest.to_owned()),
                 "search" => report.search = rest.split_whitespace().map(str::to_owned).collect(),
                 "hostname" => report.hostname = rest.to_owned(),
+                "addr6" => {
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if words.len() >= 4 {
+                        report.addrs6.push(GuestAddr6 {
+                            nic: words[0].to_owned(),
+                            addr: words[1].to_owned(),
+                            scope: words[3].to_owned(),
+                            flags: words[4..].iter().map(|w| (*w).to_owned()).collect(),
+                        });
+                    }
+                }
+                "route6" => report.routes6.push(rest.to_owned()),
+                "neigh6" => report.neigh6.push(rest.to_owned()),
+                "dhcp6" => {
+                    let (name, facts) = rest.split_once(' ').unwrap_or((rest, "none"));
+                    if facts != "none" {
+                        report.dhcp6.insert(name.to_owned(), key_values(facts));
+                    }
+                }
                 _ => {}
             }
         }
@@ -132,6 +172,38 @@ impl GuestReport {
     /// The NIC named `name`.
     pub fn nic(&self, name: &str) -> Option<&GuestNic> {
         self.nics.iter().find(|n| n.name == name)
+    }
+
+    /// The global IPv6 addresses of `nic` (`ADDR/PREFIX`).
+    pub fn global6(&self, nic: &str) -> Vec<&GuestAddr6> {
+        self.addrs6
+            .iter()
+            .filter(|a| a.nic == nic && a.scope == "global")
+            .collect()
+    }
+
+    /// The IPv6 default routes (`default via … dev …`); a correct setup has exactly one.
+    pub fn default_routes6(&self) -> Vec<&str> {
+        self.routes6
+            .iter()
+            .map(String::as_str)
+            .filter(|r| r.starts_with("default "))
+            .collect()
+    }
+
+    /// The MAC the guest's neighbour table holds for `addr` on `nic`.
+    pub fn neighbour6(&self, addr: &str, nic: &str) -> Option<String> {
+        self.neigh6.iter().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(addr) && line.contains(&format!(" dev {nic} ")))
+                .then(|| {
+                    words
+                        .skip_while(|w| *w != "lladdr")
+                        .nth(1)
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })
     }
 
     /// The default routes (`default via … dev …`); a correct setup has exactly one.

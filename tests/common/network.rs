@@ -48,6 +48,30 @@ pub struct Network {
     answers_k8s_gateway: AtomicBool,
 }
 
+/// A `tcpdump` listening on the peer's NIC ([`Network::peer_listen`]).
+#[derive(Debug)]
+pub struct Listener {
+    process: super::process::Process,
+}
+
+impl Listener {
+    /// Stops listening; returns the lines of what it heard (empty when it heard nothing).
+    pub fn stop(self) -> Vec<String> {
+        self.process.signal(nix::sys::signal::Signal::SIGINT);
+        self.process.wait_exit(std::time::Duration::from_secs(10));
+        self.process
+            .stdout()
+            .wait_closed(std::time::Duration::from_secs(5));
+        self.process
+            .stdout()
+            .text()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// The IPv6 side of a dual-stack network, shaped like a Docker `--ipv6` user network:
 /// `fd00:N::/64`, the gateway `fd00:N::1` on the bridge (which sends no router advertisements),
 /// a peer at `fd00:N::50`, and a host beyond the gateway.
@@ -64,6 +88,8 @@ pub struct Net6 {
     pub far: Ipv6Addr,
     /// The bridge's MAC: what every neighbour of the gateway sees.
     pub gateway_mac: String,
+    /// The bridge's own link-local address (the kernel's, from its MAC).
+    pub gateway_ll: Ipv6Addr,
 }
 
 impl Net6 {
@@ -192,12 +218,24 @@ impl Network {
             .exec_ok(&format!("cat /sys/class/net/{}/address", self.bridge))
             .trim()
             .to_string();
+        let gateway_ll = self
+            .host
+            .exec_ok(&format!(
+                "ip -6 -o addr show dev {} scope link | awk '{{print $4}}'",
+                self.bridge
+            ))
+            .trim()
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("the bridge's link-local address");
         self.v6 = Some(Net6 {
             gateway,
             prefix: 64,
             peer_ip,
             far,
             gateway_mac,
+            gateway_ll,
         });
     }
 
@@ -212,6 +250,31 @@ impl Network {
     pub fn peer_ping6(&self, addr: Ipv6Addr) -> bool {
         self.peer_exec(&format!("ping -6 -n -q -c 3 -i 0.2 -W 1 {addr}"))
             .success()
+    }
+
+    /// Starts `tcpdump` on the peer's NIC with the capture filter `filter` (a neighbour on the
+    /// network that listens); returns once it listens. Its [`Listener::stop`] says what it heard.
+    pub fn peer_listen(&self, filter: &str) -> Listener {
+        if !super::cmd::run(&["sh", "-c", "command -v tcpdump"]).success() {
+            super::cmd::run_ok_for(
+                &["apt-get", "install", "-y", "tcpdump"],
+                super::cmd::BUILD_TIMEOUT,
+            );
+        }
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", self.peer.name(), "tcpdump"])
+            .args(["-i", "eth0", "-n", "-e", "-l", "-v", filter]);
+        let process = super::process::Process::spawn(command);
+        assert!(
+            process
+                .stderr()
+                .wait_for("listening on", std::time::Duration::from_secs(20))
+                .is_some(),
+            "tcpdump did not start\n{}",
+            process.tails()
+        );
+        Listener { process }
     }
 
     /// Makes the bridge answer for [`CALICO_GATEWAY6`] (as Calico's host side does), beside its
@@ -273,6 +336,14 @@ impl Network {
     /// The MAC address the peer's neighbour table holds for `addr` (who answered its ARP).
     pub fn peer_neighbour_mac(&self, addr: Ipv4Addr) -> Option<String> {
         // ip neigh show ADDR → "10.1.0.2 dev eth0 lladdr 02:42:0a:01:00:02 REACHABLE"
+        let out = self.peer_exec(&format!("ip neigh show {addr}"));
+        let mut words = out.stdout.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_owned)
+    }
+
+    /// The MAC the peer's neighbour table holds for `addr` (IPv4 or IPv6).
+    pub fn peer_neighbour_mac_of(&self, addr: &str) -> Option<String> {
         let out = self.peer_exec(&format!("ip neigh show {addr}"));
         let mut words = out.stdout.split_whitespace();
         words.find(|w| *w == "lladdr")?;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the vminit test guest into OUTDIR: OUTDIR/vmlinuz (Debian's cloud kernel) and
-# OUTDIR/initramfs.cpio.gz (busybox-static, the virtio/ACPI modules and tests/guest/init.sh).
+# OUTDIR/initramfs.cpio.gz (busybox-static, ISC dhclient for DHCPv6, the virtio/ACPI modules and
+# tests/guest/init.sh).
 #
 # Usage: tests/guest/build-guest.sh OUTDIR
 # Environment: GUEST_KERNEL_VERSION (default: the newest installed *-cloud-amd64 kernel).
@@ -26,7 +27,7 @@ cidata_modules="fat vfat nls_cp437 nls_ascii nls_utf8"
 
 # Packages, installed only when missing (dpkg -s is fast; apt-get is not).
 missing=""
-for package in busybox-static linux-image-cloud-amd64 cpio; do
+for package in busybox-static linux-image-cloud-amd64 cpio isc-dhcp-client; do
 	dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
@@ -53,8 +54,8 @@ flock 9
 # The stamp: this script, the guest's scripts, and the identity of every binary input.
 stamp=$(
 	{
-		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh"
-		stat -L -c '%n %s %Y' "$kernel" "$busybox" "$moddir/modules.dep"
+		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh" "$here/dhcp6-event.sh"
+		stat -L -c '%n %s %Y' "$kernel" "$busybox" "$moddir/modules.dep" /sbin/dhclient
 	} | sha256sum | cut -d' ' -f1
 )
 if [ -f "$outdir/.stamp" ] && [ "$(cat "$outdir/.stamp")" = "$stamp" ] &&
@@ -106,6 +107,17 @@ done
 install -m 0755 "$here/init.sh" "$root/init"
 install -m 0644 "$here/lib.sh" "$root/lib/guest.sh"
 install -m 0755 "$here/dhcp-event.sh" "$root/etc/dhcp-event.sh"
+
+# DHCPv6: busybox has no client, Debian's busybox-static no udhcpc6. ISC dhclient (what Debian's
+# ifupdown runs for `inet6 dhcp`) with the C library it links, and its event script.
+install -m 0755 /sbin/dhclient "$root/sbin/dhclient"
+for lib in $(ldd /sbin/dhclient | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+	mkdir -p "$root$(dirname "$lib")"
+	cp -L "$lib" "$root$lib"
+done
+install -m 0755 "$here/dhcp6-event.sh" "$root/etc/dhcp6-event.sh"
+mkdir -p "$root/var/lib/dhcp" "$root/etc/dhcp"
+echo 'request dhcp6.name-servers, dhcp6.domain-search;' >"$root/etc/dhcp/dhclient6.conf"
 
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
 	gzip -9n >"$work/initramfs.cpio.gz"

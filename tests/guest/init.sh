@@ -1,12 +1,17 @@
 #!/bin/sh
-# /init of the vminit test guest: configures every NIC by DHCP, prints a machine-readable report
-# on the serial console, obeys the ACPI power button, then runs a shell on the console.
+# /init of the vminit test guest: configures every NIC by DHCP (IPv4) and by router advertisements
+# and DHCPv6 (IPv6), prints a machine-readable report on the serial console, obeys the ACPI power
+# button, then runs a shell on the console.
 #
 # Console protocol (every line starts at column 0; tests match these prefixes):
 #   GUEST-REPORT nic NAME mac=MAC ip=ADDR/PREFIX[,ADDR/PREFIX...]|none mtu=MTU
 #   GUEST-REPORT dhcp NAME none | ip=.. mask=.. router=.. staticroutes=.. mtu=.. dns=.. domain=..
 #                search=.. hostname=.. lease=.. serverid=..   (raw DHCP facts, lists comma-joined)
 #   GUEST-REPORT route LINE          (each line of `ip -4 route`, whitespace normalised)
+#   GUEST-REPORT addr6 NAME ADDR/PREFIX scope SCOPE [FLAGS]   (each IPv6 address but lo's)
+#   GUEST-REPORT route6 LINE         (each line of `ip -6 route`, whitespace normalised, no expiry)
+#   GUEST-REPORT neigh6 LINE         (each line of `ip -6 neigh`: who the routers are)
+#   GUEST-REPORT dhcp6 NAME none | ip6=.. dns6=.. search6=.. lifetime=..   (raw DHCPv6 facts)
 #   GUEST-REPORT dns ADDR            (each nameserver of /etc/resolv.conf)
 #   GUEST-REPORT domain NAME / GUEST-REPORT search NAMES   (when DHCP gave them)
 #   GUEST-REPORT hostname NAME
@@ -29,6 +34,8 @@
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
 #   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
+#   vminit_test_ipv6=NIC[,NIC]        report only once these NICs have their IPv6 address and route
+#   vminit_test_ipv6_wait=SECONDS     how long to wait for them [30]
 #   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
 
 . /lib/guest.sh
@@ -54,7 +61,9 @@ chmod 0755 /etc/acpi/PWRF/00000080
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid || echo "GUEST-ERROR acpid failed"
 
 nics=$(guest_nics)
+guest_dhcp6 $nics
 guest_dhcp "$(cmdline_value vminit_test_dhcp_tries 5)" $nics
+guest_wait_ipv6 "$(cmdline_value vminit_test_ipv6_wait 30)" $(cmdline_value vminit_test_ipv6 "" | tr ',' ' ')
 
 for nic in $nics; do
 	mac=$(cat "/sys/class/net/$nic/address")
@@ -70,6 +79,24 @@ done
 ip -4 route | while read -r line; do
 	set -- $line
 	echo "GUEST-REPORT route $*"
+done
+for nic in $nics; do
+	ip -6 -o addr show dev "$nic" | while read -r _ name _ addr _ scope rest; do
+		echo "GUEST-REPORT addr6 $nic $addr scope $scope $(echo "$rest" | sed 's/\\.*//')"
+	done
+	if [ -f "/run/dhcp6/$nic" ]; then
+		echo "GUEST-REPORT dhcp6 $nic $(cat "/run/dhcp6/$nic")"
+	else
+		echo "GUEST-REPORT dhcp6 $nic none"
+	fi
+done
+ip -6 route | sed 's/ expires [0-9]*sec//' | while read -r line; do
+	set -- $line
+	echo "GUEST-REPORT route6 $*"
+done
+ip -6 neigh | while read -r line; do
+	set -- $line
+	echo "GUEST-REPORT neigh6 $*"
 done
 sed -n -e 's/^nameserver /GUEST-REPORT dns /p' -e 's/^domain /GUEST-REPORT domain /p' \
 	-e 's/^search /GUEST-REPORT search /p' /etc/resolv.conf

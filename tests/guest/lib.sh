@@ -50,3 +50,71 @@ guest_dhcp() {
 			-O staticroutes -O mtu -O search 2>&1 | sed 's/^/dhcp: /'
 	done
 }
+
+# guest_dhcp6 NIC...: IPv6 as a distribution does it. The kernel handles router advertisements
+# (default route, on-link prefixes, MTU; route information options too, as systemd-networkd,
+# NetworkManager and Windows do); ISC dhclient -6, as Debian's ifupdown runs it for
+# `inet6 dhcp`, asks DHCPv6 for the address and resolvers once the NIC's link-local address
+# passed duplicate address detection (dhclient cannot bind to a tentative one). In the
+# background: guest_wait_ipv6 waits for the result.
+guest_dhcp6() {
+	mkdir -p /run/dhcp6
+	for nic in "$@"; do
+		echo 128 >"/proc/sys/net/ipv6/conf/$nic/accept_ra_rt_info_max_plen"
+		ip link set "$nic" up
+		(
+			guest_oper_up "$nic"
+			tries=0
+			while ip -6 addr show dev "$nic" scope link | grep -q tentative && [ $tries -lt 100 ]; do
+				sleep 0.1
+				tries=$((tries + 1))
+			done
+			if ip -6 addr show dev "$nic" scope link | grep -q dadfailed; then
+				echo "GUEST-ERROR $nic: duplicate address detection failed for the link-local address"
+			fi
+			dhclient -6 -nw -cf /etc/dhcp/dhclient6.conf -sf /etc/dhcp6-event.sh \
+				-lf "/run/dhcp6/$nic.leases" -pf "/run/dhcp6/$nic.pid" "$nic" 2>&1 |
+				sed 's/^/dhcp6: /'
+		) &
+	done
+}
+
+# guest_oper_up NIC: waits (3 s at most) for NIC's operational state to become up, which IPv6
+# needs before it gives the NIC a link-local address. Under TCG, virtio_net was seen to keep a
+# NIC that is up, with carrier, in operstate "down" for good; taking it down and up again
+# cures that, and says so.
+guest_oper_up() {
+	for bounce in no yes; do
+		n=0
+		while [ "$(cat "/sys/class/net/$1/operstate")" != up ] && [ $n -lt 30 ]; do
+			sleep 0.1
+			n=$((n + 1))
+		done
+		[ "$(cat "/sys/class/net/$1/operstate")" = up ] && return
+		[ $bounce = yes ] && break
+		echo "GUEST-NOTE $1: operstate $(cat "/sys/class/net/$1/operstate") with carrier $(cat "/sys/class/net/$1/carrier") after 3 s; taking it down and up"
+		ip link set "$1" down
+		ip link set "$1" up
+	done
+}
+
+# guest_wait_ipv6 SECONDS NIC...: waits up to SECONDS until each NIC holds its DHCPv6 address
+# (past duplicate address detection) and a route a router advertisement gave (a default route
+# or an on-link prefix). Prints GUEST-ERROR for a NIC that did not get there.
+guest_wait_ipv6() {
+	limit=$(($1 * 10))
+	shift
+	for nic in "$@"; do
+		n=0
+		until [ -f "/run/dhcp6/$nic" ] &&
+			! ip -6 addr show dev "$nic" | grep -q tentative &&
+			ip -6 route show dev "$nic" | grep -v -e '^fe80::' -e '^multicast' | grep -q .; do
+			n=$((n + 1))
+			if [ $n -gt $limit ]; then
+				echo "GUEST-ERROR $nic: no IPv6 address and route within $((limit / 10)) s"
+				break
+			fi
+			sleep 0.1
+		done
+	done
+}
