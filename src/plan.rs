@@ -85,28 +85,118 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let mut taken = state.addresses_in_use();
     let mut plan = Plan::default();
     for (i, nic) in candidates.iter().enumerate() {
-        let door_addr = door_address(nic.addr.net, &taken);
-        taken.push(door_addr);
-        let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
-        let main_routes = nic.main_routes();
-        let gateway = (Some(nic.link.index) == router_nic)
-            .then(|| default_gateway(&main_routes))
-            .flatten();
-        let guest = NicPlan {
-            lower: nic.link.name.clone(),
-            tap: format!("vmtap{i}"),
-            door: format!("vmlink{i}"),
-            mac: nic.mac,
-            mtu: nic.link.mtu,
-            addr: nic.addr.net,
-            gateway,
-            guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
-            door_addr,
-        };
-        plan.steps.extend(takeover(i, nic, &guest, new_mac));
+        let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
+        let router = Some(nic.link.index) == router_nic;
+        let (guest, steps) = plan_nic(i, nic, router, &mut taken, random);
+        plan.steps.extend(steps);
         plan.nics.push(guest);
     }
     Ok(plan)
+}
+
+/// The guest NIC in `slot` (its `vmtapN`, `vmlinkN`) for one container NIC, and the steps
+/// that hand it over. `router`: it gives the guest the default route. `taken`: addresses its
+/// door must avoid; its door's is added.
+fn plan_nic(
+    slot: usize,
+    nic: &Candidate,
+    router: bool,
+    taken: &mut Vec<Ipv4Addr>,
+    random: [u8; 6],
+) -> (NicPlan, Vec<Step>) {
+    let door_addr = door_address(nic.addr.net, taken);
+    taken.push(door_addr);
+    let main_routes = nic.main_routes();
+    let gateway = router.then(|| default_gateway(&main_routes)).flatten();
+    let guest = NicPlan {
+        lower: nic.link.name.clone(),
+        tap: format!("vmtap{slot}"),
+        door: format!("vmlink{slot}"),
+        mac: nic.mac,
+        mtu: nic.link.mtu,
+        addr: nic.addr.net,
+        gateway,
+        guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
+        door_addr,
+    };
+    let steps = takeover(slot, nic, &guest, Mac::local_from(random));
+    (guest, steps)
+}
+
+/// What changed among the container's NICs while the guest runs (`docker network connect`
+/// and `disconnect`), and what to do about it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Guest NICs whose container NIC is gone (its macvtap went with it): their `lower`s.
+    pub gone: Vec<String>,
+    /// New container NICs to hand to the guest, planned exactly like those at start.
+    pub added: Vec<(NicPlan, Vec<Step>)>,
+    /// New container NICs without an IPv4 address yet: it may still come.
+    pub waiting: Vec<String>,
+    /// New container NICs that cannot be handed over, and why.
+    pub refused: Vec<(String, Error)>,
+}
+
+/// Compares the namespace with the guest's NICs (`guest`) and plans the changes: NICs that
+/// left, and NICs that joined and are to be attached by the same rules as at start
+/// (`AUTO_ATTACH`, `ATTACH_IFACES`, `SELECTED_NETWORK`). A joining NIC gets the lowest free
+/// slot, a door address no one uses, and the router only if it holds the container's
+/// default route and no guest NIC gives one already: the guest keeps exactly one.
+pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
+    let state = input.state;
+    let mut changes = Changes::default();
+    let present = |name: &str| state.link(name).is_some();
+    let (stay, gone): (Vec<&NicPlan>, Vec<&NicPlan>) = guest
+        .iter()
+        .partition(|n| present(&n.lower) && present(&n.tap));
+    changes.gone = gone.iter().map(|n| n.lower.clone()).collect();
+    let names: Vec<String> = match input.attach {
+        Attach::All => attached_names(input.attach, state).unwrap_or_default(),
+        Attach::Only(names) => names
+            .iter()
+            .filter(|n| state.link(n).is_some_and(|l| !is_infrastructure(l)))
+            .cloned()
+            .collect(),
+    };
+    let mut fresh = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| !stay.iter().any(|g| &g.lower == *n))
+    {
+        match candidate(name, input) {
+            Ok(one) => fresh.push(one),
+            Err(e) if e.waiting_can_help() => changes.waiting.push(name.clone()),
+            Err(e) => changes.refused.push((name.clone(), e)),
+        }
+    }
+    let has_router = stay.iter().any(|g| g.gateway.is_some());
+    let router_nic = (!has_router).then(|| router_nic(&fresh)).flatten();
+    let mut taken = state.addresses_in_use();
+    taken.extend(stay.iter().map(|g| g.door_addr));
+    let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
+    used.extend(state.links.iter().filter_map(|l| slot_of(&l.name)));
+    for (i, nic) in fresh.iter().enumerate() {
+        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        used.push(slot);
+        let random = input.random_macs.get(i).copied().unwrap_or([slot as u8; 6]);
+        let router = Some(nic.link.index) == router_nic;
+        changes
+            .added
+            .push(plan_nic(slot, nic, router, &mut taken, random));
+    }
+    changes
+}
+
+/// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
+fn slot_of(name: &str) -> Option<usize> {
+    let digits = name
+        .strip_prefix("vmtap")
+        .or_else(|| name.strip_prefix("vmlink"))
+        .or_else(|| {
+            name.strip_prefix("vmrec")
+                .map(|r| r.split('.').next().unwrap_or(""))
+        })?;
+    digits.parse().ok()
 }
 
 /// The NICs to attach, in guest order, or why that is impossible.
@@ -177,33 +267,10 @@ fn is_door_name(name: &str) -> bool {
 /// Each attached NIC with the address its guest gets: the one inside `SELECTED_NETWORK`,
 /// else its first.
 fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidate<'a>>> {
-    let state = input.state;
-    let mut out = Vec::new();
-    for name in names {
-        let link = state
-            .link(name)
-            .expect("attached_names checked the link exists");
-        let addrs = state.addrs_of(link.index);
-        let Some(first) = addrs.first().cloned() else {
-            return Err(Error::Network(NetworkError::NoIpv4(name.clone())));
-        };
-        let mac = link
-            .mac
-            .ok_or_else(|| Error::Network(NetworkError::NoMac(name.clone())))?;
-        let selected = input
-            .selected_network
-            .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
-        let mut routes = state.routes_of(link.index);
-        routes.sort_by_key(|r| r.route.gateway.is_some());
-        out.push(Candidate {
-            link,
-            mac,
-            addr: selected.unwrap_or(first),
-            addrs,
-            routes,
-            neighbours: state.neighbours_of(link.index),
-        });
-    }
+    let out = names
+        .iter()
+        .map(|name| candidate(name, input))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(net) = input.selected_network
         && !out
             .iter()
@@ -218,6 +285,34 @@ fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidat
         ));
     }
     Ok(out)
+}
+
+/// One NIC with the address its guest gets, or why it cannot be handed over (yet).
+fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
+    let state = input.state;
+    let link = state
+        .link(name)
+        .ok_or_else(|| Error::Network(NetworkError::NoSuchInterface(name.to_string())))?;
+    let addrs = state.addrs_of(link.index);
+    let Some(first) = addrs.first().cloned() else {
+        return Err(Error::Network(NetworkError::NoIpv4(name.to_string())));
+    };
+    let mac = link
+        .mac
+        .ok_or_else(|| Error::Network(NetworkError::NoMac(name.to_string())))?;
+    let selected = input
+        .selected_network
+        .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
+    let mut routes = state.routes_of(link.index);
+    routes.sort_by_key(|r| r.route.gateway.is_some());
+    Ok(Candidate {
+        link,
+        mac,
+        addr: selected.unwrap_or(first),
+        addrs,
+        routes,
+        neighbours: state.neighbours_of(link.index),
+    })
 }
 
 /// The NIC that holds the container's default route (lowest metric): the only one that
@@ -483,7 +578,7 @@ fn nth_door(n: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use crate::testing::{MAC0, MAC1, Ns, docker_two_networks, ip, net, route};
     use std::net::Ipv4Addr;
 
     fn plan_for(state: &NetState, attach: Attach, selected: Option<&str>) -> Result<Plan> {
@@ -965,5 +1060,184 @@ mod tests {
         assert!(!is_infrastructure(&link("eth0", Some("veth"), true)));
         assert!(!is_infrastructure(&link("eth1", Some("macvlan"), true)));
         assert!(!is_infrastructure(&link("ens3", None, true)));
+    }
+
+    /// The namespace after `plan` was applied to `state`: the guest NICs' lowers lost their
+    /// addresses and routes, and vminit's links exist.
+    fn taken_over(state: &NetState, plan: &Plan) -> NetState {
+        let mut after = state.clone();
+        for nic in &plan.nics {
+            let index = state.link(&nic.lower).unwrap().index;
+            after.addrs.retain(|a| a.index != index);
+            after.routes.retain(|r| r.index != index);
+            for (k, (name, kind)) in [(&nic.tap, "macvtap"), (&nic.door, "macvlan")]
+                .into_iter()
+                .enumerate()
+            {
+                let link_index = 100 + 2 * index + k as u32;
+                after.links.push(Link {
+                    index: link_index,
+                    name: name.clone(),
+                    mac: Some(nic.mac),
+                    mtu: nic.mtu,
+                    kind: Some(kind.into()),
+                    alias: Some(format!("vminit:nic {}", nic.lower)),
+                    ethernet: true,
+                });
+            }
+            after.addrs.push(crate::netstate::Addr {
+                index: 101 + 2 * index,
+                addr: IfAddr::plain(Ipv4Net::new(nic.door_addr, 32)),
+            });
+        }
+        after
+    }
+
+    fn changes(state: &NetState, attach: Attach, guest: &[NicPlan]) -> Changes {
+        plan_changes(
+            &PlanInput {
+                attach: &attach,
+                selected_network: None,
+                state,
+                random_macs: &[[0xcc; 6], [0xdd; 6]],
+            },
+            guest,
+        )
+    }
+
+    fn one_nic() -> NetState {
+        Ns::new()
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .0
+    }
+
+    #[test]
+    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+        let more = Ns::new()
+            .nic(
+                9,
+                "eth1",
+                MAC1,
+                &["172.20.0.5/16"],
+                &[route("0.0.0.0/0", Some("172.20.0.1"))],
+            )
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert!(
+            c.gone.is_empty() && c.waiting.is_empty() && c.refused.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(c.added.len(), 1);
+        let (nic, steps) = &c.added[0];
+        assert_eq!(
+            (nic.lower.as_str(), nic.tap.as_str(), nic.door.as_str()),
+            ("eth1", "vmtap1", "vmlink1")
+        );
+        assert_eq!((nic.mac, nic.addr), (MAC1, net("172.20.0.5/16")));
+        assert_eq!(
+            nic.gateway, None,
+            "the guest has its router on eth0 already"
+        );
+        assert_ne!(nic.door_addr, p.nics[0].door_addr);
+        assert!(matches!(&steps[0], Step::AddLink { name, .. } if name == "vmlink1"));
+    }
+
+    #[test]
+    fn a_nic_with_the_default_route_gives_the_router_when_no_guest_nic_does() {
+        let start = Ns::new().nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[]).0;
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        assert_eq!(p.nics[0].gateway, None);
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(
+                9,
+                "eth1",
+                MAC1,
+                &["172.20.0.5/16"],
+                &[route("0.0.0.0/0", Some("172.20.0.1"))],
+            )
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.added[0].0.gateway, Some(ip("172.20.0.1")));
+    }
+
+    #[test]
+    fn a_nic_without_ipv4_waits_and_attach_ifaces_still_decides() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(9, "eth1", MAC1, &[], &[])
+            .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.2/24"], &[])
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.waiting, ["eth1"]);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.added[0].0.lower, "eth2");
+        let only = changes(
+            &now,
+            Attach::Only(vec!["eth0".into(), "eth1".into()]),
+            &p.nics,
+        );
+        assert!(only.added.is_empty(), "eth2 is not in ATTACH_IFACES");
+        assert_eq!(only.waiting, ["eth1"]);
+    }
+
+    #[test]
+    fn a_nic_that_left_is_gone_and_a_new_one_of_the_same_name_is_new() {
+        let start = docker_two_networks();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network disconnect: eth1 goes, and the kernel deletes what was stacked on it.
+        now.links
+            .retain(|l| !["eth1", "vmtap1", "vmlink1"].contains(&l.name.as_str()));
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.gone, ["eth1"]);
+        assert!(c.added.is_empty());
+        // ...and connected again at once, under the same name.
+        let again = Ns::new().nic(30, "eth1", MAC1, &["172.20.0.5/16"], &[]).0;
+        now.links.extend(again.links.into_iter().skip(1));
+        now.addrs.extend(again.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.gone, ["eth1"]);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.added[0].0.tap, "vmtap1", "the freed slot is used again");
+    }
+
+    #[test]
+    fn two_nics_connected_at_once_get_different_slots_and_doors() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(9, "eth1", MAC1, &["10.8.0.5/24"], &[])
+            .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.5/24"], &[])
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        let slots: Vec<&str> = c.added.iter().map(|(n, _)| n.tap.as_str()).collect();
+        assert_eq!(slots, ["vmtap1", "vmtap2"]);
+        assert_ne!(c.added[0].0.door_addr, c.added[1].0.door_addr);
+        let doors: Vec<Ipv4Addr> = c.added.iter().map(|(n, _)| n.door_addr).collect();
+        assert!(!doors.contains(&p.nics[0].door_addr));
     }
 }

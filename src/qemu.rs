@@ -94,12 +94,36 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         ));
         push("-device".into());
         push(format!(
-            "virtio-net-pci,netdev=net{i},mac={},host_mtu={}",
+            "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
             nic.mac, nic.mtu
         ));
     }
     a.extend(q.extra.iter().cloned());
     a
+}
+
+/// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
+/// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
+/// virtio-net-pci device `nic<slot>` with the guest's MAC and MTU goes on the machine's PCI
+/// bus, which the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(slot: usize, fdname: &str, vhost: bool, mac: Mac, mtu: u32) -> [String; 2] {
+    [
+        format!(
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
+        ),
+        format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+        ),
+    ]
+}
+
+/// The QMP commands that take a NIC out of the running guest: the device (the guest
+/// ejects it through ACPI), then its netdev.
+pub fn unplug_commands(slot: usize) -> [String; 2] {
+    [
+        format!(r#"{{"execute":"device_del","arguments":{{"id":"nic{slot}"}}}}"#),
+        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"net{slot}"}}}}"#),
+    ]
 }
 
 /// The argv as a POSIX shell command line, each word single-quoted.
@@ -167,13 +191,13 @@ mod tests {
         assert!(has_pair(
             &a,
             "-device",
-            "virtio-net-pci,netdev=net0,mac=02:42:ac:13:00:02,host_mtu=1500"
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
         ));
         assert!(has_pair(&a, "-netdev", "tap,id=net1,fd=6,vhost=off"));
         assert!(has_pair(
             &a,
             "-device",
-            "virtio-net-pci,netdev=net1,mac=02:42:ac:14:00:05,host_mtu=1450"
+            "virtio-net-pci,netdev=net1,id=nic1,mac=02:42:ac:14:00:05,host_mtu=1450"
         ));
         let p0 = a.iter().position(|s| s.contains("netdev=net0")).unwrap();
         let p1 = a.iter().position(|s| s.contains("netdev=net1")).unwrap();
@@ -246,6 +270,22 @@ mod tests {
         );
         let none = argv(&input(None));
         assert_eq!(none.iter().filter(|s| *s == "-drive").count(), 1);
+    }
+
+    #[test]
+    fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
+        let [netdev, device] = plug_commands(3, "tap3", false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        assert_eq!(
+            netdev,
+            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
+        );
+        assert_eq!(
+            device,
+            r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
+        );
+        let [del, netdel] = unplug_commands(3);
+        assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
+        assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
     }
 
     #[test]

@@ -20,12 +20,16 @@
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
 #   GUEST-READY                      (a shell reads the console from now on)
+#   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
+#                                    appeared and was configured by DHCP)
+#   GUEST-HOTPLUG removed NAME       (vminit_test_hotplug=1: a NIC went away)
 #   GUEST-POWERBUTTON                (ACPI power button pressed; the guest syncs and powers off)
 #   GUEST-POWERBUTTON-IGNORED        (the same, with vminit_test_ignore_powerbutton=1)
 #   GUEST-ERROR TEXT                 (something in this script failed)
 #
 # Kernel command line options:
 #   vminit_test_ignore_powerbutton=1  ignore the ACPI power button (escalation tests)
+#   vminit_test_hotplug=1             configure NICs that appear later by DHCP, and report them
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
 #   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
@@ -120,6 +124,32 @@ if [ -b /dev/vda ]; then
 			echo "GUEST-ERROR writing /dev/vda failed"
 		fi
 	fi
+fi
+
+# NICs that come and go while the guest runs (PCI hot-plug), as a distribution's hot-plug
+# handling would: each new NIC is brought up and configured by DHCP.
+if [ "$(cmdline_value vminit_test_hotplug 0)" = 1 ]; then
+	(
+		known=" $(echo $nics) "
+		while true; do
+			now=" $(guest_nics | tr '\n' ' ') "
+			for nic in $now; do
+				case "$known" in *" $nic "*) continue ;; esac
+				ip link set "$nic" up
+				udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
+					-O staticroutes -O mtu -O search >/dev/null 2>&1
+				mac=$(cat "/sys/class/net/$nic/address")
+				addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
+				echo "GUEST-HOTPLUG added $nic mac=$mac ip=${addrs:-none}" >/dev/console
+			done
+			for nic in $known; do
+				case "$now" in *" $nic "*) continue ;; esac
+				echo "GUEST-HOTPLUG removed $nic" >/dev/console
+			done
+			known=$now
+			sleep 0.2
+		done
+	) &
 fi
 
 # An interactive shell on the console, forever (this script is PID 1 and must not exit).
