@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::display::Vnc;
 use crate::error::{Error, Result};
 use crate::types::Ipv4Net;
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub iface_wait: Duration,
     pub log_level: log::LevelFilter,
     pub paths: Paths,
+    /// The graphical console (`DISPLAY=vnc`); `None`: QEMU runs with `-display none`.
+    pub display: Option<Vnc>,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -111,6 +114,7 @@ where
         iface_wait: Duration::from_secs(2),
         log_level,
         paths,
+        display: None,
     };
     if matches!(
         config.command,
@@ -162,6 +166,7 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
+    config.display = crate::display::parse(&|var| nonempty(env, var))?;
     Ok(config)
 }
 
@@ -348,6 +353,7 @@ mod tests {
         assert_eq!((c.ram.as_str(), c.cpus), ("1G", 1));
         assert_eq!((c.accel, c.vhost, c.dhcp), (Accel::Auto, Vhost::Auto, true));
         assert_eq!(c.paths.disk, PathBuf::from("/image/image.qcow2"));
+        assert_eq!(c.display, None);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 
 mod apply;
 mod config;
+mod console;
 mod devices;
 mod discover;
+mod display;
 mod dnsmasq;
 mod error;
 mod ethtool;
@@ -71,6 +73,10 @@ fn main() {
             e.exit_code()
         }
     };
+    if config.display.is_some() {
+        // QEMU has read the VNC password long ago (or never will): no copy outlives vminit.
+        let _ = fs::remove_file(display::password_copy(&config.paths.run_dir));
+    }
     if matches!(config.command, Command::Boot(_) | Command::Shell) {
         log::info!("exit {code}");
     }
@@ -133,11 +139,15 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     let major = devices::macvtap_major(&paths.proc_devices);
     make_run_dir(&paths.run_dir)?;
+    if let Some(vnc) = &config.display {
+        console::prepare(vnc, &paths.run_dir)?;
+    }
 
     // 2. Find the NICs, putting back what an earlier run left, and plan.
     let mut nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
     let state = recover(&mut nl)?;
     let plan = wait_for_plan(config, &mut nl, signals, state)?;
+    let console_tcp = console::tcp_address(config.display.as_ref(), &plan, &mut nl)?;
 
     // 3. dnsmasq starts first: it loads and binds while the network changes (it picks up
     //    the doors as they appear), and is waited for before QEMU starts.
@@ -217,6 +227,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         Command::Boot(args) => args,
         _ => &[],
     };
+    let display_args = display::qemu_args(config.display.as_ref(), &paths.run_dir, console_tcp);
     let qemu_argv = qemu::argv(&qemu::QemuInput {
         qemu: &paths.qemu,
         accel,
@@ -227,6 +238,7 @@ fn run(config: &Config, signals: &Signals) -> Result<i32> {
         qmp: &qmp,
         health: &health_sock,
         nics: &nics,
+        display: &display_args,
         extra,
     });
 

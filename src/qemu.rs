@@ -103,6 +103,8 @@ pub struct QemuInput<'a> {
     pub qmp: &'a Path,
     pub health: &'a Path,
     pub nics: &'a [GuestNic],
+    /// The display options (`display::qemu_args`): `-display none`, or the VNC console's.
+    pub display: &'a [String],
     /// CMD arguments, appended verbatim.
     pub extra: &'a [OsString],
 }
@@ -130,8 +132,9 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(q.ram.to_string());
     push("-smp".into());
     push(q.cpus.to_string());
-    push("-display".into());
-    push("none".into());
+    for arg in q.display {
+        push(arg.clone());
+    }
     push("-monitor".into());
     push("none".into());
     // The serial console on stdio; signal=off lets a Ctrl-C reach the guest instead of
@@ -214,6 +217,7 @@ mod tests {
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
+            display: &["-display".into(), "none".into()],
             extra: &extra,
         })
         .into_iter()

@@ -16,6 +16,7 @@
 //! ```
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this module
 
+mod browser;
 mod cmd;
 mod container;
 mod disk;
@@ -27,6 +28,7 @@ mod process;
 mod qmp;
 mod vminit;
 
+pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{CmdOutput, run, run_ok};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
