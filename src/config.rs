@@ -180,7 +180,7 @@ pub fn debug_shell(exists: &dyn Fn(&str) -> bool) -> Option<Vec<OsString>> {
 }
 
 fn bad(var: &str, msg: String) -> Error {
-    Error::Config(var.to_string(), msg)
+    Error::config(var, msg)
 }
 
 fn nonempty(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
@@ -340,7 +340,7 @@ mod tests {
 
     fn var_of(err: Error) -> String {
         match err {
-            Error::Config(var, _) => var,
+            Error::Config { var, .. } => var,
             other => panic!("expected a config error, got {other}"),
         }
     }

@@ -14,15 +14,16 @@ use crate::netlink::Netlink;
 use crate::plan::Plan;
 
 /// Readies the graphical console: the VNC socket's directory (made 0750 when missing, refused
-/// when world-writable) and the password, copied without its newline to where QEMU reads it
-/// (0600, in the private run directory). QEMU's command line names the copy, never the password.
-pub fn prepare(vnc: &Vnc, run_dir: &Path) -> Result<()> {
+/// when world-writable) and the password, copied without its newline to `password_copy` (0600,
+/// in the private run directory), where QEMU reads it. QEMU's command line names the copy,
+/// never the password.
+pub fn prepare(vnc: &Vnc, password_copy: &Path) -> Result<()> {
     let password = match &vnc.password_file {
         None => None,
         Some(file) => {
             let raw = fs::read(file).map_err(|e| {
-                Error::Config(
-                    "VNC_PASSWORD_FILE".into(),
+                Error::config(
+                    "VNC_PASSWORD_FILE",
                     format!(
                         "cannot read {}: {e}; mount the file, e.g. a secret under /run/secrets",
                         file.display()
@@ -58,13 +59,13 @@ pub fn prepare(vnc: &Vnc, run_dir: &Path) -> Result<()> {
         );
     }
     if let Some(password) = password {
-        let copy = display::password_copy(run_dir);
+        let copy = password_copy;
         fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&copy)
+            .open(copy)
             .and_then(|mut f| f.write_all(&password))
             .map_err(|e| Error::os(format!("write {}", copy.display()), e))?;
     }
@@ -97,7 +98,7 @@ pub fn tcp_address(vnc: Option<&Vnc>, plan: &Plan, nl: &mut Netlink) -> Result<O
         .collect();
     let addrs: Option<Vec<Ipv4Addr>> = state
         .link(&listen.iface)
-        .map(|l| state.addrs_of(l.index).iter().map(|n| n.addr).collect());
+        .map(|l| state.addrs_of(l.index).iter().map(|n| n.net.addr).collect());
     let addr = display::listen_address(listen, &guest_links, addrs.as_deref())?;
     log::info!(
         "graphical console: VNC also on {addr}:{} ({})",

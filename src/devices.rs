@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknod};
 
+use crate::accel::KvmStatus;
 use crate::error::{Error, Result};
 
 /// A macvtap's character device, open for QEMU (no CLOEXEC: QEMU inherits it).
@@ -37,7 +38,7 @@ fn parse_major(devices: &str, driver: &str) -> Option<u64> {
 }
 
 /// The Docker flag that lets a container create and open macvtap nodes.
-pub fn cgroup_hint(major: Option<u64>) -> String {
+fn cgroup_hint(major: Option<u64>) -> String {
     match major {
         Some(m) => format!("hint: add --device-cgroup-rule 'c {m}:* rwm' (and keep CAP_MKNOD)"),
         None => {
@@ -63,23 +64,25 @@ pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> Result<()> {
         makedev(major, 0),
     );
     if let Err(e) = made {
-        return Err(Error::Unavailable(format!(
-            "mknod {}: {e}; cannot create macvtap device nodes; {}",
-            probe.display(),
-            cgroup_hint(Some(major))
-        )));
+        return Err(Error::Unavailable {
+            what: format!(
+                "mknod {}: {e}; cannot create macvtap device nodes",
+                probe.display()
+            ),
+            hint: cgroup_hint(Some(major)),
+        });
     }
     let opened = open(&probe, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty());
     let _ = fs::remove_file(&probe);
     match opened {
         Ok(_) => Ok(()),
-        Err(nix::errno::Errno::EPERM) | Err(nix::errno::Errno::EACCES) => {
-            Err(Error::Unavailable(format!(
-                "open {}: permission denied by the device cgroup; {}",
-                probe.display(),
-                cgroup_hint(Some(major))
-            )))
-        }
+        Err(nix::errno::Errno::EPERM) | Err(nix::errno::Errno::EACCES) => Err(Error::Unavailable {
+            what: format!(
+                "open {}: permission denied by the device cgroup",
+                probe.display()
+            ),
+            hint: cgroup_hint(Some(major)),
+        }),
         // ENXIO/ENODEV: allowed, just no device behind minor 0.
         Err(_) => Ok(()),
     }
@@ -138,11 +141,10 @@ pub fn open_tap(
     }
     if !path.exists() {
         mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), rdev).map_err(|e| {
-            Error::Unavailable(format!(
-                "mknod {} c {maj} {min}: {e}; {}",
-                path.display(),
-                cgroup_hint(major.or(Some(maj)))
-            ))
+            Error::Unavailable {
+                what: format!("mknod {} c {maj} {min}: {e}", path.display()),
+                hint: cgroup_hint(major.or(Some(maj))),
+            }
         })?;
     }
     log::info!("mknod {} c {maj} {min}", path.display());
@@ -158,11 +160,10 @@ pub fn open_tap(
 fn open_char_device(path: &Path, maj: u64) -> Result<OwnedFd> {
     let fd = open(path, OFlag::O_RDWR, Mode::empty()).map_err(|e| {
         if e == nix::errno::Errno::EPERM || e == nix::errno::Errno::EACCES {
-            Error::Unavailable(format!(
-                "open {}: {e}; {}",
-                path.display(),
-                cgroup_hint(Some(maj))
-            ))
+            Error::Unavailable {
+                what: format!("open {}: {e}", path.display()),
+                hint: cgroup_hint(Some(maj)),
+            }
         } else {
             Error::os(format!("open {}", path.display()), e)
         }
@@ -175,13 +176,6 @@ fn open_char_device(path: &Path, maj: u64) -> Result<OwnedFd> {
         ));
     }
     Ok(fd)
-}
-
-/// Whether `/dev/kvm` can run a guest; if not, why and the fix.
-#[derive(Debug, PartialEq)]
-pub enum KvmStatus {
-    Usable,
-    Unusable(String, &'static str),
 }
 
 /// Runs a probe guest on /dev/kvm (see `kvm`).
@@ -219,49 +213,41 @@ pub fn check_disk(path: &Path) -> Result<()> {
         "mount the VM disk with -v /path/to/image.qcow2:{}",
         path.display()
     );
+    let refuse = |problem: String| {
+        Err(Error::Disk {
+            path: path.to_owned(),
+            problem,
+        })
+    };
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Disk(format!(
-                "VM disk {} not found; {hint}",
-                path.display()
-            )));
+            return refuse(format!("not found; {hint}"));
         }
-        Err(e) => {
-            return Err(Error::Disk(format!(
-                "VM disk {}: {e}; {hint}",
-                path.display()
-            )));
-        }
+        Err(e) => return refuse(format!("cannot be opened: {e}; {hint}")),
     };
     let mut magic = [0u8; 4];
     match file.read(&mut magic) {
-        Ok(0) => Err(Error::Disk(format!(
-            "VM disk {} is empty; {hint}",
-            path.display()
-        ))),
+        Ok(0) => refuse(format!("is empty; {hint}")),
         Ok(4) if &magic == b"QFI\xfb" => Ok(()),
-        Ok(_) => Err(Error::Disk(format!(
-            "VM disk {} is not a qcow2 image; convert it with qemu-img convert -O qcow2, then {hint}",
-            path.display()
-        ))),
-        Err(e) => Err(Error::Disk(format!("VM disk {}: {e}", path.display()))),
+        Ok(_) => refuse(format!(
+            "is not a qcow2 image; convert it with qemu-img convert -O qcow2, then {hint}"
+        )),
+        Err(e) => refuse(format!("cannot be read: {e}")),
     }
 }
 
 /// Checks that a program exists and is executable, before anything changes.
 pub fn check_program(path: &Path, what: &str) -> Result<()> {
-    let meta = fs::metadata(path).map_err(|e| {
-        Error::Program(
-            format!("{what} {} (set {})", path.display(), env_of(what)),
-            e,
-        )
+    let meta = fs::metadata(path).map_err(|source| Error::Program {
+        what: format!("{what} {} (set {})", path.display(), env_of(what)),
+        source,
     })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(Error::Program(
-            format!("{what} {}", path.display()),
-            std::io::Error::from_raw_os_error(libc::EACCES),
-        ));
+        return Err(Error::Program {
+            what: format!("{what} {}", path.display()),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        });
     }
     Ok(())
 }

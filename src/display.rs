@@ -13,8 +13,6 @@ use crate::error::{Error, Result};
 
 /// The socket's name inside `VNC_DIR`.
 pub const SOCKET_NAME: &str = "vnc.sock";
-/// The password as QEMU reads it, inside vminit's private run directory.
-pub const PASSWORD_NAME: &str = "vnc-password";
 /// QEMU's id of the secret object holding the password.
 const SECRET_ID: &str = "vncpassword";
 /// VNC authentication (DES) uses this many bytes of the password.
@@ -47,11 +45,6 @@ impl Vnc {
     pub fn socket(&self) -> PathBuf {
         self.dir.join(SOCKET_NAME)
     }
-}
-
-/// The copy of the password QEMU reads (`RUN_DIR/vnc-password`).
-pub fn password_copy(run_dir: &Path) -> PathBuf {
-    run_dir.join(PASSWORD_NAME)
 }
 
 /// Reads `DISPLAY` and, with `DISPLAY=vnc`, the `VNC_*` and `VGA_RESOLUTION` inputs through
@@ -90,7 +83,7 @@ pub fn parse(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vnc>> {
 }
 
 fn bad(var: &str, msg: String) -> Error {
-    Error::Config(var.to_string(), msg)
+    Error::config(var, msg)
 }
 
 /// `eth1` or `eth1:5901`; the port must be a VNC display's (5900 and up).
@@ -238,22 +231,26 @@ pub fn listen_address(
         ));
     }
     match addrs {
-        None => Err(Error::Network(format!(
-            "VNC_LISTEN: the container has no interface {}",
-            listen.iface
-        ))),
-        Some([]) => Err(Error::Network(format!(
-            "VNC_LISTEN: {} has no IPv4 address to listen on",
-            listen.iface
-        ))),
+        None => Err(bad(
+            "VNC_LISTEN",
+            format!(
+                "the container has no interface {}; attach the management network or fix the name",
+                listen.iface
+            ),
+        )),
+        Some([]) => Err(bad(
+            "VNC_LISTEN",
+            format!("{} has no IPv4 address to listen on", listen.iface),
+        )),
         Some([first, ..]) => Ok(*first),
     }
 }
 
 /// QEMU's display options: `-display none` without a console; with one, a standard VGA (at
 /// `VGA_RESOLUTION`), a USB tablet (the pointer follows the viewer's), and VNC on the socket,
-/// on `tcp` (the address [`listen_address`] chose) and with the password's copy in `run_dir`.
-pub fn qemu_args(vnc: Option<&Vnc>, run_dir: &Path, tcp: Option<Ipv4Addr>) -> Vec<String> {
+/// on `tcp` (the address [`listen_address`] chose) and, with `VNC_PASSWORD_FILE`, with the
+/// password QEMU reads from `password_copy`.
+pub fn qemu_args(vnc: Option<&Vnc>, password_copy: &Path, tcp: Option<Ipv4Addr>) -> Vec<String> {
     let mut a: Vec<String> = vec!["-display".into(), "none".into()];
     let Some(vnc) = vnc else {
         return a;
@@ -275,10 +272,7 @@ pub fn qemu_args(vnc: Option<&Vnc>, run_dir: &Path, tcp: Option<Ipv4Addr>) -> Ve
     if vnc.password_file.is_some() {
         a.extend([
             "-object".into(),
-            format!(
-                "secret,id={SECRET_ID},file={}",
-                escape(&password_copy(run_dir))
-            ),
+            format!("secret,id={SECRET_ID},file={}", escape(password_copy)),
         ]);
         server += &format!(",password-secret={SECRET_ID}");
     }
@@ -303,7 +297,7 @@ mod tests {
 
     fn var_of(err: Error) -> String {
         match err {
-            Error::Config(var, _) => var,
+            Error::Config { var, .. } => var,
             other => panic!("expected a config error, got {other}"),
         }
     }
@@ -323,7 +317,7 @@ mod tests {
         // The VNC inputs mean nothing without DISPLAY=vnc.
         assert_eq!(parse_with(&[("VNC_LISTEN", "eth0:1")]).unwrap(), None);
         assert_eq!(
-            qemu_args(None, Path::new("/run/vminit"), None),
+            qemu_args(None, Path::new("/run/vminit/vnc-password"), None),
             ["-display", "none"]
         );
     }
@@ -332,7 +326,7 @@ mod tests {
     fn display_vnc_serves_a_standard_vga_on_the_socket_in_vnc_dir() {
         let vnc = console();
         assert_eq!(vnc.socket(), PathBuf::from("/vnc/vnc.sock"));
-        let a = qemu_args(Some(&vnc), Path::new("/run/vminit"), None);
+        let a = qemu_args(Some(&vnc), Path::new("/run/vminit/vnc-password"), None);
         assert!(has_pair(&a, "-display", "none"));
         assert!(has_pair(&a, "-vga", "std"));
         assert!(has_pair(&a, "-device", "usb-tablet") && a.contains(&"-usb".to_string()));
@@ -356,7 +350,7 @@ mod tests {
         let vnc = parse_with(&[("DISPLAY", "vnc"), ("VNC_DIR", "/srv/a,b")])
             .unwrap()
             .unwrap();
-        let a = qemu_args(Some(&vnc), Path::new("/run/vminit"), None);
+        let a = qemu_args(Some(&vnc), Path::new("/run/vminit/vnc-password"), None);
         assert!(has_pair(&a, "-vnc", "unix:/srv/a,,b/vnc.sock"));
     }
 
@@ -369,7 +363,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(vnc.password_file, Some(PathBuf::from("/run/secrets/vnc")));
-        let a = qemu_args(Some(&vnc), Path::new("/run/vminit"), None);
+        let a = qemu_args(Some(&vnc), Path::new("/run/vminit/vnc-password"), None);
         assert!(has_pair(
             &a,
             "-object",
@@ -469,13 +463,17 @@ mod tests {
         }
         let e = listen_address(&listen, &guest, None).unwrap_err();
         assert!(e.to_string().contains("no interface eth1"), "{e}");
-        assert_eq!(e.exit_code(), 65);
+        assert_eq!(e.exit_code(), 64);
         let e = listen_address(&listen, &guest, Some(&[])).unwrap_err();
         assert!(e.to_string().contains("no IPv4"), "{e}");
 
         let mut vnc = console();
         vnc.listen = Some(listen);
-        let a = qemu_args(Some(&vnc), Path::new("/run/vminit"), Some(addr));
+        let a = qemu_args(
+            Some(&vnc),
+            Path::new("/run/vminit/vnc-password"),
+            Some(addr),
+        );
         assert!(has_pair(&a, "-vnc", "unix:/vnc/vnc.sock,vnc=10.9.0.2:1"));
     }
 
@@ -484,12 +482,12 @@ mod tests {
         let res = |v: &str| parse_with(&[("DISPLAY", "vnc"), ("VGA_RESOLUTION", v)]);
         let vnc = res("1920x1080").unwrap().unwrap();
         assert_eq!(vnc.resolution, Some((1920, 1080)));
-        let a = qemu_args(Some(&vnc), Path::new("/run/vminit"), None);
+        let a = qemu_args(Some(&vnc), Path::new("/run/vminit/vnc-password"), None);
         assert!(has_pair(&a, "-global", "VGA.xres=1920"));
         assert!(has_pair(&a, "-global", "VGA.yres=1080"));
         assert!(!a.iter().any(|w| w.contains("vgamem")));
         let uhd = res("3840X2160").unwrap().unwrap();
-        let a = qemu_args(Some(&uhd), Path::new("/run/vminit"), None);
+        let a = qemu_args(Some(&uhd), Path::new("/run/vminit/vnc-password"), None);
         assert!(has_pair(&a, "-global", "VGA.vgamem_mb=32"));
         assert_eq!(vgamem_mb(8192, 8192), 256);
         for bad in ["1920", "1920x", "big", "100x100", "9000x9000", "-1x600"] {

@@ -104,9 +104,18 @@ const KVM_GET_SREGS: libc::c_ulong =
 const KVM_SET_SREGS: libc::c_ulong =
     nix::request_code_write!(KVMIO, 0x84, std::mem::size_of::<Sregs>()) as libc::c_ulong;
 
-fn ioctl(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<i32, String> {
-    // SAFETY: every request number above matches the pointer type (or integer) passed
-    // as `arg` by its caller, and the pointed-to memory outlives the call.
+/// `ioctl(fd, req, arg)`, with the errno named after `what` on failure.
+///
+/// # Safety
+/// `arg` must be what request `req` expects: an integer, or a pointer to a live value of
+/// the structure the request reads or writes (as its number, built with its size, says).
+unsafe fn ioctl(
+    fd: RawFd,
+    req: libc::c_ulong,
+    arg: libc::c_ulong,
+    what: &str,
+) -> Result<i32, String> {
+    // SAFETY: the caller upholds the contract above.
     let r = unsafe { libc::ioctl(fd, req as _, arg) };
     if r < 0 {
         Err(format!("{what}: {}", std::io::Error::last_os_error()))
@@ -162,18 +171,22 @@ impl Drop for Mapping {
 /// Creates a VM with one vCPU, runs `PROGRAM` and checks it exits with the port
 /// write and then the halt. Any other outcome means KVM cannot run a guest here.
 pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
-    let version = ioctl(
-        kvm.as_raw_fd(),
-        KVM_GET_API_VERSION,
-        0,
-        "KVM_GET_API_VERSION",
-    )?;
+    // SAFETY: the request takes an integer argument, not a pointer.
+    let version = unsafe {
+        ioctl(
+            kvm.as_raw_fd(),
+            KVM_GET_API_VERSION,
+            0,
+            "KVM_GET_API_VERSION",
+        )
+    }?;
     if version != KVM_API_VERSION {
         return Err(format!(
             "KVM API version {version}, expected {KVM_API_VERSION}"
         ));
     }
-    let vm = owned(ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM")?);
+    // SAFETY: the request takes an integer argument, not a pointer.
+    let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
 
     let mem = Mapping::new(0x1000, None)?;
     // SAFETY: `mem` is a writable mapping of 4096 bytes; PROGRAM is 5 bytes.
@@ -185,59 +198,71 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
         memory_size: 0x1000,
         userspace_addr: mem.ptr as u64,
     };
-    ioctl(
-        vm.as_raw_fd(),
-        KVM_SET_USER_MEMORY_REGION,
-        &region as *const _ as libc::c_ulong,
-        "KVM_SET_USER_MEMORY_REGION",
-    )?;
+    // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+    unsafe {
+        ioctl(
+            vm.as_raw_fd(),
+            KVM_SET_USER_MEMORY_REGION,
+            &region as *const _ as libc::c_ulong,
+            "KVM_SET_USER_MEMORY_REGION",
+        )
+    }?;
 
-    let vcpu = owned(ioctl(
-        vm.as_raw_fd(),
-        KVM_CREATE_VCPU,
-        0,
-        "KVM_CREATE_VCPU",
-    )?);
-    let run_size = ioctl(
-        kvm.as_raw_fd(),
-        KVM_GET_VCPU_MMAP_SIZE,
-        0,
-        "KVM_GET_VCPU_MMAP_SIZE",
-    )? as usize;
+    // SAFETY: the request takes an integer argument, not a pointer.
+    let vcpu = owned(unsafe { ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU") }?);
+    // SAFETY: the request takes an integer argument, not a pointer.
+    let run_size = unsafe {
+        ioctl(
+            kvm.as_raw_fd(),
+            KVM_GET_VCPU_MMAP_SIZE,
+            0,
+            "KVM_GET_VCPU_MMAP_SIZE",
+        )
+    }? as usize;
     let run = Mapping::new(run_size, Some(vcpu.as_raw_fd()))?;
 
     // SAFETY: Sregs is plain old data; all-zero is a valid value to be overwritten.
     let mut sregs: Sregs = unsafe { std::mem::zeroed() };
-    ioctl(
-        vcpu.as_raw_fd(),
-        KVM_GET_SREGS,
-        &mut sregs as *mut _ as libc::c_ulong,
-        "KVM_GET_SREGS",
-    )?;
+    // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+    unsafe {
+        ioctl(
+            vcpu.as_raw_fd(),
+            KVM_GET_SREGS,
+            &mut sregs as *mut _ as libc::c_ulong,
+            "KVM_GET_SREGS",
+        )
+    }?;
     sregs.segs[0].base = 0; // cs
     sregs.segs[0].selector = 0;
-    ioctl(
-        vcpu.as_raw_fd(),
-        KVM_SET_SREGS,
-        &sregs as *const _ as libc::c_ulong,
-        "KVM_SET_SREGS",
-    )?;
+    // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+    unsafe {
+        ioctl(
+            vcpu.as_raw_fd(),
+            KVM_SET_SREGS,
+            &sregs as *const _ as libc::c_ulong,
+            "KVM_SET_SREGS",
+        )
+    }?;
     let regs = Regs {
         gp: [0; 16],
         rip: GUEST_ADDR,
         rflags: 2,
     };
-    ioctl(
-        vcpu.as_raw_fd(),
-        KVM_SET_REGS,
-        &regs as *const _ as libc::c_ulong,
-        "KVM_SET_REGS",
-    )?;
+    // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+    unsafe {
+        ioctl(
+            vcpu.as_raw_fd(),
+            KVM_SET_REGS,
+            &regs as *const _ as libc::c_ulong,
+            "KVM_SET_REGS",
+        )
+    }?;
 
     check_feature_msrs(kvm, &vcpu)?;
 
     for expected in [KVM_EXIT_IO, KVM_EXIT_HLT] {
-        ioctl(vcpu.as_raw_fd(), KVM_RUN, 0, "KVM_RUN")?;
+        // SAFETY: the request takes an integer argument, not a pointer.
+        unsafe { ioctl(vcpu.as_raw_fd(), KVM_RUN, 0, "KVM_RUN") }?;
         // SAFETY: `run` maps the vCPU's kvm_run structure, whose u32 exit_reason sits
         // at offset 8; the kernel does not write it while KVM_RUN is not executing.
         let reason = unsafe { run.ptr.cast::<u8>().add(8).cast::<u32>().read_volatile() };
@@ -257,12 +282,15 @@ fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
         nmsrs: 256,
         indices: [0; 256],
     };
-    if ioctl(
-        kvm.as_raw_fd(),
-        KVM_GET_MSR_FEATURE_INDEX_LIST,
-        &mut list as *mut _ as libc::c_ulong,
-        "KVM_GET_MSR_FEATURE_INDEX_LIST",
-    )
+    // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+    if unsafe {
+        ioctl(
+            kvm.as_raw_fd(),
+            KVM_GET_MSR_FEATURE_INDEX_LIST,
+            &mut list as *mut _ as libc::c_ulong,
+            "KVM_GET_MSR_FEATURE_INDEX_LIST",
+        )
+    }
     .is_err()
     {
         // An old kernel without feature MSRs: QEMU will not copy any.
@@ -277,12 +305,15 @@ fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
             reserved: 0,
             data: 0,
         };
-        let read = ioctl(
-            kvm.as_raw_fd(),
-            KVM_GET_MSRS,
-            &mut one as *mut _ as libc::c_ulong,
-            "KVM_GET_MSRS",
-        )?;
+        // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+        let read = unsafe {
+            ioctl(
+                kvm.as_raw_fd(),
+                KVM_GET_MSRS,
+                &mut one as *mut _ as libc::c_ulong,
+                "KVM_GET_MSRS",
+            )
+        }?;
         if read != 1 {
             return Err(format!("KVM offers MSR {msr:#x} but cannot read it"));
         }
@@ -290,12 +321,15 @@ fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
         // in QEMU 7.x); setting the same subset tells whether QEMU's write will pass.
         let host_value = one.data;
         one.data = host_value & QEMU_KNOWN_ARCH_CAP_BITS;
-        let set = ioctl(
-            vcpu.as_raw_fd(),
-            KVM_SET_MSRS,
-            &one as *const _ as libc::c_ulong,
-            "KVM_SET_MSRS",
-        )?;
+        // SAFETY: the request takes a pointer to this local structure, which outlives the call.
+        let set = unsafe {
+            ioctl(
+                vcpu.as_raw_fd(),
+                KVM_SET_MSRS,
+                &one as *const _ as libc::c_ulong,
+                "KVM_SET_MSRS",
+            )
+        }?;
         if set != 1 {
             return Err(format!(
                 "KVM offers MSR {msr:#x} (host value {host_value:#x}) but refuses to set it on a vCPU, which QEMU requires; a nested hypervisor without full support"

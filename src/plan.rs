@@ -1,20 +1,17 @@
 //! Decides, without touching anything, what happens to each attached NIC (pure).
 //!
 //! A plan is data: the guest's view of every NIC (`NicPlan`) and the ordered list of
-//! changes to the namespace (`Step`) that give the guest the container's identity.
+//! changes to the namespace (`Step`) that give the guest the container's identity. The
+//! steps for one NIC follow the README's "What happens to one NIC".
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::config::Attach;
-use crate::discover::{NetState, is_infrastructure, natural_cmp};
-use crate::error::{Error, Result};
-use crate::netlink::MacLinkKind;
+use crate::error::{Error, NetworkError, Result};
+use crate::identity::{self, Identity};
+use crate::netstate::{IfAddr, KernelRoute, Link, Neigh, NetState, RT_TABLE_MAIN, natural_cmp};
+use crate::step::{MacLinkKind, Step};
 use crate::types::{Ipv4Net, Mac, Route};
-
-/// Every link vminit creates carries an alias starting with this, so a later run
-/// (a container restart in the same pod) can recognise and undo it.
-pub const ALIAS_PREFIX: &str = "vminit:";
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,155 +35,8 @@ pub struct NicPlan {
     pub door_addr: Ipv4Addr,
 }
 
-/// One change to the network namespace. `Display` prints the equivalent `ip` command.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Step {
-    DelRoute {
-        dev: String,
-        route: Route,
-    },
-    /// `onlink` tells the kernel not to check that the gateway is on a connected subnet
-    /// (the container's side of a NIC no longer has the subnet's address).
-    AddRoute {
-        dev: String,
-        route: Route,
-        src: Option<Ipv4Addr>,
-        onlink: bool,
-    },
-    /// `broadcast`: the address has (or gets back) its subnet's broadcast address.
-    DelAddr {
-        dev: String,
-        addr: Ipv4Net,
-        broadcast: bool,
-    },
-    AddAddr {
-        dev: String,
-        addr: Ipv4Net,
-        broadcast: bool,
-    },
-    SetMac {
-        dev: String,
-        mac: Mac,
-        old: Mac,
-    },
-    AddLink {
-        kind: MacLinkKind,
-        name: String,
-        lower: String,
-        mac: Option<Mac>,
-        mtu: u32,
-    },
-    DelLink {
-        name: String,
-    },
-    SetAlias {
-        dev: String,
-        alias: String,
-    },
-    /// TX checksum offload off on dnsmasq's side (old DHCP clients drop partial checksums).
-    TxChecksumOff {
-        dev: String,
-    },
-}
-
-impl Step {
-    /// The step that undoes this one, for rollback. `None` when nothing needs undoing.
-    pub fn inverse(&self) -> Option<Step> {
-        Some(match self.clone() {
-            Step::DelRoute { dev, route } => Step::AddRoute {
-                dev,
-                route,
-                src: None,
-                onlink: false,
-            },
-            Step::AddRoute { dev, route, .. } => Step::DelRoute { dev, route },
-            Step::DelAddr {
-                dev,
-                addr,
-                broadcast,
-            } => Step::AddAddr {
-                dev,
-                addr,
-                broadcast,
-            },
-            Step::AddAddr {
-                dev,
-                addr,
-                broadcast,
-            } => Step::DelAddr {
-                dev,
-                addr,
-                broadcast,
-            },
-            Step::SetMac { dev, mac, old } => Step::SetMac {
-                dev,
-                mac: old,
-                old: mac,
-            },
-            Step::AddLink { name, .. } => Step::DelLink { name },
-            // Deleting a link cannot be undone; only recovery deletes links.
-            Step::DelLink { .. } | Step::SetAlias { .. } | Step::TxChecksumOff { .. } => {
-                return None;
-            }
-        })
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::DelRoute { dev, route } => write!(f, "ip route del {route} dev {dev}"),
-            Step::AddRoute {
-                dev,
-                route,
-                src,
-                onlink,
-            } => {
-                write!(f, "ip route add {route} dev {dev}")?;
-                if *onlink {
-                    write!(f, " onlink")?;
-                }
-                match src {
-                    Some(s) => write!(f, " src {s}"),
-                    None => Ok(()),
-                }
-            }
-            Step::DelAddr { dev, addr, .. } => write!(f, "ip addr del {addr} dev {dev}"),
-            Step::AddAddr {
-                dev,
-                addr,
-                broadcast,
-            } => {
-                let brd = if *broadcast { " brd +" } else { "" };
-                write!(f, "ip addr add {addr}{brd} dev {dev}")
-            }
-            Step::SetMac { dev, mac, .. } => write!(f, "ip link set {dev} address {mac}"),
-            Step::AddLink {
-                kind,
-                name,
-                lower,
-                mac,
-                mtu,
-            } => {
-                let kind = match kind {
-                    MacLinkKind::Macvtap => "macvtap",
-                    MacLinkKind::Macvlan => "macvlan",
-                };
-                write!(f, "ip link add link {lower} name {name}")?;
-                if let Some(mac) = mac {
-                    write!(f, " address {mac}")?;
-                }
-                write!(f, " mtu {mtu} up type {kind} mode bridge")
-            }
-            Step::DelLink { name } => write!(f, "ip link del {name}"),
-            Step::SetAlias { dev, alias } => write!(f, "ip link set {dev} alias '{alias}'"),
-            Step::TxChecksumOff { dev } => write!(f, "ethtool -K {dev} tx off"),
-        }
-    }
-}
-
 /// What vminit will do to the namespace and hand to the guest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub nics: Vec<NicPlan>,
     pub steps: Vec<Step>,
@@ -201,6 +51,64 @@ pub struct PlanInput<'a> {
     pub random_macs: &'a [[u8; 6]],
 }
 
+/// One container NIC chosen for the guest, with what it holds now.
+struct Candidate<'a> {
+    link: &'a Link,
+    mac: Mac,
+    /// The address the guest gets.
+    addr: IfAddr,
+    /// Every IPv4 address of the NIC, the guest's included, in the kernel's order.
+    addrs: Vec<IfAddr>,
+    /// The NIC's routes in every table (not the kernel's subnet routes), on-link first.
+    routes: Vec<KernelRoute>,
+    /// Its permanent neighbour entries.
+    neighbours: Vec<Neigh>,
+}
+
+impl Candidate<'_> {
+    /// The NIC's routes in the main table: what the guest can be told by DHCP.
+    fn main_routes(&self) -> Vec<Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.table == RT_TABLE_MAIN)
+            .map(|r| r.route.clone())
+            .collect()
+    }
+}
+
+/// Plans the takeover of every attached NIC.
+pub fn plan(input: &PlanInput) -> Result<Plan> {
+    let state = input.state;
+    let names = attached_names(input.attach, state)?;
+    let candidates = candidates(&names, input)?;
+    let router_nic = router_nic(&candidates);
+    let mut taken = state.addresses_in_use();
+    let mut plan = Plan::default();
+    for (i, nic) in candidates.iter().enumerate() {
+        let door_addr = door_address(nic.addr.net, &taken);
+        taken.push(door_addr);
+        let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
+        let main_routes = nic.main_routes();
+        let gateway = (Some(nic.link.index) == router_nic)
+            .then(|| default_gateway(&main_routes))
+            .flatten();
+        let guest = NicPlan {
+            lower: nic.link.name.clone(),
+            tap: format!("vmtap{i}"),
+            door: format!("vmlink{i}"),
+            mac: nic.mac,
+            mtu: nic.link.mtu,
+            addr: nic.addr.net,
+            gateway,
+            guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
+            door_addr,
+        };
+        plan.steps.extend(takeover(i, nic, &guest, new_mac));
+        plan.nics.push(guest);
+    }
+    Ok(plan)
+}
+
 /// The NICs to attach, in guest order, or why that is impossible.
 pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> {
     let names = match attach {
@@ -208,7 +116,7 @@ pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> 
             let mut names: Vec<String> = state
                 .links
                 .iter()
-                .filter(|l| !is_infrastructure(l) && !is_door(&l.name))
+                .filter(|l| !is_infrastructure(l) && !is_door_name(&l.name))
                 .map(|l| l.name.clone())
                 .collect();
             names.sort_by(|a, b| natural_cmp(a, b));
@@ -217,200 +125,274 @@ pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> 
         Attach::Only(names) => {
             for name in names {
                 let Some(link) = state.link(name) else {
-                    return Err(Error::Network(format!(
-                        "ATTACH_IFACES: interface {name} does not exist in this container; attach the network first (docker network connect) or fix the name"
-                    )));
+                    return Err(Error::Network(NetworkError::NoSuchInterface(name.clone())));
                 };
                 if is_infrastructure(link) {
-                    return Err(Error::Network(format!(
-                        "ATTACH_IFACES: {name} is not an Ethernet NIC that can be given to the VM; remove it from ATTACH_IFACES"
-                    )));
+                    return Err(Error::Network(NetworkError::NotAttachable(name.clone())));
                 }
             }
             names.clone()
         }
     };
     if names.is_empty() {
-        return Err(Error::Network(
-            "no network interface to give to the VM; run the container with a network (not --network none)".into(),
-        ));
+        return Err(Error::Network(NetworkError::NoInterfaces));
     }
     Ok(names)
 }
 
-fn is_door(name: &str) -> bool {
-    name.starts_with("vmlink") && name[6..].bytes().all(|b| b.is_ascii_digit())
+/// Kinds that are never a container's NIC: loopback, bridges, kernel fallback tunnels and
+/// vminit's own links.
+pub fn is_infrastructure(link: &Link) -> bool {
+    const SKIP: &[&str] = &[
+        "bridge",
+        "openvswitch",
+        "macvtap",
+        "ipip",
+        "gre",
+        "gretap",
+        "erspan",
+        "ip6gre",
+        "ip6gretap",
+        "ip6erspan",
+        "sit",
+        "ip6tnl",
+        "vti",
+        "vti6",
+        "ip_vti",
+        "ip6_vti",
+        "dummy",
+    ];
+    link.name == "lo"
+        || !link.ethernet
+        || link.kind.as_deref().is_some_and(|k| SKIP.contains(&k))
+        || identity::is_ours(link)
 }
 
-/// Plans the takeover of every attached NIC.
-pub fn plan(input: &PlanInput) -> Result<Plan> {
-    let state = input.state;
-    let names = attached_names(input.attach, state)?;
+/// `vmlinkN`: the name vminit gives its doors (an unmarked one is never a user's NIC).
+fn is_door_name(name: &str) -> bool {
+    name.strip_prefix("vmlink")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
-    // The VM's address for each NIC.
-    let mut chosen = Vec::new();
-    let mut any_selected = false;
-    for name in &names {
+/// Each attached NIC with the address its guest gets: the one inside `SELECTED_NETWORK`,
+/// else its first.
+fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidate<'a>>> {
+    let state = input.state;
+    let mut out = Vec::new();
+    for name in names {
         let link = state
             .link(name)
             .expect("attached_names checked the link exists");
         let addrs = state.addrs_of(link.index);
-        let Some(first) = addrs.first().copied() else {
-            return Err(Error::Network(format!(
-                "{name} has no IPv4 address to give to the VM; give the network an IPv4 subnet or leave {name} out with AUTO_ATTACH=no and ATTACH_IFACES"
-            )));
+        let Some(first) = addrs.first().cloned() else {
+            return Err(Error::Network(NetworkError::NoIpv4(name.clone())));
         };
+        let mac = link
+            .mac
+            .ok_or_else(|| Error::Network(NetworkError::NoMac(name.clone())))?;
         let selected = input
             .selected_network
-            .and_then(|net| addrs.iter().copied().find(|a| net.contains(a.addr)));
-        any_selected |= selected.is_some();
-        chosen.push((link, selected.unwrap_or(first), addrs));
+            .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
+        let mut routes = state.routes_of(link.index);
+        routes.sort_by_key(|r| r.route.gateway.is_some());
+        out.push(Candidate {
+            link,
+            mac,
+            addr: selected.unwrap_or(first),
+            addrs,
+            routes,
+            neighbours: state.neighbours_of(link.index),
+        });
     }
-    if let (Some(net), false) = (input.selected_network, any_selected) {
-        return Err(Error::Config(
-            "SELECTED_NETWORK".into(),
+    if let Some(net) = input.selected_network
+        && !out
+            .iter()
+            .any(|c| c.addrs.iter().any(|a| net.contains(a.net.addr)))
+    {
+        return Err(Error::config(
+            "SELECTED_NETWORK",
             format!(
                 "{net} matches no IPv4 address of {}; use the network of the address the VM should get",
                 names.join(", ")
             ),
         ));
     }
+    Ok(out)
+}
 
-    // The NIC with the container's default route (lowest metric) gives the guest its router.
-    let default_nic = chosen
+/// The NIC that holds the container's default route (lowest metric): the only one that
+/// gives the guest a router.
+fn router_nic(candidates: &[Candidate]) -> Option<u32> {
+    candidates
         .iter()
-        .filter_map(|(link, _, _)| {
-            state
-                .routes_of(link.index)
-                .into_iter()
+        .filter_map(|c| {
+            c.main_routes()
+                .iter()
                 .filter(|r| r.is_default() && r.gateway.is_some())
-                .map(|r| (r.metric.unwrap_or(0), link.index))
+                .map(|r| (r.metric.unwrap_or(0), c.link.index))
                 .min()
         })
         .min()
-        .map(|(_, index)| index);
-
-    // Addresses the container's door addresses must avoid.
-    let mut taken: Vec<Ipv4Addr> = state.addrs.iter().map(|a| a.net.addr).collect();
-    taken.extend(state.routes.iter().filter_map(|r| r.route.gateway));
-
-    let mut nics = Vec::new();
-    let mut steps = Vec::new();
-    for (i, (link, addr, addrs)) in chosen.into_iter().enumerate() {
-        let mac = link.mac.ok_or_else(|| {
-            Error::Network(format!(
-                "{} has no MAC address; it cannot become a guest NIC",
-                link.name
-            ))
-        })?;
-        let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
-        let door_addr = door_address(addr.addr, &taken);
-        taken.push(door_addr);
-        let tap = format!("vmtap{i}");
-        let door = format!("vmlink{i}");
-        let moved = ordered_for_adding(state.routes_of(link.index));
-        let gateway = if Some(link.index) == default_nic {
-            moved
-                .iter()
-                .filter(|r| r.is_default())
-                .min_by_key(|r| r.metric.unwrap_or(0))
-                .and_then(|r| r.gateway)
-        } else {
-            None
-        };
-        let guest_routes = guest_routes(addr, door_addr, &moved, gateway);
-        // The container keeps its other addresses, and uses one as the source of its
-        // own traffic when it has one (Kubernetes gives two); else the door address.
-        let kept = addrs.iter().find(|a| **a != addr).map(|a| a.addr);
-        let identity = Identity {
-            lower: link.name.clone(),
-            mac,
-            addr,
-            routes: moved.clone(),
-        };
-
-        let lower = link.name.clone();
-        for route in moved.iter().rev() {
-            steps.push(Step::DelRoute {
-                dev: lower.clone(),
-                route: route.clone(),
-            });
-        }
-        steps.push(Step::DelAddr {
-            dev: lower.clone(),
-            addr,
-            broadcast: state.has_broadcast(link.index, addr),
-        });
-        steps.push(Step::SetMac {
-            dev: lower.clone(),
-            mac: new_mac,
-            old: mac,
-        });
-        steps.push(Step::AddLink {
-            kind: MacLinkKind::Macvtap,
-            name: tap.clone(),
-            lower: lower.clone(),
-            mac: Some(mac),
-            mtu: link.mtu,
-        });
-        steps.push(Step::SetAlias {
-            dev: tap.clone(),
-            alias: identity.encode(),
-        });
-        steps.push(Step::AddLink {
-            kind: MacLinkKind::Macvlan,
-            name: door.clone(),
-            lower: lower.clone(),
-            mac: None,
-            mtu: link.mtu,
-        });
-        steps.push(Step::SetAlias {
-            dev: door.clone(),
-            alias: format!("{ALIAS_PREFIX}door {lower}"),
-        });
-        steps.push(Step::TxChecksumOff { dev: door.clone() });
-        steps.push(Step::AddAddr {
-            dev: door.clone(),
-            addr: Ipv4Net::new(door_addr, 32),
-            broadcast: false,
-        });
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: Route {
-                dst: Ipv4Net::new(addr.addr, 32),
-                gateway: None,
-                metric: None,
-            },
-            src: Some(door_addr),
-            onlink: false,
-        });
-        for route in &moved {
-            steps.push(Step::AddRoute {
-                dev: door.clone(),
-                route: route.clone(),
-                src: Some(kept.unwrap_or(door_addr)),
-                onlink: route.gateway.is_some(),
-            });
-        }
-        nics.push(NicPlan {
-            lower,
-            tap,
-            door,
-            mac,
-            mtu: link.mtu,
-            addr,
-            gateway,
-            guest_routes,
-            door_addr,
-        });
-    }
-    Ok(Plan { nics, steps })
+        .map(|(_, index)| index)
 }
 
-/// On-link routes first: a gateway route needs the route to its gateway in place.
-fn ordered_for_adding(mut routes: Vec<Route>) -> Vec<Route> {
-    routes.sort_by_key(|r| r.gateway.is_some());
+/// The gateway of a NIC's best default route.
+fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
     routes
+        .iter()
+        .filter(|r| r.is_default())
+        .min_by_key(|r| r.metric.unwrap_or(0))
+        .and_then(|r| r.gateway)
+}
+
+/// The changes that hand one NIC to the guest, in order: the record first, so that a run
+/// killed at any later step can be recovered; then the NIC gives up its address (and with
+/// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
+/// routes back.
+fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
+    let mut steps = write_record(i, nic, guest);
+    steps.extend(release_address(nic));
+    steps.push(Step::SetMac {
+        dev: guest.lower.clone(),
+        mac: new_mac,
+        old: nic.mac,
+    });
+    steps.extend(create_guest_nic(guest));
+    steps.extend(open_door(nic, guest));
+    steps
+}
+
+/// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
+/// device) with the first part of the identity record in its alias, and down carrier links
+/// for the rest of a long one.
+fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+    let identity = Identity {
+        lower: guest.lower.clone(),
+        mac: nic.mac,
+        addrs: nic.addrs.clone(),
+        routes: nic.routes.clone(),
+        neighbours: nic.neighbours.clone(),
+    };
+    let mut steps = Vec::new();
+    for (k, alias) in identity.aliases().into_iter().enumerate() {
+        let (name, up) = match k {
+            0 => (guest.door.clone(), true),
+            _ => (format!("vmrec{i}.{}", k + 1), false),
+        };
+        steps.push(Step::AddLink {
+            kind: MacLinkKind::Macvlan,
+            name: name.clone(),
+            lower: guest.lower.clone(),
+            mac: None,
+            mtu: guest.mtu,
+            up,
+        });
+        steps.push(Step::SetAlias { dev: name, alias });
+    }
+    steps
+}
+
+/// Takes the guest's address off the container NIC, and with it the NIC's routes (the
+/// kernel drops them when the NIC loses its address; the door gets them back) and its
+/// permanent neighbours (the MAC change would flush them). The kernel deletes the
+/// secondaries of a primary address with it (promote_secondaries is off by default, and
+/// read-only under Docker): they are taken off first and put back after, so the container
+/// keeps them, the first as its new primary.
+fn release_address(nic: &Candidate) -> Vec<Step> {
+    let dev = &nic.link.name;
+    let mut steps: Vec<Step> = nic
+        .routes
+        .iter()
+        .rev()
+        .map(|route| Step::DelRoute {
+            dev: dev.clone(),
+            route: route.clone(),
+        })
+        .collect();
+    for neigh in &nic.neighbours {
+        steps.push(Step::DelNeigh {
+            dev: dev.clone(),
+            neigh: *neigh,
+        });
+    }
+    let secondaries: Vec<&IfAddr> = match nic.addr.is_secondary() {
+        true => Vec::new(),
+        false => nic
+            .addrs
+            .iter()
+            .filter(|a| a.net != nic.addr.net && a.is_secondary() && nic.addr.same_subnet(a))
+            .collect(),
+    };
+    for addr in secondaries.iter().rev() {
+        steps.push(Step::DelAddr {
+            dev: dev.clone(),
+            addr: (*addr).clone(),
+        });
+    }
+    steps.push(Step::DelAddr {
+        dev: dev.clone(),
+        addr: nic.addr.clone(),
+    });
+    for addr in secondaries {
+        steps.push(Step::AddAddr {
+            dev: dev.clone(),
+            addr: addr.clone(),
+        });
+    }
+    steps
+}
+
+/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU.
+fn create_guest_nic(guest: &NicPlan) -> [Step; 2] {
+    [
+        Step::AddLink {
+            kind: MacLinkKind::Macvtap,
+            name: guest.tap.clone(),
+            lower: guest.lower.clone(),
+            mac: Some(guest.mac),
+            mtu: guest.mtu,
+            up: true,
+        },
+        Step::SetAlias {
+            dev: guest.tap.clone(),
+            alias: identity::tap_alias(&guest.lower),
+        },
+    ]
+}
+
+/// The container's side of the door: the link-local door address, a route to the guest,
+/// and the NIC's routes of every table, whose source is the address the container kept
+/// (Kubernetes can give a NIC two), else the door address.
+fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+    let door = &guest.door;
+    let kept = nic
+        .addrs
+        .iter()
+        .find(|a| a.net != nic.addr.net)
+        .map(|a| a.net.addr);
+    let mut to_guest = KernelRoute::main(Route::host(guest.addr.addr));
+    to_guest.src = Some(guest.door_addr);
+    let mut steps = vec![
+        Step::TxChecksumOff { dev: door.clone() },
+        Step::AddAddr {
+            dev: door.clone(),
+            addr: IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
+        },
+        Step::AddRoute {
+            dev: door.clone(),
+            route: to_guest,
+        },
+    ];
+    for route in &nic.routes {
+        let mut moved = route.clone();
+        moved.src = Some(kept.unwrap_or(guest.door_addr));
+        moved.onlink = route.route.gateway.is_some();
+        steps.push(Step::AddRoute {
+            dev: door.clone(),
+            route: moved,
+        });
+    }
+    steps
 }
 
 /// The guest's classless static routes: its way to the container (the door), the
@@ -421,12 +403,7 @@ fn guest_routes(
     moved: &[Route],
     gateway: Option<Ipv4Addr>,
 ) -> Vec<Route> {
-    let on_link = |ip: Ipv4Addr| Route {
-        dst: Ipv4Net::new(ip, 32),
-        gateway: None,
-        metric: None,
-    };
-    let mut routes = vec![on_link(door)];
+    let mut routes = vec![Route::host(door)];
     for r in moved.iter().filter(|r| !r.is_default()) {
         routes.push(Route {
             metric: None,
@@ -440,7 +417,7 @@ fn guest_routes(
                 .iter()
                 .any(|r| r.gateway.is_none() && r.dst.contains(gw));
         if !covered {
-            routes.push(on_link(gw));
+            routes.push(Route::host(gw));
         }
         routes.push(Route {
             dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
@@ -451,258 +428,65 @@ fn guest_routes(
     routes
 }
 
-/// The container's link-local address for talking to the guest behind `vm_ip`.
+/// Link-local addresses others give a meaning to: Calico's gateway, Kubernetes'
+/// NodeLocal DNS, the cloud providers' time, DNS and metadata services, and ECS's task
+/// metadata. A door never takes one.
+pub const RESERVED_LINK_LOCAL: [Ipv4Addr; 6] = [
+    Ipv4Addr::new(169, 254, 1, 1),
+    Ipv4Addr::new(169, 254, 20, 10),
+    Ipv4Addr::new(169, 254, 169, 123),
+    Ipv4Addr::new(169, 254, 169, 253),
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(169, 254, 170, 2),
+];
+
+/// 169.254.1.0: RFC 3927 reserves the first and the last /24 of 169.254/16.
+const DOOR_FIRST: u32 = 0xa9fe_0100;
+/// How many door addresses there are: 169.254.1.0 to 169.254.254.255, reserved ones out.
+const DOOR_COUNT: u32 = 254 * 256 - RESERVED_LINK_LOCAL.len() as u32;
+
+/// The container's link-local address for talking to the guest at `guest`.
 ///
-/// It is derived from the guest's address (its low 16 bits), so that vminit
-/// containers on one network do not pick the same one and a restart picks the same
-/// one again, and it skips the reserved first and last /24 of 169.254/16, the
-/// well-known 169.254.1.1 (Calico's gateway) and 169.254.169.254 (cloud metadata),
-/// and anything in `taken`.
-pub fn door_address(vm_ip: Ipv4Addr, taken: &[Ipv4Addr]) -> Ipv4Addr {
-    const USABLE: u32 = 254 * 256; // 169.254.1.0 ..= 169.254.254.255
-    let mut n = (u32::from(vm_ip) & 0xffff) % USABLE;
+/// Door addresses are numbered from 169.254.1.0 upwards, skipping `RESERVED_LINK_LOCAL`.
+/// The door of a guest address is the one numbered by its host part within its subnet
+/// (for subnets of /16 to /30; the low 16 bits of the address for other sizes), so guests
+/// with different addresses on one Docker network get different doors (for the first
+/// 65018 host numbers of a /16: every network of /17 or smaller), and a restart picks the
+/// same door again. An address already in use in the namespace (`taken`) is skipped for the
+/// next free one.
+pub fn door_address(guest: Ipv4Net, taken: &[Ipv4Addr]) -> Ipv4Addr {
+    let bits = u32::from(guest.addr);
+    let host = match guest.prefix {
+        16..=30 => bits & !u32::from(guest.netmask()),
+        _ => bits & 0xffff,
+    };
+    let mut n = host % DOOR_COUNT;
     loop {
-        let candidate = Ipv4Addr::from(0xa9fe_0100 + n);
-        let reserved = candidate == Ipv4Addr::new(169, 254, 1, 1)
-            || candidate == Ipv4Addr::new(169, 254, 169, 254)
-            || candidate.octets()[3] == 0
-            || candidate.octets()[3] == 255;
-        if !reserved && !taken.contains(&candidate) {
+        let candidate = nth_door(n);
+        if !taken.contains(&candidate) {
             return candidate;
         }
-        n = (n + 1) % USABLE;
+        n = (n + 1) % DOOR_COUNT;
     }
 }
 
-/// What a macvtap's alias records about the NIC it took over, so that a second run
-/// in the same namespace can put the NIC back before starting again.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Identity {
-    pub lower: String,
-    pub mac: Mac,
-    pub addr: Ipv4Net,
-    pub routes: Vec<Route>,
-}
-
-impl Identity {
-    /// `vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1@100,169.254.1.1/32`
-    pub fn encode(&self) -> String {
-        let routes: Vec<String> = self
-            .routes
-            .iter()
-            .map(|r| {
-                let mut s = format!("{}/{}", r.dst.network(), r.dst.prefix);
-                if let Some(gw) = r.gateway {
-                    s.push_str(&format!(">{gw}"));
-                }
-                if let Some(m) = r.metric {
-                    s.push_str(&format!("@{m}"));
-                }
-                s
-            })
-            .collect();
-        format!(
-            "{ALIAS_PREFIX}nic {} {} {} {}",
-            self.lower,
-            self.mac,
-            self.addr,
-            if routes.is_empty() {
-                "-".into()
-            } else {
-                routes.join(",")
-            }
-        )
-    }
-
-    pub fn decode(alias: &str) -> Option<Identity> {
-        let rest = alias.strip_prefix(ALIAS_PREFIX)?.strip_prefix("nic ")?;
-        let mut words = rest.split(' ');
-        let lower = words.next()?.to_string();
-        let mac = words.next()?.parse().ok()?;
-        let addr = words.next()?.parse().ok()?;
-        let mut routes = Vec::new();
-        match words.next()? {
-            "-" => {}
-            list => {
-                for item in list.split(',') {
-                    let (item, metric) = match item.split_once('@') {
-                        Some((i, m)) => (i, Some(m.parse().ok()?)),
-                        None => (item, None),
-                    };
-                    let (dst, gateway) = match item.split_once('>') {
-                        Some((d, g)) => (d, Some(g.parse().ok()?)),
-                        None => (item, None),
-                    };
-                    routes.push(Route {
-                        dst: dst.parse().ok()?,
-                        gateway,
-                        metric,
-                    });
-                }
-            }
-        }
-        Some(Identity {
-            lower,
-            mac,
-            addr,
-            routes,
-        })
-    }
-}
-
-/// The steps that undo what an earlier vminit left in this namespace (it was killed
-/// before it could clean up): delete its links, give each NIC back its MAC, address
-/// and routes. Empty when there is nothing to recover.
-pub fn recovery(state: &NetState) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for link in &state.links {
-        let Some(alias) = link.alias.as_deref() else {
-            continue;
-        };
-        if alias.starts_with(&format!("{ALIAS_PREFIX}door")) {
-            steps.push(Step::DelLink {
-                name: link.name.clone(),
-            });
+/// The `n`th door address (`n < DOOR_COUNT`).
+fn nth_door(n: u32) -> Ipv4Addr {
+    let mut bits = DOOR_FIRST + n;
+    // RESERVED_LINK_LOCAL is sorted: each one at or below the candidate pushes it up one.
+    for reserved in RESERVED_LINK_LOCAL {
+        if bits >= u32::from(reserved) {
+            bits += 1;
         }
     }
-    for link in &state.links {
-        let Some(id) = link.alias.as_deref().and_then(Identity::decode) else {
-            continue;
-        };
-        steps.push(Step::DelLink {
-            name: link.name.clone(),
-        });
-        let Some(lower) = state.link(&id.lower) else {
-            continue;
-        };
-        if let Some(current) = lower.mac.filter(|m| *m != id.mac) {
-            steps.push(Step::SetMac {
-                dev: id.lower.clone(),
-                mac: id.mac,
-                old: current,
-            });
-        }
-        if !state.addrs_of(lower.index).contains(&id.addr) {
-            // What Docker and Kubernetes give an address; the alias does not record it.
-            steps.push(Step::AddAddr {
-                dev: id.lower.clone(),
-                addr: id.addr,
-                broadcast: id.addr.prefix < 31,
-            });
-        }
-        let present = state.routes_of(lower.index);
-        for route in ordered_for_adding(id.routes)
-            .into_iter()
-            .filter(|r| !present.contains(r))
-        {
-            steps.push(Step::AddRoute {
-                dev: id.lower.clone(),
-                route,
-                src: None,
-                onlink: false,
-            });
-        }
-    }
-    steps
+    Ipv4Addr::from(bits)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{Addr, Link, RouteEntry};
-
-    const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
-    const MAC1: Mac = Mac([0x02, 0x42, 0xac, 0x14, 0x00, 0x05]);
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-    fn route(dst: &str, gw: Option<&str>) -> Route {
-        Route {
-            dst: net(dst),
-            gateway: gw.map(ip),
-            metric: None,
-        }
-    }
-
-    struct Ns(NetState);
-
-    impl Ns {
-        fn new() -> Ns {
-            let lo = Link {
-                index: 1,
-                name: "lo".into(),
-                mac: None,
-                mtu: 65536,
-                kind: None,
-                lower: None,
-                alias: None,
-                up: true,
-                ethernet: false,
-            };
-            Ns(NetState {
-                links: vec![lo],
-                ..Default::default()
-            })
-        }
-        fn nic(mut self, index: u32, name: &str, mac: Mac, addrs: &[&str], routes: &[Route]) -> Ns {
-            self.0.links.push(Link {
-                index,
-                name: name.into(),
-                mac: Some(mac),
-                mtu: 1450,
-                kind: Some("veth".into()),
-                lower: None,
-                alias: None,
-                up: true,
-                ethernet: true,
-            });
-            for a in addrs {
-                self.0.addrs.push(Addr {
-                    index,
-                    net: net(a),
-                    broadcast: false,
-                });
-                let n = net(a);
-                self.0.routes.push(RouteEntry {
-                    index,
-                    route: Route {
-                        dst: Ipv4Net::new(n.network(), n.prefix),
-                        gateway: None,
-                        metric: None,
-                    },
-                    kernel: true,
-                    prefsrc: Some(n.addr),
-                });
-            }
-            for r in routes {
-                self.0.routes.push(RouteEntry {
-                    index,
-                    route: r.clone(),
-                    kernel: false,
-                    prefsrc: None,
-                });
-            }
-            self
-        }
-    }
-
-    fn docker_two_networks() -> NetState {
-        // Docker names NICs by connection order, not ifindex order.
-        Ns::new()
-            .nic(9, "eth1", MAC1, &["172.20.0.5/16"], &[])
-            .nic(
-                7,
-                "eth0",
-                MAC0,
-                &["172.19.0.2/24"],
-                &[route("0.0.0.0/0", Some("172.19.0.1"))],
-            )
-            .0
-    }
+    use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use std::net::Ipv4Addr;
 
     fn plan_for(state: &NetState, attach: Attach, selected: Option<&str>) -> Result<Plan> {
         plan(&PlanInput {
@@ -745,22 +529,78 @@ mod tests {
                 route("0.0.0.0/0", Some("172.19.0.1"))
             ]
         );
+        let record = Identity {
+            lower: "eth0".into(),
+            mac: MAC0,
+            addrs: state.addrs_of(7),
+            routes: state.routes_of(7),
+            neighbours: vec![],
+        };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             cmds,
             vec![
-                "ip route del default via 172.19.0.1 dev eth0".to_string(),
+                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".to_string(),
+                format!("ip link set vmlink0 alias '{}'", record.aliases()[0]),
+                "ip route del default via 172.19.0.1 dev eth0".into(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:aa".into(),
                 "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 up type macvtap mode bridge".into(),
-                "ip link set vmtap0 alias 'vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1'".into(),
-                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".into(),
-                "ip link set vmlink0 alias 'vminit:door eth0'".into(),
+                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
                 format!("ip route add default via 172.19.0.1 dev vmlink0 onlink src {door}"),
             ]
+        );
+        assert_eq!(
+            record.aliases(),
+            [
+                "vminit:door eth0 1/1 v1 02:42:ac:13:00:02;a 172.19.0.2/24 b=172.19.0.255;r 0.0.0.0/0 g=172.19.0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_record_is_complete_before_the_first_change_to_the_nic() {
+        let mut state = docker_two_networks();
+        // Enough routes for a record longer than one alias.
+        for i in 0..12 {
+            state.routes.push(crate::netstate::RouteEntry {
+                index: 7,
+                route: KernelRoute::main(route(&format!("10.{i}.0.0/16"), Some("172.19.0.1"))),
+            });
+        }
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        let eth0: Vec<&Step> = p
+            .steps
+            .iter()
+            .filter(|s| s.to_string().contains("eth0"))
+            .collect();
+        let first_change = eth0
+            .iter()
+            .position(|s| matches!(s, Step::DelRoute { .. }))
+            .unwrap();
+        let aliases: Vec<&Step> = eth0[..first_change]
+            .iter()
+            .copied()
+            .filter(|s| matches!(s, Step::SetAlias { .. }))
+            .collect();
+        assert!(
+            aliases.len() > 1,
+            "a long record needs carriers: {aliases:?}"
+        );
+        assert!(
+            eth0[..first_change]
+                .iter()
+                .all(|s| matches!(s, Step::AddLink { .. } | Step::SetAlias { .. })),
+            "only links and aliases before the first change: {eth0:?}"
+        );
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::AddLink { name, up: false, .. } if name == "vmrec0.2")),
+            "carriers stay down"
         );
     }
 
@@ -818,14 +658,20 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("eth7"), "{e}");
+        assert!(
+            matches!(e, Error::Network(NetworkError::NoSuchInterface(ref n)) if n == "eth7"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_nic_without_ipv4_is_an_error_naming_it() {
         let state = Ns::new().nic(3, "eth0", MAC0, &[], &[]).0;
         let e = plan_for(&state, Attach::All, None).unwrap_err();
-        assert!(e.to_string().contains("eth0 has no IPv4"), "{e}");
+        assert!(
+            matches!(e, Error::Network(NetworkError::NoIpv4(ref n)) if n == "eth0"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -841,22 +687,22 @@ mod tests {
             .0;
         let p = plan_for(&state, Attach::All, Some("10.1.0.0/16")).unwrap();
         assert_eq!(p.nics[0].addr, net("10.1.2.3/16"));
-        assert!(p.steps.contains(&Step::DelAddr {
-            dev: "eth0".into(),
-            addr: net("10.1.2.3/16"),
-            broadcast: false,
-        }));
-        assert!(
-            !p.steps
-                .iter()
-                .any(|s| matches!(s, Step::DelAddr { addr, .. } if *addr == net("192.168.5.4/24")))
-        );
+        let dels: Vec<Ipv4Net> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::DelAddr { addr, .. } => Some(addr.net),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dels, [net("10.1.2.3/16")], "the other address stays");
         // The container's own traffic leaves from the address it kept.
+        let mut moved = KernelRoute::main(route("0.0.0.0/0", Some("10.1.0.1")));
+        moved.src = Some(ip("192.168.5.4"));
+        moved.onlink = true;
         assert!(p.steps.contains(&Step::AddRoute {
             dev: "vmlink0".into(),
-            route: route("0.0.0.0/0", Some("10.1.0.1")),
-            src: Some(ip("192.168.5.4")),
-            onlink: true,
+            route: moved,
         }));
         // Without SELECTED_NETWORK the first address goes to the VM.
         let p = plan_for(&state, Attach::All, None).unwrap();
@@ -867,7 +713,7 @@ mod tests {
     fn selected_network_matching_nothing_is_an_error() {
         let e = plan_for(&docker_two_networks(), Attach::All, Some("10.9.0.0/16")).unwrap_err();
         assert!(
-            matches!(e, Error::Config(ref v, _) if v == "SELECTED_NETWORK"),
+            matches!(e, Error::Config { ref var, .. } if var == "SELECTED_NETWORK"),
             "{e}"
         );
     }
@@ -913,24 +759,165 @@ mod tests {
     }
 
     #[test]
-    fn door_addresses_avoid_reserved_and_taken_ones() {
-        assert_eq!(door_address(ip("172.19.0.2"), &[]), ip("169.254.1.2"));
+    fn two_addresses_in_one_subnet_keep_the_second_for_the_container_in_order() {
+        let state = Ns::new()
+            .nic(
+                3,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24", "172.19.0.9/24", "172.19.0.10/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .0;
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        assert_eq!(p.nics[0].addr, net("172.19.0.2/24"));
+        let changes: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::DelAddr { dev, .. } | Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
-            door_address(ip("10.0.0.1"), &[]),
+            changes,
+            [
+                // The kernel would delete the secondaries with their primary: take them
+                // off first, then put them back, in their order.
+                "ip addr del 172.19.0.10/24 dev eth0",
+                "ip addr del 172.19.0.9/24 dev eth0",
+                "ip addr del 172.19.0.2/24 dev eth0",
+                "ip addr add 172.19.0.9/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.10/24 brd 172.19.0.255 dev eth0",
+            ]
+        );
+        // The container's routes leave from the first address it kept.
+        assert!(p.steps.iter().any(
+            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
+        ));
+        // Undone in reverse, the primary comes back first, then its secondaries in order.
+        let undo: Vec<String> = p
+            .steps
+            .iter()
+            .rev()
+            .filter_map(Step::inverse)
+            .filter(|s| matches!(s, Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                "ip addr add 172.19.0.2/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.9/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.10/24 brd 172.19.0.255 dev eth0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secondary_guest_address_leaves_its_primary_alone() {
+        let state = Ns::new()
+            .nic(3, "eth0", MAC0, &["10.1.0.2/24", "10.1.0.7/24"], &[])
+            .0;
+        let p = plan_for(&state, Attach::All, Some("10.1.0.7/32")).unwrap();
+        let changes: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::DelAddr { dev, .. } | Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(changes, ["ip addr del 10.1.0.7/24 dev eth0"]);
+    }
+
+    #[test]
+    fn permanent_neighbours_are_forgotten_before_the_mac_changes_and_come_back_after() {
+        let mut state = docker_two_networks();
+        let gw = Neigh {
+            addr: ip("172.19.0.1"),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+        };
+        state.neighbours.push(crate::netstate::NeighEntry {
+            index: 7,
+            neigh: gw,
+        });
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        let del = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == gw))
+            .unwrap();
+        let set_mac = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::SetMac { dev, .. } if dev == "eth0"))
+            .unwrap();
+        assert!(del < set_mac);
+    }
+
+    #[test]
+    fn routes_of_other_tables_move_to_the_door_but_only_main_ones_reach_the_guest() {
+        let mut state = docker_two_networks();
+        let mut policy = KernelRoute::main(route("0.0.0.0/0", Some("172.19.0.254")));
+        policy.table = 100;
+        state.routes.push(crate::netstate::RouteEntry {
+            index: 7,
+            route: policy.clone(),
+        });
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        assert!(p.steps.contains(&Step::DelRoute {
+            dev: "eth0".into(),
+            route: policy.clone(),
+        }));
+        assert!(p.steps.iter().any(
+            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.table == 100)
+        ));
+        assert_eq!(p.nics[0].gateway, Some(ip("172.19.0.1")));
+        assert!(
+            !p.nics[0]
+                .guest_routes
+                .iter()
+                .any(|r| r.gateway == Some(ip("172.19.0.254")))
+        );
+    }
+
+    #[test]
+    fn door_addresses_follow_the_host_part_and_avoid_reserved_and_taken_ones() {
+        let door = |addr: &str, taken: &[Ipv4Addr]| door_address(net(addr), taken);
+        assert_eq!(door("172.19.0.0/24", &[]), ip("169.254.1.0"));
+        assert_eq!(
+            door("10.0.0.1/24", &[]),
             ip("169.254.1.2"),
             "skips 169.254.1.1"
         );
+        assert_eq!(door("172.19.0.2/24", &[]), ip("169.254.1.3"));
         assert_eq!(
-            door_address(ip("172.19.0.2"), &[ip("169.254.1.2")]),
-            ip("169.254.1.3")
+            door("172.19.0.2/24", &[ip("169.254.1.3")]),
+            ip("169.254.1.4")
         );
         assert_eq!(
-            door_address(ip("10.0.0.255"), &[]),
-            ip("169.254.2.1"),
-            "skips .255 and .0"
+            door("172.19.0.2/24", &[]),
+            door("172.19.0.2/24", &[]),
+            "stable"
         );
-        let a = door_address(ip("172.19.0.2"), &[]);
-        assert_eq!(a, door_address(ip("172.19.0.2"), &[]), "deterministic");
+        // x.y.1.10 and x.y.255.10 on one /16 used to share a door.
+        assert_ne!(door("10.5.1.10/16", &[]), door("10.5.255.10/16", &[]));
+        for reserved in RESERVED_LINK_LOCAL {
+            let host = u32::from(reserved) - DOOR_FIRST;
+            for addr in [host - 1, host, host + 1] {
+                let guest = Ipv4Net::new(Ipv4Addr::from(0x0a05_0000 + addr), 16);
+                assert_ne!(door_address(guest, &[]), reserved, "{guest}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_host_of_a_slash_17_gets_its_own_door() {
+        let mut seen = std::collections::HashSet::new();
+        for host in 1..(1u32 << 15) - 1 {
+            let guest = Ipv4Net::new(Ipv4Addr::from(0xac13_0000 + host), 17);
+            let door = door_address(guest, &[]);
+            assert!(net("169.254.0.0/16").contains(door));
+            assert!(!RESERVED_LINK_LOCAL.contains(&door));
+            assert!(seen.insert(door), "{guest} shares {door}");
+        }
     }
 
     #[test]
@@ -959,74 +946,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn identity_survives_the_alias_round_trip() {
-        let id = Identity {
-            lower: "eth0".into(),
-            mac: MAC0,
-            addr: net("10.244.1.7/32"),
-            routes: vec![
-                route("169.254.1.1/32", None),
-                Route {
-                    dst: net("0.0.0.0/0"),
-                    gateway: Some(ip("169.254.1.1")),
-                    metric: Some(100),
-                },
-            ],
-        };
-        let alias = id.encode();
-        assert!(alias.len() < 256, "fits IFALIASZ");
-        assert_eq!(Identity::decode(&alias), Some(id));
-        assert_eq!(Identity::decode("vminit:door eth0"), None);
-        assert_eq!(Identity::decode("something else"), None);
-    }
-
-    #[test]
-    fn recovery_puts_back_what_a_killed_run_left() {
-        // What the namespace looks like after a run was SIGKILLed.
-        let mut state = Ns::new().nic(7, "eth0", Mac([0xaa; 6]), &[], &[]).0;
-        let id = Identity {
-            lower: "eth0".into(),
-            mac: MAC0,
-            addr: net("172.19.0.2/24"),
-            routes: vec![route("0.0.0.0/0", Some("172.19.0.1"))],
-        };
-        for (index, name, kind, alias) in [
-            (20, "vmtap0", "macvtap", id.encode()),
-            (21, "vmlink0", "macvlan", "vminit:door eth0".to_string()),
-        ] {
-            state.links.push(Link {
-                index,
-                name: name.into(),
-                mac: Some(MAC0),
-                mtu: 1500,
-                kind: Some(kind.into()),
-                lower: Some(7),
-                alias: Some(alias),
-                up: true,
-                ethernet: true,
-            });
+    fn link(name: &str, kind: Option<&str>, ethernet: bool) -> Link {
+        Link {
+            index: 1,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            kind: kind.map(str::to_string),
+            alias: None,
+            ethernet,
         }
-        let cmds: Vec<String> = recovery(&state).iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            cmds,
-            [
-                "ip link del vmlink0",
-                "ip link del vmtap0",
-                "ip link set eth0 address 02:42:ac:13:00:02",
-                "ip addr add 172.19.0.2/24 brd + dev eth0",
-                "ip route add default via 172.19.0.1 dev eth0",
-            ]
-        );
-        // Our own links are never candidates for attachment.
-        assert_eq!(
-            attached_names(&Attach::All, &state).unwrap(),
-            vec!["eth0".to_string()]
-        );
     }
 
     #[test]
-    fn a_clean_namespace_needs_no_recovery() {
-        assert!(recovery(&docker_two_networks()).is_empty());
+    fn loopback_bridges_and_fallback_tunnels_are_not_nics() {
+        assert!(is_infrastructure(&link("lo", None, false)));
+        assert!(is_infrastructure(&link("tunl0", Some("ipip"), false)));
+        assert!(is_infrastructure(&link("gretap0", Some("gretap"), true)));
+        assert!(is_infrastructure(&link("br0", Some("bridge"), true)));
+        assert!(!is_infrastructure(&link("eth0", Some("veth"), true)));
+        assert!(!is_infrastructure(&link("eth1", Some("macvlan"), true)));
+        assert!(!is_infrastructure(&link("ens3", None, true)));
     }
 }

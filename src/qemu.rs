@@ -1,89 +1,11 @@
-//! Renders QEMU's command line from the plan and the probes' decisions (pure).
+//! Renders QEMU's command line from the plan and the accelerator decisions (pure).
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::Path;
 
-use crate::config::{Accel, Vhost};
-use crate::devices::KvmStatus;
-use crate::error::{Error, Result};
+use crate::accel::Accelerator;
 use crate::types::Mac;
-
-/// The accelerator QEMU will use, as decided by the probe.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Accelerator {
-    Kvm,
-    Tcg,
-}
-
-/// A decision about QEMU, with the log line that reports it (a warning when the user
-/// loses something by it).
-#[derive(Debug, PartialEq)]
-pub struct Choice<T> {
-    pub value: T,
-    pub report: String,
-    pub warning: bool,
-}
-
-/// `ACCEL`: KVM only when the probe guest ran on /dev/kvm (`kvm`: the probe's verdict,
-/// `None` when it was not run, as with ACCEL=tcg). `auto` falls back to TCG and says why;
-/// `kvm` turns the same finding into an error.
-pub fn choose_accelerator(want: Accel, kvm: Option<KvmStatus>) -> Result<Choice<Accelerator>> {
-    let choice = |value, report: String, warning| Choice {
-        value,
-        report,
-        warning,
-    };
-    match (want, kvm) {
-        (Accel::Tcg, _) | (_, None) => Ok(choice(
-            Accelerator::Tcg,
-            "accelerator: tcg (ACCEL=tcg)".into(),
-            false,
-        )),
-        (_, Some(KvmStatus::Usable)) => Ok(choice(
-            Accelerator::Kvm,
-            "accelerator: kvm (a probe guest ran on /dev/kvm)".into(),
-            false,
-        )),
-        (Accel::Auto, Some(KvmStatus::Unusable(why, hint))) => Ok(choice(
-            Accelerator::Tcg,
-            format!("accelerator: tcg, software emulation, slow ({why}); {hint}"),
-            true,
-        )),
-        (Accel::Kvm, Some(KvmStatus::Unusable(why, hint))) => Err(Error::Unavailable(format!(
-            "ACCEL=kvm but /dev/kvm cannot run a guest ({why}); {hint}, or set ACCEL=tcg"
-        ))),
-    }
-}
-
-/// `VHOST`: vhost-net only when /dev/vhost-net opens (`probe`; `None` when not probed, as
-/// with VHOST=off), because QEMU aborts on `vhost=on` without it.
-pub fn choose_vhost(
-    want: Vhost,
-    probe: Option<std::result::Result<(), String>>,
-) -> Result<Choice<bool>> {
-    const HINT: &str = "hint: add --device /dev/vhost-net (modprobe vhost-net on the host)";
-    match (want, probe) {
-        (Vhost::Off, _) | (_, None) => Ok(Choice {
-            value: false,
-            report: "vhost-net: off (VHOST=off)".into(),
-            warning: false,
-        }),
-        (_, Some(Ok(()))) => Ok(Choice {
-            value: true,
-            report: "vhost-net: on".into(),
-            warning: false,
-        }),
-        (Vhost::Auto, Some(Err(why))) => Ok(Choice {
-            value: false,
-            report: format!("vhost-net: off ({why}); {HINT} for faster networking"),
-            warning: true,
-        }),
-        (Vhost::On, Some(Err(why))) => Err(Error::Unavailable(format!(
-            "VHOST=on but {why}; {HINT}, or set VHOST=auto"
-        ))),
-    }
-}
 
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -280,46 +202,6 @@ mod tests {
     fn cmd_arguments_come_last_and_unsplit() {
         let a = render(Accelerator::Tcg, false, &["-append", "console=ttyS0 quiet"]);
         assert_eq!(&a[a.len() - 2..], ["-append", "console=ttyS0 quiet"]);
-    }
-
-    fn unusable() -> Option<KvmStatus> {
-        Some(KvmStatus::Unusable(
-            "KVM_RUN: EPERM".into(),
-            "hint: add --device /dev/kvm",
-        ))
-    }
-
-    #[test]
-    fn accel_auto_takes_kvm_only_when_the_probe_guest_ran() {
-        let kvm = choose_accelerator(Accel::Auto, Some(KvmStatus::Usable)).unwrap();
-        assert_eq!((kvm.value, kvm.warning), (Accelerator::Kvm, false));
-        let tcg = choose_accelerator(Accel::Auto, unusable()).unwrap();
-        assert_eq!((tcg.value, tcg.warning), (Accelerator::Tcg, true));
-        assert!(tcg.report.contains("KVM_RUN: EPERM") && tcg.report.contains("--device /dev/kvm"));
-    }
-
-    #[test]
-    fn accel_kvm_refuses_an_unusable_kvm_and_accel_tcg_never_probes() {
-        let e = choose_accelerator(Accel::Kvm, unusable()).unwrap_err();
-        assert!(
-            matches!(e, Error::Unavailable(ref m) if m.contains("ACCEL=kvm") && m.contains("--device /dev/kvm"))
-        );
-        let tcg = choose_accelerator(Accel::Tcg, None).unwrap();
-        assert_eq!((tcg.value, tcg.warning), (Accelerator::Tcg, false));
-    }
-
-    #[test]
-    fn vhost_auto_falls_back_with_a_warning_and_on_insists() {
-        let missing = || Some(Err("open /dev/vhost-net: ENOENT".to_string()));
-        let auto = choose_vhost(Vhost::Auto, missing()).unwrap();
-        assert_eq!((auto.value, auto.warning), (false, true));
-        assert!(auto.report.contains("--device /dev/vhost-net"));
-        let e = choose_vhost(Vhost::On, missing()).unwrap_err();
-        assert!(
-            e.to_string().contains("VHOST=on") && e.to_string().contains("--device /dev/vhost-net")
-        );
-        assert!(choose_vhost(Vhost::Auto, Some(Ok(()))).unwrap().value);
-        assert!(!choose_vhost(Vhost::Off, None).unwrap().value);
     }
 
     #[test]

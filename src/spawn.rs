@@ -47,7 +47,10 @@ pub fn spawn(argv: &[OsString], opts: &SpawnOptions) -> Result<Pid> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| Error::Program(program, e))?;
+    let child = cmd.spawn().map_err(|source| Error::Program {
+        what: program,
+        source,
+    })?;
     // The std handle is dropped without waiting: the supervisor reaps by pid.
     Ok(Pid::from_raw(child.id() as i32))
 }
@@ -71,6 +74,9 @@ pub fn exec_shell(argv: &[OsString], mask: SigSet) -> Error {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
     // SAFETY: resetting a disposition to its default has no memory-safety impact.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-    let err = Command::new(&argv[0]).args(&argv[1..]).exec();
-    Error::Program(argv[0].to_string_lossy().into_owned(), err)
+    let source = Command::new(&argv[0]).args(&argv[1..]).exec();
+    Error::Program {
+        what: argv[0].to_string_lossy().into_owned(),
+        source,
+    }
 }

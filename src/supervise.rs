@@ -1,10 +1,11 @@
 //! PID 1's supervisor: one signalfd loop that reaps every child, turns `docker stop`
 //! into an ACPI power-button press, restarts dnsmasq, and decides the exit status.
 //!
-//! The decisions are a pure state machine (`Policy`); `run` only feeds it events and
-//! carries out its actions.
+//! The decisions are a pure state machine (`policy::Policy`); `run` only feeds it events
+//! and carries out its actions.
 
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -13,6 +14,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+use crate::dhcp_server::DhcpServer;
+use crate::policy::{Action, Event, Exit, Policy};
+use crate::qmp;
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
 const CRASH_SIGNALS: [Signal; 7] = [
@@ -53,220 +58,6 @@ impl Signals {
             }
         }
         out
-    }
-}
-
-/// How a child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    /// The shell convention: the code, or 128 + the signal number.
-    pub fn status(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-        }
-    }
-}
-
-/// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Signal(Signal),
-    QemuExited(Exit),
-    DnsmasqExited(Exit),
-    /// The power button could not be pressed (QMP not answering yet, e.g. `docker stop`
-    /// right after the start, while QEMU still sets up its socket).
-    PowerdownFailed,
-    /// Time passed (a deadline may have been reached).
-    Tick,
-}
-
-/// What to do about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Press the guest's ACPI power button (QMP `system_powerdown`).
-    Powerdown,
-    /// Ask QEMU to quit now (QMP `quit`), the guest's state is lost.
-    Quit,
-    /// SIGKILL QEMU.
-    KillQemu,
-    StartDnsmasq,
-    /// SIGTERM dnsmasq (`true`: SIGKILL).
-    StopDnsmasq {
-        kill: bool,
-    },
-    Exit(i32),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Stage {
-    Running,
-    /// Power button pressed; waiting for the guest until the deadline.
-    PoweringDown,
-    /// QMP quit sent; SIGKILL at the deadline.
-    Quitting,
-    /// SIGKILL sent; waiting for the kernel.
-    Killing,
-    /// QEMU is gone; waiting for dnsmasq, then exit with this status.
-    Exiting(i32),
-}
-
-/// How long QEMU gets to act on `quit`, and dnsmasq on SIGTERM, before SIGKILL.
-pub const GRACE: Duration = Duration::from_millis(800);
-/// How soon to press the power button again when QMP did not answer.
-const POWERDOWN_RETRY: Duration = Duration::from_millis(250);
-const DNSMASQ_BACKOFF_MIN: Duration = Duration::from_millis(250);
-const DNSMASQ_BACKOFF_MAX: Duration = Duration::from_secs(8);
-/// A dnsmasq that ran this long without dying resets the backoff.
-const DNSMASQ_STABLE: Duration = Duration::from_secs(30);
-
-/// The supervisor's decisions, as a pure state machine over events and time.
-#[derive(Debug)]
-pub struct Policy {
-    stage: Stage,
-    stop_timeout: Duration,
-    deadline: Option<Instant>,
-    /// When to try the power button again, while it could not be pressed.
-    powerdown_retry: Option<Instant>,
-    forced: bool,
-    dnsmasq_running: bool,
-    dnsmasq_started: Option<Instant>,
-    dnsmasq_restart_at: Option<Instant>,
-    dnsmasq_backoff: Duration,
-}
-
-impl Policy {
-    /// A policy for a running QEMU, with dnsmasq running when `dnsmasq` is true.
-    pub fn new(stop_timeout: Duration, dnsmasq: bool, now: Instant) -> Policy {
-        Policy {
-            stage: Stage::Running,
-            stop_timeout,
-            deadline: None,
-            powerdown_retry: None,
-            forced: false,
-            dnsmasq_running: dnsmasq,
-            dnsmasq_started: dnsmasq.then_some(now),
-            dnsmasq_restart_at: None,
-            dnsmasq_backoff: DNSMASQ_BACKOFF_MIN,
-        }
-    }
-
-    /// The next moment the policy wants a `Tick`, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        [self.deadline, self.dnsmasq_restart_at, self.powerdown_retry]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        match event {
-            Event::Signal(Signal::SIGTERM | Signal::SIGINT) => match self.stage {
-                Stage::Running => {
-                    self.stage = Stage::PoweringDown;
-                    self.deadline = Some(now + self.stop_timeout);
-                    actions.push(Action::Powerdown);
-                }
-                // A second request to stop means: now.
-                Stage::PoweringDown => self.escalate(now, &mut actions),
-                _ => {}
-            },
-            Event::Signal(Signal::SIGQUIT) => {
-                if matches!(self.stage, Stage::Running | Stage::PoweringDown) {
-                    self.escalate(now, &mut actions);
-                }
-            }
-            Event::Signal(_) => {}
-            Event::PowerdownFailed => {
-                if self.stage == Stage::PoweringDown {
-                    self.powerdown_retry = Some(now + POWERDOWN_RETRY);
-                }
-            }
-            Event::QemuExited(exit) => {
-                let status = if self.forced {
-                    128 + Signal::SIGKILL as i32
-                } else {
-                    exit.status()
-                };
-                self.dnsmasq_restart_at = None;
-                if self.dnsmasq_running {
-                    self.stage = Stage::Exiting(status);
-                    self.deadline = Some(now + GRACE);
-                    actions.push(Action::StopDnsmasq { kill: false });
-                } else {
-                    self.stage = Stage::Exiting(status);
-                    self.deadline = None;
-                    actions.push(Action::Exit(status));
-                }
-            }
-            Event::DnsmasqExited(_) => {
-                self.dnsmasq_running = false;
-                match self.stage {
-                    Stage::Exiting(status) => {
-                        self.deadline = None;
-                        actions.push(Action::Exit(status));
-                    }
-                    _ => {
-                        let ran = self.dnsmasq_started.map(|t| now.duration_since(t));
-                        if ran.is_some_and(|d| d >= DNSMASQ_STABLE) {
-                            self.dnsmasq_backoff = DNSMASQ_BACKOFF_MIN;
-                        }
-                        self.dnsmasq_restart_at = Some(now + self.dnsmasq_backoff);
-                        self.dnsmasq_backoff = (self.dnsmasq_backoff * 2).min(DNSMASQ_BACKOFF_MAX);
-                    }
-                }
-            }
-            Event::Tick => {}
-        }
-        if self.powerdown_retry.is_some_and(|t| now >= t) {
-            self.powerdown_retry = None;
-            if self.stage == Stage::PoweringDown {
-                actions.push(Action::Powerdown);
-            }
-        }
-        if self.dnsmasq_restart_at.is_some_and(|t| now >= t) {
-            self.dnsmasq_restart_at = None;
-            self.dnsmasq_running = true;
-            self.dnsmasq_started = Some(now);
-            actions.push(Action::StartDnsmasq);
-        }
-        if self.deadline.is_some_and(|t| now >= t) {
-            match self.stage {
-                Stage::PoweringDown => self.escalate(now, &mut actions),
-                Stage::Quitting => {
-                    self.stage = Stage::Killing;
-                    self.deadline = None;
-                    actions.push(Action::KillQemu);
-                }
-                Stage::Exiting(_) => {
-                    self.deadline = None;
-                    actions.push(Action::StopDnsmasq { kill: true });
-                }
-                Stage::Running | Stage::Killing => self.deadline = None,
-            }
-        }
-        actions
-    }
-
-    /// The dnsmasq start failed: try again later, as if it had exited.
-    pub fn dnsmasq_failed(&mut self, now: Instant) {
-        self.dnsmasq_running = false;
-        self.dnsmasq_restart_at = Some(now + self.dnsmasq_backoff);
-        self.dnsmasq_backoff = (self.dnsmasq_backoff * 2).min(DNSMASQ_BACKOFF_MAX);
-    }
-
-    fn escalate(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        self.forced = true;
-        self.powerdown_retry = None;
-        self.stage = Stage::Quitting;
-        self.deadline = Some(now + GRACE);
-        actions.push(Action::Quit);
     }
 }
 
@@ -397,164 +188,44 @@ pub fn describe(exit: Exit) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The supervisor's effects on the real QEMU (over QMP) and dnsmasq.
+pub struct LiveEffects {
+    qmp: PathBuf,
+    dhcp: Option<DhcpServer>,
+}
 
-    const STOP: Duration = Duration::from_secs(8);
-
-    fn start() -> (Policy, Instant) {
-        let t0 = Instant::now();
-        (Policy::new(STOP, true, t0), t0)
+impl LiveEffects {
+    pub fn new(qmp: PathBuf, dhcp: Option<DhcpServer>) -> LiveEffects {
+        LiveEffects { qmp, dhcp }
     }
+}
 
-    #[test]
-    fn docker_stop_presses_the_power_button_and_waits() {
-        let (mut p, t0) = start();
-        assert_eq!(
-            p.handle(Event::Signal(Signal::SIGTERM), t0),
-            vec![Action::Powerdown]
-        );
-        assert_eq!(p.next_deadline(), Some(t0 + STOP));
-        assert_eq!(p.handle(Event::Tick, t0 + STOP / 2), vec![]);
-    }
-
-    #[test]
-    fn a_clean_poweroff_stops_dnsmasq_then_exits_with_qemus_status() {
-        let (mut p, t0) = start();
-        p.handle(Event::Signal(Signal::SIGTERM), t0);
-        assert_eq!(
-            p.handle(
-                Event::QemuExited(Exit::Code(0)),
-                t0 + Duration::from_secs(2)
-            ),
-            vec![Action::StopDnsmasq { kill: false }]
-        );
-        assert_eq!(
-            p.handle(
-                Event::DnsmasqExited(Exit::Signal(15)),
-                t0 + Duration::from_secs(2)
-            ),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn a_guest_that_ignores_the_button_is_quit_then_killed() {
-        let (mut p, t0) = start();
-        p.handle(Event::Signal(Signal::SIGTERM), t0);
-        assert_eq!(p.handle(Event::Tick, t0 + STOP), vec![Action::Quit]);
-        assert_eq!(
-            p.handle(Event::Tick, t0 + STOP + GRACE),
-            vec![Action::KillQemu]
-        );
-        // The forced stop is reported as a kill, whatever QEMU's own status.
-        assert_eq!(
-            p.handle(Event::QemuExited(Exit::Code(0)), t0 + STOP + GRACE),
-            vec![Action::StopDnsmasq { kill: false }]
-        );
-        assert_eq!(
-            p.handle(Event::DnsmasqExited(Exit::Code(0)), t0 + STOP + GRACE),
-            vec![Action::Exit(137)]
-        );
-    }
-
-    #[test]
-    fn a_power_button_qemu_could_not_take_is_pressed_again_until_the_deadline() {
-        let (mut p, t0) = start();
-        p.handle(Event::Signal(Signal::SIGTERM), t0);
-        assert_eq!(p.handle(Event::PowerdownFailed, t0), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + POWERDOWN_RETRY));
-        let t1 = t0 + POWERDOWN_RETRY;
-        assert_eq!(p.handle(Event::Tick, t1), vec![Action::Powerdown]);
-        // Pressed now: no more retries, the stop deadline stays where it was.
-        assert_eq!(p.handle(Event::Tick, t1 + POWERDOWN_RETRY), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + STOP));
-    }
-
-    #[test]
-    fn a_second_sigterm_or_sigint_escalates_at_once() {
-        for second in [Signal::SIGTERM, Signal::SIGINT] {
-            let (mut p, t0) = start();
-            p.handle(Event::Signal(Signal::SIGINT), t0);
-            assert_eq!(p.handle(Event::Signal(second), t0), vec![Action::Quit]);
+impl Effects for LiveEffects {
+    fn powerdown(&mut self) -> bool {
+        log::info!("pressing the guest's power button (QMP system_powerdown)");
+        match qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!("QMP system_powerdown: {e}; trying again shortly");
+                false
+            }
         }
     }
 
-    #[test]
-    fn sigquit_quits_without_the_power_button() {
-        let (mut p, t0) = start();
-        assert_eq!(
-            p.handle(Event::Signal(Signal::SIGQUIT), t0),
-            vec![Action::Quit]
-        );
-    }
-
-    #[test]
-    fn other_signals_are_ignored() {
-        let (mut p, t0) = start();
-        for s in [
-            Signal::SIGHUP,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGWINCH,
-            Signal::SIGPIPE,
-        ] {
-            assert_eq!(p.handle(Event::Signal(s), t0), vec![], "{s}");
-        }
-        assert_eq!(p.next_deadline(), None);
-    }
-
-    #[test]
-    fn qemu_exiting_on_its_own_passes_its_status_through() {
-        for (exit, status) in [
-            (Exit::Code(0), 0),
-            (Exit::Code(1), 1),
-            (Exit::Code(255), 255),
-            (Exit::Signal(9), 137),
-            (Exit::Signal(6), 134),
-        ] {
-            let mut p = Policy::new(STOP, false, Instant::now());
-            assert_eq!(
-                p.handle(Event::QemuExited(exit), Instant::now()),
-                vec![Action::Exit(status)]
-            );
+    fn quit(&mut self) {
+        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
+        if let Err(e) = qmp::execute(&self.qmp, "quit", Duration::from_secs(1)) {
+            log::warn!("QMP quit: {e}");
         }
     }
 
-    #[test]
-    fn a_dead_dnsmasq_is_restarted_with_growing_backoff() {
-        let (mut p, t0) = start();
-        assert_eq!(p.handle(Event::DnsmasqExited(Exit::Code(1)), t0), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + DNSMASQ_BACKOFF_MIN));
-        let t1 = t0 + DNSMASQ_BACKOFF_MIN;
-        assert_eq!(p.handle(Event::Tick, t1), vec![Action::StartDnsmasq]);
-        assert_eq!(p.handle(Event::DnsmasqExited(Exit::Code(1)), t1), vec![]);
-        assert_eq!(p.next_deadline(), Some(t1 + DNSMASQ_BACKOFF_MIN * 2));
-    }
-
-    #[test]
-    fn dnsmasq_that_ignores_sigterm_at_exit_is_killed() {
-        let (mut p, t0) = start();
-        p.handle(Event::QemuExited(Exit::Code(0)), t0);
-        assert_eq!(
-            p.handle(Event::Tick, t0 + GRACE),
-            vec![Action::StopDnsmasq { kill: true }]
-        );
-        assert_eq!(
-            p.handle(Event::DnsmasqExited(Exit::Signal(9)), t0 + GRACE),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn no_restart_of_dnsmasq_once_qemu_is_gone() {
-        let (mut p, t0) = start();
-        p.handle(Event::DnsmasqExited(Exit::Code(1)), t0);
-        assert_eq!(
-            p.handle(Event::QemuExited(Exit::Code(0)), t0),
-            vec![Action::Exit(0)]
-        );
-        assert_eq!(p.next_deadline(), None);
+    fn start_dnsmasq(&mut self) -> Option<Pid> {
+        match self.dhcp.as_ref()?.start() {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        }
     }
 }

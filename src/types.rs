@@ -125,6 +125,15 @@ pub struct Route {
 }
 
 impl Route {
+    /// An on-link route to one address: `ip route add ADDR/32 dev DEV`.
+    pub fn host(addr: Ipv4Addr) -> Route {
+        Route {
+            dst: Ipv4Net::new(addr, 32),
+            gateway: None,
+            metric: None,
+        }
+    }
+
     pub fn is_default(&self) -> bool {
         self.dst.prefix == 0
     }

@@ -348,5 +348,5 @@ fn vnc_on_a_missing_interface_is_refused() {
         .env("DISPLAY", "vnc")
         .env("VNC_DIR", "/run/vnc")
         .env("VNC_LISTEN", "eth9");
-    expect_refusal(&f, vm, 65, &["VNC_LISTEN", "no interface eth9"], QUICK);
+    expect_refusal(&f, vm, 64, &["VNC_LISTEN", "no interface eth9"], QUICK);
 }

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::docker::{is_stale, owner_label};
 use common::{
-    Container, GuestReport, Network, NicSpec, Process, make_qcow2, qmp_execute, test_guest,
+    Container, GuestReport, Network, NicSpec, Process, make_qcow2, qmp_execute, run_for, test_guest,
 };
 use nix::sys::signal::Signal;
 
@@ -321,7 +322,66 @@ fn the_test_guest_keeps_disk_writes_across_boots_and_can_ignore_its_power_button
     assert!(first.wait_exit(SHORT).is_some());
 
     let second = boot("");
-    assert_eq!(expect(&second, "GUEST-DISK").line, "GUEST-DISK hello");
+    let disk_line = second
+        .stdout()
+        .wait_for_whole_line("GUEST-DISK", BOOT)
+        .unwrap_or_else(|| panic!("no \"GUEST-DISK\"\n{}", second.tails()));
+    assert_eq!(disk_line.line, "GUEST-DISK hello");
+}
+
+#[test]
+fn a_command_past_its_time_limit_is_killed_with_everything_it_started_and_says_so() {
+    let started = Instant::now();
+    let out = run_for(
+        &["sh", "-c", "sleep 300 & echo $!; wait"],
+        Duration::from_secs(1),
+    );
+    assert!(started.elapsed() < SHORT, "{out}");
+    assert!(!out.success(), "{out}");
+    assert_eq!(out.timed_out, Some(Duration::from_secs(1)), "{out}");
+    assert!(out.to_string().contains("timed out after 1s"), "{out}");
+    // The shell's background child was in its process group: gone too (or a zombie until its
+    // new parent reaps it).
+    let sleeper = out.stdout.trim();
+    let deadline = Instant::now() + SHORT;
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+    };
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(), "sleep {sleeper} outlived the killed command");
+}
+
+#[test]
+fn a_docker_object_is_stale_only_when_the_process_that_made_it_is_gone() {
+    let me = owner_label();
+    let fields: Vec<u64> = me.split(':').map(|f| f.parse().unwrap()).collect();
+    let (ns, pid, start) = (fields[0], fields[1], fields[2]);
+    let gone = run_for(&["sh", "-c", "echo $$"], SHORT).stdout;
+    let gone = gone.trim();
+
+    assert!(!is_stale("vmtd-a", &me), "ours, running");
+    assert!(
+        is_stale("vmtd-a", &format!("{ns}:{pid}:{}", start + 1)),
+        "our pid, but another process made it"
+    );
+    assert!(
+        is_stale("vmtd-a", &format!("{ns}:{gone}:{start}")),
+        "its pid runs no more"
+    );
+    assert!(
+        !is_stale("vmtd-a", &format!("{}:{gone}:{start}", ns + 1)),
+        "another pid namespace: cannot be judged, left alone"
+    );
+    // Objects of older test code: named vmtd-<pid>-<n>-<role>, no owner label.
+    assert!(!is_stale(&format!("vmtd-{pid}-1-x"), ""), "ours, running");
+    assert!(
+        is_stale(&format!("vmtd-{gone}-1-x"), ""),
+        "its pid runs no more"
+    );
+    assert!(!is_stale(&format!("other-{gone}-1-x"), ""), "not a test's");
 }
 
 /// A new temporary directory, removed on drop.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::cmd::{run, run_ok};
+use super::cmd::{BUILD_TIMEOUT, run, run_ok_for};
 use super::names::unique_id;
 
 /// The Debian packages of the viewer, the browser and the OCR.
@@ -49,7 +49,7 @@ pub fn ensure_browser_packages() {
         if !missing.is_empty() {
             let mut argv = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
             argv.extend(&missing);
-            run_ok(&argv);
+            run_ok_for(&argv, BUILD_TIMEOUT);
         }
     });
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::cmd::{run, run_ok};
+use super::cmd::{BUILD_TIMEOUT, run, run_ok, run_ok_for};
 
 /// A kernel and an initramfs whose /init (tests/guest/init.sh) configures its NICs by DHCP,
 /// prints a `GUEST-REPORT` block, obeys the ACPI power button and runs a shell on ttyS0.
@@ -22,7 +22,10 @@ pub fn test_guest() -> &'static TestGuest {
     GUEST.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build-guest.sh");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-guest");
-        run_ok(&["sh", &script.to_string_lossy(), &out.to_string_lossy()]);
+        run_ok_for(
+            &["sh", &script.to_string_lossy(), &out.to_string_lossy()],
+            BUILD_TIMEOUT,
+        );
         TestGuest {
             kernel: out.join("vmlinuz"),
             initrd: out.join("initramfs.cpio.gz"),
@@ -49,7 +52,7 @@ impl TestGuest {
 /// qemu-utils first if `qemu-img` is missing.
 pub fn make_qcow2(path: &Path, size: &str) {
     if !run(&["sh", "-c", "command -v qemu-img"]).success() {
-        run_ok(&["apt-get", "install", "-y", "qemu-utils"]);
+        run_ok_for(&["apt-get", "install", "-y", "qemu-utils"], BUILD_TIMEOUT);
     }
     run_ok(&[
         "qemu-img",

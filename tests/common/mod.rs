@@ -1,7 +1,8 @@
 //! Test support for vminit's end-to-end tests: Docker- and Kubernetes-shaped containers built from
 //! network namespaces, a runner that starts a binary as PID 1 inside one, and the test guest.
 //!
-//! Use it from a file in `tests/` with `mod common;`. Everything a test creates (namespaces,
+//! Use it from a file in `tests/` with `mod common;`; Docker scenarios are in [`docker`]. Every
+//! helper command has a time limit ([`run`], [`run_for`]). Everything a test creates (namespaces,
 //! processes, temporary files) is removed on drop, also when the test panics. Namespaces a killed
 //! test run left behind are removed by the next run (see [`names`]).
 //!
@@ -20,6 +21,7 @@ mod browser;
 mod cmd;
 mod container;
 mod disk;
+pub mod docker;
 mod guest;
 mod names;
 mod netns;
@@ -29,7 +31,7 @@ mod qmp;
 mod vminit;
 
 pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
-pub use cmd::{CmdOutput, run, run_ok};
+pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
 pub use guest::{GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};

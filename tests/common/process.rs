@@ -30,7 +30,7 @@ pub struct Match {
 
 impl Capture {
     /// Reads `source` until end of file into a new capture, on a new thread.
-    fn start(source: impl Read + Send + 'static) -> Arc<Capture> {
+    pub(super) fn start(source: impl Read + Send + 'static) -> Arc<Capture> {
         let capture = Arc::new(Capture::default());
         let sink = Arc::clone(&capture);
         thread::spawn(move || sink.fill(source));
@@ -54,7 +54,13 @@ impl Capture {
 
     /// Everything so far, as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.state.lock().expect("capture lock").bytes).into_owned()
+        self.text_from(0)
+    }
+
+    /// What arrived at or after byte offset `from` (a mark from [`Capture::len`]), as text.
+    pub fn text_from(&self, from: usize) -> String {
+        let state = self.state.lock().expect("capture lock");
+        String::from_utf8_lossy(state.bytes.get(from..).unwrap_or_default()).into_owned()
     }
 
     /// How many bytes so far: a mark for [`Capture::wait_for_from`].
@@ -67,6 +73,12 @@ impl Capture {
         self.state.lock().expect("capture lock").closed
     }
 
+    /// Waits up to `timeout` for the writing end to close; true if it did.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        self.wait(timeout, |state| state.closed.then_some(()))
+            .is_some()
+    }
+
     /// Waits up to `timeout` for `pattern` anywhere in the stream.
     pub fn wait_for(&self, pattern: &str, timeout: Duration) -> Option<Match> {
         self.wait_for_from(0, pattern, timeout)
@@ -75,12 +87,43 @@ impl Capture {
     /// Waits up to `timeout` for `pattern` at or after byte offset `from`. Returns `None` on
     /// timeout or when the stream closed without it.
     pub fn wait_for_from(&self, from: usize, pattern: &str, timeout: Duration) -> Option<Match> {
-        let deadline = Instant::now() + timeout;
         let needle = pattern.as_bytes();
+        self.wait(timeout, |state| {
+            let found = find(&state.bytes, needle, from)?;
+            Some(line_at(&state.bytes, found, found + needle.len()))
+        })
+    }
+
+    /// Like [`Capture::wait_for`], but returns only once the line `pattern` is on is complete
+    /// (a newline follows, or the stream closed): a line being written is not yet its [`Match`].
+    pub fn wait_for_whole_line(&self, pattern: &str, timeout: Duration) -> Option<Match> {
+        let needle = pattern.as_bytes();
+        self.wait(timeout, |state| {
+            let found = find(&state.bytes, needle, 0)?;
+            let end = found + needle.len();
+            let complete = state.closed || state.bytes[end..].contains(&b'\n');
+            complete.then(|| line_at(&state.bytes, found, end))
+        })
+    }
+
+    /// Waits up to `timeout` until `done` holds for the text at or after byte offset `from`;
+    /// false on timeout or when the stream closed first.
+    pub fn wait_until(&self, from: usize, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        self.wait(timeout, |state| {
+            let text = String::from_utf8_lossy(state.bytes.get(from..).unwrap_or_default());
+            done(&text).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Waits up to `timeout` for `check` to give an answer, looking again whenever the stream
+    /// grows; `None` on timeout, or when the stream closed and `check` still has none.
+    fn wait<T>(&self, timeout: Duration, check: impl Fn(&CaptureState) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().expect("capture lock");
         loop {
-            if let Some(found) = find(&state.bytes, needle, from) {
-                return Some(line_at(&state.bytes, found, found + needle.len()));
+            if let Some(answer) = check(&state) {
+                return Some(answer);
             }
             let now = Instant::now();
             if state.closed || now >= deadline {

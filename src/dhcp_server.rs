@@ -1,0 +1,144 @@
+//! dnsmasq as a process: its configuration written to the run directory, started in its own
+//! process group, waited for until it serves, stopped and reaped.
+
+use std::ffi::OsString;
+use std::fs;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::dnsmasq::{self, Dns, DnsmasqInput};
+use crate::error::{Error, Result};
+use crate::plan::NicPlan;
+use crate::rundir::RunDir;
+use crate::{resolv, spawn};
+
+/// How long dnsmasq gets to bind its sockets and write its pid file.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long dnsmasq gets to exit on SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = crate::policy::GRACE;
+
+/// A configured dnsmasq: how to start it, and how to tell that it serves.
+#[derive(Clone, Debug)]
+pub struct DhcpServer {
+    argv: Vec<OsString>,
+    run_dir: RunDir,
+    /// The signal mask children start with.
+    mask: SigSet,
+}
+
+impl DhcpServer {
+    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers, its
+    /// hostname, the user dnsmasq can drop to) into the run directory.
+    pub fn configure(
+        config: &Config,
+        nics: &[NicPlan],
+        run_dir: &RunDir,
+        mask: SigSet,
+    ) -> Result<DhcpServer> {
+        let paths = &config.paths;
+        let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
+        let dns = Dns::from_resolv(&resolv::parse(&resolv));
+        let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
+        let user = dnsmasq::user_from_passwd(&passwd);
+        if user == "root" {
+            log::warn!(
+                "{} has no user nobody: dnsmasq keeps running as root",
+                paths.passwd.display()
+            );
+        }
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "vm".into());
+        let text = dnsmasq::render(&DnsmasqInput {
+            nics,
+            dns: &dns,
+            hostname: hostname.split('.').next().unwrap_or("vm"),
+            run_dir,
+            user,
+        });
+        let conf = run_dir.dnsmasq_conf();
+        fs::write(&conf, text).map_err(|e| Error::os(format!("write {}", conf.display()), e))?;
+        log::info!("wrote {}", conf.display());
+        Ok(DhcpServer {
+            argv: vec![
+                paths.dnsmasq.clone().into_os_string(),
+                OsString::from(format!("--conf-file={}", conf.display())),
+            ],
+            run_dir: run_dir.clone(),
+            mask,
+        })
+    }
+
+    /// Starts dnsmasq without waiting for it: in its own process group (a Ctrl-C on the
+    /// console's terminal is the guest's, not dnsmasq's), with only stdio inherited.
+    pub fn spawn(&self) -> Result<Pid> {
+        let _ = fs::remove_file(self.run_dir.dnsmasq_pid());
+        let options = spawn::SpawnOptions {
+            mask: self.mask,
+            keep: &[],
+            own_group: true,
+        };
+        spawn::spawn(&self.argv, &options)
+    }
+
+    /// Starts dnsmasq and waits until it serves.
+    pub fn start(&self) -> Result<Pid> {
+        let pid = self.spawn()?;
+        self.wait_ready(pid)?;
+        Ok(pid)
+    }
+
+    /// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
+    /// reports why it could not start.
+    pub fn wait_ready(&self, pid: Pid) -> Result<()> {
+        let pidfile = self.run_dir.dnsmasq_pid();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if fs::metadata(&pidfile).is_ok_and(|m| m.len() > 0) {
+                log::info!("dnsmasq running, pid {pid}");
+                return Ok(());
+            }
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(status) => {
+                    return Err(Error::DnsmasqStart(format!(
+                        "could not start ({status:?}); its own message is above"
+                    )));
+                }
+                Err(e) => return Err(Error::os("wait for dnsmasq", e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::DnsmasqStart(format!(
+                    "did not start within {START_TIMEOUT:?}"
+                )));
+            }
+            sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+/// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.
+pub fn stop_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                sleep(Duration::from_millis(5))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return;
+            }
+            _ => return,
+        }
+    }
+}

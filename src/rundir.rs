@@ -1,0 +1,58 @@
+//! Every path under vminit's private run directory, in one place (pure).
+//!
+//! The directory itself (mode 0700) is created by `setup`; everything vminit and its
+//! children write at run time lives in it.
+
+use std::path::{Path, PathBuf};
+
+/// The run directory (`VMINIT_RUN_DIR`, default `/run/vminit`) and the files in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// dnsmasq's generated configuration.
+    pub fn dnsmasq_conf(&self) -> PathBuf {
+        self.root.join("dnsmasq.conf")
+    }
+
+    /// dnsmasq writes its pid here once its sockets are bound: the sign that it serves.
+    pub fn dnsmasq_pid(&self) -> PathBuf {
+        self.root.join("dnsmasq.pid")
+    }
+
+    /// dnsmasq's lease database.
+    pub fn dnsmasq_leases(&self) -> PathBuf {
+        self.root.join("dnsmasq.leases")
+    }
+
+    /// QMP socket for vminit's own commands (power button, quit).
+    pub fn qmp(&self) -> PathBuf {
+        self.root.join("qmp.sock")
+    }
+
+    /// QMP socket for `vminit health`, so that a health check never waits for vminit.
+    pub fn health(&self) -> PathBuf {
+        self.root.join("health.sock")
+    }
+
+    /// The QEMU command line the debug shell runs.
+    pub fn qemu_script(&self) -> PathBuf {
+        self.root.join("qemu.sh")
+    }
+
+    /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.
+    pub fn vnc_password(&self) -> PathBuf {
+        self.root.join("vnc-password")
+    }
+}

@@ -1,0 +1,109 @@
+//! Builders for unit tests: namespaces shaped like Docker's and Kubernetes' (test only).
+
+use std::net::Ipv4Addr;
+
+use crate::netstate::{
+    Addr, IFA_F_SECONDARY, IfAddr, KernelRoute, Link, NetState, RTPROT_KERNEL, RouteEntry,
+};
+use crate::types::{Ipv4Net, Mac, Route};
+
+pub const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
+pub const MAC1: Mac = Mac([0x02, 0x42, 0xac, 0x14, 0x00, 0x05]);
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+pub fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+/// A route in the main table (`KernelRoute::main` makes it a kernel route).
+pub fn route(dst: &str, gw: Option<&str>) -> Route {
+    Route {
+        dst: net(dst),
+        gateway: gw.map(ip),
+        metric: None,
+    }
+}
+
+pub struct Ns(pub NetState);
+
+impl Ns {
+    pub fn new() -> Ns {
+        let lo = Link {
+            index: 1,
+            name: "lo".into(),
+            mac: None,
+            mtu: 65536,
+            kind: None,
+            alias: None,
+            ethernet: false,
+        };
+        Ns(NetState {
+            links: vec![lo],
+            ..Default::default()
+        })
+    }
+    pub fn nic(mut self, index: u32, name: &str, mac: Mac, addrs: &[&str], routes: &[Route]) -> Ns {
+        self.0.links.push(Link {
+            index,
+            name: name.into(),
+            mac: Some(mac),
+            mtu: 1450,
+            kind: Some("veth".into()),
+            alias: None,
+            ethernet: true,
+        });
+        for a in addrs {
+            let n = net(a);
+            let mut addr = IfAddr::plain(n);
+            // As Docker adds them: `brd +` below /31; a second address in a subnet is
+            // the kernel's secondary.
+            if n.prefix < 31 {
+                let bits = u32::from(n.network()) | !u32::from(n.netmask());
+                addr.broadcast = Some(Ipv4Addr::from(bits));
+            }
+            if self
+                .0
+                .addrs
+                .iter()
+                .any(|x| x.index == index && x.addr.same_subnet(&addr))
+            {
+                addr.flags |= IFA_F_SECONDARY;
+            } else {
+                let mut subnet = KernelRoute::main(Route {
+                    dst: Ipv4Net::new(n.network(), n.prefix),
+                    gateway: None,
+                    metric: None,
+                });
+                subnet.protocol = RTPROT_KERNEL;
+                subnet.src = Some(n.addr);
+                self.0.routes.push(RouteEntry {
+                    index,
+                    route: subnet,
+                });
+            }
+            self.0.addrs.push(Addr { index, addr });
+        }
+        for r in routes {
+            self.0.routes.push(RouteEntry {
+                index,
+                route: KernelRoute::main(r.clone()),
+            });
+        }
+        self
+    }
+}
+
+pub fn docker_two_networks() -> NetState {
+    // Docker names NICs by connection order, not ifindex order.
+    Ns::new()
+        .nic(9, "eth1", MAC1, &["172.20.0.5/16"], &[])
+        .nic(
+            7,
+            "eth0",
+            MAC0,
+            &["172.19.0.2/24"],
+            &[route("0.0.0.0/0", Some("172.19.0.1"))],
+        )
+        .0
+}
