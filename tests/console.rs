@@ -15,8 +15,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
-    Browser, Container, Network, NicSpec, ScratchDisk, Viewer, Vminit, VminitBuilder, ocr,
-    test_guest, unique_id, vminit_binary,
+    Browser, Container, Network, NicSpec, ScratchDisk, Viewer, Vminit, VminitBuilder, test_guest,
+    unique_id, vminit_binary,
 };
 use nix::sched::CloneFlags;
 
@@ -131,45 +131,18 @@ fn qemu_cmdline(marker: &str) -> String {
     panic!("no QEMU with {marker:?} in its arguments");
 }
 
-/// Takes screenshots until tesseract reads `text` in one; that screenshot.
-fn screenshot_showing(browser: &Browser, text: &str, vm: &Vminit, viewer: &Viewer) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let png = browser.screenshot();
-        let seen = ocr(&png);
-        if seen.contains(text) {
-            return png;
-        }
-        if Instant::now() >= deadline {
-            let file = std::env::temp_dir().join(format!("{}-unread.png", unique_id()));
-            let _ = fs::write(&file, &png);
-            panic!(
-                "the browser never showed {text:?}; OCR of the last screenshot ({}):\n{seen}\n{}\nwebsockify:\n{}",
-                file.display(),
-                vm.tails(),
-                viewer.log()
-            );
-        }
-        sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn a_browser_shows_the_guests_vga_console_and_its_keys_reach_the_guest() {
     let f = Fixture::new();
     // The guest clears its VGA console and shows this (underscores become spaces).
     let nonce = &unique_id()[3..];
     let banner = format!("Hello from the guest {nonce}");
-    let vm = f
-        .vminit(&format!(
-            "vminit_test_vga_banner={}",
-            banner.replace(' ', "_")
-        ))
-        .spawn();
+    let option = format!("vminit_test_vga_banner={}", banner.replace(' ', "_"));
+    let vm = f.vminit(&option).spawn();
     wait_for_socket(&f.socket(), &vm);
 
     // The password is QEMU's only through a file: on no command line, in no log.
-    let cmdline = qemu_cmdline(nonce);
+    let cmdline = qemu_cmdline(&option);
     assert!(
         cmdline.contains("-vnc unix:/run/vnc/vnc.sock,password-secret=vncpassword"),
         "{cmdline}"
@@ -183,34 +156,25 @@ fn a_browser_shows_the_guests_vga_console_and_its_keys_reach_the_guest() {
     // What a person on the host does: websockify with noVNC, a browser on its page.
     let viewer = Viewer::start(&f.socket());
     let browser = Browser::start(1024, 640);
-    browser.open(&viewer.url());
-    browser
-        .wait_for("#noVNC_credentials_dlg.noVNC_open", Duration::from_secs(30))
-        .expect("noVNC asks for the password");
-    let field = browser
-        .find("#noVNC_password_input")
-        .expect("the password field");
-    browser.send_keys(&field, &format!("{PASSWORD}\n"));
-    browser
-        .wait_for("html.noVNC_connected", Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("noVNC did not connect\n{}", viewer.log()));
-    screenshot_showing(&browser, &banner, &vm, &viewer);
+    browser.connect_novnc(&viewer, Some(PASSWORD));
+    let shows = |text: &str| {
+        browser
+            .wait_to_show(text, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}\nwebsockify:\n{}", vm.tails(), viewer.log()))
+    };
+    shows(&banner);
 
     // Keys typed in the browser reach the guest's keyboard: the guest repeats the line on its
     // serial console, and on its screen.
-    let canvas = browser
-        .find("#noVNC_container canvas")
-        .expect("the console's canvas");
-    browser.click(&canvas);
     let typed = format!("typed in the browser {nonce}");
     let from = vm.console().len();
-    browser.type_keys(&format!("{typed}\n"));
+    browser.type_on_console(&format!("{typed}\n"));
     vm.expect_console_from(
         from,
         &format!("GUEST-KEYS {typed}"),
         Duration::from_secs(30),
     );
-    let png = screenshot_showing(&browser, &format!("The guest read: {typed}"), &vm, &viewer);
+    let png = shows(&format!("The guest read: {typed}"));
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(SCREENSHOT);
     fs::write(&keep, png).expect("keep the screenshot");
     println!("screenshot: {}", keep.display());

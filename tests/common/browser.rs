@@ -306,6 +306,54 @@ impl Browser {
         let b64 = json_field(&answer, "value").expect("a screenshot");
         base64_decode(&b64)
     }
+
+    /// What a person does: opens `viewer`'s noVNC page, types `password` into noVNC's
+    /// password dialog when the VNC server asks for one, and waits until noVNC is connected.
+    pub fn connect_novnc(&self, viewer: &Viewer, password: Option<&str>) {
+        let limit = Duration::from_secs(30);
+        self.open(&viewer.url());
+        if let Some(password) = password {
+            self.wait_for("#noVNC_credentials_dlg.noVNC_open", limit)
+                .unwrap_or_else(|| panic!("noVNC never asked for the password\n{}", viewer.log()));
+            let field = self
+                .find("#noVNC_password_input")
+                .expect("noVNC's password field");
+            self.send_keys(&field, &format!("{password}\n"));
+        }
+        self.wait_for("html.noVNC_connected", limit)
+            .unwrap_or_else(|| panic!("noVNC did not connect\n{}", viewer.log()));
+    }
+
+    /// Clicks the guest's screen in noVNC (as a person does before typing) and types `text`.
+    pub fn type_on_console(&self, text: &str) {
+        let canvas = self
+            .find("#noVNC_container canvas")
+            .expect("noVNC's canvas");
+        self.click(&canvas);
+        self.type_keys(text);
+    }
+
+    /// Takes screenshots until tesseract reads `text` in one, for up to `timeout`: that
+    /// screenshot, or what was read in the last one, which is kept in a file named in the error.
+    pub fn wait_to_show(&self, text: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let png = self.screenshot();
+            let seen = ocr(&png);
+            if seen.contains(text) {
+                return Ok(png);
+            }
+            if Instant::now() >= deadline {
+                let file = std::env::temp_dir().join(format!("{}-unread.png", unique_id()));
+                let _ = fs::write(&file, &png);
+                return Err(format!(
+                    "the browser never showed {text:?}; OCR of the last screenshot ({}):\n{seen}",
+                    file.display()
+                ));
+            }
+            sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 impl Drop for Browser {
