@@ -483,6 +483,23 @@ mod tests {
     }
 
     #[test]
+    fn display_vnc_turns_the_graphical_console_on() {
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("DISPLAY", "vnc"),
+                ("VNC_DIR", " /srv/console "),
+            ],
+        )
+        .unwrap();
+        let vnc = c.display.expect("a console");
+        assert_eq!(vnc.socket(), PathBuf::from("/srv/console/vnc.sock"));
+        let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("DISPLAY", "gtk")]).unwrap_err();
+        assert_eq!(var_of(e), "DISPLAY");
+    }
+
+    #[test]
     fn paths_can_be_overridden() {
         let c = parse_with(
             &[],

@@ -174,6 +174,10 @@ mod tests {
     #[test]
     fn console_is_stdio_without_signals_and_qmp_is_a_unix_socket() {
         let a = render(Accelerator::Tcg, false, &[]);
+        assert!(
+            has_pair(&a, "-display", "none"),
+            "the display options are passed"
+        );
         assert!(has_pair(&a, "-chardev", "stdio,id=console,signal=off"));
         assert!(has_pair(&a, "-serial", "chardev:console"));
         assert!(has_pair(
