@@ -8,6 +8,7 @@ use std::io;
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::config::Pause;
 use crate::error::{Error, Result};
 use crate::netlink::Rtnetlink;
 use crate::netlink::message::MacLink;
@@ -25,6 +26,10 @@ pub struct Applier<'a, N: Rtnetlink + ?Sized> {
     indexes: HashMap<String, u32>,
     done: Vec<Step>,
     eexist_pause: Duration,
+    /// Test hook: stop working for good after this many applied steps.
+    pause_after_apply: Option<usize>,
+    /// Test hook: stop working for good after this many undone steps.
+    pause_after_undo: Option<usize>,
 }
 
 impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
@@ -34,6 +39,18 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             indexes: HashMap::new(),
             done: Vec::new(),
             eexist_pause: EEXIST_PAUSE,
+            pause_after_apply: None,
+            pause_after_undo: None,
+        }
+    }
+
+    /// Test hook (`VMINIT_TEST_PAUSE`): the applier stops for good after the given number
+    /// of applied (or undone) steps, so that a test can kill vminit at exactly that point.
+    pub fn pause_after(&mut self, pause: Option<Pause>) {
+        match pause {
+            Some(Pause::Setup(n)) => self.pause_after_apply = Some(n),
+            Some(Pause::Teardown(n)) => self.pause_after_undo = Some(n),
+            None => {}
         }
     }
 
@@ -73,6 +90,9 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             }
         }
         self.done.push(step.clone());
+        if self.pause_after_apply == Some(self.done.len()) {
+            park(&format!("setup step {}: {step}", self.done.len()));
+        }
         Ok(())
     }
 
@@ -90,11 +110,16 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
 
     /// Undoes `done` (steps applied earlier, oldest first), newest first, as far as it can.
     pub fn undo(&mut self, done: &[Step]) {
+        let mut undone = 0;
         for step in done.iter().rev() {
             if let Some(inverse) = step.inverse() {
                 log::info!("undo: {inverse}");
                 if let Err(e) = self.exec(&inverse) {
                     log::warn!("undo: {inverse}: {e}");
+                }
+                undone += 1;
+                if self.pause_after_undo == Some(undone) {
+                    park(&format!("teardown step {undone}: {inverse}"));
                 }
             }
         }
@@ -209,6 +234,14 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 other => other,
             },
         }
+    }
+}
+
+/// The test hook's end: says where it stopped, then waits to be killed.
+fn park(at: &str) -> ! {
+    log::warn!("test hook: paused after {at}");
+    loop {
+        sleep(Duration::from_secs(3600));
     }
 }
 

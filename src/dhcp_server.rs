@@ -52,10 +52,11 @@ impl DhcpServer {
                 paths.passwd.display()
             );
         }
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "vm".into());
+        let hostname = config
+            .seed
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(crate::discover::hostname);
         let text = dnsmasq::render(&DnsmasqInput {
             nics,
             dns: &dns,

@@ -28,8 +28,18 @@ const RT_TABLE_LOCAL: u32 = 255;
 /// Dumps links, addresses, routes and neighbours: `ip -d link show; ip -4 addr show;
 /// ip -4 route show table all; ip -4 neigh show nud permanent`.
 pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
-    let links = nl.links()?.into_iter().filter_map(link_of).collect();
-    let addrs = nl.addresses()?.into_iter().filter_map(addr_of).collect();
+    let links: Vec<Link> = nl.links()?.into_iter().filter_map(link_of).collect();
+    let mut addrs: Vec<Addr> = nl.addresses()?.into_iter().filter_map(addr_of).collect();
+    // The kernel reports every address's label, the interface's name when it has no other.
+    for addr in &mut addrs {
+        let own = links
+            .iter()
+            .find(|l| l.index == addr.index)
+            .map(|l| &l.name);
+        if addr.addr.label.as_ref() == own {
+            addr.addr.label = None;
+        }
+    }
     let routes = nl.routes()?.into_iter().filter_map(route_of).collect();
     let neighbours = nl.neighbours()?.into_iter().filter_map(neigh_of).collect();
     Ok(NetState {
@@ -38,6 +48,14 @@ pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
         routes,
         neighbours,
     })
+}
+
+/// The container's hostname (Docker's default: the container id), `vm` if it has none.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vm".into())
 }
 
 /// A link, or `None` (named at debug level) when its name could not be read.
@@ -108,6 +126,7 @@ fn addr_of(msg: AddressMessage) -> Option<Addr> {
         }
     }
     addr.net.addr = local.or(address)?;
+    addr.flags = addr.kept_flags();
     Some(Addr {
         index: msg.header.index,
         addr,

@@ -44,11 +44,31 @@ pub struct Identity {
     pub neighbours: Vec<Neigh>,
 }
 
-/// Whether vminit made this link (an earlier run's, or this run's).
+/// Whether vminit made this link (an earlier run's, or this run's): its alias says so, or
+/// it is a macvlan or macvtap with one of vminit's names and no alias yet (a run killed
+/// between creating a link and naming it in its alias).
 pub fn is_ours(link: &Link) -> bool {
-    link.alias
-        .as_deref()
-        .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+    match link.alias.as_deref() {
+        Some(alias) => alias.starts_with(ALIAS_PREFIX),
+        None => match link.kind.as_deref() {
+            Some("macvlan") => {
+                numbered(&link.name, "vmlink")
+                    || link
+                        .name
+                        .strip_prefix("vmrec")
+                        .and_then(|rest| rest.split_once('.'))
+                        .is_some_and(|(i, k)| numbered(i, "") && numbered(k, ""))
+            }
+            Some("macvtap") => numbered(&link.name, "vmtap"),
+            _ => false,
+        },
+    }
+}
+
+/// `PREFIX` followed by a decimal number.
+fn numbered(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The alias of the guest's macvtap on `lower`.
@@ -583,6 +603,29 @@ mod tests {
         id.lower = "we ird;=%".into();
         let state = with_links(Ns::new().0, &id.aliases());
         assert_eq!(records(&state), vec![id]);
+    }
+
+    #[test]
+    fn a_link_of_ours_killed_before_its_alias_is_still_ours_and_a_users_is_not() {
+        let link = |name: &str, kind: &str, alias: Option<&str>| Link {
+            index: 9,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            kind: Some(kind.into()),
+            alias: alias.map(str::to_string),
+            ethernet: true,
+        };
+        assert!(is_ours(&link("vmlink0", "macvlan", None)));
+        assert!(is_ours(&link("vmrec1.2", "macvlan", None)));
+        assert!(is_ours(&link("vmtap3", "macvtap", None)));
+        assert!(is_ours(&link("anything", "veth", Some("vminit:nic eth0"))));
+        assert!(!is_ours(&link("vmlink1", "veth", None)), "a user's veth");
+        assert!(
+            !is_ours(&link("vmlink0", "macvlan", Some("mine"))),
+            "a user's alias"
+        );
+        assert!(!is_ours(&link("vmlinkx", "macvlan", None)));
     }
 
     #[test]

@@ -58,19 +58,14 @@ impl IfAddr {
         }
     }
 
-    pub fn is_secondary(&self) -> bool {
-        self.flags & IFA_F_SECONDARY != 0
-    }
-
     /// The flags `ip addr add` can set (the kernel derives the others).
     pub fn settable_flags(&self) -> u32 {
         self.flags & !IFA_F_DERIVED
     }
 
-    /// Whether `other` lies in this address's subnet with the same prefix: the kernel
-    /// makes it a secondary of this one.
-    pub fn same_subnet(&self, other: &IfAddr) -> bool {
-        self.net.prefix == other.net.prefix && self.net.network() == other.net.network()
+    /// The flags worth keeping: the settable ones, and whether it is a secondary.
+    pub fn kept_flags(&self) -> u32 {
+        self.flags & (!IFA_F_DERIVED | IFA_F_SECONDARY)
     }
 }
 

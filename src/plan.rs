@@ -294,7 +294,7 @@ fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
 
 /// Takes the guest's address off the container NIC, and with it the NIC's routes (the
 /// kernel drops them when the NIC loses its address; the door gets them back) and its
-/// permanent neighbours (the MAC change would flush them). The kernel deletes the
+/// permanent neighbours (the MAC change would flush them). The kernel would delete the
 /// secondaries of a primary address with it (promote_secondaries is off by default, and
 /// read-only under Docker): they are taken off first and put back after, so the container
 /// keeps them, the first as its new primary.
@@ -315,25 +315,23 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
             neigh: *neigh,
         });
     }
-    let secondaries: Vec<&IfAddr> = match nic.addr.is_secondary() {
-        true => Vec::new(),
-        false => nic
-            .addrs
-            .iter()
-            .filter(|a| a.net != nic.addr.net && a.is_secondary() && nic.addr.same_subnet(a))
-            .collect(),
-    };
-    for addr in secondaries.iter().rev() {
+    // The kernel keeps a NIC's addresses in order (primaries as they were added, then the
+    // secondaries) and deletes a primary's secondaries with it. Every address from the
+    // guest's on is taken off, last first, and all but the guest's put back in their order:
+    // the container keeps them, and putting the guest's back later restores the order.
+    let at = nic
+        .addrs
+        .iter()
+        .position(|a| a.net == nic.addr.net)
+        .unwrap_or(0);
+    let tail = &nic.addrs[at..];
+    for addr in tail.iter().rev() {
         steps.push(Step::DelAddr {
             dev: dev.clone(),
-            addr: (*addr).clone(),
+            addr: addr.clone(),
         });
     }
-    steps.push(Step::DelAddr {
-        dev: dev.clone(),
-        addr: nic.addr.clone(),
-    });
-    for addr in secondaries {
+    for addr in tail.iter().filter(|a| a.net != nic.addr.net) {
         steps.push(Step::AddAddr {
             dev: dev.clone(),
             addr: addr.clone(),

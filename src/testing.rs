@@ -62,12 +62,11 @@ impl Ns {
                 let bits = u32::from(n.network()) | !u32::from(n.netmask());
                 addr.broadcast = Some(Ipv4Addr::from(bits));
             }
-            if self
-                .0
-                .addrs
-                .iter()
-                .any(|x| x.index == index && x.addr.same_subnet(&addr))
-            {
+            if self.0.addrs.iter().any(|x| {
+                x.index == index
+                    && x.addr.net.prefix == n.prefix
+                    && x.addr.net.network() == n.network()
+            }) {
                 addr.flags |= IFA_F_SECONDARY;
             } else {
                 let mut subnet = KernelRoute::main(Route {
