@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::display::Vnc;
 use crate::error::{Error, Result};
 use crate::types::Ipv4Net;
 
@@ -98,6 +99,8 @@ pub struct Config {
     pub iface_wait: Duration,
     pub log_level: log::LevelFilter,
     pub paths: Paths,
+    /// The graphical console (`DISPLAY=vnc`); `None`: QEMU runs with `-display none`.
+    pub display: Option<Vnc>,
     /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
@@ -125,6 +128,7 @@ where
         iface_wait: Duration::from_secs(2),
         log_level,
         paths,
+        display: None,
         pause: None,
         seed: None,
     };
@@ -178,6 +182,7 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
+    config.display = crate::display::parse(&|var| nonempty(env, var))?;
     config.pause = parse_pause(env)?;
     config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     Ok(config)
@@ -386,6 +391,7 @@ mod tests {
         assert_eq!((c.ram.as_str(), c.cpus), ("1G", 1));
         assert_eq!((c.accel, c.vhost, c.dhcp), (Accel::Auto, Vhost::Auto, true));
         assert_eq!(c.paths.disk, PathBuf::from("/image/image.qcow2"));
+        assert_eq!(c.display, None);
     }
 
     #[test]
@@ -512,6 +518,23 @@ mod tests {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");
         }
+    }
+
+    #[test]
+    fn display_vnc_turns_the_graphical_console_on() {
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("DISPLAY", "vnc"),
+                ("VNC_DIR", " /srv/console "),
+            ],
+        )
+        .unwrap();
+        let vnc = c.display.expect("a console");
+        assert_eq!(vnc.socket(), PathBuf::from("/srv/console/vnc.sock"));
+        let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("DISPLAY", "gtk")]).unwrap_err();
+        assert_eq!(var_of(e), "DISPLAY");
     }
 
     #[test]

@@ -9,9 +9,11 @@
 mod accel;
 mod apply;
 mod config;
+mod console;
 mod devices;
 mod dhcp_server;
 mod discover;
+mod display;
 mod dnsmasq;
 mod error;
 mod ethtool;

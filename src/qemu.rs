@@ -25,6 +25,8 @@ pub struct QemuInput<'a> {
     pub qmp: &'a Path,
     pub health: &'a Path,
     pub nics: &'a [GuestNic],
+    /// The display options (`display::qemu_args`): `-display none`, or the VNC console's.
+    pub display: &'a [String],
     /// The directory holding the NoCloud seed's files, when there is a seed.
     pub seed: Option<&'a Path>,
     /// CMD arguments, appended verbatim.
@@ -54,8 +56,9 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(q.ram.to_string());
     push("-smp".into());
     push(q.cpus.to_string());
-    push("-display".into());
-    push("none".into());
+    for arg in q.display {
+        push(arg.clone());
+    }
     push("-monitor".into());
     push("none".into());
     // The serial console on stdio; signal=off lets a Ctrl-C reach the guest instead of
@@ -172,6 +175,7 @@ mod tests {
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
+            display: &["-display".into(), "none".into()],
             seed: None,
             extra: &extra,
         })
@@ -207,6 +211,10 @@ mod tests {
     #[test]
     fn console_is_stdio_without_signals_and_qmp_is_a_unix_socket() {
         let a = render(Accelerator::Tcg, false, &[]);
+        assert!(
+            has_pair(&a, "-display", "none"),
+            "the display options are passed"
+        );
         assert!(has_pair(&a, "-chardev", "stdio,id=console,signal=off"));
         assert!(has_pair(&a, "-serial", "chardev:console"));
         assert!(has_pair(
@@ -250,6 +258,7 @@ mod tests {
             health: Path::new("/run/vminit/health.sock"),
             nics: &[],
             seed,
+            display: &[],
             extra: &[],
         };
         let a: Vec<String> = argv(&input(Some(Path::new("/run/a,b/seed"))))

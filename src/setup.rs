@@ -25,7 +25,7 @@ use crate::plan::{self, Plan};
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, dnsmasq, identity, qemu, resolv, seed, spawn};
+use crate::{console, discover, display, dnsmasq, identity, qemu, resolv, seed, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
@@ -144,6 +144,9 @@ impl<'a> Setup<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
+        if let Some(vnc) = &config.display {
+            console::prepare(vnc, &run_dir.vnc_password())?;
+        }
         let nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
         Ok(Setup {
             config,
@@ -160,6 +163,7 @@ impl<'a> Setup<'a> {
     fn start_guest(&mut self) -> Result<Guest> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
         // With ACCEL=kvm the probe's verdict can stop everything: wait for it first.
@@ -174,7 +178,7 @@ impl<'a> Setup<'a> {
             None => self.choose_accelerator(kvm)?,
         };
         self.wait_for_dnsmasq()?;
-        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref());
+        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref(), console_tcp);
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
             return Err(self.exec_shell(&shell, &argv));
@@ -329,13 +333,15 @@ impl<'a> Setup<'a> {
         opened.map(|()| taps)
     }
 
-    /// QEMU's command line: the plan's NICs on their tap fds, then CMD's arguments.
+    /// QEMU's command line: the plan's NICs on their tap fds, the seed, the display (VNC also
+    /// on `console_tcp`), then CMD's arguments.
     fn qemu_argv(
         &self,
         plan: &Plan,
         taps: &[Tap],
         accel: Accelerator,
         seed: Option<&Path>,
+        console_tcp: Option<std::net::Ipv4Addr>,
     ) -> Vec<OsString> {
         let nics: Vec<qemu::GuestNic> = plan
             .nics
@@ -351,6 +357,11 @@ impl<'a> Setup<'a> {
             Command::Boot(args) => args,
             _ => &[],
         };
+        let display = display::qemu_args(
+            self.config.display.as_ref(),
+            &self.run_dir.vnc_password(),
+            console_tcp,
+        );
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
@@ -361,6 +372,7 @@ impl<'a> Setup<'a> {
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
             nics: &nics,
+            display: &display,
             seed,
             extra,
         })
@@ -441,6 +453,8 @@ impl<'a> Setup<'a> {
         for path in undo.taps {
             let _ = fs::remove_file(path);
         }
+        // QEMU read the VNC password at its start: no copy outlives the run.
+        let _ = fs::remove_file(self.run_dir.vnc_password());
     }
 }
 

@@ -285,3 +285,70 @@ fn a_failure_at_the_second_of_three_nics_puts_the_first_back() {
         Duration::from_secs(3),
     );
 }
+
+#[test]
+fn display_other_than_none_or_vnc_is_refused() {
+    let f = Fixture::new();
+    let vm = f.vminit().env("DISPLAY", ":0");
+    expect_refusal(&f, vm, 64, &["DISPLAY", "\":0\"", "none or vnc"], QUICK);
+}
+
+#[test]
+fn an_unreadable_vnc_password_file_is_refused_naming_it() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_PASSWORD_FILE", "/run/secrets/missing");
+    expect_refusal(
+        &f,
+        vm,
+        64,
+        &["VNC_PASSWORD_FILE", "/run/secrets/missing", "No such file"],
+        QUICK,
+    );
+}
+
+#[test]
+fn a_world_writable_vnc_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let dir = f.scratch.dir.join("console");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .bind(&dir, std::path::Path::new("/run/vnc"));
+    expect_refusal(&f, vm, 64, &["VNC_DIR", "world-writable", "0750"], QUICK);
+}
+
+#[test]
+fn vnc_on_a_nic_the_guest_takes_is_refused() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_LISTEN", "eth0");
+    expect_refusal(
+        &f,
+        vm,
+        64,
+        &["VNC_LISTEN", "eth0", "goes to the guest"],
+        QUICK,
+    );
+}
+
+#[test]
+fn vnc_on_a_missing_interface_is_refused() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_LISTEN", "eth9");
+    expect_refusal(&f, vm, 64, &["VNC_LISTEN", "no interface eth9"], QUICK);
+}

@@ -17,6 +17,7 @@
 //! ```
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this module
 
+mod browser;
 mod cmd;
 mod container;
 mod disk;
@@ -30,6 +31,7 @@ mod qmp;
 mod standin;
 mod vminit;
 
+pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;

@@ -23,6 +23,8 @@
 #   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
 #                                    appeared and was configured by DHCP)
 #   GUEST-HOTPLUG removed NAME       (vminit_test_hotplug=1: a NIC went away)
+both
+#   GUEST-KEYS LINE                  (with vminit_test_vga_banner: a line typed on the VGA console)
 #   GUEST-POWERBUTTON                (ACPI power button pressed; the guest syncs and powers off)
 #   GUEST-POWERBUTTON-IGNORED        (the same, with vminit_test_ignore_powerbutton=1)
 #   GUEST-ERROR TEXT                 (something in this script failed)
@@ -33,11 +35,27 @@
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
 #   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
+#   vminit_test_vga_banner=TEXT       clear the VGA console (tty1), show TEXT there (underscores
+#                                     become spaces), and report each line typed on its keyboard
 #   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
 
 . /lib/guest.sh
 guest_mount
 guest_modules GUEST-ERROR
+
+# The VGA console: the kernel's VGA text console is tty1 and the PS/2 keyboard types into it
+# (both built into the cloud kernel). Kernel messages stay on ttyS0 (console=ttyS0).
+banner=$(cmdline_value vminit_test_vga_banner "")
+if [ -n "$banner" ]; then
+	printf '\033[H\033[J\n  %s\n\n  Type a line: the guest repeats it on its serial console.\n\n' \
+		"$(echo "$banner" | tr _ ' ')" >/dev/tty1
+	(
+		while printf '  > ' >/dev/tty1 && IFS= read -r line; do
+			printf '\nGUEST-KEYS %s\n' "$line" >/dev/console
+			printf '  The guest read: %s\n\n' "$line" >/dev/tty1
+		done </dev/tty1
+	) &
+fi
 
 # ACPI power button: button.ko turns the ACPI event into a KEY_POWER input event, evdev exposes
 # it as /dev/input/eventN, and busybox acpid maps KEY_POWER to the action "PWRF/00000080", which
