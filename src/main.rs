@@ -19,6 +19,7 @@ mod error;
 mod ethtool;
 mod identity;
 mod kvm;
+mod monitor;
 mod netlink;
 mod netstate;
 mod plan;

@@ -39,7 +39,22 @@ pub struct NicPlan {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub nics: Vec<NicPlan>,
+    /// Every NIC's steps, one NIC after the other.
     pub steps: Vec<Step>,
+    /// How many of `steps` belong to each NIC, in order.
+    pub counts: Vec<usize>,
+}
+
+impl Plan {
+    /// Each NIC with its own steps.
+    pub fn per_nic(&self) -> impl Iterator<Item = (&NicPlan, &[Step])> {
+        let mut at = 0;
+        self.nics.iter().zip(&self.counts).map(move |(nic, n)| {
+            let steps = &self.steps[at..at + n];
+            at += n;
+            (nic, steps)
+        })
+    }
 }
 
 /// The inputs of `plan` that come from outside the namespace.
@@ -88,6 +103,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         let (guest, steps) = plan_nic(i, nic, router, &mut taken, random);
+        plan.counts.push(steps.len());
         plan.steps.extend(steps);
         plan.nics.push(guest);
     }
@@ -695,6 +711,25 @@ mod tests {
                 .any(|s| matches!(s, Step::AddLink { name, up: false, .. } if name == "vmrec0.2")),
             "carriers stay down"
         );
+    }
+
+    #[test]
+    fn each_nic_has_its_own_steps() {
+        let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
+        let per: Vec<(&str, usize)> = p
+            .per_nic()
+            .map(|(nic, steps)| (nic.lower.as_str(), steps.len()))
+            .collect();
+        assert_eq!(per.iter().map(|(_, n)| n).sum::<usize>(), p.steps.len());
+        for (nic, steps) in p.per_nic() {
+            assert!(
+                steps.iter().all(|s| s.to_string().contains(&nic.lower)
+                    || s.to_string().contains(&nic.tap)
+                    || s.to_string().contains(&nic.door)),
+                "{}: {steps:?}",
+                nic.lower
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub enum Event {
     /// The power button could not be pressed (QMP not answering yet, e.g. `docker stop`
     /// right after the start, while QEMU still sets up its socket).
     PowerdownFailed,
+    /// The kernel reported a change to the container's links, addresses or routes.
+    NetworkChanged,
+    /// The guest's NICs were brought in line with the container's; look again after this
+    /// long (a new NIC is waiting for its address), if given.
+    Reconciled {
+        again_in: Option<Duration>,
+        /// dnsmasq's configuration changed: it must be restarted to serve it.
+        dnsmasq_changed: bool,
+    },
     /// Time passed (a deadline may have been reached).
     Tick,
 }
@@ -53,6 +62,8 @@ pub enum Action {
     StopDnsmasq {
         kill: bool,
     },
+    /// Bring the guest's NICs in line with the container's (hot-plug, hot-unplug).
+    Reconcile,
     Exit(i32),
 }
 
@@ -77,6 +88,9 @@ const DNSMASQ_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const DNSMASQ_BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// A dnsmasq that ran this long without dying resets the backoff.
 const DNSMASQ_STABLE: Duration = Duration::from_secs(30);
+/// How long to let a burst of network changes settle before following them: Docker adds a
+/// NIC's link, MAC, address and routes in a few quick steps.
+pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// The supervisor's decisions, as a pure state machine over events and time.
 #[derive(Debug)]
@@ -91,6 +105,10 @@ pub struct Policy {
     dnsmasq_started: Option<Instant>,
     dnsmasq_restart_at: Option<Instant>,
     dnsmasq_backoff: Duration,
+    /// When to bring the guest's NICs in line with the container's.
+    reconcile_at: Option<Instant>,
+    /// dnsmasq is being stopped to be started again at once with a new configuration.
+    dnsmasq_reconfiguring: bool,
 }
 
 impl Policy {
@@ -106,15 +124,22 @@ impl Policy {
             dnsmasq_started: dnsmasq.then_some(now),
             dnsmasq_restart_at: None,
             dnsmasq_backoff: DNSMASQ_BACKOFF_MIN,
+            reconcile_at: None,
+            dnsmasq_reconfiguring: false,
         }
     }
 
     /// The next moment the policy wants a `Tick`, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.deadline, self.dnsmasq_restart_at, self.powerdown_retry]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadline,
+            self.dnsmasq_restart_at,
+            self.powerdown_retry,
+            self.reconcile_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Takes in one event that happened at `now` and returns what to do about it, in order.
@@ -164,6 +189,40 @@ impl Policy {
                     actions.push(Action::Exit(status));
                 }
             }
+            Event::NetworkChanged => {
+                if self.stage == Stage::Running {
+                    let settled = now + SETTLE;
+                    self.reconcile_at = Some(self.reconcile_at.map_or(settled, |t| t.min(settled)));
+                }
+            }
+            Event::Reconciled {
+                again_in,
+                dnsmasq_changed,
+            } => {
+                if let Some(wait) = again_in.filter(|_| self.stage == Stage::Running) {
+                    let later = now + wait;
+                    self.reconcile_at = Some(self.reconcile_at.map_or(later, |t| t.min(later)));
+                }
+                if dnsmasq_changed && self.stage == Stage::Running {
+                    if self.dnsmasq_running {
+                        self.dnsmasq_reconfiguring = true;
+                        actions.push(Action::StopDnsmasq { kill: false });
+                    } else {
+                        // Not running (it died, a restart is pending): start it now.
+                        self.dnsmasq_restart_at = Some(now);
+                    }
+                }
+            }
+            Event::DnsmasqExited(_) if self.dnsmasq_reconfiguring => {
+                self.dnsmasq_reconfiguring = false;
+                self.dnsmasq_running = false;
+                if self.stage == Stage::Running {
+                    self.dnsmasq_restart_at = Some(now);
+                } else if let Stage::Exiting(status) = self.stage {
+                    self.deadline = None;
+                    actions.push(Action::Exit(status));
+                }
+            }
             Event::DnsmasqExited(_) => {
                 self.dnsmasq_running = false;
                 match self.stage {
@@ -187,6 +246,12 @@ impl Policy {
             self.powerdown_retry = None;
             if self.stage == Stage::PoweringDown {
                 actions.push(Action::Powerdown);
+            }
+        }
+        if self.reconcile_at.is_some_and(|t| now >= t) {
+            self.reconcile_at = None;
+            if self.stage == Stage::Running {
+                actions.push(Action::Reconcile);
             }
         }
         if self.dnsmasq_restart_at.is_some_and(|t| now >= t) {
@@ -388,5 +453,57 @@ mod tests {
             vec![Action::Exit(0)]
         );
         assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn network_changes_are_followed_once_they_settle() {
+        let (mut p, t0) = start();
+        assert_eq!(p.handle(Event::NetworkChanged, t0), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
+        // More changes of the same burst do not push it further away.
+        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE / 2), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
+        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![Action::Reconcile]);
+        assert_eq!(p.handle(Event::Tick, t0 + SETTLE * 2), vec![]);
+    }
+
+    #[test]
+    fn a_new_dnsmasq_configuration_restarts_dnsmasq_at_once() {
+        let (mut p, t0) = start();
+        let reconciled = Event::Reconciled {
+            again_in: None,
+            dnsmasq_changed: true,
+        };
+        assert_eq!(
+            p.handle(reconciled, t0),
+            vec![Action::StopDnsmasq { kill: false }]
+        );
+        // No backoff: this exit was asked for.
+        assert_eq!(
+            p.handle(Event::DnsmasqExited(Exit::Signal(15)), t0),
+            vec![Action::StartDnsmasq]
+        );
+    }
+
+    #[test]
+    fn a_nic_waiting_for_its_address_is_looked_at_again() {
+        let (mut p, t0) = start();
+        let later = Duration::from_millis(100);
+        let reconciled = Event::Reconciled {
+            again_in: Some(later),
+            dnsmasq_changed: false,
+        };
+        assert_eq!(p.handle(reconciled, t0), vec![]);
+        assert_eq!(p.handle(Event::Tick, t0 + later), vec![Action::Reconcile]);
+    }
+
+    #[test]
+    fn nothing_is_plugged_once_the_guest_is_stopping() {
+        let (mut p, t0) = start();
+        p.handle(Event::NetworkChanged, t0);
+        p.handle(Event::Signal(Signal::SIGTERM), t0);
+        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![]);
+        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + STOP));
     }
 }

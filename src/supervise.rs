@@ -5,7 +5,6 @@
 //! and carries out its actions.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -15,9 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::dhcp_server::DhcpServer;
+use crate::monitor::Monitor;
 use crate::policy::{Action, Event, Exit, Policy};
-use crate::qmp;
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
 const CRASH_SIGNALS: [Signal; 7] = [
@@ -67,11 +65,15 @@ pub trait Effects {
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
     fn start_dnsmasq(&mut self) -> Option<Pid>;
+    /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
+    /// says what follows: `Event::Reconciled`.
+    fn reconcile(&mut self) -> Event;
 }
 
 /// Runs until the policy says exit; returns the exit status.
 pub fn run(
     signals: &Signals,
+    mut monitor: Option<&mut Monitor>,
     qemu: Pid,
     mut dnsmasq: Option<Pid>,
     stop_timeout: Duration,
@@ -87,12 +89,23 @@ pub fn run(
                 PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => log::warn!("poll: {e}"),
-        }
         let mut events = Vec::new();
+        {
+            let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+            if let Some(m) = monitor.as_deref() {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => log::warn!("poll: {e}"),
+            }
+        }
+        if let Some(m) = monitor.as_deref_mut()
+            && m.drain()
+        {
+            log::debug!("the container's network changed");
+            events.push(Event::NetworkChanged);
+        }
         for sig in signals.pending() {
             log::debug!("signal {sig}");
             if sig == Signal::SIGCHLD {
@@ -144,9 +157,11 @@ pub fn run(
                         Some(pid) => {
                             log::info!("dnsmasq restarted, pid {pid}");
                             dnsmasq = Some(pid);
+                            stopping_dnsmasq = false;
                         }
                         None => policy.dnsmasq_failed(Instant::now()),
                     },
+                    Action::Reconcile => queue.push_back(effects.reconcile()),
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {
@@ -185,47 +200,5 @@ pub fn describe(exit: Exit) -> String {
             Ok(sig) => format!("killed by {sig}"),
             Err(_) => format!("killed by signal {s}"),
         },
-    }
-}
-
-/// The supervisor's effects on the real QEMU (over QMP) and dnsmasq.
-pub struct LiveEffects {
-    qmp: PathBuf,
-    dhcp: Option<DhcpServer>,
-}
-
-impl LiveEffects {
-    pub fn new(qmp: PathBuf, dhcp: Option<DhcpServer>) -> LiveEffects {
-        LiveEffects { qmp, dhcp }
-    }
-}
-
-impl Effects for LiveEffects {
-    fn powerdown(&mut self) -> bool {
-        log::info!("pressing the guest's power button (QMP system_powerdown)");
-        match qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
-            Ok(_) => true,
-            Err(e) => {
-                log::warn!("QMP system_powerdown: {e}; trying again shortly");
-                false
-            }
-        }
-    }
-
-    fn quit(&mut self) {
-        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
-        if let Err(e) = qmp::execute(&self.qmp, "quit", Duration::from_secs(1)) {
-            log::warn!("QMP quit: {e}");
-        }
-    }
-
-    fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.start() {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                log::warn!("{e}");
-                None
-            }
-        }
     }
 }
