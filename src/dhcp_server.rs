@@ -11,7 +11,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::config::Config;
-use crate::dnsmasq::{self, Dns, DnsmasqInput};
+use crate::dns::{Dns, DnsInput};
+use crate::dnsmasq::{self, DnsmasqInput};
 use crate::error::{Error, Result};
 use crate::plan::NicPlan;
 use crate::rundir::RunDir;
@@ -33,8 +34,9 @@ pub struct DhcpServer {
 }
 
 impl DhcpServer {
-    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers, its
-    /// hostname, the user dnsmasq can drop to) into the run directory.
+    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers and
+    /// `GUEST_DNS`, its hostname, the user dnsmasq can drop to) into the run directory, and
+    /// logs what the guest will not get.
     pub fn configure(
         config: &Config,
         nics: &[NicPlan],
@@ -43,7 +45,17 @@ impl DhcpServer {
     ) -> Result<DhcpServer> {
         let paths = &config.paths;
         let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
-        let dns = Dns::from_resolv(&resolv::parse(&resolv));
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok());
+        let dns = Dns::decide(&DnsInput {
+            resolv: &resolv::parse(&resolv),
+            guest_dns: &config.guest_dns,
+            hostname: hostname.as_deref(),
+        });
+        for warning in &dns.warnings {
+            log::warn!("{warning}");
+        }
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
         if user == "root" {
@@ -52,14 +64,9 @@ impl DhcpServer {
                 paths.passwd.display()
             );
         }
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "vm".into());
         let text = dnsmasq::render(&DnsmasqInput {
             nics,
             dns: &dns,
-            hostname: hostname.split('.').next().unwrap_or("vm"),
             run_dir,
             user,
         });
