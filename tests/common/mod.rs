@@ -32,7 +32,7 @@ mod vminit;
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
-pub use guest::{GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use guest::{GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};
