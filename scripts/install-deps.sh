@@ -6,12 +6,19 @@ PACKAGES=(
     qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
     iproute2 iputils-ping docker.io iperf3 strace cpio gcc libc6-dev
     syslinux mtools dosfstools
+    cloud-init netplan.io python3-yaml
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+    # cloud-init is here for its schema validator and network converter (tests/seed.rs); one
+    # installed by this script is disabled first, so that it never configures this machine.
+    if [[ " ${missing[*]} " == *" cloud-init "* ]] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
+        mkdir -p /etc/cloud
+        touch /etc/cloud/cloud-init.disabled
+    fi
     echo "== apt-get install ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

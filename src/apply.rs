@@ -8,9 +8,10 @@ use std::io;
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::config::Pause;
 use crate::error::{Error, Result};
 use crate::netlink::Rtnetlink;
-use crate::netlink::message::{MacLink, NewAddr, NewRoute};
+use crate::netlink::message::MacLink;
 use crate::step::Step;
 
 /// How often a link creation that fails with `EEXIST` is retried (Kubernetes pods
@@ -25,6 +26,10 @@ pub struct Applier<'a, N: Rtnetlink + ?Sized> {
     indexes: HashMap<String, u32>,
     done: Vec<Step>,
     eexist_pause: Duration,
+    /// Test hook: stop working for good after this many applied steps.
+    pause_after_apply: Option<usize>,
+    /// Test hook: stop working for good after this many undone steps.
+    pause_after_undo: Option<usize>,
 }
 
 impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
@@ -34,6 +39,18 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             indexes: HashMap::new(),
             done: Vec::new(),
             eexist_pause: EEXIST_PAUSE,
+            pause_after_apply: None,
+            pause_after_undo: None,
+        }
+    }
+
+    /// Test hook (`VMINIT_TEST_PAUSE`): the applier stops for good after the given number
+    /// of applied (or undone) steps, so that a test can kill vminit at exactly that point.
+    pub fn pause_after(&mut self, pause: Option<Pause>) {
+        match pause {
+            Some(Pause::Setup(n)) => self.pause_after_apply = Some(n),
+            Some(Pause::Teardown(n)) => self.pause_after_undo = Some(n),
+            None => {}
         }
     }
 
@@ -73,6 +90,9 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             }
         }
         self.done.push(step.clone());
+        if self.pause_after_apply == Some(self.done.len()) {
+            park(&format!("setup step {}: {step}", self.done.len()));
+        }
         Ok(())
     }
 
@@ -90,22 +110,30 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
 
     /// Undoes `done` (steps applied earlier, oldest first), newest first, as far as it can.
     pub fn undo(&mut self, done: &[Step]) {
+        let mut undone = 0;
         for step in done.iter().rev() {
             if let Some(inverse) = step.inverse() {
                 log::info!("undo: {inverse}");
                 if let Err(e) = self.exec(&inverse) {
                     log::warn!("undo: {inverse}: {e}");
                 }
+                undone += 1;
+                if self.pause_after_undo == Some(undone) {
+                    park(&format!("teardown step {undone}: {inverse}"));
+                }
             }
         }
     }
 
-    /// Runs steps that must not be undone later (recovery, teardown); logs failures.
+    /// Runs steps that must not be undone later (recovery); logs failures. A step whose
+    /// object is already there, or already gone, has nothing left to do.
     pub fn run_best_effort(&mut self, steps: &[Step]) {
         for step in steps {
             log::info!("{step}");
-            if let Err(e) = self.exec(step) {
-                log::warn!("{step}: {e}");
+            match self.exec(step) {
+                Ok(()) => {}
+                Err(e) if already_done(step, &e) => log::debug!("{step}: {e}; nothing to do"),
+                Err(e) => log::warn!("{step}: {e}"),
             }
         }
     }
@@ -133,35 +161,25 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.del_route(i, route)
             }
-            Step::AddRoute {
-                dev,
-                route,
-                src,
-                onlink,
-            } => {
+            Step::AddRoute { dev, route } => {
                 let i = self.index(dev)?;
-                let new = NewRoute {
-                    route,
-                    src: *src,
-                    onlink: *onlink,
-                };
-                self.nl.add_route(i, &new)
+                self.nl.add_route(i, route)
             }
-            Step::DelAddr { dev, addr, .. } => {
+            Step::DelAddr { dev, addr } => {
                 let i = self.index(dev)?;
-                self.nl.del_addr(i, *addr)
+                self.nl.del_addr(i, addr.net)
             }
-            Step::AddAddr {
-                dev,
-                addr,
-                broadcast,
-            } => {
+            Step::AddAddr { dev, addr } => {
                 let i = self.index(dev)?;
-                let new = NewAddr {
-                    net: *addr,
-                    broadcast: *broadcast,
-                };
-                self.nl.add_addr(i, &new)
+                self.nl.add_addr(i, addr)
+            }
+            Step::DelNeigh { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.del_neigh(i, neigh)
+            }
+            Step::AddNeigh { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.add_neigh(i, neigh)
             }
             Step::SetMac { dev, mac, .. } => {
                 let i = self.index(dev)?;
@@ -173,6 +191,7 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 lower,
                 mac,
                 mtu,
+                up,
             } => {
                 let lower = self.index(lower)?;
                 let link = MacLink {
@@ -181,6 +200,7 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                     lower,
                     mac: *mac,
                     mtu: *mtu,
+                    up: *up,
                 };
                 match self.nl.add_mac_link(&link)? {
                     Some(index) => {
@@ -217,12 +237,39 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
     }
 }
 
+/// The test hook's end: says where it stopped, then waits to be killed.
+fn park(at: &str) -> ! {
+    log::warn!("test hook: paused after {at}");
+    loop {
+        sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Whether `e` says `step` found the namespace as it would have left it.
+fn already_done(step: &Step, e: &io::Error) -> bool {
+    let errno = e.raw_os_error();
+    match step {
+        Step::AddAddr { .. } | Step::AddRoute { .. } | Step::AddNeigh { .. } => {
+            errno == Some(libc::EEXIST)
+        }
+        Step::DelAddr { .. } | Step::DelRoute { .. } | Step::DelNeigh { .. } => {
+            matches!(
+                errno,
+                Some(libc::EADDRNOTAVAIL | libc::ESRCH | libc::ENOENT)
+            )
+        }
+        Step::DelLink { .. } => errno == Some(libc::ENODEV),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::exit;
+    use crate::netstate::{IfAddr, KernelRoute, Neigh};
     use crate::step::MacLinkKind;
-    use crate::types::{Ipv4Net, Mac, Route};
+    use crate::types::{Ipv4Net, Mac};
 
     /// A kernel that records every call as the `ip` command it stands for, knows link names
     /// and indexes, and fails the calls it is told to fail.
@@ -289,17 +336,23 @@ mod tests {
         fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
             self.call(format!("link set {index} alias {alias}"))
         }
-        fn add_addr(&mut self, index: u32, addr: &NewAddr) -> io::Result<()> {
+        fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
             self.call(format!("addr add {} dev {index}", addr.net))
         }
         fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()> {
             self.call(format!("addr del {net} dev {index}"))
         }
-        fn add_route(&mut self, index: u32, route: &NewRoute) -> io::Result<()> {
+        fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
             self.call(format!("route add {} dev {index}", route.route))
         }
-        fn del_route(&mut self, index: u32, route: &Route) -> io::Result<()> {
-            self.call(format!("route del {route} dev {index}"))
+        fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
+            self.call(format!("route del {} dev {index}", route.route))
+        }
+        fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+            self.call(format!("neigh add {} dev {index}", neigh.addr))
+        }
+        fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+            self.call(format!("neigh del {} dev {index}", neigh.addr))
         }
         fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
             self.call(format!("ethtool -K {dev} tx off"))
@@ -313,7 +366,12 @@ mod tests {
             lower: "eth0".into(),
             mac: None,
             mtu: 1500,
+            up: true,
         }
+    }
+
+    fn addr(net: &str) -> IfAddr {
+        IfAddr::plain(net.parse().unwrap())
     }
 
     /// A shortened takeover of eth0 (index 2): address off, new MAC, macvtap, door.
@@ -321,8 +379,7 @@ mod tests {
         vec![
             Step::DelAddr {
                 dev: "eth0".into(),
-                addr: "10.1.0.2/24".parse().unwrap(),
-                broadcast: true,
+                addr: addr("10.1.0.2/24"),
             },
             Step::SetMac {
                 dev: "eth0".into(),
@@ -333,8 +390,7 @@ mod tests {
             add_link(MacLinkKind::Macvlan, "vmlink0"),
             Step::AddAddr {
                 dev: "vmlink0".into(),
-                addr: "169.254.1.2/32".parse().unwrap(),
-                broadcast: false,
+                addr: addr("169.254.1.2/32"),
             },
         ]
     }
@@ -416,8 +472,7 @@ mod tests {
         let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail("addr add", libc::EEXIST, 99);
         let step = Step::AddAddr {
             dev: "eth0".into(),
-            addr: "10.1.0.2/24".parse().unwrap(),
-            broadcast: true,
+            addr: addr("10.1.0.2/24"),
         };
         assert!(applier(&mut kernel).apply(&step).is_err());
         assert_eq!(kernel.calls.len(), 1);

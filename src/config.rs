@@ -44,6 +44,16 @@ pub enum Vhost {
     Off,
 }
 
+/// A test hook: stop working after a number of network changes, so that a test can kill
+/// vminit at exactly that point (`VMINIT_TEST_PAUSE=setup:N` or `teardown:N`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pause {
+    /// After the Nth step of the takeover.
+    Setup(usize),
+    /// After the Nth step of putting the network back.
+    Teardown(usize),
+}
+
 /// Where vminit finds and puts things; overridable so tests can point elsewhere.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
@@ -91,6 +101,10 @@ pub struct Config {
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
     pub paths: Paths,
+    /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
+    pub pause: Option<Pause>,
+    /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
+    pub seed: Option<crate::seed::Request>,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -130,6 +144,8 @@ where
         guest_dns: Vec::new(),
         log_level,
         paths,
+        pause: None,
+        seed: None,
     };
     if matches!(
         config.command,
@@ -182,6 +198,8 @@ where
         config.iface_wait = t;
     }
     config.guest_dns = parse_guest_dns(env)?;
+    config.pause = parse_pause(env)?;
+    config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     Ok(config)
 }
 
@@ -342,6 +360,26 @@ fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>
         }
     }
     Ok(out)
+}
+
+fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
+    let Some(v) = nonempty(env, "VMINIT_TEST_PAUSE") else {
+        return Ok(None);
+    };
+    let parsed = v.split_once(':').and_then(|(when, n)| {
+        let n = n.parse::<usize>().ok().filter(|n| *n > 0)?;
+        match when {
+            "setup" => Some(Pause::Setup(n)),
+            "teardown" => Some(Pause::Teardown(n)),
+            _ => None,
+        }
+    });
+    parsed.map(Some).ok_or_else(|| {
+        bad(
+            "VMINIT_TEST_PAUSE",
+            format!("{v:?} is not setup:N or teardown:N (a test hook)"),
+        )
+    })
 }
 
 fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFilter> {
@@ -564,6 +602,18 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn the_test_pause_names_a_phase_and_a_step() {
+        let at = |v: &str| parse_with(&[], &[("AUTO_ATTACH", "yes"), ("VMINIT_TEST_PAUSE", v)]);
+        assert_eq!(at("setup:3").unwrap().pause, Some(Pause::Setup(3)));
+        assert_eq!(at("teardown:1").unwrap().pause, Some(Pause::Teardown(1)));
+        for bad in ["setup", "setup:0", "later:2", "teardown:x"] {
+            assert_eq!(var_of(at(bad).unwrap_err()), "VMINIT_TEST_PAUSE", "{bad}");
+        }
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.pause, None);
     }
 
     #[test]

@@ -44,15 +44,7 @@ impl DhcpServer {
         mask: SigSet,
     ) -> Result<DhcpServer> {
         let paths = &config.paths;
-        let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok());
-        let dns = Dns::decide(&DnsInput {
-            resolv: &resolv::parse(&resolv),
-            guest_dns: &config.guest_dns,
-            hostname: hostname.as_deref(),
-        });
+        let dns = guest_dns(config);
         for warning in &dns.warnings {
             log::warn!("{warning}");
         }
@@ -129,6 +121,22 @@ impl DhcpServer {
             sleep(Duration::from_micros(500));
         }
     }
+}
+
+/// The guest's DNS, decided from the container's resolv.conf, `GUEST_DNS` and the hostname
+/// (the seed's, else the container's): what dnsmasq serves and the seed states.
+pub fn guest_dns(config: &Config) -> Dns {
+    let resolv = fs::read_to_string(&config.paths.resolv_conf).unwrap_or_default();
+    let hostname = config
+        .seed
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(crate::discover::hostname);
+    Dns::decide(&DnsInput {
+        resolv: &resolv::parse(&resolv),
+        guest_dns: &config.guest_dns,
+        hostname: Some(&hostname),
+    })
 }
 
 /// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.

@@ -1,34 +1,65 @@
-//! Reads the network namespace (links, IPv4 addresses, routes) into plain data.
+//! Reads the network namespace (links, IPv4 addresses, routes of every table, permanent
+//! neighbours) into plain data.
 //!
 //! The conversions from netlink messages are pure functions; only `read` talks to the
-//! kernel.
+//! kernel. What vminit does not need, or cannot read, is skipped (and named at debug
+//! level), never fatal.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 
 use crate::netlink::Netlink;
-use crate::netstate::{Addr, Link, NetState, RouteEntry};
+use crate::netlink::message::metric_value;
+use crate::netstate::{
+    Addr, IfAddr, KernelRoute, Link, Neigh, NeighEntry, NetState, RTN_UNICAST, RouteEntry,
+};
 use crate::types::{Ipv4Net, Mac, Route};
 
-/// Dumps links, addresses and routes: `ip -d link show; ip -4 addr show; ip -4 route show`.
+/// `RT_TABLE_LOCAL`: the kernel's own table of local and broadcast addresses.
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// Dumps links, addresses, routes and neighbours: `ip -d link show; ip -4 addr show;
+/// ip -4 route show table all; ip -4 neigh show nud permanent`.
 pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
-    let links = nl.links()?.into_iter().map(link_of).collect();
-    let addrs = nl.addresses()?.into_iter().filter_map(addr_of).collect();
+    let links: Vec<Link> = nl.links()?.into_iter().filter_map(link_of).collect();
+    let mut addrs: Vec<Addr> = nl.addresses()?.into_iter().filter_map(addr_of).collect();
+    // The kernel reports every address's label, the interface's name when it has no other.
+    for addr in &mut addrs {
+        let own = links
+            .iter()
+            .find(|l| l.index == addr.index)
+            .map(|l| &l.name);
+        if addr.addr.label.as_ref() == own {
+            addr.addr.label = None;
+        }
+    }
     let routes = nl.routes()?.into_iter().filter_map(route_of).collect();
+    let neighbours = nl.neighbours()?.into_iter().filter_map(neigh_of).collect();
     Ok(NetState {
         links,
         addrs,
         routes,
+        neighbours,
     })
 }
 
-fn link_of(msg: LinkMessage) -> Link {
+/// The container's hostname (Docker's default: the container id), `vm` if it has none.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vm".into())
+}
+
+/// A link, or `None` (named at debug level) when its name could not be read.
+fn link_of(msg: LinkMessage) -> Option<Link> {
     let mut link = Link {
         index: msg.header.index,
         name: String::new(),
@@ -58,7 +89,11 @@ fn link_of(msg: LinkMessage) -> Link {
             _ => {}
         }
     }
-    link
+    if link.name.is_empty() {
+        log::debug!("skipping link {}: its name is not readable", link.index);
+        return None;
+    }
+    Some(link)
 }
 
 fn kind_name(kind: &InfoKind) -> String {
@@ -74,52 +109,92 @@ fn kind_name(kind: &InfoKind) -> String {
 fn addr_of(msg: AddressMessage) -> Option<Addr> {
     let mut local = None;
     let mut address = None;
-    let mut broadcast = false;
-    for attr in &msg.attributes {
+    let mut addr = IfAddr::plain(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, msg.header.prefix_len));
+    addr.flags = u32::from(msg.header.flags.bits());
+    addr.scope = u8::from(msg.header.scope);
+    for attr in msg.attributes {
         match attr {
-            AddressAttribute::Broadcast(_) => broadcast = true,
-            AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
-            AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+            AddressAttribute::Broadcast(b) => addr.broadcast = Some(b),
+            AddressAttribute::Local(IpAddr::V4(a)) => local = Some(a),
+            AddressAttribute::Address(IpAddr::V4(a)) => address = Some(a),
+            AddressAttribute::Label(l) => addr.label = Some(l),
+            AddressAttribute::Flags(f) => addr.flags = f.bits(),
+            AddressAttribute::CacheInfo(c) if c.ifa_valid != u32::MAX => {
+                addr.lifetime = Some((c.ifa_valid, c.ifa_preferred));
+            }
             _ => {}
         }
     }
+    addr.net.addr = local.or(address)?;
+    addr.flags = addr.kept_flags();
     Some(Addr {
         index: msg.header.index,
-        net: Ipv4Net::new(local.or(address)?, msg.header.prefix_len),
-        broadcast,
+        addr,
     })
 }
 
+/// A unicast route through one interface, in any table but the kernel's local one.
 fn route_of(msg: RouteMessage) -> Option<RouteEntry> {
     let h = &msg.header;
-    if h.kind != RouteType::Unicast {
+    if u8::from(h.kind) != RTN_UNICAST {
         return None;
     }
-    let mut table = u32::from(h.table);
-    let mut dst = Ipv4Addr::UNSPECIFIED;
-    let mut gateway = None;
+    let mut route = KernelRoute::main(Route {
+        dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, h.destination_prefix_length),
+        gateway: None,
+        metric: None,
+    });
+    route.table = u32::from(h.table);
+    route.protocol = u8::from(h.protocol);
+    route.scope = u8::from(h.scope);
+    route.tos = h.tos;
+    route.onlink = h.flags.contains(RouteFlags::Onlink);
     let mut oif = None;
-    let mut metric = None;
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => route.route.dst.addr = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => route.route.gateway = Some(*a),
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Priority(p) => metric = Some(*p),
+            RouteAttribute::Priority(p) if *p != 0 => route.route.metric = Some(*p),
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => route.src = Some(*a),
+            RouteAttribute::Metrics(metrics) => {
+                route.metrics = metrics.iter().filter_map(metric_value).collect();
+            }
+            RouteAttribute::MultiPath(_) => {
+                log::debug!("skipping a multipath route: vminit does not move them");
+                return None;
+            }
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+    if route.table == RT_TABLE_LOCAL {
         return None;
     }
-    Some(RouteEntry {
-        index: oif?,
-        route: Route {
-            dst: Ipv4Net::new(dst, h.destination_prefix_length),
-            gateway,
-            metric: metric.filter(|m| *m != 0),
+    Some(RouteEntry { index: oif?, route })
+}
+
+/// A permanent neighbour entry (the others come and go by themselves).
+fn neigh_of(msg: NeighbourMessage) -> Option<NeighEntry> {
+    if msg.header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let mut addr = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                mac = Some(Mac(l.as_slice().try_into().ok()?));
+            }
+            _ => {}
+        }
+    }
+    Some(NeighEntry {
+        index: msg.header.ifindex,
+        neigh: Neigh {
+            addr: addr?,
+            mac: mac?,
         },
-        kernel: h.protocol == RouteProtocol::Kernel,
     })
 }

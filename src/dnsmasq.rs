@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::dns::{Dns, Forward};
 use crate::plan::NicPlan;
 use crate::rundir::RunDir;
+use crate::seed::{SeedNic, SeedRoute};
 
 /// Everything the rendered configuration depends on.
 pub struct DnsmasqInput<'a> {
@@ -159,6 +160,43 @@ fn quoted(value: &str) -> String {
 /// control characters in it).
 fn quoted_path(path: &Path) -> String {
     quoted(&path.to_string_lossy())
+}
+
+/// The guest NICs as the cloud-init seed's network-config states them: what dnsmasq gives
+/// each by DHCP (`Dns::announcements`). Without dnsmasq (`dhcp` false) nothing forwards to
+/// the container's loopback resolvers, so only the resolvers the guest reaches directly are
+/// listed.
+pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
+    let mut dns = dns.clone();
+    if !dhcp {
+        dns.forward_to.clear();
+    }
+    nics.iter()
+        .zip(dns.announcements(nics))
+        .map(|(n, says)| SeedNic {
+            name: n.lower.clone(),
+            mac: n.mac.to_string(),
+            addr: n.addr.addr,
+            prefix: n.addr.prefix,
+            mtu: n.mtu,
+            routes: n
+                .guest_routes
+                .iter()
+                .map(|r| SeedRoute {
+                    network: r.dst.network(),
+                    prefix: r.dst.prefix,
+                    gateway: r.gateway,
+                })
+                .collect(),
+            dns: says.servers,
+            // dnsmasq hands out the search list, and the domain; a seed has only a list.
+            search: if says.search.is_empty() {
+                says.domain.into_iter().collect()
+            } else {
+                says.search
+            },
+        })
+        .collect()
 }
 
 /// `nobody` when the passwd file knows it (dnsmasq drops privileges to it), else root.
@@ -595,5 +633,89 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn ip_(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// eth0 of a Docker container, 172.19.0.2/24 via 172.19.0.1, door 169.254.1.10.
+    fn seed_nic() -> NicPlan {
+        NicPlan {
+            lower: "eth0".into(),
+            tap: "vmtap0".into(),
+            door: "vmlink0".into(),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1450,
+            addr: "172.19.0.2/24".parse().unwrap(),
+            gateway: Some(ip_("172.19.0.1")),
+            guest_routes: vec![
+                Route {
+                    dst: Ipv4Net::new(ip_("169.254.1.10"), 32),
+                    gateway: None,
+                    metric: None,
+                },
+                Route {
+                    dst: "10.7.3.0/16".parse().unwrap(),
+                    gateway: Some(ip_("172.19.0.254")),
+                    metric: None,
+                },
+                Route {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some(ip_("172.19.0.1")),
+                    metric: None,
+                },
+            ],
+            door_addr: ip_("169.254.1.10"),
+        }
+    }
+
+    #[test]
+    fn the_seed_states_what_dhcp_gives_and_without_dhcp_only_resolvers_the_guest_reaches() {
+        let resolv = crate::resolv::parse(
+            "nameserver 127.0.0.11\nnameserver 8.8.8.8\ndomain corp.example.test\n",
+        );
+        let dns = Dns::decide(&DnsInput {
+            resolv: &resolv,
+            guest_dns: &[],
+            hostname: None,
+        });
+        let with = seed_nics(&[seed_nic()], &dns, true);
+        let expected = SeedNic {
+            name: "eth0".into(),
+            mac: "02:42:ac:13:00:02".into(),
+            addr: ip_("172.19.0.2"),
+            prefix: 24,
+            mtu: 1450,
+            routes: vec![
+                SeedRoute {
+                    network: ip_("169.254.1.10"),
+                    prefix: 32,
+                    gateway: None,
+                },
+                SeedRoute {
+                    network: ip_("10.7.0.0"),
+                    prefix: 16,
+                    gateway: Some(ip_("172.19.0.254")),
+                },
+                SeedRoute {
+                    network: ip_("0.0.0.0"),
+                    prefix: 0,
+                    gateway: Some(ip_("172.19.0.1")),
+                },
+            ],
+            // The door forwards to Docker's 127.0.0.11, as in the DHCP offer.
+            dns: vec![ip_("169.254.1.10"), ip_("8.8.8.8")],
+            search: vec!["corp.example.test".into()],
+        };
+        assert_eq!(with, std::slice::from_ref(&expected));
+        let without = seed_nics(&[seed_nic()], &dns, false);
+        assert_eq!(
+            without,
+            [SeedNic {
+                dns: vec![ip_("8.8.8.8")],
+                ..expected
+            }]
+        );
     }
 }

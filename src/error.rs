@@ -196,6 +196,7 @@ mod tests {
             lower: "eth0".into(),
             mac: None,
             mtu: 1500,
+            up: true,
         }
     }
 

@@ -1,157 +1,437 @@
-//! The identity record: what vminit took over from each NIC, kept in the namespace itself
-//! (link aliases), and the recovery it allows after vminit was killed (pure).
+//! The identity record: what vminit took over from each NIC, kept in the network namespace
+//! itself (link aliases), and the recovery it allows after vminit was killed (pure).
 //!
-//! Every link vminit creates carries an alias starting with `vminit:`. A macvtap's alias
-//! records the NIC it took over; a later run in the same network namespace (a container
-//! restart in a Kubernetes pod keeps it) reads the aliases and puts each NIC back first.
+//! A container restart in a Kubernetes pod keeps the pod's network namespace and nothing
+//! else, so the record lives there: in the aliases of links vminit creates on the NIC, each
+//! starting with `vminit:`. The door carries the first part of the record; a record longer
+//! than one alias (the kernel caps an alias at 255 bytes) continues on carrier links, down
+//! macvlans that exist for nothing else. Every part is written before the first step that
+//! changes the NIC, so a run killed at any moment leaves either an untouched NIC or a
+//! complete record.
+//!
+//! ```text
+//! vmlink0   vminit:door eth0 1/2 v1 02:42:ac:13:00:02;a 172.19.0.2/24 b=172.19.0.255;r 0.0.0.0/0 g=…
+//! vmrec0.2  vminit:rec eth0 2/2 …;n 172.19.0.1 02:42:ac:13:00:01
+//! vmtap0    vminit:nic eth0
+//! ```
 
-use crate::netstate::{Link, NetState};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::netstate::{IfAddr, KernelRoute, Link, Neigh, NetState};
 use crate::step::Step;
-use crate::types::{Ipv4Net, Mac, Route, on_link_first};
+use crate::types::{Mac, Route};
 
 /// Every link vminit creates carries an alias starting with this.
 pub const ALIAS_PREFIX: &str = "vminit:";
 
-/// Whether vminit made this link (an earlier run's, or this run's).
-pub fn is_ours(link: &Link) -> bool {
-    link.alias
-        .as_deref()
-        .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
-}
+/// How many bytes of the record one alias carries (255 at most, with its prefix).
+const CHUNK: usize = 180;
 
-/// The alias of the door (the container's macvlan) on `lower`.
-pub fn door_alias(lower: &str) -> String {
-    format!("{ALIAS_PREFIX}door {lower}")
-}
-
-/// What a macvtap's alias records about the NIC it took over, so that a second run
-/// in the same namespace can put the NIC back before starting again.
+/// What vminit took over from one NIC: everything it changes there, so that it can be put
+/// back exactly.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
+    /// The container NIC (`eth0`).
     pub lower: String,
+    /// Its original MAC (the guest's).
     pub mac: Mac,
-    pub addr: Ipv4Net,
-    pub routes: Vec<Route>,
+    /// Every IPv4 address it had, in the kernel's order.
+    pub addrs: Vec<IfAddr>,
+    /// Its routes in every table (not the kernel's subnet routes).
+    pub routes: Vec<KernelRoute>,
+    /// Its permanent neighbour entries (a MAC change flushes them).
+    pub neighbours: Vec<Neigh>,
+}
+
+/// Whether vminit made this link (an earlier run's, or this run's): its alias says so, or
+/// it is a macvlan or macvtap with one of vminit's names and no alias yet (a run killed
+/// between creating a link and naming it in its alias).
+pub fn is_ours(link: &Link) -> bool {
+    match link.alias.as_deref() {
+        Some(alias) => alias.starts_with(ALIAS_PREFIX),
+        None => match link.kind.as_deref() {
+            Some("macvlan") => {
+                numbered(&link.name, "vmlink")
+                    || link
+                        .name
+                        .strip_prefix("vmrec")
+                        .and_then(|rest| rest.split_once('.'))
+                        .is_some_and(|(i, k)| numbered(i, "") && numbered(k, ""))
+            }
+            Some("macvtap") => numbered(&link.name, "vmtap"),
+            _ => false,
+        },
+    }
+}
+
+/// `PREFIX` followed by a decimal number.
+fn numbered(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The alias of the guest's macvtap on `lower`.
+pub fn tap_alias(lower: &str) -> String {
+    format!("{ALIAS_PREFIX}nic {}", escape(lower))
 }
 
 impl Identity {
-    /// `vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1@100,169.254.1.1/32`
-    pub fn encode(&self) -> String {
-        let routes: Vec<String> = self
-            .routes
+    /// The record's aliases: the door's first, then one per carrier link.
+    pub fn aliases(&self) -> Vec<String> {
+        let text = self.encode();
+        let chunks: Vec<&str> = split_at_boundaries(&text, CHUNK);
+        let n = chunks.len();
+        let lower = escape(&self.lower);
+        chunks
             .iter()
-            .map(|r| {
-                let mut s = format!("{}/{}", r.dst.network(), r.dst.prefix);
-                if let Some(gw) = r.gateway {
-                    s.push_str(&format!(">{gw}"));
-                }
-                if let Some(m) = r.metric {
-                    s.push_str(&format!("@{m}"));
-                }
-                s
+            .enumerate()
+            .map(|(i, chunk)| {
+                let role = if i == 0 { "door" } else { "rec" };
+                format!("{ALIAS_PREFIX}{role} {lower} {}/{n} {chunk}", i + 1)
             })
-            .collect();
-        format!(
-            "{ALIAS_PREFIX}nic {} {} {} {}",
-            self.lower,
-            self.mac,
-            self.addr,
-            if routes.is_empty() {
-                "-".into()
-            } else {
-                routes.join(",")
-            }
-        )
+            .collect()
     }
 
-    pub fn decode(alias: &str) -> Option<Identity> {
-        let rest = alias.strip_prefix(ALIAS_PREFIX)?.strip_prefix("nic ")?;
-        let mut words = rest.split(' ');
-        let lower = words.next()?.to_string();
-        let mac = words.next()?.parse().ok()?;
-        let addr = words.next()?.parse().ok()?;
-        let mut routes = Vec::new();
-        match words.next()? {
-            "-" => {}
-            list => {
-                for item in list.split(',') {
-                    let (item, metric) = match item.split_once('@') {
-                        Some((i, m)) => (i, Some(m.parse().ok()?)),
-                        None => (item, None),
-                    };
-                    let (dst, gateway) = match item.split_once('>') {
-                        Some((d, g)) => (d, Some(g.parse().ok()?)),
-                        None => (item, None),
-                    };
-                    routes.push(Route {
-                        dst: dst.parse().ok()?,
-                        gateway,
-                        metric,
-                    });
-                }
+    /// The record as text: `v1 MAC;a …;r …;n …`.
+    pub fn encode(&self) -> String {
+        let mut entries = vec![format!("v1 {}", self.mac)];
+        entries.extend(self.addrs.iter().map(encode_addr));
+        entries.extend(self.routes.iter().map(encode_route));
+        entries.extend(
+            self.neighbours
+                .iter()
+                .map(|n| format!("n {} {}", n.addr, n.mac)),
+        );
+        entries.join(";")
+    }
+
+    /// Reads a record made by `encode` for the NIC `lower`; `None` if it is not one.
+    pub fn decode(lower: &str, text: &str) -> Option<Identity> {
+        let mut entries = text.split(';');
+        let mac = entries.next()?.strip_prefix("v1 ")?.parse().ok()?;
+        let mut id = Identity {
+            lower: lower.to_string(),
+            mac,
+            addrs: Vec::new(),
+            routes: Vec::new(),
+            neighbours: Vec::new(),
+        };
+        for entry in entries {
+            let mut words = entry.split(' ');
+            match words.next()? {
+                "a" => id.addrs.push(decode_addr(words)?),
+                "r" => id.routes.push(decode_route(words)?),
+                "n" => id.neighbours.push(Neigh {
+                    addr: words.next()?.parse().ok()?,
+                    mac: words.next()?.parse().ok()?,
+                }),
+                _ => return None,
             }
         }
-        Some(Identity {
-            lower,
-            mac,
-            addr,
-            routes,
-        })
+        Some(id)
     }
 }
 
-/// The steps that undo what an earlier vminit left in this namespace (it was killed
-/// before it could clean up): delete its links, give each NIC back its MAC, address
-/// and routes. Empty when there is nothing to recover.
-pub fn recovery(state: &NetState) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for link in &state.links {
-        let Some(alias) = link.alias.as_deref() else {
-            continue;
-        };
-        if alias.starts_with(&format!("{ALIAS_PREFIX}door")) {
-            steps.push(Step::DelLink {
-                name: link.name.clone(),
-            });
+fn encode_addr(a: &IfAddr) -> String {
+    let mut s = format!("a {}", a.net);
+    if let Some(b) = a.broadcast {
+        s += &format!(" b={b}");
+    }
+    if let Some(l) = &a.label {
+        s += &format!(" l={}", escape(l));
+    }
+    if a.flags != 0 {
+        s += &format!(" f={:x}", a.flags);
+    }
+    if a.scope != 0 {
+        s += &format!(" s={}", a.scope);
+    }
+    if let Some((valid, preferred)) = a.lifetime {
+        s += &format!(" v={valid}/{preferred}");
+    }
+    s
+}
+
+fn decode_addr<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr> {
+    let mut a = IfAddr::plain(words.next()?.parse().ok()?);
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "b" => a.broadcast = Some(value.parse().ok()?),
+            "l" => a.label = Some(unescape(value)?),
+            "f" => a.flags = u32::from_str_radix(value, 16).ok()?,
+            "s" => a.scope = value.parse().ok()?,
+            "v" => {
+                let (valid, preferred) = value.split_once('/')?;
+                a.lifetime = Some((valid.parse().ok()?, preferred.parse().ok()?));
+            }
+            _ => return None,
         }
     }
-    for link in &state.links {
-        let Some(id) = link.alias.as_deref().and_then(Identity::decode) else {
+    Some(a)
+}
+
+fn encode_route(r: &KernelRoute) -> String {
+    let plain = KernelRoute::main(r.route.clone());
+    let mut s = format!("r {}/{}", r.route.dst.network(), r.route.dst.prefix);
+    if let Some(g) = r.route.gateway {
+        s += &format!(" g={g}");
+    }
+    if let Some(m) = r.route.metric {
+        s += &format!(" m={m}");
+    }
+    if r.table != plain.table {
+        s += &format!(" t={}", r.table);
+    }
+    if r.protocol != plain.protocol {
+        s += &format!(" p={}", r.protocol);
+    }
+    if r.scope != plain.scope {
+        s += &format!(" s={}", r.scope);
+    }
+    if r.kind != plain.kind {
+        s += &format!(" k={}", r.kind);
+    }
+    if r.tos != 0 {
+        s += &format!(" o={}", r.tos);
+    }
+    if let Some(src) = r.src {
+        s += &format!(" src={src}");
+    }
+    if r.onlink {
+        s += " onlink";
+    }
+    if !r.metrics.is_empty() {
+        let list: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        s += &format!(" x={}", list.join(","));
+    }
+    s
+}
+
+fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRoute> {
+    let dst = words.next()?.parse().ok()?;
+    let mut gateway = None;
+    let mut metric = None;
+    let mut rest = Vec::new();
+    for word in words {
+        match word.split_once('=') {
+            Some(("g", v)) => gateway = Some(v.parse::<Ipv4Addr>().ok()?),
+            Some(("m", v)) => metric = Some(v.parse().ok()?),
+            _ => rest.push(word),
+        }
+    }
+    let mut r = KernelRoute::main(Route {
+        dst,
+        gateway,
+        metric,
+    });
+    for word in rest {
+        if word == "onlink" {
+            r.onlink = true;
             continue;
-        };
-        steps.push(Step::DelLink {
-            name: link.name.clone(),
-        });
+        }
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "t" => r.table = value.parse().ok()?,
+            "p" => r.protocol = value.parse().ok()?,
+            "s" => r.scope = value.parse().ok()?,
+            "k" => r.kind = value.parse().ok()?,
+            "o" => r.tos = value.parse().ok()?,
+            "src" => r.src = Some(value.parse().ok()?),
+            "x" => {
+                for pair in value.split(',') {
+                    let (k, v) = pair.split_once(':')?;
+                    r.metrics.push((k.parse().ok()?, v.parse().ok()?));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(r)
+}
+
+/// Splits `text` into pieces of at most `size` bytes (it is ASCII: `escape` saw to that).
+fn split_at_boundaries(text: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > size {
+        let mut cut = size;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+/// `text` with every byte that is not a letter, digit or one of `._:-` as `%XX`: names and
+/// labels can hold spaces, `;` or `=` and still be read back.
+fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"._:-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut it = text.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hex = [it.next()?, it.next()?];
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// One of vminit's links, as its alias describes it.
+enum Ours {
+    /// The guest's macvtap.
+    Tap,
+    /// A door or carrier: part `k` of `n` of the record of its NIC.
+    Part { k: usize, n: usize, text: String },
+}
+
+/// Reads an alias made by `tap_alias` or `Identity::aliases`: the NIC and what the link is.
+fn parse_alias(alias: &str) -> Option<(String, Ours)> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX)?;
+    let (role, rest) = rest.split_once(' ')?;
+    let (lower, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let lower = unescape(lower)?;
+    match role {
+        "nic" => Some((lower, Ours::Tap)),
+        "door" | "rec" => {
+            let (part, text) = rest.split_once(' ')?;
+            let (k, n) = part.split_once('/')?;
+            let (k, n) = (k.parse().ok()?, n.parse().ok()?);
+            (1..=n).contains(&k).then_some(())?;
+            Some((
+                lower,
+                Ours::Part {
+                    k,
+                    n,
+                    text: text.to_string(),
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The complete records in the namespace, by NIC. A record with a part missing was never
+/// finished: its NIC was not touched yet.
+pub fn records(state: &NetState) -> Vec<Identity> {
+    let mut parts: BTreeMap<String, (usize, BTreeMap<usize, String>)> = BTreeMap::new();
+    for alias in state.links.iter().filter_map(|l| l.alias.as_deref()) {
+        if let Some((lower, Ours::Part { k, n, text })) = parse_alias(alias) {
+            let entry = parts.entry(lower).or_insert((n, BTreeMap::new()));
+            if entry.0 == n {
+                entry.1.insert(k, text);
+            }
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|(_, (n, chunks))| chunks.len() == *n)
+        .filter_map(|(lower, (_, chunks))| {
+            let text: String = chunks.into_values().collect();
+            Identity::decode(&lower, &text)
+        })
+        .collect()
+}
+
+/// The steps that undo what an earlier vminit left in this namespace (it was killed
+/// before it could clean up): delete its links, give each NIC back its MAC, its addresses
+/// in their order, its routes and permanent neighbours. Empty when there is nothing to
+/// recover. Steps that find their object already in place fail harmlessly (`EEXIST`).
+pub fn recovery(state: &NetState) -> Vec<Step> {
+    let mut steps: Vec<Step> = state
+        .links
+        .iter()
+        .filter(|l| is_ours(l))
+        .map(|l| Step::DelLink {
+            name: l.name.clone(),
+        })
+        .collect();
+    for id in records(state) {
         let Some(lower) = state.link(&id.lower) else {
             continue;
         };
-        if let Some(current) = lower.mac.filter(|m| *m != id.mac) {
-            steps.push(Step::SetMac {
-                dev: id.lower.clone(),
-                mac: id.mac,
-                old: current,
+        steps.extend(restore(&id, lower, state));
+    }
+    steps
+}
+
+/// Puts one NIC back as its record says.
+fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
+    let dev = &id.lower;
+    let mut steps = Vec::new();
+    let mac_changes = lower.mac.is_some_and(|m| m != id.mac);
+    if let Some(current) = lower.mac.filter(|_| mac_changes) {
+        steps.push(Step::SetMac {
+            dev: dev.clone(),
+            mac: id.mac,
+            old: current,
+        });
+    }
+    let current = state.addrs_of(lower.index);
+    let nets = |addrs: &[IfAddr]| addrs.iter().map(|a| a.net).collect::<Vec<_>>();
+    let ours: Vec<IfAddr> = current
+        .iter()
+        .filter(|a| id.addrs.iter().any(|r| r.net == a.net))
+        .cloned()
+        .collect();
+    let addrs_change = nets(&ours) != nets(&id.addrs);
+    if addrs_change {
+        // Delete what is there of the record and add it all back, primary first, so that
+        // the order (primary, secondaries) is the original one.
+        for addr in ours.iter().rev() {
+            steps.push(Step::DelAddr {
+                dev: dev.clone(),
+                addr: addr.clone(),
             });
         }
-        if !state.addrs_of(lower.index).contains(&id.addr) {
-            // What Docker and Kubernetes give an address; the alias does not record it.
+        for addr in &id.addrs {
             steps.push(Step::AddAddr {
-                dev: id.lower.clone(),
-                addr: id.addr,
-                broadcast: id.addr.prefix < 31,
+                dev: dev.clone(),
+                addr: addr.clone(),
             });
         }
-        let present = state.routes_of(lower.index);
-        for route in on_link_first(id.routes)
-            .into_iter()
-            .filter(|r| !present.contains(r))
-        {
-            steps.push(Step::AddRoute {
-                dev: id.lower.clone(),
-                route,
-                src: None,
-                onlink: false,
-            });
-        }
+    }
+    let present = state.routes_of(lower.index);
+    let mut routes: Vec<&KernelRoute> = id
+        .routes
+        .iter()
+        .filter(|r| addrs_change || !present.iter().any(|p| p.same_key(r)))
+        .collect();
+    routes.sort_by_key(|r| r.route.gateway.is_some());
+    for route in routes {
+        steps.push(Step::AddRoute {
+            dev: dev.clone(),
+            route: route.clone(),
+        });
+    }
+    let neighbours = state.neighbours_of(lower.index);
+    for neigh in id
+        .neighbours
+        .iter()
+        .filter(|n| mac_changes || !neighbours.contains(n))
+    {
+        steps.push(Step::AddNeigh {
+            dev: dev.clone(),
+            neigh: *neigh,
+        });
     }
     steps
 }
@@ -159,78 +439,193 @@ pub fn recovery(state: &NetState) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netstate::{Addr, IFA_F_SECONDARY};
     use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
 
-    #[test]
-    fn identity_survives_the_alias_round_trip() {
-        let id = Identity {
+    fn identity() -> Identity {
+        let mut secondary = IfAddr::plain(net("172.19.0.9/24"));
+        secondary.flags = IFA_F_SECONDARY;
+        secondary.label = Some("eth0:a b;c=d".into());
+        secondary.lifetime = Some((3600, 1800));
+        let mut primary = IfAddr::plain(net("172.19.0.2/24"));
+        primary.broadcast = Some(ip("172.19.0.255"));
+        let mut other_table = KernelRoute::main(route("10.9.0.0/16", Some("172.19.0.254")));
+        other_table.table = 1000;
+        other_table.protocol = 186;
+        other_table.src = Some(ip("172.19.0.2"));
+        other_table.onlink = true;
+        other_table.metrics = vec![(2, 1400)];
+        other_table.tos = 16;
+        let mut default = KernelRoute::main(route("0.0.0.0/0", Some("172.19.0.1")));
+        default.route.metric = Some(100);
+        Identity {
             lower: "eth0".into(),
             mac: MAC0,
-            addr: net("10.244.1.7/32"),
-            routes: vec![
-                route("169.254.1.1/32", None),
-                Route {
-                    dst: net("0.0.0.0/0"),
-                    gateway: Some(ip("169.254.1.1")),
-                    metric: Some(100),
-                },
-            ],
-        };
-        let alias = id.encode();
-        assert!(alias.len() < 256, "fits IFALIASZ");
-        assert_eq!(Identity::decode(&alias), Some(id));
-        assert_eq!(Identity::decode(&door_alias("eth0")), None);
-        assert_eq!(Identity::decode("something else"), None);
+            addrs: vec![primary, secondary],
+            routes: vec![default, other_table],
+            neighbours: vec![Neigh {
+                addr: ip("172.19.0.1"),
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 1]),
+            }],
+        }
     }
 
-    /// What the namespace looks like after a run was SIGKILLed: eth0 with a random MAC and
-    /// no address, the macvtap and the door still there.
-    fn killed_run() -> NetState {
-        let mut state = Ns::new().nic(7, "eth0", Mac([0xaa; 6]), &[], &[]).0;
-        let id = Identity {
-            lower: "eth0".into(),
-            mac: MAC0,
-            addr: net("172.19.0.2/24"),
-            routes: vec![route("0.0.0.0/0", Some("172.19.0.1"))],
-        };
-        for (index, name, kind, alias) in [
-            (20, "vmtap0", "macvtap", id.encode()),
-            (21, "vmlink0", "macvlan", door_alias("eth0")),
-        ] {
+    #[test]
+    fn a_record_survives_encoding_with_everything_it_holds() {
+        let id = identity();
+        assert_eq!(Identity::decode("eth0", &id.encode()), Some(id));
+        assert_eq!(Identity::decode("eth0", "something else"), None);
+    }
+
+    #[test]
+    fn every_alias_fits_the_kernels_limit_however_long_the_record() {
+        let mut id = identity();
+        for i in 0..40 {
+            id.routes.push(KernelRoute::main(route(
+                &format!("10.{i}.0.0/16"),
+                Some("172.19.0.1"),
+            )));
+        }
+        let aliases = id.aliases();
+        assert!(aliases.len() > 3, "a long record spans several links");
+        assert!(aliases.iter().all(|a| a.len() <= 255), "{aliases:?}");
+        assert!(aliases[0].starts_with("vminit:door eth0 1/"));
+        assert!(aliases[1].starts_with("vminit:rec eth0 2/"));
+        let state = with_links(Ns::new().0, &aliases);
+        assert_eq!(records(&state), vec![id]);
+    }
+
+    #[test]
+    fn a_record_with_a_part_missing_is_not_read() {
+        let mut id = identity();
+        for i in 0..10 {
+            id.routes
+                .push(KernelRoute::main(route(&format!("10.{i}.0.0/16"), None)));
+        }
+        let mut aliases = id.aliases();
+        aliases.remove(1);
+        let state = with_links(Ns::new().0, &aliases);
+        assert!(records(&state).is_empty());
+        // Its links are still deleted.
+        assert_eq!(recovery(&state).len(), aliases.len());
+    }
+
+    /// `state` with one link of ours per alias.
+    fn with_links(mut state: NetState, aliases: &[String]) -> NetState {
+        for (i, alias) in aliases.iter().enumerate() {
             state.links.push(Link {
-                index,
-                name: name.into(),
-                mac: Some(MAC0),
+                index: 20 + i as u32,
+                name: format!("vmrec{i}"),
+                mac: None,
                 mtu: 1500,
-                kind: Some(kind.into()),
-                alias: Some(alias),
+                kind: Some("macvlan".into()),
+                alias: Some(alias.clone()),
                 ethernet: true,
             });
         }
         state
     }
 
+    /// What the namespace looks like after a run was SIGKILLed once the NIC was taken over:
+    /// eth0 with a random MAC and the kept secondary only, the door, a carrier and the tap.
+    fn killed_run() -> NetState {
+        let id = identity();
+        let mut state = Ns::new().nic(7, "eth0", Mac([0xaa; 6]), &[], &[]).0;
+        state.addrs.push(Addr {
+            index: 7,
+            addr: IfAddr {
+                flags: 0,
+                ..id.addrs[1].clone()
+            },
+        });
+        let mut aliases = id.aliases();
+        aliases.push(tap_alias("eth0"));
+        with_links(state, &aliases)
+    }
+
     #[test]
-    fn recovery_puts_back_what_a_killed_run_left() {
+    fn recovery_puts_back_the_mac_the_address_order_routes_and_neighbours() {
         let state = killed_run();
+        let ours = state.links.iter().filter(|l| is_ours(l)).count();
+        assert!(ours >= 3, "door, carrier(s), tap");
         let cmds: Vec<String> = recovery(&state).iter().map(|s| s.to_string()).collect();
+        let dels: Vec<String> = (0..ours).map(|i| format!("ip link del vmrec{i}")).collect();
+        assert_eq!(cmds[..ours], dels);
         assert_eq!(
-            cmds,
+            cmds[ours..],
             [
-                "ip link del vmlink0",
-                "ip link del vmtap0",
                 "ip link set eth0 address 02:42:ac:13:00:02",
-                "ip addr add 172.19.0.2/24 brd + dev eth0",
-                "ip route add default via 172.19.0.1 dev eth0",
+                "ip addr del 172.19.0.9/24 dev eth0",
+                "ip addr add 172.19.0.2/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.9/24 dev eth0 label eth0:a b;c=d valid_lft 3600 preferred_lft 1800",
+                "ip route add default via 172.19.0.1 metric 100 dev eth0",
+                "ip route add 10.9.0.0/16 via 172.19.0.254 table 1000 tos 16 dev eth0 onlink src 172.19.0.2 proto 186 metric-2 1400",
+                "ip neigh add 172.19.0.1 lladdr 02:42:ac:13:00:01 nud permanent dev eth0",
             ]
         );
-        let ours: Vec<&str> = state
-            .links
-            .iter()
-            .filter(|l| is_ours(l))
-            .map(|l| l.name.as_str())
-            .collect();
-        assert_eq!(ours, ["vmtap0", "vmlink0"]);
+    }
+
+    #[test]
+    fn a_run_killed_before_it_changed_the_nic_only_loses_its_links() {
+        // The record is complete, the NIC untouched: its MAC, addresses in order, routes
+        // and neighbours are all there.
+        let id = identity();
+        let mut state = Ns::new().nic(7, "eth0", MAC0, &[], &[]).0;
+        for addr in &id.addrs {
+            state.addrs.push(Addr {
+                index: 7,
+                addr: addr.clone(),
+            });
+        }
+        for route in &id.routes {
+            state.routes.push(crate::netstate::RouteEntry {
+                index: 7,
+                route: route.clone(),
+            });
+        }
+        for neigh in &id.neighbours {
+            state.neighbours.push(crate::netstate::NeighEntry {
+                index: 7,
+                neigh: *neigh,
+            });
+        }
+        let state = with_links(state, &id.aliases());
+        let steps = recovery(&state);
+        assert!(
+            steps.iter().all(|s| matches!(s, Step::DelLink { .. })),
+            "{steps:?}"
+        );
+    }
+
+    #[test]
+    fn names_and_labels_with_spaces_and_separators_survive_the_alias() {
+        let mut id = identity();
+        id.lower = "we ird;=%".into();
+        let state = with_links(Ns::new().0, &id.aliases());
+        assert_eq!(records(&state), vec![id]);
+    }
+
+    #[test]
+    fn a_link_of_ours_killed_before_its_alias_is_still_ours_and_a_users_is_not() {
+        let link = |name: &str, kind: &str, alias: Option<&str>| Link {
+            index: 9,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            kind: Some(kind.into()),
+            alias: alias.map(str::to_string),
+            ethernet: true,
+        };
+        assert!(is_ours(&link("vmlink0", "macvlan", None)));
+        assert!(is_ours(&link("vmrec1.2", "macvlan", None)));
+        assert!(is_ours(&link("vmtap3", "macvtap", None)));
+        assert!(is_ours(&link("anything", "veth", Some("vminit:nic eth0"))));
+        assert!(!is_ours(&link("vmlink1", "veth", None)), "a user's veth");
+        assert!(
+            !is_ours(&link("vmlink0", "macvlan", Some("mine"))),
+            "a user's alias"
+        );
+        assert!(!is_ours(&link("vmlinkx", "macvlan", None)));
     }
 
     #[test]

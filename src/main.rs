@@ -26,6 +26,7 @@ mod qemu;
 mod qmp;
 mod resolv;
 mod rundir;
+mod seed;
 mod setup;
 mod spawn;
 mod step;

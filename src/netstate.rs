@@ -21,22 +21,151 @@ pub struct Link {
     pub ethernet: bool,
 }
 
+/// An IPv4 address as the kernel holds it on an interface, with everything needed to put
+/// it back exactly: `ip addr add NET [brd B] [label L] [scope S] [flags] [valid_lft V
+/// preferred_lft P]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfAddr {
+    pub net: Ipv4Net,
+    /// The broadcast address, if it has one.
+    pub broadcast: Option<Ipv4Addr>,
+    /// The label (`eth0:1`), when it is not just the interface's name.
+    pub label: Option<String>,
+    /// `IFA_F_*` flags, as the kernel reports them (`SECONDARY` included).
+    pub flags: u32,
+    /// `RT_SCOPE_*`: 0 global, 253 link, 254 host.
+    pub scope: u8,
+    /// Remaining (valid, preferred) lifetimes in seconds; `None` for forever.
+    pub lifetime: Option<(u32, u32)>,
+}
+
+/// `IFA_F_SECONDARY`: a second address in the subnet of another one, which the kernel
+/// deletes with its primary (unless promote_secondaries is set).
+pub const IFA_F_SECONDARY: u32 = 0x01;
+/// Flags the kernel derives itself and refuses or ignores on `ip addr add`.
+const IFA_F_DERIVED: u32 = 0x01 | 0x08 | 0x20 | 0x40 | 0x80;
+
+impl IfAddr {
+    /// An address as Docker adds it: `ip addr add NET brd + dev DEV`.
+    pub fn plain(net: Ipv4Net) -> IfAddr {
+        IfAddr {
+            net,
+            broadcast: None,
+            label: None,
+            flags: 0,
+            scope: 0,
+            lifetime: None,
+        }
+    }
+
+    /// The flags `ip addr add` can set (the kernel derives the others).
+    pub fn settable_flags(&self) -> u32 {
+        self.flags & !IFA_F_DERIVED
+    }
+
+    /// The flags worth keeping: the settable ones, and whether it is a secondary.
+    pub fn kept_flags(&self) -> u32 {
+        self.flags & (!IFA_F_DERIVED | IFA_F_SECONDARY)
+    }
+}
+
 /// One IPv4 address on one interface.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Addr {
     pub index: u32,
-    pub net: Ipv4Net,
-    /// Whether it has a broadcast address (`ip addr add ... brd +`).
-    pub broadcast: bool,
+    pub addr: IfAddr,
 }
 
-/// One IPv4 route of the main table, through one interface.
+/// `RTPROT_KERNEL`: a route the kernel made for an address's subnet.
+pub const RTPROT_KERNEL: u8 = 2;
+/// `RTPROT_BOOT`: what `ip route add` uses by default.
+pub const RTPROT_BOOT: u8 = 3;
+/// `RT_TABLE_MAIN`
+pub const RT_TABLE_MAIN: u32 = 254;
+/// `RT_SCOPE_LINK`
+pub const RT_SCOPE_LINK: u8 = 253;
+/// `RTN_UNICAST`
+pub const RTN_UNICAST: u8 = 1;
+
+/// A route as the kernel holds it, with everything needed to put it back exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// Destination, gateway and metric.
+    pub route: Route,
+    pub table: u32,
+    /// `RTPROT_*`: who made it (`proto`).
+    pub protocol: u8,
+    /// `RT_SCOPE_*`.
+    pub scope: u8,
+    /// `RTN_*`: unicast (1) for every route vminit reads.
+    pub kind: u8,
+    pub tos: u8,
+    /// The preferred source address (`src`).
+    pub src: Option<Ipv4Addr>,
+    /// The gateway is not checked against connected subnets (`onlink`).
+    pub onlink: bool,
+    /// `RTA_METRICS` (`RTAX_*` number, value): mtu, advmss, initcwnd, ...
+    pub metrics: Vec<(u16, u32)>,
+}
+
+impl KernelRoute {
+    /// A route in the main table as `ip route add` makes it: proto boot, scope link when
+    /// it has no gateway.
+    pub fn main(route: Route) -> KernelRoute {
+        let scope = if route.gateway.is_some() {
+            0
+        } else {
+            RT_SCOPE_LINK
+        };
+        KernelRoute {
+            route,
+            table: RT_TABLE_MAIN,
+            protocol: RTPROT_BOOT,
+            scope,
+            kind: RTN_UNICAST,
+            tos: 0,
+            src: None,
+            onlink: false,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Whether `other` is the same route as far as `ip route del` matches one.
+    pub fn same_key(&self, other: &KernelRoute) -> bool {
+        self.table == other.table
+            && self.tos == other.tos
+            && self.route.dst == other.route.dst
+            && self.route.gateway == other.route.gateway
+            && self.route.metric == other.route.metric
+    }
+}
+
+/// One IPv4 route through one interface.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteEntry {
     pub index: u32,
-    pub route: Route,
+    pub route: KernelRoute,
+}
+
+impl RouteEntry {
     /// Installed by the kernel for an address's subnet (`proto kernel`).
-    pub kernel: bool,
+    pub fn is_kernel(&self) -> bool {
+        self.route.protocol == RTPROT_KERNEL
+    }
+}
+
+/// A permanent neighbour entry: `ip neigh add ADDR lladdr MAC nud permanent dev DEV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neigh {
+    pub addr: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// A permanent neighbour entry on one interface.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NeighEntry {
+    pub index: u32,
+    pub neigh: Neigh,
 }
 
 /// The state of the network namespace, as far as vminit cares.
@@ -45,6 +174,8 @@ pub struct NetState {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
     pub routes: Vec<RouteEntry>,
+    /// Permanent neighbour entries (the kernel flushes them when a MAC changes).
+    pub neighbours: Vec<NeighEntry>,
 }
 
 impl NetState {
@@ -52,35 +183,37 @@ impl NetState {
         self.links.iter().find(|l| l.name == name)
     }
 
-    /// The IPv4 addresses of one interface, in the kernel's order (primary first).
-    pub fn addrs_of(&self, index: u32) -> Vec<Ipv4Net> {
+    /// The IPv4 addresses of one interface, in the kernel's order.
+    pub fn addrs_of(&self, index: u32) -> Vec<IfAddr> {
         self.addrs
             .iter()
             .filter(|a| a.index == index)
-            .map(|a| a.net)
+            .map(|a| a.addr.clone())
             .collect()
     }
 
-    /// Whether `net` on interface `index` has a broadcast address.
-    pub fn has_broadcast(&self, index: u32, net: Ipv4Net) -> bool {
-        self.addrs
-            .iter()
-            .any(|a| a.index == index && a.net == net && a.broadcast)
-    }
-
-    /// The routes through one interface, the kernel's subnet routes excluded.
-    pub fn routes_of(&self, index: u32) -> Vec<Route> {
+    /// The routes through one interface in every table, the kernel's subnet routes excluded.
+    pub fn routes_of(&self, index: u32) -> Vec<KernelRoute> {
         self.routes
             .iter()
-            .filter(|r| r.index == index && !r.kernel)
+            .filter(|r| r.index == index && !r.is_kernel())
             .map(|r| r.route.clone())
+            .collect()
+    }
+
+    /// The permanent neighbour entries of one interface.
+    pub fn neighbours_of(&self, index: u32) -> Vec<Neigh> {
+        self.neighbours
+            .iter()
+            .filter(|n| n.index == index)
+            .map(|n| n.neigh)
             .collect()
     }
 
     /// Every address in use in the namespace: on interfaces, and as route gateways.
     pub fn addresses_in_use(&self) -> Vec<Ipv4Addr> {
-        let mut used: Vec<Ipv4Addr> = self.addrs.iter().map(|a| a.net.addr).collect();
-        used.extend(self.routes.iter().filter_map(|r| r.route.gateway));
+        let mut used: Vec<Ipv4Addr> = self.addrs.iter().map(|a| a.addr.net.addr).collect();
+        used.extend(self.routes.iter().filter_map(|r| r.route.route.gateway));
         used
     }
 }

@@ -9,9 +9,9 @@ use std::net::Ipv4Addr;
 use crate::config::Attach;
 use crate::error::{Error, NetworkError, Result};
 use crate::identity::{self, Identity};
-use crate::netstate::{Link, NetState, natural_cmp};
+use crate::netstate::{IfAddr, KernelRoute, Link, Neigh, NetState, RT_TABLE_MAIN, natural_cmp};
 use crate::step::{MacLinkKind, Step};
-use crate::types::{Ipv4Net, Mac, Route, on_link_first};
+use crate::types::{Ipv4Net, Mac, Route};
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,11 +56,24 @@ struct Candidate<'a> {
     link: &'a Link,
     mac: Mac,
     /// The address the guest gets.
-    addr: Ipv4Net,
-    /// Every IPv4 address of the NIC, the guest's included, primary first.
-    addrs: Vec<Ipv4Net>,
-    /// The NIC's routes (not the kernel's subnet routes), on-link ones first.
-    routes: Vec<Route>,
+    addr: IfAddr,
+    /// Every IPv4 address of the NIC, the guest's included, in the kernel's order.
+    addrs: Vec<IfAddr>,
+    /// The NIC's routes in every table (not the kernel's subnet routes), on-link first.
+    routes: Vec<KernelRoute>,
+    /// Its permanent neighbour entries.
+    neighbours: Vec<Neigh>,
+}
+
+impl Candidate<'_> {
+    /// The NIC's routes in the main table: what the guest can be told by DHCP.
+    fn main_routes(&self) -> Vec<Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.table == RT_TABLE_MAIN)
+            .map(|r| r.route.clone())
+            .collect()
+    }
 }
 
 /// Plans the takeover of every attached NIC.
@@ -72,11 +85,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let mut taken = state.addresses_in_use();
     let mut plan = Plan::default();
     for (i, nic) in candidates.iter().enumerate() {
-        let door_addr = door_address(nic.addr.addr, &taken);
+        let door_addr = door_address(nic.addr.net, &taken);
         taken.push(door_addr);
         let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
+        let main_routes = nic.main_routes();
         let gateway = (Some(nic.link.index) == router_nic)
-            .then(|| default_gateway(&nic.routes))
+            .then(|| default_gateway(&main_routes))
             .flatten();
         let guest = NicPlan {
             lower: nic.link.name.clone(),
@@ -84,12 +98,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             door: format!("vmlink{i}"),
             mac: nic.mac,
             mtu: nic.link.mtu,
-            addr: nic.addr,
+            addr: nic.addr.net,
             gateway,
-            guest_routes: guest_routes(nic.addr, door_addr, &nic.routes, gateway),
+            guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
             door_addr,
         };
-        plan.steps.extend(takeover(nic, &guest, new_mac, state));
+        plan.steps.extend(takeover(i, nic, &guest, new_mac));
         plan.nics.push(guest);
     }
     Ok(plan)
@@ -170,7 +184,7 @@ fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidat
             .link(name)
             .expect("attached_names checked the link exists");
         let addrs = state.addrs_of(link.index);
-        let Some(first) = addrs.first().copied() else {
+        let Some(first) = addrs.first().cloned() else {
             return Err(Error::Network(NetworkError::NoIpv4(name.clone())));
         };
         let mac = link
@@ -178,19 +192,22 @@ fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidat
             .ok_or_else(|| Error::Network(NetworkError::NoMac(name.clone())))?;
         let selected = input
             .selected_network
-            .and_then(|net| addrs.iter().copied().find(|a| net.contains(a.addr)));
+            .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
+        let mut routes = state.routes_of(link.index);
+        routes.sort_by_key(|r| r.route.gateway.is_some());
         out.push(Candidate {
             link,
             mac,
             addr: selected.unwrap_or(first),
             addrs,
-            routes: on_link_first(state.routes_of(link.index)),
+            routes,
+            neighbours: state.neighbours_of(link.index),
         });
     }
     if let Some(net) = input.selected_network
         && !out
             .iter()
-            .any(|c| c.addrs.iter().any(|a| net.contains(a.addr)))
+            .any(|c| c.addrs.iter().any(|a| net.contains(a.net.addr)))
     {
         return Err(Error::config(
             "SELECTED_NETWORK",
@@ -209,7 +226,7 @@ fn router_nic(candidates: &[Candidate]) -> Option<u32> {
     candidates
         .iter()
         .filter_map(|c| {
-            c.routes
+            c.main_routes()
                 .iter()
                 .filter(|r| r.is_default() && r.gateway.is_some())
                 .map(|r| (r.metric.unwrap_or(0), c.link.index))
@@ -228,23 +245,60 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
         .and_then(|r| r.gateway)
 }
 
-/// The changes that hand one NIC to the guest, in order.
-fn takeover(nic: &Candidate, guest: &NicPlan, new_mac: Mac, state: &NetState) -> Vec<Step> {
-    let mut steps = Vec::new();
-    steps.extend(release_address(nic, state));
+/// The changes that hand one NIC to the guest, in order: the record first, so that a run
+/// killed at any later step can be recovered; then the NIC gives up its address (and with
+/// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
+/// routes back.
+fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
+    let mut steps = write_record(i, nic, guest);
+    steps.extend(release_address(nic));
     steps.push(Step::SetMac {
         dev: guest.lower.clone(),
         mac: new_mac,
         old: nic.mac,
     });
-    steps.extend(create_guest_nic(nic, guest));
+    steps.extend(create_guest_nic(guest));
     steps.extend(open_door(nic, guest));
     steps
 }
 
+/// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
+/// device) with the first part of the identity record in its alias, and down carrier links
+/// for the rest of a long one.
+fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+    let identity = Identity {
+        lower: guest.lower.clone(),
+        mac: nic.mac,
+        addrs: nic.addrs.clone(),
+        routes: nic.routes.clone(),
+        neighbours: nic.neighbours.clone(),
+    };
+    let mut steps = Vec::new();
+    for (k, alias) in identity.aliases().into_iter().enumerate() {
+        let (name, up) = match k {
+            0 => (guest.door.clone(), true),
+            _ => (format!("vmrec{i}.{}", k + 1), false),
+        };
+        steps.push(Step::AddLink {
+            kind: MacLinkKind::Macvlan,
+            name: name.clone(),
+            lower: guest.lower.clone(),
+            mac: None,
+            mtu: guest.mtu,
+            up,
+        });
+        steps.push(Step::SetAlias { dev: name, alias });
+    }
+    steps
+}
+
 /// Takes the guest's address off the container NIC, and with it the NIC's routes (the
-/// kernel drops them when the NIC loses its address; the door gets them back).
-fn release_address(nic: &Candidate, state: &NetState) -> Vec<Step> {
+/// kernel drops them when the NIC loses its address; the door gets them back) and its
+/// permanent neighbours (the MAC change would flush them). The kernel would delete the
+/// secondaries of a primary address with it (promote_secondaries is off by default, and
+/// read-only under Docker): they are taken off first and put back after, so the container
+/// keeps them, the first as its new primary.
+fn release_address(nic: &Candidate) -> Vec<Step> {
     let dev = &nic.link.name;
     let mut steps: Vec<Step> = nic
         .routes
@@ -255,76 +309,85 @@ fn release_address(nic: &Candidate, state: &NetState) -> Vec<Step> {
             route: route.clone(),
         })
         .collect();
-    steps.push(Step::DelAddr {
-        dev: dev.clone(),
-        addr: nic.addr,
-        broadcast: state.has_broadcast(nic.link.index, nic.addr),
-    });
+    for neigh in &nic.neighbours {
+        steps.push(Step::DelNeigh {
+            dev: dev.clone(),
+            neigh: *neigh,
+        });
+    }
+    // The kernel keeps a NIC's addresses in order (primaries as they were added, then the
+    // secondaries) and deletes a primary's secondaries with it. Every address from the
+    // guest's on is taken off, last first, and all but the guest's put back in their order:
+    // the container keeps them, and putting the guest's back later restores the order.
+    let at = nic
+        .addrs
+        .iter()
+        .position(|a| a.net == nic.addr.net)
+        .unwrap_or(0);
+    let tail = &nic.addrs[at..];
+    for addr in tail.iter().rev() {
+        steps.push(Step::DelAddr {
+            dev: dev.clone(),
+            addr: addr.clone(),
+        });
+    }
+    for addr in tail.iter().filter(|a| a.net != nic.addr.net) {
+        steps.push(Step::AddAddr {
+            dev: dev.clone(),
+            addr: addr.clone(),
+        });
+    }
     steps
 }
 
-/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU, and the
-/// identity record in its alias.
-fn create_guest_nic(nic: &Candidate, guest: &NicPlan) -> [Step; 2] {
-    let identity = Identity {
-        lower: guest.lower.clone(),
-        mac: nic.mac,
-        addr: nic.addr,
-        routes: nic.routes.clone(),
-    };
+/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU.
+fn create_guest_nic(guest: &NicPlan) -> [Step; 2] {
     [
         Step::AddLink {
             kind: MacLinkKind::Macvtap,
             name: guest.tap.clone(),
             lower: guest.lower.clone(),
-            mac: Some(nic.mac),
+            mac: Some(guest.mac),
             mtu: guest.mtu,
+            up: true,
         },
         Step::SetAlias {
             dev: guest.tap.clone(),
-            alias: identity.encode(),
+            alias: identity::tap_alias(&guest.lower),
         },
     ]
 }
 
-/// The container's door to the guest: a bridge-mode macvlan on the same NIC (a macvtap
-/// cannot talk to its own lower device), with the link-local door address, a route to the
-/// guest, and the NIC's routes, whose source is the address the container kept (Kubernetes
-/// can give a NIC two), else the door address.
+/// The container's side of the door: the link-local door address, a route to the guest,
+/// and the NIC's routes of every table, whose source is the address the container kept
+/// (Kubernetes can give a NIC two), else the door address.
 fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     let door = &guest.door;
-    let kept = nic.addrs.iter().find(|a| **a != nic.addr).map(|a| a.addr);
+    let kept = nic
+        .addrs
+        .iter()
+        .find(|a| a.net != nic.addr.net)
+        .map(|a| a.net.addr);
+    let mut to_guest = KernelRoute::main(Route::host(guest.addr.addr));
+    to_guest.src = Some(guest.door_addr);
     let mut steps = vec![
-        Step::AddLink {
-            kind: MacLinkKind::Macvlan,
-            name: door.clone(),
-            lower: guest.lower.clone(),
-            mac: None,
-            mtu: guest.mtu,
-        },
-        Step::SetAlias {
-            dev: door.clone(),
-            alias: identity::door_alias(&guest.lower),
-        },
         Step::TxChecksumOff { dev: door.clone() },
         Step::AddAddr {
             dev: door.clone(),
-            addr: Ipv4Net::new(guest.door_addr, 32),
-            broadcast: false,
+            addr: IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
         },
         Step::AddRoute {
             dev: door.clone(),
-            route: Route::host(guest.addr.addr),
-            src: Some(guest.door_addr),
-            onlink: false,
+            route: to_guest,
         },
     ];
     for route in &nic.routes {
+        let mut moved = route.clone();
+        moved.src = Some(kept.unwrap_or(guest.door_addr));
+        moved.onlink = route.route.gateway.is_some();
         steps.push(Step::AddRoute {
             dev: door.clone(),
-            route: route.clone(),
-            src: Some(kept.unwrap_or(guest.door_addr)),
-            onlink: route.gateway.is_some(),
+            route: moved,
         });
     }
     steps
@@ -363,33 +426,65 @@ fn guest_routes(
     routes
 }
 
-/// The container's link-local address for talking to the guest behind `vm_ip`.
+/// Link-local addresses others give a meaning to: Calico's gateway, Kubernetes'
+/// NodeLocal DNS, the cloud providers' time, DNS and metadata services, and ECS's task
+/// metadata. A door never takes one.
+pub const RESERVED_LINK_LOCAL: [Ipv4Addr; 6] = [
+    Ipv4Addr::new(169, 254, 1, 1),
+    Ipv4Addr::new(169, 254, 20, 10),
+    Ipv4Addr::new(169, 254, 169, 123),
+    Ipv4Addr::new(169, 254, 169, 253),
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(169, 254, 170, 2),
+];
+
+/// 169.254.1.0: RFC 3927 reserves the first and the last /24 of 169.254/16.
+const DOOR_FIRST: u32 = 0xa9fe_0100;
+/// How many door addresses there are: 169.254.1.0 to 169.254.254.255, reserved ones out.
+const DOOR_COUNT: u32 = 254 * 256 - RESERVED_LINK_LOCAL.len() as u32;
+
+/// The container's link-local address for talking to the guest at `guest`.
 ///
-/// It is derived from the guest's address (its low 16 bits), so that vminit
-/// containers on one network do not pick the same one and a restart picks the same
-/// one again, and it skips the reserved first and last /24 of 169.254/16, the
-/// well-known 169.254.1.1 (Calico's gateway) and 169.254.169.254 (cloud metadata),
-/// and anything in `taken`.
-pub fn door_address(vm_ip: Ipv4Addr, taken: &[Ipv4Addr]) -> Ipv4Addr {
-    const USABLE: u32 = 254 * 256; // 169.254.1.0 ..= 169.254.254.255
-    let mut n = (u32::from(vm_ip) & 0xffff) % USABLE;
+/// Door addresses are numbered from 169.254.1.0 upwards, skipping `RESERVED_LINK_LOCAL`.
+/// The door of a guest address is the one numbered by its host part within its subnet
+/// (for subnets of /16 to /30; the low 16 bits of the address for other sizes), so guests
+/// with different addresses on one Docker network get different doors (for the first
+/// 65018 host numbers of a /16: every network of /17 or smaller), and a restart picks the
+/// same door again. An address already in use in the namespace (`taken`) is skipped for the
+/// next free one.
+pub fn door_address(guest: Ipv4Net, taken: &[Ipv4Addr]) -> Ipv4Addr {
+    let bits = u32::from(guest.addr);
+    let host = match guest.prefix {
+        16..=30 => bits & !u32::from(guest.netmask()),
+        _ => bits & 0xffff,
+    };
+    let mut n = host % DOOR_COUNT;
     loop {
-        let candidate = Ipv4Addr::from(0xa9fe_0100 + n);
-        let reserved = candidate == Ipv4Addr::new(169, 254, 1, 1)
-            || candidate == Ipv4Addr::new(169, 254, 169, 254)
-            || candidate.octets()[3] == 0
-            || candidate.octets()[3] == 255;
-        if !reserved && !taken.contains(&candidate) {
+        let candidate = nth_door(n);
+        if !taken.contains(&candidate) {
             return candidate;
         }
-        n = (n + 1) % USABLE;
+        n = (n + 1) % DOOR_COUNT;
     }
+}
+
+/// The `n`th door address (`n < DOOR_COUNT`).
+fn nth_door(n: u32) -> Ipv4Addr {
+    let mut bits = DOOR_FIRST + n;
+    // RESERVED_LINK_LOCAL is sorted: each one at or below the candidate pushes it up one.
+    for reserved in RESERVED_LINK_LOCAL {
+        if bits >= u32::from(reserved) {
+            bits += 1;
+        }
+    }
+    Ipv4Addr::from(bits)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use std::net::Ipv4Addr;
 
     fn plan_for(state: &NetState, attach: Attach, selected: Option<&str>) -> Result<Plan> {
         plan(&PlanInput {
@@ -432,22 +527,78 @@ mod tests {
                 route("0.0.0.0/0", Some("172.19.0.1"))
             ]
         );
+        let record = Identity {
+            lower: "eth0".into(),
+            mac: MAC0,
+            addrs: state.addrs_of(7),
+            routes: state.routes_of(7),
+            neighbours: vec![],
+        };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             cmds,
             vec![
-                "ip route del default via 172.19.0.1 dev eth0".to_string(),
+                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".to_string(),
+                format!("ip link set vmlink0 alias '{}'", record.aliases()[0]),
+                "ip route del default via 172.19.0.1 dev eth0".into(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:aa".into(),
                 "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 up type macvtap mode bridge".into(),
-                "ip link set vmtap0 alias 'vminit:nic eth0 02:42:ac:13:00:02 172.19.0.2/24 0.0.0.0/0>172.19.0.1'".into(),
-                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".into(),
-                "ip link set vmlink0 alias 'vminit:door eth0'".into(),
+                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
                 format!("ip route add default via 172.19.0.1 dev vmlink0 onlink src {door}"),
             ]
+        );
+        assert_eq!(
+            record.aliases(),
+            [
+                "vminit:door eth0 1/1 v1 02:42:ac:13:00:02;a 172.19.0.2/24 b=172.19.0.255;r 0.0.0.0/0 g=172.19.0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_record_is_complete_before_the_first_change_to_the_nic() {
+        let mut state = docker_two_networks();
+        // Enough routes for a record longer than one alias.
+        for i in 0..12 {
+            state.routes.push(crate::netstate::RouteEntry {
+                index: 7,
+                route: KernelRoute::main(route(&format!("10.{i}.0.0/16"), Some("172.19.0.1"))),
+            });
+        }
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        let eth0: Vec<&Step> = p
+            .steps
+            .iter()
+            .filter(|s| s.to_string().contains("eth0"))
+            .collect();
+        let first_change = eth0
+            .iter()
+            .position(|s| matches!(s, Step::DelRoute { .. }))
+            .unwrap();
+        let aliases: Vec<&Step> = eth0[..first_change]
+            .iter()
+            .copied()
+            .filter(|s| matches!(s, Step::SetAlias { .. }))
+            .collect();
+        assert!(
+            aliases.len() > 1,
+            "a long record needs carriers: {aliases:?}"
+        );
+        assert!(
+            eth0[..first_change]
+                .iter()
+                .all(|s| matches!(s, Step::AddLink { .. } | Step::SetAlias { .. })),
+            "only links and aliases before the first change: {eth0:?}"
+        );
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::AddLink { name, up: false, .. } if name == "vmrec0.2")),
+            "carriers stay down"
         );
     }
 
@@ -534,22 +685,22 @@ mod tests {
             .0;
         let p = plan_for(&state, Attach::All, Some("10.1.0.0/16")).unwrap();
         assert_eq!(p.nics[0].addr, net("10.1.2.3/16"));
-        assert!(p.steps.contains(&Step::DelAddr {
-            dev: "eth0".into(),
-            addr: net("10.1.2.3/16"),
-            broadcast: false,
-        }));
-        assert!(
-            !p.steps
-                .iter()
-                .any(|s| matches!(s, Step::DelAddr { addr, .. } if *addr == net("192.168.5.4/24")))
-        );
+        let dels: Vec<Ipv4Net> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::DelAddr { addr, .. } => Some(addr.net),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dels, [net("10.1.2.3/16")], "the other address stays");
         // The container's own traffic leaves from the address it kept.
+        let mut moved = KernelRoute::main(route("0.0.0.0/0", Some("10.1.0.1")));
+        moved.src = Some(ip("192.168.5.4"));
+        moved.onlink = true;
         assert!(p.steps.contains(&Step::AddRoute {
             dev: "vmlink0".into(),
-            route: route("0.0.0.0/0", Some("10.1.0.1")),
-            src: Some(ip("192.168.5.4")),
-            onlink: true,
+            route: moved,
         }));
         // Without SELECTED_NETWORK the first address goes to the VM.
         let p = plan_for(&state, Attach::All, None).unwrap();
@@ -606,24 +757,165 @@ mod tests {
     }
 
     #[test]
-    fn door_addresses_avoid_reserved_and_taken_ones() {
-        assert_eq!(door_address(ip("172.19.0.2"), &[]), ip("169.254.1.2"));
+    fn two_addresses_in_one_subnet_keep_the_second_for_the_container_in_order() {
+        let state = Ns::new()
+            .nic(
+                3,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24", "172.19.0.9/24", "172.19.0.10/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .0;
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        assert_eq!(p.nics[0].addr, net("172.19.0.2/24"));
+        let changes: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::DelAddr { dev, .. } | Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
-            door_address(ip("10.0.0.1"), &[]),
+            changes,
+            [
+                // The kernel would delete the secondaries with their primary: take them
+                // off first, then put them back, in their order.
+                "ip addr del 172.19.0.10/24 dev eth0",
+                "ip addr del 172.19.0.9/24 dev eth0",
+                "ip addr del 172.19.0.2/24 dev eth0",
+                "ip addr add 172.19.0.9/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.10/24 brd 172.19.0.255 dev eth0",
+            ]
+        );
+        // The container's routes leave from the first address it kept.
+        assert!(p.steps.iter().any(
+            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
+        ));
+        // Undone in reverse, the primary comes back first, then its secondaries in order.
+        let undo: Vec<String> = p
+            .steps
+            .iter()
+            .rev()
+            .filter_map(Step::inverse)
+            .filter(|s| matches!(s, Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                "ip addr add 172.19.0.2/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.9/24 brd 172.19.0.255 dev eth0",
+                "ip addr add 172.19.0.10/24 brd 172.19.0.255 dev eth0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secondary_guest_address_leaves_its_primary_alone() {
+        let state = Ns::new()
+            .nic(3, "eth0", MAC0, &["10.1.0.2/24", "10.1.0.7/24"], &[])
+            .0;
+        let p = plan_for(&state, Attach::All, Some("10.1.0.7/32")).unwrap();
+        let changes: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::DelAddr { dev, .. } | Step::AddAddr { dev, .. } if dev == "eth0"))
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(changes, ["ip addr del 10.1.0.7/24 dev eth0"]);
+    }
+
+    #[test]
+    fn permanent_neighbours_are_forgotten_before_the_mac_changes_and_come_back_after() {
+        let mut state = docker_two_networks();
+        let gw = Neigh {
+            addr: ip("172.19.0.1"),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+        };
+        state.neighbours.push(crate::netstate::NeighEntry {
+            index: 7,
+            neigh: gw,
+        });
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        let del = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == gw))
+            .unwrap();
+        let set_mac = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::SetMac { dev, .. } if dev == "eth0"))
+            .unwrap();
+        assert!(del < set_mac);
+    }
+
+    #[test]
+    fn routes_of_other_tables_move_to_the_door_but_only_main_ones_reach_the_guest() {
+        let mut state = docker_two_networks();
+        let mut policy = KernelRoute::main(route("0.0.0.0/0", Some("172.19.0.254")));
+        policy.table = 100;
+        state.routes.push(crate::netstate::RouteEntry {
+            index: 7,
+            route: policy.clone(),
+        });
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        assert!(p.steps.contains(&Step::DelRoute {
+            dev: "eth0".into(),
+            route: policy.clone(),
+        }));
+        assert!(p.steps.iter().any(
+            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.table == 100)
+        ));
+        assert_eq!(p.nics[0].gateway, Some(ip("172.19.0.1")));
+        assert!(
+            !p.nics[0]
+                .guest_routes
+                .iter()
+                .any(|r| r.gateway == Some(ip("172.19.0.254")))
+        );
+    }
+
+    #[test]
+    fn door_addresses_follow_the_host_part_and_avoid_reserved_and_taken_ones() {
+        let door = |addr: &str, taken: &[Ipv4Addr]| door_address(net(addr), taken);
+        assert_eq!(door("172.19.0.0/24", &[]), ip("169.254.1.0"));
+        assert_eq!(
+            door("10.0.0.1/24", &[]),
             ip("169.254.1.2"),
             "skips 169.254.1.1"
         );
+        assert_eq!(door("172.19.0.2/24", &[]), ip("169.254.1.3"));
         assert_eq!(
-            door_address(ip("172.19.0.2"), &[ip("169.254.1.2")]),
-            ip("169.254.1.3")
+            door("172.19.0.2/24", &[ip("169.254.1.3")]),
+            ip("169.254.1.4")
         );
         assert_eq!(
-            door_address(ip("10.0.0.255"), &[]),
-            ip("169.254.2.1"),
-            "skips .255 and .0"
+            door("172.19.0.2/24", &[]),
+            door("172.19.0.2/24", &[]),
+            "stable"
         );
-        let a = door_address(ip("172.19.0.2"), &[]);
-        assert_eq!(a, door_address(ip("172.19.0.2"), &[]), "deterministic");
+        // x.y.1.10 and x.y.255.10 on one /16 used to share a door.
+        assert_ne!(door("10.5.1.10/16", &[]), door("10.5.255.10/16", &[]));
+        for reserved in RESERVED_LINK_LOCAL {
+            let host = u32::from(reserved) - DOOR_FIRST;
+            for addr in [host - 1, host, host + 1] {
+                let guest = Ipv4Net::new(Ipv4Addr::from(0x0a05_0000 + addr), 16);
+                assert_ne!(door_address(guest, &[]), reserved, "{guest}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_host_of_a_slash_17_gets_its_own_door() {
+        let mut seen = std::collections::HashSet::new();
+        for host in 1..(1u32 << 15) - 1 {
+            let guest = Ipv4Net::new(Ipv4Addr::from(0xac13_0000 + host), 17);
+            let door = door_address(guest, &[]);
+            assert!(net("169.254.0.0/16").contains(door));
+            assert!(!RESERVED_LINK_LOCAL.contains(&door));
+            assert!(seen.insert(door), "{guest} shares {door}");
+        }
     }
 
     #[test]

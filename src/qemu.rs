@@ -25,6 +25,8 @@ pub struct QemuInput<'a> {
     pub qmp: &'a Path,
     pub health: &'a Path,
     pub nics: &'a [GuestNic],
+    /// The directory holding the NoCloud seed's files, when there is a seed.
+    pub seed: Option<&'a Path>,
     /// CMD arguments, appended verbatim.
     pub extra: &'a [OsString],
 }
@@ -73,6 +75,16 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         "file={},if=virtio,format=qcow2",
         q.disk.display().to_string().replace(',', ",,")
     ));
+    if let Some(dir) = q.seed {
+        // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
+        // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
+        push("-drive".into());
+        push(format!(
+            "if=virtio,driver=vvfat,dir={},label={},readonly=on",
+            dir.display().to_string().replace(',', ",,"),
+            crate::seed::LABEL
+        ));
+    }
     for (i, nic) in q.nics.iter().enumerate() {
         push("-netdev".into());
         push(format!(
@@ -136,6 +148,7 @@ mod tests {
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
+            seed: None,
             extra: &extra,
         })
         .into_iter()
@@ -198,6 +211,41 @@ mod tests {
     fn cmd_arguments_come_last_and_unsplit() {
         let a = render(Accelerator::Tcg, false, &["-append", "console=ttyS0 quiet"]);
         assert_eq!(&a[a.len() - 2..], ["-append", "console=ttyS0 quiet"]);
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_vvfat_disk_labelled_cidata_after_the_vm_disk() {
+        let input = |seed| QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "1G",
+            cpus: 1,
+            disk: Path::new("/image/image.qcow2"),
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &[],
+            seed,
+            extra: &[],
+        };
+        let a: Vec<String> = argv(&input(Some(Path::new("/run/a,b/seed"))))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let drives: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                "file=/image/image.qcow2,if=virtio,format=qcow2",
+                "if=virtio,driver=vvfat,dir=/run/a,,b/seed,label=cidata,readonly=on"
+            ]
+        );
+        let none = argv(&input(None));
+        assert_eq!(none.iter().filter(|s| *s == "-drive").count(), 1);
     }
 
     #[test]

@@ -46,6 +46,11 @@ impl RunDir {
         self.root.join("health.sock")
     }
 
+    /// The NoCloud seed's files, which QEMU presents to the guest as the `cidata` disk.
+    pub fn seed(&self) -> PathBuf {
+        self.root.join("seed")
+    }
+
     /// The QEMU command line the debug shell runs.
     pub fn qemu_script(&self) -> PathBuf {
         self.root.join("qemu.sh")

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::apply::Applier;
-use crate::config::{self, Accel, Command, Config, Vhost};
+use crate::config::{self, Accel, Command, Config, Pause, Vhost};
 use crate::devices::{self, Tap};
 use crate::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ use crate::plan::{self, Plan};
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, identity, qemu, spawn};
+use crate::{discover, dnsmasq, identity, qemu, seed, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
@@ -41,6 +41,8 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 /// What the checks found, for the phases that follow.
 struct Checked {
     vhost: bool,
+    /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
+    seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
     shell: Option<Vec<OsString>>,
     /// The macvtap driver's major number, when it is loaded.
@@ -56,6 +58,7 @@ fn check_inputs(config: &Config) -> Result<Checked> {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
     devices::check_disk(&paths.disk)?;
+    let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
     let shell = match config.command {
@@ -70,9 +73,47 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     Ok(Checked {
         vhost,
+        seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
     })
+}
+
+/// Reads the files the `CLOUD_INIT_*` inputs name and checks everything: the seed, if one was
+/// asked for.
+fn load_seed(config: &Config) -> Result<Option<seed::Seed>> {
+    let Some(request) = &config.seed else {
+        return Ok(None);
+    };
+    let read = |var: &'static str, path: &Path| {
+        fs::read(path).map_err(|e| {
+            Error::config(
+                var,
+                format!(
+                    "cannot read {}: {e}; mount the file with -v FILE:{}:ro",
+                    path.display(),
+                    path.display()
+                ),
+            )
+        })
+    };
+    let keys = match &request.ssh_keys_file {
+        Some(path) => Some(read(seed::SSH_KEYS_FILE, path)?),
+        None => None,
+    };
+    let user_data = match &request.user_data_file {
+        Some(path) => Some(read(seed::USER_DATA, path)?),
+        None => None,
+    };
+    let seed = seed::seed(request, keys.as_deref(), user_data, &discover::hostname())
+        .map_err(|e| Error::config(e.var, e.msg))?;
+    if seed::own_cloud_config_lacks_updates(&seed) {
+        log::warn!(
+            "{} has no `updates:`; add `updates: {{network: {{when: [boot]}}}}` so that the guest follows the container's MACs and addresses after a restart",
+            seed::USER_DATA
+        );
+    }
+    Ok(Some(seed))
 }
 
 /// The guest, once QEMU runs.
@@ -119,6 +160,7 @@ impl<'a> Setup<'a> {
     fn start_guest(&mut self) -> Result<Guest> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
         // With ACCEL=kvm the probe's verdict can stop everything: wait for it first.
         let (kvm, forced) = match self.config.accel {
@@ -132,7 +174,7 @@ impl<'a> Setup<'a> {
             None => self.choose_accelerator(kvm)?,
         };
         self.wait_for_dnsmasq()?;
-        let argv = self.qemu_argv(&plan, &taps, accel);
+        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref());
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
             return Err(self.exec_shell(&shell, &argv));
@@ -191,6 +233,36 @@ impl<'a> Setup<'a> {
         }
     }
 
+    /// Writes the cloud-init seed's files (meta-data, user-data, and a network-config that
+    /// states what DHCP gives each NIC) where QEMU presents them as the `cidata` disk.
+    fn write_seed(&self, plan: &Plan) -> Result<Option<PathBuf>> {
+        let Some(seed) = &self.checked.seed else {
+            return Ok(None);
+        };
+        let dns = dhcp_server::guest_dns(self.config);
+        let nics = dnsmasq::seed_nics(&plan.nics, &dns, self.config.dhcp);
+        let dir = self.run_dir.seed();
+        let files = [
+            ("meta-data", seed::meta_data(seed).into_bytes()),
+            ("user-data", seed::user_data(seed)),
+            ("network-config", seed::network_config(&nics).into_bytes()),
+        ];
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).map_err(|e| Error::os(format!("create {}", dir.display()), e))?;
+        for (name, bytes) in files {
+            let path = dir.join(name);
+            fs::write(&path, bytes)
+                .map_err(|e| Error::os(format!("write {}", path.display()), e))?;
+        }
+        log::info!(
+            "wrote the cloud-init seed {} (instance-id {}, hostname {})",
+            dir.display(),
+            seed.instance_id,
+            seed.hostname
+        );
+        Ok(Some(dir))
+    }
+
     /// The KVM probe (a VM, a vCPU, three instructions: about a millisecond) runs beside
     /// the network changes; its verdict is needed only for QEMU's command line.
     fn start_kvm_probe(&self) -> Option<JoinHandle<KvmStatus>> {
@@ -234,6 +306,7 @@ impl<'a> Setup<'a> {
     fn take_over(&mut self, plan: &Plan) -> Result<Vec<Tap>> {
         let paths = &self.config.paths;
         let mut applier = Applier::new(&mut self.nl);
+        applier.pause_after(self.config.pause.filter(|p| matches!(p, Pause::Setup(_))));
         let applied = applier.apply_all(&plan.steps);
         let mut taps = Vec::new();
         let opened = applied.and_then(|()| {
@@ -256,7 +329,13 @@ impl<'a> Setup<'a> {
     }
 
     /// QEMU's command line: the plan's NICs on their tap fds, then CMD's arguments.
-    fn qemu_argv(&self, plan: &Plan, taps: &[Tap], accel: Accelerator) -> Vec<OsString> {
+    fn qemu_argv(
+        &self,
+        plan: &Plan,
+        taps: &[Tap],
+        accel: Accelerator,
+        seed: Option<&Path>,
+    ) -> Vec<OsString> {
         let nics: Vec<qemu::GuestNic> = plan
             .nics
             .iter()
@@ -281,6 +360,7 @@ impl<'a> Setup<'a> {
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
             nics: &nics,
+            seed,
             extra,
         })
     }
@@ -349,7 +429,13 @@ impl<'a> Setup<'a> {
         }
         if !undo.steps.is_empty() {
             log::info!("restoring the container's network");
-            Applier::new(&mut self.nl).undo(&undo.steps);
+            let mut applier = Applier::new(&mut self.nl);
+            applier.pause_after(
+                self.config
+                    .pause
+                    .filter(|p| matches!(p, Pause::Teardown(_))),
+            );
+            applier.undo(&undo.steps);
         }
         for path in undo.taps {
             let _ = fs::remove_file(path);

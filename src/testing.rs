@@ -2,7 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netstate::{Addr, Link, NetState, RouteEntry};
+use crate::netstate::{
+    Addr, IFA_F_SECONDARY, IfAddr, KernelRoute, Link, NetState, RTPROT_KERNEL, RouteEntry,
+};
 use crate::types::{Ipv4Net, Mac, Route};
 
 pub const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
@@ -14,6 +16,7 @@ pub fn ip(s: &str) -> Ipv4Addr {
 pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
+/// A route in the main table (`KernelRoute::main` makes it a kernel route).
 pub fn route(dst: &str, gw: Option<&str>) -> Route {
     Route {
         dst: net(dst),
@@ -51,27 +54,39 @@ impl Ns {
             ethernet: true,
         });
         for a in addrs {
-            self.0.addrs.push(Addr {
-                index,
-                net: net(a),
-                broadcast: false,
-            });
             let n = net(a);
-            self.0.routes.push(RouteEntry {
-                index,
-                route: Route {
+            let mut addr = IfAddr::plain(n);
+            // As Docker adds them: `brd +` below /31; a second address in a subnet is
+            // the kernel's secondary.
+            if n.prefix < 31 {
+                let bits = u32::from(n.network()) | !u32::from(n.netmask());
+                addr.broadcast = Some(Ipv4Addr::from(bits));
+            }
+            if self.0.addrs.iter().any(|x| {
+                x.index == index
+                    && x.addr.net.prefix == n.prefix
+                    && x.addr.net.network() == n.network()
+            }) {
+                addr.flags |= IFA_F_SECONDARY;
+            } else {
+                let mut subnet = KernelRoute::main(Route {
                     dst: Ipv4Net::new(n.network(), n.prefix),
                     gateway: None,
                     metric: None,
-                },
-                kernel: true,
-            });
+                });
+                subnet.protocol = RTPROT_KERNEL;
+                subnet.src = Some(n.addr);
+                self.0.routes.push(RouteEntry {
+                    index,
+                    route: subnet,
+                });
+            }
+            self.0.addrs.push(Addr { index, addr });
         }
         for r in routes {
             self.0.routes.push(RouteEntry {
                 index,
-                route: r.clone(),
-                kernel: false,
+                route: KernelRoute::main(r.clone()),
             });
         }
         self

@@ -156,13 +156,6 @@ impl fmt::Display for Route {
     }
 }
 
-/// The same routes, on-link ones first: a gateway route needs the route to its gateway in
-/// place before it can be added.
-pub fn on_link_first(mut routes: Vec<Route>) -> Vec<Route> {
-    routes.sort_by_key(|r| r.gateway.is_some());
-    routes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

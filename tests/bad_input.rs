@@ -51,6 +51,8 @@ fn expect_refusal(f: &Fixture, vm: VminitBuilder, code: i32, needles: &[&str], l
             panic!("vminit did not exit\n{}", vm.tails());
         });
     let took = start.elapsed();
+    // Every line vminit wrote, not just what the reader thread has seen so far.
+    vm.log().wait_closed(Duration::from_secs(5));
     let log = vm.log().text();
     assert_eq!(status.code(), Some(code), "exit code\n{log}");
     assert!(took <= limit, "took {took:?}, more than {limit:?}\n{log}");

@@ -9,8 +9,8 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::GuestLookup;
 use common::docker::{BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_guest_nics, fixtures};
+use common::{Cidata, GuestLookup};
 
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
 const DOCKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -432,4 +432,74 @@ fn the_images_healthcheck_reports_healthy_while_the_guest_runs() {
     );
     let check = sc.health_check(&vm);
     assert!(check.success(), "{check}");
+}
+
+#[test]
+fn a_seed_from_a_read_only_key_file_reaches_the_guest_and_its_id_survives_docker_restart() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAPFPMcJf+JBN2T9sgjx88buoVWz0EfiCGaLNOJ3CJYb alice@laptop";
+    // given a key file mounted read-only and a guest that reports its cidata volume
+    let sc = Scenario::new("seed");
+    let net = sc.network();
+    let keys = sc.disk_dir("keys").join("id_ed25519.pub");
+    std::fs::write(&keys, format!("{KEY}\n")).expect("write the key file");
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .kernel_args("vminit_test_cidata=1")
+            .env("CLOUD_INIT_SSH_KEYS_FILE", "/run/keys.pub")
+            .docker_flags(&[&format!("--volume={}:/run/keys.pub:ro", keys.display())]),
+    );
+    // when
+    sc.start(&vm);
+    // then the guest finds a read-only seed with the key, the container's MAC and hostname
+    let logs = sc.wait_logs(&vm, "GUEST-CIDATA done", BOOT);
+    let first = Cidata::parse(&logs).expect("a seed report");
+    assert!(
+        first.device.contains(" ro=1 "),
+        "a read-only disk: {first:?}"
+    );
+    assert!(
+        first.text("user-data").contains(&format!("\"{KEY}\"")),
+        "{first:?}"
+    );
+    let ep = sc.only_endpoint(&vm);
+    assert!(
+        first
+            .text("network-config")
+            .contains(&format!("macaddress: \"{}\"", ep.mac)),
+        "the container's MAC: {first:?}"
+    );
+    let hostname = sc.inspect(&vm, "{{.Config.Hostname}}");
+    let meta = first.text("meta-data");
+    assert!(
+        meta.contains(&format!("local-hostname: \"{hostname}\"\n")),
+        "{meta}"
+    );
+    let id = meta
+        .lines()
+        .find(|l| l.starts_with("instance-id: \"vminit-"))
+        .unwrap_or_else(|| panic!("an instance id: {meta}"))
+        .to_owned();
+
+    // when the container restarts, then the instance id is the same
+    sc.docker_ok(&["restart", &vm]);
+    let deadline = Instant::now() + BOOT;
+    let logs = loop {
+        let logs = sc.logs(&vm);
+        if logs.matches("GUEST-CIDATA done").count() >= 2 {
+            break logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second boot within {BOOT:?}\n{}",
+            sc.logs_tail(&vm)
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    let second = Cidata::parse(&logs).expect("a seed report");
+    let meta_again = second.text("meta-data");
+    assert!(
+        meta_again.lines().any(|l| l == id),
+        "the instance id survives docker restart: {id} vs\n{meta_again}"
+    );
 }

@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    Container, GuestReport, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, run,
-    test_guest, vminit_binary,
+    Container, GuestReport, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, recorder,
+    run, standin_script, test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -62,10 +62,9 @@ impl Fixture {
 
     /// vminit with the stand-in as QEMU, in `mode`.
     fn standin(&self, mode: &str) -> VminitBuilder<'_> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/qemu.sh");
         self.base()
             .env("VMINIT_QEMU", recorder())
-            .env("STANDIN_SCRIPT", script)
+            .env("STANDIN_SCRIPT", standin_script())
             .env("STANDIN_MODE", mode)
             .env("STANDIN_LOG", self.log_path())
             .env("STOP_TIMEOUT", "1")
@@ -84,24 +83,6 @@ impl Fixture {
             .env("RAM_SIZE", "256M")
             .env("VMINIT_DISK", &self.scratch.path)
     }
-}
-
-/// tests/standin/record.c, compiled once.
-fn recorder() -> &'static Path {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/record.c");
-        let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standin-record");
-        let built = run(&[
-            "cc",
-            "-O2",
-            "-o",
-            &bin.to_string_lossy(),
-            &src.to_string_lossy(),
-        ]);
-        assert!(built.success(), "compile the stand-in recorder: {built:?}");
-        bin
-    })
 }
 
 /// Waits for vminit to exit and checks its status.

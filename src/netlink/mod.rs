@@ -9,17 +9,19 @@ pub mod message;
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::types::{Ipv4Net, Mac, Route};
-use message::{MacLink, NewAddr, NewRoute};
+use crate::netstate::{IfAddr, KernelRoute, Neigh};
+use crate::types::{Ipv4Net, Mac};
+use message::MacLink;
 
 /// The kernel calls the applier makes: rtnetlink requests, and one ethtool ioctl.
 /// `Netlink` is the real one; unit tests use a recording fake.
@@ -31,12 +33,18 @@ pub trait Rtnetlink {
     fn del_link(&mut self, index: u32) -> io::Result<()>;
     fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()>;
     fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()>;
-    fn add_addr(&mut self, index: u32, addr: &NewAddr) -> io::Result<()>;
+    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()>;
     fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()>;
-    fn add_route(&mut self, index: u32, route: &NewRoute) -> io::Result<()>;
-    fn del_route(&mut self, index: u32, route: &Route) -> io::Result<()>;
+    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
+    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
+    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
+    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
     /// `ethtool -K DEV tx off`
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()>;
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
 /// Large enough for any single dump datagram the kernel sends (it caps them near 32 KiB).
@@ -136,22 +144,32 @@ impl Netlink {
             }
             let mut offset = 0;
             while offset < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = msg.header.length as usize;
+                let bytes = &buf[offset..n];
+                let raw = NetlinkBuffer::new_checked(bytes).map_err(invalid)?;
+                let len = raw.length() as usize;
                 if len == 0 {
                     return Err(io::Error::other("netlink: zero-length message"));
                 }
                 offset += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    log::debug!(
-                        "netlink: skipping message of seq {}",
-                        msg.header.sequence_number
-                    );
+                if raw.sequence_number() != seq {
+                    log::debug!("netlink: skipping message of seq {}", raw.sequence_number());
                     continue;
                 }
-                log::debug!("netlink recv seq={seq} {:?}", msg.payload);
-                if handle(msg.payload)? {
+                let payload = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                    Ok(msg) => msg.payload,
+                    Err(e) => {
+                        // One attribute the library cannot read must not hide the
+                        // object: read it again, attribute by attribute.
+                        let mut skipped = Vec::new();
+                        let lenient =
+                            message::parse_lenient(raw.message_type(), raw.payload(), &mut skipped)
+                                .ok_or_else(|| invalid(e))?;
+                        log::debug!("netlink: skipped what could not be read: {skipped:?}");
+                        NetlinkPayload::InnerMessage(lenient)
+                    }
+                };
+                log::debug!("netlink recv seq={seq} {payload:?}");
+                if handle(payload)? {
                     return Ok(());
                 }
             }
@@ -183,6 +201,21 @@ impl Netlink {
             .into_iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4 neigh show`
+    pub fn neighbours(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let msg = RouteNetlinkMessage::GetNeighbour(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
                 _ => None,
             })
             .collect())
@@ -248,7 +281,7 @@ impl Rtnetlink for Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    fn add_addr(&mut self, index: u32, addr: &NewAddr) -> io::Result<()> {
+    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
         let msg = message::add_addr(index, addr);
         self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
     }
@@ -258,14 +291,24 @@ impl Rtnetlink for Netlink {
         self.request(RouteNetlinkMessage::DelAddress(msg), 0)
     }
 
-    fn add_route(&mut self, index: u32, route: &NewRoute) -> io::Result<()> {
+    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
         let msg = message::add_route(index, route);
         self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
     }
 
-    fn del_route(&mut self, index: u32, route: &Route) -> io::Result<()> {
+    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
         let msg = message::del_route(index, route);
         self.request(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+
+    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+        let msg = message::add_neigh(index, neigh);
+        self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
+    }
+
+    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+        let msg = message::del_neigh(index, neigh);
+        self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
     }
 
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {

@@ -207,24 +207,28 @@ impl Container {
         self.ns.exec(script)
     }
 
-    /// The container's links, addresses and routes now, normalised so that two snapshots compare
-    /// equal when nothing changed.
+    /// The container's links, addresses, routes of every table, policy rules and permanent
+    /// neighbours now, normalised so that two snapshots compare equal when nothing changed.
     pub fn net_state(&self) -> NetState {
         NetState {
             links: normalise(&self.ns.ip(&["-d", "link", "show"])),
             addrs: normalise(&self.ns.ip(&["addr", "show"])),
             routes: normalise(&self.ns.ip(&["route", "show", "table", "all"])),
+            rules: normalise(&self.ns.ip(&["rule", "show"])),
+            neighbours: normalise(&self.ns.ip(&["neigh", "show", "nud", "permanent"])),
         }
     }
 }
 
 /// A snapshot of a namespace's network configuration (`ip -d link`, `ip addr`, `ip route show
-/// table all`), for `assert_eq!(before, after)`.
+/// table all`, `ip rule`, `ip neigh show nud permanent`), for `assert_eq!(before, after)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetState {
     pub links: String,
     pub addrs: String,
     pub routes: String,
+    pub rules: String,
+    pub neighbours: String,
 }
 
 /// Whitespace collapsed, address lifetimes (which count down) dropped.

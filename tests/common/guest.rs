@@ -209,3 +209,70 @@ fn key_values(text: &str) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
+
+/// What the guest printed of the cloud-init seed it found (`vminit_test_cidata=1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cidata {
+    /// `DEV ro=0|1 fs=TYPE` from `GUEST-CIDATA device …`.
+    pub device: String,
+    /// Each file on the volume, by name, byte for byte.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Cidata {
+    /// The last complete seed report in `console` (ending in `GUEST-CIDATA done`), if any;
+    /// `GUEST-CIDATA none` gives an empty one.
+    pub fn parse(console: &str) -> Option<Cidata> {
+        let lines: Vec<&str> = console.lines().map(|l| l.trim_end_matches('\r')).collect();
+        let done = lines.iter().rposition(|l| *l == "GUEST-CIDATA done")?;
+        let start = lines[..done]
+            .iter()
+            .rposition(|l| l.starts_with("GUEST-CIDATA device "))
+            .unwrap_or(done);
+        let mut cidata = Cidata::default();
+        let mut encoded: BTreeMap<String, String> = BTreeMap::new();
+        for line in &lines[start..done] {
+            if let Some(rest) = line.strip_prefix("GUEST-CIDATA device ") {
+                cidata.device = rest.to_owned();
+            } else if let Some((name, b64)) = line
+                .strip_prefix("GUEST-CIDATA-FILE ")
+                .and_then(|rest| rest.split_once(' '))
+            {
+                encoded.entry(name.to_owned()).or_default().push_str(b64);
+            }
+        }
+        cidata.files = encoded
+            .into_iter()
+            .map(|(name, b64)| (name, base64_decode(&b64)))
+            .collect();
+        Some(cidata)
+    }
+
+    /// A file's text (the seed's files are UTF-8).
+    pub fn text(&self, name: &str) -> String {
+        String::from_utf8_lossy(self.files.get(name).map_or(&[][..], Vec::as_slice)).into_owned()
+    }
+}
+
+/// Standard base64, as busybox `base64` writes it; panics on anything else.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let digits: Vec<u32> = chunk
+            .iter()
+            .take_while(|&&c| c != b'=')
+            .map(|&c| u32::from(value(c)))
+            .collect();
+        let n = digits.iter().fold(0, |n, d| (n << 6) | d) << (6 * (4 - digits.len()));
+        out.extend_from_slice(&n.to_be_bytes()[1..digits.len()]);
+    }
+    out
+}

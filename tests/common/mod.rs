@@ -27,15 +27,17 @@ mod netns;
 mod network;
 mod process;
 mod qmp;
+mod standin;
 mod vminit;
 
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
-pub use guest::{GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use guest::{Cidata, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
+pub use standin::{recorder, standin_script};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};

@@ -20,6 +20,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # evdev (/dev/input/event*) are what busybox acpid needs to see the power button.
 modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover
 net_failover virtio_net virtio_blk evdev button"
+# Loaded only with vminit_test_cidata=1, to read the cloud-init seed: FAT and the code pages a
+# FAT mount uses (cp437, ascii, utf8).
+cidata_modules="fat vfat nls_cp437 nls_ascii nls_utf8"
 
 # Packages, installed only when missing (dpkg -s is fast; apt-get is not).
 missing=""
@@ -78,7 +81,10 @@ mknod -m 666 "$root/dev/null" c 1 3
 
 # Modules: copied uncompressed (busybox insmod reads plain .ko); built-ins are skipped.
 : >"$root/lib/modules/load-order"
-for module in $modules; do
+: >"$root/lib/modules/cidata-order"
+for module in $modules $cidata_modules; do
+	order=load-order
+	case " $cidata_modules " in *" $module "*) order=cidata-order ;; esac
 	if grep -q "/$module\.ko" "$moddir/modules.builtin" 2>/dev/null; then
 		continue
 	fi
@@ -94,7 +100,7 @@ for module in $modules; do
 	*.ko.gz) gzip -dc "$moddir/$path" >"$root/lib/modules/$module.ko" ;;
 	*) echo "build-guest: unknown module format $path" >&2; exit 1 ;;
 	esac
-	echo "$module" >>"$root/lib/modules/load-order"
+	echo "$module" >>"$root/lib/modules/$order"
 done
 
 install -m 0755 "$here/init.sh" "$root/init"

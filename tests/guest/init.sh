@@ -14,6 +14,11 @@
 #   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME[,NAME...]: what the guest's
 #                                    resolver (glibc's getaddrinfo, through busybox ping) says)
 #   GUEST-RESOLVE-MS NAME MS         (how long that took, lookup and one ping; 10 ms resolution)
+#   GUEST-CIDATA device DEV ro=0|1 fs=TYPE   (vminit_test_cidata=1: the volume that findfs finds
+#                                    by LABEL=cidata, its read-only flag, its filesystem)
+#   GUEST-CIDATA files NAME...       (the files on it)
+#   GUEST-CIDATA-FILE NAME BASE64    (each file's bytes, base64 in lines of 76 characters)
+#   GUEST-CIDATA none | done         (no such volume | all of it printed)
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
 #   GUEST-READY                      (a shell reads the console from now on)
@@ -27,6 +32,7 @@
 #   vminit_test_resolve=NAME[,NAME]   look each NAME up with the DHCP-given resolvers after the
 #                                     report (point names at hosts that answer ping)
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
+#   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
 
 . /lib/guest.sh
 guest_mount
@@ -88,6 +94,31 @@ for name in $(cmdline_value vminit_test_resolve "" | tr ',' ' '); do
 	echo "GUEST-RESOLVE $name ${addr:-none}"
 	echo "GUEST-RESOLVE-MS $name $(((end - start) * 10))"
 done
+
+# The cloud-init seed, found the way cloud-init's NoCloud datasource finds it: by its label.
+if [ "$(cmdline_value vminit_test_cidata 0)" = 1 ]; then
+	for module in $(cat /lib/modules/cidata-order); do
+		insmod "/lib/modules/$module.ko" || echo "GUEST-ERROR insmod $module failed"
+	done
+	dev=$(findfs LABEL=cidata 2>/dev/null)
+	if [ -z "$dev" ]; then
+		echo "GUEST-CIDATA none"
+	else
+		mkdir -p /mnt/cidata
+		if mount -o ro "$dev" /mnt/cidata; then
+			fs=$(awk '$2 == "/mnt/cidata" { print $3 }' /proc/mounts)
+			echo "GUEST-CIDATA device $dev ro=$(cat "/sys/class/block/${dev#/dev/}/ro") fs=$fs"
+			echo "GUEST-CIDATA files $(ls /mnt/cidata | tr '\n' ' ')"
+			for file in /mnt/cidata/*; do
+				base64 "$file" | sed "s|^|GUEST-CIDATA-FILE ${file##*/} |"
+			done
+			umount /mnt/cidata
+		else
+			echo "GUEST-ERROR mount $dev failed"
+		fi
+		echo "GUEST-CIDATA done"
+	fi
+fi
 
 # The disk: show what a previous boot left, then write what this boot was asked to.
 if [ -b /dev/vda ]; then
