@@ -1,6 +1,7 @@
 //! Turns argv and the environment into a validated `Config` (pure: no I/O).
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub vhost: Vhost,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
+    pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
     pub paths: Paths,
     /// The graphical console (`DISPLAY=vnc`); `None`: QEMU runs with `-display none`.
@@ -115,6 +118,21 @@ where
     let command = parse_command(args)?;
     let log_level = parse_log_level(env)?;
     let paths = parse_paths(env);
+    if paths
+        .run_dir
+        .to_string_lossy()
+        .chars()
+        .any(char::is_control)
+    {
+        // dnsmasq's configuration names files in it, one directive per line.
+        return Err(bad(
+            "VMINIT_RUN_DIR",
+            format!(
+                "{:?} contains a control character; use a plain path such as /run/vminit",
+                paths.run_dir
+            ),
+        ));
+    }
     let mut config = Config {
         command,
         attach: Attach::All,
@@ -126,6 +144,7 @@ where
         vhost: Vhost::Auto,
         stop_timeout: Duration::from_secs(8),
         iface_wait: Duration::from_secs(2),
+        guest_dns: Vec::new(),
         log_level,
         paths,
         display: None,
@@ -183,6 +202,7 @@ where
         config.iface_wait = t;
     }
     config.display = crate::display::parse(&|var| nonempty(env, var))?;
+    config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     Ok(config)
@@ -310,6 +330,41 @@ fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Opti
         }
         _ => Err(bad(var, format!("{v:?} is not a number of seconds"))),
     }
+}
+
+/// `GUEST_DNS=ip[,ip...]` (commas or spaces): resolvers the guest reaches itself, so never a
+/// loopback address (the guest's loopback is its own) nor one no resolver can have.
+fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>> {
+    let Some(v) = nonempty(env, "GUEST_DNS") else {
+        return Ok(Vec::new());
+    };
+    let example = "use GUEST_DNS=ip[,ip...] with resolvers the guest reaches on its network, such as GUEST_DNS=10.0.0.53,1.1.1.1";
+    let mut out = Vec::new();
+    for word in v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let Ok(ip) = word.parse::<Ipv4Addr>() else {
+            return Err(bad(
+                "GUEST_DNS",
+                format!("{word:?} is not an IPv4 address; {example}"),
+            ));
+        };
+        let unusable = if ip.is_loopback() {
+            Some("a loopback address, which in the guest is the guest itself")
+        } else if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            Some("not the address of a host")
+        } else {
+            None
+        };
+        if let Some(why) = unusable {
+            return Err(bad("GUEST_DNS", format!("{ip} is {why}; {example}")));
+        }
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
@@ -538,6 +593,41 @@ mod tests {
     }
 
     #[test]
+    fn guest_dns_takes_ipv4_resolvers_the_guest_can_reach() {
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("GUEST_DNS", "10.0.0.53, 1.1.1.1 10.0.0.53"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.guest_dns,
+            vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert!(c.guest_dns.is_empty());
+        for v in [
+            "127.0.0.11",
+            "dns.example",
+            "10.0.0.53;1.1.1.1",
+            "fd00::53",
+            "0.0.0.0",
+            "224.0.0.251",
+            "10.0.0.0/8",
+        ] {
+            let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("GUEST_DNS", v)]).unwrap_err();
+            let line = e.to_string();
+            assert_eq!(var_of(e), "GUEST_DNS", "{v}");
+            assert!(
+                !line.contains('\n') && line.contains("GUEST_DNS=ip"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn the_test_pause_names_a_phase_and_a_step() {
         let at = |v: &str| parse_with(&[], &[("AUTO_ATTACH", "yes"), ("VMINIT_TEST_PAUSE", v)]);
         assert_eq!(at("setup:3").unwrap().pause, Some(Pause::Setup(3)));
@@ -562,5 +652,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.paths.qemu, PathBuf::from("/opt/q"));
         assert_eq!(c.paths.disk, PathBuf::from("/d.qcow2"));
+        let e = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("VMINIT_RUN_DIR", "/run/x\nport=53"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(var_of(e), "VMINIT_RUN_DIR");
     }
 }

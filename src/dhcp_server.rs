@@ -11,7 +11,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::config::Config;
-use crate::dnsmasq::{self, Dns, DnsmasqInput};
+use crate::dns::{Dns, DnsInput};
+use crate::dnsmasq::{self, DnsmasqInput};
 use crate::error::{Error, Result};
 use crate::plan::NicPlan;
 use crate::rundir::RunDir;
@@ -33,8 +34,9 @@ pub struct DhcpServer {
 }
 
 impl DhcpServer {
-    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers, its
-    /// hostname, the user dnsmasq can drop to) into the run directory.
+    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers and
+    /// `GUEST_DNS`, its hostname, the user dnsmasq can drop to) into the run directory, and
+    /// logs what the guest will not get.
     pub fn configure(
         config: &Config,
         nics: &[NicPlan],
@@ -42,8 +44,10 @@ impl DhcpServer {
         mask: SigSet,
     ) -> Result<DhcpServer> {
         let paths = &config.paths;
-        let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
-        let dns = Dns::from_resolv(&resolv::parse(&resolv));
+        let dns = guest_dns(config);
+        for warning in &dns.warnings {
+            log::warn!("{warning}");
+        }
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
         if user == "root" {
@@ -52,15 +56,9 @@ impl DhcpServer {
                 paths.passwd.display()
             );
         }
-        let hostname = config
-            .seed
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(crate::discover::hostname);
         let text = dnsmasq::render(&DnsmasqInput {
             nics,
             dns: &dns,
-            hostname: hostname.split('.').next().unwrap_or("vm"),
             run_dir,
             user,
         });
@@ -123,6 +121,22 @@ impl DhcpServer {
             sleep(Duration::from_micros(500));
         }
     }
+}
+
+/// The guest's DNS, decided from the container's resolv.conf, `GUEST_DNS` and the hostname
+/// (the seed's, else the container's): what dnsmasq serves and the seed states.
+pub fn guest_dns(config: &Config) -> Dns {
+    let resolv = fs::read_to_string(&config.paths.resolv_conf).unwrap_or_default();
+    let hostname = config
+        .seed
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(crate::discover::hostname);
+    Dns::decide(&DnsInput {
+        resolv: &resolv::parse(&resolv),
+        guest_dns: &config.guest_dns,
+        hostname: Some(&hostname),
+    })
 }
 
 /// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.

@@ -14,6 +14,7 @@ mod devices;
 mod dhcp_server;
 mod discover;
 mod display;
+mod dns;
 mod dnsmasq;
 mod error;
 mod ethtool;

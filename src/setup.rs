@@ -28,7 +28,7 @@ use crate::policy::Event;
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, Signals};
-use crate::{console, discover, display, dnsmasq, identity, qemu, qmp, resolv, seed, spawn};
+use crate::{console, discover, display, dnsmasq, identity, qemu, qmp, seed, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
@@ -274,8 +274,7 @@ impl<'a> Setup<'a> {
         let Some(seed) = &self.checked.seed else {
             return Ok(None);
         };
-        let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
-        let dns = dnsmasq::Dns::from_resolv(&resolv::parse(&resolv));
+        let dns = dhcp_server::guest_dns(self.config);
         let nics = dnsmasq::seed_nics(&plan.nics, &dns, self.config.dhcp);
         let dir = self.run_dir.seed();
         let files = [

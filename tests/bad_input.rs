@@ -142,6 +142,15 @@ fn a_malformed_selected_network_is_refused() {
 }
 
 #[test]
+fn a_loopback_or_malformed_guest_dns_is_refused_naming_the_variable() {
+    for value in ["127.0.0.11", "10.0.0.53;1.1.1.1"] {
+        let f = Fixture::new();
+        let vm = f.vminit().env("GUEST_DNS", value);
+        expect_refusal(&f, vm, 64, &["GUEST_DNS", "GUEST_DNS=ip[,ip...]"], QUICK);
+    }
+}
+
+#[test]
 fn a_selected_network_matching_no_address_is_refused() {
     let f = Fixture::new();
     let vm = f.vminit().env("SELECTED_NETWORK", "10.99.0.0/16");

@@ -9,8 +9,8 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Cidata;
 use common::docker::{BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_guest_nics, fixtures};
+use common::{Cidata, GuestLookup};
 
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
 const DOCKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +65,64 @@ fn the_guest_resolves_another_containers_name_on_the_docker_network() {
         "Docker's name for the other container, resolved in the guest:\n{}",
         sc.logs_tail(&vm)
     );
+}
+
+#[test]
+fn with_guest_dns_the_guest_resolves_container_names_and_names_only_the_upstream_knows() {
+    // given: a container to resolve by name, and an upstream resolver on the network that
+    // answers one name of its own (the image's dnsmasq, run as a plain DNS server)
+    let sc = Scenario::new("dns-ext");
+    let net = sc.network();
+    let other = sc.sleeper(&net);
+    let other_ip = sc.only_endpoint(&other).ip;
+    let external = "upstream-only.dns.test";
+    let record = format!("--host-record={external},{other_ip}");
+    let upstream = sc.daemon(
+        "upstream",
+        &net,
+        &["--entrypoint", "/usr/sbin/dnsmasq"],
+        &fixtures().image,
+        &[
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--log-facility=-",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/#/",
+            &record,
+        ],
+    );
+    let upstream_ip = sc.only_endpoint(&upstream).ip.to_string();
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .env("GUEST_DNS", &upstream_ip)
+            .kernel_args(&format!("vminit_test_resolve={other},{external}")),
+    );
+    // when
+    sc.start(&vm);
+    // then: the door (Docker's resolver behind it), then the upstream
+    let report = sc.guest_report(&vm);
+    assert_eq!(report.dns.len(), 2, "{report:?}");
+    assert!(report.dns[0].starts_with("169.254."), "{report:?}");
+    assert_eq!(report.dns[1], upstream_ip);
+    let logs = sc.wait_logs(&vm, "GUEST-READY", BOOT);
+    let lookups = GuestLookup::parse_all(&logs);
+    eprintln!("lookups: {lookups:?}");
+    for name in [other.as_str(), external] {
+        let lookup = lookups.iter().find(|l| l.name == name);
+        assert_eq!(
+            lookup.and_then(|l| l.addr.clone()),
+            Some(other_ip.to_string()),
+            "{name} resolved in the guest:\n{}",
+            sc.logs_tail(&vm)
+        );
+        // Docker gives up on an upstream after 4 s, glibc on a server after 5 s.
+        let ms = lookup.and_then(|l| l.ms).unwrap_or(u64::MAX);
+        assert!(ms < 2000, "{name} took {ms} ms");
+    }
+    assert!(!sc.logs(&vm).contains("GUEST_DNS"), "no warning");
 }
 
 #[test]

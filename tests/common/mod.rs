@@ -35,7 +35,7 @@ pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
-pub use guest::{Cidata, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use guest::{Cidata, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
 pub use names::unique_id;
 pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};

@@ -11,7 +11,9 @@
 #   GUEST-REPORT domain NAME / GUEST-REPORT search NAMES   (when DHCP gave them)
 #   GUEST-REPORT hostname NAME
 #   GUEST-REPORT done
-#   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME: what the guest's resolver says)
+#   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME[,NAME...]: what the guest's
+#                                    resolver (glibc's getaddrinfo, through busybox ping) says)
+#   GUEST-RESOLVE-MS NAME MS         (how long that took, lookup and one ping; 10 ms resolution)
 #   GUEST-CIDATA device DEV ro=0|1 fs=TYPE   (vminit_test_cidata=1: the volume that findfs finds
 #                                    by LABEL=cidata, its read-only flag, its filesystem)
 #   GUEST-CIDATA files NAME...       (the files on it)
@@ -33,7 +35,8 @@ both
 #   vminit_test_ignore_powerbutton=1  ignore the ACPI power button (escalation tests)
 #   vminit_test_hotplug=1             configure NICs that appear later by DHCP, and report them
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
-#   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
+#   vminit_test_resolve=NAME[,NAME]   look each NAME up with the DHCP-given resolvers after the
+#                                     report (point names at hosts that answer ping)
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
 #   vminit_test_vga_banner=TEXT       clear the VGA console (tty1), show TEXT there (underscores
 #                                     become spaces), and report each line typed on its keyboard
@@ -98,13 +101,21 @@ sed -n -e 's/^nameserver /GUEST-REPORT dns /p' -e 's/^domain /GUEST-REPORT domai
 echo "GUEST-REPORT hostname $(hostname)"
 echo "GUEST-REPORT done"
 
-# A name lookup through the resolver DHCP gave (e.g. another container's name on a Docker
-# network), first answer only.
-name=$(cmdline_value vminit_test_resolve "")
-if [ -n "$name" ]; then
-	addr=$(nslookup "$name" 2>/dev/null | awk '/^Name:/ { found = 1 } found && /^Address/ { print $NF; exit }')
+# Name lookups through the resolvers DHCP gave (e.g. another container's name on a Docker
+# network), the way programs do them: getaddrinfo, which busybox ping calls (busybox is
+# statically linked with glibc, so this is glibc's resolver: servers in order, the next one
+# after a refusal). The time covers the lookup and one ping of the answer.
+# uptime_cs: the time since boot, in hundredths of a second.
+uptime_cs() {
+	sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime
+}
+for name in $(cmdline_value vminit_test_resolve "" | tr ',' ' '); do
+	start=$(uptime_cs)
+	addr=$(ping -c 1 -W 2 "$name" 2>/dev/null | sed -n 's/^PING [^ ]* (\([0-9.]*\)).*/\1/p')
+	end=$(uptime_cs)
 	echo "GUEST-RESOLVE $name ${addr:-none}"
-fi
+	echo "GUEST-RESOLVE-MS $name $(((end - start) * 10))"
+done
 
 # The cloud-init seed, found the way cloud-init's NoCloud datasource finds it: by its label.
 if [ "$(cmdline_value vminit_test_cidata 0)" = 1 ]; then
