@@ -39,6 +39,8 @@ pub struct NicPlan {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub nics: Vec<NicPlan>,
+    /// What the guest does not get, and why (one log line each).
+    pub warnings: Vec<String>,
     /// Every NIC's steps, one NIC after the other.
     pub steps: Vec<Step>,
     /// How many of `steps` belong to each NIC, in order.
@@ -102,7 +104,8 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     for (i, nic) in candidates.iter().enumerate() {
         let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
-        let (guest, steps) = plan_nic(i, nic, router, &mut taken, random);
+        let (guest, steps, warning) = plan_nic(i, nic, router, &mut taken, random);
+        plan.warnings.extend(warning);
         plan.counts.push(steps.len());
         plan.steps.extend(steps);
         plan.nics.push(guest);
@@ -119,11 +122,18 @@ fn plan_nic(
     router: bool,
     taken: &mut Vec<Ipv4Addr>,
     random: [u8; 6],
-) -> (NicPlan, Vec<Step>) {
+) -> (NicPlan, Vec<Step>, Option<String>) {
     let door_addr = door_address(nic.addr.net, taken);
     taken.push(door_addr);
     let main_routes = nic.main_routes();
     let gateway = router.then(|| default_gateway(&main_routes)).flatten();
+    let (guest_routes, left_out) = guest_routes(nic.addr.net, door_addr, &main_routes, gateway);
+    let warning = (left_out > 0).then(|| {
+        format!(
+            "{}: {left_out} of its routes do not fit DHCP option 121 (255 bytes); the guest gets the others",
+            nic.link.name
+        )
+    });
     let guest = NicPlan {
         lower: nic.link.name.clone(),
         tap: format!("vmtap{slot}"),
@@ -132,11 +142,11 @@ fn plan_nic(
         mtu: nic.link.mtu,
         addr: nic.addr.net,
         gateway,
-        guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
+        guest_routes,
         door_addr,
     };
     let steps = takeover(slot, nic, &guest, Mac::local_from(random));
-    (guest, steps)
+    (guest, steps, warning)
 }
 
 /// What changed among the container's NICs while the guest runs (`docker network connect`
@@ -151,6 +161,8 @@ pub struct Changes {
     pub waiting: Vec<String>,
     /// New container NICs that cannot be handed over, and why.
     pub refused: Vec<(String, Error)>,
+    /// What the guest does not get, and why (one log line each).
+    pub warnings: Vec<String>,
 }
 
 /// Compares the namespace with the guest's NICs (`guest`) and plans the changes: NICs that
@@ -196,9 +208,9 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         used.push(slot);
         let random = input.random_macs.get(i).copied().unwrap_or([slot as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
-        changes
-            .added
-            .push(plan_nic(slot, nic, router, &mut taken, random));
+        let (guest, steps, warning) = plan_nic(slot, nic, router, &mut taken, random);
+        changes.warnings.extend(warning);
+        changes.added.push((guest, steps));
     }
     changes
 }
@@ -511,14 +523,40 @@ fn guest_routes(
     door: Ipv4Addr,
     moved: &[Route],
     gateway: Option<Ipv4Addr>,
-) -> Vec<Route> {
-    let mut routes = vec![Route::host(door)];
-    for r in moved.iter().filter(|r| !r.is_default()) {
-        routes.push(Route {
+) -> (Vec<Route>, usize) {
+    let own: Vec<Route> = moved
+        .iter()
+        .filter(|r| !r.is_default())
+        .map(|r| Route {
             metric: None,
             ..r.clone()
-        });
+        })
+        .collect();
+    // DHCP option 121 holds 255 bytes (dnsmasq refuses more and would not start): the
+    // NIC's own routes that do not fit are left out, last first; the door and the default
+    // route always fit.
+    let mut keep = own.len();
+    loop {
+        let routes = guest_routes_with(addr, door, &own[..keep], gateway);
+        let size: usize = routes
+            .iter()
+            .map(|r| 1 + usize::from(r.dst.prefix).div_ceil(8) + 4)
+            .sum();
+        if size <= 255 || keep == 0 {
+            return (routes, own.len() - keep);
+        }
+        keep -= 1;
     }
+}
+
+fn guest_routes_with(
+    addr: Ipv4Net,
+    door: Ipv4Addr,
+    own: &[Route],
+    gateway: Option<Ipv4Addr>,
+) -> Vec<Route> {
+    let mut routes = vec![Route::host(door)];
+    routes.extend(own.iter().cloned());
     if let Some(gw) = gateway {
         // A gateway outside the guest's subnet (a /32 pod) needs an on-link route.
         let covered = addr.contains(gw)
@@ -877,7 +915,7 @@ mod tests {
 
     #[test]
     fn an_off_subnet_gateway_without_a_route_gets_one() {
-        let routes = guest_routes(
+        let (routes, _) = guest_routes(
             net("10.0.0.5/32"),
             ip("169.254.9.9"),
             &[],
@@ -1004,6 +1042,30 @@ mod tests {
                 .iter()
                 .any(|r| r.gateway == Some(ip("172.19.0.254")))
         );
+    }
+
+    #[test]
+    fn routes_beyond_what_dhcp_option_121_holds_are_left_out_but_never_the_default() {
+        let many: Vec<Route> = (0..60)
+            .map(|i| route(&format!("10.{i}.0.0/16"), Some("172.19.0.254")))
+            .collect();
+        let (routes, left_out) = guest_routes(
+            net("172.19.0.2/24"),
+            ip("169.254.1.3"),
+            &many,
+            Some(ip("172.19.0.1")),
+        );
+        let size: usize = routes
+            .iter()
+            .map(|r| 1 + usize::from(r.dst.prefix).div_ceil(8) + 4)
+            .sum();
+        assert!(size <= 255, "{size}");
+        assert!(left_out > 0 && left_out < 60, "{left_out}");
+        assert_eq!(routes.len(), 60 - left_out + 2);
+        assert_eq!(routes[0], route("169.254.1.3/32", None));
+        assert_eq!(routes.last(), Some(&route("0.0.0.0/0", Some("172.19.0.1"))));
+        // The ones kept are the first ones.
+        assert_eq!(routes[1], many[0]);
     }
 
     #[test]

@@ -251,6 +251,11 @@ impl<'a> Setup<'a> {
                 state: &state,
                 random_macs: &random,
             });
+            if let Ok(plan) = &result {
+                for warning in &plan.warnings {
+                    log::warn!("{warning}");
+                }
+            }
             match result {
                 Err(e) if e.waiting_can_help() && Instant::now() < deadline => {
                     if !logged {
@@ -461,6 +466,10 @@ impl<'a> Setup<'a> {
         let mut applier = Applier::new(&mut self.nl);
         let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
         let Some(mut taken) = taken else {
+            // A step failed; the applier rolled the NIC back.
+            if let Err(e) = tap {
+                log::warn!("{}: {e}; it stays with the container", nic.lower);
+            }
             return false;
         };
         let plugged = tap.and_then(|tap| {
@@ -494,12 +503,12 @@ impl<'a> Setup<'a> {
                 true
             }
             Err(e) => {
-                log::warn!("{}: {e}; it stays with the container", nic.lower);
                 let mut applier = Applier::new(&mut self.nl);
                 applier.undo(&std::mem::take(&mut taken.steps));
                 if let Some(node) = taken.node {
                     let _ = fs::remove_file(node);
                 }
+                log::warn!("{}: {e}; it stays with the container", nic.lower);
                 false
             }
         }
@@ -621,9 +630,20 @@ impl supervise::Effects for Setup<'_> {
             self.unplug(lower);
             changed = true;
         }
+        for warning in &changes.warnings {
+            log::warn!("{warning}");
+        }
         for (nic, steps) in &changes.added {
             self.waiting.remove(&nic.lower);
-            changed |= self.plug(nic, steps);
+            if self.left.contains(&nic.lower) {
+                continue;
+            }
+            if self.plug(nic, steps) {
+                changed = true;
+            } else {
+                // Tried once: it stays with the container until it leaves and comes back.
+                self.left.insert(nic.lower.clone());
+            }
         }
         let now = Instant::now();
         let mut again_in = None;
