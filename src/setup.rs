@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
@@ -25,7 +24,7 @@ use crate::plan::{self, Plan};
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, identity, qemu, spawn};
+use crate::{discover, identity, policy, qemu, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
@@ -388,10 +387,11 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .collect())
 }
 
-/// A SIGTERM, SIGINT or SIGQUIT that arrived while vminit was busy.
-fn termination_pending(signals: &Signals) -> Option<Signal> {
+/// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while
+/// vminit was busy.
+fn termination_pending(signals: &Signals) -> Option<i32> {
     signals
         .pending()
         .into_iter()
-        .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT))
+        .find(|&s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }

@@ -16,7 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::dhcp_server::DhcpServer;
-use crate::policy::{Action, Event, Exit, Policy};
+use crate::policy::{self, Action, Event, Exit, Policy};
 use crate::qmp;
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
@@ -49,24 +49,27 @@ impl Signals {
         Ok(Signals { fd, original })
     }
 
-    /// Reads every pending signal without waiting.
-    pub fn pending(&self) -> Vec<Signal> {
+    /// Reads every pending signal without waiting, by number (real-time signals such as
+    /// SIGRTMIN+3 have no `Signal` value).
+    pub fn pending(&self) -> Vec<i32> {
         let mut out = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                out.push(sig);
-            }
+            out.push(info.ssi_signo as i32);
         }
         out
     }
 }
 
 /// The effects the loop needs, so that it can be driven by the real world or a test.
+/// Each returns within `policy::QMP_DEADLINE` or at once.
 pub trait Effects {
     /// Presses the power button; false when QMP could not be reached.
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
+    /// Spawns dnsmasq without waiting for it to serve.
     fn start_dnsmasq(&mut self) -> Option<Pid>;
+    /// Whether the dnsmasq last started serves.
+    fn dnsmasq_ready(&mut self) -> bool;
 }
 
 /// Runs until the policy says exit; returns the exit status.
@@ -94,12 +97,12 @@ pub fn run(
         }
         let mut events = Vec::new();
         for sig in signals.pending() {
-            log::debug!("signal {sig}");
-            if sig == Signal::SIGCHLD {
+            log::debug!("signal {}", policy::signal_name(sig));
+            if sig == libc::SIGCHLD {
                 continue;
             }
-            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
-                log::info!("received {sig}");
+            if policy::is_stop_request(sig) || policy::is_stop_now(sig) {
+                log::info!("received {}", policy::signal_name(sig));
             }
             events.push(Event::Signal(sig));
         }
@@ -147,6 +150,21 @@ pub fn run(
                         }
                         None => policy.dnsmasq_failed(Instant::now()),
                     },
+                    Action::CheckDnsmasq => {
+                        if effects.dnsmasq_ready() {
+                            log::info!("dnsmasq serves again");
+                            queue.push_back(Event::DnsmasqReady);
+                        }
+                    }
+                    Action::AbandonDnsmasq => {
+                        if let Some(pid) = dnsmasq {
+                            log::warn!(
+                                "dnsmasq (pid {pid}) did not serve within {:?}; killing it",
+                                policy::DNSMASQ_START_TIMEOUT
+                            );
+                            let _ = kill(pid, Signal::SIGKILL);
+                        }
+                    }
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {
@@ -203,7 +221,7 @@ impl LiveEffects {
 impl Effects for LiveEffects {
     fn powerdown(&mut self) -> bool {
         log::info!("pressing the guest's power button (QMP system_powerdown)");
-        match qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
+        match qmp::execute(&self.qmp, "system_powerdown", policy::QMP_DEADLINE) {
             Ok(_) => true,
             Err(e) => {
                 log::warn!("QMP system_powerdown: {e}; trying again shortly");
@@ -214,18 +232,22 @@ impl Effects for LiveEffects {
 
     fn quit(&mut self) {
         log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
-        if let Err(e) = qmp::execute(&self.qmp, "quit", Duration::from_secs(1)) {
+        if let Err(e) = qmp::execute(&self.qmp, "quit", policy::QMP_DEADLINE) {
             log::warn!("QMP quit: {e}");
         }
     }
 
     fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.start() {
+        match self.dhcp.as_ref()?.spawn() {
             Ok(pid) => Some(pid),
             Err(e) => {
                 log::warn!("{e}");
                 None
             }
         }
+    }
+
+    fn dnsmasq_ready(&mut self) -> bool {
+        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
     }
 }

@@ -62,9 +62,15 @@ impl Fixture {
 
     /// vminit with the stand-in as QEMU, in `mode`.
     fn standin(&self, mode: &str) -> VminitBuilder<'_> {
+        self.standin_on(self.base(), mode)
+    }
+
+    /// `builder` with the stand-in as QEMU, in `mode`.
+    fn standin_on<'a>(&self, builder: VminitBuilder<'a>, mode: &str) -> VminitBuilder<'a> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/qemu.sh");
-        self.base()
+        builder
             .env("VMINIT_QEMU", recorder())
+            .env("STANDIN_STUCK_QMP", standin_tool("stuck_qmp"))
             .env("STANDIN_SCRIPT", script)
             .env("STANDIN_MODE", mode)
             .env("STANDIN_LOG", self.log_path())
@@ -87,21 +93,28 @@ impl Fixture {
 }
 
 /// tests/standin/record.c, compiled once.
-fn recorder() -> &'static Path {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/record.c");
-        let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standin-record");
-        let built = run(&[
+fn recorder() -> PathBuf {
+    standin_tool("record")
+}
+
+/// tests/standin/NAME.c, compiled once per test run.
+fn standin_tool(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().expect("lock");
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("standin-{name}"));
+    if !built.iter().any(|b| b == name) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/standin/{name}.c"));
+        let out = run(&[
             "cc",
             "-O2",
             "-o",
             &bin.to_string_lossy(),
             &src.to_string_lossy(),
         ]);
-        assert!(built.success(), "compile the stand-in recorder: {built:?}");
-        bin
-    })
+        assert!(out.success(), "compile tests/standin/{name}.c: {out:?}");
+        built.push(name.to_owned());
+    }
+    bin
 }
 
 /// Waits for vminit to exit and checks its status.
@@ -315,6 +328,128 @@ fn a_dnsmasq_that_dies_is_restarted_while_qemu_keeps_running() {
     vm.kill(Signal::SIGKILL);
 }
 
+#[test]
+fn sigpwr_and_sigrtmin_3_stop_the_guest_like_sigterm() {
+    // Numbers as systemd and Docker count them: SIGPWR is 30, SIGRTMIN+3 is 34 + 3.
+    for (signo, name) in [(30, "SIGPWR"), (37, "SIGRTMIN+3")] {
+        let f = Fixture::new();
+        let before = f.ctr.net_state();
+        let vm = f.standin("wait").spawn();
+        assert!(
+            f.wait_standin("started", Duration::from_secs(20)),
+            "{}",
+            vm.tails()
+        );
+        let sent = run(&["kill", &format!("-{signo}"), &vm.pid().to_string()]);
+        assert!(sent.success(), "{sent}");
+        vm.expect_log(&format!("received {name}"), Duration::from_secs(5));
+        vm.expect_log("pressing the guest's power button", Duration::from_secs(5));
+        // The stand-in has no QMP: after STOP_TIMEOUT=1, vminit stops it.
+        expect_code(&vm, 137, Duration::from_secs(10));
+        assert_eq!(f.ctr.net_state(), before, "the network is put back");
+    }
+}
+
+#[test]
+fn a_qemu_whose_qmp_never_accepts_is_still_stopped_within_dockers_ten_seconds() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    // The default STOP_TIMEOUT, the one Docker's 10 s stop timeout must cover.
+    let vm = f.standin("qmp-stuck").env("STOP_TIMEOUT", "8").spawn();
+    assert!(
+        f.wait_standin("qmp /run/vminit/qmp.sock", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    // Each press waits for a QMP greeting that never comes; once the listen queue (backlog
+    // 1) is full, connect() itself would wait forever without a deadline.
+    expect_code(&vm, 137, Duration::from_secs(30));
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}\n{}",
+        vm.tails()
+    );
+    let log = vm.log().text();
+    assert!(log.contains("QMP system_powerdown:"), "{log}");
+    assert!(log.contains("sending SIGKILL"), "{log}");
+    assert_eq!(f.ctr.net_state(), before, "the network is put back");
+}
+
+#[test]
+fn a_restarted_dnsmasq_that_never_serves_is_reaped_and_holds_up_nothing() {
+    let f = Fixture::new();
+    // The first start is the real dnsmasq; every later one hangs without serving.
+    let fake = f.scratch.dir.join("dnsmasq");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nif [ -e \"$FAKE_DNSMASQ_MARK\" ]; then exec sleep 1000; fi\n: > \"$FAKE_DNSMASQ_MARK\"\nexec /usr/sbin/dnsmasq \"$@\"\n",
+    )
+    .expect("write the fake dnsmasq");
+    run(&["chmod", "755", &fake.to_string_lossy()]);
+    let vm = f
+        .standin("wait")
+        .env("VMINIT_DNSMASQ", &fake)
+        .env("FAKE_DNSMASQ_MARK", f.scratch.dir.join("dnsmasq-started"))
+        .spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    let real = children_named(vm.pid(), "dnsmasq");
+    assert_eq!(real.len(), 1, "{}", vm.tails());
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(real[0]), Signal::SIGKILL);
+    let restarted = vm.expect_log("dnsmasq restarted", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let hung = loop {
+        let sleeps = children_named(vm.pid(), "sleep");
+        if let [pid] = sleeps[..] {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fake never ran\n{}",
+            vm.tails()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Given up after its start timeout, killed and reaped (not a zombie, not left running).
+    vm.expect_log("did not serve within", Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{hung}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "pid {hung} left behind\n{}",
+            vm.tails()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next attempt hangs as well; a `docker stop` meanwhile is acted on at once.
+    let again = vm
+        .log()
+        .wait_for_from(restarted.end, "dnsmasq restarted", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no second restart\n{}", vm.tails()));
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    vm.log()
+        .wait_for_from(
+            again.end,
+            "pressing the guest's power button",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("no power button\n{}", vm.tails()));
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "SIGTERM waited {:?} for dnsmasq",
+        sent.elapsed()
+    );
+    expect_code(&vm, 137, Duration::from_secs(10));
+}
+
 /// Host pids of `pid`'s children whose command is `name`.
 fn children_named(pid: i32, name: &str) -> Vec<i32> {
     let children =
@@ -469,4 +604,46 @@ fn the_debug_shell_runs_the_prepared_qemu_command_and_the_guest_gets_the_nic() {
     );
     assert!(f.net.peer_ping(f.nic.ip()), "{}", vm.tails());
     vm.kill(Signal::SIGKILL);
+}
+
+#[test]
+fn a_power_button_pressed_while_the_guest_still_boots_is_not_lost() {
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    // A generous timeout: this is about the press, not the budget.
+    let vm = f.guest("").env("STOP_TIMEOUT", "60").spawn();
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    // The guest's kernel is not even running yet: ACPI does not listen. The first press is
+    // taken by QEMU and lost; a later one reaches the guest's acpid.
+    vm.kill(Signal::SIGTERM);
+    expect_code(&vm, 0, Duration::from_secs(90));
+    let console = vm.console().text();
+    assert!(console.contains("GUEST-POWERBUTTON"), "{console}");
+    assert!(!vm.log().text().contains("QMP quit"), "{}", vm.tails());
+    assert_eq!(f.ctr.net_state(), before);
+}
+
+#[test]
+fn a_qemu_held_up_by_a_serial_server_waiting_for_its_client_is_stopped_within_dockers_ten_seconds()
+{
+    let f = Fixture::new();
+    let before = f.ctr.net_state();
+    // QEMU waits for a client on 127.0.0.1:4444 before its main loop runs: its QMP socket
+    // listens, and nothing accepts.
+    let vm = f
+        .guest("")
+        .args(["-serial", "tcp:127.0.0.1:4444,server=on,wait=on"])
+        .env("STOP_TIMEOUT", "8")
+        .spawn();
+    vm.expect_log("waiting for connection", Duration::from_secs(30));
+    let sent = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    expect_code(&vm, 137, Duration::from_secs(30));
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}\n{}",
+        vm.tails()
+    );
+    assert_eq!(f.ctr.net_state(), before);
 }
