@@ -23,6 +23,8 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     /// A system call failed while setting up (netlink, mknod, spawn, ...).
     pub const OS: i32 = 71;
+    /// Another vminit runs in this network namespace; this one changed nothing.
+    pub const ALREADY_RUNNING: i32 = 75;
     /// A program was found but could not be executed.
     pub const NOT_EXECUTABLE: i32 = 126;
     /// A program was not found.
@@ -67,6 +69,8 @@ pub enum Error {
     DnsmasqStart(String),
     /// Another system operation failed: the operation and its object, and why.
     Os { op: String, source: io::Error },
+    /// Another vminit holds this network namespace's lock.
+    AlreadyRunning,
     /// `docker stop` (or another termination signal, by number) arrived before the guest
     /// started.
     Interrupted(i32),
@@ -115,6 +119,7 @@ impl Error {
             Error::Program { .. } => exit::NOT_EXECUTABLE,
             Error::Step { step, source } if step_hint(step, source).is_some() => exit::UNAVAILABLE,
             Error::Step { .. } | Error::Os { .. } => exit::OS,
+            Error::AlreadyRunning => exit::ALREADY_RUNNING,
             Error::Interrupted(sig) => exit::SIGNAL_BASE + *sig,
         }
     }
@@ -172,6 +177,9 @@ impl fmt::Display for Error {
             },
             Error::DnsmasqStart(why) => write!(f, "dnsmasq {why}"),
             Error::Os { op, source } => write!(f, "{op}: {source}"),
+            Error::AlreadyRunning => f.write_str(
+                "another vminit already runs in this network namespace (it holds the lock @vminit); nothing was changed. The debug shell is the container's command (docker run ... sh), not a docker exec",
+            ),
             Error::Interrupted(sig) => write!(
                 f,
                 "received {} during setup; not starting the guest",

@@ -17,6 +17,7 @@ mod error;
 mod ethtool;
 mod identity;
 mod kvm;
+mod lock;
 mod netlink;
 mod netstate;
 mod plan;
@@ -94,7 +95,12 @@ fn boot(config: &Config, signals: &Signals) -> i32 {
             e.exit_code()
         }
         Err(e) => {
-            log::error!("{e}");
+            // A fatal error is printed whatever LOG_LEVEL says.
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{e}");
+            } else {
+                eprintln!("vminit: error: {e}");
+            }
             e.exit_code()
         }
     };

@@ -24,12 +24,14 @@ use crate::plan::{self, Plan};
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, identity, policy, qemu, spawn};
+use crate::{discover, identity, lock, policy, qemu, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
 /// replaces vminit, is the exception).
 pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
+    // Held until the network is put back (and by the debug shell, which replaces vminit).
+    let _lock = lock::acquire()?;
     let checked = check_inputs(config)?;
     let mut setup = Setup::new(config, signals, checked)?;
     let result = setup.start_guest().map(|qemu| setup.supervise(qemu));

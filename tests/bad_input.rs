@@ -51,6 +51,11 @@ fn expect_refusal(f: &Fixture, vm: VminitBuilder, code: i32, needles: &[&str], l
             panic!("vminit did not exit\n{}", vm.tails());
         });
     let took = start.elapsed();
+    // The log is complete once every writer is gone (its reader thread may lag behind).
+    let read_by = Instant::now() + Duration::from_secs(5);
+    while !vm.log().is_closed() && Instant::now() < read_by {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let log = vm.log().text();
     assert_eq!(status.code(), Some(code), "exit code\n{log}");
     assert!(took <= limit, "took {took:?}, more than {limit:?}\n{log}");
@@ -282,4 +287,28 @@ fn a_failure_at_the_second_of_three_nics_puts_the_first_back() {
         &["vmlink1", "File exists"],
         Duration::from_secs(3),
     );
+}
+
+#[test]
+fn a_run_directory_that_cannot_be_made_is_one_line_even_with_log_level_off() {
+    let f = Fixture::new();
+    let file = f.scratch.dir.join("a-file");
+    std::fs::write(&file, b"").expect("write a file");
+    for level in ["info", "off"] {
+        let vm = f
+            .vminit()
+            .env("VMINIT_RUN_DIR", file.join("run"))
+            .env("LOG_LEVEL", level);
+        expect_refusal(&f, vm, 71, &["a-file/run", "Not a directory"], QUICK);
+    }
+}
+
+#[test]
+fn log_level_off_still_prints_a_fatal_error() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("LOG_LEVEL", "off")
+        .env("VMINIT_DISK", f.scratch.dir.join("nothing.qcow2"));
+    expect_refusal(&f, vm, 66, &["nothing.qcow2", "not found"], QUICK);
 }

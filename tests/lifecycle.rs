@@ -380,6 +380,66 @@ fn a_qemu_whose_qmp_never_accepts_is_still_stopped_within_dockers_ten_seconds() 
 }
 
 #[test]
+fn a_second_vminit_in_the_namespace_changes_nothing_and_exits_75() {
+    let f = Fixture::new();
+    let vm = f.standin("wait").spawn();
+    assert!(
+        f.wait_standin("started", Duration::from_secs(20)),
+        "{}",
+        vm.tails()
+    );
+    // New links settle their operational state within a second (the kernel's link watch).
+    std::thread::sleep(Duration::from_secs(2));
+    let taken_over = f.ctr.net_state();
+    // `docker exec vm /vminit sh`: every namespace of the running container.
+    let disk = format!("VMINIT_DISK={}", f.scratch.path.display());
+    let binary = vminit_binary();
+    let second = vm.exec_inside(&[
+        "env",
+        "-i",
+        "AUTO_ATTACH=yes",
+        "ACCEL=tcg",
+        &disk,
+        &binary.to_string_lossy(),
+        "sh",
+    ]);
+    assert_eq!(second.status.code(), Some(75), "{second}");
+    let errors: Vec<&str> = second
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("vminit: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{second}");
+    assert!(
+        errors[0].contains("another vminit already runs"),
+        "{second}"
+    );
+    assert_eq!(
+        f.ctr.net_state(),
+        taken_over,
+        "the running guest's network is untouched"
+    );
+    // A Kubernetes container restart while the old one still runs: same network namespace,
+    // new filesystem and pid namespace.
+    let restart = f.base().env("VMINIT_QEMU", "/bin/false").spawn();
+    let code = restart.expect_exit(Duration::from_secs(10)).code();
+    assert_eq!(code, Some(75), "{}", restart.tails());
+    assert_eq!(f.ctr.net_state(), taken_over);
+    assert!(
+        vm.wait_exit(Duration::from_millis(10)).is_none(),
+        "the first still runs"
+    );
+    assert!(!f.standin_log().contains("received"), "QEMU undisturbed");
+    // Once the first is killed, its lock is gone with it: a restart proceeds.
+    vm.kill(Signal::SIGKILL);
+    vm.expect_exit(Duration::from_secs(10));
+    drop(vm);
+    let next = f.standin("wait").spawn();
+    next.expect_log("QEMU running", Duration::from_secs(20));
+    next.kill(Signal::SIGKILL);
+}
+
+#[test]
 fn a_restarted_dnsmasq_that_never_serves_is_reaped_and_holds_up_nothing() {
     let f = Fixture::new();
     // The first start is the real dnsmasq; every later one hangs without serving.
