@@ -84,6 +84,7 @@ impl DhcpServer {
             mask: self.mask,
             keep: &[],
             own_group: true,
+            drop_privileges: false,
         };
         spawn::spawn(&self.argv, &options)
     }

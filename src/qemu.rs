@@ -22,6 +22,8 @@ pub struct QemuInput<'a> {
     pub ram: &'a str,
     pub cpus: u32,
     pub disk: &'a Path,
+    /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
+    pub sandbox: bool,
     pub qmp: &'a Path,
     pub health: &'a Path,
     pub nics: &'a [GuestNic],
@@ -73,6 +75,12 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         "file={},if=virtio,format=qcow2",
         q.disk.display().to_string().replace(',', ",,")
     ));
+    if q.sandbox {
+        // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
+        // no scheduler or priority changes.
+        push("-sandbox".into());
+        push(SANDBOX.into());
+    }
     for (i, nic) in q.nics.iter().enumerate() {
         push("-netdev".into());
         push(format!(
@@ -89,6 +97,9 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     a.extend(q.extra.iter().cloned());
     a
 }
+
+/// QEMU's seccomp sandbox with every deny option that does not break a guest.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// The argv as a POSIX shell command line, each word single-quoted.
 pub fn shell_line(argv: &[OsString]) -> String {
@@ -113,6 +124,10 @@ mod tests {
     use super::*;
 
     fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
+        render_with(accel, vhost, extra, true)
+    }
+
+    fn render_with(accel: Accelerator, vhost: bool, extra: &[&str], sandbox: bool) -> Vec<String> {
         let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
@@ -133,6 +148,7 @@ mod tests {
             ram: "512M",
             cpus: 2,
             disk: Path::new("/image/image.qcow2"),
+            sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
@@ -183,6 +199,18 @@ mod tests {
             "file=/image/image.qcow2,if=virtio,format=qcow2"
         ));
         assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+    }
+
+    #[test]
+    fn the_seccomp_sandbox_denies_what_a_guest_does_not_need_unless_switched_off() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        let off = render_with(Accelerator::Tcg, false, &[], false);
+        assert!(!off.contains(&"-sandbox".to_string()));
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl<'a> Setup<'a> {
             ram: &self.config.ram,
             cpus: self.config.cpus,
             disk: &self.config.paths.disk,
+            sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
             nics: &nics,
@@ -321,6 +322,7 @@ impl<'a> Setup<'a> {
             mask: self.signals.original,
             keep: &tap_fds,
             own_group: false,
+            drop_privileges: self.config.qemu_caps == config::QemuCaps::Drop,
         };
         let qemu = spawn::spawn(argv, &options)?;
         log::info!("QEMU running, pid {qemu}");

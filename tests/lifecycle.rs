@@ -14,6 +14,7 @@ use common::{
     test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -440,6 +441,49 @@ fn a_second_vminit_in_the_namespace_changes_nothing_and_exits_75() {
 }
 
 #[test]
+fn no_descriptor_leaks_into_qemu_or_dnsmasq_even_when_close_range_fails() {
+    // `none`: close_range works; ENOSYS: a kernel before 5.9; EPERM: the seccomp profile of
+    // an older container runtime.
+    for errno in ["none", "ENOSYS", "EPERM"] {
+        let f = Fixture::new();
+        let canary = f.scratch.dir.join("inherited-canary");
+        std::fs::write(&canary, b"").expect("write the canary");
+        let wrapper = standin_tool("no_close_range");
+        let vm = f
+            .standin("wait")
+            .wrapped_by(&[wrapper.as_os_str(), errno.as_ref()])
+            .env("CANARY", &canary)
+            .spawn();
+        assert!(
+            f.wait_standin("started", Duration::from_secs(20)),
+            "{errno}\n{}",
+            vm.tails()
+        );
+        let canary = canary.to_string_lossy().into_owned();
+        let holds_canary = |pid: i32| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| {
+                    d.flatten().any(|e| {
+                        std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == canary)
+                    })
+                })
+                .unwrap_or(false)
+        };
+        assert!(
+            holds_canary(vm.pid()),
+            "{errno}: vminit itself inherited it"
+        );
+        let log = f.standin_log();
+        assert!(log.contains("/dev/tap"), "{errno}: QEMU got its tap\n{log}");
+        assert!(!log.contains(&canary), "{errno}: leaked into QEMU\n{log}");
+        let dnsmasq = children_named(vm.pid(), "dnsmasq");
+        assert_eq!(dnsmasq.len(), 1, "{errno}: one dnsmasq");
+        assert!(!holds_canary(dnsmasq[0]), "{errno}: leaked into dnsmasq");
+        vm.kill(Signal::SIGKILL);
+    }
+}
+
+#[test]
 fn a_restarted_dnsmasq_that_never_serves_is_reaped_and_holds_up_nothing() {
     let f = Fixture::new();
     // The first start is the real dnsmasq; every later one hangs without serving.
@@ -681,6 +725,85 @@ fn a_power_button_pressed_while_the_guest_still_boots_is_not_lost() {
     assert!(console.contains("GUEST-POWERBUTTON"), "{console}");
     assert!(!vm.log().text().contains("QMP quit"), "{}", vm.tails());
     assert_eq!(f.ctr.net_state(), before);
+}
+
+/// The capability and sandbox lines of a process's /proc/PID/status.
+fn privileges(pid: i32) -> BTreeMap<String, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| {
+            [
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+            ]
+            .contains(k)
+        })
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// QEMU's host pid, once it runs.
+fn qemu_pid(vm: &Vminit) -> i32 {
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let [pid] = children_named(vm.pid(), "qemu-system-x86")[..] {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no QEMU child\n{}", vm.tails());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn qemu_holds_no_capability_under_its_seccomp_sandbox_and_the_guest_still_gets_its_network() {
+    let f = Fixture::new();
+    let vm = f.guest("").spawn();
+    let qemu = qemu_pid(&vm);
+    let r = report(&vm, 0);
+    let zero = "0000000000000000";
+    let held = privileges(qemu);
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(held[set], zero, "{set}: {held:?}");
+    }
+    assert_eq!(held["NoNewPrivs"], "1", "{held:?}");
+    assert_eq!(held["Seccomp"], "2", "seccomp filter mode: {held:?}");
+    // vminit itself keeps the container's capabilities.
+    assert_ne!(privileges(vm.pid())["CapEff"], zero);
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(
+        (&g.mac, &g.addrs),
+        (&f.nic.mac, &f.nic.addrs),
+        "{}",
+        vm.tails()
+    );
+    assert!(f.net.peer_ping(f.nic.ip()), "{}", vm.tails());
+    vm.kill(Signal::SIGTERM);
+    expect_code(&vm, 0, Duration::from_secs(30));
+}
+
+#[test]
+fn qemu_caps_keep_and_qemu_sandbox_off_leave_qemu_the_containers_privileges() {
+    let f = Fixture::new();
+    let vm = f
+        .guest("")
+        .env("QEMU_CAPS", "keep")
+        .env("QEMU_SANDBOX", "off")
+        .spawn();
+    let qemu = qemu_pid(&vm);
+    let held = privileges(qemu);
+    assert_eq!(held["CapEff"], privileges(vm.pid())["CapEff"], "{held:?}");
+    assert_eq!(held["NoNewPrivs"], "0", "{held:?}");
+    assert_eq!(held["Seccomp"], "0", "{held:?}");
+    assert!(!vm.log().text().contains("-sandbox"), "{}", vm.tails());
+    vm.kill(Signal::SIGKILL);
 }
 
 #[test]

@@ -82,6 +82,7 @@ pub struct VminitBuilder<'c> {
     cap_add: Vec<String>,
     cap_drop: Vec<String>,
     binds: Vec<(PathBuf, PathBuf)>,
+    wrapper: Vec<OsString>,
 }
 
 impl Container {
@@ -104,6 +105,7 @@ impl Container {
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             binds: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -187,6 +189,15 @@ impl<'c> VminitBuilder<'c> {
         self
     }
 
+    /// Starts the binary through `argv` (a program and its arguments that ends by exec'ing
+    /// the rest of its command line, e.g. one that installs a seccomp filter first): PID 1
+    /// runs `argv… BINARY ARGS…`, and [`VminitBuilder::spawn`] still returns once the binary
+    /// itself runs.
+    pub fn wrapped_by<S: AsRef<OsStr>>(mut self, argv: &[S]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
     /// Starts the binary as PID 1 and returns once it runs (or has already ended); panics,
     /// showing its output, if the container setup fails.
     pub fn spawn(self) -> Vminit<'c> {
@@ -238,6 +249,7 @@ impl<'c> VminitBuilder<'c> {
             command.args(["setpriv", "--bounding-set", &caps, "--"]);
         }
         command
+            .args(&self.wrapper)
             .arg(&binary)
             .args(&self.args)
             .env_clear()
