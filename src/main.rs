@@ -12,6 +12,7 @@ mod config;
 mod devices;
 mod dhcp_server;
 mod discover;
+mod disk;
 mod dnsmasq;
 mod error;
 mod ethtool;

@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use crate::accel::Accelerator;
+use crate::disk::{File, Format, Layer};
 use crate::types::Mac;
 
 /// One guest NIC as QEMU sees it.
@@ -21,7 +22,8 @@ pub struct QemuInput<'a> {
     pub vhost: bool,
     pub ram: &'a str,
     pub cpus: u32,
-    pub disk: &'a Path,
+    /// The disk chain, top first, as descriptors QEMU inherits.
+    pub disk: &'a [Layer<RawFd>],
     /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
     pub sandbox: bool,
     pub qmp: &'a Path,
@@ -70,11 +72,8 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(format!("unix:{},server=on,wait=off", q.qmp.display()));
     push("-qmp".into());
     push(format!("unix:{},server=on,wait=off", q.health.display()));
-    push("-drive".into());
-    push(format!(
-        "file={},if=virtio,format=qcow2",
-        q.disk.display().to_string().replace(',', ",,")
-    ));
+    a.extend(disk_args(q.disk).into_iter().map(OsString::from));
+    let mut push = |s: String| a.push(OsString::from(s));
     if q.sandbox {
         // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
         // no scheduler or priority changes.
@@ -101,6 +100,82 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
 /// QEMU's seccomp sandbox with every deny option that does not break a guest.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/// The disk chain, pinned: every file is a descriptor in an fd set (`-add-fd`, opened by
+/// QEMU as `/dev/fdset/N`, so QEMU opens no path of the disk), every layer has its driver
+/// named, and every backing file and data file is given explicitly, never taken from a
+/// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
+/// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
+fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut count = 0;
+    let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
+        count += 1;
+        let label = file.path.display().to_string().replace(',', ",,");
+        a.push("-add-fd".into());
+        a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
+        if let Some(fd) = file.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={count},opaque=rw:{label}"));
+        }
+        count
+    };
+    // Each layer's fd set, and its data file's.
+    let sets: Vec<(usize, Option<usize>)> = layers
+        .iter()
+        .map(|l| {
+            let file = add_fds(&mut a, &l.file);
+            (file, l.data_file.as_ref().map(|d| add_fds(&mut a, d)))
+        })
+        .collect();
+    let file_node = |node: String, set: usize, read_only: bool| {
+        let ro = if read_only {
+            r#","read-only":true"#
+        } else {
+            ""
+        };
+        format!(r#"{{"driver":"file","node-name":"{node}","filename":"/dev/fdset/{set}"{ro}}}"#)
+    };
+    for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
+        a.push("-blockdev".into());
+        a.push(file_node(format!("vm-file{i}"), set, true));
+        let mut node = format!(
+            r#"{{"driver":"{}","node-name":"vm-layer{i}","file":"vm-file{i}","read-only":true"#,
+            layer.format.driver()
+        );
+        if let Some(data) = data {
+            a.push("-blockdev".into());
+            a.push(file_node(format!("vm-data{i}"), data, true));
+            node += &format!(r#","data-file":"vm-data{i}""#);
+        }
+        if layer.format == Format::Qcow2 {
+            if layer.has_backing {
+                node += &format!(r#","backing":"vm-layer{}""#, i + 1);
+            } else {
+                node += r#","backing":null"#;
+            }
+        }
+        node.push('}');
+        a.push("-blockdev".into());
+        a.push(node);
+    }
+    let Some(&(set, data)) = sets.first() else {
+        return a;
+    };
+    let mut drive =
+        format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
+    if let Some(data) = data {
+        a.push("-blockdev".into());
+        a.push(file_node("vm-data0".into(), data, false));
+        drive += ",data-file=vm-data0";
+    }
+    if layers[0].has_backing {
+        drive += ",backing=vm-layer1";
+    }
+    a.push("-drive".into());
+    a.push(drive);
+    a
+}
+
 /// The argv as a POSIX shell command line, each word single-quoted.
 pub fn shell_line(argv: &[OsString]) -> String {
     argv.iter()
@@ -123,11 +198,34 @@ pub fn shell_line(argv: &[OsString]) -> String {
 mod tests {
     use super::*;
 
-    fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
-        render_with(accel, vhost, extra, true)
+    fn file(path: &str, read: RawFd, write: Option<RawFd>) -> File<RawFd> {
+        File {
+            path: path.into(),
+            read,
+            write,
+        }
     }
 
-    fn render_with(accel: Accelerator, vhost: bool, extra: &[&str], sandbox: bool) -> Vec<String> {
+    fn plain_disk() -> Vec<Layer<RawFd>> {
+        vec![Layer {
+            file: file("/image/image.qcow2", 7, Some(8)),
+            format: Format::Qcow2,
+            data_file: None,
+            has_backing: false,
+        }]
+    }
+
+    fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
+        render_with(accel, vhost, extra, &plain_disk(), true)
+    }
+
+    fn render_with(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+    ) -> Vec<String> {
         let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
@@ -147,7 +245,7 @@ mod tests {
             vhost,
             ram: "512M",
             cpus: 2,
-            disk: Path::new("/image/image.qcow2"),
+            disk,
             sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -193,12 +291,103 @@ mod tests {
             "-qmp",
             "unix:/run/vminit/qmp.sock,server=on,wait=off"
         ));
+        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+    }
+
+    #[test]
+    fn the_disk_is_descriptors_qemu_inherits_with_the_format_pinned() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=7,set=1,opaque=ro:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=8,set=1,opaque=rw:/image/image.qcow2"
+        ));
         assert!(has_pair(
             &a,
             "-drive",
-            "file=/image/image.qcow2,if=virtio,format=qcow2"
+            "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1"
         ));
-        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+        assert!(!a.iter().any(|w| w.contains("backing")), "{a:?}");
+        assert!(
+            !a.iter().any(|w| w.contains("file=/image")),
+            "no path QEMU opens"
+        );
+    }
+
+    #[test]
+    fn every_backing_layer_is_a_read_only_node_with_its_driver_and_backing_named() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: Some(file("/image/image,data", 9, Some(10))),
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/mid.qcow2", 11, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.qcow2", 12, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        let pairs: Vec<String> = a
+            .windows(2)
+            .filter(|w| ["-add-fd", "-blockdev", "-drive"].contains(&w[0].as_str()))
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "-add-fd fd=7,set=1,opaque=ro:/image/image.qcow2",
+                "-add-fd fd=8,set=1,opaque=rw:/image/image.qcow2",
+                "-add-fd fd=9,set=2,opaque=ro:/image/image,,data",
+                "-add-fd fd=10,set=2,opaque=rw:/image/image,,data",
+                "-add-fd fd=11,set=3,opaque=ro:/image/mid.qcow2",
+                "-add-fd fd=12,set=4,opaque=ro:/image/base.qcow2",
+                r#"-blockdev {"driver":"file","node-name":"vm-file2","filename":"/dev/fdset/4","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer2","file":"vm-file2","read-only":true,"backing":null}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-file1","filename":"/dev/fdset/3","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer1","file":"vm-file1","read-only":true,"backing":"vm-layer2"}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-data0","filename":"/dev/fdset/2"}"#,
+                "-drive if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1,data-file=vm-data0,backing=vm-layer1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_base_has_no_backing_option() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.raw", 9, None),
+                format: Format::Raw,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"vm-layer1","file":"vm-file1","read-only":true}"#
+        ));
     }
 
     #[test]
@@ -209,7 +398,7 @@ mod tests {
             "-sandbox",
             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
         ));
-        let off = render_with(Accelerator::Tcg, false, &[], false);
+        let off = render_with(Accelerator::Tcg, false, &[], &plain_disk(), false);
         assert!(!off.contains(&"-sandbox".to_string()));
     }
 

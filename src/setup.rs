@@ -41,6 +41,8 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 
 /// What the checks found, for the phases that follow.
 struct Checked {
+    /// The disk chain, open for QEMU.
+    disk: devices::Disk,
     vhost: bool,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
     shell: Option<Vec<OsString>>,
@@ -56,7 +58,8 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
-    devices::check_disk(&paths.disk)?;
+    let disk = devices::open_disk(&paths.disk)?;
+    log::info!("disk: {}", disk.describe());
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
     let shell = match config.command {
@@ -70,6 +73,7 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     };
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     Ok(Checked {
+        disk,
         vhost,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -268,6 +272,7 @@ impl<'a> Setup<'a> {
                 mtu: n.mtu,
             })
             .collect();
+        let disk = self.checked.disk.raw_fds();
         let extra: &[OsString] = match &self.config.command {
             Command::Boot(args) => args,
             _ => &[],
@@ -278,7 +283,7 @@ impl<'a> Setup<'a> {
             vhost: self.checked.vhost,
             ram: &self.config.ram,
             cpus: self.config.cpus,
-            disk: &self.config.paths.disk,
+            disk: &disk,
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
@@ -317,17 +322,20 @@ impl<'a> Setup<'a> {
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
         log::info!("starting {}", qemu::shell_line(argv));
-        let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        keep.extend(self.checked.disk.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
-            keep: &tap_fds,
+            keep: &keep,
             own_group: false,
             drop_privileges: self.config.qemu_caps == config::QemuCaps::Drop,
         };
         let qemu = spawn::spawn(argv, &options)?;
         log::info!("QEMU running, pid {qemu}");
-        // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
+        // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
+        // inherit ours.
         drop(taps);
+        drop(std::mem::take(&mut self.checked.disk));
         Ok(Guest { qemu })
     }
 

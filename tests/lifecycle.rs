@@ -187,7 +187,18 @@ fn qemu_starts_with_an_empty_signal_mask_and_only_its_tap_descriptors() {
         .expect("a -netdev tap,fd=N argument");
     let tap = format!("fd {fd} /dev/tap");
     assert!(log.contains(&tap), "{tap:?} in\n{log}");
-    // Nothing else of vminit's leaks: no signalfd, no netlink socket, no QMP socket.
+    // The disk is descriptors too, each named on the command line (`-add-fd fd=N,...`).
+    let disk_fds: Vec<u32> = argv
+        .split("-add-fd fd=")
+        .skip(1)
+        .filter_map(|rest| rest.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        disk_fds.len(),
+        2,
+        "the disk read-only and read-write: {argv}"
+    );
+    // Nothing else of vminit's leaks: no signalfd, no netlink socket, no QMP socket, no lock.
     let fds: Vec<&str> = log.lines().filter(|l| l.starts_with("fd ")).collect();
     for line in &fds {
         let n: u32 = line
@@ -195,8 +206,9 @@ fn qemu_starts_with_an_empty_signal_mask_and_only_its_tap_descriptors() {
             .nth(1)
             .and_then(|n| n.parse().ok())
             .expect("fd number");
+        let disk = disk_fds.contains(&n) && line.ends_with(&*f.scratch.path.to_string_lossy());
         assert!(
-            n <= 2 || line.contains("/dev/tap"),
+            n <= 2 || line.contains("/dev/tap") || disk,
             "leaked descriptor: {line}"
         );
     }
