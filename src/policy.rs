@@ -191,6 +191,10 @@ impl Policy {
         let mut actions = Vec::new();
         match event {
             Event::Signal(sig) if is_stop_request(sig) => match self.stage {
+                // A STOP_TIMEOUT too short for one press means: stop it now.
+                Stage::Running if self.stop_timeout <= QMP_DEADLINE => {
+                    self.escalate(now, &mut actions)
+                }
                 Stage::Running => {
                     self.stage = Stage::PoweringDown;
                     self.deadline = Some(now + self.stop_timeout);
@@ -469,6 +473,19 @@ mod tests {
         let took = exit_at - t0;
         assert!(took <= secs(9.5), "{took:?}");
         assert!(took >= STOP + GRACE, "{took:?}");
+    }
+
+    #[test]
+    fn a_stop_timeout_too_short_for_one_press_stops_qemu_at_once() {
+        for stop in [Duration::ZERO, QMP_DEADLINE] {
+            let t0 = Instant::now();
+            let mut p = Policy::new(stop, false, t0);
+            assert_eq!(
+                p.handle(Event::Signal(libc::SIGTERM), t0),
+                vec![Action::Quit]
+            );
+            assert_eq!(p.handle(Event::Tick, t0 + GRACE), vec![Action::KillQemu]);
+        }
     }
 
     #[test]
