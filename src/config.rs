@@ -55,6 +55,16 @@ pub enum Pause {
     Teardown(usize),
 }
 
+/// What QEMU keeps of vminit's privileges (`QEMU_CAPS`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum QemuCaps {
+    /// No capabilities (bounding, ambient, inheritable, permitted and effective sets
+    /// empty) and `no_new_privs`.
+    Drop,
+    /// vminit's own (root with the container's capabilities).
+    Keep,
+}
+
 /// Where vminit finds and puts things; overridable so tests can point elsewhere.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
@@ -101,6 +111,9 @@ pub struct Config {
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
+    /// QEMU's seccomp sandbox (`QEMU_SANDBOX`).
+    pub qemu_sandbox: bool,
+    pub qemu_caps: QemuCaps,
     pub paths: Paths,
     /// The graphical console (`DISPLAY=vnc`); `None`: QEMU runs with `-display none`.
     pub display: Option<Vnc>,
@@ -146,6 +159,8 @@ where
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
         log_level,
+        qemu_sandbox: true,
+        qemu_caps: QemuCaps::Drop,
         paths,
         display: None,
         pause: None,
@@ -205,6 +220,18 @@ where
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
+        None | Some("on") | Some("yes") => true,
+        Some("off") | Some("no") => false,
+        Some(v) => return Err(bad("QEMU_SANDBOX", format!("{v:?} is not on or off"))),
+    };
+    config.qemu_caps = match nonempty(env, "QEMU_CAPS").as_deref() {
+        None | Some("drop") => QemuCaps::Drop,
+        Some("keep") => QemuCaps::Keep,
+        Some(v) => {
+            return Err(bad("QEMU_CAPS", format!("{v:?} is not drop or keep")));
+        }
+    };
     Ok(config)
 }
 
@@ -447,6 +474,7 @@ mod tests {
         assert_eq!((c.accel, c.vhost, c.dhcp), (Accel::Auto, Vhost::Auto, true));
         assert_eq!(c.paths.disk, PathBuf::from("/image/image.qcow2"));
         assert_eq!(c.display, None);
+        assert_eq!((c.qemu_sandbox, c.qemu_caps), (true, QemuCaps::Drop));
     }
 
     #[test]
@@ -549,9 +577,12 @@ mod tests {
                 ("VHOST", "off"),
                 ("ENABLE_DHCP", "no"),
                 ("STOP_TIMEOUT", "3.5"),
+                ("QEMU_SANDBOX", "off"),
+                ("QEMU_CAPS", "keep"),
             ],
         )
         .unwrap();
+        assert_eq!((ok.qemu_sandbox, ok.qemu_caps), (false, QemuCaps::Keep));
         assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
         assert_eq!(
             (ok.accel, ok.vhost, ok.dhcp),
@@ -569,6 +600,8 @@ mod tests {
             ("STOP_TIMEOUT", "-1"),
             ("IFACE_WAIT", "soon"),
             ("LOG_LEVEL", "loud"),
+            ("QEMU_SANDBOX", "strict"),
+            ("QEMU_CAPS", "some"),
         ] {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");

@@ -22,7 +22,7 @@ use crate::{resolv, spawn};
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long dnsmasq gets to exit on SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = crate::policy::GRACE;
+pub const STOP_GRACE: Duration = crate::policy::DNSMASQ_STOP_GRACE;
 
 /// A configured dnsmasq: how to start it, and how to tell that it serves.
 #[derive(Clone, Debug)]
@@ -83,24 +83,23 @@ impl DhcpServer {
             mask: self.mask,
             keep: &[],
             own_group: true,
+            drop_privileges: false,
         };
         spawn::spawn(&self.argv, &options)
     }
 
-    /// Starts dnsmasq and waits until it serves.
-    pub fn start(&self) -> Result<Pid> {
-        let pid = self.spawn()?;
-        self.wait_ready(pid)?;
-        Ok(pid)
+    /// Whether the dnsmasq last spawned serves: it writes its pid file once its sockets
+    /// are bound (`spawn` removes the old one first).
+    pub fn is_ready(&self) -> bool {
+        fs::metadata(self.run_dir.dnsmasq_pid()).is_ok_and(|m| m.len() > 0)
     }
 
     /// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
     /// reports why it could not start.
     pub fn wait_ready(&self, pid: Pid) -> Result<()> {
-        let pidfile = self.run_dir.dnsmasq_pid();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if fs::metadata(&pidfile).is_ok_and(|m| m.len() > 0) {
+            if self.is_ready() {
                 log::info!("dnsmasq running, pid {pid}");
                 return Ok(());
             }

@@ -13,6 +13,7 @@ mod console;
 mod devices;
 mod dhcp_server;
 mod discover;
+mod disk;
 mod display;
 mod dns;
 mod dnsmasq;
@@ -20,6 +21,7 @@ mod error;
 mod ethtool;
 mod identity;
 mod kvm;
+mod lock;
 mod monitor;
 mod netlink;
 mod netstate;
@@ -99,7 +101,12 @@ fn boot(config: &Config, signals: &Signals) -> i32 {
             e.exit_code()
         }
         Err(e) => {
-            log::error!("{e}");
+            // A fatal error is printed whatever LOG_LEVEL says.
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{e}");
+            } else {
+                eprintln!("vminit: error: {e}");
+            }
             e.exit_code()
         }
     };

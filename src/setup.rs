@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
@@ -28,12 +27,14 @@ use crate::policy::Event;
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, Signals};
-use crate::{console, discover, display, dnsmasq, identity, qemu, qmp, seed, spawn};
+use crate::{console, discover, display, dnsmasq, identity, lock, policy, qemu, qmp, seed, spawn};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
 /// replaces vminit, is the exception).
 pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
+    // Held until the network is put back (and by the debug shell, which replaces vminit).
+    let _lock = lock::acquire()?;
     let checked = check_inputs(config)?;
     let mut setup = Setup::new(config, signals, checked)?;
     let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
@@ -44,6 +45,8 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 /// What the checks found, for the phases that follow.
 struct Checked {
     vhost: bool,
+    /// The disk chain, open for QEMU.
+    disk: devices::Disk,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -60,7 +63,8 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
-    devices::check_disk(&paths.disk)?;
+    let disk = devices::open_disk(&paths.disk)?;
+    log::info!("disk: {}", disk.describe());
     let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
@@ -76,6 +80,7 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     Ok(Checked {
         vhost,
+        disk,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -384,13 +389,15 @@ impl<'a> Setup<'a> {
             &self.run_dir.vnc_password(),
             console_tcp,
         );
+        let disk = self.checked.disk.raw_fds();
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
             vhost: self.checked.vhost,
             ram: &self.config.ram,
             cpus: self.config.cpus,
-            disk: &self.config.paths.disk,
+            disk: &disk,
+            sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
             nics: &nics,
@@ -430,16 +437,20 @@ impl<'a> Setup<'a> {
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
         log::info!("starting {}", qemu::shell_line(argv));
-        let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        keep.extend(self.checked.disk.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
-            keep: &tap_fds,
+            keep: &keep,
             own_group: false,
+            drop_privileges: self.config.qemu_caps == config::QemuCaps::Drop,
         };
         let qemu = spawn::spawn(argv, &options)?;
         log::info!("QEMU running, pid {qemu}");
-        // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
+        // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
+        // inherit ours.
         drop(taps);
+        drop(std::mem::take(&mut self.checked.disk));
         Ok(Guest { qemu })
     }
 
@@ -584,19 +595,23 @@ impl supervise::Effects for Setup<'_> {
 
     fn quit(&mut self) {
         log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
-        if let Err(e) = qmp::execute(&self.run_dir.qmp(), "quit", Duration::from_secs(1)) {
+        if let Err(e) = qmp::execute(&self.run_dir.qmp(), "quit", policy::QMP_DEADLINE) {
             log::warn!("QMP quit: {e}");
         }
     }
 
     fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.start() {
+        match self.dhcp.as_ref()?.spawn() {
             Ok(pid) => Some(pid),
             Err(e) => {
                 log::warn!("{e}");
                 None
             }
         }
+    }
+
+    fn dnsmasq_ready(&mut self) -> bool {
+        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
     }
 
     /// Follows `docker network connect` and `disconnect`: reads the namespace, unplugs the
@@ -763,10 +778,11 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .collect())
 }
 
-/// A SIGTERM, SIGINT or SIGQUIT that arrived while vminit was busy.
-fn termination_pending(signals: &Signals) -> Option<Signal> {
+/// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while
+/// vminit was busy.
+fn termination_pending(signals: &Signals) -> Option<i32> {
     signals
         .pending()
         .into_iter()
-        .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT))
+        .find(|&s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }

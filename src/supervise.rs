@@ -15,7 +15,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::monitor::Monitor;
-use crate::policy::{Action, Event, Exit, Policy};
+use crate::policy::{self, Action, Event, Exit, Policy};
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
 const CRASH_SIGNALS: [Signal; 7] = [
@@ -47,24 +47,27 @@ impl Signals {
         Ok(Signals { fd, original })
     }
 
-    /// Reads every pending signal without waiting.
-    pub fn pending(&self) -> Vec<Signal> {
+    /// Reads every pending signal without waiting, by number (real-time signals such as
+    /// SIGRTMIN+3 have no `Signal` value).
+    pub fn pending(&self) -> Vec<i32> {
         let mut out = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                out.push(sig);
-            }
+            out.push(info.ssi_signo as i32);
         }
         out
     }
 }
 
 /// The effects the loop needs, so that it can be driven by the real world or a test.
+/// Each returns within `policy::QMP_DEADLINE` or at once.
 pub trait Effects {
     /// Presses the power button; false when QMP could not be reached.
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
+    /// Spawns dnsmasq without waiting for it to serve.
     fn start_dnsmasq(&mut self) -> Option<Pid>;
+    /// Whether the dnsmasq last started serves.
+    fn dnsmasq_ready(&mut self) -> bool;
     /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
     /// says what follows: `Event::Reconciled`.
     fn reconcile(&mut self) -> Event;
@@ -107,12 +110,12 @@ pub fn run(
             events.push(Event::NetworkChanged);
         }
         for sig in signals.pending() {
-            log::debug!("signal {sig}");
-            if sig == Signal::SIGCHLD {
+            log::debug!("signal {}", policy::signal_name(sig));
+            if sig == libc::SIGCHLD {
                 continue;
             }
-            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
-                log::info!("received {sig}");
+            if policy::is_stop_request(sig) || policy::is_stop_now(sig) {
+                log::info!("received {}", policy::signal_name(sig));
             }
             events.push(Event::Signal(sig));
         }
@@ -161,6 +164,21 @@ pub fn run(
                         }
                         None => policy.dnsmasq_failed(Instant::now()),
                     },
+                    Action::CheckDnsmasq => {
+                        if effects.dnsmasq_ready() {
+                            log::info!("dnsmasq serves again");
+                            queue.push_back(Event::DnsmasqReady);
+                        }
+                    }
+                    Action::AbandonDnsmasq => {
+                        if let Some(pid) = dnsmasq {
+                            log::warn!(
+                                "dnsmasq (pid {pid}) did not serve within {:?}; killing it",
+                                policy::DNSMASQ_START_TIMEOUT
+                            );
+                            let _ = kill(pid, Signal::SIGKILL);
+                        }
+                    }
                     Action::Reconcile => queue.push_back(effects.reconcile()),
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;

@@ -41,5 +41,5 @@ pub use netns::Netns;
 pub use network::{K8S_GATEWAY, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
-pub use standin::{recorder, standin_script};
+pub use standin::{recorder, standin_script, standin_tool};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};
