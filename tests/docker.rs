@@ -503,3 +503,81 @@ fn a_seed_from_a_read_only_key_file_reaches_the_guest_and_its_id_survives_docker
         "the instance id survives docker restart: {id} vs\n{meta_again}"
     );
 }
+
+#[test]
+fn a_network_connected_and_disconnected_while_the_guest_runs_follows_the_container() {
+    // given a running guest on one network, and a peer that pings it all along
+    let sc = Scenario::new("hotplug");
+    let (net1, net2) = (sc.network(), sc.network());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net1)
+            .kernel_args("vminit_test_hotplug=1"),
+    );
+    sc.start(&vm);
+    sc.guest_report(&vm);
+    let first = sc.only_endpoint(&vm);
+    let pinger = sc.sleeper(&net1);
+    let steady = {
+        let (pinger, ip) = (pinger.clone(), first.ip);
+        thread::spawn(move || {
+            common::run_for(
+                &[
+                    "docker",
+                    "exec",
+                    &pinger,
+                    "ping",
+                    "-q",
+                    "-c",
+                    "150",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    &ip.to_string(),
+                ],
+                Duration::from_secs(90),
+            )
+        })
+    };
+
+    // when a second network is connected
+    sc.connect(&vm, &net2);
+    // then the guest gets a NIC with the container's MAC and address there
+    let second = sc
+        .endpoints(&vm)
+        .into_iter()
+        .find(|e| e.network == net2.name)
+        .expect("an endpoint on the second network");
+    let added = sc.wait_logs(&vm, &format!("mac={} ip=", second.mac), BOOT);
+    assert!(
+        added.contains(&format!("mac={} ip={}", second.mac, second.cidr())),
+        "{}",
+        sc.logs_tail(&vm)
+    );
+    sc.expect_answered(&net2, second.ip, &second.mac, "the guest's new NIC");
+
+    // when it is disconnected, then the guest's NIC goes
+    sc.docker_ok(&["network", "disconnect", &net2.name, &vm]);
+    sc.wait_logs(&vm, "GUEST-HOTPLUG removed", BOOT);
+    sc.expect_answered(&net1, first.ip, &first.mac, "the guest, still");
+
+    // and the first network answered throughout
+    let ping = steady.join().expect("the pinger");
+    let lost = ping
+        .stdout
+        .split(", ")
+        .find_map(|w| w.strip_suffix("% packet loss"))
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(
+        lost.is_some_and(|p| p <= 2),
+        "the first NIC kept answering (loss {lost:?}):\n{ping}"
+    );
+    assert!(sc.docker(&["stop", &vm]).success());
+    assert_eq!(
+        sc.inspect(&vm, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        sc.logs_tail(&vm)
+    );
+}
