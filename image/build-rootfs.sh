@@ -37,13 +37,14 @@ DNSMASQ=/usr/sbin/dnsmasq
 # `-machine pc` (the default), `-accel kvm` and `-accel tcg`, `-device virtio-net-pci`, with and
 # without `-kernel` (see image/check-rootfs.sh). Not opened, so not shipped: bios.bin,
 # pxe-virtio.rom and linuxboot.bin (old machine types only), multiboot*.bin and pvh.bin (other
-# -kernel formats), keymaps (VNC only), the other NICs' and VGAs' ROMs.
+# -kernel formats), the other keymaps (-k; noVNC sends raw key codes), the other NICs' and VGAs' ROMs.
 FIRMWARE=(
     "bios-256k.bin|SeaBIOS, the BIOS of the default pc machine"
     "vgabios-stdvga.bin|option ROM of the default VGA device (std VGA), created even with -display none"
     "efi-virtio.rom|iPXE option ROM that QEMU loads for every virtio-net-pci NIC"
     "kvmvapic.bin|option ROM of the kvmvapic device the x86 APIC creates (under KVM and TCG alike)"
     "linuxboot_dma.bin|option ROM for direct kernel boot (-kernel in CMD), used by the tests and by users who boot a kernel without a bootloader"
+    "keymaps/en-us|the keymap QEMU's VNC server loads at start (DISPLAY=vnc), for viewers that send key symbols rather than raw key codes"
 )
 
 # QEMU modules (Debian builds some parts of QEMU as loadable modules), with their reason.
@@ -54,6 +55,7 @@ MODULES=(
 # Empty directories, with their mode and reason.
 DIRS=(
     "/image|0755|mount point of the VM disk volume (-v DIR:/image, /image/image.qcow2)"
+    "/vnc|0750|mount point of the graphical console's socket directory (DISPLAY=vnc: -v DIR:/vnc, /vnc/vnc.sock)"
     "/run|0755|vminit's run dir /run/vminit (dnsmasq conf, leases, pid, QMP and health sockets, qemu.sh)"
     "/tmp|1777|scratch space for QEMU (e.g. -snapshot) and debug shells"
     "/dev|0755|mount point: Docker mounts /dev; vminit mknods /dev/tapN there"

@@ -9,7 +9,9 @@
 #   2. dnsmasq as vminit runs it: foreground, DNS and DHCP on one interface, dropping to nobody;
 #   3. QEMU booting KERNEL under TCG for a few seconds with vminit's fixed arguments and a
 #      virtio-net-pci NIC (default `pc` machine), until the kernel prints its banner;
-#   4. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
+#   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket) for three
+#      seconds (it only has to start);
+#   5. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
 # It fails on any error of those (a missing firmware or library among them), and on any file of
 # the rootfs that no run opened (except /vminit, which is not exercised here). It prints the paths
 # the programs looked for and did not find: they are optional, and listed for the record.
@@ -96,6 +98,10 @@ trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
     -qmp unix:/run/qmp.sock,server=on,wait=off -nic user,model=virtio-net-pci \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
+# The graphical console (DISPLAY=vnc, src/display.rs): std VGA, USB tablet, VNC on a Unix socket.
+trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
+    -display none -vga std -usb -device usb-tablet -vnc unix:/run/vnc.sock \
+    -monitor none -serial none -nic none -no-reboot </dev/null
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
@@ -145,6 +151,10 @@ grep -q 'Linux version' "$WORK/qemu-tcg.out" || {
     fail "the kernel did not start under TCG within 6 s"
     show qemu-tcg 20
 }
+if [[ -n $(qemu_complaints qemu-vnc) ]]; then
+    fail "QEMU (vnc) complained:"
+    qemu_complaints qemu-vnc | head >&2
+fi
 if [[ -e $WORK/qemu-kvm.out && -n $(qemu_complaints qemu-kvm) ]]; then
     fail "QEMU (kvm) complained:"
     qemu_complaints qemu-kvm | head >&2

@@ -6,6 +6,7 @@ PACKAGES=(
     qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
     iproute2 iputils-ping docker.io iperf3 strace cpio gcc libc6-dev
     syslinux mtools dosfstools
+    chromium chromium-driver novnc websockify tesseract-ocr
     cloud-init netplan.io python3-yaml
 )
 missing=()

@@ -30,13 +30,28 @@ impl Announcers {
         state: &NetState,
         dns: &Dns6,
     ) -> Result<Announcers> {
+        let mut announcers = Announcers {
+            doors: Vec::new(),
+            random: std::process::id() | 1,
+        };
+        announcers.add(guests, learned, state, dns)?;
+        Ok(announcers)
+    }
+
+    /// Adds the doors of `guests` (NICs plugged in while the guest runs).
+    pub fn add(
+        &mut self,
+        guests: &[Guest6],
+        learned: &[Learned],
+        state: &NetState,
+        dns: &Dns6,
+    ) -> Result<()> {
         let now = Instant::now();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
         let router = guests
             .iter()
             .find(|g| g.gateways.iter().any(|gw| gw.default))
             .map(|g| g.lower.as_str());
-        let mut doors = Vec::new();
         for guest in guests {
             let Some(link) = state.link(&guest.door) else {
                 continue;
@@ -57,12 +72,14 @@ impl Announcers {
             let nic_dns = dns.for_nic(guest, router == Some(guest.lower.as_str()));
             let announcer = Announcer::new(guest, learned, Door { mac, link_local }, &nic_dns, now);
             log::info!("{}", announcer.describe());
-            doors.push((socket, announcer));
+            self.doors.push((socket, announcer));
         }
-        Ok(Announcers {
-            doors,
-            random: std::process::id() | 1,
-        })
+        Ok(())
+    }
+
+    /// Stops announcing on the door of the container NIC `lower` (it left).
+    pub fn remove(&mut self, lower: &str) {
+        self.doors.retain(|(_, a)| a.lower != lower);
     }
 
     /// The sockets to wait on.

@@ -30,6 +30,9 @@ pub struct Applier<'a, N: Rtnetlink + ?Sized> {
     pause_after_apply: Option<usize>,
     /// Test hook: stop working for good after this many undone steps.
     pause_after_undo: Option<usize>,
+    /// Steps applied, and undone, by this applier so far (for the test hook).
+    applied: usize,
+    undone: usize,
 }
 
 impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
@@ -41,6 +44,8 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             eexist_pause: EEXIST_PAUSE,
             pause_after_apply: None,
             pause_after_undo: None,
+            applied: 0,
+            undone: 0,
         }
     }
 
@@ -90,8 +95,9 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             }
         }
         self.done.push(step.clone());
-        if self.pause_after_apply == Some(self.done.len()) {
-            park(&format!("setup step {}: {step}", self.done.len()));
+        self.applied += 1;
+        if self.pause_after_apply == Some(self.applied) {
+            park(&format!("setup step {}: {step}", self.applied));
         }
         Ok(())
     }
@@ -110,16 +116,15 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
 
     /// Undoes `done` (steps applied earlier, oldest first), newest first, as far as it can.
     pub fn undo(&mut self, done: &[Step]) {
-        let mut undone = 0;
         for step in done.iter().rev() {
             if let Some(inverse) = step.inverse() {
                 log::info!("undo: {inverse}");
                 if let Err(e) = self.exec(&inverse) {
                     log::warn!("undo: {inverse}: {e}");
                 }
-                undone += 1;
-                if self.pause_after_undo == Some(undone) {
-                    park(&format!("teardown step {undone}: {inverse}"));
+                self.undone += 1;
+                if self.pause_after_undo == Some(self.undone) {
+                    park(&format!("teardown step {}: {inverse}", self.undone));
                 }
             }
         }

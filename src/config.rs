@@ -1,9 +1,11 @@
 //! Turns argv and the environment into a validated `Config` (pure: no I/O).
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::display::Vnc;
 use crate::error::{Error, Result};
 use crate::types::{Ipv4Net, Ipv6Net};
 
@@ -53,6 +55,16 @@ pub enum Pause {
     Teardown(usize),
 }
 
+/// What QEMU keeps of vminit's privileges (`QEMU_CAPS`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum QemuCaps {
+    /// No capabilities (bounding, ambient, inheritable, permitted and effective sets
+    /// empty) and `no_new_privs`.
+    Drop,
+    /// vminit's own (root with the container's capabilities).
+    Keep,
+}
+
 /// Where vminit finds and puts things; overridable so tests can point elsewhere.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
@@ -98,8 +110,15 @@ pub struct Config {
     pub vhost: Vhost,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
+    pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
+    /// QEMU's seccomp sandbox (`QEMU_SANDBOX`).
+    pub qemu_sandbox: bool,
+    pub qemu_caps: QemuCaps,
     pub paths: Paths,
+    /// The graphical console (`DISPLAY=vnc`); `None`: QEMU runs with `-display none`.
+    pub display: Option<Vnc>,
     /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
@@ -114,6 +133,21 @@ where
     let command = parse_command(args)?;
     let log_level = parse_log_level(env)?;
     let paths = parse_paths(env);
+    if paths
+        .run_dir
+        .to_string_lossy()
+        .chars()
+        .any(char::is_control)
+    {
+        // dnsmasq's configuration names files in it, one directive per line.
+        return Err(bad(
+            "VMINIT_RUN_DIR",
+            format!(
+                "{:?} contains a control character; use a plain path such as /run/vminit",
+                paths.run_dir
+            ),
+        ));
+    }
     let mut config = Config {
         command,
         attach: Attach::All,
@@ -126,8 +160,12 @@ where
         vhost: Vhost::Auto,
         stop_timeout: Duration::from_secs(8),
         iface_wait: Duration::from_secs(2),
+        guest_dns: Vec::new(),
         log_level,
+        qemu_sandbox: true,
+        qemu_caps: QemuCaps::Drop,
         paths,
+        display: None,
         pause: None,
         seed: None,
     };
@@ -175,8 +213,22 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
+    config.display = crate::display::parse(&|var| nonempty(env, var))?;
+    config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
+        None | Some("on") | Some("yes") => true,
+        Some("off") | Some("no") => false,
+        Some(v) => return Err(bad("QEMU_SANDBOX", format!("{v:?} is not on or off"))),
+    };
+    config.qemu_caps = match nonempty(env, "QEMU_CAPS").as_deref() {
+        None | Some("drop") => QemuCaps::Drop,
+        Some("keep") => QemuCaps::Keep,
+        Some(v) => {
+            return Err(bad("QEMU_CAPS", format!("{v:?} is not drop or keep")));
+        }
+    };
     Ok(config)
 }
 
@@ -346,6 +398,41 @@ fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Opti
     }
 }
 
+/// `GUEST_DNS=ip[,ip...]` (commas or spaces): resolvers the guest reaches itself, so never a
+/// loopback address (the guest's loopback is its own) nor one no resolver can have.
+fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>> {
+    let Some(v) = nonempty(env, "GUEST_DNS") else {
+        return Ok(Vec::new());
+    };
+    let example = "use GUEST_DNS=ip[,ip...] with resolvers the guest reaches on its network, such as GUEST_DNS=10.0.0.53,1.1.1.1";
+    let mut out = Vec::new();
+    for word in v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let Ok(ip) = word.parse::<Ipv4Addr>() else {
+            return Err(bad(
+                "GUEST_DNS",
+                format!("{word:?} is not an IPv4 address; {example}"),
+            ));
+        };
+        let unusable = if ip.is_loopback() {
+            Some("a loopback address, which in the guest is the guest itself")
+        } else if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            Some("not the address of a host")
+        } else {
+            None
+        };
+        if let Some(why) = unusable {
+            return Err(bad("GUEST_DNS", format!("{ip} is {why}; {example}")));
+        }
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
 fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
     let Some(v) = nonempty(env, "VMINIT_TEST_PAUSE") else {
         return Ok(None);
@@ -425,6 +512,8 @@ mod tests {
         assert_eq!((c.ram.as_str(), c.cpus), ("1G", 1));
         assert_eq!((c.accel, c.vhost, c.dhcp), (Accel::Auto, Vhost::Auto, true));
         assert_eq!(c.paths.disk, PathBuf::from("/image/image.qcow2"));
+        assert_eq!(c.display, None);
+        assert_eq!((c.qemu_sandbox, c.qemu_caps), (true, QemuCaps::Drop));
     }
 
     #[test]
@@ -554,9 +643,12 @@ mod tests {
                 ("VHOST", "off"),
                 ("ENABLE_DHCP", "no"),
                 ("STOP_TIMEOUT", "3.5"),
+                ("QEMU_SANDBOX", "off"),
+                ("QEMU_CAPS", "keep"),
             ],
         )
         .unwrap();
+        assert_eq!((ok.qemu_sandbox, ok.qemu_caps), (false, QemuCaps::Keep));
         assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
         assert_eq!(
             (ok.accel, ok.vhost, ok.dhcp),
@@ -574,9 +666,63 @@ mod tests {
             ("STOP_TIMEOUT", "-1"),
             ("IFACE_WAIT", "soon"),
             ("LOG_LEVEL", "loud"),
+            ("QEMU_SANDBOX", "strict"),
+            ("QEMU_CAPS", "some"),
         ] {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");
+        }
+    }
+
+    #[test]
+    fn display_vnc_turns_the_graphical_console_on() {
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("DISPLAY", "vnc"),
+                ("VNC_DIR", " /srv/console "),
+            ],
+        )
+        .unwrap();
+        let vnc = c.display.expect("a console");
+        assert_eq!(vnc.socket(), PathBuf::from("/srv/console/vnc.sock"));
+        let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("DISPLAY", "gtk")]).unwrap_err();
+        assert_eq!(var_of(e), "DISPLAY");
+    }
+
+    #[test]
+    fn guest_dns_takes_ipv4_resolvers_the_guest_can_reach() {
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("GUEST_DNS", "10.0.0.53, 1.1.1.1 10.0.0.53"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.guest_dns,
+            vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert!(c.guest_dns.is_empty());
+        for v in [
+            "127.0.0.11",
+            "dns.example",
+            "10.0.0.53;1.1.1.1",
+            "fd00::53",
+            "0.0.0.0",
+            "224.0.0.251",
+            "10.0.0.0/8",
+        ] {
+            let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("GUEST_DNS", v)]).unwrap_err();
+            let line = e.to_string();
+            assert_eq!(var_of(e), "GUEST_DNS", "{v}");
+            assert!(
+                !line.contains('\n') && line.contains("GUEST_DNS=ip"),
+                "{line}"
+            );
         }
     }
 
@@ -605,5 +751,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.paths.qemu, PathBuf::from("/opt/q"));
         assert_eq!(c.paths.disk, PathBuf::from("/d.qcow2"));
+        let e = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("VMINIT_RUN_DIR", "/run/x\nport=53"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(var_of(e), "VMINIT_RUN_DIR");
     }
 }

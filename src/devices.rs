@@ -1,15 +1,17 @@
-//! Device nodes and probes: /dev/tapN for each macvtap, /dev/kvm, /dev/vhost-net, the disk.
+//! Device nodes and probes: /dev/tapN for each macvtap, /dev/kvm, /dev/vhost-net; the disk
+//! and every file of its backing chain, checked and opened for QEMU.
 
 use std::fs;
-use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknod};
+use nix::sys::uio::pread;
 
 use crate::accel::KvmStatus;
+use crate::disk::{self, Format, MAX_LAYERS};
 use crate::error::{Error, Result};
 
 /// A macvtap's character device, open for QEMU (no CLOEXEC: QEMU inherits it).
@@ -207,33 +209,276 @@ pub fn probe_vhost(dev: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
-/// Checks that the VM disk exists, is not empty and is a qcow2 image.
-pub fn check_disk(path: &Path) -> Result<()> {
+/// One file of the VM disk, open for QEMU (without CLOEXEC: QEMU inherits the descriptors
+/// and opens nothing of the disk by name).
+pub type DiskFile = disk::File<OwnedFd>;
+
+/// The VM disk: every image of its backing chain, checked and open, top first.
+#[derive(Debug, Default)]
+pub struct Disk {
+    pub layers: Vec<disk::Layer<OwnedFd>>,
+}
+
+impl Disk {
+    /// Every descriptor QEMU inherits.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = Vec::new();
+        for layer in &self.layers {
+            for file in std::iter::once(&layer.file).chain(&layer.data_file) {
+                fds.push(file.read.as_raw_fd());
+                fds.extend(file.write.as_ref().map(AsRawFd::as_raw_fd));
+            }
+        }
+        fds
+    }
+
+    /// The chain with the descriptors' numbers, for QEMU's command line.
+    pub fn raw_fds(&self) -> Vec<disk::Layer<RawFd>> {
+        let raw = |f: &DiskFile| disk::File {
+            path: f.path.clone(),
+            read: f.read.as_raw_fd(),
+            write: f.write.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        self.layers
+            .iter()
+            .map(|l| disk::Layer {
+                file: raw(&l.file),
+                format: l.format,
+                data_file: l.data_file.as_ref().map(raw),
+                has_backing: l.has_backing,
+            })
+            .collect()
+    }
+
+    /// The chain in one line: `/image/image.qcow2 (qcow2) <- /image/base.qcow2 (qcow2)`.
+    pub fn describe(&self) -> String {
+        self.layers
+            .iter()
+            .map(|l| {
+                let data = match &l.data_file {
+                    Some(d) => format!(", data file {}", d.path.display()),
+                    None => String::new(),
+                };
+                format!("{} ({}{data})", l.file.path.display(), l.format.driver())
+            })
+            .collect::<Vec<_>>()
+            .join(" on ")
+    }
+}
+
+/// Opens the VM disk and every file its chain names, after checking each against the rules
+/// in `disk`: regular files only (opened with O_NONBLOCK, so a FIFO or a device at the path
+/// cannot block), inside the image directory (the canonical directory of `path`), formats
+/// named, at most `MAX_LAYERS` images, no loop. Refuses with the file that breaks a rule.
+pub fn open_disk(path: &Path) -> Result<Disk> {
     let hint = format!(
         "mount the VM disk with -v /path/to/image.qcow2:{}",
         path.display()
     );
-    let refuse = |problem: String| {
-        Err(Error::Disk {
-            path: path.to_owned(),
-            problem,
-        })
+    let refuse = |file: &Path, problem: String| Error::Disk {
+        path: file.to_owned(),
+        problem,
     };
-    let mut file = match fs::File::open(path) {
-        Ok(f) => f,
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = match fs::canonicalize(parent) {
+        Ok(dir) => dir,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return refuse(format!("not found; {hint}"));
+            return Err(refuse(path, format!("not found; {hint}")));
         }
-        Err(e) => return refuse(format!("cannot be opened: {e}; {hint}")),
+        Err(e) => return Err(refuse(path, format!("cannot be opened: {e}; {hint}"))),
     };
-    let mut magic = [0u8; 4];
-    match file.read(&mut magic) {
-        Ok(0) => refuse(format!("is empty; {hint}")),
-        Ok(4) if &magic == b"QFI\xfb" => Ok(()),
-        Ok(_) => refuse(format!(
-            "is not a qcow2 image; convert it with qemu-img convert -O qcow2, then {hint}"
-        )),
-        Err(e) => refuse(format!("cannot be read: {e}")),
+    let mut layers: Vec<disk::Layer<OwnedFd>> = Vec::new();
+    // The image to open next, as named (relative names resolve from here), its format, and
+    // the image whose header named it.
+    let mut named = path.to_owned();
+    let mut format = Format::Qcow2;
+    let mut referrer: Option<PathBuf> = None;
+    loop {
+        let top = referrer.is_none();
+        let file = match &referrer {
+            None => open_disk_file(path, &dir, true).map_err(|problem| {
+                let problem = match problem {
+                    OpenProblem::Missing => format!("not found; {hint}"),
+                    OpenProblem::Other(p) => format!("{p}; {hint}"),
+                };
+                refuse(path, problem)
+            })?,
+            Some(by) => open_disk_file(&named, &dir, false)
+                .map_err(|problem| refuse(by, problem.naming("backing file", &named, &dir)))?,
+        };
+        if let Some(earlier) = layers.iter().find(|l| same_file(&l.file.read, &file.read)) {
+            return Err(refuse(
+                referrer.as_deref().unwrap_or(path),
+                format!(
+                    "has a backing chain that loops back to {}",
+                    earlier.file.path.display()
+                ),
+            ));
+        }
+        let header = match format {
+            Format::Raw => None,
+            Format::Qcow2 => Some(read_header(&file.read).map_err(|problem| {
+                let problem = match (&referrer, top) {
+                    (_, true) if problem == "is not a qcow2 image" => format!(
+                        "is not a qcow2 image; convert it with qemu-img convert -O qcow2, then {hint}"
+                    ),
+                    (Some(by), _) => format!(
+                        "{problem}, yet {} names it as a qcow2 backing file",
+                        by.display()
+                    ),
+                    _ => problem,
+                };
+                refuse(&file.path, problem)
+            })?),
+        };
+        let header = header.unwrap_or_default();
+        let data_file = match &header.data_file {
+            None => None,
+            Some(name) => {
+                disk::check_name("data file", name).map_err(|p| refuse(&file.path, p))?;
+                let target = disk::resolve(&named, name);
+                Some(open_disk_file(&target, &dir, top).map_err(|problem| {
+                    refuse(&file.path, problem.naming("data file", &target, &dir))
+                })?)
+            }
+        };
+        let layer_path = file.path.clone();
+        layers.push(disk::Layer {
+            file,
+            format,
+            data_file,
+            has_backing: header.backing.is_some(),
+        });
+        let Some((name, backing_format)) = header.backing else {
+            break;
+        };
+        disk::check_name("backing file", &name).map_err(|p| refuse(&layer_path, p))?;
+        if layers.len() == MAX_LAYERS {
+            return Err(refuse(
+                path,
+                format!(
+                    "has a backing chain of more than {MAX_LAYERS} images; flatten it with qemu-img convert"
+                ),
+            ));
+        }
+        named = disk::resolve(&named, &name);
+        format = backing_format;
+        referrer = Some(layer_path);
+    }
+    Ok(Disk { layers })
+}
+
+/// Why a file of the chain could not be used.
+enum OpenProblem {
+    Missing,
+    Other(String),
+}
+
+impl OpenProblem {
+    /// The problem as a phrase about the image that names `target` as its `what`.
+    fn naming(self, what: &str, target: &Path, dir: &Path) -> String {
+        match self {
+            OpenProblem::Missing => format!(
+                "names {what} {}, which does not exist; put it in {}",
+                target.display(),
+                dir.display()
+            ),
+            OpenProblem::Other(p) => format!("names {what} {}, which {p}", target.display()),
+        }
+    }
+}
+
+/// Opens one file of the chain (read-only, and read-write when `writable`), after checking
+/// that its canonical path lies inside `dir` and that it is a regular file.
+fn open_disk_file(
+    path: &Path,
+    dir: &Path,
+    writable: bool,
+) -> std::result::Result<DiskFile, OpenProblem> {
+    let canonical = match fs::canonicalize(path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenProblem::Missing),
+        Err(e) => return Err(OpenProblem::Other(format!("cannot be opened: {e}"))),
+    };
+    if !disk::is_inside(dir, &canonical) {
+        let via = if canonical == path {
+            String::new()
+        } else {
+            format!(" (it resolves to {})", canonical.display())
+        };
+        return Err(OpenProblem::Other(format!(
+            "is outside the image directory {}{via}; every file of a disk chain must be inside it",
+            dir.display()
+        )));
+    }
+    // O_NONBLOCK: opening a FIFO or a device must not wait for a writer or a carrier.
+    let flags = OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let read = open(&canonical, flags | OFlag::O_RDONLY, Mode::empty())
+        .map_err(|e| OpenProblem::Other(format!("cannot be opened: {e}")))?;
+    let st = fstat(&read).map_err(|e| OpenProblem::Other(format!("cannot be read: {e}")))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG {
+        let what = match kind {
+            SFlag::S_IFIFO => "a FIFO",
+            SFlag::S_IFCHR => "a character device",
+            SFlag::S_IFBLK => "a block device",
+            SFlag::S_IFDIR => "a directory",
+            SFlag::S_IFSOCK => "a socket",
+            _ => "not a regular file",
+        };
+        return Err(OpenProblem::Other(format!(
+            "is {what}, not a disk image file"
+        )));
+    }
+    if st.st_size == 0 {
+        return Err(OpenProblem::Other("is empty".into()));
+    }
+    let write = if writable {
+        let fd = open(&canonical, flags | OFlag::O_RDWR, Mode::empty()).map_err(|e| {
+            OpenProblem::Other(format!(
+                "cannot be opened for writing: {e}; the image the guest writes must be writable (only shared base images may be mounted read-only)"
+            ))
+        })?;
+        if !same_file(&fd, &read) {
+            return Err(OpenProblem::Other(
+                "changed while it was being opened".into(),
+            ));
+        }
+        Some(fd)
+    } else {
+        None
+    };
+    // Back to blocking I/O for QEMU (O_NONBLOCK means nothing for a regular file, but QEMU
+    // should get the descriptors it would have opened itself).
+    for fd in std::iter::once(&read).chain(&write) {
+        let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::empty()));
+    }
+    Ok(DiskFile {
+        path: canonical,
+        read,
+        write,
+    })
+}
+
+/// The header cluster of a qcow2 image, parsed.
+fn read_header(fd: &OwnedFd) -> std::result::Result<disk::Header, String> {
+    let mut prefix = vec![0u8; disk::HEADER_PREFIX];
+    let n = pread(fd, &mut prefix, 0).map_err(|e| format!("cannot be read: {e}"))?;
+    prefix.truncate(n);
+    let size = disk::cluster_size(&prefix)?;
+    let mut cluster = vec![0u8; size];
+    let n = pread(fd, &mut cluster, 0).map_err(|e| format!("cannot be read: {e}"))?;
+    cluster.truncate(n);
+    disk::parse_header(&cluster)
+}
+
+fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (fstat(a), fstat(b)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
     }
 }
 
@@ -273,34 +518,179 @@ mod tests {
         );
     }
 
+    use crate::disk::tests::qcow2;
+    use std::os::unix::fs::symlink;
+
+    /// A scratch directory with an `image/` directory inside, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("vminit-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("image")).unwrap();
+            Scratch(dir)
+        }
+
+        fn image(&self, name: &str) -> PathBuf {
+            self.0.join("image").join(name)
+        }
+
+        fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            path
+        }
+
+        fn refusal(&self, top: &str) -> String {
+            open_disk(&self.image(top)).unwrap_err().to_string()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn disk_errors_name_the_path_and_the_docker_flag() {
-        let dir = std::env::temp_dir().join(format!("vminit-disk-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let missing = check_disk(&dir.join("none.qcow2")).unwrap_err().to_string();
+        let s = Scratch::new("disk-errors");
+        let missing = s.refusal("none.qcow2");
         assert!(
             missing.contains("not found") && missing.contains("-v "),
             "{missing}"
         );
-        let empty = dir.join("empty.qcow2");
-        fs::write(&empty, b"").unwrap();
+        s.write("image/empty.qcow2", b"");
+        assert!(s.refusal("empty.qcow2").contains("is empty"));
+        s.write("image/raw.qcow2", b"\0\0\0\0raw");
+        assert!(s.refusal("raw.qcow2").contains("not a qcow2"));
+        s.write("image/good.qcow2", &qcow2(None, None));
+        let disk = open_disk(&s.image("good.qcow2")).unwrap();
+        assert_eq!(disk.layers.len(), 1);
         assert!(
-            check_disk(&empty)
-                .unwrap_err()
-                .to_string()
-                .contains("is empty")
+            disk.layers[0].file.write.is_some(),
+            "the top image is writable"
         );
-        let raw = dir.join("raw.qcow2");
-        fs::write(&raw, b"\0\0\0\0raw").unwrap();
+        assert_eq!(disk.fds().len(), 2);
+    }
+
+    #[test]
+    fn a_chain_inside_the_image_directory_opens_every_layer_with_its_format() {
+        let s = Scratch::new("disk-chain");
+        s.write("image/base.raw", &[0u8; 4096]);
+        s.write(
+            "image/sub/mid.qcow2",
+            &qcow2(Some(("../base.raw", Some("raw"))), None),
+        );
+        s.write(
+            "image/top.qcow2",
+            &qcow2(Some(("sub/mid.qcow2", Some("qcow2"))), Some("top.data")),
+        );
+        s.write("image/top.data", &[0u8; 4096]);
+        let disk = open_disk(&s.image("top.qcow2")).unwrap();
+        let layers: Vec<(String, Format, bool)> = disk
+            .layers
+            .iter()
+            .map(|l| {
+                let name = l
+                    .file
+                    .path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, l.format, l.file.write.is_some())
+            })
+            .collect();
+        assert_eq!(
+            layers,
+            vec![
+                ("top.qcow2".into(), Format::Qcow2, true),
+                ("mid.qcow2".into(), Format::Qcow2, false),
+                ("base.raw".into(), Format::Raw, false),
+            ]
+        );
+        let data = disk.layers[0].data_file.as_ref().expect("the data file");
+        assert!(data.write.is_some() && data.path.ends_with("image/top.data"));
+        assert!(disk.describe().contains("top.qcow2 (qcow2, data file"));
+    }
+
+    #[test]
+    fn files_outside_the_image_directory_are_refused_naming_the_image_that_names_them() {
+        let s = Scratch::new("disk-escape");
+        let secret = s.write("secret", b"token");
+        s.write(
+            "image/abs.qcow2",
+            &qcow2(Some((secret.to_str().unwrap(), Some("raw"))), None),
+        );
+        s.write(
+            "image/dots.qcow2",
+            &qcow2(Some(("../secret", Some("raw"))), None),
+        );
+        symlink(&secret, s.image("link")).unwrap();
+        s.write(
+            "image/link.qcow2",
+            &qcow2(Some(("link", Some("raw"))), None),
+        );
+        s.write("image/data.qcow2", &qcow2(None, Some("../secret")));
+        s.write(
+            "image/nbd.qcow2",
+            &qcow2(Some(("nbd:evil:10809", Some("raw"))), None),
+        );
+        for top in ["abs.qcow2", "dots.qcow2", "link.qcow2", "data.qcow2"] {
+            let e = s.refusal(top);
+            assert!(
+                e.starts_with(&format!("VM disk {}", s.image(top).display())),
+                "{e}"
+            );
+            assert!(e.contains("outside the image directory"), "{e}");
+        }
+        assert!(s.refusal("link.qcow2").contains("resolves to"));
+        assert!(s.refusal("nbd.qcow2").contains("QEMU protocol (nbd:)"));
+    }
+
+    #[test]
+    fn loops_missing_files_deep_chains_and_fifos_are_refused() {
+        let s = Scratch::new("disk-shapes");
+        s.write(
+            "image/a.qcow2",
+            &qcow2(Some(("b.qcow2", Some("qcow2"))), None),
+        );
+        s.write(
+            "image/b.qcow2",
+            &qcow2(Some(("a.qcow2", Some("qcow2"))), None),
+        );
+        assert!(s.refusal("a.qcow2").contains("loops back"));
+        s.write(
+            "image/orphan.qcow2",
+            &qcow2(Some(("gone.qcow2", Some("qcow2"))), None),
+        );
+        assert!(s.refusal("orphan.qcow2").contains("does not exist"));
+        for i in 0..=MAX_LAYERS {
+            let next = format!("l{}.qcow2", i + 1);
+            s.write(
+                &format!("image/l{i}.qcow2"),
+                &qcow2(Some((&next, Some("qcow2"))), None),
+            );
+        }
+        assert!(s.refusal("l0.qcow2").contains("more than 16 images"));
+        nix::unistd::mkfifo(&s.image("fifo.qcow2"), Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(s.refusal("fifo.qcow2").contains("is a FIFO"));
+        s.write(
+            "image/tofifo.qcow2",
+            &qcow2(Some(("fifo.qcow2", Some("raw"))), None),
+        );
+        assert!(s.refusal("tofifo.qcow2").contains("is a FIFO"));
+        s.write(
+            "image/rawbase.qcow2",
+            &qcow2(Some(("notq.img", Some("qcow2"))), None),
+        );
+        s.write("image/notq.img", &[0u8; 512]);
         assert!(
-            check_disk(&raw)
-                .unwrap_err()
-                .to_string()
-                .contains("not a qcow2")
+            s.refusal("rawbase.qcow2")
+                .contains("names it as a qcow2 backing file")
         );
-        let good = dir.join("good.qcow2");
-        fs::write(&good, b"QFI\xfb\0\0\0\x03").unwrap();
-        assert!(check_disk(&good).is_ok());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::config::Config;
-use crate::dnsmasq::{self, Dns, DnsmasqInput};
+use crate::dns::{Dns, DnsInput};
+use crate::dnsmasq::{self, DnsmasqInput};
 use crate::error::{Error, Result};
 use crate::plan::NicPlan;
 use crate::rundir::RunDir;
@@ -21,7 +22,7 @@ use crate::{resolv, spawn};
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long dnsmasq gets to exit on SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = crate::policy::GRACE;
+pub const STOP_GRACE: Duration = crate::policy::DNSMASQ_STOP_GRACE;
 
 /// A configured dnsmasq: how to start it, and how to tell that it serves.
 #[derive(Clone, Debug)]
@@ -33,8 +34,9 @@ pub struct DhcpServer {
 }
 
 impl DhcpServer {
-    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers, its
-    /// hostname, the user dnsmasq can drop to) into the run directory.
+    /// Writes dnsmasq's configuration for the guest's NICs (the container's resolvers and
+    /// `GUEST_DNS`, its hostname, the user dnsmasq can drop to) into the run directory, and
+    /// logs what the guest will not get.
     pub fn configure(
         config: &Config,
         nics: &[NicPlan],
@@ -42,8 +44,10 @@ impl DhcpServer {
         mask: SigSet,
     ) -> Result<DhcpServer> {
         let paths = &config.paths;
-        let resolv = fs::read_to_string(&paths.resolv_conf).unwrap_or_default();
-        let dns = Dns::from_resolv(&resolv::parse(&resolv));
+        let dns = guest_dns(config);
+        for warning in &dns.warnings {
+            log::warn!("{warning}");
+        }
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
         if user == "root" {
@@ -52,15 +56,9 @@ impl DhcpServer {
                 paths.passwd.display()
             );
         }
-        let hostname = config
-            .seed
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(crate::discover::hostname);
         let text = dnsmasq::render(&DnsmasqInput {
             nics,
             dns: &dns,
-            hostname: hostname.split('.').next().unwrap_or("vm"),
             run_dir,
             user,
         });
@@ -85,24 +83,23 @@ impl DhcpServer {
             mask: self.mask,
             keep: &[],
             own_group: true,
+            drop_privileges: false,
         };
         spawn::spawn(&self.argv, &options)
     }
 
-    /// Starts dnsmasq and waits until it serves.
-    pub fn start(&self) -> Result<Pid> {
-        let pid = self.spawn()?;
-        self.wait_ready(pid)?;
-        Ok(pid)
+    /// Whether the dnsmasq last spawned serves: it writes its pid file once its sockets
+    /// are bound (`spawn` removes the old one first).
+    pub fn is_ready(&self) -> bool {
+        fs::metadata(self.run_dir.dnsmasq_pid()).is_ok_and(|m| m.len() > 0)
     }
 
     /// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
     /// reports why it could not start.
     pub fn wait_ready(&self, pid: Pid) -> Result<()> {
-        let pidfile = self.run_dir.dnsmasq_pid();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if fs::metadata(&pidfile).is_ok_and(|m| m.len() > 0) {
+            if self.is_ready() {
                 log::info!("dnsmasq running, pid {pid}");
                 return Ok(());
             }
@@ -123,6 +120,22 @@ impl DhcpServer {
             sleep(Duration::from_micros(500));
         }
     }
+}
+
+/// The guest's DNS, decided from the container's resolv.conf, `GUEST_DNS` and the hostname
+/// (the seed's, else the container's): what dnsmasq serves and the seed states.
+pub fn guest_dns(config: &Config) -> Dns {
+    let resolv = fs::read_to_string(&config.paths.resolv_conf).unwrap_or_default();
+    let hostname = config
+        .seed
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(crate::discover::hostname);
+    Dns::decide(&DnsInput {
+        resolv: &resolv::parse(&resolv),
+        guest_dns: &config.guest_dns,
+        hostname: Some(&hostname),
+    })
 }
 
 /// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.

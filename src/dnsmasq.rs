@@ -1,61 +1,34 @@
 //! Renders dnsmasq's configuration from a plan (pure): DHCP for the guest's MACs only,
 //! and DNS forwarding to the container's resolvers when the guest cannot reach them.
+//!
+//! Every value that comes from outside (hostname, domain, search list, the run directory)
+//! is quoted: dnsmasq then reads it as a string, never as a keyword (`ignore`, `infinite`),
+//! a lease time (`123456`, `5m`) or a length suffix (`12s`), and a `,` or `#` inside it
+//! neither splits it nor starts a comment. Names are checked first (`dns`), so none holds a
+//! newline, a quote or a backslash.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
+use crate::dns::{Dns, Forward};
 use crate::plan::NicPlan;
-use crate::resolv::Resolv;
 use crate::rundir::RunDir;
 use crate::seed::{SeedNic, SeedRoute};
-
-/// What the guest is told about DNS, decided from the container's resolv.conf.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dns {
-    /// Resolvers dnsmasq forwards to: the container's loopback ones (Docker's 127.0.0.11),
-    /// which the guest cannot reach itself. Empty: dnsmasq serves no DNS.
-    pub forward_to: Vec<Ipv4Addr>,
-    /// Resolvers the guest uses directly (reachable through its own routes).
-    pub direct: Vec<Ipv4Addr>,
-    pub search: Vec<String>,
-    pub domain: Option<String>,
-}
-
-impl Dns {
-    /// Loopback resolvers are forwarded through dnsmasq, others handed to the guest
-    /// as they are: the container has no routable address of its own to forward from.
-    pub fn from_resolv(resolv: &Resolv) -> Dns {
-        let (forward_to, direct) = resolv.nameservers.iter().partition(|ip| ip.is_loopback());
-        Dns {
-            forward_to,
-            direct,
-            search: resolv.search.clone(),
-            domain: resolv
-                .domain
-                .clone()
-                .or_else(|| resolv.search.first().cloned()),
-        }
-    }
-
-    /// The DNS servers one guest NIC is given.
-    pub fn servers_for(&self, nic: &NicPlan) -> Vec<Ipv4Addr> {
-        let mut servers = Vec::new();
-        if !self.forward_to.is_empty() {
-            servers.push(nic.door_addr);
-        }
-        servers.extend(&self.direct);
-        servers
-    }
-}
 
 /// Everything the rendered configuration depends on.
 pub struct DnsmasqInput<'a> {
     pub nics: &'a [NicPlan],
     pub dns: &'a Dns,
-    pub hostname: &'a str,
     pub run_dir: &'a RunDir,
     /// The user dnsmasq drops privileges to (`nobody` when /etc/passwd knows it).
     pub user: &'a str,
 }
+
+/// A server address nothing can be sent to: a UDP socket without SO_BROADCAST gets EACCES
+/// from sendto(2) to it, and dnsmasq answers REFUSED at once when it can send a query to no
+/// server. It makes dnsmasq 2.86-2.91 honour `server=//...` (unqualified names), which they
+/// ignore unless some default server exists, while every other name is still refused.
+const NO_SERVER: Ipv4Addr = Ipv4Addr::BROADCAST;
 
 /// The dnsmasq.conf text.
 pub fn render(input: &DnsmasqInput) -> String {
@@ -69,11 +42,11 @@ pub fn render(input: &DnsmasqInput) -> String {
     line("log-facility=-".into());
     line(format!(
         "pid-file={}",
-        input.run_dir.dnsmasq_pid().display()
+        quoted_path(&input.run_dir.dnsmasq_pid())
     ));
     line(format!(
         "dhcp-leasefile={}",
-        input.run_dir.dnsmasq_leases().display()
+        quoted_path(&input.run_dir.dnsmasq_leases())
     ));
     line(format!("user={}", input.user));
     line("no-hosts".into());
@@ -82,11 +55,24 @@ pub fn render(input: &DnsmasqInput) -> String {
     // dnsmasq starts while vminit creates the doors; it binds to them as they appear.
     line("bind-dynamic".into());
     line("except-interface=lo".into());
-    if input.dns.forward_to.is_empty() {
+    let dns = input.dns;
+    if dns.forward_to.is_empty() {
         line("port=0".into());
     } else {
-        for s in &input.dns.forward_to {
-            line(format!("server={s}"));
+        match dns.forward {
+            Forward::All => {
+                for s in &dns.forward_to {
+                    line(format!("server={s}"));
+                }
+            }
+            Forward::Unqualified => {
+                line("# Unqualified names (container names) only; the guest asks its own".into());
+                line("# resolvers for every other name, which is refused here at once.".into());
+                for s in &dns.forward_to {
+                    line(format!("server=//{s}"));
+                }
+                line(format!("server={NO_SERVER}"));
+            }
         }
     }
     // Only the guest's MACs get an answer: this may be a real LAN (--net=host).
@@ -94,7 +80,8 @@ pub fn render(input: &DnsmasqInput) -> String {
     // Unicast offers to an unconfigured client were seen lost on macvlan <-> macvtap.
     line("dhcp-broadcast".into());
     line("dhcp-authoritative".into());
-    for (i, nic) in input.nics.iter().enumerate() {
+    let announcements = dns.announcements(input.nics);
+    for (i, (nic, says)) in input.nics.iter().zip(&announcements).enumerate() {
         let tag = format!("vm{i}");
         line(format!("# {} -> guest NIC {i}", nic.lower));
         line(format!("interface={}", nic.door));
@@ -109,9 +96,14 @@ pub fn render(input: &DnsmasqInput) -> String {
             nic.addr.addr,
             nic.addr.netmask()
         ));
+        let name = says
+            .hostname
+            .as_deref()
+            .map(|h| format!(",{}", quoted(h)))
+            .unwrap_or_default();
         line(format!(
-            "dhcp-host={},set:{tag},{},{},infinite",
-            nic.mac, nic.addr.addr, input.hostname
+            "dhcp-host={},set:{tag},{}{name},infinite",
+            nic.mac, nic.addr.addr
         ));
         match nic.gateway {
             Some(gw) => line(format!("dhcp-option=tag:{tag},option:router,{gw}")),
@@ -135,45 +127,53 @@ pub fn render(input: &DnsmasqInput) -> String {
             routes.join(",")
         ));
         line(format!("dhcp-option=tag:{tag},option:mtu,{}", nic.mtu));
-        let servers = input.dns.servers_for(nic);
-        if servers.is_empty() {
-            line(format!("dhcp-option=tag:{tag},option:dns-server"));
-        } else {
-            let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        // An empty value stops dnsmasq from offering itself as the DNS server.
+        let servers: Vec<String> = says.servers.iter().map(|s| format!(",{s}")).collect();
+        line(format!(
+            "dhcp-option=tag:{tag},option:dns-server{}",
+            servers.concat()
+        ));
+        if let Some(domain) = &says.domain {
             line(format!(
-                "dhcp-option=tag:{tag},option:dns-server,{}",
-                list.join(",")
+                "dhcp-option=tag:{tag},option:domain-name,{}",
+                quoted(domain)
             ));
         }
-        if let Some(domain) = &input.dns.domain {
-            line(format!("dhcp-option=tag:{tag},option:domain-name,{domain}"));
-        }
-        if !input.dns.search.is_empty() {
+        if !says.search.is_empty() {
+            let list: Vec<String> = says.search.iter().map(|d| quoted(d)).collect();
             line(format!(
                 "dhcp-option=tag:{tag},option:domain-search,{}",
-                input.dns.search.join(",")
+                list.join(",")
             ));
         }
     }
     c
 }
 
+/// `value` as a dnsmasq quoted string: inside quotes dnsmasq reads `\\` and `\"` as the
+/// characters, hides `,` and digits from its parsers, and does not start a comment at `#`.
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A path as a quoted string (the run directory may hold spaces or a `#`; `config` refuses
+/// control characters in it).
+fn quoted_path(path: &Path) -> String {
+    quoted(&path.to_string_lossy())
+}
+
 /// The guest NICs as the cloud-init seed's network-config states them: what dnsmasq gives
-/// each by DHCP. Without dnsmasq (`dhcp` false) nothing forwards to the container's
-/// loopback resolvers, so only the resolvers the guest reaches directly are listed.
+/// each by DHCP (`Dns::announcements`). Without dnsmasq (`dhcp` false) nothing forwards to
+/// the container's loopback resolvers, so only the resolvers the guest reaches directly are
+/// listed.
 pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
     let mut dns = dns.clone();
     if !dhcp {
         dns.forward_to.clear();
     }
-    // dnsmasq hands out the search list, and the domain as the only one when there is none.
-    let search = match (&dns.search, &dns.domain) {
-        (search, _) if !search.is_empty() => search.clone(),
-        (_, Some(domain)) => vec![domain.clone()],
-        _ => Vec::new(),
-    };
     nics.iter()
-        .map(|n| SeedNic {
+        .zip(dns.announcements(nics))
+        .map(|(n, says)| SeedNic {
             name: n.lower.clone(),
             mac: n.mac.to_string(),
             addr: n.addr.addr,
@@ -188,8 +188,13 @@ pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
                     gateway: r.gateway,
                 })
                 .collect(),
-            dns: dns.servers_for(n),
-            search: search.clone(),
+            dns: says.servers,
+            // dnsmasq hands out the search list, and the domain; a seed has only a list.
+            search: if says.search.is_empty() {
+                says.domain.into_iter().collect()
+            } else {
+                says.search
+            },
         })
         .collect()
 }
@@ -206,6 +211,8 @@ pub fn user_from_passwd(passwd: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::DnsInput;
+    use crate::resolv::{self, Resolv};
     use crate::types::{Ipv4Net, Mac, Route};
 
     fn nic(i: usize, addr: &str, gateway: Option<&str>) -> NicPlan {
@@ -236,18 +243,28 @@ mod tests {
     }
 
     fn docker_resolv() -> Resolv {
-        crate::resolv::parse("nameserver 127.0.0.11\nsearch example.test\n")
+        resolv::parse("nameserver 127.0.0.11\nsearch example.test\n")
     }
 
-    fn render_for(nics: &[NicPlan], resolv: &Resolv) -> String {
-        let dns = Dns::from_resolv(resolv);
+    fn dns_for(resolv: &Resolv, guest_dns: &[Ipv4Addr], hostname: &str) -> Dns {
+        Dns::decide(&DnsInput {
+            resolv,
+            guest_dns,
+            hostname: Some(hostname),
+        })
+    }
+
+    fn render_dns(nics: &[NicPlan], dns: &Dns) -> String {
         render(&DnsmasqInput {
             nics,
-            dns: &dns,
-            hostname: "vm1",
+            dns,
             run_dir: &RunDir::new("/run/vminit"),
             user: "nobody",
         })
+    }
+
+    fn render_for(nics: &[NicPlan], resolv: &Resolv) -> String {
+        render_dns(nics, &dns_for(resolv, &[], "vm1"))
     }
 
     #[test]
@@ -257,11 +274,12 @@ mod tests {
             &docker_resolv(),
         );
         assert!(c.contains("dhcp-ignore=tag:!known\n"));
-        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,vm1,infinite\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,\"vm1\",infinite\n"));
         assert!(c.contains("dhcp-range=set:vm0,172.19.0.2,static,255.255.255.0,infinite\n"));
         assert!(c.contains("interface=vmlink0\nshared-network=169.254.1.10,172.19.0.2\n"));
         assert!(c.contains("bind-dynamic\n") && c.contains("dhcp-broadcast\n"));
         assert!(c.contains("keep-in-foreground\n"));
+        assert!(c.contains("pid-file=\"/run/vminit/dnsmasq.pid\"\n"));
     }
 
     #[test]
@@ -293,13 +311,40 @@ mod tests {
         assert!(c.contains("server=127.0.0.11\n"));
         assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,169.254.1.10\n"));
         assert!(!c.contains("dns-server,127."));
-        assert!(c.contains("option:domain-search,example.test\n"));
-        assert!(c.contains("option:domain-name,example.test\n"));
+        assert!(c.contains("option:domain-search,\"example.test\"\n"));
+        assert!(c.contains("option:domain-name,\"example.test\"\n"));
+    }
+
+    #[test]
+    fn with_direct_resolvers_the_door_forwards_only_unqualified_names() {
+        let guest_dns = ["10.1.0.53".parse().unwrap()];
+        let dns = dns_for(&docker_resolv(), &guest_dns, "vm1");
+        let c = render_dns(&[nic(0, "10.1.0.2/24", Some("10.1.0.1"))], &dns);
+        assert!(
+            c.contains("server=//127.0.0.11\nserver=255.255.255.255\n"),
+            "{c}"
+        );
+        assert!(!c.contains("server=127.0.0.11\n"));
+        assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,169.254.1.10,10.1.0.53\n"));
+    }
+
+    #[test]
+    fn the_second_nic_announces_no_names_and_an_empty_dns_option() {
+        let c = render_for(
+            &[
+                nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+                nic(1, "172.20.0.5/16", None),
+            ],
+            &docker_resolv(),
+        );
+        assert!(c.contains("dhcp-option=tag:vm1,option:dns-server\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:03,set:vm1,172.20.0.5,infinite\n"));
+        assert!(!c.contains("tag:vm1,option:domain"));
     }
 
     #[test]
     fn reachable_resolvers_go_to_the_guest_directly() {
-        let resolv = crate::resolv::parse(
+        let resolv = resolv::parse(
             "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n",
         );
         let c = render_for(&[nic(0, "10.244.1.7/32", Some("169.254.1.1"))], &resolv);
@@ -309,12 +354,285 @@ mod tests {
     }
 
     #[test]
+    fn a_hostname_dnsmasq_would_read_as_a_keyword_or_a_lease_time_is_quoted() {
+        for name in ["123456789012", "ignore", "infinite", "5m", "12s"] {
+            let c = render_dns(
+                &[nic(0, "172.19.0.2/24", Some("172.19.0.1"))],
+                &dns_for(&docker_resolv(), &[], name),
+            );
+            assert!(
+                c.contains(&format!("172.19.0.2,\"{name}\",infinite\n")),
+                "{name}: {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_directory_with_a_space_a_hash_or_a_quote_stays_one_path() {
+        let c = render(&DnsmasqInput {
+            nics: &[],
+            dns: &dns_for(&docker_resolv(), &[], "vm1"),
+            run_dir: &RunDir::new("/run/my vm #1 \"x\\"),
+            user: "nobody",
+        });
+        assert!(
+            c.contains("pid-file=\"/run/my vm #1 \\\"x\\\\/dnsmasq.pid\"\n"),
+            "{c}"
+        );
+    }
+
+    #[test]
     fn dnsmasq_keeps_root_only_when_nobody_is_unknown() {
         assert_eq!(
             user_from_passwd("root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/x\n"),
             "nobody"
         );
         assert_eq!(user_from_passwd(""), "root");
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so the property tests need no crate and
+    /// fail the same way every time.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed | 1)
+        }
+
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        /// A string of up to `max` characters, mostly from the ones dnsmasq's parser
+        /// treats specially, with letters, digits and some non-ASCII.
+        pub fn text(&mut self, max: usize) -> String {
+            const PICK: &[&str] = &[
+                "a", "b", "z", "0", "1", "9", "-", "_", ".", ",", "#", "\"", "\\", "\n", "\r",
+                "\t", " ", "=", ":", "/", "*", "'", "\u{0}", "\u{1}", "\u{1b}", "ü", "ignore",
+                "infinite", "5m", "12s", "set:", "tag:", "id:", "port=53",
+            ];
+            let len = self.below(max + 1);
+            (0..len).map(|_| PICK[self.below(PICK.len())]).collect()
+        }
+
+        /// Up to `max` characters of dot-separated labels, mostly valid ones: letters and
+        /// digits with inner '-', now and then an edge case ('-' at an end, '_', an empty
+        /// label, upper case, a label too long).
+        pub fn name(&mut self, max: usize) -> String {
+            const ALNUM: &[u8] = b"abkqz0179";
+            let mut out = String::new();
+            for _ in 0..1 + self.below(4) {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let len = if self.below(20) == 0 {
+                    64
+                } else {
+                    1 + self.below(25)
+                };
+                for i in 0..len {
+                    let c = match self.below(30) {
+                        0 => '-',
+                        1 if i > 0 && i + 1 < len => '-',
+                        2 => '_',
+                        3 => 'Q',
+                        _ => ALNUM[self.below(ALNUM.len())] as char,
+                    };
+                    out.push(c);
+                }
+            }
+            out.chars().take(max).collect()
+        }
+
+        /// Either kind of string, half the time each.
+        pub fn word(&mut self, max: usize) -> String {
+            if self.below(2) == 0 {
+                self.name(max)
+            } else {
+                self.text(max)
+            }
+        }
+    }
+
+    /// The directives one rendered configuration holds: (option, value) per line.
+    fn directives(conf: &str) -> Vec<(&str, &str)> {
+        conf.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_once('=').unwrap_or((l, "")))
+            .collect()
+    }
+
+    /// The quoted strings of a value, unescaped, and what is left outside them.
+    fn split_quotes(value: &str) -> (Vec<String>, String) {
+        let (mut inside, mut outside) = (Vec::new(), String::new());
+        let mut chars = value.chars();
+        while let Some(c) = chars.next() {
+            if c != '"' {
+                outside.push(c);
+                continue;
+            }
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some('\\') => s.push(chars.next().expect("an escaped character")),
+                    Some('"') => break,
+                    Some(c) => s.push(c),
+                    None => panic!("unterminated quote in {value:?}"),
+                }
+            }
+            inside.push(s);
+        }
+        (inside, outside)
+    }
+
+    #[test]
+    fn arbitrary_hostnames_domains_and_search_lists_render_one_directive_per_line() {
+        const OPTIONS: &[&str] = &[
+            "keep-in-foreground",
+            "log-facility",
+            "pid-file",
+            "dhcp-leasefile",
+            "user",
+            "no-hosts",
+            "no-resolv",
+            "no-poll",
+            "bind-dynamic",
+            "except-interface",
+            "port",
+            "server",
+            "dhcp-ignore",
+            "dhcp-broadcast",
+            "dhcp-authoritative",
+            "interface",
+            "shared-network",
+            "dhcp-range",
+            "dhcp-host",
+            "dhcp-option",
+        ];
+        let nics = [
+            nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+            nic(1, "172.20.0.5/16", None),
+        ];
+        let mut rng = Rng::new(0x5eed_d115);
+        // Valid hostnames, invalid ones, cut search lists, lists of several names.
+        let mut seen = [0usize; 4];
+        for case in 0..5000 {
+            let hostname = rng.word(70);
+            let domain = rng.word(40);
+            let search: Vec<String> = (0..rng.below(16))
+                .map(|_| match rng.below(4) {
+                    0 => rng.text(90),
+                    _ => rng.name(90),
+                })
+                .collect();
+            // resolv.conf text as a user could write it: the words can hold anything but
+            // whitespace.
+            let text = format!(
+                "nameserver 127.0.0.11\ndomain {domain}\nsearch {}\n",
+                search.join(" ")
+            );
+            let resolv = resolv::parse(&text);
+            let dns = dns_for(&resolv, &[], &hostname);
+            let conf = render_dns(&nics, &dns);
+            let lines = directives(&conf);
+            for (option, value) in &lines {
+                assert!(
+                    OPTIONS.contains(option),
+                    "case {case}: {option:?} in\n{conf}"
+                );
+                assert!(!value.contains(['\n', '\r']), "case {case}");
+                let (names, outside) = split_quotes(value);
+                assert!(
+                    !outside.contains(['#', '\\', ' ']),
+                    "case {case}: unquoted {outside:?}"
+                );
+                for name in names {
+                    let ok = crate::dns::host_label(&name).as_deref() == Some(name.as_str())
+                        || crate::dns::domain_name(&name).as_deref() == Some(name.as_str())
+                        || name.starts_with("/run/vminit/");
+                    assert!(ok, "case {case}: {name:?} handed out");
+                }
+            }
+            // Each value is handed out as it is, or left out with a warning.
+            let label = hostname.split('.').next().unwrap_or_default();
+            match &dns.hostname {
+                Some(h) => assert_eq!(h, &label.to_ascii_lowercase()),
+                None => assert!(dns.warnings.iter().any(|w| w.starts_with("hostname "))),
+            }
+            let dropped = resolv.search.len() - dns.search.len();
+            let warned = dns
+                .warnings
+                .iter()
+                .filter(|w| w.starts_with("search domain "))
+                .count();
+            assert!(warned <= dropped, "case {case}");
+            let size: usize = dns
+                .search
+                .iter()
+                .map(|d| d.split('.').map(|l| l.len() + 1).sum::<usize>() + 1)
+                .sum();
+            assert!(size <= 255, "case {case}: option 119 of {size} bytes");
+            let hosts = lines.iter().filter(|(o, _)| *o == "dhcp-host").count();
+            assert_eq!(hosts, nics.len(), "case {case}");
+            seen[0] += usize::from(dns.hostname.is_some());
+            seen[1] += usize::from(dns.hostname.is_none());
+            seen[2] += usize::from(dns.warnings.iter().any(|w| w.contains("option 119")));
+            seen[3] += usize::from(dns.search.len() > 1);
+        }
+        // The generator reaches every branch often enough to mean something.
+        assert!(seen.iter().all(|&n| n > 100), "{seen:?}");
+    }
+
+    /// dnsmasq's own parser (`dnsmasq --test`, the binary the image ships) accepts every
+    /// configuration rendered from arbitrary names: dnsmasq always starts.
+    #[test]
+    fn real_dnsmasq_accepts_configs_rendered_from_arbitrary_names() {
+        let dir = std::env::temp_dir().join(format!("vminit-dnsmasq-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nics = [
+            nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+            nic(1, "172.20.0.5/16", None),
+        ];
+        let run_dirs = ["/run/vminit", "/run/my vm #1", "/tmp/a,b \"q\" \\x"];
+        let mut rng = Rng::new(0xd115_0a5c);
+        for case in 0..300 {
+            let search: Vec<String> = (0..rng.below(16)).map(|_| rng.word(90)).collect();
+            let resolv = resolv::parse(&format!(
+                "nameserver 127.0.0.11\ndomain {}\nsearch {}\n",
+                rng.word(40),
+                search.join(" ")
+            ));
+            let guest_dns: Vec<Ipv4Addr> = (0..rng.below(3))
+                .map(|_| Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0xffff)))
+                .collect();
+            let dns = dns_for(&resolv, &guest_dns, &rng.word(70));
+            let conf = render(&DnsmasqInput {
+                nics: &nics,
+                dns: &dns,
+                run_dir: &RunDir::new(run_dirs[case % run_dirs.len()]),
+                user: "nobody",
+            });
+            let path = dir.join("dnsmasq.conf");
+            std::fs::write(&path, &conf).unwrap();
+            let out = std::process::Command::new("dnsmasq")
+                .arg("--test")
+                .arg(format!("--conf-file={}", path.display()))
+                .output()
+                .expect("dnsmasq is installed (scripts/install-deps.sh)");
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && said.contains("syntax check OK"),
+                "case {case}: {said}\n{conf}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn ip_(s: &str) -> Ipv4Addr {
@@ -357,7 +675,11 @@ mod tests {
         let resolv = crate::resolv::parse(
             "nameserver 127.0.0.11\nnameserver 8.8.8.8\ndomain corp.example.test\n",
         );
-        let dns = Dns::from_resolv(&resolv);
+        let dns = Dns::decide(&DnsInput {
+            resolv: &resolv,
+            guest_dns: &[],
+            hostname: None,
+        });
         let with = seed_nics(&[seed_nic()], &dns, true);
         let expected = SeedNic {
             name: "eth0".into(),

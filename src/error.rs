@@ -7,8 +7,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use nix::sys::signal::Signal;
-
 use crate::step::Step;
 
 /// Exit codes of vminit itself. The guest's own status passes through unchanged
@@ -25,6 +23,8 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     /// A system call failed while setting up (netlink, mknod, spawn, ...).
     pub const OS: i32 = 71;
+    /// Another vminit runs in this network namespace; this one changed nothing.
+    pub const ALREADY_RUNNING: i32 = 75;
     /// A program was found but could not be executed.
     pub const NOT_EXECUTABLE: i32 = 126;
     /// A program was not found.
@@ -69,8 +69,11 @@ pub enum Error {
     DnsmasqStart(String),
     /// Another system operation failed: the operation and its object, and why.
     Os { op: String, source: io::Error },
-    /// `docker stop` (or another termination signal) arrived before the guest started.
-    Interrupted(Signal),
+    /// Another vminit holds this network namespace's lock.
+    AlreadyRunning,
+    /// `docker stop` (or another termination signal, by number) arrived before the guest
+    /// started.
+    Interrupted(i32),
 }
 
 impl Error {
@@ -116,7 +119,8 @@ impl Error {
             Error::Program { .. } => exit::NOT_EXECUTABLE,
             Error::Step { step, source } if step_hint(step, source).is_some() => exit::UNAVAILABLE,
             Error::Step { .. } | Error::Os { .. } => exit::OS,
-            Error::Interrupted(sig) => exit::SIGNAL_BASE + *sig as i32,
+            Error::AlreadyRunning => exit::ALREADY_RUNNING,
+            Error::Interrupted(sig) => exit::SIGNAL_BASE + *sig,
         }
     }
 }
@@ -173,9 +177,14 @@ impl fmt::Display for Error {
             },
             Error::DnsmasqStart(why) => write!(f, "dnsmasq {why}"),
             Error::Os { op, source } => write!(f, "{op}: {source}"),
-            Error::Interrupted(sig) => {
-                write!(f, "received {sig} during setup; not starting the guest")
-            }
+            Error::AlreadyRunning => f.write_str(
+                "another vminit already runs in this network namespace (it holds the lock @vminit); nothing was changed. The debug shell is the container's command (docker run ... sh), not a docker exec",
+            ),
+            Error::Interrupted(sig) => write!(
+                f,
+                "received {} during setup; not starting the guest",
+                crate::policy::signal_name(*sig)
+            ),
         }
     }
 }
@@ -260,6 +269,9 @@ mod tests {
 
     #[test]
     fn a_signal_during_setup_exits_128_plus_its_number() {
-        assert_eq!(Error::Interrupted(Signal::SIGTERM).exit_code(), 143);
+        assert_eq!(Error::Interrupted(libc::SIGTERM).exit_code(), 143);
+        let rtmin3 = Error::Interrupted(crate::policy::SIGRTMIN_PLUS_3);
+        assert_eq!(rtmin3.exit_code(), 165);
+        assert!(rtmin3.to_string().starts_with("received SIGRTMIN+3"));
     }
 }

@@ -11,17 +11,23 @@ mod announce;
 mod announcer;
 mod apply;
 mod config;
+mod console;
 mod devices;
 mod dhcp6;
 mod dhcp_server;
 mod discover;
 mod discover6;
+mod disk;
+mod display;
+mod dns;
 mod dnsmasq;
 mod error;
 mod ethtool;
 mod gateway6;
 mod identity;
 mod kvm;
+mod lock;
+mod monitor;
 mod ndp;
 mod netlink;
 mod netstate;
@@ -103,7 +109,12 @@ fn boot(config: &Config, signals: &Signals) -> i32 {
             e.exit_code()
         }
         Err(e) => {
-            log::error!("{e}");
+            // A fatal error is printed whatever LOG_LEVEL says.
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("{e}");
+            } else {
+                eprintln!("vminit: error: {e}");
+            }
             e.exit_code()
         }
     };

@@ -40,9 +40,26 @@ pub struct NicPlan {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub nics: Vec<NicPlan>,
+    /// What the guest does not get, and why (one log line each).
+    pub warnings: Vec<String>,
+    /// Every NIC's steps, one NIC after the other.
     pub steps: Vec<Step>,
+    /// How many of `steps` belong to each NIC, in order.
+    pub counts: Vec<usize>,
     /// The guest's IPv6 side of each NIC that has an IPv6 address to give.
     pub v6: Vec<Guest6>,
+}
+
+impl Plan {
+    /// Each NIC with its own steps.
+    pub fn per_nic(&self) -> impl Iterator<Item = (&NicPlan, &[Step])> {
+        let mut at = 0;
+        self.nics.iter().zip(&self.counts).map(move |(nic, n)| {
+            let steps = &self.steps[at..at + n];
+            at += n;
+            (nic, steps)
+        })
+    }
 }
 
 /// The inputs of `plan` that come from outside the namespace.
@@ -89,45 +106,159 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let names = attached_names(input.attach, state)?;
     let candidates = candidates(&names, input)?;
     let router_nic = router_nic(&candidates);
-    let router_nic6 = candidates
-        .iter()
-        .filter_map(|c| c.nic6.default_metric().map(|m| (m, c.link.index)))
-        .min()
-        .map(|(_, index)| index);
+    let router_nic6 = router_nic6(&candidates);
     let mut taken = state.addresses_in_use();
     let mut plan = Plan::default();
     for (i, nic) in candidates.iter().enumerate() {
-        let door_addr = door_address(nic.addr.net, &taken);
-        taken.push(door_addr);
-        let new_mac = Mac::local_from(input.random_macs.get(i).copied().unwrap_or([i as u8; 6]));
-        let main_routes = nic.main_routes();
-        let gateway = (Some(nic.link.index) == router_nic)
-            .then(|| default_gateway(&main_routes))
-            .flatten();
-        let guest = NicPlan {
-            lower: nic.link.name.clone(),
-            tap: format!("vmtap{i}"),
-            door: format!("vmlink{i}"),
-            mac: nic.mac,
-            mtu: nic.link.mtu,
-            addr: nic.addr.net,
-            gateway,
-            guest_routes: guest_routes(nic.addr.net, door_addr, &main_routes, gateway),
-            door_addr,
-        };
-        plan.steps.extend(takeover(i, nic, &guest, new_mac));
+        let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
+        let router = Some(nic.link.index) == router_nic;
         let router6 = Some(nic.link.index) == router_nic6;
-        plan.v6.extend(plan6::guest6(
-            &guest.lower,
-            &guest.door,
-            guest.mac,
-            guest.mtu,
-            &nic.nic6,
-            router6,
-        ));
+        let (guest, steps, warning, guest6) =
+            plan_nic(i, nic, (router, router6), &mut taken, random);
+        plan.warnings.extend(warning);
+        plan.counts.push(steps.len());
+        plan.steps.extend(steps);
         plan.nics.push(guest);
+        plan.v6.extend(guest6);
     }
     Ok(plan)
+}
+
+/// The NIC that holds the container's IPv6 default route (lowest metric): the only one whose
+/// guest is told of a default router.
+fn router_nic6(candidates: &[Candidate]) -> Option<u32> {
+    candidates
+        .iter()
+        .filter_map(|c| c.nic6.default_metric().map(|m| (m, c.link.index)))
+        .min()
+        .map(|(_, index)| index)
+}
+
+/// The guest NIC in `slot` (its `vmtapN`, `vmlinkN`) for one container NIC, the steps that
+/// hand it over, and its IPv6 side. `routers`: it gives the guest the IPv4 and the IPv6
+/// default route. `taken`: addresses its door must avoid; its door's is added.
+fn plan_nic(
+    slot: usize,
+    nic: &Candidate,
+    (router, router6): (bool, bool),
+    taken: &mut Vec<Ipv4Addr>,
+    random: [u8; 6],
+) -> (NicPlan, Vec<Step>, Option<String>, Option<Guest6>) {
+    let door_addr = door_address(nic.addr.net, taken);
+    taken.push(door_addr);
+    let main_routes = nic.main_routes();
+    let gateway = router.then(|| default_gateway(&main_routes)).flatten();
+    let (guest_routes, left_out) = guest_routes(nic.addr.net, door_addr, &main_routes, gateway);
+    let warning = (left_out > 0).then(|| {
+        format!(
+            "{}: {left_out} of its routes do not fit DHCP option 121 (255 bytes); the guest gets the others",
+            nic.link.name
+        )
+    });
+    let guest = NicPlan {
+        lower: nic.link.name.clone(),
+        tap: format!("vmtap{slot}"),
+        door: format!("vmlink{slot}"),
+        mac: nic.mac,
+        mtu: nic.link.mtu,
+        addr: nic.addr.net,
+        gateway,
+        guest_routes,
+        door_addr,
+    };
+    let steps = takeover(slot, nic, &guest, Mac::local_from(random));
+    let guest6 = plan6::guest6(
+        &guest.lower,
+        &guest.door,
+        guest.mac,
+        guest.mtu,
+        &nic.nic6,
+        router6,
+    );
+    (guest, steps, warning, guest6)
+}
+
+/// What changed among the container's NICs while the guest runs (`docker network connect`
+/// and `disconnect`), and what to do about it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Guest NICs whose container NIC is gone (its macvtap went with it): their `lower`s.
+    pub gone: Vec<String>,
+    /// New container NICs to hand to the guest, planned exactly like those at start.
+    pub added: Vec<(NicPlan, Vec<Step>)>,
+    /// New container NICs without an IPv4 address yet: it may still come.
+    pub waiting: Vec<String>,
+    /// New container NICs that cannot be handed over, and why.
+    pub refused: Vec<(String, Error)>,
+    /// What the guest does not get, and why (one log line each).
+    pub warnings: Vec<String>,
+    /// The IPv6 side of the NICs in `added` that have an IPv6 address to give.
+    pub v6: Vec<Guest6>,
+}
+
+/// Compares the namespace with the guest's NICs (`guest`) and plans the changes: NICs that
+/// left, and NICs that joined and are to be attached by the same rules as at start
+/// (`AUTO_ATTACH`, `ATTACH_IFACES`, `SELECTED_NETWORK`). A joining NIC gets the lowest free
+/// slot, a door address no one uses, and the router only if it holds the container's
+/// default route and no guest NIC gives one already: the guest keeps exactly one.
+pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
+    let state = input.state;
+    let mut changes = Changes::default();
+    let present = |name: &str| state.link(name).is_some();
+    let (stay, gone): (Vec<&NicPlan>, Vec<&NicPlan>) = guest
+        .iter()
+        .partition(|n| present(&n.lower) && present(&n.tap));
+    changes.gone = gone.iter().map(|n| n.lower.clone()).collect();
+    let names: Vec<String> = match input.attach {
+        Attach::All => attached_names(input.attach, state).unwrap_or_default(),
+        Attach::Only(names) => names
+            .iter()
+            .filter(|n| state.link(n).is_some_and(|l| !is_infrastructure(l)))
+            .cloned()
+            .collect(),
+    };
+    let mut fresh = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| !stay.iter().any(|g| &g.lower == *n))
+    {
+        match candidate(name, input) {
+            Ok(one) => fresh.push(one),
+            Err(e) if e.waiting_can_help() => changes.waiting.push(name.clone()),
+            Err(e) => changes.refused.push((name.clone(), e)),
+        }
+    }
+    let has_router = stay.iter().any(|g| g.gateway.is_some());
+    let router_nic = (!has_router).then(|| router_nic(&fresh)).flatten();
+    let mut taken = state.addresses_in_use();
+    taken.extend(stay.iter().map(|g| g.door_addr));
+    let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
+    used.extend(state.links.iter().filter_map(|l| slot_of(&l.name)));
+    for (i, nic) in fresh.iter().enumerate() {
+        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        used.push(slot);
+        let random = input.random_macs.get(i).copied().unwrap_or([slot as u8; 6]);
+        let router = Some(nic.link.index) == router_nic;
+        // A NIC that joins later never gives the guest an IPv6 default route.
+        let (guest, steps, warning, guest6) =
+            plan_nic(slot, nic, (router, false), &mut taken, random);
+        changes.warnings.extend(warning);
+        changes.added.push((guest, steps));
+        changes.v6.extend(guest6);
+    }
+    changes
+}
+
+/// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
+fn slot_of(name: &str) -> Option<usize> {
+    let digits = name
+        .strip_prefix("vmtap")
+        .or_else(|| name.strip_prefix("vmlink"))
+        .or_else(|| {
+            name.strip_prefix("vmrec")
+                .map(|r| r.split('.').next().unwrap_or(""))
+        })?;
+    digits.parse().ok()
 }
 
 /// The NICs to attach, in guest order, or why that is impossible.
@@ -198,34 +329,10 @@ fn is_door_name(name: &str) -> bool {
 /// Each attached NIC with the address its guest gets: the one inside `SELECTED_NETWORK`,
 /// else its first.
 fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidate<'a>>> {
-    let state = input.state;
-    let mut out = Vec::new();
-    for name in names {
-        let link = state
-            .link(name)
-            .expect("attached_names checked the link exists");
-        let addrs = state.addrs_of(link.index);
-        let Some(first) = addrs.first().cloned() else {
-            return Err(Error::Network(NetworkError::NoIpv4(name.clone())));
-        };
-        let mac = link
-            .mac
-            .ok_or_else(|| Error::Network(NetworkError::NoMac(name.clone())))?;
-        let selected = input
-            .selected_network
-            .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
-        let mut routes = state.routes_of(link.index);
-        routes.sort_by_key(|r| r.route.gateway.is_some());
-        out.push(Candidate {
-            link,
-            mac,
-            addr: selected.unwrap_or(first),
-            addrs,
-            routes,
-            neighbours: state.neighbours_of(link.index),
-            nic6: Nic6::of(state, link, mac, input.selected_network6),
-        });
-    }
+    let out = names
+        .iter()
+        .map(|name| candidate(name, input))
+        .collect::<Result<Vec<_>>>()?;
     let nics6: Vec<(&str, &Nic6)> = out
         .iter()
         .map(|c| (c.link.name.as_str(), &c.nic6))
@@ -245,6 +352,35 @@ fn candidates<'a>(names: &[String], input: &'a PlanInput) -> Result<Vec<Candidat
         ));
     }
     Ok(out)
+}
+
+/// One NIC with the address its guest gets, or why it cannot be handed over (yet).
+fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
+    let state = input.state;
+    let link = state
+        .link(name)
+        .ok_or_else(|| Error::Network(NetworkError::NoSuchInterface(name.to_string())))?;
+    let addrs = state.addrs_of(link.index);
+    let Some(first) = addrs.first().cloned() else {
+        return Err(Error::Network(NetworkError::NoIpv4(name.to_string())));
+    };
+    let mac = link
+        .mac
+        .ok_or_else(|| Error::Network(NetworkError::NoMac(name.to_string())))?;
+    let selected = input
+        .selected_network
+        .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
+    let mut routes = state.routes_of(link.index);
+    routes.sort_by_key(|r| r.route.gateway.is_some());
+    Ok(Candidate {
+        link,
+        mac,
+        addr: selected.unwrap_or(first),
+        addrs,
+        routes,
+        neighbours: state.neighbours_of(link.index),
+        nic6: Nic6::of(state, link, mac, input.selected_network6),
+    })
 }
 
 /// The NIC that holds the container's default route (lowest metric): the only one that
@@ -441,14 +577,40 @@ fn guest_routes(
     door: Ipv4Addr,
     moved: &[Route],
     gateway: Option<Ipv4Addr>,
-) -> Vec<Route> {
-    let mut routes = vec![Route::host(door)];
-    for r in moved.iter().filter(|r| !r.is_default()) {
-        routes.push(Route {
+) -> (Vec<Route>, usize) {
+    let own: Vec<Route> = moved
+        .iter()
+        .filter(|r| !r.is_default())
+        .map(|r| Route {
             metric: None,
             ..r.clone()
-        });
+        })
+        .collect();
+    // DHCP option 121 holds 255 bytes (dnsmasq refuses more and would not start): the
+    // NIC's own routes that do not fit are left out, last first; the door and the default
+    // route always fit.
+    let mut keep = own.len();
+    loop {
+        let routes = guest_routes_with(addr, door, &own[..keep], gateway);
+        let size: usize = routes
+            .iter()
+            .map(|r| 1 + usize::from(r.dst.prefix).div_ceil(8) + 4)
+            .sum();
+        if size <= 255 || keep == 0 {
+            return (routes, own.len() - keep);
+        }
+        keep -= 1;
     }
+}
+
+fn guest_routes_with(
+    addr: Ipv4Net,
+    door: Ipv4Addr,
+    own: &[Route],
+    gateway: Option<Ipv4Addr>,
+) -> Vec<Route> {
+    let mut routes = vec![Route::host(door)];
+    routes.extend(own.iter().cloned());
     if let Some(gw) = gateway {
         // A gateway outside the guest's subnet (a /32 pod) needs an on-link route.
         let covered = addr.contains(gw)
@@ -524,7 +686,7 @@ fn nth_door(n: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use crate::testing::{MAC0, MAC1, Ns, docker_two_networks, ip, net, route};
     use std::net::Ipv4Addr;
 
     fn plan_for(state: &NetState, attach: Attach, selected: Option<&str>) -> Result<Plan> {
@@ -647,6 +809,25 @@ mod tests {
                 .any(|s| matches!(s, Step::AddLink { name, up: false, .. } if name == "vmrec0.2")),
             "carriers stay down"
         );
+    }
+
+    #[test]
+    fn each_nic_has_its_own_steps() {
+        let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
+        let per: Vec<(&str, usize)> = p
+            .per_nic()
+            .map(|(nic, steps)| (nic.lower.as_str(), steps.len()))
+            .collect();
+        assert_eq!(per.iter().map(|(_, n)| n).sum::<usize>(), p.steps.len());
+        for (nic, steps) in p.per_nic() {
+            assert!(
+                steps.iter().all(|s| s.to_string().contains(&nic.lower)
+                    || s.to_string().contains(&nic.tap)
+                    || s.to_string().contains(&nic.door)),
+                "{}: {steps:?}",
+                nic.lower
+            );
+        }
     }
 
     #[test]
@@ -794,7 +975,7 @@ mod tests {
 
     #[test]
     fn an_off_subnet_gateway_without_a_route_gets_one() {
-        let routes = guest_routes(
+        let (routes, _) = guest_routes(
             net("10.0.0.5/32"),
             ip("169.254.9.9"),
             &[],
@@ -924,6 +1105,30 @@ mod tests {
     }
 
     #[test]
+    fn routes_beyond_what_dhcp_option_121_holds_are_left_out_but_never_the_default() {
+        let many: Vec<Route> = (0..60)
+            .map(|i| route(&format!("10.{i}.0.0/16"), Some("172.19.0.254")))
+            .collect();
+        let (routes, left_out) = guest_routes(
+            net("172.19.0.2/24"),
+            ip("169.254.1.3"),
+            &many,
+            Some(ip("172.19.0.1")),
+        );
+        let size: usize = routes
+            .iter()
+            .map(|r| 1 + usize::from(r.dst.prefix).div_ceil(8) + 4)
+            .sum();
+        assert!(size <= 255, "{size}");
+        assert!(left_out > 0 && left_out < 60, "{left_out}");
+        assert_eq!(routes.len(), 60 - left_out + 2);
+        assert_eq!(routes[0], route("169.254.1.3/32", None));
+        assert_eq!(routes.last(), Some(&route("0.0.0.0/0", Some("172.19.0.1"))));
+        // The ones kept are the first ones.
+        assert_eq!(routes[1], many[0]);
+    }
+
+    #[test]
     fn door_addresses_follow_the_host_part_and_avoid_reserved_and_taken_ones() {
         let door = |addr: &str, taken: &[Ipv4Addr]| door_address(net(addr), taken);
         assert_eq!(door("172.19.0.0/24", &[]), ip("169.254.1.0"));
@@ -1018,5 +1223,185 @@ mod tests {
         assert!(!is_infrastructure(&link("eth0", Some("veth"), true)));
         assert!(!is_infrastructure(&link("eth1", Some("macvlan"), true)));
         assert!(!is_infrastructure(&link("ens3", None, true)));
+    }
+
+    /// The namespace after `plan` was applied to `state`: the guest NICs' lowers lost their
+    /// addresses and routes, and vminit's links exist.
+    fn taken_over(state: &NetState, plan: &Plan) -> NetState {
+        let mut after = state.clone();
+        for nic in &plan.nics {
+            let index = state.link(&nic.lower).unwrap().index;
+            after.addrs.retain(|a| a.index != index);
+            after.routes.retain(|r| r.index != index);
+            for (k, (name, kind)) in [(&nic.tap, "macvtap"), (&nic.door, "macvlan")]
+                .into_iter()
+                .enumerate()
+            {
+                let link_index = 100 + 2 * index + k as u32;
+                after.links.push(Link {
+                    index: link_index,
+                    name: name.clone(),
+                    mac: Some(nic.mac),
+                    mtu: nic.mtu,
+                    kind: Some(kind.into()),
+                    alias: Some(format!("vminit:nic {}", nic.lower)),
+                    ethernet: true,
+                });
+            }
+            after.addrs.push(crate::netstate::Addr {
+                index: 101 + 2 * index,
+                addr: IfAddr::plain(Ipv4Net::new(nic.door_addr, 32)),
+            });
+        }
+        after
+    }
+
+    fn changes(state: &NetState, attach: Attach, guest: &[NicPlan]) -> Changes {
+        plan_changes(
+            &PlanInput {
+                attach: &attach,
+                selected_network: None,
+                selected_network6: None,
+                state,
+                random_macs: &[[0xcc; 6], [0xdd; 6]],
+            },
+            guest,
+        )
+    }
+
+    fn one_nic() -> NetState {
+        Ns::new()
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .0
+    }
+
+    #[test]
+    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+        let more = Ns::new()
+            .nic(
+                9,
+                "eth1",
+                MAC1,
+                &["172.20.0.5/16"],
+                &[route("0.0.0.0/0", Some("172.20.0.1"))],
+            )
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert!(
+            c.gone.is_empty() && c.waiting.is_empty() && c.refused.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(c.added.len(), 1);
+        let (nic, steps) = &c.added[0];
+        assert_eq!(
+            (nic.lower.as_str(), nic.tap.as_str(), nic.door.as_str()),
+            ("eth1", "vmtap1", "vmlink1")
+        );
+        assert_eq!((nic.mac, nic.addr), (MAC1, net("172.20.0.5/16")));
+        assert_eq!(
+            nic.gateway, None,
+            "the guest has its router on eth0 already"
+        );
+        assert_ne!(nic.door_addr, p.nics[0].door_addr);
+        assert!(matches!(&steps[0], Step::AddLink { name, .. } if name == "vmlink1"));
+    }
+
+    #[test]
+    fn a_nic_with_the_default_route_gives_the_router_when_no_guest_nic_does() {
+        let start = Ns::new().nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[]).0;
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        assert_eq!(p.nics[0].gateway, None);
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(
+                9,
+                "eth1",
+                MAC1,
+                &["172.20.0.5/16"],
+                &[route("0.0.0.0/0", Some("172.20.0.1"))],
+            )
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.added[0].0.gateway, Some(ip("172.20.0.1")));
+    }
+
+    #[test]
+    fn a_nic_without_ipv4_waits_and_attach_ifaces_still_decides() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(9, "eth1", MAC1, &[], &[])
+            .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.2/24"], &[])
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.waiting, ["eth1"]);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.added[0].0.lower, "eth2");
+        let only = changes(
+            &now,
+            Attach::Only(vec!["eth0".into(), "eth1".into()]),
+            &p.nics,
+        );
+        assert!(only.added.is_empty(), "eth2 is not in ATTACH_IFACES");
+        assert_eq!(only.waiting, ["eth1"]);
+    }
+
+    #[test]
+    fn a_nic_that_left_is_gone_and_a_new_one_of_the_same_name_is_new() {
+        let start = docker_two_networks();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network disconnect: eth1 goes, and the kernel deletes what was stacked on it.
+        now.links
+            .retain(|l| !["eth1", "vmtap1", "vmlink1"].contains(&l.name.as_str()));
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.gone, ["eth1"]);
+        assert!(c.added.is_empty());
+        // ...and connected again at once, under the same name.
+        let again = Ns::new().nic(30, "eth1", MAC1, &["172.20.0.5/16"], &[]).0;
+        now.links.extend(again.links.into_iter().skip(1));
+        now.addrs.extend(again.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.gone, ["eth1"]);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.added[0].0.tap, "vmtap1", "the freed slot is used again");
+    }
+
+    #[test]
+    fn two_nics_connected_at_once_get_different_slots_and_doors() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(9, "eth1", MAC1, &["10.8.0.5/24"], &[])
+            .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.5/24"], &[])
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        let c = changes(&now, Attach::All, &p.nics);
+        let slots: Vec<&str> = c.added.iter().map(|(n, _)| n.tap.as_str()).collect();
+        assert_eq!(slots, ["vmtap1", "vmtap2"]);
+        assert_ne!(c.added[0].0.door_addr, c.added[1].0.door_addr);
+        let doors: Vec<Ipv4Addr> = c.added.iter().map(|(n, _)| n.door_addr).collect();
+        assert!(!doors.contains(&p.nics[0].door_addr));
     }
 }

@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use crate::accel::Accelerator;
+use crate::disk::{File, Format, Layer};
 use crate::types::Mac;
 
 /// One guest NIC as QEMU sees it.
@@ -21,10 +22,15 @@ pub struct QemuInput<'a> {
     pub vhost: bool,
     pub ram: &'a str,
     pub cpus: u32,
-    pub disk: &'a Path,
+    /// The disk chain, top first, as descriptors QEMU inherits.
+    pub disk: &'a [Layer<RawFd>],
+    /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
+    pub sandbox: bool,
     pub qmp: &'a Path,
     pub health: &'a Path,
     pub nics: &'a [GuestNic],
+    /// The display options (`display::qemu_args`): `-display none`, or the VNC console's.
+    pub display: &'a [String],
     /// The directory holding the NoCloud seed's files, when there is a seed.
     pub seed: Option<&'a Path>,
     /// CMD arguments, appended verbatim.
@@ -54,8 +60,9 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(q.ram.to_string());
     push("-smp".into());
     push(q.cpus.to_string());
-    push("-display".into());
-    push("none".into());
+    for arg in q.display {
+        push(arg.clone());
+    }
     push("-monitor".into());
     push("none".into());
     // The serial console on stdio; signal=off lets a Ctrl-C reach the guest instead of
@@ -70,11 +77,8 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(format!("unix:{},server=on,wait=off", q.qmp.display()));
     push("-qmp".into());
     push(format!("unix:{},server=on,wait=off", q.health.display()));
-    push("-drive".into());
-    push(format!(
-        "file={},if=virtio,format=qcow2",
-        q.disk.display().to_string().replace(',', ",,")
-    ));
+    a.extend(disk_args(q.disk).into_iter().map(OsString::from));
+    let mut push = |s: String| a.push(OsString::from(s));
     if let Some(dir) = q.seed {
         // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
         // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
@@ -85,6 +89,12 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             crate::seed::LABEL
         ));
     }
+    if q.sandbox {
+        // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
+        // no scheduler or priority changes.
+        push("-sandbox".into());
+        push(SANDBOX.into());
+    }
     for (i, nic) in q.nics.iter().enumerate() {
         push("-netdev".into());
         push(format!(
@@ -94,12 +104,115 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         ));
         push("-device".into());
         push(format!(
-            "virtio-net-pci,netdev=net{i},mac={},host_mtu={}",
+            "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
             nic.mac, nic.mtu
         ));
     }
     a.extend(q.extra.iter().cloned());
     a
+}
+
+/// QEMU's seccomp sandbox with every deny option that does not break a guest.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// The disk chain, pinned: every file is a descriptor in an fd set (`-add-fd`, opened by
+/// QEMU as `/dev/fdset/N`, so QEMU opens no path of the disk), every layer has its driver
+/// named, and every backing file and data file is given explicitly, never taken from a
+/// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
+/// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
+fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut count = 0;
+    let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
+        count += 1;
+        let label = file.path.display().to_string().replace(',', ",,");
+        a.push("-add-fd".into());
+        a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
+        if let Some(fd) = file.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={count},opaque=rw:{label}"));
+        }
+        count
+    };
+    // Each layer's fd set, and its data file's.
+    let sets: Vec<(usize, Option<usize>)> = layers
+        .iter()
+        .map(|l| {
+            let file = add_fds(&mut a, &l.file);
+            (file, l.data_file.as_ref().map(|d| add_fds(&mut a, d)))
+        })
+        .collect();
+    let file_node = |node: String, set: usize, read_only: bool| {
+        let ro = if read_only {
+            r#","read-only":true"#
+        } else {
+            ""
+        };
+        format!(r#"{{"driver":"file","node-name":"{node}","filename":"/dev/fdset/{set}"{ro}}}"#)
+    };
+    for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
+        a.push("-blockdev".into());
+        a.push(file_node(format!("vm-file{i}"), set, true));
+        let mut node = format!(
+            r#"{{"driver":"{}","node-name":"vm-layer{i}","file":"vm-file{i}","read-only":true"#,
+            layer.format.driver()
+        );
+        if let Some(data) = data {
+            a.push("-blockdev".into());
+            a.push(file_node(format!("vm-data{i}"), data, true));
+            node += &format!(r#","data-file":"vm-data{i}""#);
+        }
+        if layer.format == Format::Qcow2 {
+            if layer.has_backing {
+                node += &format!(r#","backing":"vm-layer{}""#, i + 1);
+            } else {
+                node += r#","backing":null"#;
+            }
+        }
+        node.push('}');
+        a.push("-blockdev".into());
+        a.push(node);
+    }
+    let Some(&(set, data)) = sets.first() else {
+        return a;
+    };
+    let mut drive =
+        format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
+    if let Some(data) = data {
+        a.push("-blockdev".into());
+        a.push(file_node("vm-data0".into(), data, false));
+        drive += ",data-file=vm-data0";
+    }
+    if layers[0].has_backing {
+        drive += ",backing=vm-layer1";
+    }
+    a.push("-drive".into());
+    a.push(drive);
+    a
+}
+
+/// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
+/// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
+/// virtio-net-pci device `nic<slot>` with the guest's MAC and MTU goes on the machine's PCI
+/// bus, which the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(slot: usize, fdname: &str, vhost: bool, mac: Mac, mtu: u32) -> [String; 2] {
+    [
+        format!(
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
+        ),
+        format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+        ),
+    ]
+}
+
+/// The QMP commands that take a NIC out of the running guest: the device (the guest
+/// ejects it through ACPI), then its netdev.
+pub fn unplug_commands(slot: usize) -> [String; 2] {
+    [
+        format!(r#"{{"execute":"device_del","arguments":{{"id":"nic{slot}"}}}}"#),
+        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"net{slot}"}}}}"#),
+    ]
 }
 
 /// The argv as a POSIX shell command line, each word single-quoted.
@@ -124,7 +237,34 @@ pub fn shell_line(argv: &[OsString]) -> String {
 mod tests {
     use super::*;
 
+    fn file(path: &str, read: RawFd, write: Option<RawFd>) -> File<RawFd> {
+        File {
+            path: path.into(),
+            read,
+            write,
+        }
+    }
+
+    fn plain_disk() -> Vec<Layer<RawFd>> {
+        vec![Layer {
+            file: file("/image/image.qcow2", 7, Some(8)),
+            format: Format::Qcow2,
+            data_file: None,
+            has_backing: false,
+        }]
+    }
+
     fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
+        render_with(accel, vhost, extra, &plain_disk(), true)
+    }
+
+    fn render_with(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+    ) -> Vec<String> {
         let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
@@ -144,10 +284,12 @@ mod tests {
             vhost,
             ram: "512M",
             cpus: 2,
-            disk: Path::new("/image/image.qcow2"),
+            disk,
+            sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
+            display: &["-display".into(), "none".into()],
             seed: None,
             extra: &extra,
         })
@@ -167,13 +309,13 @@ mod tests {
         assert!(has_pair(
             &a,
             "-device",
-            "virtio-net-pci,netdev=net0,mac=02:42:ac:13:00:02,host_mtu=1500"
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
         ));
         assert!(has_pair(&a, "-netdev", "tap,id=net1,fd=6,vhost=off"));
         assert!(has_pair(
             &a,
             "-device",
-            "virtio-net-pci,netdev=net1,mac=02:42:ac:14:00:05,host_mtu=1450"
+            "virtio-net-pci,netdev=net1,id=nic1,mac=02:42:ac:14:00:05,host_mtu=1450"
         ));
         let p0 = a.iter().position(|s| s.contains("netdev=net0")).unwrap();
         let p1 = a.iter().position(|s| s.contains("netdev=net1")).unwrap();
@@ -190,12 +332,119 @@ mod tests {
             "-qmp",
             "unix:/run/vminit/qmp.sock,server=on,wait=off"
         ));
+        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+        assert!(
+            has_pair(&a, "-display", "none"),
+            "the display options are passed"
+        );
+    }
+
+    #[test]
+    fn the_disk_is_descriptors_qemu_inherits_with_the_format_pinned() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=7,set=1,opaque=ro:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=8,set=1,opaque=rw:/image/image.qcow2"
+        ));
         assert!(has_pair(
             &a,
             "-drive",
-            "file=/image/image.qcow2,if=virtio,format=qcow2"
+            "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1"
         ));
-        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+        assert!(!a.iter().any(|w| w.contains("backing")), "{a:?}");
+        assert!(
+            !a.iter().any(|w| w.contains("file=/image")),
+            "no path QEMU opens"
+        );
+    }
+
+    #[test]
+    fn every_backing_layer_is_a_read_only_node_with_its_driver_and_backing_named() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: Some(file("/image/image,data", 9, Some(10))),
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/mid.qcow2", 11, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.qcow2", 12, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        let pairs: Vec<String> = a
+            .windows(2)
+            .filter(|w| ["-add-fd", "-blockdev", "-drive"].contains(&w[0].as_str()))
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "-add-fd fd=7,set=1,opaque=ro:/image/image.qcow2",
+                "-add-fd fd=8,set=1,opaque=rw:/image/image.qcow2",
+                "-add-fd fd=9,set=2,opaque=ro:/image/image,,data",
+                "-add-fd fd=10,set=2,opaque=rw:/image/image,,data",
+                "-add-fd fd=11,set=3,opaque=ro:/image/mid.qcow2",
+                "-add-fd fd=12,set=4,opaque=ro:/image/base.qcow2",
+                r#"-blockdev {"driver":"file","node-name":"vm-file2","filename":"/dev/fdset/4","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer2","file":"vm-file2","read-only":true,"backing":null}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-file1","filename":"/dev/fdset/3","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer1","file":"vm-file1","read-only":true,"backing":"vm-layer2"}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-data0","filename":"/dev/fdset/2"}"#,
+                "-drive if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1,data-file=vm-data0,backing=vm-layer1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_base_has_no_backing_option() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.raw", 9, None),
+                format: Format::Raw,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"vm-layer1","file":"vm-file1","read-only":true}"#
+        ));
+    }
+
+    #[test]
+    fn the_seccomp_sandbox_denies_what_a_guest_does_not_need_unless_switched_off() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        let off = render_with(Accelerator::Tcg, false, &[], &plain_disk(), false);
+        assert!(!off.contains(&"-sandbox".to_string()));
     }
 
     #[test]
@@ -214,24 +463,42 @@ mod tests {
     }
 
     #[test]
+    fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
+        let [netdev, device] = plug_commands(3, "tap3", false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        assert_eq!(
+            netdev,
+            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
+        );
+        assert_eq!(
+            device,
+            r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
+        );
+        let [del, netdel] = unplug_commands(3);
+        assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
+        assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
+    }
+
+    #[test]
     fn a_seed_is_a_read_only_vvfat_disk_labelled_cidata_after_the_vm_disk() {
-        let input = |seed| QemuInput {
+        let disk = plain_disk();
+        let a: Vec<String> = argv(&QemuInput {
             qemu: Path::new("/usr/bin/qemu-system-x86_64"),
             accel: Accelerator::Tcg,
             vhost: false,
             ram: "1G",
             cpus: 1,
-            disk: Path::new("/image/image.qcow2"),
+            disk: &disk,
+            sandbox: true,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
             nics: &[],
-            seed,
+            display: &[],
+            seed: Some(Path::new("/run/a,b/seed")),
             extra: &[],
-        };
-        let a: Vec<String> = argv(&input(Some(Path::new("/run/a,b/seed"))))
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
         let drives: Vec<&String> = a
             .windows(2)
             .filter(|w| w[0] == "-drive")
@@ -240,12 +507,10 @@ mod tests {
         assert_eq!(
             drives,
             [
-                "file=/image/image.qcow2,if=virtio,format=qcow2",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
                 "if=virtio,driver=vvfat,dir=/run/a,,b/seed,label=cidata,readonly=on"
             ]
         );
-        let none = argv(&input(None));
-        assert_eq!(none.iter().filter(|s| *s == "-drive").count(), 1);
     }
 
     #[test]

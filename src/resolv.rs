@@ -2,18 +2,37 @@
 
 use std::net::Ipv4Addr;
 
-/// The `nameserver`, `search` and `domain` lines of a resolv.conf.
+/// The `nameserver`, `search` and `domain` lines of a resolv.conf, and the upstreams of
+/// Docker's embedded DNS server when Docker names them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolv {
     pub nameservers: Vec<Ipv4Addr>,
     pub search: Vec<String>,
     pub domain: Option<String>,
+    /// The `# ExtServers: [...]` comment of Docker 25 and later; empty without one.
+    pub ext_servers: Vec<ExtServer>,
+}
+
+/// One upstream of Docker's embedded DNS server (127.0.0.11), as Docker 25 and later list
+/// them in the container's resolv.conf: `# ExtServers: [10.0.0.53 host(192.168.1.1)]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExtServer {
+    pub addr: Ipv4Addr,
+    /// `host(...)`: Docker asks it from the host's network namespace (the host's own
+    /// resolvers), which keeps working once the guest has the container's address. A bare
+    /// entry (a `--dns` override) is asked from the container's namespace, where after the
+    /// takeover only a link-local source address is left, so its answers never come back.
+    pub from_host: bool,
 }
 
 /// Parses resolv.conf text; IPv6 nameservers are skipped (the guest gets IPv4 DHCP).
 pub fn parse(text: &str) -> Resolv {
     let mut out = Resolv::default();
     for line in text.lines() {
+        if let Some(list) = line.trim_start().strip_prefix("# ExtServers:") {
+            out.ext_servers = ext_servers(list);
+            continue;
+        }
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
@@ -29,6 +48,21 @@ pub fn parse(text: &str) -> Resolv {
     out
 }
 
+/// `[10.0.0.53 host(192.168.1.1) fd00::1]` → the IPv4 entries, in order.
+fn ext_servers(list: &str) -> Vec<ExtServer> {
+    let list = list.trim().trim_start_matches('[').trim_end_matches(']');
+    list.split_whitespace()
+        .filter_map(|entry| {
+            let (addr, from_host) = match entry.strip_prefix("host(") {
+                Some(rest) => (rest.strip_suffix(')')?, true),
+                None => (entry, false),
+            };
+            let addr = addr.parse().ok()?;
+            Some(ExtServer { addr, from_host })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +74,39 @@ mod tests {
         );
         assert_eq!(r.nameservers, vec![Ipv4Addr::new(127, 0, 0, 11)]);
         assert_eq!(r.search, vec!["corp.example", "lab"]);
+        assert_eq!(
+            r.ext_servers,
+            vec![ExtServer {
+                addr: Ipv4Addr::new(8, 8, 8, 8),
+                from_host: false
+            }]
+        );
+    }
+
+    #[test]
+    fn docker_25_upstreams_say_which_namespace_asks_them() {
+        // As moby's resolvconf.go writes it: host(...) for the host's own resolvers.
+        let r = parse(
+            "nameserver 127.0.0.11\noptions ndots:0\n\n# Based on host file: '/etc/resolv.conf' (internal resolver)\n# ExtServers: [host(192.168.1.1) 10.1.0.53 fd00::53 host(127.0.0.53)]\n# Overrides: []\n",
+        );
+        let ext = |a: [u8; 4], from_host| ExtServer {
+            addr: Ipv4Addr::from(a),
+            from_host,
+        };
+        assert_eq!(
+            r.ext_servers,
+            vec![
+                ext([192, 168, 1, 1], true),
+                ext([10, 1, 0, 53], false),
+                ext([127, 0, 0, 53], true)
+            ]
+        );
+        assert_eq!(r.nameservers, vec![Ipv4Addr::new(127, 0, 0, 11)]);
+    }
+
+    #[test]
+    fn docker_20_10_names_no_upstream() {
+        let r = parse("nameserver 127.0.0.11\noptions ndots:0\n");
+        assert!(r.ext_servers.is_empty());
     }
 }

@@ -55,4 +55,9 @@ impl RunDir {
     pub fn qemu_script(&self) -> PathBuf {
         self.root.join("qemu.sh")
     }
+
+    /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.
+    pub fn vnc_password(&self) -> PathBuf {
+        self.root.join("vnc-password")
+    }
 }

@@ -2,15 +2,15 @@
 //! supervises them, and puts the network back. Each phase is one method of `Setup`, which
 //! is also the one owner of what must be undone.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::accel::{self, Accelerator, Choice, KvmStatus};
@@ -21,18 +21,25 @@ use crate::config::{self, Accel, Command, Config, Pause, Vhost};
 use crate::devices::{self, Tap};
 use crate::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
+use crate::monitor::Monitor;
 use crate::netlink::Netlink;
 use crate::netstate::NetState;
-use crate::plan::{self, Plan};
+use crate::plan::{self, NicPlan, Plan};
+use crate::plan6::Guest6;
+use crate::policy::Event;
 use crate::rundir::RunDir;
 use crate::step::Step;
-use crate::supervise::{self, LiveEffects, Signals};
-use crate::{discover, dnsmasq, gateway6, identity, qemu, resolv, seed, spawn};
+use crate::supervise::{self, Signals};
+use crate::{
+    console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, qmp, seed, spawn,
+};
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
 /// Whatever happens, the network is put back before this returns (the debug shell, which
 /// replaces vminit, is the exception).
 pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
+    // Held until the network is put back (and by the debug shell, which replaces vminit).
+    let _lock = lock::acquire()?;
     let checked = check_inputs(config)?;
     let mut setup = Setup::new(config, signals, checked)?;
     let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
@@ -43,6 +50,8 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 /// What the checks found, for the phases that follow.
 struct Checked {
     vhost: bool,
+    /// The disk chain, open for QEMU.
+    disk: devices::Disk,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -59,7 +68,8 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
-    devices::check_disk(&paths.disk)?;
+    let disk = devices::open_disk(&paths.disk)?;
+    log::info!("disk: {}", disk.describe());
     let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
@@ -75,6 +85,7 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     Ok(Checked {
         vhost,
+        disk,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -130,24 +141,52 @@ struct Setup<'a> {
     checked: Checked,
     run_dir: RunDir,
     nl: Netlink,
+    /// Notifications of network changes, for hot-plug; `None` if it could not be opened.
+    monitor: Option<Monitor>,
     dhcp: Option<DhcpServer>,
     /// The guest's IPv6 announcements, handed to the supervisor.
     announcers: Option<Announcers>,
     undo: Undo,
+    /// New container NICs without an address yet, and since when (hot-plug).
+    waiting: HashMap<String, Instant>,
+    /// New container NICs already reported as left to the container.
+    left: HashSet<String>,
 }
 
 /// What setup has changed so far, to be put back on failure or after the guest stops.
 #[derive(Default)]
 struct Undo {
     dnsmasq: Option<Pid>,
-    steps: Vec<Step>,
-    taps: Vec<PathBuf>,
+    /// Each guest NIC with what was done to hand it over, in the order of the takeover.
+    nics: Vec<TakenNic>,
 }
+
+/// One container NIC handed to the guest.
+struct TakenNic {
+    nic: NicPlan,
+    /// The steps applied, to undo newest first.
+    steps: Vec<Step>,
+    /// Its /dev/tapN node, once made.
+    node: Option<PathBuf>,
+}
+
+/// How long a hot-plugged NIC's takeover may keep QMP waiting.
+const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<'a> Setup<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
+        if let Some(vnc) = &config.display {
+            console::prepare(vnc, &run_dir.vnc_password())?;
+        }
+        // Opened before the first look at the namespace: a NIC that arrives in between is
+        // reported, not missed.
+        let monitor = Monitor::open()
+            .inspect_err(|e| {
+                log::warn!("cannot follow network changes ({e}); NICs connected later stay with the container")
+            })
+            .ok();
         let nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
         Ok(Setup {
             config,
@@ -155,9 +194,12 @@ impl<'a> Setup<'a> {
             checked,
             run_dir,
             nl,
+            monitor,
             dhcp: None,
             announcers: None,
             undo: Undo::default(),
+            waiting: HashMap::new(),
+            left: HashSet::new(),
         })
     }
 
@@ -165,6 +207,7 @@ impl<'a> Setup<'a> {
     fn start_guest(&mut self) -> Result<Guest> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
         // With ACCEL=kvm the probe's verdict can stop everything: wait for it first.
@@ -181,7 +224,7 @@ impl<'a> Setup<'a> {
             None => self.choose_accelerator(kvm)?,
         };
         self.wait_for_dnsmasq()?;
-        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref());
+        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref(), console_tcp);
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
             return Err(self.exec_shell(&shell, &argv));
@@ -197,6 +240,39 @@ impl<'a> Setup<'a> {
         }
         let state = self.discover()?;
         gateway6::learn(&mut self.nl, &state, &plan.v6)
+    }
+
+    /// The IPv6 gateways of NICs plugged in while the guest runs (see `learn_gateways6`); a
+    /// failure is logged, and the guest gets no IPv6 routes on them.
+    fn learn_gateways6_of(&mut self, state: &NetState, guests: &[Guest6]) -> Vec<Learned> {
+        if !self.config.dhcp || guests.is_empty() {
+            return Vec::new();
+        }
+        gateway6::learn(&mut self.nl, state, guests).unwrap_or_else(|e| {
+            log::warn!("{e}");
+            Vec::new()
+        })
+    }
+
+    /// Announces IPv6 on the doors of NICs plugged in while the guest runs.
+    fn announce_too(&mut self, guests: &[Guest6], learned: &[Learned]) {
+        if !self.config.dhcp || guests.is_empty() {
+            return;
+        }
+        let added = self.discover().and_then(|state| {
+            let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
+            let dns = Dns6::from_resolv_conf(&resolv);
+            match &mut self.announcers {
+                Some(announcers) => announcers.add(guests, learned, &state, &dns),
+                None => {
+                    self.announcers = Some(Announcers::open(guests, learned, &state, &dns)?);
+                    Ok(())
+                }
+            }
+        });
+        if let Err(e) = added {
+            log::warn!("{e}; the guest's new NIC gets no IPv6 announcements");
+        }
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
@@ -247,6 +323,11 @@ impl<'a> Setup<'a> {
                 state: &state,
                 random_macs: &random,
             });
+            if let Ok(plan) = &result {
+                for warning in &plan.warnings {
+                    log::warn!("{warning}");
+                }
+            }
             match result {
                 Err(e) if e.waiting_can_help() && Instant::now() < deadline => {
                     if !logged {
@@ -270,8 +351,7 @@ impl<'a> Setup<'a> {
         let Some(seed) = &self.checked.seed else {
             return Ok(None);
         };
-        let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
-        let dns = dnsmasq::Dns::from_resolv(&resolv::parse(&resolv));
+        let dns = dhcp_server::guest_dns(self.config);
         let nics = dnsmasq::seed_nics(&plan.nics, &dns, self.config.dhcp);
         let dir = self.run_dir.seed();
         let files = [
@@ -334,39 +414,28 @@ impl<'a> Setup<'a> {
         }
     }
 
-    /// Applies the plan's steps and opens each macvtap's /dev/tapN for QEMU.
+    /// Applies the plan's steps, NIC by NIC, and opens each macvtap's /dev/tapN for QEMU.
     fn take_over(&mut self, plan: &Plan) -> Result<Vec<Tap>> {
-        let paths = &self.config.paths;
         let mut applier = Applier::new(&mut self.nl);
         applier.pause_after(self.config.pause.filter(|p| matches!(p, Pause::Setup(_))));
-        let applied = applier.apply_all(&plan.steps);
         let mut taps = Vec::new();
-        let opened = applied.and_then(|()| {
-            for nic in &plan.nics {
-                let index = applier.index_of(&nic.tap)?;
-                let tap = devices::open_tap(
-                    &paths.sys_class_net,
-                    &paths.dev,
-                    &nic.tap,
-                    index,
-                    self.checked.tap_major,
-                )?;
-                taps.push(tap);
-            }
-            Ok(())
-        });
-        self.undo.steps = applier.take_applied();
-        self.undo.taps = taps.iter().map(|t| t.path.clone()).collect();
-        opened.map(|()| taps)
+        for (nic, steps) in plan.per_nic() {
+            let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
+            self.undo.nics.extend(taken);
+            taps.push(tap?);
+        }
+        Ok(taps)
     }
 
-    /// QEMU's command line: the plan's NICs on their tap fds, then CMD's arguments.
+    /// QEMU's command line: the plan's NICs on their tap fds, the seed, the display (VNC also
+    /// on `console_tcp`), then CMD's arguments.
     fn qemu_argv(
         &self,
         plan: &Plan,
         taps: &[Tap],
         accel: Accelerator,
         seed: Option<&Path>,
+        console_tcp: Option<std::net::Ipv4Addr>,
     ) -> Vec<OsString> {
         let nics: Vec<qemu::GuestNic> = plan
             .nics
@@ -382,16 +451,24 @@ impl<'a> Setup<'a> {
             Command::Boot(args) => args,
             _ => &[],
         };
+        let display = display::qemu_args(
+            self.config.display.as_ref(),
+            &self.run_dir.vnc_password(),
+            console_tcp,
+        );
+        let disk = self.checked.disk.raw_fds();
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
             vhost: self.checked.vhost,
             ram: &self.config.ram,
             cpus: self.config.cpus,
-            disk: &self.config.paths.disk,
+            disk: &disk,
+            sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
             nics: &nics,
+            display: &display,
             seed,
             extra,
         })
@@ -427,53 +504,344 @@ impl<'a> Setup<'a> {
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
         log::info!("starting {}", qemu::shell_line(argv));
-        let tap_fds: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        keep.extend(self.checked.disk.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
-            keep: &tap_fds,
+            keep: &keep,
             own_group: false,
+            drop_privileges: self.config.qemu_caps == config::QemuCaps::Drop,
         };
         let qemu = spawn::spawn(argv, &options)?;
         log::info!("QEMU running, pid {qemu}");
-        // QEMU has its own copies of the tap fds; a restarted dnsmasq must not inherit ours.
+        // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
+        // inherit ours.
         drop(taps);
+        drop(std::mem::take(&mut self.checked.disk));
         Ok(Guest { qemu })
     }
 
     /// Runs the supervisor until QEMU is gone; returns the exit status.
     fn supervise(&mut self, guest: Guest) -> i32 {
-        let mut effects = LiveEffects::new(self.run_dir.qmp(), self.dhcp.clone())
-            .with_announcers(self.announcers.take());
         let dnsmasq = self.undo.dnsmasq.take();
+        let mut monitor = self.monitor.take();
+        let (signals, stop_timeout) = (self.signals, self.config.stop_timeout);
         supervise::run(
-            self.signals,
+            signals,
+            monitor.as_mut(),
             guest.qemu,
             dnsmasq,
-            self.config.stop_timeout,
-            &mut effects,
+            stop_timeout,
+            self,
         )
+    }
+
+    /// Hands one container NIC, connected while the guest runs, to the guest: the same
+    /// steps as at start, then its tap fd to QEMU (QMP `getfd`) as a new netdev and a
+    /// virtio-net device on the guest's PCI bus. A NIC whose takeover or hot-plug fails is
+    /// given back to the container and left there.
+    fn plug(&mut self, nic: &NicPlan, steps: &[Step]) -> bool {
+        let mut applier = Applier::new(&mut self.nl);
+        let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
+        let Some(mut taken) = taken else {
+            // A step failed; the applier rolled the NIC back.
+            if let Err(e) = tap {
+                log::warn!("{}: {e}; it stays with the container", nic.lower);
+            }
+            return false;
+        };
+        let plugged = tap.and_then(|tap| {
+            let slot = slot_number(&nic.tap);
+            let fdname = format!("tap{slot}");
+            let [netdev_add, device_add] =
+                qemu::plug_commands(slot, &fdname, self.checked.vhost, nic.mac, nic.mtu);
+            let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
+                .map_err(|e| Error::os("connect to QMP", e))?;
+            let getfd = format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fdname}"}}}}"#);
+            qmp.run_with_fd(&getfd, tap.fd.as_fd())
+                .and_then(|_| qmp.run(&netdev_add))
+                .map_err(|e| Error::os(format!("QMP netdev_add {fdname}"), e))?;
+            if let Err(e) = qmp.run(&device_add) {
+                let [_, netdev_del] = qemu::unplug_commands(slot);
+                let _ = qmp.run(&netdev_del);
+                return Err(Error::os("QMP device_add", e));
+            }
+            Ok(())
+        });
+        match plugged {
+            Ok(()) => {
+                log::info!(
+                    "{}: plugged into the guest as {} ({}, {})",
+                    nic.lower,
+                    nic.tap,
+                    nic.mac,
+                    nic.addr
+                );
+                self.undo.nics.push(taken);
+                true
+            }
+            Err(e) => {
+                let mut applier = Applier::new(&mut self.nl);
+                applier.undo(&std::mem::take(&mut taken.steps));
+                if let Some(node) = taken.node {
+                    let _ = fs::remove_file(node);
+                }
+                log::warn!("{}: {e}; it stays with the container", nic.lower);
+                false
+            }
+        }
+    }
+
+    /// Takes out of the guest the NIC whose container NIC left (`docker network
+    /// disconnect`): QMP `device_del` (the guest ejects it) and `netdev_del`. Its links went
+    /// with the container NIC; nothing is left to put back.
+    fn unplug(&mut self, lower: &str) {
+        if let Some(announcers) = &mut self.announcers {
+            announcers.remove(lower);
+        }
+        let Some(at) = self.undo.nics.iter().position(|t| t.nic.lower == lower) else {
+            return;
+        };
+        let taken = self.undo.nics.remove(at);
+        let slot = slot_number(&taken.nic.tap);
+        let unplugged = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT).and_then(|mut qmp| {
+            let [device_del, netdev_del] = qemu::unplug_commands(slot);
+            qmp.run(&device_del)?;
+            qmp.run(&netdev_del)
+        });
+        match unplugged {
+            Ok(_) => log::info!(
+                "{lower} left the container: its guest NIC {} is unplugged",
+                taken.nic.tap
+            ),
+            Err(e) => log::warn!("{lower} left the container; unplugging its guest NIC: {e}"),
+        }
+        if let Some(node) = taken.node {
+            let _ = fs::remove_file(node);
+        }
     }
 
     /// Stops dnsmasq, undoes the network steps newest first, removes the tap nodes.
     fn undo(&mut self) {
+        self.announcers = None;
         let undo = std::mem::take(&mut self.undo);
         if let Some(pid) = undo.dnsmasq {
             dhcp_server::stop_and_reap(pid);
         }
-        if !undo.steps.is_empty() {
+        if undo.nics.iter().any(|t| !t.steps.is_empty()) {
             log::info!("restoring the container's network");
-            let mut applier = Applier::new(&mut self.nl);
-            applier.pause_after(
-                self.config
-                    .pause
-                    .filter(|p| matches!(p, Pause::Teardown(_))),
-            );
-            applier.undo(&undo.steps);
         }
-        for path in undo.taps {
-            let _ = fs::remove_file(path);
+        let mut applier = Applier::new(&mut self.nl);
+        applier.pause_after(
+            self.config
+                .pause
+                .filter(|p| matches!(p, Pause::Teardown(_))),
+        );
+        for taken in undo.nics.iter().rev() {
+            applier.undo(&taken.steps);
+            if let Some(node) = &taken.node {
+                let _ = fs::remove_file(node);
+            }
+        }
+        // QEMU read the VNC password at its start: no copy outlives the run.
+        let _ = fs::remove_file(self.run_dir.vnc_password());
+    }
+}
+
+impl supervise::Effects for Setup<'_> {
+    fn powerdown(&mut self) -> bool {
+        log::info!("pressing the guest's power button (QMP system_powerdown)");
+        match qmp::execute(
+            &self.run_dir.qmp(),
+            "system_powerdown",
+            Duration::from_secs(2),
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!("QMP system_powerdown: {e}; trying again shortly");
+                false
+            }
         }
     }
+
+    fn quit(&mut self) {
+        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
+        if let Err(e) = qmp::execute(&self.run_dir.qmp(), "quit", policy::QMP_DEADLINE) {
+            log::warn!("QMP quit: {e}");
+        }
+    }
+
+    fn start_dnsmasq(&mut self) -> Option<Pid> {
+        match self.dhcp.as_ref()?.spawn() {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    fn dnsmasq_ready(&mut self) -> bool {
+        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
+    }
+
+    fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.announcers
+            .as_ref()
+            .map(Announcers::fds)
+            .unwrap_or_default()
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.announcers.as_ref()?.next_wakeup()
+    }
+
+    fn on_wakeup(&mut self, now: Instant) {
+        if let Some(announcers) = &mut self.announcers {
+            announcers.work(now);
+        }
+    }
+
+    /// Follows `docker network connect` and `disconnect`: reads the namespace, unplugs the
+    /// guest NICs whose container NIC left, plugs in the new ones, and rewrites dnsmasq's
+    /// configuration when the guest's NICs changed.
+    fn reconcile(&mut self) -> Event {
+        let nothing = Event::Reconciled {
+            again_in: None,
+            dnsmasq_changed: false,
+        };
+        let state = match self.discover() {
+            Ok(state) => state,
+            Err(e) => {
+                log::warn!("{e}");
+                return nothing;
+            }
+        };
+        let guest: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
+        let random = random_macs(state.links.len().max(1)).unwrap_or_default();
+        let changes = plan::plan_changes(
+            &plan::PlanInput {
+                attach: &self.config.attach,
+                selected_network: self.config.selected_network,
+                selected_network6: self.config.selected_network6,
+                state: &state,
+                random_macs: &random,
+            },
+            &guest,
+        );
+        let mut changed = false;
+        for lower in &changes.gone {
+            self.unplug(lower);
+            changed = true;
+        }
+        for warning in &changes.warnings {
+            log::warn!("{warning}");
+        }
+        for (nic, steps) in &changes.added {
+            self.waiting.remove(&nic.lower);
+            if self.left.contains(&nic.lower) {
+                continue;
+            }
+            let guests6: Vec<Guest6> = changes
+                .v6
+                .iter()
+                .filter(|g| g.lower == nic.lower)
+                .cloned()
+                .collect();
+            let learned = self.learn_gateways6_of(&state, &guests6);
+            if self.plug(nic, steps) {
+                changed = true;
+                self.announce_too(&guests6, &learned);
+            } else {
+                // Tried once: it stays with the container until it leaves and comes back.
+                self.left.insert(nic.lower.clone());
+            }
+        }
+        let now = Instant::now();
+        let mut again_in = None;
+        for name in &changes.waiting {
+            let since = *self.waiting.entry(name.clone()).or_insert(now);
+            let waited = now.duration_since(since);
+            if waited < self.config.iface_wait {
+                again_in = Some(Duration::from_millis(100));
+            } else if self.left.insert(name.clone()) {
+                log::warn!(
+                    "{name} has no IPv4 address after {waited:?}; it stays with the container"
+                );
+            }
+        }
+        for (name, e) in &changes.refused {
+            if self.left.insert(name.clone()) {
+                log::warn!("{e}; {name} stays with the container");
+            }
+        }
+        // A name that left the namespace may come back as a new NIC.
+        self.left.retain(|name| state.link(name).is_some());
+        self.waiting
+            .retain(|name, _| changes.waiting.contains(name));
+        let dnsmasq_changed = changed && self.reconfigure_dnsmasq();
+        Event::Reconciled {
+            again_in,
+            dnsmasq_changed,
+        }
+    }
+}
+
+impl Setup<'_> {
+    /// Writes dnsmasq's configuration for the guest's NICs as they are now; whether dnsmasq
+    /// must be restarted to serve it.
+    fn reconfigure_dnsmasq(&mut self) -> bool {
+        if !self.config.dhcp {
+            return false;
+        }
+        let nics: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
+        match DhcpServer::configure(self.config, &nics, &self.run_dir, self.signals.original) {
+            Ok(server) => {
+                self.dhcp = Some(server);
+                true
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                false
+            }
+        }
+    }
+}
+
+/// Hands one NIC over (its steps, then its /dev/tapN opened): what was done, to undo later
+/// (`None` when nothing stayed done: a failed step rolls its NIC back), and the open tap.
+fn take_over_nic(
+    config: &Config,
+    checked: &Checked,
+    applier: &mut Applier<Netlink>,
+    nic: &NicPlan,
+    steps: &[Step],
+) -> (Option<TakenNic>, Result<Tap>) {
+    if let Err(e) = applier.apply_all(steps) {
+        return (None, Err(e));
+    }
+    let mut taken = TakenNic {
+        nic: nic.clone(),
+        steps: applier.take_applied(),
+        node: None,
+    };
+    let paths = &config.paths;
+    let tap = applier.index_of(&nic.tap).and_then(|index| {
+        devices::open_tap(
+            &paths.sys_class_net,
+            &paths.dev,
+            &nic.tap,
+            index,
+            checked.tap_major,
+        )
+    });
+    taken.node = tap.as_ref().ok().map(|t| t.path.clone());
+    (Some(taken), tap)
+}
+
+/// The slot of a guest NIC's macvtap (`vmtap3` → 3).
+fn slot_number(tap: &str) -> usize {
+    tap.trim_start_matches("vmtap").parse().unwrap_or(0)
 }
 
 /// Logs a decision about QEMU and returns its value.
@@ -507,10 +875,11 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .collect())
 }
 
-/// A SIGTERM, SIGINT or SIGQUIT that arrived while vminit was busy.
-fn termination_pending(signals: &Signals) -> Option<Signal> {
+/// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while
+/// vminit was busy.
+fn termination_pending(signals: &Signals) -> Option<i32> {
     signals
         .pending()
         .into_iter()
-        .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT))
+        .find(|&s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }

@@ -5,7 +5,6 @@
 //! and carries out its actions.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -15,10 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::announcer::Announcers;
-use crate::dhcp_server::DhcpServer;
-use crate::policy::{Action, Event, Exit, Policy};
-use crate::qmp;
+use crate::monitor::Monitor;
+use crate::policy::{self, Action, Event, Exit, Policy};
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
 const CRASH_SIGNALS: [Signal; 7] = [
@@ -50,26 +47,33 @@ impl Signals {
         Ok(Signals { fd, original })
     }
 
-    /// Reads every pending signal without waiting.
-    pub fn pending(&self) -> Vec<Signal> {
+    /// Reads every pending signal without waiting, by number (real-time signals such as
+    /// SIGRTMIN+3 have no `Signal` value).
+    pub fn pending(&self) -> Vec<i32> {
         let mut out = Vec::new();
         while let Ok(Some(info)) = self.fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                out.push(sig);
-            }
+            out.push(info.ssi_signo as i32);
         }
         out
     }
 }
 
 /// The effects the loop needs, so that it can be driven by the real world or a test.
+/// Each returns within `policy::QMP_DEADLINE` or at once.
 pub trait Effects {
     /// Presses the power button; false when QMP could not be reached.
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
+    /// Spawns dnsmasq without waiting for it to serve.
     fn start_dnsmasq(&mut self) -> Option<Pid>;
+    /// Whether the dnsmasq last started serves.
+    fn dnsmasq_ready(&mut self) -> bool;
+    /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
+    /// says what follows: `Event::Reconciled`.
+    fn reconcile(&mut self) -> Event;
 
-    /// More descriptors the loop waits on beside the signalfd (the IPv6 announcer's sockets).
+    /// More descriptors the loop waits on beside the signalfd and the monitor (the IPv6
+    /// announcements' sockets).
     fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
         Vec::new()
     }
@@ -86,6 +90,7 @@ pub trait Effects {
 /// Runs until the policy says exit; returns the exit status.
 pub fn run(
     signals: &Signals,
+    mut monitor: Option<&mut Monitor>,
     qemu: Pid,
     mut dnsmasq: Option<Pid>,
     stop_timeout: Duration,
@@ -105,9 +110,13 @@ pub fn run(
                 PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
             }
         };
+        let mut events = Vec::new();
         {
-            let watched = effects.watched_fds();
             let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+            if let Some(m) = monitor.as_deref() {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            }
+            let watched = effects.watched_fds();
             fds.extend(
                 watched
                     .into_iter()
@@ -119,14 +128,19 @@ pub fn run(
             }
         }
         effects.on_wakeup(Instant::now());
-        let mut events = Vec::new();
+        if let Some(m) = monitor.as_deref_mut()
+            && m.drain()
+        {
+            log::debug!("the container's network changed");
+            events.push(Event::NetworkChanged);
+        }
         for sig in signals.pending() {
-            log::debug!("signal {sig}");
-            if sig == Signal::SIGCHLD {
+            log::debug!("signal {}", policy::signal_name(sig));
+            if sig == libc::SIGCHLD {
                 continue;
             }
-            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
-                log::info!("received {sig}");
+            if policy::is_stop_request(sig) || policy::is_stop_now(sig) {
+                log::info!("received {}", policy::signal_name(sig));
             }
             events.push(Event::Signal(sig));
         }
@@ -171,9 +185,26 @@ pub fn run(
                         Some(pid) => {
                             log::info!("dnsmasq restarted, pid {pid}");
                             dnsmasq = Some(pid);
+                            stopping_dnsmasq = false;
                         }
                         None => policy.dnsmasq_failed(Instant::now()),
                     },
+                    Action::CheckDnsmasq => {
+                        if effects.dnsmasq_ready() {
+                            log::info!("dnsmasq serves again");
+                            queue.push_back(Event::DnsmasqReady);
+                        }
+                    }
+                    Action::AbandonDnsmasq => {
+                        if let Some(pid) = dnsmasq {
+                            log::warn!(
+                                "dnsmasq (pid {pid}) did not serve within {:?}; killing it",
+                                policy::DNSMASQ_START_TIMEOUT
+                            );
+                            let _ = kill(pid, Signal::SIGKILL);
+                        }
+                    }
+                    Action::Reconcile => queue.push_back(effects.reconcile()),
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {
@@ -212,76 +243,5 @@ pub fn describe(exit: Exit) -> String {
             Ok(sig) => format!("killed by {sig}"),
             Err(_) => format!("killed by signal {s}"),
         },
-    }
-}
-
-/// The supervisor's effects on the real QEMU (over QMP) and dnsmasq.
-pub struct LiveEffects {
-    qmp: PathBuf,
-    dhcp: Option<DhcpServer>,
-    /// The guest's IPv6 announcements, when there are any.
-    announcers: Option<Announcers>,
-}
-
-impl LiveEffects {
-    pub fn new(qmp: PathBuf, dhcp: Option<DhcpServer>) -> LiveEffects {
-        LiveEffects {
-            qmp,
-            dhcp,
-            announcers: None,
-        }
-    }
-
-    /// Adds the IPv6 announcements to what the loop serves.
-    pub fn with_announcers(mut self, announcers: Option<Announcers>) -> LiveEffects {
-        self.announcers = announcers;
-        self
-    }
-}
-
-impl Effects for LiveEffects {
-    fn powerdown(&mut self) -> bool {
-        log::info!("pressing the guest's power button (QMP system_powerdown)");
-        match qmp::execute(&self.qmp, "system_powerdown", Duration::from_secs(2)) {
-            Ok(_) => true,
-            Err(e) => {
-                log::warn!("QMP system_powerdown: {e}; trying again shortly");
-                false
-            }
-        }
-    }
-
-    fn quit(&mut self) {
-        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
-        if let Err(e) = qmp::execute(&self.qmp, "quit", Duration::from_secs(1)) {
-            log::warn!("QMP quit: {e}");
-        }
-    }
-
-    fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.start() {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                log::warn!("{e}");
-                None
-            }
-        }
-    }
-
-    fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.announcers
-            .as_ref()
-            .map(Announcers::fds)
-            .unwrap_or_default()
-    }
-
-    fn next_wakeup(&self) -> Option<Instant> {
-        self.announcers.as_ref()?.next_wakeup()
-    }
-
-    fn on_wakeup(&mut self, now: Instant) {
-        if let Some(announcers) = &mut self.announcers {
-            announcers.work(now);
-        }
     }
 }

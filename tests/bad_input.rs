@@ -142,6 +142,15 @@ fn a_malformed_selected_network_is_refused() {
 }
 
 #[test]
+fn a_loopback_or_malformed_guest_dns_is_refused_naming_the_variable() {
+    for value in ["127.0.0.11", "10.0.0.53;1.1.1.1"] {
+        let f = Fixture::new();
+        let vm = f.vminit().env("GUEST_DNS", value);
+        expect_refusal(&f, vm, 64, &["GUEST_DNS", "GUEST_DNS=ip[,ip...]"], QUICK);
+    }
+}
+
+#[test]
 fn a_selected_network_matching_no_address_is_refused() {
     let f = Fixture::new();
     let vm = f.vminit().env("SELECTED_NETWORK", "10.99.0.0/16");
@@ -284,4 +293,282 @@ fn a_failure_at_the_second_of_three_nics_puts_the_first_back() {
         &["vmlink1", "File exists"],
         Duration::from_secs(3),
     );
+}
+
+#[test]
+fn display_other_than_none_or_vnc_is_refused() {
+    let f = Fixture::new();
+    let vm = f.vminit().env("DISPLAY", ":0");
+    expect_refusal(&f, vm, 64, &["DISPLAY", "\":0\"", "none or vnc"], QUICK);
+}
+
+#[test]
+fn an_unreadable_vnc_password_file_is_refused_naming_it() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_PASSWORD_FILE", "/run/secrets/missing");
+    expect_refusal(
+        &f,
+        vm,
+        64,
+        &["VNC_PASSWORD_FILE", "/run/secrets/missing", "No such file"],
+        QUICK,
+    );
+}
+
+#[test]
+fn a_world_writable_vnc_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let dir = f.scratch.dir.join("console");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .bind(&dir, std::path::Path::new("/run/vnc"));
+    expect_refusal(&f, vm, 64, &["VNC_DIR", "world-writable", "0750"], QUICK);
+}
+
+#[test]
+fn vnc_on_a_nic_the_guest_takes_is_refused() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_LISTEN", "eth0");
+    expect_refusal(
+        &f,
+        vm,
+        64,
+        &["VNC_LISTEN", "eth0", "goes to the guest"],
+        QUICK,
+    );
+}
+
+#[test]
+fn vnc_on_a_missing_interface_is_refused() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc")
+        .env("VNC_LISTEN", "eth9");
+    expect_refusal(&f, vm, 64, &["VNC_LISTEN", "no interface eth9"], QUICK);
+}
+
+// ---- the disk is untrusted input ----
+
+/// `qemu-img create -f qcow2 [-b BACKING -F FORMAT] [-o data_file=DATA] PATH 16M`, without
+/// checking that the backing file exists (`-u`): the header says what the test wants.
+fn qcow2(path: &std::path::Path, backing: Option<(&str, Option<&str>)>, data_file: Option<&str>) {
+    let path = path.to_string_lossy();
+    let mut argv = vec!["qemu-img", "create", "-q", "-f", "qcow2", "-u"];
+    if let Some((name, format)) = backing {
+        argv.extend(["-b", name]);
+        if let Some(format) = format {
+            argv.extend(["-F", format]);
+        }
+    }
+    let options;
+    if let Some(data) = data_file {
+        options = format!("data_file={data}");
+        argv.extend(["-o", &options]);
+    }
+    argv.extend([&*path, "16M"]);
+    common::run_ok(&argv);
+}
+
+/// The refusal of a disk whose chain breaks a rule: exit 66, one line naming the image
+/// that names the bad file, and the reason.
+fn expect_disk_refusal(f: &Fixture, top: &std::path::Path, needles: &[&str]) {
+    let name = top.to_string_lossy();
+    let mut all = vec![&*name];
+    all.extend_from_slice(needles);
+    expect_refusal(f, f.vminit().env("VMINIT_DISK", top), 66, &all, QUICK);
+}
+
+#[test]
+fn a_backing_file_outside_the_image_directory_is_refused() {
+    let f = Fixture::new();
+    let image_dir = f.scratch.dir.join("image");
+    std::fs::create_dir_all(&image_dir).expect("mkdir image");
+    // What a hostile image would name: a file of the container (an absolute path, or a
+    // relative one that climbs out), here a scratch file outside the directory.
+    let secret = f.scratch.dir.join("secret.raw");
+    std::fs::write(&secret, vec![0u8; 4096]).expect("write the secret");
+    let absolute = image_dir.join("absolute.qcow2");
+    qcow2(
+        &absolute,
+        Some((&secret.to_string_lossy(), Some("raw"))),
+        None,
+    );
+    expect_disk_refusal(
+        &f,
+        &absolute,
+        &["secret.raw", "outside the image directory"],
+    );
+    let dots = image_dir.join("dots.qcow2");
+    qcow2(&dots, Some(("../secret.raw", Some("raw"))), None);
+    expect_disk_refusal(&f, &dots, &["../secret.raw", "outside the image directory"]);
+    let proc_file = image_dir.join("proc.qcow2");
+    qcow2(&proc_file, Some(("/proc/1/environ", Some("raw"))), None);
+    expect_disk_refusal(
+        &f,
+        &proc_file,
+        &["/proc/1/environ", "outside the image directory"],
+    );
+}
+
+#[test]
+fn a_symlink_out_of_the_image_directory_is_refused() {
+    let f = Fixture::new();
+    let image_dir = f.scratch.dir.join("image");
+    std::fs::create_dir_all(&image_dir).expect("mkdir image");
+    let secret = f.scratch.dir.join("secret.raw");
+    std::fs::write(&secret, vec![0u8; 4096]).expect("write the secret");
+    std::os::unix::fs::symlink(&secret, image_dir.join("base.raw")).expect("symlink");
+    let top = image_dir.join("image.qcow2");
+    qcow2(&top, Some(("base.raw", Some("raw"))), None);
+    expect_disk_refusal(&f, &top, &["base.raw", "resolves to", "secret.raw"]);
+}
+
+#[test]
+fn a_protocol_as_backing_file_is_refused() {
+    let f = Fixture::new();
+    for (name, protocol) in [
+        ("nbd://10.1.0.50:10809/export", "nbd:"),
+        (
+            r#"json:{"file.driver":"file","file.filename":"/etc/shadow"}"#,
+            "json:",
+        ),
+    ] {
+        let top = f.scratch.dir.join("proto.qcow2");
+        let _ = std::fs::remove_file(&top);
+        // Written by hand: qemu-img would try to reach the protocol.
+        write_qcow2_naming(&top, name, Some("raw"));
+        expect_disk_refusal(&f, &top, &[protocol, "not a file"]);
+    }
+}
+
+/// A qcow2 v3 header (512-byte clusters) whose backing file is `name`, in `format` when
+/// given.
+fn write_qcow2_naming(path: &std::path::Path, name: &str, format: Option<&str>) {
+    let mut h = vec![0u8; 65536];
+    h[..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&9u32.to_be_bytes());
+    h[24..32].copy_from_slice(&(16u64 << 20).to_be_bytes());
+    h[100..104].copy_from_slice(&112u32.to_be_bytes());
+    if let Some(format) = format {
+        h[112..116].copy_from_slice(&0xe279_2acau32.to_be_bytes());
+        h[116..120].copy_from_slice(&(format.len() as u32).to_be_bytes());
+        h[120..120 + format.len()].copy_from_slice(format.as_bytes());
+    }
+    h[8..16].copy_from_slice(&256u64.to_be_bytes());
+    h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+    h[256..256 + name.len()].copy_from_slice(name.as_bytes());
+    std::fs::write(path, h).expect("write the image");
+}
+
+#[test]
+fn a_data_file_outside_the_image_directory_is_refused() {
+    let f = Fixture::new();
+    // Another VM's disk, next to this one's directory.
+    let other = f.scratch.dir.join("other-vm.raw");
+    std::fs::write(&other, vec![0u8; 16 << 20]).expect("write the other disk");
+    let image_dir = f.scratch.dir.join("image");
+    std::fs::create_dir_all(&image_dir).expect("mkdir image");
+    let top = image_dir.join("image.qcow2");
+    qcow2(&top, None, Some(&other.to_string_lossy()));
+    expect_disk_refusal(
+        &f,
+        &top,
+        &["data file", "other-vm.raw", "outside the image directory"],
+    );
+}
+
+#[test]
+fn a_chain_deeper_than_sixteen_images_or_a_loop_is_refused() {
+    let f = Fixture::new();
+    let dir = &f.scratch.dir;
+    for i in 0..=16 {
+        let next = format!("layer{}.qcow2", i + 1);
+        qcow2(
+            &dir.join(format!("layer{i}.qcow2")),
+            Some((&next, Some("qcow2"))),
+            None,
+        );
+    }
+    qcow2(&dir.join("layer17.qcow2"), None, None);
+    expect_disk_refusal(&f, &dir.join("layer0.qcow2"), &["more than 16 images"]);
+    qcow2(&dir.join("a.qcow2"), Some(("b.qcow2", Some("qcow2"))), None);
+    qcow2(&dir.join("b.qcow2"), Some(("a.qcow2", Some("qcow2"))), None);
+    expect_disk_refusal(&f, &dir.join("a.qcow2"), &["loops back"]);
+}
+
+#[test]
+fn a_backing_file_without_its_format_is_refused_with_the_fix() {
+    let f = Fixture::new();
+    let base = f.scratch.dir.join("base.qcow2");
+    qcow2(&base, None, None);
+    // What QEMU before 6.1 wrote by default (today's qemu-img refuses to).
+    let top = f.scratch.dir.join("top.qcow2");
+    write_qcow2_naming(&top, "base.qcow2", None);
+    expect_disk_refusal(
+        &f,
+        &top,
+        &["without its format", "qemu-img rebase -u -F qcow2"],
+    );
+}
+
+#[test]
+fn a_fifo_or_a_device_at_the_disk_path_is_refused_at_once() {
+    let f = Fixture::new();
+    let fifo = f.scratch.dir.join("image.fifo");
+    common::run_ok(&["mkfifo", &fifo.to_string_lossy()]);
+    // Opening a FIFO for reading waits for a writer: never, here.
+    expect_refusal(
+        &f,
+        f.vminit().env("VMINIT_DISK", &fifo),
+        66,
+        &["image.fifo", "is a FIFO"],
+        QUICK,
+    );
+    expect_refusal(
+        &f,
+        f.vminit().env("VMINIT_DISK", "/dev/zero"),
+        66,
+        &["/dev/zero", "is a character device"],
+        QUICK,
+    );
+}
+
+#[test]
+fn a_run_directory_that_cannot_be_made_is_one_line_even_with_log_level_off() {
+    let f = Fixture::new();
+    let file = f.scratch.dir.join("a-file");
+    std::fs::write(&file, b"").expect("write a file");
+    for level in ["info", "off"] {
+        let vm = f
+            .vminit()
+            .env("VMINIT_RUN_DIR", file.join("run"))
+            .env("LOG_LEVEL", level);
+        expect_refusal(&f, vm, 71, &["a-file/run", "Not a directory"], QUICK);
+    }
+}
+
+#[test]
+fn log_level_off_still_prints_a_fatal_error() {
+    let f = Fixture::new();
+    let vm = f
+        .vminit()
+        .env("LOG_LEVEL", "off")
+        .env("VMINIT_DISK", f.scratch.dir.join("nothing.qcow2"));
+    expect_refusal(&f, vm, 66, &["nothing.qcow2", "not found"], QUICK);
 }

@@ -9,8 +9,8 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Cidata;
 use common::docker::{BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_guest_nics, fixtures};
+use common::{Cidata, GuestLookup};
 
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
 const DOCKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +65,64 @@ fn the_guest_resolves_another_containers_name_on_the_docker_network() {
         "Docker's name for the other container, resolved in the guest:\n{}",
         sc.logs_tail(&vm)
     );
+}
+
+#[test]
+fn with_guest_dns_the_guest_resolves_container_names_and_names_only_the_upstream_knows() {
+    // given: a container to resolve by name, and an upstream resolver on the network that
+    // answers one name of its own (the image's dnsmasq, run as a plain DNS server)
+    let sc = Scenario::new("dns-ext");
+    let net = sc.network();
+    let other = sc.sleeper(&net);
+    let other_ip = sc.only_endpoint(&other).ip;
+    let external = "upstream-only.dns.test";
+    let record = format!("--host-record={external},{other_ip}");
+    let upstream = sc.daemon(
+        "upstream",
+        &net,
+        &["--entrypoint", "/usr/sbin/dnsmasq"],
+        &fixtures().image,
+        &[
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--log-facility=-",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/#/",
+            &record,
+        ],
+    );
+    let upstream_ip = sc.only_endpoint(&upstream).ip.to_string();
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .env("GUEST_DNS", &upstream_ip)
+            .kernel_args(&format!("vminit_test_resolve={other},{external}")),
+    );
+    // when
+    sc.start(&vm);
+    // then: the door (Docker's resolver behind it), then the upstream
+    let report = sc.guest_report(&vm);
+    assert_eq!(report.dns.len(), 2, "{report:?}");
+    assert!(report.dns[0].starts_with("169.254."), "{report:?}");
+    assert_eq!(report.dns[1], upstream_ip);
+    let logs = sc.wait_logs(&vm, "GUEST-READY", BOOT);
+    let lookups = GuestLookup::parse_all(&logs);
+    eprintln!("lookups: {lookups:?}");
+    for name in [other.as_str(), external] {
+        let lookup = lookups.iter().find(|l| l.name == name);
+        assert_eq!(
+            lookup.and_then(|l| l.addr.clone()),
+            Some(other_ip.to_string()),
+            "{name} resolved in the guest:\n{}",
+            sc.logs_tail(&vm)
+        );
+        // Docker gives up on an upstream after 4 s, glibc on a server after 5 s.
+        let ms = lookup.and_then(|l| l.ms).unwrap_or(u64::MAX);
+        assert!(ms < 2000, "{name} took {ms} ms");
+    }
+    assert!(!sc.logs(&vm).contains("GUEST_DNS"), "no warning");
 }
 
 #[test]
@@ -443,5 +501,83 @@ fn a_seed_from_a_read_only_key_file_reaches_the_guest_and_its_id_survives_docker
     assert!(
         meta_again.lines().any(|l| l == id),
         "the instance id survives docker restart: {id} vs\n{meta_again}"
+    );
+}
+
+#[test]
+fn a_network_connected_and_disconnected_while_the_guest_runs_follows_the_container() {
+    // given a running guest on one network, and a peer that pings it all along
+    let sc = Scenario::new("hotplug");
+    let (net1, net2) = (sc.network(), sc.network());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net1)
+            .kernel_args("vminit_test_hotplug=1"),
+    );
+    sc.start(&vm);
+    sc.guest_report(&vm);
+    let first = sc.only_endpoint(&vm);
+    let pinger = sc.sleeper(&net1);
+    let steady = {
+        let (pinger, ip) = (pinger.clone(), first.ip);
+        thread::spawn(move || {
+            common::run_for(
+                &[
+                    "docker",
+                    "exec",
+                    &pinger,
+                    "ping",
+                    "-q",
+                    "-c",
+                    "150",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    &ip.to_string(),
+                ],
+                Duration::from_secs(90),
+            )
+        })
+    };
+
+    // when a second network is connected
+    sc.connect(&vm, &net2);
+    // then the guest gets a NIC with the container's MAC and address there
+    let second = sc
+        .endpoints(&vm)
+        .into_iter()
+        .find(|e| e.network == net2.name)
+        .expect("an endpoint on the second network");
+    let added = sc.wait_logs(&vm, &format!("mac={} ip=", second.mac), BOOT);
+    assert!(
+        added.contains(&format!("mac={} ip={}", second.mac, second.cidr())),
+        "{}",
+        sc.logs_tail(&vm)
+    );
+    sc.expect_answered(&net2, second.ip, &second.mac, "the guest's new NIC");
+
+    // when it is disconnected, then the guest's NIC goes
+    sc.docker_ok(&["network", "disconnect", &net2.name, &vm]);
+    sc.wait_logs(&vm, "GUEST-HOTPLUG removed", BOOT);
+    sc.expect_answered(&net1, first.ip, &first.mac, "the guest, still");
+
+    // and the first network answered throughout
+    let ping = steady.join().expect("the pinger");
+    let lost = ping
+        .stdout
+        .split(", ")
+        .find_map(|w| w.strip_suffix("% packet loss"))
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(
+        lost.is_some_and(|p| p <= 2),
+        "the first NIC kept answering (loss {lost:?}):\n{ping}"
+    );
+    assert!(sc.docker(&["stop", &vm]).success());
+    assert_eq!(
+        sc.inspect(&vm, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        sc.logs_tail(&vm)
     );
 }

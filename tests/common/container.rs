@@ -209,6 +209,15 @@ impl Container {
         nic
     }
 
+    /// Detaches the NIC `name`, as `docker network disconnect` does: its veth pair is deleted
+    /// (and with it whatever was stacked on it). May be called while vminit runs.
+    pub fn remove_nic(&self, name: &str) {
+        let mut nics = self.nics.lock().expect("nic list lock");
+        // ip link del NAME
+        self.ns.ip(&["link", "del", name]);
+        nics.retain(|n| n.name != name);
+    }
+
     /// The NICs attached so far, in the order they were attached.
     pub fn nics(&self) -> Vec<Nic> {
         self.nics.lock().expect("nic list lock").clone()

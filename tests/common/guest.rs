@@ -216,6 +216,45 @@ impl GuestReport {
     }
 }
 
+/// A name lookup the guest made (`vminit_test_resolve=NAME[,NAME...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLookup {
+    pub name: String,
+    /// The first address glibc's getaddrinfo gave, `None` when the name did not resolve.
+    pub addr: Option<String>,
+    /// Milliseconds the lookup (and one ping of the answer) took, 10 ms resolution.
+    pub ms: Option<u64>,
+}
+
+impl GuestLookup {
+    /// Every lookup reported on `console` so far, in order.
+    pub fn parse_all(console: &str) -> Vec<GuestLookup> {
+        let mut out: Vec<GuestLookup> = Vec::new();
+        for line in console.lines() {
+            if let Some(rest) = line.split_once("GUEST-RESOLVE ").map(|(_, r)| r) {
+                let mut words = rest.split_whitespace();
+                let (Some(name), Some(addr)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                out.push(GuestLookup {
+                    name: name.to_owned(),
+                    addr: (addr != "none").then(|| addr.to_owned()),
+                    ms: None,
+                });
+            } else if let Some(rest) = line.split_once("GUEST-RESOLVE-MS ").map(|(_, r)| r) {
+                let mut words = rest.split_whitespace();
+                let (Some(name), Some(ms)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                if let Some(lookup) = out.iter_mut().rev().find(|l| l.name == name) {
+                    lookup.ms = ms.parse().ok();
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `eth0 mac=52:54:00:12:34:56 ip=10.0.2.15/24 mtu=1500`
 fn parse_nic(text: &str) -> GuestNic {
     let (name, facts) = text.split_once(' ').unwrap_or((text, ""));

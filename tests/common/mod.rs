@@ -17,6 +17,7 @@
 //! ```
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this module
 
+mod browser;
 mod cmd;
 mod container;
 mod disk;
@@ -30,14 +31,17 @@ mod qmp;
 mod standin;
 mod vminit;
 
+pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
-pub use guest::{Cidata, GuestAddr6, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest};
+pub use guest::{
+    Cidata, GuestAddr6, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest,
+};
 pub use names::unique_id;
 pub use netns::Netns;
 pub use network::{CALICO_GATEWAY6, K8S_GATEWAY, Listener, Net6, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
-pub use standin::{recorder, standin_script};
+pub use standin::{recorder, standin_script, standin_tool};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};

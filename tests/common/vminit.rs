@@ -81,7 +81,9 @@ pub struct VminitBuilder<'c> {
     privileged: bool,
     cap_add: Vec<String>,
     cap_drop: Vec<String>,
-    binds: Vec<(PathBuf, PathBuf)>,
+    /// (source, target, read-only)
+    binds: Vec<(PathBuf, PathBuf, bool)>,
+    wrapper: Vec<OsString>,
 }
 
 impl Container {
@@ -104,6 +106,7 @@ impl Container {
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             binds: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -183,7 +186,24 @@ impl<'c> VminitBuilder<'c> {
     /// Bind-mounts `source` onto `target` in the container (`-v SOURCE:TARGET`). `target` must
     /// exist on this machine, or lie under `/run` or `/dev` (private tmpfs), where it is made.
     pub fn bind(mut self, source: &Path, target: &Path) -> Self {
-        self.binds.push((source.to_owned(), target.to_owned()));
+        self.binds
+            .push((source.to_owned(), target.to_owned(), false));
+        self
+    }
+
+    /// Like [`VminitBuilder::bind`], read-only (`-v SOURCE:TARGET:ro`).
+    pub fn bind_ro(mut self, source: &Path, target: &Path) -> Self {
+        self.binds
+            .push((source.to_owned(), target.to_owned(), true));
+        self
+    }
+
+    /// Starts the binary through `argv` (a program and its arguments that ends by exec'ing
+    /// the rest of its command line, e.g. one that installs a seccomp filter first): PID 1
+    /// runs `argv… BINARY ARGS…`, and [`VminitBuilder::spawn`] still returns once the binary
+    /// itself runs.
+    pub fn wrapped_by<S: AsRef<OsStr>>(mut self, argv: &[S]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.as_ref().to_owned()).collect();
         self
     }
 
@@ -238,6 +258,7 @@ impl<'c> VminitBuilder<'c> {
             command.args(["setpriv", "--bounding-set", &caps, "--"]);
         }
         command
+            .args(&self.wrapper)
             .arg(&binary)
             .args(&self.args)
             .env_clear()
@@ -305,7 +326,7 @@ impl<'c> VminitBuilder<'c> {
             s += &format!("mount --bind {} /etc/{name}\n", q(&dir.join(name)));
         }
         s += &format!("hostname {}\n", sh_quote(&self.hostname));
-        for (source, target) in &self.binds {
+        for (source, target, read_only) in &self.binds {
             let (src, dst) = (q(source), q(target));
             if target.starts_with("/run") || target.starts_with("/dev") {
                 s += &format!(
@@ -313,6 +334,9 @@ impl<'c> VminitBuilder<'c> {
                 );
             }
             s += &format!("mount --bind {src} {dst}\n");
+            if *read_only {
+                s += &format!("mount -o remount,bind,ro {dst}\n");
+            }
         }
         if !self.privileged {
             // Docker mounts both read-only without --privileged.

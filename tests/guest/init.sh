@@ -16,7 +16,9 @@
 #   GUEST-REPORT domain NAME / GUEST-REPORT search NAMES   (when DHCP gave them)
 #   GUEST-REPORT hostname NAME
 #   GUEST-REPORT done
-#   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME: what the guest's resolver says)
+#   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME[,NAME...]: what the guest's
+#                                    resolver (glibc's getaddrinfo, through busybox ping) says)
+#   GUEST-RESOLVE-MS NAME MS         (how long that took, lookup and one ping; 10 ms resolution)
 #   GUEST-CIDATA device DEV ro=0|1 fs=TYPE   (vminit_test_cidata=1: the volume that findfs finds
 #                                    by LABEL=cidata, its read-only flag, its filesystem)
 #   GUEST-CIDATA files NAME...       (the files on it)
@@ -25,22 +27,45 @@
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
 #   GUEST-READY                      (a shell reads the console from now on)
+#   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
+#                                    appeared and was configured by DHCP)
+#   GUEST-HOTPLUG removed NAME       (vminit_test_hotplug=1: a NIC went away)
+both
+#   GUEST-KEYS LINE                  (with vminit_test_vga_banner: a line typed on the VGA console)
 #   GUEST-POWERBUTTON                (ACPI power button pressed; the guest syncs and powers off)
 #   GUEST-POWERBUTTON-IGNORED        (the same, with vminit_test_ignore_powerbutton=1)
 #   GUEST-ERROR TEXT                 (something in this script failed)
 #
 # Kernel command line options:
 #   vminit_test_ignore_powerbutton=1  ignore the ACPI power button (escalation tests)
+#   vminit_test_hotplug=1             configure NICs that appear later by DHCP, and report them
 #   vminit_test_write=WORD            write WORD and a newline at the start of /dev/vda, then sync
-#   vminit_test_resolve=NAME          look NAME up with the DHCP-given resolver after the report
+#   vminit_test_resolve=NAME[,NAME]   look each NAME up with the DHCP-given resolvers after the
+#                                     report (point names at hosts that answer ping)
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
 #   vminit_test_ipv6=NIC[,NIC]        report only once these NICs have their IPv6 address and route
 #   vminit_test_ipv6_wait=SECONDS     how long to wait for them [30]
+#   vminit_test_vga_banner=TEXT       clear the VGA console (tty1), show TEXT there (underscores
+#                                     become spaces), and report each line typed on its keyboard
 #   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
 
 . /lib/guest.sh
 guest_mount
 guest_modules GUEST-ERROR
+
+# The VGA console: the kernel's VGA text console is tty1 and the PS/2 keyboard types into it
+# (both built into the cloud kernel). Kernel messages stay on ttyS0 (console=ttyS0).
+banner=$(cmdline_value vminit_test_vga_banner "")
+if [ -n "$banner" ]; then
+	printf '\033[H\033[J\n  %s\n\n  Type a line: the guest repeats it on its serial console.\n\n' \
+		"$(echo "$banner" | tr _ ' ')" >/dev/tty1
+	(
+		while printf '  > ' >/dev/tty1 && IFS= read -r line; do
+			printf '\nGUEST-KEYS %s\n' "$line" >/dev/console
+			printf '  The guest read: %s\n\n' "$line" >/dev/tty1
+		done </dev/tty1
+	) &
+fi
 
 # ACPI power button: button.ko turns the ACPI event into a KEY_POWER input event, evdev exposes
 # it as /dev/input/eventN, and busybox acpid maps KEY_POWER to the action "PWRF/00000080", which
@@ -103,13 +128,21 @@ sed -n -e 's/^nameserver /GUEST-REPORT dns /p' -e 's/^domain /GUEST-REPORT domai
 echo "GUEST-REPORT hostname $(hostname)"
 echo "GUEST-REPORT done"
 
-# A name lookup through the resolver DHCP gave (e.g. another container's name on a Docker
-# network), first answer only.
-name=$(cmdline_value vminit_test_resolve "")
-if [ -n "$name" ]; then
-	addr=$(nslookup "$name" 2>/dev/null | awk '/^Name:/ { found = 1 } found && /^Address/ { print $NF; exit }')
+# Name lookups through the resolvers DHCP gave (e.g. another container's name on a Docker
+# network), the way programs do them: getaddrinfo, which busybox ping calls (busybox is
+# statically linked with glibc, so this is glibc's resolver: servers in order, the next one
+# after a refusal). The time covers the lookup and one ping of the answer.
+# uptime_cs: the time since boot, in hundredths of a second.
+uptime_cs() {
+	sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime
+}
+for name in $(cmdline_value vminit_test_resolve "" | tr ',' ' '); do
+	start=$(uptime_cs)
+	addr=$(ping -c 1 -W 2 "$name" 2>/dev/null | sed -n 's/^PING [^ ]* (\([0-9.]*\)).*/\1/p')
+	end=$(uptime_cs)
 	echo "GUEST-RESOLVE $name ${addr:-none}"
-fi
+	echo "GUEST-RESOLVE-MS $name $(((end - start) * 10))"
+done
 
 # The cloud-init seed, found the way cloud-init's NoCloud datasource finds it: by its label.
 if [ "$(cmdline_value vminit_test_cidata 0)" = 1 ]; then
@@ -147,6 +180,32 @@ if [ -b /dev/vda ]; then
 			echo "GUEST-ERROR writing /dev/vda failed"
 		fi
 	fi
+fi
+
+# NICs that come and go while the guest runs (PCI hot-plug), as a distribution's hot-plug
+# handling would: each new NIC is brought up and configured by DHCP.
+if [ "$(cmdline_value vminit_test_hotplug 0)" = 1 ]; then
+	(
+		known=" $(echo $nics) "
+		while true; do
+			now=" $(guest_nics | tr '\n' ' ') "
+			for nic in $now; do
+				case "$known" in *" $nic "*) continue ;; esac
+				ip link set "$nic" up
+				udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
+					-O staticroutes -O mtu -O search >/dev/null 2>&1
+				mac=$(cat "/sys/class/net/$nic/address")
+				addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
+				echo "GUEST-HOTPLUG added $nic mac=$mac ip=${addrs:-none}" >/dev/console
+			done
+			for nic in $known; do
+				case "$now" in *" $nic "*) continue ;; esac
+				echo "GUEST-HOTPLUG removed $nic" >/dev/console
+			done
+			known=$now
+			sleep 0.2
+		done
+	) &
 fi
 
 # An interactive shell on the console, forever (this script is PID 1 and must not exit).

@@ -6,6 +6,8 @@
 #   signal:SIG  kill itself with SIG
 #   orphans:N   leave N orphans that all exit at once, then report the zombies left and exit 0
 #   wait        run until killed
+#   qmp-stuck   become $STANDIN_STUCK_QMP listening on the first -qmp socket, never accepting
+#               (a QEMU whose main loop is held up), until killed
 log=${STANDIN_LOG:?}
 {
 	echo "argv $*"
@@ -39,6 +41,19 @@ orphans:*)
 	done
 	echo "zombies $zombies sleepers $sleepers" >>"$log"
 	exit 0
+	;;
+qmp-stuck)
+	qmp=
+	prev=
+	for arg in "$@"; do
+		if [ "$prev" = -qmp ] && [ -z "$qmp" ]; then
+			qmp=${arg#unix:}
+			qmp=${qmp%%,*}
+		fi
+		prev=$arg
+	done
+	echo "qmp $qmp" >>"$log"
+	exec "${STANDIN_STUCK_QMP:?}" "$qmp"
 	;;
 wait)
 	while :; do

@@ -123,6 +123,28 @@ impl Scenario {
         name
     }
 
+    /// Starts a long-running container of role `role` from `image` on `net` (`docker run -d`,
+    /// `flags` before the image, `args` after it); returns its name.
+    pub fn daemon(
+        &self,
+        role: &str,
+        net: &Net,
+        flags: &[&str],
+        image: &str,
+        args: &[&str],
+    ) -> String {
+        let name = self.container_name(role);
+        let labels = label_flags();
+        let network = format!("--network={}", net.name);
+        let mut argv = vec!["run", "-d", "--name", &name, &network];
+        argv.extend(labels.iter().map(String::as_str));
+        argv.extend_from_slice(flags);
+        argv.push(image);
+        argv.extend_from_slice(args);
+        self.docker_ok(&argv);
+        name
+    }
+
     // --- when ----------------------------------------------------------------------------------
 
     /// `docker start NAME`.

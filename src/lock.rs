@@ -1,0 +1,72 @@
+//! One vminit per network namespace: a lock held for vminit's whole life.
+//!
+//! A second vminit in the same network namespace (`docker exec vm /vminit sh`) would take
+//! the running guest's links for leftovers of a killed run and tear them down. The lock is
+//! an abstract Unix socket, `@vminit` in `ss -xl`: abstract socket names belong to the
+//! network namespace — exactly what vminit changes, and what survives a container restart
+//! in a Kubernetes pod, whose filesystem is new (a lock file would be lost there, or left
+//! stale by a SIGKILL) — and the kernel frees the name when the last descriptor on it
+//! closes, however its holder died.
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+
+use crate::error::{Error, Result};
+
+/// The abstract socket's name (without the leading NUL byte).
+pub const NAME: &[u8] = b"vminit";
+
+/// The lock, held while this value lives.
+#[derive(Debug)]
+pub struct Lock {
+    _socket: OwnedFd,
+}
+
+/// Takes the lock of this network namespace, or reports that another vminit holds it.
+///
+/// The descriptor is not close-on-exec: the debug shell that replaces vminit keeps the
+/// lock (children spawned by vminit do not get it; see `spawn`).
+pub fn acquire() -> Result<Lock> {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .map_err(|e| Error::os("create the lock socket", e))?;
+    let addr = UnixAddr::new_abstract(NAME).map_err(|e| Error::os("name the lock socket", e))?;
+    // bind(2) to "\0vminit": fails with EADDRINUSE while any process holds the name.
+    match bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => Ok(Lock { _socket: fd }),
+        Err(Errno::EADDRINUSE) => Err(Error::AlreadyRunning),
+        Err(e) => Err(Error::os("bind the lock socket @vminit", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_held_until_dropped_and_is_per_network_namespace() {
+        // A thread of its own in a new network namespace (root only): nothing else holds
+        // the name there.
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root)");
+            let first = acquire().expect("a fresh namespace is free");
+            assert!(matches!(acquire(), Err(Error::AlreadyRunning)));
+            // Another namespace is not affected.
+            let other = std::thread::spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+                acquire().map(drop).is_ok()
+            });
+            assert!(other.join().unwrap(), "another namespace has its own lock");
+            drop(first);
+            acquire().expect("released when the holder closes it");
+        })
+        .join()
+        .unwrap();
+    }
+}
