@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    Container, GuestReport, NetState, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder,
-    recorder, standin_script, test_guest, vminit_binary,
+    CALICO_GATEWAY6, Container, GuestReport, NetState, Network, NicSpec, ScratchDisk, Vminit,
+    VminitBuilder, recorder, standin_script, test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -83,10 +83,32 @@ fn docker_ipv6_container(net: &Network, host: u8) -> (Container, common::Nic) {
     (ctr, nic)
 }
 
+/// Compares as `==`, except that routes to `fe80::/64` through several NICs may be listed in
+/// another order: the kernel lists routes to one prefix in the order they were added, and a
+/// NIC's link-local address (with its route) goes to the guest and comes back.
 fn assert_restored(ctr: &Container, before: &NetState, when: &str) {
+    fn sorted_link_local(text: &str) -> String {
+        let mut lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let j = i + lines[i..]
+                .iter()
+                .take_while(|l| l.starts_with("fe80::/64 dev "))
+                .count();
+            lines[i..j].sort_unstable();
+            i = j.max(i + 1);
+        }
+        lines.join("\n")
+    }
     let after = ctr.net_state();
+    let mut a = after.clone();
+    let mut b = before.clone();
+    for s in [&mut a, &mut b] {
+        s.routes = sorted_link_local(&s.routes);
+        s.routes6 = sorted_link_local(&s.routes6);
+    }
     assert!(
-        after == *before,
+        a == b,
         "{when}: the namespace differs from before:\nbefore: {before:#?}\nafter: {after:#?}"
     );
 }
@@ -251,4 +273,227 @@ fn eui64_link_local(mac: &str) -> std::net::Ipv6Addr {
         b[4],
         b[5],
     ])
+}
+
+#[test]
+fn a_calico_pod_guest_gets_its_slash_128_and_a_default_route_through_the_link_local_gateway() {
+    let net = Network::dual_stack(1);
+    let v6 = net.net6().clone();
+    let ctr = Container::with_ipv6();
+    // Calico: 10.1.0.7/32 via 169.254.1.1, fd00:1::7/128 via fe80::ecee:eeff:feee:eeee.
+    let pod6 = v6.addr(7);
+    let nic = ctr.add_nic(&net, NicSpec::k8s(&net, 7).addr6(&format!("{pod6}/128")));
+    ctr.set_k8s_default_route(&net, "eth0");
+    ctr.set_calico_default_route6(&net, "eth0");
+    let before = ctr.net_state();
+    let listener = net.peer_listen(ANNOUNCEMENTS);
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0")
+        .resolv_conf(
+            "nameserver fd00:1::53\nnameserver 10.96.0.10\nsearch default.svc.cluster.local\n",
+        )
+        .spawn();
+
+    let r = report(&vm);
+    let global: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(global, [format!("{pod6}/128")], "{r:#?}");
+    assert_eq!(
+        r.default_routes6(),
+        [format!(
+            "default via {CALICO_GATEWAY6} dev eth0 metric 1024"
+        )],
+        "{:#?}",
+        r.routes6
+    );
+    assert!(
+        !r.routes6.iter().any(|l| l.starts_with("fd00:1::/64")),
+        "nothing is on-link for a /128: {:#?}",
+        r.routes6
+    );
+    assert_eq!(
+        r.neighbour6(&CALICO_GATEWAY6.to_string(), "eth0")
+            .as_deref(),
+        Some(v6.gateway_mac.as_str())
+    );
+    // The pod's IPv6 resolver reaches the guest (DHCPv6), next to the IPv4 one.
+    assert!(r.dns.contains(&"fd00:1::53".to_string()), "{:?}", r.dns);
+    assert!(r.dns.iter().all(|d| d != "::1" && !d.starts_with("127.")));
+
+    assert!(net.peer_ping6(pod6), "{}", vm.tails());
+    assert_eq!(
+        net.peer_neighbour_mac_of(&pod6.to_string()).as_deref(),
+        Some(nic.mac.as_str())
+    );
+    guest_run(
+        &vm,
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
+        "PING6-OK",
+    );
+    let heard = listener.stop();
+    assert!(heard.is_empty(), "{heard:#?}");
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}
+
+#[test]
+fn of_two_nics_only_the_one_with_ipv6_gets_it_and_the_other_keeps_its_link_local_address_free() {
+    let net4 = Network::dual_stack(1);
+    let net6 = Network::dual_stack(2);
+    let v6 = net6.net6().clone();
+    let ctr = Container::with_ipv6();
+    // eth0: IPv4 only (the container's IPv4 default route); eth1: dual stack, the IPv6 one.
+    let eth0 = ctr.add_nic(&net4, NicSpec::docker(&net4, 2).name("eth0"));
+    let eth1 = ctr.add_nic(
+        &net6,
+        NicSpec::docker(&net6, 3)
+            .name("eth1")
+            .addr6(&v6.cidr(v6.addr(3))),
+    );
+    ctr.set_default_route(net4.gateway, "eth0");
+    ctr.set_default_route6(v6.gateway, "eth1");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth1").spawn();
+
+    let r = report(&vm);
+    assert!(r.global6("eth0").is_empty(), "{:#?}", r.addrs6);
+    let global: Vec<&str> = r.global6("eth1").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(global, [format!("{}/128", eth1.ip6())]);
+    assert_eq!(
+        r.default_routes(),
+        [format!("default via {} dev eth0", net4.gateway)]
+    );
+    let defaults6 = r.default_routes6();
+    assert_eq!(defaults6.len(), 1, "{:#?}", r.routes6);
+    assert!(
+        defaults6[0].starts_with(&format!("default via {} dev eth1 ", v6.gateway_ll)),
+        "{defaults6:?}"
+    );
+    // The container's eth0 held the link-local address the guest derives from eth0's MAC:
+    // it went before the guest started, so duplicate address detection passed there too.
+    let eth0_ll = eui64_link_local(&eth0.mac);
+    assert!(
+        r.addrs6
+            .iter()
+            .any(|a| a.nic == "eth0" && a.addr == format!("{eth0_ll}/64") && a.flags.is_empty()),
+        "{:#?}",
+        r.addrs6
+    );
+    assert!(net6.peer_ping6(eth1.ip6()), "{}", vm.tails());
+    assert!(net4.peer_ping(eth0.ip()), "{}", vm.tails());
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}
+
+#[test]
+fn a_gateway_that_does_not_answer_is_named_and_the_guest_still_gets_its_address_and_prefix() {
+    let net = Network::dual_stack(1);
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6().clone();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2).addr6(&v6.cidr(v6.addr(2))));
+    ctr.set_default_route(net.gateway, "eth0");
+    // Nobody has fd00:1::99.
+    ctr.set_default_route6(v6.addr(0x99), "eth0");
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    vm.expect_log(
+        "the IPv6 gateway fd00:1::99 did not answer neighbour discovery",
+        Duration::from_secs(30),
+    );
+    let r = report(&vm);
+    let global: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(global, [format!("{}/128", nic.ip6())]);
+    assert!(
+        r.routes6
+            .iter()
+            .any(|l| l.starts_with("fd00:1::/64 dev eth0"))
+    );
+    assert!(
+        r.default_routes6().is_empty(),
+        "no hairpin: {:#?}",
+        r.routes6
+    );
+    assert!(net.peer_ping6(nic.ip6()), "{}", vm.tails());
+    stop(&vm);
+}
+
+/// Runs vminit (stand-in QEMU) expecting it to refuse: exit `code`, one error line with
+/// every needle, the namespace unchanged.
+fn expect_refusal(ctr: &Container, vm: VminitBuilder, code: i32, needles: &[&str]) {
+    let before = ctr.net_state();
+    let vm = vm.spawn();
+    let status = vm.expect_exit(Duration::from_secs(30));
+    vm.log().wait_closed(Duration::from_secs(5));
+    let log = vm.log().text();
+    assert_eq!(status.code(), Some(code), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    for needle in needles {
+        assert!(errors[0].contains(needle), "{needle:?} in {:?}", errors[0]);
+    }
+    assert_restored(ctr, &before, "after the refusal");
+}
+
+#[test]
+fn an_ipv6_selected_network_matching_no_address_is_refused_and_nothing_changes() {
+    let net = Network::dual_stack(1);
+    let (ctr, _) = docker_ipv6_container(&net, 2);
+    let disk = ScratchDisk::new();
+    let log = disk.dir.join("standin.log");
+    let vm = standin_vm(&ctr, &disk, &log).env("SELECTED_NETWORK", "10.1.0.0/24,fd00:9::/64");
+    expect_refusal(
+        &ctr,
+        vm,
+        64,
+        &["SELECTED_NETWORK", "fd00:9::/64", "no IPv6 address of eth0"],
+    );
+}
+
+#[test]
+fn without_net_raw_the_ipv6_announcements_cannot_be_made_and_the_capability_is_named() {
+    let net = Network::dual_stack(1);
+    let (ctr, _) = docker_ipv6_container(&net, 2);
+    let disk = ScratchDisk::new();
+    let log = disk.dir.join("standin.log");
+    let vm = standin_vm(&ctr, &disk, &log).cap_drop("net_raw");
+    expect_refusal(&ctr, vm, 69, &["packet socket", "NET_RAW"]);
+}
+
+#[test]
+fn a_kill_after_any_step_of_a_dual_stack_takeover_is_recovered_by_the_next_run() {
+    let net = Network::dual_stack(1);
+    let (ctr, nic) = docker_ipv6_container(&net, 2);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let log = disk.dir.join("standin.log");
+    let mut k = 1;
+    loop {
+        let vm = standin_vm(&ctr, &disk, &log)
+            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
+            .spawn();
+        let paused = format!("test hook: paused after setup step {k}:");
+        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
+            t.contains(&paused) || t.contains("QEMU running")
+        });
+        assert!(reached, "{}", vm.tails());
+        let was_paused = vm.log().text().contains(&paused);
+        vm.kill(Signal::SIGKILL);
+        vm.expect_exit(Duration::from_secs(10));
+        if !was_paused {
+            break;
+        }
+        // The next run recovers, and a stop puts everything back.
+        let vm = standin_vm(&ctr, &disk, &log).spawn();
+        vm.expect_log("QEMU running", Duration::from_secs(30));
+        let addrs = ctr.exec("ip -6 -o addr show dev eth0").stdout;
+        assert!(
+            !addrs.contains(&format!(" {}/", nic.ip6())),
+            "step {k}: {addrs}"
+        );
+        vm.kill(Signal::SIGTERM);
+        vm.expect_exit(STOP);
+        assert_restored(&ctr, &before, &format!("killed after setup step {k}"));
+        k += 1;
+    }
+    assert!(k > 15, "a dual-stack takeover has more steps than {k}");
 }

@@ -159,7 +159,22 @@ impl Network {
         }
         let mtu = mtu.to_string();
         // ip link add BR type bridge; ip link set BR mtu MTU up; ip addr add 10.N.0.1/24 dev BR
-        net.host.ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        if ipv6 {
+            // As Docker does, with a MAC of its own: a bridge would take its lowest port's
+            // otherwise, and the gateway's MAC would change under its neighbours.
+            let mac = format!("02:42:fe:00:00:{index:02x}");
+            net.host.ip(&[
+                "link",
+                "add",
+                &net.bridge,
+                "address",
+                &mac,
+                "type",
+                "bridge",
+            ]);
+        } else {
+            net.host.ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        }
         net.host
             .ip(&["link", "set", &net.bridge, "mtu", &mtu, "up"]);
         net.host
