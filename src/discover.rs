@@ -23,6 +23,9 @@ use crate::netstate::{
 };
 use crate::types::{Ipv4Net, Mac, Route};
 
+/// Whether links made from now on get IPv6.
+const DEFAULT_DISABLE_IPV6: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+
 /// `RT_TABLE_LOCAL`: the kernel's own table of local and broadcast addresses.
 const RT_TABLE_LOCAL: u32 = 255;
 
@@ -57,6 +60,9 @@ pub fn read(nl: &mut Netlink) -> io::Result<NetState> {
 /// Adds the IPv6 part: `ip -6 addr show; ip -6 route show table all; ip -6 neigh show nud
 /// permanent`. A kernel without IPv6 has none.
 fn read_ipv6(nl: &mut Netlink, state: &mut NetState) -> io::Result<()> {
+    // cat /proc/sys/net/ipv6/conf/default/disable_ipv6 (readable even where it is read-only)
+    state.ipv6_on_new_links =
+        std::fs::read_to_string(DEFAULT_DISABLE_IPV6).is_ok_and(|v| v.trim() == "0");
     let without_ipv6 = |e: &io::Error| e.raw_os_error() == Some(libc::EAFNOSUPPORT);
     match nl.addresses6() {
         Ok(addrs) => state.addrs6 = addrs.into_iter().filter_map(discover6::addr6_of).collect(),

@@ -26,10 +26,14 @@ use crate::packet::PacketSocket;
 use crate::plan6::Guest6;
 use crate::types::{Mac, is_link_local6};
 
-/// How long all gateways together may take to answer.
-pub const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one gateway's echo reply is waited for.
-const ECHO_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long all gateways together may take to answer. A Docker network's bridge gets its
+/// addresses when its first container is attached, and answers only once its duplicate
+/// address detection is over, about a second later.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// What the echo probe leaves of the time for the derived address.
+const ECHO_RESERVE: Duration = Duration::from_millis(500);
+/// How often the echo probe is sent again (the gateway's addresses may still be tentative).
+const ECHO_AGAIN: Duration = Duration::from_millis(250);
 /// The discard port: what the datagram that starts neighbour discovery is sent to.
 const DISCARD: u16 = 9;
 
@@ -90,8 +94,8 @@ fn find(
     if is_link_local6(gateway) {
         return Ok(Some((gateway, mac)));
     }
-    // The echo gets part of the time; what is left goes to the derived address.
-    let echo_deadline = deadline.min(Instant::now() + ECHO_TIMEOUT);
+    // The echo gets most of the time; what is left goes to the derived address.
+    let echo_deadline = deadline.checked_sub(ECHO_RESERVE).unwrap_or(deadline);
     if let Some(src) = own_ll
         && let Some(ll) = echo(index, own_mac, src, mac, echo_deadline)?
     {
@@ -142,11 +146,16 @@ fn echo(
         log::debug!("packet filter: {e}");
     }
     let id = (std::process::id() as u16) ^ 0x7636;
-    socket
-        .send(&ndp::echo_probe(own_mac, mac, own_ll, id))
-        .map_err(|e| Error::os("send an IPv6 echo request to the gateway", e))?;
+    let probe = ndp::echo_probe(own_mac, mac, own_ll, id);
     let mut buf = vec![0u8; 2048];
+    let mut sent = Instant::now() - ECHO_AGAIN;
     loop {
+        if sent.elapsed() >= ECHO_AGAIN {
+            socket
+                .send(&probe)
+                .map_err(|e| Error::os("send an IPv6 echo request to the gateway", e))?;
+            sent = Instant::now();
+        }
         while let Some(n) = socket
             .recv(&mut buf)
             .map_err(|e| Error::os("read the gateway's echo reply", e))?

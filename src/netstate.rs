@@ -182,6 +182,10 @@ pub struct NetState {
     pub routes6: Vec<Route6Entry>,
     /// Permanent IPv6 neighbour entries.
     pub neighbours6: Vec<Neigh6Entry>,
+    /// Whether links made now get IPv6 (`net.ipv6.conf.default.disable_ipv6` is 0). Docker
+    /// turns it off in a container, even on an `--ipv6` network (only its own NICs have
+    /// IPv6), and mounts `/proc/sys` read-only: vminit's doors then have no IPv6.
+    pub ipv6_on_new_links: bool,
 }
 
 impl NetState {

@@ -29,6 +29,9 @@ pub struct Nic6 {
     pub guest: Option<IfAddr6>,
     /// The container's link-local address derived from the guest's MAC, if it has one.
     pub link_local: Option<IfAddr6>,
+    /// Whether the door gets IPv6, and so the NIC's IPv6 routes (see
+    /// `NetState::ipv6_on_new_links`). Without, they stay on the NIC.
+    pub door_ipv6: bool,
 }
 
 impl Nic6 {
@@ -58,6 +61,7 @@ impl Nic6 {
                 .iter()
                 .find(|a| a.addr.net.addr == eui64)
                 .map(|a| a.addr.clone()),
+            door_ipv6: state.ipv6_on_new_links,
         }
     }
 
@@ -107,8 +111,8 @@ pub fn check_selected(selected: Option<Ipv6Net>, nics: &[(&str, &Nic6)]) -> Resu
 /// before a removed one are taken off too and put back, last first, so that the order the
 /// container keeps is the original one, and undoing it restores that order too.
 pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
-    let mut steps: Vec<Step> = nic
-        .routes
+    let moved: &[KernelRoute6] = if nic.door_ipv6 { &nic.routes } else { &[] };
+    let mut steps: Vec<Step> = moved
         .iter()
         .rev()
         .map(|route| Step::DelRoute6 {
@@ -153,9 +157,13 @@ pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
 
 /// The container's IPv6 side of the door: a route to the guest's address, and the NIC's
 /// configured IPv6 routes (a gateway the door has no prefix for is `onlink`). A route's
-/// source stays only if the container keeps that address.
+/// source stays only if the container keeps that address. Nothing when the door has no IPv6
+/// (Docker): the container then reaches the guest over IPv4 only.
 pub fn open_door6(door: &str, nic: &Nic6) -> Vec<Step> {
     let mut steps = Vec::new();
+    if !nic.door_ipv6 {
+        return steps;
+    }
     if let Some(guest) = &nic.guest {
         steps.push(Step::AddRoute6 {
             dev: door.to_string(),
@@ -279,9 +287,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// eth0 (index 3) with `addrs` (kernel order) and `routes`.
+    /// eth0 (index 3) with `addrs` (kernel order) and `routes`; new links get IPv6.
     fn nic_state(addrs: &[(&str, u32)], routes: &[(&str, Option<&str>)]) -> NetState {
         let mut state = Ns::new().nic(3, "eth0", MAC0, &["172.19.0.2/24"], &[]).0;
+        state.ipv6_on_new_links = true;
         for (a, flags) in addrs {
             let mut addr = IfAddr6::plain(net6(a));
             addr.flags = IfAddr6::settable_flags(*flags);
@@ -501,6 +510,29 @@ mod tests {
         );
         assert_eq!(p.v6.len(), 1);
         assert_eq!((p.v6[0].door.as_str(), p.v6[0].mac), ("vmlink0", MAC0));
+    }
+
+    #[test]
+    fn where_doors_get_no_ipv6_as_under_docker_the_routes_stay_on_the_nic() {
+        let mut state = nic_state(
+            &[("fd00:1::2/64", 0x82), ("fe80::42:acff:fe13:2/64", 0x80)],
+            &[("::/0", Some("fd00:1::1"))],
+        );
+        state.ipv6_on_new_links = false;
+        let nic = nic6(&state, None);
+        assert_eq!(
+            commands(&release6("eth0", &nic)),
+            [
+                "ip -6 addr del fd00:1::2/64 dev eth0",
+                "ip -6 addr del fe80::42:acff:fe13:2/64 dev eth0",
+            ]
+        );
+        assert!(open_door6("vmlink0", &nic).is_empty());
+        let g = guest6("eth0", "vmlink0", MAC0, 1500, &nic, true).unwrap();
+        assert!(
+            g.gateways[0].default,
+            "the guest still gets its default route"
+        );
     }
 
     #[test]

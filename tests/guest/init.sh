@@ -19,6 +19,7 @@
 #   GUEST-RESOLVE NAME ADDR|none     (for vminit_test_resolve=NAME[,NAME...]: what the guest's
 #                                    resolver (glibc's getaddrinfo, through busybox ping) says)
 #   GUEST-RESOLVE-MS NAME MS         (how long that took, lookup and one ping; 10 ms resolution)
+#   GUEST-PING6 ADDR ok|failed       (for vminit_test_ping6=ADDR[,ADDR]: two IPv6 pings)
 #   GUEST-CIDATA device DEV ro=0|1 fs=TYPE   (vminit_test_cidata=1: the volume that findfs finds
 #                                    by LABEL=cidata, its read-only flag, its filesystem)
 #   GUEST-CIDATA files NAME...       (the files on it)
@@ -45,6 +46,7 @@ both
 #   vminit_test_dhcp_tries=N          DHCP discover attempts per NIC, one second apart [5]
 #   vminit_test_ipv6=NIC[,NIC]        report only once these NICs have their IPv6 address and route
 #   vminit_test_ipv6_wait=SECONDS     how long to wait for them [30]
+#   vminit_test_ping6=ADDR[,ADDR]     ping each ADDR over IPv6 after the report
 #   vminit_test_vga_banner=TEXT       clear the VGA console (tty1), show TEXT there (underscores
 #                                     become spaces), and report each line typed on its keyboard
 #   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
@@ -136,6 +138,14 @@ echo "GUEST-REPORT done"
 uptime_cs() {
 	sed 's/^\([0-9]*\)\.\([0-9][0-9]\).*/\1\2/' /proc/uptime
 }
+for addr in $(cmdline_value vminit_test_ping6 "" | tr ',' ' '); do
+	if ping -6 -c 2 -W 2 "$addr" >/dev/null 2>&1; then
+		echo "GUEST-PING6 $addr ok"
+	else
+		echo "GUEST-PING6 $addr failed"
+	fi
+done
+
 for name in $(cmdline_value vminit_test_resolve "" | tr ',' ' '); do
 	start=$(uptime_cs)
 	addr=$(ping -c 1 -W 2 "$name" 2>/dev/null | sed -n 's/^PING [^ ]* (\([0-9.]*\)).*/\1/p')

@@ -55,12 +55,27 @@ impl Scenario {
 
     /// A new bridge network on a free 10.231.N.0/24.
     pub fn network(&self) -> Net {
+        self.make_network(false)
+    }
+
+    /// A new dual-stack bridge network (`docker network create --ipv6`) on a free
+    /// 10.231.N.0/24 and fd00:231:N::/64, whose gateway is the bridge's fd00:231:N::1.
+    pub fn network_ipv6(&self) -> Net {
+        self.make_network(true)
+    }
+
+    fn make_network(&self, ipv6: bool) -> Net {
         let name = unique_name(&format!("{}-net", self.label));
         loop {
             let subnet = next_free_subnet();
+            let n = subnet.split('.').nth(2).unwrap_or("0").to_owned();
+            let subnet6 = format!("fd00:231:{n}::/64");
             let mut args = vec![
                 "network", "create", "--driver", "bridge", "--subnet", &subnet,
             ];
+            if ipv6 {
+                args.extend(["--ipv6", "--subnet", &subnet6]);
+            }
             let labels = label_flags();
             args.extend(labels.iter().map(String::as_str));
             args.push(&name);
@@ -330,6 +345,77 @@ impl Scenario {
         let neighbour_mac = out.stdout.lines().find_map(|l| {
             let rest = &l[l.find(&needle)? + needle.len()..];
             rest.split_whitespace().next().map(str::to_owned)
+        });
+        Ping {
+            ok: out.success(),
+            neighbour_mac,
+            output: out.to_string(),
+        }
+    }
+
+    /// The container `name`'s IPv6 address, prefix length and gateway on its only network.
+    pub fn endpoint6(&self, name: &str) -> (std::net::Ipv6Addr, u8, std::net::Ipv6Addr) {
+        let text = self.inspect(
+            name,
+            "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}} {{.GlobalIPv6PrefixLen}} {{.IPv6Gateway}}{{end}}",
+        );
+        let f: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "no IPv6 endpoint: {text:?}");
+        (
+            f[0].parse().expect("GlobalIPv6Address"),
+            f[1].parse().expect("GlobalIPv6PrefixLen"),
+            f[2].parse().expect("IPv6Gateway"),
+        )
+    }
+
+    /// The IPv6 gateway Docker gave `net` (the bridge's address): the one `docker network
+    /// inspect` names, else (Docker 20.10 names none it chose itself) the subnet's first.
+    pub fn network_gateway6(&self, net: &Net) -> std::net::Ipv6Addr {
+        let text = self.docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}},{{end}}",
+            &net.name,
+        ]);
+        for entry in text.trim().split(',').filter(|e| e.contains(':')) {
+            let mut words = entry.split_whitespace();
+            let subnet = words.next().unwrap_or_default();
+            if let Some(gateway) = words.next().and_then(|g| g.parse().ok()) {
+                return gateway;
+            }
+            let network: std::net::Ipv6Addr = subnet
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("IPv6 subnet of {}: {text:?}", net.name));
+            return std::net::Ipv6Addr::from(u128::from(network) + 1);
+        }
+        panic!("no IPv6 subnet on {}: {text:?}", net.name)
+    }
+
+    /// The MAC of `net`'s bridge (`br-<id>` on this machine): the gateway's.
+    pub fn bridge_mac(&self, net: &Net) -> String {
+        let id = self.docker_ok(&["network", "inspect", "-f", "{{.Id}}", &net.name]);
+        let bridge = format!("br-{}", &id.trim()[..12]);
+        fs::read_to_string(format!("/sys/class/net/{bridge}/address"))
+            .unwrap_or_else(|e| panic!("{bridge}'s MAC: {e}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Pings `ip` over IPv6 from a new busybox container on `net` and reads the peer's
+    /// neighbour entry for it.
+    pub fn peer_ping6(&self, net: &Net, ip: std::net::Ipv6Addr) -> Ping {
+        let name = self.container_name("peer");
+        let script = format!("ping -6 -c 3 -W 2 {ip}; rc=$?; ip -6 neigh show {ip}; exit $rc");
+        let network = format!("--network={}", net.name);
+        let out = self.busybox(&name, &["--rm", &network], &["sh", "-c", &script]);
+        // busybox ip -6 neigh: "fd00:231:1::2 dev eth0 lladdr 02:42:0a:e7:01:02 REACHABLE"
+        let neighbour_mac = out.stdout.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "lladdr")?;
+            words.next().map(str::to_owned)
         });
         Ping {
             ok: out.success(),
