@@ -378,20 +378,22 @@ impl Scenario {
             "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}},{{end}}",
             &net.name,
         ]);
-        for entry in text.trim().split(',').filter(|e| e.contains(':')) {
-            let mut words = entry.split_whitespace();
-            let subnet = words.next().unwrap_or_default();
-            if let Some(gateway) = words.next().and_then(|g| g.parse().ok()) {
-                return gateway;
-            }
-            let network: std::net::Ipv6Addr = subnet
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("IPv6 subnet of {}: {text:?}", net.name));
-            return std::net::Ipv6Addr::from(u128::from(network) + 1);
+        let entry = text
+            .trim()
+            .split(',')
+            .find(|e| e.contains(':'))
+            .unwrap_or_else(|| panic!("no IPv6 subnet on {}: {text:?}", net.name));
+        let mut words = entry.split_whitespace();
+        let subnet = words.next().unwrap_or_default();
+        if let Some(gateway) = words.next().and_then(|g| g.parse().ok()) {
+            return gateway;
         }
-        panic!("no IPv6 subnet on {}: {text:?}", net.name)
+        let network: std::net::Ipv6Addr = subnet
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("IPv6 subnet of {}: {text:?}", net.name));
+        std::net::Ipv6Addr::from(u128::from(network) + 1)
     }
 
     /// The MAC of `net`'s bridge (`br-<id>` on this machine): the gateway's.
