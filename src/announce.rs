@@ -73,7 +73,7 @@ impl Dns6 {
     }
 
     /// The resolvers `guest` reaches on its own link or through its routes; the default-route
-    /// NIC (`router`) also gets those no NIC's prefix holds. With them goes the search list.
+    /// NIC (`router`) also gets those no NIC's prefix holds, and the search list.
     pub fn for_nic(&self, guest: &Guest6, router: bool) -> Dns6 {
         let reaches = |ip: &Ipv6Addr| {
             guest.onlink.iter().any(|p| p.contains(*ip))
@@ -89,11 +89,12 @@ impl Dns6 {
             .filter(|ip| reaches(ip) || router)
             .copied()
             .collect();
+        // As for IPv4 (see `dns`): the search list only on the primary NIC.
         Dns6 {
-            search: if servers.is_empty() {
-                Vec::new()
-            } else {
+            search: if router && !servers.is_empty() {
                 self.search.clone()
+            } else {
+                Vec::new()
             },
             servers,
         }
