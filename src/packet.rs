@@ -20,8 +20,14 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)` bound to the interface `index`.
-    pub fn open(index: u32) -> io::Result<PacketSocket> {
+    /// Whether packet sockets can be had here (`CAP_NET_RAW`): one is opened, unbound, and
+    /// closed again.
+    pub fn probe() -> io::Result<()> {
+        PacketSocket::socket().map(drop)
+    }
+
+    /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)`, not bound yet.
+    fn socket() -> io::Result<OwnedFd> {
         let protocol = ETHERTYPE_IPV6.to_be();
         // SAFETY: socket(2) with constant arguments; the result is checked before use.
         let raw = unsafe {
@@ -35,7 +41,13 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)` bound to the interface `index`.
+    pub fn open(index: u32) -> io::Result<PacketSocket> {
+        let protocol = ETHERTYPE_IPV6.to_be();
+        let fd = PacketSocket::socket()?;
         let mut addr = sockaddr_ll(index);
         addr.sll_protocol = protocol;
         // SAFETY: `addr` is a valid sockaddr_ll and its exact size is passed.

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::monitor::Monitor;
 use crate::netlink::Netlink;
 use crate::netstate::NetState;
+use crate::packet::PacketSocket;
 use crate::plan::{self, NicPlan, Plan};
 use crate::plan6::Guest6;
 use crate::policy::Event;
@@ -238,6 +239,8 @@ impl<'a> Setup<'a> {
         if !self.config.dhcp || plan.v6.is_empty() {
             return Ok(Vec::new());
         }
+        // Before anything changes: the announcements need packet sockets.
+        PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
         let state = self.discover()?;
         gateway6::learn(&mut self.nl, &state, &plan.v6)
     }

@@ -431,6 +431,10 @@ fn expect_refusal(ctr: &Container, vm: VminitBuilder, code: i32, needles: &[&str
     for needle in needles {
         assert!(errors[0].contains(needle), "{needle:?} in {:?}", errors[0]);
     }
+    assert!(
+        !log.lines().any(|l| l.starts_with("vminit: ip ")),
+        "refused before any change:\n{log}"
+    );
     assert_restored(ctr, &before, "after the refusal");
 }
 
