@@ -21,8 +21,11 @@
 # mirror): a second run with the same inputs prints the directory at once. The root disk is
 # ext4 over the whole virtio disk (/dev/vda, no partition table), made with `mkfs.ext4 -d` and
 # `qemu-img convert`: no loop device, no mount. Tests boot it with -kernel/-initrd/-append
-# and a qcow2 overlay per test. Concurrent runs serialise on CACHE_ROOT/.lock. The archive's
-# packages can change under the same KEY: delete CACHE_ROOT to rebuild from today's archive.
+# and a qcow2 overlay per test. The debootstrap base is kept too (CACHE_ROOT/base-BASEKEY, keyed
+# by suite, mirror and base packages), so that changing a guest re-derives the guests in
+# seconds. Concurrent runs serialise on CACHE_ROOT/.lock. The archive's packages can change
+# under the same KEY: delete CACHE_ROOT to rebuild from today's archive. Whatever was not used
+# for a week is removed.
 #
 # Needs root and deb.debian.org; installs debootstrap, qemu-utils and e2fsprogs when missing.
 set -euo pipefail
