@@ -9,6 +9,9 @@
 #   2. Boot to network: from container start to the first ping the guest answers at the
 #      container's IP (pinged every 20 ms from the network's peer), against the floor: the same
 #      guest booted by plain QEMU over a macvtap made by hand, its address set statically.
+#      Then the same for a real distribution (Debian 12 with systemd-networkd, built by
+#      tests/distro/build-images.sh): vminit and its DHCP, against the same guest under plain
+#      QEMU with a static address (ip= on the kernel command line).
 #   3. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
 #      a hand-made macvtap (no vminit), QEMU user-mode networking, and plain veth (the ceiling).
 #   4. Footprint: binary size, PID 1's RSS and the container's process count while the guest
@@ -19,7 +22,11 @@
 # works, TCG (software emulation) elsewhere, and the report says which.
 #
 #   --quick   3 setup runs per point, 1 boot per kind, 1 s iperf3 runs: finishes in about a
-#             minute (what CI runs to keep the bench working; it asserts nothing on numbers).
+#             minute, plus two boots of the distribution guest (what CI runs to keep the bench
+#             working; it asserts nothing on numbers).
+#
+# Environment: BENCH_DISTRO=no skips the distribution guest (building its images the first time
+# takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
 #
 # Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
 # (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
@@ -42,10 +49,15 @@ for arg in "$@"; do
 	esac
 done
 if [[ $MODE == quick ]]; then
-	SETUP_RUNS=3 BOOT_RUNS=1 IPERF_SECONDS=1 IPERF_REPS=1
+	SETUP_RUNS=3 BOOT_RUNS=1 IPERF_SECONDS=1 IPERF_REPS=1 DISTRO_RUNS=1
 else
-	SETUP_RUNS=30 BOOT_RUNS=8 IPERF_SECONDS=5 IPERF_REPS=3
+	SETUP_RUNS=30 BOOT_RUNS=8 IPERF_SECONDS=5 IPERF_REPS=3 DISTRO_RUNS=3
 fi
+BENCH_DISTRO=${BENCH_DISTRO:-yes}
+DISTRO_RAM=512M
+# The distribution guest's one NIC: QEMU puts it in PCI slot 3, before the disk, as vminit's
+# command line does; systemd names it by the slot.
+DISTRO_NIC=ens3
 NIC_COUNTS=(1 2 4 8)
 RAM=256M
 
@@ -279,16 +291,31 @@ iperf_pair() {
 }
 
 # boot_run KIND R: KIND vminit (the container runs vminit, the guest asks DHCP) or floor (the
-# container runs plain QEMU over a macvtap made beforehand, the guest's address is static).
+# container runs plain QEMU over a macvtap made beforehand, the guest's address is static), with
+# the bench guest; distro and distro-floor: the same two with a Debian 12 guest (systemd-networkd,
+# tests/distro/), whose static address comes from ip= on the kernel command line.
 boot_run() {
 	local kind=$1 r=$2 id ctr t0 qs console ping_log ctr_pid pid1 t_from tping t0_mono t0_real
 	local stop_ms=""
 	id=$((++CTR_SEQ))
 	ctr=$(ctr_create "$id" 1)
 	t0=$WORK/t0.$id qs=$WORK/qs.$id console=$RES/boot/$kind-r$r.console ping_log=$RES/boot/$kind-r$r.ping
+	local ram=$RAM ready=BENCH-READY boot_wait=180 stop_wait=20 kargs=("${KERNEL_ARGS[@]}")
+	local append_dhcp="console=ttyS0 quiet bench_net=dhcp"
+	local append_static="console=ttyS0 quiet bench_net=static:$GUEST_IP/24:$(net_addr 0 1)"
+	local disk_vminit=$WORK/vminit.qcow2 disk_floor=$WORK/floor.qcow2 vm_env=()
+	if [[ $kind == distro* ]]; then
+		# A fresh overlay of the cached root for each boot, made before the clock starts.
+		ram=$DISTRO_RAM ready="DISTRO-REPORT end" boot_wait=600 stop_wait=90 vm_env=(STOP_TIMEOUT=80)
+		kargs=(-kernel "$DISTRO/vmlinuz" -initrd "$DISTRO/initrd.img")
+		append_dhcp=$(cat "$DISTRO/cmdline")
+		append_static="$append_dhcp ip=$GUEST_IP::$(net_addr 0 1):255.255.255.0::$DISTRO_NIC:off"
+		disk_vminit=$WORK/distro-$id.qcow2 disk_floor=$WORK/distro-$id.qcow2
+		qemu-img create -q -f qcow2 -b "$DISTRO/root.qcow2" -F qcow2 "$disk_vminit"
+	fi
 	# The peer knows the guest's MAC (the container's): no ARP in the way, the same for both.
 	ip -n "$PEER" neigh replace "$GUEST_IP" lladdr "$GUEST_MAC" dev eth0 nud permanent
-	if [[ $kind == floor ]]; then
+	if [[ $kind == *floor ]]; then
 		# By hand, before the clock starts: what vminit does for one NIC, minus DHCP.
 		ip -n "$ctr" -batch - <<-EOF
 			link set eth0 address 02:00:00:00:00:01
@@ -300,25 +327,25 @@ boot_run() {
 	bg_start ip netns exec "$PEER" stdbuf -oL ping -n -D -i 0.02 "$GUEST_IP" >"$ping_log" 2>&1
 	local ping_pid=$LAST_PID
 	case $kind in
-	vminit)
-		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM \
-			VMINIT_DISK="$WORK/vminit.qcow2" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
+	vminit | distro)
+		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$ram "${vm_env[@]}" \
+			VMINIT_DISK="$disk_vminit" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
 			BENCH_QEMU_STAMP="$qs" -- \
-			"$STAMP" exec "$t0" "$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
+			"$STAMP" exec "$t0" "$VMINIT" "${kargs[@]}" -append "$append_dhcp" \
 			</dev/null > >("${STAMP_LINES[@]}" >"$console") 2> >("${STAMP_LINES[@]}" >"$RES/boot/$kind-r$r.log")
 		;;
-	floor)
+	floor | distro-floor)
 		BENCH_PRE_EXEC='idx=$(cat /sys/class/net/vmtap0/ifindex)
 			IFS=: read -r maj min </sys/class/net/vmtap0/macvtap/tap$idx/dev
 			mknod /dev/tap$idx c $maj $min
 			exec 3<>/dev/tap$idx' \
 			bg_start ctr_exec "$ctr" -- \
-			"$STAMP" exec "$t0" "$QEMU" -name guest=floor "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
+			"$STAMP" exec "$t0" "$QEMU" -name guest=floor "${ACCEL_OPTS[@]}" -m "$ram" -smp 1 \
 			-display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
-			-drive "file=$WORK/floor.qcow2,if=virtio,format=qcow2" \
+			-drive "file=$disk_floor,if=virtio,format=qcow2" \
 			-netdev "tap,id=net0,fd=3,vhost=$VHOST_USED" \
 			-device "virtio-net-pci,netdev=net0,mac=$GUEST_MAC,host_mtu=1500" \
-			"${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=static:$GUEST_IP/24:$(net_addr 0 1)" \
+			"${kargs[@]}" -append "$append_static" \
 			</dev/null > >("${STAMP_LINES[@]}" >"$console") 2>"$RES/boot/$kind-r$r.log"
 		;;
 	esac
@@ -326,17 +353,17 @@ boot_run() {
 	# The clock stops at the first reply after QEMU started (vminit: before that, the container
 	# itself still answered at that address).
 	local stamp_file=$qs
-	[[ $kind == floor ]] && stamp_file=$t0
+	[[ $kind == *floor ]] && stamp_file=$t0
 	wait_for 30 test -s "$stamp_file" || die "$kind boot $r: QEMU did not start; see $RES/boot/$kind-r$r.log"
 	read -r _ t_from _ <"$stamp_file"
 	t_from=$((t_from / 1000))
-	wait_for 180 has_reply "$ping_log" "$t_from" ||
+	wait_for "$boot_wait" has_reply "$ping_log" "$t_from" ||
 		die "$kind boot $r: the guest never answered ping; see $console"
 	tping=$(first_reply_us "$ping_log" "$t_from")
-	wait_for 60 grep -q BENCH-READY "$console" || die "$kind boot $r: the guest never got ready; see $console"
+	wait_for 300 grep -q "$ready" "$console" || die "$kind boot $r: the guest never got ready; see $console"
 	pid1=$(pid1_of "$ctr_pid")
 
-	if ((r == 1)); then
+	if ((r == 1)) && [[ $kind != distro* ]]; then
 		if [[ $kind == vminit ]]; then
 			local p comm rss
 			{
@@ -359,9 +386,9 @@ boot_run() {
 	local t_stop=$SECONDS ms_start
 	ms_start=$(date +%s%N)
 	if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
-	while kill -0 "$ctr_pid" 2>/dev/null && ((SECONDS - t_stop < 20)); do sleep 0.01; done
+	while kill -0 "$ctr_pid" 2>/dev/null && ((SECONDS - t_stop < stop_wait)); do sleep 0.01; done
 	if kill -0 "$ctr_pid" 2>/dev/null; then
-		say "$kind boot $r: PID 1 still runs 20 s after SIGTERM; killing it"
+		say "$kind boot $r: PID 1 still runs $stop_wait s after SIGTERM; killing it"
 		kill_tree "$ctr_pid"
 	else
 		stop_ms=$((($(date +%s%N) - ms_start) / 1000000))
@@ -374,6 +401,8 @@ boot_run() {
 		"$(awk '{ print $1; exit }' "$stamp_file")" "$(guest_times "$console" | tr ' ' '\t')" >>"$RES/boot.tsv"
 	ip -n "$PEER" neigh del "$GUEST_IP" dev eth0 2>/dev/null || true
 	ctr_delete "$ctr"
+	[[ $kind == distro* ]] && rm -f "$disk_vminit"
+	return 0
 }
 
 say "boot to network: $BOOT_RUNS boots each of vminit and the floor ($ACCEL_USED)"
@@ -383,6 +412,16 @@ for ((r = 1; r <= BOOT_RUNS; r++)); do
 	if ((r % 2)); then kinds=(vminit floor); else kinds=(floor vminit); fi
 	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
 done
+
+if [[ $BENCH_DISTRO != no ]]; then
+	say "building the distribution guests (tests/distro/build-images.sh; cached)"
+	DISTRO=$(bash "$REPO/tests/distro/build-images.sh" | tail -n 1)/networkd
+	say "boot to network, Debian 12 + systemd-networkd: $DISTRO_RUNS boots each of vminit and the floor"
+	for ((r = 1; r <= DISTRO_RUNS; r++)); do
+		if ((r % 2)); then kinds=(distro distro-floor); else kinds=(distro-floor distro); fi
+		for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
+	done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 3. Throughput: QEMU user-mode networking, and plain veth (no guest) as the ceiling
@@ -437,6 +476,7 @@ fi
 	echo "mode=$MODE"
 	echo "setup_runs=$SETUP_RUNS"
 	echo "boot_runs=$BOOT_RUNS"
+	echo "distro_runs=$([[ $BENCH_DISTRO != no ]] && echo "$DISTRO_RUNS" || echo 0)"
 	echo "iperf_seconds=$IPERF_SECONDS"
 	echo "iperf_reps=$IPERF_REPS"
 	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"

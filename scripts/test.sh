@@ -33,7 +33,7 @@ echo "== cargo test (unit, namespace end-to-end, Docker)"
 log=target/test-output.log
 set +e
 VMINIT_BIN="$PWD/target/x86_64-unknown-linux-musl/release/vminit" \
-    cargo test --locked -- --test-threads="${VMINIT_TEST_THREADS:-4}" 2>&1 | tee "$log"
+    cargo test --locked --no-fail-fast -- --test-threads="${VMINIT_TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 scripts/dockerd.sh stop

@@ -43,18 +43,36 @@ impl DhcpServer {
         run_dir: &RunDir,
         mask: SigSet,
     ) -> Result<DhcpServer> {
+        DhcpServer::write(config, nics, run_dir, mask, true)
+    }
+
+    /// Writes the configuration again for the guest's NICs as they are now (hot-plug);
+    /// what `configure` warned about is not said again.
+    pub fn reconfigure(&self, config: &Config, nics: &[NicPlan]) -> Result<DhcpServer> {
+        DhcpServer::write(config, nics, &self.run_dir, self.mask, false)
+    }
+
+    fn write(
+        config: &Config,
+        nics: &[NicPlan],
+        run_dir: &RunDir,
+        mask: SigSet,
+        warn: bool,
+    ) -> Result<DhcpServer> {
         let paths = &config.paths;
         let dns = guest_dns(config);
-        for warning in &dns.warnings {
-            log::warn!("{warning}");
-        }
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
-        if user == "root" {
-            log::warn!(
-                "{} has no user nobody: dnsmasq keeps running as root",
-                paths.passwd.display()
-            );
+        if warn {
+            for warning in &dns.warnings {
+                log::warn!("{warning}");
+            }
+            if user == "root" {
+                log::warn!(
+                    "{} has no user nobody: dnsmasq keeps running as root",
+                    paths.passwd.display()
+                );
+            }
         }
         let text = dnsmasq::render(&DnsmasqInput {
             nics,

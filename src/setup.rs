@@ -798,7 +798,10 @@ impl Setup<'_> {
             return false;
         }
         let nics: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
-        match DhcpServer::configure(self.config, &nics, &self.run_dir, self.signals.original) {
+        let Some(server) = &self.dhcp else {
+            return false;
+        };
+        match server.reconfigure(self.config, &nics) {
             Ok(server) => {
                 self.dhcp = Some(server);
                 true

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::docker::{is_stale, owner_label};
 use common::{
-    Container, GuestReport, Network, NicSpec, Process, make_qcow2, qmp_execute, run_for, test_guest,
+    Container, DistroReport, DnsServer, GuestReport, Network, NicSpec, Process, make_qcow2,
+    qmp_execute, run_for, test_guest,
 };
 use nix::sys::signal::Signal;
 
@@ -114,6 +115,70 @@ fn a_snapshot_of_the_container_network_changes_only_when_the_network_does() {
     assert_eq!(before, ctr.net_state());
     ctr.exec("ip addr add 10.5.0.99/24 dev eth0");
     assert_ne!(before, ctr.net_state());
+}
+
+#[test]
+fn a_distro_report_is_read_from_a_console_that_interleaves_other_output() {
+    // Two reports (the last complete one counts), CRs from the serial line, a kernel message
+    // and a shell prompt in between.
+    let console = "DISTRO-REPORT begin\r\nDISTRO-REPORT nic ens3 mac=02:00:00:00:00:01 mtu=1500 \
+                   ip=none\r\nDISTRO-REPORT end\r\n\
+                   root@debian:~# DISTRO-REPORT begin\r\n\
+                   DISTRO-REPORT client networkd systemd=252\r\n\
+                   DISTRO-REPORT uptime 37.83\r\n\
+                   DISTRO-REPORT nic ens3 mac=02:42:0A:01:00:03 mtu=1450 ip=10.1.0.3/24\r\n\
+                   [   12.345678] random: crng init done\r\n\
+                   DISTRO-REPORT nic ens4 mac=02:42:0a:02:00:04 mtu=9000 ip=10.2.0.4/24,10.2.0.9/24\r\n\
+                   DISTRO-REPORT route default via 10.1.0.1 dev ens3 proto dhcp src 10.1.0.3 metric 1024\r\n\
+                   DISTRO-REPORT route 10.1.0.53 dev ens4 proto dhcp scope link metric 1024\r\n\
+                   DISTRO-REPORT dns ens3 10.1.0.53\r\nDISTRO-REPORT dns ens4 10.1.0.53\r\n\
+                   DISTRO-REPORT search example.test\r\n\
+                   DISTRO-REPORT route-get 10.1.0.53 dev=ens4 via=-\r\n\
+                   DISTRO-REPORT resolve db.example.test 10.1.0.50\r\n\
+                   DISTRO-REPORT resolve nowhere.test none\r\n\
+                   DISTRO-REPORT failed networking.service\r\n\
+                   DISTRO-REPORT end\r\nDISTRO-REPORT begin\r\n";
+    let r = DistroReport::parse(console).expect("a complete report");
+    assert_eq!(r.client, "networkd systemd=252");
+    assert_eq!(r.uptime, 37.83);
+    assert_eq!(r.nics.len(), 2);
+    let ens3 = r
+        .nic_with_mac("02:42:0a:01:00:03")
+        .expect("MACs compare without case");
+    assert_eq!((ens3.name.as_str(), ens3.mtu), ("ens3", 1450));
+    let ens4 = r.nic_with_mac("02:42:0a:02:00:04").expect("ens4");
+    assert_eq!(ens4.addrs, ["10.2.0.4/24", "10.2.0.9/24"]);
+    assert_eq!(
+        r.default_routes(),
+        [("10.1.0.1".to_string(), "ens3".to_string())]
+    );
+    assert_eq!(r.dns_servers(), ["10.1.0.53"]);
+    let route = r.route_to("10.1.0.53").expect("the resolver's route");
+    assert_eq!((route.dev.as_str(), route.via.as_deref()), ("ens4", None));
+    assert_eq!(r.search, ["example.test"]);
+    assert_eq!(r.resolved["db.example.test"], ["10.1.0.50"]);
+    assert!(r.resolved["nowhere.test"].is_empty());
+    assert_eq!(r.failed_units, ["networking.service"]);
+    assert!(DistroReport::parse("DISTRO-REPORT begin\nDISTRO-REPORT nic x\n").is_none());
+}
+
+#[test]
+fn a_dns_server_in_a_namespace_answers_its_names_and_is_gone_after_drop() {
+    let net = Network::new(7);
+    let server = net.peer_ip;
+    {
+        let dns = DnsServer::start(net.peer_ns(), server, &[("peer.test", net.addr(9))]);
+        // From the network's host side, as a guest on the network would ask.
+        let answer = net.host_exec(&format!("busybox nslookup peer.test {server}"));
+        assert!(
+            answer.success() && answer.stdout.contains("10.7.0.9"),
+            "{answer}\n{}",
+            dns.log()
+        );
+        assert!(dns.log().contains("query[A] peer.test"), "{}", dns.log());
+    }
+    let listening = net.peer_exec("ss -lun").stdout;
+    assert!(!listening.contains(&format!("{server}:53")), "{listening}");
 }
 
 #[test]

@@ -21,6 +21,9 @@ mod browser;
 mod cmd;
 mod container;
 mod disk;
+mod distro;
+mod distro_report;
+mod dns;
 pub mod docker;
 mod guest;
 mod names;
@@ -35,6 +38,9 @@ pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
+pub use distro::{DistroGuest, OverlayDisk, distro_guest};
+pub use distro_report::{DistroNic, DistroReport, Resolver, RouteGet};
+pub use dns::DnsServer;
 pub use guest::{
     Cidata, GuestAddr6, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest,
 };
