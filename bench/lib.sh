@@ -5,10 +5,13 @@
 # and deleted by bench_cleanup (run.sh calls it from its EXIT trap).
 #
 #   network i (i = 0..7)      netns ${NS_PREFIX}n$i: bridge br0 = gateway 10.(100+i).0.1/24
+#                             (network 0 also fd00:100::1/64, as a Docker --ipv6 network)
 #                             netns ${NS_PREFIX}p$i: the peer, eth0 = 10.(100+i).0.50/24 on br0
+#                             (network 0: also fd00:100::50/64)
 #   container                 netns ${NS_PREFIX}c$id: eth0..eth{n-1}, each a veth whose other end
 #                             is a port of network i's bridge; MAC 02:42:0a:xx:00:02, address
-#                             10.(100+i).0.2/24, default route via 10.100.0.1 dev eth0
+#                             10.(100+i).0.2/24, default route via 10.100.0.1 dev eth0; with
+#                             `ipv6`, eth0 also fd00:100::2/64 and an IPv6 default route
 #   the container's PID 1     `ip netns exec` + `unshare --pid --mount --uts --fork --kill-child`:
 #                             a private tmpfs /dev with a few nodes, a tmpfs /run, a bind-mounted
 #                             /etc/resolv.conf (Docker's 127.0.0.11), Docker's capability set
@@ -32,6 +35,11 @@ die() {
 
 # net_addr I HOST: 10.(100+I).0.HOST
 net_addr() { echo "10.$((100 + $1)).0.$2"; }
+# NET6_*: network 0's IPv6 side (a Docker --ipv6 network: gateway on the bridge, no router
+# advertisements).
+NET6_GATEWAY=fd00:100::1
+NET6_PEER=fd00:100::50
+NET6_GUEST=fd00:100::2
 # ctr_mac I: the Docker-style MAC of the container's ethI (02:42 + its IPv4 address).
 ctr_mac() { printf '02:42:0a:%02x:00:02' $((100 + $1)); }
 
@@ -54,12 +62,21 @@ net_create() {
 		addr add $(net_addr "$i" 50)/24 dev eth0
 		link set eth0 up
 	EOF
+	if ((i == 0)); then
+		# The bridge keeps one MAC (as Docker's do), so the gateway's link-local address stays.
+		ip -n "$ns" -batch - <<-EOF
+			link set br0 address 02:42:fe:00:64:01
+			addr add $NET6_GATEWAY/64 dev br0 nodad
+		EOF
+		ip -n "$peer" addr add "$NET6_PEER/64" dev eth0 nodad
+	fi
 	# The peer re-sends ARP requests every 20 ms (not every second): a ping loop at 20 ms then
 	# sees the guest within 20 ms of its first answer.
 	ip netns exec "$peer" sh -c 'echo 20 > /proc/sys/net/ipv4/neigh/eth0/retrans_time_ms'
 }
 
-# ctr_create ID N: a container namespace with N NICs on networks 0..N-1; prints its name.
+# ctr_create ID N [ipv6]: a container namespace with N NICs on networks 0..N-1; prints its name.
+# With `ipv6`, eth0 is dual-stack, as on a Docker --ipv6 network.
 ctr_create() {
 	local id=$1 n=$2 ctr=${NS_PREFIX}c$1 i
 	ip netns add "$ctr"
@@ -76,6 +93,10 @@ ctr_create() {
 		batch+="link set eth$i up"$'\n'
 	done
 	batch+="route add default via $(net_addr 0 1) dev eth0"$'\n'
+	if [[ ${3:-} == ipv6 ]]; then
+		batch+="addr add $NET6_GUEST/64 dev eth0 nodad"$'\n'
+		batch+="route add ::/0 via $NET6_GATEWAY dev eth0"$'\n'
+	fi
 	ip -n "$ctr" -batch - <<<"$batch"
 	# Docker starts the container once its NICs are up; so do we (carrier on every ethN).
 	wait_for 5 ctr_carrier "$ctr" "$n" || die "$ctr: the NICs did not come up"

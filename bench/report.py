@@ -10,6 +10,7 @@ Raw data (all written by bench/run.sh):
   setup/strace-*.txt             one extra run of each under strace (counts only)
   restore.tsv                    nics restored(yes/no): state after vminit exits == before
   boot.tsv                       kind run t0_real qemu_real ping_us g_init g_modules g_net g_ready stop_ms
+                                 ... g_net6 ping6_us (vminit's boots: the guest's IPv6)
                                  (kind: vminit, floor; distro, distro-floor for the Debian guest)
   iperf/PATH-up|down.json        iperf3 -J output
 """
@@ -248,6 +249,11 @@ for row in read_tsv("boot.tsv"):
     boot[row["kind"]].append(
         {
             "net_ms": tp - t0,
+            # IPv6 (vminit's boots, on a dual-stack network): the first `ping -6` reply at the
+            # container's IPv6 address, and the guest's uptime once its DHCPv6 address is usable
+            # and a router advertisement gave it a route.
+            "net6_ms": g("ping6_us", 1e-3) - t0,
+            "g_net6": g("g_net6"),
             "setup_ms": tq - t0,
             "qemu_to_ping_ms": tp - tq,
             "q_init": g("h_init_ns", 1e-6) - qm,
@@ -369,6 +375,15 @@ if boot.get("vminit") and boot.get("floor"):
       f"{ms((med([b['g_net'] - b['g_modules'] for b in boot['vminit']]) - med([b['g_net'] - b['g_modules'] for b in boot['floor']])) * 1e3, 0)} ms "
       f"of guest time; the rest is the boot's own spread ({ms(boot_stat('floor', 'net_ms', min), 0)}–"
       f"{ms(boot_stat('floor', 'net_ms', max), 0)} ms for the floor).")
+if boot.get("vminit") and boot_stat("vminit", "net6_ms") == boot_stat("vminit", "net6_ms"):
+    w(f"- **Boot to IPv6** ({accel.upper()}, the same boots on a dual-stack network): the first `ping -6` reply "
+      f"at the container's IPv6 address after {ms(boot_stat('vminit', 'net6_ms') / 1e3, 2)} s, against "
+      f"{ms(boot_stat('vminit', 'net_ms') / 1e3, 2)} s for IPv4; in the guest, "
+      f"{ms(med([b['g_net6'] - b['g_modules'] for b in boot['vminit']]) * 1e3, 0)} ms from the virtio modules to "
+      f"a usable IPv6 address and route (router advertisement + DHCPv6), against "
+      f"{ms(med([b['g_net'] - b['g_modules'] for b in boot['vminit']]) * 1e3, 0)} ms to the IPv4 address: "
+      "IPv6 waits for the guest's link-local address to pass duplicate address detection (a second, by the RFC) "
+      "before its DHCPv6 client may speak.")
 if boot.get("distro") and boot.get("distro-floor"):
     dv, df = boot_stat("distro", "net_ms"), boot_stat("distro-floor", "net_ms")
     w(f"- **Boot to network, a real distribution** ({distro_name}, {accel.upper()}): vminit "
@@ -527,6 +542,13 @@ for row in rows:
     f = row[3] if len(row) > 3 else med
     a, b = boot_stat("vminit", key, f), boot_stat("floor", key, f)
     w(f"| {label} | {ms(a, d)} | {ms(b, d)} | {ms(a - b, d) if f is med else ''} |")
+for label, key in [
+    ("**boot to IPv6**: first `ping -6` reply at the container's IPv6 address (ms, median)", "net6_ms"),
+    ("  guest uptime: modules loaded → IPv6 address and route (RA + DHCPv6)", "g_net6"),
+]:
+    vals = [b[key] - (b["g_modules"] if key == "g_net6" else 0) for b in boot.get("vminit", [])]
+    vals = [v * (1e3 if key == "g_net6" else 1) for v in vals if v == v]
+    w(f"| {label} | {ms(med(vals), 0)} | – | |")
 dn = [b["g_net"] - b["g_modules"] for b in boot.get("vminit", [])]
 fn = [b["g_net"] - b["g_modules"] for b in boot.get("floor", [])]
 w(f"| guest uptime: modules loaded → address configured (DHCP vs static) | {ms(med(dn) * 1e3, 0)} | "

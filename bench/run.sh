@@ -9,6 +9,9 @@
 #   2. Boot to network: from container start to the first ping the guest answers at the
 #      container's IP (pinged every 20 ms from the network's peer), against the floor: the same
 #      guest booted by plain QEMU over a macvtap made by hand, its address set statically.
+#      vminit's boots run on a dual-stack network (a Docker --ipv6 shape): the first `ping -6`
+#      at the container's IPv6 address and the guest's time to a usable IPv6 address and route
+#      are reported next to IPv4's.
 #      Then the same for a real distribution (Debian 12 with systemd-networkd, built by
 #      tests/distro/build-images.sh): vminit and its DHCP, against the same guest under plain
 #      QEMU with a static address (ip= on the kernel command line).
@@ -296,9 +299,10 @@ iperf_pair() {
 # tests/distro/), whose static address comes from ip= on the kernel command line.
 boot_run() {
 	local kind=$1 r=$2 id ctr t0 qs console ping_log ctr_pid pid1 t_from tping t0_mono t0_real
-	local stop_ms=""
+	local stop_ms="" tping6="" ping6_pid=""
 	id=$((++CTR_SEQ))
-	ctr=$(ctr_create "$id" 1)
+	# vminit's bench guest runs on a dual-stack network (Docker --ipv6): its IPv6 is timed too.
+	ctr=$(ctr_create "$id" 1 "$([[ $kind == vminit ]] && echo ipv6)")
 	t0=$WORK/t0.$id qs=$WORK/qs.$id console=$RES/boot/$kind-r$r.console ping_log=$RES/boot/$kind-r$r.ping
 	local ram=$RAM ready=BENCH-READY boot_wait=180 stop_wait=20 kargs=("${KERNEL_ARGS[@]}")
 	local append_dhcp="console=ttyS0 quiet bench_net=dhcp"
@@ -326,6 +330,11 @@ boot_run() {
 	fi
 	bg_start ip netns exec "$PEER" stdbuf -oL ping -n -D -i 0.02 "$GUEST_IP" >"$ping_log" 2>&1
 	local ping_pid=$LAST_PID
+	if [[ $kind == vminit ]]; then
+		ip -n "$PEER" -6 neigh replace "$NET6_GUEST" lladdr "$GUEST_MAC" dev eth0 nud permanent
+		bg_start ip netns exec "$PEER" stdbuf -oL ping -6 -n -D -i 0.02 "$NET6_GUEST" >"$ping_log.6" 2>&1
+		ping6_pid=$LAST_PID
+	fi
 	case $kind in
 	vminit | distro)
 		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$ram "${vm_env[@]}" \
@@ -361,6 +370,14 @@ boot_run() {
 		die "$kind boot $r: the guest never answered ping; see $console"
 	tping=$(first_reply_us "$ping_log" "$t_from")
 	wait_for 300 grep -q "$ready" "$console" || die "$kind boot $r: the guest never got ready; see $console"
+	if [[ -n $ping6_pid ]]; then
+		if wait_for 120 has_reply "$ping_log.6" "$t_from"; then
+			tping6=$(first_reply_us "$ping_log.6" "$t_from")
+		else
+			say "$kind boot $r: the guest never answered ping -6; see $console"
+		fi
+		wait_for 60 grep -q "BENCH-T net6" "$console" || say "$kind boot $r: no IPv6 address and route in the guest"
+	fi
 	pid1=$(pid1_of "$ctr_pid")
 
 	if ((r == 1)) && [[ $kind != distro* ]]; then
@@ -395,11 +412,15 @@ boot_run() {
 		wait "$ctr_pid" 2>/dev/null || true
 	fi
 	bg_stop "$ping_pid" 1
+	[[ -n $ping6_pid ]] && bg_stop "$ping6_pid" 1
 	read -r t0_mono t0_real <"$t0"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$r" "$t0_real" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$r" "$t0_real" \
 		"$(awk '{ print $2; exit }' "$stamp_file")" "$tping" "$stop_ms" "$t0_mono" \
-		"$(awk '{ print $1; exit }' "$stamp_file")" "$(guest_times "$console" | tr ' ' '\t')" >>"$RES/boot.tsv"
+		"$(awk '{ print $1; exit }' "$stamp_file")" "$(guest_times "$console" | tr ' ' '\t')" \
+		"$(tr -d '\r' <"$console" | awk '$2 == "BENCH-T" && $3 == "net6" { print $4; exit }')" \
+		"$tping6" >>"$RES/boot.tsv"
 	ip -n "$PEER" neigh del "$GUEST_IP" dev eth0 2>/dev/null || true
+	ip -n "$PEER" -6 neigh del "$NET6_GUEST" dev eth0 2>/dev/null || true
 	ctr_delete "$ctr"
 	[[ $kind == distro* ]] && rm -f "$disk_vminit"
 	return 0
@@ -407,7 +428,7 @@ boot_run() {
 
 say "boot to network: $BOOT_RUNS boots each of vminit and the floor ($ACCEL_USED)"
 printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
-printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\n' >>"$RES/boot.tsv"
+printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\tg_net6\tping6_us\n' >>"$RES/boot.tsv"
 for ((r = 1; r <= BOOT_RUNS; r++)); do
 	if ((r % 2)); then kinds=(vminit floor); else kinds=(floor vminit); fi
 	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
