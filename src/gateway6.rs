@@ -52,12 +52,14 @@ pub fn learn(nl: &mut Netlink, state: &NetState, guests: &[Guest6]) -> Result<Ve
             .find(|a| a.index == link.index && a.addr.net.is_link_local())
             .map(|a| a.addr.net.addr);
         for g in &guest.gateways {
+            let start = Instant::now();
             match find(nl, link.index, guest.mac, own_ll, g.gateway, deadline)? {
                 Some((link_local, mac)) => {
                     log::info!(
-                        "{}: IPv6 gateway {} is {link_local} at {mac}",
+                        "{}: IPv6 gateway {} is {link_local} at {mac} (found in {} ms)",
                         guest.lower,
-                        g.gateway
+                        g.gateway,
+                        start.elapsed().as_millis()
                     );
                     learned.push(Learned {
                         lower: guest.lower.clone(),
@@ -88,9 +90,11 @@ fn find(
     gateway: Ipv6Addr,
     deadline: Instant,
 ) -> Result<Option<(Ipv6Addr, Mac)>> {
+    let start = Instant::now();
     let Some(mac) = resolve(nl, index, gateway, deadline)? else {
         return Ok(None);
     };
+    log::debug!("{gateway} is at {mac} ({} ms)", start.elapsed().as_millis());
     if is_link_local6(gateway) {
         return Ok(Some((gateway, mac)));
     }
@@ -129,7 +133,7 @@ fn resolve(nl: &mut Netlink, index: u32, addr: Ipv6Addr, deadline: Instant) -> R
                 log::debug!("neighbour discovery of {addr}: {e}");
             }
         }
-        sleep(Duration::from_millis(10));
+        sleep(Duration::from_millis(2));
     }
 }
 
@@ -167,7 +171,7 @@ fn echo(
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        sleep(Duration::from_millis(5));
+        sleep(Duration::from_millis(1));
     }
 }
 
