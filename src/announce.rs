@@ -505,7 +505,10 @@ mod tests {
         assert_eq!(dns.servers, [ip("fd00:1::53"), ip("fd00:9::53")]);
         let guest = docker_guest();
         assert_eq!(dns.for_nic(&guest, false).servers, [ip("fd00:1::53")]);
-        assert!(dns.for_nic(&guest, false).search.is_empty(), "names on the primary NIC only");
+        assert!(
+            dns.for_nic(&guest, false).search.is_empty(),
+            "names on the primary NIC only"
+        );
         assert_eq!(dns.for_nic(&guest, true).servers.len(), 2);
         assert_eq!(dns.for_nic(&guest, true).search, ["a.test"]);
         let mut far = guest.clone();
