@@ -501,3 +501,40 @@ fn a_kill_after_any_step_of_a_dual_stack_takeover_is_recovered_by_the_next_run()
     }
     assert!(k > 15, "a dual-stack takeover has more steps than {k}");
 }
+
+#[test]
+fn a_dual_stack_network_connected_while_the_guest_runs_brings_its_ipv6_along() {
+    let (n1, n2) = (Network::dual_stack(1), Network::dual_stack(2));
+    let (ctr, _) = docker_ipv6_container(&n1, 2);
+    let disk = ScratchDisk::new();
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("RAM_SIZE", "256M")
+        .env("VMINIT_DISK", &disk.path)
+        .args(test_guest().qemu_args("vminit_test_hotplug=1 vminit_test_ipv6=eth0"))
+        .spawn();
+    report(&vm);
+    // docker network connect: a second dual-stack NIC.
+    let v6 = n2.net6().clone();
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 7).addr6(&v6.cidr(v6.addr(7))));
+    vm.console()
+        .wait_for_whole_line(&format!("mac={} ip=", eth1.mac), Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the guest never got {}\n{}", eth1.mac, vm.tails()));
+    // The guest gets the new NIC's IPv6 address and prefix: the peer on the new network
+    // reaches it there, answered by the container's MAC.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !n2.peer_ping6(eth1.ip6()) {
+        assert!(std::time::Instant::now() < deadline, "{}", vm.tails());
+    }
+    assert_eq!(
+        n2.peer_neighbour_mac_of(&eth1.ip6().to_string()).as_deref(),
+        Some(eth1.mac.as_str())
+    );
+    assert!(
+        n1.peer_ping6(n1.net6().addr(2)),
+        "the first NIC's IPv6 still works"
+    );
+    stop(&vm);
+}

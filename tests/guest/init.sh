@@ -204,6 +204,7 @@ if [ "$(cmdline_value vminit_test_hotplug 0)" = 1 ]; then
 				ip link set "$nic" up
 				udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
 					-O staticroutes -O mtu -O search >/dev/null 2>&1
+				guest_dhcp6 "$nic" >/dev/console
 				mac=$(cat "/sys/class/net/$nic/address")
 				addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
 				echo "GUEST-HOTPLUG added $nic mac=$mac ip=${addrs:-none}" >/dev/console
