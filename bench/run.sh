@@ -315,7 +315,10 @@ boot_run() {
 		append_dhcp=$(cat "$DISTRO/cmdline")
 		append_static="$append_dhcp ip=$GUEST_IP::$(net_addr 0 1):255.255.255.0::$DISTRO_NIC:off"
 		disk_vminit=$WORK/distro-$id.qcow2 disk_floor=$WORK/distro-$id.qcow2
-		qemu-img create -q -f qcow2 -b "$DISTRO/root.qcow2" -F qcow2 "$disk_vminit"
+		# vminit takes a backing file only beside the disk: link the cached root in.
+		[[ -e $WORK/distro-root.qcow2 ]] || ln "$DISTRO/root.qcow2" "$WORK/distro-root.qcow2" 2>/dev/null ||
+			cp "$DISTRO/root.qcow2" "$WORK/distro-root.qcow2"
+		qemu-img create -q -f qcow2 -b distro-root.qcow2 -F qcow2 "$disk_vminit"
 	fi
 	# The peer knows the guest's MAC (the container's): no ARP in the way, the same for both.
 	ip -n "$PEER" neigh replace "$GUEST_IP" lladdr "$GUEST_MAC" dev eth0 nud permanent

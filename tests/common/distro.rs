@@ -75,7 +75,9 @@ impl DistroGuest {
 }
 
 /// A qcow2 overlay whose backing file is a cached root disk, in a scratch directory removed on
-/// drop: the guest writes to it, the cached image stays as built.
+/// drop: the guest writes to it, the cached image stays as built. vminit accepts a backing file
+/// only inside the disk's own directory, so the root is linked in beside the overlay (a hard
+/// link; a copy where the cache is on another filesystem).
 #[derive(Debug)]
 pub struct OverlayDisk {
     pub dir: PathBuf,
@@ -88,7 +90,11 @@ impl OverlayDisk {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
         std::fs::create_dir_all(&dir).expect("create the test's scratch directory");
         let path = dir.join("image.qcow2");
-        // qemu-img create -f qcow2 -b BACKING -F qcow2 PATH
+        let base = dir.join("root.qcow2");
+        if std::fs::hard_link(backing, &base).is_err() {
+            std::fs::copy(backing, &base).expect("copy the cached root disk");
+        }
+        // qemu-img create -f qcow2 -b root.qcow2 -F qcow2 PATH (relative: beside the overlay)
         run_ok(&[
             "qemu-img",
             "create",
@@ -96,7 +102,7 @@ impl OverlayDisk {
             "-f",
             "qcow2",
             "-b",
-            &backing.to_string_lossy(),
+            "root.qcow2",
             "-F",
             "qcow2",
             &path.to_string_lossy(),
