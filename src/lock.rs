@@ -11,6 +11,7 @@
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
 
 use crate::error::{Error, Result};
@@ -24,15 +25,24 @@ pub struct Lock {
     _socket: OwnedFd,
 }
 
+impl Lock {
+    /// Keeps the lock across `exec`: the debug shell that replaces vminit holds it then.
+    /// (Children vminit spawns never get it: they keep only the descriptors they are given;
+    /// see `spawn`.)
+    pub fn keep_across_exec(&self) -> Result<()> {
+        fcntl(&self._socket, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(drop)
+            .map_err(|e| Error::os("keep the lock socket across exec", e))
+    }
+}
+
 /// Takes the lock of this network namespace, or reports that another vminit holds it.
-///
-/// The descriptor is not close-on-exec: the debug shell that replaces vminit keeps the
-/// lock (children spawned by vminit do not get it; see `spawn`).
+/// The descriptor is close-on-exec (see `Lock::keep_across_exec`).
 pub fn acquire() -> Result<Lock> {
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
-        SockFlag::empty(),
+        SockFlag::SOCK_CLOEXEC,
         None,
     )
     .map_err(|e| Error::os("create the lock socket", e))?;

@@ -40,7 +40,10 @@ use crate::{
 /// replaces vminit, is the exception).
 pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
     // Held until the network is put back (and by the debug shell, which replaces vminit).
-    let _lock = lock::acquire()?;
+    let lock = lock::acquire()?;
+    if config.command == Command::Shell {
+        lock.keep_across_exec()?;
+    }
     let checked = check_inputs(config)?;
     let mut setup = Setup::new(config, signals, checked)?;
     let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
