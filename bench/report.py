@@ -456,11 +456,12 @@ if boot.get("distro") and boot.get("distro-floor"):
       f"a difference of {ms(dv - df, 0)} ms (medians of {len(boot['distro'])} and {len(boot['distro-floor'])} "
       f"boots; section 2).")
 if plug:
+    runs = (f"median of {len(plug)}, {ms(plug_stat('total', min), 0)}–{ms(plug_stat('total', max), 0)}"
+            if len(plug) > 1 else "one run")
     w(f"- **Hot-plug** (a NIC connected while the guest runs, as `docker network connect` does; "
       f"{accel.upper()}): the guest answers ping on it **{ms(plug_stat('total'), 0)} ms** after it appears "
-      f"(median of {len(plug)}, {ms(plug_stat('total', min), 0)}–{ms(plug_stat('total', max), 0)}): "
-      f"{SETTLE_MS} ms of settle delay, {ms(plug_stat('vminit') - SETTLE_MS, 0)} ms of vminit's own work "
-      f"(notification, takeover, QMP hot-plug), the rest the emulated guest's hot-plug handling and DHCP "
+      f"({runs}): {SETTLE_MS} ms of settle delay, {ms(plug_stat('vminit') - SETTLE_MS, 0)} ms of vminit's own "
+      "work (notification, takeover, QMP hot-plug), the rest the emulated guest's hot-plug handling and DHCP "
       "(section 3).")
 up, down = tput["vminit"]
 w(f"- **Throughput** through vminit's macvtap: {ms(up, 0)} Mbit/s to the guest, {ms(down, 0)} Mbit/s from it "
@@ -706,7 +707,7 @@ if plug:
     w(f"| the guest reports the NIC configured (console line, host clock) | {plug_spread('reported')} |")
     w(f"| the guest's own clock: watcher noticed the NIC → configured | {plug_spread('guest')} |")
     w("")
-    w(f"{len(plug)} boot{'s' if len(plug) > 1 else ''}, one hot-plug each. vminit's share is the "
+    w(f"{len(plug)} boot{'s, one hot-plug each' if len(plug) > 1 else ', one hot-plug'}. vminit's share is the "
       f"{SETTLE_MS} ms it waits for Docker's burst of changes (link, MAC, address, routes) to settle, then a few "
       "milliseconds of netlink steps and QMP; the rest is the guest under emulation: the ACPI hot-plug event, "
       "the PCI and virtio-net probe, the watcher's next look, and udhcpc with its lease script. vminit restarts "
