@@ -8,6 +8,9 @@
 #                                       (udhcpc with /etc/dhcp-event.sh) [default]
 #   bench_net=static:ADDR/PREFIX:GW     eth0 gets ADDR/PREFIX and a default route via GW, no DHCP
 #                                       (the floor: plain QEMU, nothing to ask)
+#   bench_hotplug=1                     NICs that appear later (PCI hot-plug) are configured by
+#                                       DHCP, as the test guest's vminit_test_hotplug=1 does
+#                                       (guest_watch_hotplug, looking every 50 ms), and reported
 #
 # Console lines (from column 0):
 #   BENCH-T PHASE UPTIME     guest uptime (s) at: init (PID 1 starts), modules (virtio loaded),
@@ -15,6 +18,9 @@
 #                            IPv6 address usable and an IPv6 route from a router advertisement:
 #                            bench_net=dhcp on a dual-stack network only)
 #   BENCH-NIC NAME ADDR/PREFIX|none
+#   BENCH-HOTPLUG added NAME ADDR/PREFIX|none SEEN DONE
+#                            (bench_hotplug=1) a NIC appeared; the guest's uptime (s) when the
+#                            watcher noticed it and when it was configured (DHCP done)
 #   BENCH-READY
 #   BENCH-ERROR TEXT
 
@@ -67,6 +73,17 @@ for nic in $nics; do
 	addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
 	echo "BENCH-NIC $nic ${addrs:-none}"
 done
+
+hotplug_report() {
+	if [ "$1" = added ]; then
+		read -r up _ </proc/uptime
+		# A new line first: the console's shell prompt may have left one open.
+		printf '\nBENCH-HOTPLUG added %s %s %s %s\n' "$2" "$4" "$5" "$up"
+	fi
+}
+if [ "$(cmdline_value bench_hotplug 0)" = 1 ]; then
+	guest_watch_hotplug hotplug_report 0.05 $nics
+fi
 
 if [ -x /usr/bin/iperf3 ]; then
 	iperf3 -s -D --logfile /var/log/iperf3.log || echo "BENCH-ERROR iperf3"

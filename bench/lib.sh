@@ -103,6 +103,29 @@ ctr_create() {
 	echo "$ctr"
 }
 
+# ctr_attach CTR ID I [CMD...]: one more NIC for the container CTR (made by `ctr_create ID …`),
+# while it runs, as `docker network connect` does: a veth from network I's bridge, named ethI in
+# the container, Docker's MAC and address, up; the NIC of network I that ctr_create would have
+# made. CMD..., when given, runs the first `ip` (the one that makes the link; its path) as its
+# arguments: a timestamper that execs it marks the moment the NIC appears. Waits for carrier.
+ctr_attach() {
+	local ctr=$1 id=$2 i=$3 mac addr
+	shift 3
+	net_create "$i"
+	mac=$(ctr_mac "$i") addr=$(net_addr "$i" 2)
+	"$@" "$(command -v ip)" -n "${NS_PREFIX}n$i" -batch - <<-EOF
+		link add c$id type veth peer name eth$i netns $ctr
+		link set c$id master br0 up
+	EOF
+	ip -n "$ctr" -batch - <<-EOF
+		link set eth$i address $mac
+		addr add $addr/24 brd + dev eth$i
+		link set eth$i up
+	EOF
+	wait_for 5 sh -c "ip -n '$ctr' -o link show eth$i | grep -q LOWER_UP" ||
+		die "$ctr: eth$i did not come up"
+}
+
 # ctr_carrier CTR N: whether all N ethI of CTR have carrier.
 ctr_carrier() {
 	[[ $(ip -n "$1" -o link show | grep -c '^[0-9]*: eth[0-9]*@.*LOWER_UP') -ge $2 ]]

@@ -15,18 +15,21 @@
 #      Then the same for a real distribution (Debian 12 with systemd-networkd, built by
 #      tests/distro/build-images.sh): vminit and its DHCP, against the same guest under plain
 #      QEMU with a static address (ip= on the kernel command line).
-#   3. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
+#   3. Hot-plug: the guest booted by vminit with one NIC; once it runs, a second NIC is attached
+#      to the container as `docker network connect` does; from that moment to the first ping the
+#      guest answers at the new NIC's address (vminit follows, the guest configures it by DHCP).
+#   4. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
 #      a hand-made macvtap (no vminit), QEMU user-mode networking, and plain veth (the ceiling).
-#   4. Footprint: binary size, PID 1's RSS and the container's process count while the guest
+#   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
 #      runs, the Docker image size when `vminit:latest` exists.
 #
 # Everything runs in network namespaces made here and deleted on exit (bench/lib.sh); only
 # processes started here are killed, by pid. Needs root. Guests use ACCEL=auto: KVM where it
 # works, TCG (software emulation) elsewhere, and the report says which.
 #
-#   --quick   3 setup runs per point, 1 boot per kind, 1 s iperf3 runs: finishes in about a
-#             minute, plus two boots of the distribution guest (what CI runs to keep the bench
-#             working; it asserts nothing on numbers).
+#   --quick   3 setup runs per point, 1 boot per kind, 1 hot-plug, 1 s iperf3 runs: finishes
+#             in about a minute, plus two boots of the distribution guest (what CI runs to keep
+#             the bench working; it asserts nothing on numbers).
 #
 # Environment: BENCH_DISTRO=no skips the distribution guest (building its images the first time
 # takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
@@ -56,6 +59,7 @@ if [[ $MODE == quick ]]; then
 else
 	SETUP_RUNS=30 BOOT_RUNS=8 IPERF_SECONDS=5 IPERF_REPS=3 DISTRO_RUNS=3
 fi
+PLUG_RUNS=$([[ $MODE == quick ]] && echo 1 || echo 5)
 BENCH_DISTRO=${BENCH_DISTRO:-yes}
 DISTRO_RAM=512M
 # The distribution guest's one NIC: QEMU puts it in PCI slot 3, before the disk, as vminit's
@@ -448,7 +452,87 @@ if [[ $BENCH_DISTRO != no ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 3. Throughput: QEMU user-mode networking, and plain veth (no guest) as the ceiling
+# 3. Hot-plug: a NIC connected while the guest runs
+# ---------------------------------------------------------------------------------------------
+
+PLUG_NET=1 # the second NIC comes from network 1, as the container's eth1
+PLUG_IP=$(net_addr "$PLUG_NET" 2)
+PLUG_MAC=$(ctr_mac "$PLUG_NET")
+PLUG_PEER=${NS_PREFIX}p$PLUG_NET
+
+# plug_run R: vminit boots the bench guest with one NIC; once the guest is ready, a second NIC
+# is attached to the running container as `docker network connect` attaches it (ctr_attach),
+# and the clock runs from that moment (a stamp taken right before the `ip` that makes the link)
+# to the first ping reply from the guest at the new NIC's address. Appends a line to plug.tsv;
+# report.py reads the rest from vminit's log and the console (both timestamped on arrival).
+plug_run() {
+	local r=$1 id ctr console log ping_log tplug ctr_pid ping_pid pid1 plug_mono plug_real
+	local plugged_mono t_from tping stop_ms="" t_stop ms_start
+	id=$((++CTR_SEQ))
+	# Dual-stack, as section 2's vminit boots: the guest's wait for IPv6 on eth0 is over before
+	# the clock starts, instead of running beside the measurement.
+	ctr=$(ctr_create "$id" 1 ipv6)
+	net_create "$PLUG_NET"
+	console=$RES/plug/r$r.console log=$RES/plug/r$r.log ping_log=$RES/plug/r$r.ping
+	tplug=$WORK/tplug.$id
+	bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM \
+		VMINIT_DISK="$WORK/plug.qcow2" VMINIT_QEMU="$QEMU" -- \
+		"$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp bench_hotplug=1" \
+		</dev/null > >("${STAMP_LINES[@]}" >"$console") 2> >("${STAMP_LINES[@]}" >"$log")
+	ctr_pid=$LAST_PID
+	wait_for 300 grep -q BENCH-READY "$console" ||
+		die "hot-plug run $r: the guest never got ready; see $console"
+	wait_for 120 grep -q 'BENCH-T net6' "$console" ||
+		die "hot-plug run $r: the guest never got its IPv6 on eth0; see $console"
+	# The peer knows the new NIC's MAC (the container's), as in section 2: no ARP in the way.
+	ip -n "$PLUG_PEER" neigh replace "$PLUG_IP" lladdr "$PLUG_MAC" dev eth0 nud permanent
+	bg_start ip netns exec "$PLUG_PEER" stdbuf -oL ping -n -D -i 0.02 "$PLUG_IP" >"$ping_log" 2>&1
+	ping_pid=$LAST_PID
+	sleep 0.5 # the guest idle again after its boot, the ping loop running
+
+	ctr_attach "$ctr" "$id" "$PLUG_NET" "$STAMP" exec "$tplug"
+	read -r plug_mono plug_real <"$tplug"
+	wait_for 60 grep -q -e 'plugged into the guest' -e 'stays with the container' "$log" ||
+		die "hot-plug run $r: vminit did not take eth$PLUG_NET over; see $log"
+	grep -q 'plugged into the guest' "$log" ||
+		die "hot-plug run $r: vminit refused eth$PLUG_NET; see $log"
+	# Until vminit took the NIC over, the container itself answered at its address: only replies
+	# after the plug count.
+	plugged_mono=$(awk '/plugged into the guest/ { print $1; exit }' "$log")
+	t_from=$(((plugged_mono - plug_mono + plug_real) / 1000))
+	wait_for 60 has_reply "$ping_log" "$t_from" ||
+		die "hot-plug run $r: the guest never answered at $PLUG_IP; see $console"
+	tping=$(first_reply_us "$ping_log" "$t_from")
+	wait_for 30 grep -q 'BENCH-HOTPLUG added' "$console" ||
+		die "hot-plug run $r: the guest did not report the NIC; see $console"
+
+	# Stop as `docker stop` does, as in section 2.
+	pid1=$(pid1_of "$ctr_pid")
+	t_stop=$SECONDS
+	ms_start=$(date +%s%N)
+	if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
+	while kill -0 "$ctr_pid" 2>/dev/null && ((SECONDS - t_stop < 20)); do sleep 0.01; done
+	if kill -0 "$ctr_pid" 2>/dev/null; then
+		say "hot-plug run $r: PID 1 still runs 20 s after SIGTERM; killing it"
+		kill_tree "$ctr_pid"
+	else
+		stop_ms=$((($(date +%s%N) - ms_start) / 1000000))
+		wait "$ctr_pid" 2>/dev/null || true
+	fi
+	bg_stop "$ping_pid" 1
+	printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$plug_mono" "$plug_real" "$tping" "$stop_ms" >>"$RES/plug.tsv"
+	ip -n "$PLUG_PEER" neigh del "$PLUG_IP" dev eth0 2>/dev/null || true
+	ctr_delete "$ctr"
+}
+
+say "hot-plug: $PLUG_RUNS boots, each with a NIC connected once the guest runs"
+mkdir -p "$RES/plug"
+qemu-img create -q -f qcow2 "$WORK/plug.qcow2" 64M
+printf 'run\tplug_mono_ns\tplug_real_ns\tping_us\tstop_ms\n' >"$RES/plug.tsv"
+for ((r = 1; r <= PLUG_RUNS; r++)); do plug_run "$r"; done
+
+# ---------------------------------------------------------------------------------------------
+# 4. Throughput: QEMU user-mode networking, and plain veth (no guest) as the ceiling
 # ---------------------------------------------------------------------------------------------
 
 say "throughput: QEMU user-mode networking"
@@ -477,7 +561,7 @@ bg_stop "$srv" 2
 ctr_delete "$ctr"
 
 # ---------------------------------------------------------------------------------------------
-# 4. The machine, the binary, the image; then the report
+# 5. The machine, the binary, the image; then the report
 # ---------------------------------------------------------------------------------------------
 
 image_size() {
@@ -500,6 +584,7 @@ fi
 	echo "mode=$MODE"
 	echo "setup_runs=$SETUP_RUNS"
 	echo "boot_runs=$BOOT_RUNS"
+	echo "plug_runs=$PLUG_RUNS"
 	echo "distro_runs=$([[ $BENCH_DISTRO != no ]] && echo "$DISTRO_RUNS" || echo 0)"
 	echo "iperf_seconds=$IPERF_SECONDS"
 	echo "iperf_reps=$IPERF_REPS"

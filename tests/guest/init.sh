@@ -31,7 +31,6 @@
 #   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
 #                                    appeared and was configured by DHCP)
 #   GUEST-HOTPLUG removed NAME       (vminit_test_hotplug=1: a NIC went away)
-both
 #   GUEST-KEYS LINE                  (with vminit_test_vga_banner: a line typed on the VGA console)
 #   GUEST-POWERBUTTON                (ACPI power button pressed; the guest syncs and powers off)
 #   GUEST-POWERBUTTON-IGNORED        (the same, with vminit_test_ignore_powerbutton=1)
@@ -194,29 +193,14 @@ fi
 
 # NICs that come and go while the guest runs (PCI hot-plug), as a distribution's hot-plug
 # handling would: each new NIC is brought up and configured by DHCP.
+hotplug_report() {
+	case "$1" in
+	added) echo "GUEST-HOTPLUG added $2 mac=$3 ip=$4" ;;
+	removed) echo "GUEST-HOTPLUG removed $2" ;;
+	esac
+}
 if [ "$(cmdline_value vminit_test_hotplug 0)" = 1 ]; then
-	(
-		known=" $(echo $nics) "
-		while true; do
-			now=" $(guest_nics | tr '\n' ' ') "
-			for nic in $now; do
-				case "$known" in *" $nic "*) continue ;; esac
-				ip link set "$nic" up
-				udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
-					-O staticroutes -O mtu -O search >/dev/null 2>&1
-				guest_dhcp6 "$nic" >/dev/console
-				mac=$(cat "/sys/class/net/$nic/address")
-				addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
-				echo "GUEST-HOTPLUG added $nic mac=$mac ip=${addrs:-none}" >/dev/console
-			done
-			for nic in $known; do
-				case "$now" in *" $nic "*) continue ;; esac
-				echo "GUEST-HOTPLUG removed $nic" >/dev/console
-			done
-			known=$now
-			sleep 0.2
-		done
-	) &
+	guest_watch_hotplug hotplug_report 0.2 $nics
 fi
 
 # An interactive shell on the console, forever (this script is PID 1 and must not exit).

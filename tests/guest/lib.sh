@@ -118,3 +118,51 @@ guest_wait_ipv6() {
 		done
 	done
 }
+
+# guest_watch_hotplug REPORT INTERVAL NIC...: follows NICs that come and go while the guest runs
+# (PCI hot-plug), as a distribution's hot-plug handling would, in the background. NIC... are the
+# ethN there already. Every INTERVAL seconds it looks at the ethN (a glob: no process started
+# unless something changed); each new one is brought up and configured by DHCP (udhcpc with
+# /etc/dhcp-event.sh, 5 tries one second apart; IPv6 then starts in the background,
+# guest_dhcp6), then `REPORT added NAME MAC ADDRS SEEN` runs, ADDRS being its IPv4 addresses
+# (ADDR/PREFIX, comma-joined) or "none" and SEEN the guest's uptime (s) when it was noticed; for
+# each one gone, `REPORT removed NAME`. REPORT is a shell function of the caller; its output
+# goes to the console.
+guest_watch_hotplug() {
+	report=$1 interval=$2
+	shift 2
+	(
+		known=" $* "
+		while true; do
+			# The same set as before? (as many ethN, each one known)
+			changed=no count=0
+			for dir in /sys/class/net/eth[0-9]*; do
+				[ -e "$dir" ] || continue
+				count=$((count + 1))
+				case "$known" in *" ${dir##*/} "*) ;; *) changed=yes ;; esac
+			done
+			set -- $known
+			[ "$count" = $# ] || changed=yes
+			if [ $changed = yes ]; then
+				read -r up _ </proc/uptime
+				now=" $(guest_nics | tr '\n' ' ') "
+				for nic in $now; do
+					case "$known" in *" $nic "*) continue ;; esac
+					ip link set "$nic" up
+					udhcpc -i "$nic" -s /etc/dhcp-event.sh -t 5 -T 1 -A 1 -n -q \
+						-O staticroutes -O mtu -O search >/dev/null 2>&1
+					guest_dhcp6 "$nic" >/dev/console
+					mac=$(cat "/sys/class/net/$nic/address")
+					addrs=$(ip -o -4 addr show dev "$nic" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')
+					"$report" added "$nic" "$mac" "${addrs:-none}" "$up" >/dev/console
+				done
+				for nic in $known; do
+					case "$now" in *" $nic "*) continue ;; esac
+					"$report" removed "$nic" >/dev/console
+				done
+				known=$now
+			fi
+			sleep "$interval"
+		done
+	) &
+}
