@@ -340,7 +340,7 @@ impl Browser {
         loop {
             let png = self.screenshot();
             let seen = ocr(&png);
-            if seen.contains(text) {
+            if ocr_key(&seen).contains(&ocr_key(text)) {
                 return Ok(png);
             }
             if Instant::now() >= deadline {
@@ -354,6 +354,21 @@ impl Browser {
             sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// `text` as OCR sees it, up to the glyphs it confuses in a terminal font (`g`/`q`, `0`/`O`,
+/// `1`/`l`/`I`/`|`) and the spacing it guesses: both sides of a comparison are read alike.
+fn ocr_key(text: &str) -> String {
+    let mapped: String = text
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'q' => 'g',
+            '0' => 'o',
+            '1' | 'i' | '|' => 'l',
+            c => c,
+        })
+        .collect();
+    mapped.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Drop for Browser {
