@@ -14,7 +14,7 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, connect, sendmsg,
     setsockopt, socket, sockopt,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 
 /// Connects, negotiates capabilities, runs `command` (a command name without arguments)
 /// and returns the answer line, all within `timeout`.
@@ -113,7 +113,7 @@ impl Conn {
         setsockopt(
             &fd,
             sockopt::SendTimeout,
-            &TimeVal::from(libc_timeval(left)),
+            &send_timeout(left),
         )?;
         let addr = UnixAddr::new(socket)?;
         match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
@@ -206,13 +206,10 @@ fn remaining(deadline: Instant) -> io::Result<Duration> {
     Ok(left)
 }
 
-fn libc_timeval(d: Duration) -> libc::timeval {
+fn send_timeout(d: Duration) -> TimeVal {
     // A zero SO_SNDTIMEO would mean "wait forever": at least one microsecond.
-    let d = d.max(Duration::from_micros(1));
-    libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
-    }
+    let micros = d.as_micros().clamp(1, i64::MAX as u128) as i64;
+    TimeVal::microseconds(micros)
 }
 
 /// Whether a `query-status` answer says the guest is running.
