@@ -7,12 +7,14 @@
 //!
 //! The matrix (README, "Distribution guests"): every client boots three times —
 //! a Calico `/32` pod NIC with a cluster DNS server behind the gateway (one NIC, the pod
-//! shape), two Docker networks with different MTUs and Docker's loopback resolver, and two
-//! networks with a resolver on the first network's subnet (the multi-NIC DNS case of issue 15).
+//! shape), two Docker networks with different MTUs, the first dual-stack (a Docker `--ipv6`
+//! network: the guest's IPv6 comes from vminit's router advertisements and DHCPv6), with Docker's
+//! loopback resolver and an IPv6 one, and two networks with a resolver on the first network's
+//! subnet (the multi-NIC DNS case of issue 15).
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -143,11 +145,31 @@ fn in_subnet(cidr: &str, addr: Ipv4Addr) -> bool {
     u32::from(net) & mask == u32::from(addr) & mask
 }
 
-/// The container NIC through which the guest can reach `server`: the NIC whose door (vminit's
-/// link-local address in the container, alias `vminit:door ethN`) holds it, else the NIC whose
-/// subnet holds it, else `default`, the NIC with the default route.
-fn nic_reaching(ctr: &Container, default: &Nic, server: Ipv4Addr) -> Nic {
+/// `a:b::/p` (an address with its prefix length) contains `addr`.
+fn in_subnet6(cidr: &str, addr: Ipv6Addr) -> bool {
+    let (net, prefix) = cidr.split_once('/').expect("ADDR/PREFIX");
+    let net: Ipv6Addr = net.parse().expect("an IPv6 address");
+    let prefix: u32 = prefix.parse().expect("a prefix length");
+    let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+    u128::from(net) & mask == u128::from(addr) & mask
+}
+
+/// The container NIC through which the guest can reach `server`: for IPv4, the NIC whose door
+/// (vminit's link-local address in the container, alias `vminit:door ethN`) holds it, else the
+/// NIC whose subnet holds it; for IPv6, the NIC whose prefix holds it; else `default`, the NIC
+/// with the default route.
+fn nic_reaching(ctr: &Container, default: &Nic, server: IpAddr) -> Nic {
     let nics = ctr.nics();
+    let server = match server {
+        IpAddr::V4(server) => server,
+        IpAddr::V6(server) => {
+            return nics
+                .iter()
+                .find(|n| n.addrs6.iter().any(|a| in_subnet6(a, server)))
+                .unwrap_or(default)
+                .clone();
+        }
+    };
     // "7: vmlink0@eth0: <...> ... link/ether ... alias vminit:door eth0"
     let links = ctr.exec("ip -o link show").stdout;
     for line in links.lines() {
@@ -173,8 +195,8 @@ fn nic_reaching(ctr: &Container, default: &Nic, server: Ipv4Addr) -> Nic {
         .clone()
 }
 
-/// Asserts that every resolver the guest uses is routed out of the guest NIC through which it
-/// can be reached.
+/// Asserts that every resolver the guest uses (of either family) is routed out of the guest NIC
+/// through which it can be reached.
 fn assert_resolvers_routed(r: &DistroReport, ctr: &Container, default: &Nic) {
     let servers = r.dns_servers();
     assert!(
@@ -183,7 +205,7 @@ fn assert_resolvers_routed(r: &DistroReport, ctr: &Container, default: &Nic) {
         r.dns_summary()
     );
     for server in servers {
-        let addr: Ipv4Addr = server.parse().expect("an IPv4 resolver");
+        let addr: IpAddr = server.parse().expect("a resolver's address");
         assert!(
             !addr.is_loopback(),
             "no loopback resolver\n{}",
@@ -230,6 +252,71 @@ fn assert_peer_reaches(net: &Network, nic: &Nic, vm: &Vminit) {
         Some(nic.mac.as_str()),
         "the container's MAC answers for {}",
         nic.ip()
+    );
+}
+
+/// Asserts the guest's IPv6 identity on `dev`, the guest NIC that took over `nic` on the
+/// dual-stack network `net`: the container's address alone (DHCPv6 carries no prefix length, so
+/// Linux clients hold it as a /128), past duplicate address detection; the container's prefix
+/// on-link (the router advertisement's); exactly one IPv6 default route, through the real
+/// gateway's link-local address; the IPv6 MTU of the NIC.
+fn assert_ipv6_identity(r: &DistroReport, net: &Network, nic: &Nic, dev: &str) {
+    let v6 = net.net6();
+    let global: Vec<&str> = r.global6(dev).iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(
+        global,
+        [format!("{}/128", nic.ip6())],
+        "{}: the guest's global IPv6 addresses on {dev}: {:#?}",
+        r.client,
+        r.addrs6
+    );
+    assert!(
+        r.addrs6
+            .iter()
+            .filter(|a| a.nic == dev)
+            .all(|a| !a.flags.iter().any(|f| f == "tentative" || f == "dadfailed")),
+        "duplicate address detection passed on {dev}: {:#?}",
+        r.addrs6
+    );
+    let prefix = format!("{}/{} ", v6.addr(0), v6.prefix);
+    assert!(
+        r.routes6.iter().any(|l| l.starts_with(&prefix)
+            && !l.contains(" via ")
+            && l.contains(&format!(" dev {dev} "))),
+        "{}: the container's prefix {prefix}on-link on {dev}: {:#?}",
+        r.client,
+        r.routes6
+    );
+    assert_eq!(
+        r.default_routes6(),
+        vec![(v6.gateway_ll.to_string(), dev.to_owned())],
+        "exactly one IPv6 default route, through the gateway's link-local address; the \
+         guest's IPv6 routes: {:#?}",
+        r.routes6
+    );
+    let g = r
+        .nics
+        .iter()
+        .find(|n| n.name == dev)
+        .expect("the guest NIC");
+    assert_eq!(g.mtu6, Some(nic.mtu), "the IPv6 MTU of {dev}");
+}
+
+/// Asserts that the network's peer reaches the guest at `nic`'s IPv6 address and that the
+/// guest answered neighbour discovery with `nic`'s MAC.
+fn assert_peer_reaches6(net: &Network, nic: &Nic, vm: &Vminit) {
+    net.peer_flush_neighbours();
+    assert!(
+        net.peer_ping6(nic.ip6()),
+        "the peer pings the guest at {}\n{}",
+        nic.ip6(),
+        vm.tails()
+    );
+    assert_eq!(
+        net.peer_neighbour_mac_of(&nic.ip6().to_string()).as_deref(),
+        Some(nic.mac.as_str()),
+        "the container's MAC answers for {}",
+        nic.ip6()
     );
 }
 
@@ -307,34 +394,122 @@ fn pod_nic(client: &str) {
     power_off(&vm);
 }
 
+/// The host number of the dual-stack NIC in [`two_networks`]: 10.1.0.6 and fd00:1::6, Docker's
+/// MAC 02:42:0a:01:00:06, which the ifupdown guest maps to its `inet6 dhcp` stanza
+/// (tests/distro/guests/ifupdown/root/etc/network/interfaces).
+const DUAL_STACK_HOST: u8 = 6;
+
 /// Two Docker networks with different MTUs (1450 like an overlay, 9000 like a jumbo-frame
 /// backend), connected in the order eth1, eth0, with the default route on eth0 and Docker's
-/// embedded resolver (127.0.0.11, which vminit forwards through each NIC's door).
+/// embedded resolver (127.0.0.11, which vminit forwards through each NIC's door). The first is
+/// dual-stack, a Docker `--ipv6` network: fd00:1::/64 with the gateway fd00:1::1 on the bridge,
+/// which sends no router advertisements, and the container's IPv6 default route through it. Its
+/// resolv.conf keeps the host's IPv6 resolver after Docker's, as Docker writes it for a user
+/// network (its embedded server forwards to IPv4 upstreams only): fd00:1::53, on the first
+/// network, knowing the same name.
 fn two_networks(client: &str) {
     let guest = distro_guest(client);
-    let front = Network::with_mtu(1, 1450);
+    let front = Network::dual_stack_with_mtu(1, 1450);
+    let v6 = front.net6().clone();
     let back = Network::with_mtu(2, 9000);
-    let ctr = Container::new();
+    let ctr = Container::with_ipv6();
     let eth1 = ctr.add_nic(&back, NicSpec::docker(&back, 5).name("eth1"));
-    let eth0 = ctr.add_nic(&front, NicSpec::docker(&front, 3).name("eth0"));
+    let eth0 = ctr.add_nic(
+        &front,
+        NicSpec::docker(&front, DUAL_STACK_HOST)
+            .addr6(&v6.cidr(v6.addr(DUAL_STACK_HOST.into())))
+            .name("eth0"),
+    );
     ctr.set_default_route(front.gateway, "eth0");
+    ctr.set_default_route6(v6.gateway, "eth0");
     // Docker's embedded DNS server: 127.0.0.11 in the container, knowing the peer's name.
     ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
     let embedded = Ipv4Addr::new(127, 0, 0, 11);
     let dns = DnsServer::start(ctr.ns(), embedded, &[("peer.test", front.peer_ip)]);
+    // ip -6 addr add fd00:1::53/64 dev eth0 nodad (in the peer)
+    let resolver6 = v6.addr(0x53);
+    front.peer_ns().ip(&[
+        "-6",
+        "addr",
+        "add",
+        &v6.cidr(resolver6),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let dns6 = DnsServer::start(front.peer_ns(), resolver6, &[("peer.test", front.peer_ip)]);
     let disk = guest.disk();
     let started = Instant::now();
-    let vm = vminit(&ctr, &guest, &disk, "distro_report.resolve=peer.test").spawn();
+    let vm = vminit(
+        &ctr,
+        &guest,
+        &disk,
+        "distro_report.resolve=peer.test distro_report.ipv6=1",
+    )
+    .resolv_conf(&format!(
+        "nameserver 127.0.0.11\nnameserver {resolver6}\noptions ndots:0\n"
+    ))
+    .spawn();
 
     let r = report(&vm, &guest, started);
     assert_eq!(r.nics.len(), 2, "{:#?}", r.nics);
     let dev0 = guest_nic(&r, &eth0, "the front NIC").to_owned();
-    guest_nic(&r, &eth1, "the back NIC");
+    let dev1 = guest_nic(&r, &eth1, "the back NIC").to_owned();
     assert_one_default_route(&r, front.gateway, &dev0);
     assert_resolvers_routed(&r, &ctr, &eth0);
-    assert_resolves(&r, "peer.test", front.peer_ip, &dns);
+    assert_eq!(
+        r.resolved.get("peer.test"),
+        Some(&vec![front.peer_ip.to_string()]),
+        "the guest resolves peer.test\n{}--- Docker's resolver's log\n{}--- the IPv6 \
+         resolver's log\n{}",
+        r.dns_summary(),
+        dns.log(),
+        dns6.log()
+    );
+
+    // IPv6 on the front NIC, from vminit's router advertisements and DHCPv6.
+    assert_ipv6_identity(&r, &front, &eth0, &dev0);
+    assert!(
+        r.global6(&dev1).is_empty(),
+        "the back network has no IPv6: {:#?}",
+        r.addrs6
+    );
+    // What each client makes of the resolvers of its two leases (README, "Distribution
+    // guests"): systemd-networkd and NetworkManager keep both the door (Docker's resolver,
+    // forwarded; from DHCPv4) and the IPv6 resolver (DHCPv6, router advertisement); Debian's
+    // dhclient-script writes resolv.conf from the last lease alone, here DHCPv6's, so the door
+    // is gone there (fd00:1::53 knows peer.test too, so the name still resolves).
+    let (v4, v6_servers): (Vec<String>, Vec<String>) = r
+        .dns_servers()
+        .into_iter()
+        .partition(|s| s.parse::<Ipv4Addr>().is_ok());
+    let doors = if client == "ifupdown" { 0 } else { 1 };
+    assert_eq!(
+        (v4.len(), v6_servers),
+        (doors, vec![resolver6.to_string()]),
+        "{}: the guest's IPv4 resolvers (the door) and IPv6 resolvers\n{}",
+        r.client,
+        r.dns_summary()
+    );
     assert_peer_reaches(&front, &eth0, &vm);
     assert_peer_reaches(&back, &eth1, &vm);
+    assert_peer_reaches6(&front, &eth0, &vm);
+    // The guest reaches the gateway and a host beyond it over IPv6, through the gateway itself:
+    // its neighbour table holds the gateway's link-local address at the gateway's MAC.
+    guest_run(
+        &vm,
+        &format!(
+            "ping -6 -c 2 -W 3 {} >/dev/null && ping -6 -c 2 -W 3 {} >/dev/null && echo \
+             GUEST-PING6-$((40+2))",
+            v6.gateway, v6.far
+        ),
+        "GUEST-PING6-42",
+    );
+    guest_run(
+        &vm,
+        &format!("ip -6 neigh show {} dev {dev0}", v6.gateway_ll),
+        &format!("lladdr {}", v6.gateway_mac),
+    );
     assert_clean_boot(&r);
     power_off(&vm);
 }
@@ -408,7 +583,8 @@ macro_rules! distro_matrix {
             }
 
             #[test]
-            fn two_networks_with_different_mtus_give_two_nics_one_default_route_and_working_dns() {
+            fn two_networks_with_different_mtus_one_dual_stack_give_two_nics_one_default_route_per_family_and_working_dns(
+            ) {
                 super::two_networks(stringify!($client));
             }
 

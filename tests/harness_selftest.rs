@@ -137,11 +137,22 @@ fn a_distro_report_is_read_from_a_console_that_interleaves_other_output() {
                    DISTRO-REPORT resolve db.example.test 10.1.0.50\r\n\
                    DISTRO-REPORT resolve nowhere.test none\r\n\
                    DISTRO-REPORT failed networking.service\r\n\
+                   DISTRO-REPORT nic ens5 mac=02:42:0a:01:00:06 mtu=1450 ip=10.1.0.6/24 mtu6=1450\r\n\
+                   DISTRO-REPORT addr6 ens5 fd00:1::6/128 scope=global noprefixroute\r\n\
+                   DISTRO-REPORT addr6 ens5 fe80::42:aff:fe01:6/64 scope=link -\r\n\
+                   DISTRO-REPORT route6 fd00:1::/64 dev ens5 proto ra metric 1024 pref medium\r\n\
+                   DISTRO-REPORT route6 default via fe80::42:feff:fe00:1 dev ens5 proto ra metric \
+                   1024 expires 1789sec mtu 1450 pref medium\r\n\
+                   DISTRO-REPORT neigh6 fe80::42:feff:fe00:1 dev ens5 lladdr 02:42:fe:00:00:01 \
+                   router STALE\r\n\
+                   DISTRO-REPORT dns ens5 fd00:1::53\r\n\
+                   DISTRO-REPORT resolv-conf 127.0.0.53\r\n\
+                   DISTRO-REPORT route-get fd00:1::53 dev=ens5 via=-\r\n\
                    DISTRO-REPORT end\r\nDISTRO-REPORT begin\r\n";
     let r = DistroReport::parse(console).expect("a complete report");
     assert_eq!(r.client, "networkd systemd=252");
     assert_eq!(r.uptime, 37.83);
-    assert_eq!(r.nics.len(), 2);
+    assert_eq!(r.nics.len(), 3);
     let ens3 = r
         .nic_with_mac("02:42:0a:01:00:03")
         .expect("MACs compare without case");
@@ -152,7 +163,32 @@ fn a_distro_report_is_read_from_a_console_that_interleaves_other_output() {
         r.default_routes(),
         [("10.1.0.1".to_string(), "ens3".to_string())]
     );
-    assert_eq!(r.dns_servers(), ["10.1.0.53"]);
+    assert_eq!(r.dns_servers(), ["10.1.0.53", "fd00:1::53"]);
+    assert_eq!(r.resolv_conf, ["127.0.0.53"]);
+    // IPv6: the NIC's MTU, its addresses with scope and flags, routes, neighbours.
+    let ens5 = r.nic_with_mac("02:42:0a:01:00:06").expect("ens5");
+    assert_eq!((ens3.mtu6, ens5.mtu6), (None, Some(1450)));
+    let global: Vec<(&str, &[String])> = r
+        .global6("ens5")
+        .iter()
+        .map(|a| (a.addr.as_str(), a.flags.as_slice()))
+        .collect();
+    assert_eq!(
+        global,
+        [("fd00:1::6/128", &["noprefixroute".to_string()][..])]
+    );
+    assert_eq!(r.addrs6.len(), 2);
+    assert!(r.addrs6[1].flags.is_empty());
+    assert_eq!(
+        r.default_routes6(),
+        [("fe80::42:feff:fe00:1".to_string(), "ens5".to_string())]
+    );
+    assert_eq!(
+        r.neighbour6("fe80::42:feff:fe00:1", "ens5").as_deref(),
+        Some("02:42:fe:00:00:01")
+    );
+    let route6 = r.route_to("fd00:1::53").expect("the IPv6 resolver's route");
+    assert_eq!((route6.dev.as_str(), route6.via.as_deref()), ("ens5", None));
     let route = r.route_to("10.1.0.53").expect("the resolver's route");
     assert_eq!((route.dev.as_str(), route.via.as_deref()), ("ens4", None));
     assert_eq!(r.search, ["example.test"]);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::cmd::run_ok;
+use super::cmd::{BUILD_TIMEOUT, run_ok, run_ok_for};
 use super::names::unique_id;
 
 /// One built guest: boot it with [`DistroGuest::qemu_args`] and a [`DistroGuest::disk`].
@@ -30,7 +30,7 @@ pub fn distro_guest(name: &str) -> DistroGuest {
     let dir = BUILT.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/distro/build-images.sh");
         let started = std::time::Instant::now();
-        let out = run_ok(&["bash", &script.to_string_lossy()]);
+        let out = run_ok_for(&["bash", &script.to_string_lossy()], BUILD_TIMEOUT);
         let dir = out
             .lines()
             .last()

@@ -12,6 +12,21 @@ pub struct DistroNic {
     pub mtu: u32,
     /// `ADDR/PREFIX`, empty when the NIC has no IPv4 address.
     pub addrs: Vec<String>,
+    /// The NIC's IPv6 MTU (`/proc/sys/net/ipv6/conf/NIC/mtu`), `None` without IPv6.
+    pub mtu6: Option<u32>,
+}
+
+/// One IPv6 address of an ethernet NIC, as `ip -6 addr` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistroAddr6 {
+    /// The guest's name for the NIC.
+    pub nic: String,
+    /// `ADDR/PREFIX`.
+    pub addr: String,
+    /// `global`, `link`, ...
+    pub scope: String,
+    /// `dynamic`, `noprefixroute`, `tentative`, `dadfailed`, ...
+    pub flags: Vec<String>,
 }
 
 /// `ip route get SERVER` for one resolver.
@@ -45,6 +60,14 @@ pub struct DistroReport {
     pub nics: Vec<DistroNic>,
     /// `ip -4 route show table main`, one line each.
     pub routes: Vec<String>,
+    /// Every IPv6 address of the ethernet NICs, link-local ones included.
+    pub addrs6: Vec<DistroAddr6>,
+    /// `ip -6 route show table main`, one line each.
+    pub routes6: Vec<String>,
+    /// `ip -6 neigh show`, one line each.
+    pub neigh6: Vec<String>,
+    /// The nameservers of /etc/resolv.conf (under systemd-resolved, its stub).
+    pub resolv_conf: Vec<String>,
     pub resolvers: Vec<Resolver>,
     pub search: Vec<String>,
     pub route_gets: Vec<RouteGet>,
@@ -83,6 +106,12 @@ impl DistroReport {
                 "uptime" => r.uptime = rest.parse().unwrap_or(0.0),
                 "nic" => r.nics.push(parse_nic(rest)),
                 "route" => r.routes.push(rest.to_owned()),
+                "addr6" => r.addrs6.push(parse_addr6(rest)),
+                "route6" => r.routes6.push(rest.to_owned()),
+                "neigh6" => r.neigh6.push(rest.to_owned()),
+                "resolv-conf" => {
+                    r.resolv_conf = rest.split_whitespace().map(str::to_owned).collect();
+                }
                 "dns" => {
                     if let Some((source, server)) = rest.split_once(' ') {
                         r.resolvers.push(Resolver {
@@ -129,6 +158,39 @@ impl DistroReport {
             .collect()
     }
 
+    /// The IPv6 default routes as `(gateway, dev)`; a correct setup has exactly one.
+    pub fn default_routes6(&self) -> Vec<(String, String)> {
+        self.routes6
+            .iter()
+            .filter(|r| r.starts_with("default "))
+            .map(|r| {
+                (
+                    word_after(r, "via").unwrap_or_default(),
+                    word_after(r, "dev").unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The global IPv6 addresses of the NIC `nic` (`ADDR/PREFIX`).
+    pub fn global6(&self, nic: &str) -> Vec<&DistroAddr6> {
+        self.addrs6
+            .iter()
+            .filter(|a| a.nic == nic && a.scope == "global")
+            .collect()
+    }
+
+    /// The MAC `ip -6 neigh` holds for `addr` on `dev`, if any.
+    pub fn neighbour6(&self, addr: &str, dev: &str) -> Option<String> {
+        self.neigh6
+            .iter()
+            .find(|l| {
+                l.split_whitespace().next() == Some(addr)
+                    && word_after(l, "dev").as_deref() == Some(dev)
+            })
+            .and_then(|l| word_after(l, "lladdr"))
+    }
+
     /// Every resolver the guest uses, once each, in the order reported.
     pub fn dns_servers(&self) -> Vec<String> {
         let mut servers: Vec<String> = Vec::new();
@@ -148,6 +210,7 @@ impl DistroReport {
     /// The report's lines about resolvers and their routes, for failure messages.
     pub fn dns_summary(&self) -> String {
         let mut s = String::new();
+        s += &format!("resolv.conf nameservers: {}\n", self.resolv_conf.join(" "));
         for r in &self.resolvers {
             s += &format!("dns {} {}\n", r.source, r.server);
         }
@@ -183,6 +246,25 @@ fn parse_nic(text: &str) -> DistroNic {
         } else {
             ip.split(',').map(str::to_owned).collect()
         },
+        mtu6: facts.get("mtu6").and_then(|m| m.parse().ok()),
+    }
+}
+
+/// `ens3 fd00:1::6/128 scope=global dynamic noprefixroute` (no flags: `-`)
+fn parse_addr6(text: &str) -> DistroAddr6 {
+    let mut words = text.split_whitespace();
+    let nic = words.next().unwrap_or_default().to_owned();
+    let addr = words.next().unwrap_or_default().to_owned();
+    let scope = words
+        .next()
+        .and_then(|s| s.strip_prefix("scope="))
+        .unwrap_or_default()
+        .to_owned();
+    DistroAddr6 {
+        nic,
+        addr,
+        scope,
+        flags: words.filter(|w| *w != "-").map(str::to_owned).collect(),
     }
 }
 

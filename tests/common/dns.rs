@@ -1,6 +1,6 @@
 //! A DNS server (dnsmasq) inside a namespace the test made, answering a few fixed names.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,12 +13,14 @@ use super::process::Process;
 #[derive(Debug)]
 pub struct DnsServer {
     process: Process,
-    pub listen: Ipv4Addr,
+    pub listen: IpAddr,
 }
 
 impl DnsServer {
-    /// Starts it and waits until it serves. `listen` must already be an address in `ns`.
-    pub fn start(ns: &Netns, listen: Ipv4Addr, records: &[(&str, Ipv4Addr)]) -> DnsServer {
+    /// Starts it and waits until it serves. `listen` (IPv4 or IPv6) must already be an address
+    /// in `ns`, past duplicate address detection.
+    pub fn start(ns: &Netns, listen: impl Into<IpAddr>, records: &[(&str, Ipv4Addr)]) -> DnsServer {
+        let listen = listen.into();
         let mut command = Command::new("ip");
         command
             .args([

@@ -39,7 +39,7 @@ pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, r
 pub use container::{Container, NetState, Nic, NicSpec};
 pub use disk::ScratchDisk;
 pub use distro::{DistroGuest, OverlayDisk, distro_guest};
-pub use distro_report::{DistroNic, DistroReport, Resolver, RouteGet};
+pub use distro_report::{DistroAddr6, DistroNic, DistroReport, Resolver, RouteGet};
 pub use dns::DnsServer;
 pub use guest::{
     Cidata, GuestAddr6, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest,

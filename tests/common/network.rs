@@ -123,6 +123,12 @@ impl Network {
         Network::build(index, 1500, true)
     }
 
+    /// [`Network::dual_stack`] with the given MTU (`docker network create --ipv6 -o
+    /// com.docker.network.driver.mtu=MTU`).
+    pub fn dual_stack_with_mtu(index: u8, mtu: u32) -> Network {
+        Network::build(index, mtu, true)
+    }
+
     fn build(index: u8, mtu: u32, ipv6: bool) -> Network {
         let id = unique_id();
         let create = if ipv6 {

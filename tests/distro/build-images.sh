@@ -61,6 +61,8 @@ if [ -f "$out/.complete" ]; then
 	echo "$out"
 	exit 0
 fi
+# A build killed before its EXIT trap ran left its work directory; no other build runs now.
+rm -rf "$cache_root"/.build.*
 
 missing=""
 for package in debootstrap debian-archive-keyring qemu-utils e2fsprogs util-linux; do
