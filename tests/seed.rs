@@ -1110,6 +1110,143 @@ fn the_guest_finds_a_read_only_cidata_volume_with_the_keys_hostname_and_network_
 }
 
 #[test]
+fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_an_ipv6_only_one() {
+    let front = Network::dual_stack(1);
+    let back = Network::dual_stack(2);
+    let (f6, b6) = (front.net6().clone(), back.net6().clone());
+    let ctr = Container::with_ipv6();
+    // eth0: dual stack, the IPv4 default route; eth1: IPv6 only, the IPv6 default route.
+    let eth0 = ctr.add_nic(
+        &front,
+        NicSpec::docker(&front, 3).addr6(&f6.cidr(f6.addr(3))),
+    );
+    let eth1 = ctr.add_nic(
+        &back,
+        NicSpec::new()
+            .mac("02:42:fd:00:02:05")
+            .addr6(&b6.cidr(b6.addr(5))),
+    );
+    ctr.set_default_route(front.gateway, "eth0");
+    ctr.set_default_route6(b6.gateway, "eth1");
+    let disk = ScratchDisk::new();
+    let scratch = Scratch::new();
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("RAM_SIZE", "256M")
+        .env("VMINIT_DISK", &disk.path)
+        .args(test_guest().qemu_args("vminit_test_cidata=1 vminit_test_ipv6=eth0,eth1"))
+        .resolv_conf("nameserver 127.0.0.11\nnameserver fd00:2::53\nsearch corp.example.test\n")
+        .env(seed::SSH_KEYS, ED25519)
+        .spawn();
+    let found = cidata(&vm);
+    let report = GuestReport::parse(&vm.console().text()).expect("a complete guest report");
+    let net = scratch.file("network-config", &found.files["network-config"]);
+    let units = netplan_units(&net, &scratch.0.join("netplan"));
+    assert_eq!(units.len(), 2, "{units:#?}");
+
+    // Each NIC, matched by MAC: the addresses, MTU and resolvers the guest got by DHCPv4 and
+    // DHCPv6. The guest holds the DHCPv6 address as a /128 with the container's prefix on-link
+    // (from the router advertisement); the seed states it with that prefix.
+    for (nic, ip6) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())] {
+        let guest = report
+            .nics
+            .iter()
+            .find(|n| n.mac == nic.mac)
+            .expect("the NIC in the guest");
+        let unit = unit_for(&units, &nic.mac);
+        let global: Vec<&str> = report
+            .global6(&guest.name)
+            .iter()
+            .map(|a| a.addr.as_str())
+            .collect();
+        assert_eq!(global, [format!("{ip6}/128")], "{report:#?}");
+        let prefix = format!(
+            "{}/64",
+            std::net::Ipv6Addr::from(u128::from(ip6) & !0xffff_ffff_ffff_ffff)
+        );
+        assert!(
+            report
+                .routes6
+                .iter()
+                .any(|l| l.starts_with(&format!("{prefix} dev {} ", guest.name))),
+            "{:#?}",
+            report.routes6
+        );
+        let mut addresses = guest.addrs.clone();
+        addresses.push(format!("{ip6}/64"));
+        assert_eq!(
+            unit.values("Network", "Address"),
+            addresses,
+            "{}",
+            guest.name
+        );
+        assert_eq!(unit.values("Link", "MTUBytes"), [guest.mtu.to_string()]);
+        assert_eq!(unit.values("Network", "IPv6AcceptRA"), ["no"]);
+        let dhcp6 = &report.dhcp6[&guest.name];
+        let mut dns = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["dns"]));
+        dns.extend(list(&dhcp6["dns6"]));
+        assert_eq!(unit.values("Network", "DNS"), dns, "{}", guest.name);
+        let mut search = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["search"]));
+        // dhclient writes the DHCPv6 search list as absolute names (`corp.example.test.`).
+        for name in list(&dhcp6["search6"]) {
+            let name = name.trim_end_matches('.').to_owned();
+            if !search.contains(&name) {
+                search.push(name);
+            }
+        }
+        assert_eq!(unit.values("Network", "Domains"), search, "{}", guest.name);
+    }
+    // eth0: its IPv4 lease (with the IPv4 default route) is what the seed states.
+    let g0 = report
+        .nics
+        .iter()
+        .find(|n| n.mac == eth0.mac)
+        .expect("eth0");
+    assert_eq!(g0.addrs, [front.cidr(front.addr(3))]);
+    assert_eq!(unit_for(&units, &eth0.mac).routes(), dhcp_routes(g0));
+    // eth1: no IPv4 at all, in the seed as by DHCP; its IPv6 resolver, reached on its link.
+    let g1 = report
+        .nics
+        .iter()
+        .find(|n| n.mac == eth1.mac)
+        .expect("eth1");
+    assert!(g1.addrs.is_empty() && g1.dhcp.is_none(), "{g1:?}");
+    let u1 = unit_for(&units, &eth1.mac);
+    assert!(u1.routes().is_empty(), "{u1:#?}");
+    assert_eq!(u1.values("Network", "DNS"), ["fd00:2::53"]);
+    // One IPv6 default route, on eth1 only, through the same router as the guest's: the seed
+    // names the container's gateway, the advertisement the gateway's link-local address (at the
+    // gateway's MAC, which the guest found).
+    assert_eq!(
+        ipv6_defaults(&units),
+        [(u1.name.clone(), b6.gateway.to_string())]
+    );
+    let defaults6 = report.default_routes6();
+    assert_eq!(defaults6.len(), 1, "{:#?}", report.routes6);
+    assert!(
+        defaults6[0].starts_with(&format!("default via {} dev {} ", b6.gateway_ll, g1.name)),
+        "{defaults6:?}"
+    );
+    assert_eq!(
+        report
+            .neighbour6(&b6.gateway_ll.to_string(), &g1.name)
+            .as_deref(),
+        Some(b6.gateway_mac.as_str())
+    );
+    let bridge = back
+        .host_exec(&format!("ip -6 -o addr show dev {}", back.bridge))
+        .stdout;
+    assert!(
+        bridge.contains(&format!(" {}/", b6.gateway))
+            && bridge.contains(&format!(" {}/", b6.gateway_ll)),
+        "one router: {bridge}"
+    );
+    stop(&vm);
+}
+
+#[test]
 fn without_cloud_init_inputs_the_guest_gets_no_seed() {
     let net = Network::new(1);
     let ctr = Container::new();
