@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::dhcp6::{self, Lease};
 use crate::ndp::{self, PROTO_UDP, Packet, RouterAdvert};
 use crate::plan6::Guest6;
+use crate::seed::{SeedNic, SeedNic6, SeedRoute6};
 use crate::types::{Ipv6Net, Mac};
 
 /// A gateway's link-local address and MAC, learned from the container before the takeover.
@@ -98,6 +99,54 @@ impl Dns6 {
             },
             servers,
         }
+    }
+}
+
+/// The guest NIC (by its container NIC's name) whose advertisements give the guest its IPv6
+/// default route; it also announces the resolvers no NIC's prefix holds, and the search list.
+pub fn router_nic(guests: &[Guest6]) -> Option<&str> {
+    guests
+        .iter()
+        .find(|g| g.gateways.iter().any(|gw| gw.default))
+        .map(|g| g.lower.as_str())
+}
+
+/// Adds to the cloud-init seed's NICs (matched by their container NIC's name) what the
+/// announcements give each in IPv6: its address and prefix, the default route on the router
+/// NIC only, its other on-link prefixes and routes, its resolvers and search list.
+pub fn add_seed6(nics: &mut [SeedNic], guests: &[Guest6], dns: &Dns6) {
+    let router = router_nic(guests);
+    for guest in guests {
+        let Some(nic) = nics.iter_mut().find(|n| n.name == guest.lower) else {
+            continue;
+        };
+        let own = Ipv6Net::new(guest.addr.network(), guest.addr.prefix);
+        let mut routes: Vec<SeedRoute6> = guest
+            .onlink
+            .iter()
+            .filter(|p| **p != own)
+            .map(|p| SeedRoute6 {
+                network: p.network(),
+                prefix: p.prefix,
+                gateway: None,
+            })
+            .collect();
+        for g in &guest.gateways {
+            routes.extend(g.routes.iter().map(|p| SeedRoute6 {
+                network: p.network(),
+                prefix: p.prefix,
+                gateway: Some(g.gateway),
+            }));
+        }
+        let dns = dns.for_nic(guest, router == Some(guest.lower.as_str()));
+        nic.v6 = Some(SeedNic6 {
+            addr: guest.addr.addr,
+            prefix: guest.addr.prefix,
+            gateway: guest.gateways.iter().find(|g| g.default).map(|g| g.gateway),
+            routes,
+            dns: dns.servers,
+            search: dns.search,
+        });
     }
 }
 
@@ -495,6 +544,62 @@ mod tests {
             Some("eth0: DHCPv6: offered fd00:1::2")
         );
         assert_eq!(a.adverts()[0].dns, [ip("fd00:1::53")]);
+    }
+
+    #[test]
+    fn the_seed_states_what_the_announcements_give_each_nic() {
+        let mut far = docker_guest();
+        far.lower = "eth1".into();
+        far.addr = "fd00:2::5/64".parse().unwrap();
+        far.onlink = vec![
+            "fd00:2::/64".parse().unwrap(),
+            "fd00:98::/64".parse().unwrap(),
+        ];
+        far.gateways = vec![GatewayRoutes {
+            gateway: ip("fd00:2::254"),
+            default: false,
+            routes: vec!["fd00:99::/64".parse().unwrap()],
+        }];
+        let seed_nic = |name: &str| SeedNic {
+            name: name.into(),
+            mac: String::new(),
+            addr: None,
+            mtu: 1500,
+            routes: vec![],
+            dns: vec![],
+            search: vec![],
+            v6: None,
+        };
+        let mut nics = [seed_nic("eth0"), seed_nic("eth1"), seed_nic("eth2")];
+        let dns = Dns6::from_resolv_conf("nameserver fd00:9::53\nsearch a.test\n");
+        add_seed6(&mut nics, &[docker_guest(), far], &dns);
+        let eth0 = nics[0].v6.as_ref().unwrap();
+        assert_eq!(
+            (eth0.addr, eth0.prefix, eth0.gateway),
+            (ip("fd00:1::2"), 64, Some(ip("fd00:1::1")))
+        );
+        assert!(eth0.routes.is_empty(), "its own prefix is the address's");
+        assert_eq!(eth0.dns, [ip("fd00:9::53")], "the default-route NIC's");
+        assert_eq!(eth0.search, ["a.test"]);
+        let eth1 = nics[1].v6.as_ref().unwrap();
+        assert_eq!(eth1.gateway, None, "one default route, on eth0");
+        assert_eq!(
+            eth1.routes,
+            [
+                SeedRoute6 {
+                    network: ip("fd00:98::"),
+                    prefix: 64,
+                    gateway: None
+                },
+                SeedRoute6 {
+                    network: ip("fd00:99::"),
+                    prefix: 64,
+                    gateway: Some(ip("fd00:2::254"))
+                },
+            ]
+        );
+        assert!(eth1.dns.is_empty() && eth1.search.is_empty());
+        assert_eq!(nics[2].v6, None, "no IPv6 to give");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use crate::announce::{Announcer, Dns6, Door, Learned};
+use crate::announce::{Announcer, Dns6, Door, Learned, router_nic};
 use crate::error::Result;
 use crate::gateway6::raw_socket_error;
 use crate::ndp::{ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
@@ -48,10 +48,7 @@ impl Announcers {
     ) -> Result<()> {
         let now = Instant::now();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
-        let router = guests
-            .iter()
-            .find(|g| g.gateways.iter().any(|gw| gw.default))
-            .map(|g| g.lower.as_str());
+        let router = router_nic(guests);
         for guest in guests {
             let Some(link) = state.link(&guest.door) else {
                 continue;

@@ -195,12 +195,12 @@ impl Dns {
 }
 
 /// The primary NIC: the one that gives the guest its default route (the container's
-/// default-route NIC), else the first.
+/// default-route NIC), else the first with an IPv4 address. None when no NIC has one: DHCP
+/// announces nothing (an IPv6-only NIC learns its resolvers and names by IPv6).
 pub fn primary_nic(nics: &[NicPlan]) -> Option<usize> {
-    if nics.is_empty() {
-        return None;
-    }
-    Some(nics.iter().position(|n| n.gateway.is_some()).unwrap_or(0))
+    nics.iter()
+        .position(|n| n.gateway.is_some())
+        .or_else(|| nics.iter().position(|n| n.addr.is_some()))
 }
 
 /// The NIC the guest reaches `ip` through without its default route: the one whose subnet
@@ -208,7 +208,9 @@ pub fn primary_nic(nics: &[NicPlan]) -> Option<usize> {
 pub fn nic_reaching(ip: Ipv4Addr, nics: &[NicPlan]) -> Option<usize> {
     let mut best: Option<(u8, usize)> = None;
     for (i, nic) in nics.iter().enumerate() {
-        let prefixes = std::iter::once(nic.addr)
+        let prefixes = nic
+            .addr
+            .into_iter()
             .chain(nic.guest_routes.iter().map(|r| r.dst))
             .filter(|net| net.prefix > 0 && net.contains(ip))
             .map(|net| net.prefix);
@@ -304,7 +306,7 @@ mod tests {
             door: format!("vmlink{i}"),
             mac: Mac([2, 0x42, 0, 0, 0, i as u8]),
             mtu: 1500,
-            addr: addr.parse().unwrap(),
+            addr: Some(addr.parse().unwrap()),
             gateway: gateway.map(ip),
             guest_routes,
             door_addr: door,
@@ -318,6 +320,29 @@ mod tests {
             guest_dns: &guest_dns,
             hostname: Some("vm1"),
         })
+    }
+
+    #[test]
+    fn ipv6_only_nics_announce_nothing_by_dhcp_and_the_first_nic_with_ipv4_is_primary() {
+        let v6only = |i: usize| NicPlan {
+            addr: None,
+            gateway: None,
+            guest_routes: Vec::new(),
+            ..nic(i, "10.0.0.1/24", None, &[])
+        };
+        let dns = decide(
+            "nameserver 127.0.0.11\nnameserver 10.2.0.53\nsearch a.test\n",
+            &[],
+        );
+        let nics = [v6only(0), nic(1, "10.2.0.5/24", None, &[])];
+        assert_eq!(primary_nic(&nics), Some(1));
+        let a = dns.announcements(&nics);
+        assert_eq!(a[0], Announcement::default());
+        assert_eq!(a[1].servers, [nics[1].door_addr, ip("10.2.0.53")]);
+        assert_eq!(a[1].search, ["a.test"]);
+        let only = [v6only(0)];
+        assert_eq!(primary_nic(&only), None);
+        assert_eq!(dns.announcements(&only), [Announcement::default()]);
     }
 
     #[test]

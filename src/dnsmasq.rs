@@ -56,7 +56,9 @@ pub fn render(input: &DnsmasqInput) -> String {
     line("bind-dynamic".into());
     line("except-interface=lo".into());
     let dns = input.dns;
-    if dns.forward_to.is_empty() {
+    // The door resolver is announced by DHCPv4 only: without a NIC that has IPv4, no DNS.
+    let dhcp4 = input.nics.iter().any(|n| n.addr.is_some());
+    if dns.forward_to.is_empty() || !dhcp4 {
         line("port=0".into());
     } else {
         match dns.forward {
@@ -83,18 +85,24 @@ pub fn render(input: &DnsmasqInput) -> String {
     let announcements = dns.announcements(input.nics);
     for (i, (nic, says)) in input.nics.iter().zip(&announcements).enumerate() {
         let tag = format!("vm{i}");
+        // An IPv6-only NIC gets nothing by DHCPv4: dnsmasq does not even listen on its door
+        // (vminit's own announcements give it IPv6).
+        let Some(addr) = nic.addr else {
+            line(format!(
+                "# {} -> guest NIC {i}: IPv6 only, no DHCPv4",
+                nic.lower
+            ));
+            continue;
+        };
         line(format!("# {} -> guest NIC {i}", nic.lower));
         line(format!("interface={}", nic.door));
         // The door holds a link-local address; serve the guest's subnet on it anyway. (By
         // address, not name: the door does not exist yet when dnsmasq reads this.)
-        line(format!(
-            "shared-network={},{}",
-            nic.door_addr, nic.addr.addr
-        ));
+        line(format!("shared-network={},{}", nic.door_addr, addr.addr));
         line(format!(
             "dhcp-range=set:{tag},{},static,{},infinite",
-            nic.addr.addr,
-            nic.addr.netmask()
+            addr.addr,
+            addr.netmask()
         ));
         let name = says
             .hostname
@@ -103,7 +111,7 @@ pub fn render(input: &DnsmasqInput) -> String {
             .unwrap_or_default();
         line(format!(
             "dhcp-host={},set:{tag},{}{name},infinite",
-            nic.mac, nic.addr.addr
+            nic.mac, addr.addr
         ));
         match nic.gateway {
             Some(gw) => line(format!("dhcp-option=tag:{tag},option:router,{gw}")),
@@ -165,7 +173,7 @@ fn quoted_path(path: &Path) -> String {
 /// The guest NICs as the cloud-init seed's network-config states them: what dnsmasq gives
 /// each by DHCP (`Dns::announcements`). Without dnsmasq (`dhcp` false) nothing forwards to
 /// the container's loopback resolvers, so only the resolvers the guest reaches directly are
-/// listed.
+/// listed. Their IPv6 side is `announce::add_seed6`'s.
 pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
     let mut dns = dns.clone();
     if !dhcp {
@@ -176,8 +184,7 @@ pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
         .map(|(n, says)| SeedNic {
             name: n.lower.clone(),
             mac: n.mac.to_string(),
-            addr: n.addr.addr,
-            prefix: n.addr.prefix,
+            addr: n.addr.map(|a| (a.addr, a.prefix)),
             mtu: n.mtu,
             routes: n
                 .guest_routes
@@ -195,6 +202,7 @@ pub fn seed_nics(nics: &[NicPlan], dns: &Dns, dhcp: bool) -> Vec<SeedNic> {
             } else {
                 says.search
             },
+            v6: None,
         })
         .collect()
 }
@@ -235,7 +243,7 @@ mod tests {
             door: format!("vmlink{i}"),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, i as u8 + 2]),
             mtu: 1450,
-            addr: addr.parse().unwrap(),
+            addr: Some(addr.parse().unwrap()),
             gateway: gateway.map(|g| g.parse().unwrap()),
             guest_routes: routes,
             door_addr: door,
@@ -378,6 +386,62 @@ mod tests {
         assert!(
             c.contains("pid-file=\"/run/my vm #1 \\\"x\\\\/dnsmasq.pid\"\n"),
             "{c}"
+        );
+    }
+
+    /// Guest NIC `i` of an IPv6-only network: no IPv4 address, no DHCPv4 routes.
+    fn ipv6_only(i: usize) -> NicPlan {
+        NicPlan {
+            addr: None,
+            gateway: None,
+            guest_routes: Vec::new(),
+            ..nic(i, "10.0.0.1/24", None)
+        }
+    }
+
+    #[test]
+    fn an_ipv6_only_nic_gets_nothing_by_dhcp_and_the_others_keep_theirs() {
+        let c = render_for(
+            &[nic(0, "172.19.0.2/24", Some("172.19.0.1")), ipv6_only(1)],
+            &docker_resolv(),
+        );
+        assert!(!c.contains("interface=vmlink1\n"), "{c}");
+        assert!(
+            !c.contains("02:42:ac:13:00:03") && !c.contains("tag:vm1"),
+            "{c}"
+        );
+        assert!(c.contains("# eth1 -> guest NIC 1: IPv6 only, no DHCPv4\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,\"vm1\",infinite\n"));
+        assert!(c.contains("server=127.0.0.11\n"));
+    }
+
+    /// With IPv6-only NICs alone, dnsmasq has nothing to do (no DHCPv4; the door resolver,
+    /// announced by DHCPv4 only, would reach no one), and its own parser still accepts that:
+    /// it starts, and listens nowhere.
+    #[test]
+    fn with_only_ipv6_only_nics_dnsmasq_serves_nothing_and_still_starts() {
+        let c = render_for(&[ipv6_only(0)], &docker_resolv());
+        assert!(c.contains("port=0\n") && !c.contains("server="), "{c}");
+        assert!(
+            !c.lines().any(|l| l.starts_with("interface=")
+                || l.starts_with("dhcp-range=")
+                || l.starts_with("dhcp-host=")),
+            "{c}"
+        );
+        let dir = std::env::temp_dir().join(format!("vminit-dnsmasq-v6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dnsmasq.conf");
+        std::fs::write(&path, &c).unwrap();
+        let out = std::process::Command::new("dnsmasq")
+            .arg("--test")
+            .arg(format!("--conf-file={}", path.display()))
+            .output()
+            .expect("dnsmasq is installed (scripts/install-deps.sh)");
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.contains("syntax check OK"),
+            "{said}"
         );
     }
 
@@ -647,7 +711,7 @@ mod tests {
             door: "vmlink0".into(),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1450,
-            addr: "172.19.0.2/24".parse().unwrap(),
+            addr: Some("172.19.0.2/24".parse().unwrap()),
             gateway: Some(ip_("172.19.0.1")),
             guest_routes: vec![
                 Route {
@@ -684,8 +748,7 @@ mod tests {
         let expected = SeedNic {
             name: "eth0".into(),
             mac: "02:42:ac:13:00:02".into(),
-            addr: ip_("172.19.0.2"),
-            prefix: 24,
+            addr: Some((ip_("172.19.0.2"), 24)),
             mtu: 1450,
             routes: vec![
                 SeedRoute {
@@ -707,8 +770,21 @@ mod tests {
             // The door forwards to Docker's 127.0.0.11, as in the DHCP offer.
             dns: vec![ip_("169.254.1.10"), ip_("8.8.8.8")],
             search: vec!["corp.example.test".into()],
+            v6: None,
         };
         assert_eq!(with, std::slice::from_ref(&expected));
+        let v6only = NicPlan {
+            addr: None,
+            gateway: None,
+            guest_routes: Vec::new(),
+            ..seed_nic()
+        };
+        let seeded = seed_nics(&[v6only], &dns, true);
+        assert_eq!(
+            (seeded[0].addr, seeded[0].routes.len(), seeded[0].dns.len()),
+            (None, 0, 0),
+            "an IPv6-only NIC is told nothing of IPv4"
+        );
         let without = seed_nics(&[seed_nic()], &dns, false);
         assert_eq!(
             without,

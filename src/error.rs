@@ -42,8 +42,8 @@ pub enum NetworkError {
     NotAttachable(String),
     /// The container has no NIC at all (`--network none`).
     NoInterfaces,
-    /// A NIC to attach has no IPv4 address.
-    NoIpv4(String),
+    /// A NIC to attach has neither an IPv4 address nor a global (or unique local) IPv6 one.
+    NoAddress(String),
     /// A NIC to attach has no MAC address.
     NoMac(String),
 }
@@ -102,7 +102,7 @@ impl Error {
             Error::Network(
                 NetworkError::NoSuchInterface(_)
                     | NetworkError::NoInterfaces
-                    | NetworkError::NoIpv4(_)
+                    | NetworkError::NoAddress(_)
             )
         )
     }
@@ -152,9 +152,9 @@ impl fmt::Display for NetworkError {
             NetworkError::NoInterfaces => f.write_str(
                 "no network interface to give to the VM; run the container with a network (not --network none)",
             ),
-            NetworkError::NoIpv4(name) => write!(
+            NetworkError::NoAddress(name) => write!(
                 f,
-                "{name} has no IPv4 address to give to the VM; give the network an IPv4 subnet or leave {name} out with AUTO_ATTACH=no and ATTACH_IFACES"
+                "{name} has no IPv4 or IPv6 address to give to the VM; give the network an IPv4 or IPv6 subnet or leave {name} out with AUTO_ATTACH=no and ATTACH_IFACES"
             ),
             NetworkError::NoMac(name) => {
                 write!(f, "{name} has no MAC address; it cannot become a guest NIC")
@@ -214,7 +214,7 @@ mod tests {
         let transient = [
             NetworkError::NoSuchInterface("eth1".into()),
             NetworkError::NoInterfaces,
-            NetworkError::NoIpv4("eth0".into()),
+            NetworkError::NoAddress("eth0".into()),
         ];
         for e in transient {
             assert!(Error::Network(e.clone()).waiting_can_help(), "{e}");

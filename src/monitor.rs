@@ -16,14 +16,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// `ip monitor link address route`: links (a NIC arrives or leaves), IPv4 addresses
-    /// (Docker adds them just after the link) and IPv4 routes (a default route moves).
+    /// `ip monitor link address route`: links (a NIC arrives or leaves), IPv4 and IPv6
+    /// addresses (Docker adds them just after the link; an IPv6-only NIC has only the latter)
+    /// and IPv4 routes (a default route moves).
     pub fn open() -> io::Result<Monitor> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind(&SocketAddr::new(0, 0))?;
         for group in [
             libc::RTNLGRP_LINK,
             libc::RTNLGRP_IPV4_IFADDR,
+            libc::RTNLGRP_IPV6_IFADDR,
             libc::RTNLGRP_IPV4_ROUTE,
         ] {
             socket.add_membership(group)?;

@@ -4,7 +4,7 @@
 //! changes to the namespace (`Step`) that give the guest the container's identity. The
 //! steps for one NIC follow the README's "What happens to one NIC".
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::Attach;
 use crate::error::{Error, NetworkError, Result};
@@ -26,13 +26,16 @@ pub struct NicPlan {
     /// The guest's MAC: the container NIC's original one.
     pub mac: Mac,
     pub mtu: u32,
-    /// The guest's address: the container NIC's original one.
-    pub addr: Ipv4Net,
+    /// The guest's IPv4 address: the container NIC's original one. `None` for an IPv6-only
+    /// NIC, which the guest configures by IPv6 alone (no DHCPv4 for it).
+    pub addr: Option<Ipv4Net>,
     /// The router, only on the NIC that holds the container's default route.
     pub gateway: Option<Ipv4Addr>,
     /// Classless static routes for the guest (DHCP option 121); on-link when no gateway.
+    /// Empty for an IPv6-only NIC.
     pub guest_routes: Vec<Route>,
-    /// The container's own (link-local) address on `door`; also the guest's DHCP/DNS server.
+    /// The container's own (link-local) address on `door`; also the guest's DHCP/DNS server
+    /// (on an IPv6-only NIC only the source of the NIC's IPv4 routes, if it has any).
     pub door_addr: Ipv4Addr,
 }
 
@@ -77,8 +80,8 @@ pub struct PlanInput<'a> {
 struct Candidate<'a> {
     link: &'a Link,
     mac: Mac,
-    /// The address the guest gets.
-    addr: IfAddr,
+    /// The IPv4 address the guest gets; `None` for an IPv6-only NIC (then `nic6` has one).
+    addr: Option<IfAddr>,
     /// Every IPv4 address of the NIC, the guest's included, in the kernel's order.
     addrs: Vec<IfAddr>,
     /// The NIC's routes in every table (not the kernel's subnet routes), on-link first.
@@ -144,11 +147,23 @@ fn plan_nic(
     taken: &mut Vec<Ipv4Addr>,
     random: [u8; 6],
 ) -> (NicPlan, Vec<Step>, Option<String>, Option<Guest6>) {
-    let door_addr = door_address(nic.addr.net, taken);
+    let addr = nic.addr.as_ref().map(|a| a.net);
+    let door_addr = match addr {
+        Some(addr) => door_address(addr, taken),
+        // IPv6-only (`candidate` hands over no NIC without an address to give).
+        None => {
+            let guest6 = nic.nic6.guest.as_ref().map(|g| g.net.addr);
+            door_address6(guest6.unwrap_or(Ipv6Addr::UNSPECIFIED), taken)
+        }
+    };
     taken.push(door_addr);
     let main_routes = nic.main_routes();
     let gateway = router.then(|| default_gateway(&main_routes)).flatten();
-    let (guest_routes, left_out) = guest_routes(nic.addr.net, door_addr, &main_routes, gateway);
+    let (guest_routes, left_out) = match addr {
+        Some(addr) => guest_routes(addr, door_addr, &main_routes, gateway),
+        // No DHCPv4 for an IPv6-only NIC: its guest is told no IPv4 route.
+        None => (Vec::new(), 0),
+    };
     let warning = (left_out > 0).then(|| {
         format!(
             "{}: {left_out} of its routes do not fit DHCP option 121 (255 bytes); the guest gets the others",
@@ -161,7 +176,7 @@ fn plan_nic(
         door: format!("vmlink{slot}"),
         mac: nic.mac,
         mtu: nic.link.mtu,
-        addr: nic.addr.net,
+        addr,
         gateway,
         guest_routes,
         door_addr,
@@ -361,12 +376,19 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
         .link(name)
         .ok_or_else(|| Error::Network(NetworkError::NoSuchInterface(name.to_string())))?;
     let addrs = state.addrs_of(link.index);
-    let Some(first) = addrs.first().cloned() else {
-        return Err(Error::Network(NetworkError::NoIpv4(name.to_string())));
+    let no_address = || Error::Network(NetworkError::NoAddress(name.to_string()));
+    let Some(mac) = link.mac else {
+        return Err(if addrs.is_empty() {
+            no_address()
+        } else {
+            Error::Network(NetworkError::NoMac(name.to_string()))
+        });
     };
-    let mac = link
-        .mac
-        .ok_or_else(|| Error::Network(NetworkError::NoMac(name.to_string())))?;
+    let nic6 = Nic6::of(state, link, mac, input.selected_network6);
+    // A NIC with IPv6 alone is handed over too (IPv6-only networks); one with neither waits.
+    if addrs.is_empty() && nic6.guest.is_none() {
+        return Err(no_address());
+    }
     let selected = input
         .selected_network
         .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
@@ -375,11 +397,11 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
     Ok(Candidate {
         link,
         mac,
-        addr: selected.unwrap_or(first),
+        addr: selected.or_else(|| addrs.first().cloned()),
         addrs,
         routes,
         neighbours: state.neighbours_of(link.index),
-        nic6: Nic6::of(state, link, mac, input.selected_network6),
+        nic6,
     })
 }
 
@@ -388,6 +410,7 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
 fn router_nic(candidates: &[Candidate]) -> Option<u32> {
     candidates
         .iter()
+        .filter(|c| c.addr.is_some())
         .filter_map(|c| {
             c.main_routes()
                 .iter()
@@ -487,10 +510,13 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
     // secondaries) and deletes a primary's secondaries with it. Every address from the
     // guest's on is taken off, last first, and all but the guest's put back in their order:
     // the container keeps them, and putting the guest's back later restores the order.
+    let Some(guest) = &nic.addr else {
+        return steps; // IPv6-only: no IPv4 address to give
+    };
     let at = nic
         .addrs
         .iter()
-        .position(|a| a.net == nic.addr.net)
+        .position(|a| a.net == guest.net)
         .unwrap_or(0);
     let tail = &nic.addrs[at..];
     for addr in tail.iter().rev() {
@@ -499,7 +525,7 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
             addr: addr.clone(),
         });
     }
-    for addr in tail.iter().filter(|a| a.net != nic.addr.net) {
+    for addr in tail.iter().filter(|a| a.net != guest.net) {
         steps.push(Step::AddAddr {
             dev: dev.clone(),
             addr: addr.clone(),
@@ -543,21 +569,23 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     let kept = nic
         .addrs
         .iter()
-        .find(|a| a.net != nic.addr.net)
+        .find(|a| Some(a.net) != guest.addr)
         .map(|a| a.net.addr);
-    let mut to_guest = KernelRoute::main(Route::host(guest.addr.addr));
-    to_guest.src = Some(guest.door_addr);
     let mut steps = vec![
         Step::TxChecksumOff { dev: door.clone() },
         Step::AddAddr {
             dev: door.clone(),
             addr: IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
         },
-        Step::AddRoute {
+    ];
+    if let Some(addr) = guest.addr {
+        let mut to_guest = KernelRoute::main(Route::host(addr.addr));
+        to_guest.src = Some(guest.door_addr);
+        steps.push(Step::AddRoute {
             dev: door.clone(),
             route: to_guest,
-        },
-    ];
+        });
+    }
     for route in &nic.routes {
         let mut moved = route.clone();
         moved.src = Some(kept.unwrap_or(guest.door_addr));
@@ -661,6 +689,20 @@ pub fn door_address(guest: Ipv4Net, taken: &[Ipv4Addr]) -> Ipv4Addr {
         16..=30 => bits & !u32::from(guest.netmask()),
         _ => bits & 0xffff,
     };
+    numbered_door(host, taken)
+}
+
+/// The door of a guest NIC that gets no IPv4 address (an IPv6-only NIC): numbered as in
+/// `door_address` by the low 16 bits of the guest's IPv6 address (the host number Docker
+/// and Calico hand out: `fd00:1::2` gets the door `172.19.0.2/24` would get), so it is as
+/// stable across restarts, and skips the addresses in use in the namespace the same way.
+/// The guest has no route to it; it is the source of the NIC's IPv4 routes, if any.
+pub fn door_address6(guest: Ipv6Addr, taken: &[Ipv4Addr]) -> Ipv4Addr {
+    numbered_door(u32::from(guest.segments()[7]), taken)
+}
+
+/// The door numbered `host` (modulo the number of doors), or the next free one after it.
+fn numbered_door(host: u32, taken: &[Ipv4Addr]) -> Ipv4Addr {
     let mut n = host % DOOR_COUNT;
     loop {
         let candidate = nth_door(n);
@@ -719,7 +761,7 @@ mod tests {
         );
         assert_eq!(
             (nic.mac, nic.addr, nic.mtu),
-            (MAC0, net("172.19.0.2/24"), 1450)
+            (MAC0, Some(net("172.19.0.2/24")), 1450)
         );
         assert_eq!(nic.gateway, Some(ip("172.19.0.1")));
         let door = nic.door_addr;
@@ -859,7 +901,7 @@ mod tests {
         assert_eq!(p.nics[1].gateway, None);
         assert!(p.nics[1].guest_routes.iter().all(|r| !r.is_default()));
         assert_ne!(p.nics[0].door_addr, p.nics[1].door_addr);
-        assert_eq!(p.nics[1].addr, net("172.20.0.5/16"));
+        assert_eq!(p.nics[1].addr, Some(net("172.20.0.5/16")));
     }
 
     #[test]
@@ -891,13 +933,116 @@ mod tests {
     }
 
     #[test]
-    fn a_nic_without_ipv4_is_an_error_naming_it() {
-        let state = Ns::new().nic(3, "eth0", MAC0, &[], &[]).0;
-        let e = plan_for(&state, Attach::All, None).unwrap_err();
-        assert!(
-            matches!(e, Error::Network(NetworkError::NoIpv4(ref n)) if n == "eth0"),
-            "{e}"
+    fn a_nic_without_ipv4_or_a_global_ipv6_address_is_an_error_naming_it() {
+        let bare = Ns::new().nic(3, "eth0", MAC0, &[], &[]);
+        let link_local_only = Ns::new()
+            .nic(3, "eth0", MAC0, &[], &[])
+            .addr6(3, "fe80::42:acff:fe13:2/64");
+        for state in [bare.0, link_local_only.0] {
+            let e = plan_for(&state, Attach::All, None).unwrap_err();
+            assert!(
+                matches!(e, Error::Network(NetworkError::NoAddress(ref n)) if n == "eth0"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("no IPv4 or IPv6 address"), "{e}");
+        }
+    }
+
+    /// eth0 on a Docker IPv6-only network: fd00:1::2/64 (and the link-local address of its
+    /// MAC), default route via fd00:1::1.
+    fn ipv6_only_nic() -> Ns {
+        Ns::new()
+            .nic(3, "eth0", MAC0, &[], &[])
+            .addr6(3, "fd00:1::2/64")
+            .addr6(3, "fe80::42:acff:fe13:2/64")
+            .route6(3, "::/0", Some("fd00:1::1"))
+    }
+
+    #[test]
+    fn an_ipv6_only_nic_becomes_a_guest_nic_without_ipv4_and_gets_a_door_of_its_own() {
+        let p = plan_for(&ipv6_only_nic().0, Attach::All, None).unwrap();
+        let nic = &p.nics[0];
+        assert_eq!((nic.mac, nic.addr, nic.gateway), (MAC0, None, None));
+        assert!(nic.guest_routes.is_empty(), "no DHCPv4 routes");
+        // Numbered by the IPv6 host part: fd00:1::2 gets the door of 172.19.0.2/24.
+        assert_eq!(nic.door_addr, ip("169.254.1.3"));
+        assert_eq!(nic.door_addr, door_address(net("172.19.0.2/24"), &[]));
+        // Of IPv4, only the door's own address: no address leaves eth0, no route to a guest.
+        let ipv4: Vec<String> = p
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::DelAddr { .. }
+                        | Step::AddAddr { .. }
+                        | Step::DelRoute { .. }
+                        | Step::AddRoute { .. }
+                )
+            })
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(ipv4, ["ip addr add 169.254.1.3/32 dev vmlink0"]);
+        // Its IPv6 address and default route go to the guest, as a dual-stack NIC's do.
+        assert_eq!(p.v6.len(), 1);
+        assert_eq!(p.v6[0].addr, "fd00:1::2/64".parse().unwrap());
+        assert!(p.v6[0].gateways.iter().any(|g| g.default));
+        let at = |pred: &dyn Fn(&Step) -> bool| p.steps.iter().position(pred).unwrap();
+        let record = at(
+            &|s| matches!(s, Step::SetAlias { alias, .. } if alias.contains(";a6 fd00:1::2/64")),
         );
+        let release = at(
+            &|s| matches!(s, Step::DelAddr6 { addr, .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
+        );
+        let new_mac = at(&|s| matches!(s, Step::SetMac { .. }));
+        let tap = at(&|s| matches!(s, Step::AddLink { mac: Some(m), .. } if *m == MAC0));
+        assert!(record < release && release < new_mac && new_mac < tap);
+    }
+
+    #[test]
+    fn an_ipv6_only_door_is_stable_and_avoids_addresses_in_use() {
+        let guest = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let door = door_address6(guest("fd00:1::2"), &[]);
+        assert_eq!(door, door_address6(guest("fd00:1::2"), &[]), "stable");
+        assert_ne!(door, door_address6(guest("fd00:1::3"), &[]));
+        assert_eq!(
+            door_address6(guest("fd00:1::2"), &[door]),
+            ip("169.254.1.4"),
+            "the next free one"
+        );
+        // A Calico /128 from a block: the low bits pick it; reserved addresses are skipped.
+        for host in [0, 1, 2, 0xffff] {
+            let d = door_address6(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0x1f, host), &[]);
+            assert!(net("169.254.0.0/16").contains(d) && !RESERVED_LINK_LOCAL.contains(&d));
+        }
+    }
+
+    #[test]
+    fn with_a_dual_stack_nic_and_an_ipv6_only_one_each_family_has_its_own_router_nic() {
+        // eth0: IPv4 with the IPv4 default route, and IPv6 without one; eth1: IPv6 only,
+        // with the IPv6 default route.
+        let state = Ns::new()
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .addr6(7, "fd00:1::2/64")
+            .nic(9, "eth1", MAC1, &[], &[])
+            .addr6(9, "fd00:2::5/64")
+            .route6(9, "::/0", Some("fd00:2::1"))
+            .0;
+        let p = plan_for(&state, Attach::All, None).unwrap();
+        assert_eq!(p.nics[0].gateway, Some(ip("172.19.0.1")));
+        assert_eq!((p.nics[1].addr, p.nics[1].gateway), (None, None));
+        assert_ne!(p.nics[0].door_addr, p.nics[1].door_addr);
+        let default6: Vec<(&str, bool)> =
+            p.v6.iter()
+                .map(|g| (g.lower.as_str(), g.gateways.iter().any(|gw| gw.default)))
+                .collect();
+        assert_eq!(default6, [("eth0", false), ("eth1", true)]);
     }
 
     #[test]
@@ -912,7 +1057,7 @@ mod tests {
             )
             .0;
         let p = plan_for(&state, Attach::All, Some("10.1.0.0/16")).unwrap();
-        assert_eq!(p.nics[0].addr, net("10.1.2.3/16"));
+        assert_eq!(p.nics[0].addr, Some(net("10.1.2.3/16")));
         let dels: Vec<Ipv4Net> = p
             .steps
             .iter()
@@ -932,7 +1077,7 @@ mod tests {
         }));
         // Without SELECTED_NETWORK the first address goes to the VM.
         let p = plan_for(&state, Attach::All, None).unwrap();
-        assert_eq!(p.nics[0].addr, net("192.168.5.4/24"));
+        assert_eq!(p.nics[0].addr, Some(net("192.168.5.4/24")));
     }
 
     #[test]
@@ -960,7 +1105,7 @@ mod tests {
             .0;
         let p = plan_for(&state, Attach::All, None).unwrap();
         let nic = &p.nics[0];
-        assert_eq!(nic.addr, net("10.244.1.7/32"));
+        assert_eq!(nic.addr, Some(net("10.244.1.7/32")));
         assert_eq!(nic.gateway, Some(ip("169.254.1.1")));
         assert_eq!(
             nic.guest_routes,
@@ -996,7 +1141,7 @@ mod tests {
             )
             .0;
         let p = plan_for(&state, Attach::All, None).unwrap();
-        assert_eq!(p.nics[0].addr, net("172.19.0.2/24"));
+        assert_eq!(p.nics[0].addr, Some(net("172.19.0.2/24")));
         let changes: Vec<String> = p
             .steps
             .iter()
@@ -1310,7 +1455,7 @@ mod tests {
             (nic.lower.as_str(), nic.tap.as_str(), nic.door.as_str()),
             ("eth1", "vmtap1", "vmlink1")
         );
-        assert_eq!((nic.mac, nic.addr), (MAC1, net("172.20.0.5/16")));
+        assert_eq!((nic.mac, nic.addr), (MAC1, Some(net("172.20.0.5/16"))));
         assert_eq!(
             nic.gateway, None,
             "the guest has its router on eth0 already"
@@ -1363,6 +1508,36 @@ mod tests {
         );
         assert!(only.added.is_empty(), "eth2 is not in ATTACH_IFACES");
         assert_eq!(only.waiting, ["eth1"]);
+    }
+
+    #[test]
+    fn an_ipv6_only_nic_connected_while_the_guest_runs_is_added_and_one_without_an_address_waits() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let more = Ns::new()
+            .nic(9, "eth1", MAC1, &[], &[])
+            .addr6(9, "fd00:2::5/64")
+            .route6(9, "::/0", Some("fd00:2::1"))
+            .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &[], &[])
+            .0;
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs6.extend(more.addrs6);
+        now.routes6.extend(more.routes6);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.waiting, ["eth2"]);
+        assert_eq!(c.added.len(), 1);
+        let (nic, _) = &c.added[0];
+        assert_eq!(
+            (nic.lower.as_str(), nic.addr, nic.gateway),
+            ("eth1", None, None)
+        );
+        assert_ne!(nic.door_addr, p.nics[0].door_addr);
+        assert_eq!(c.v6.len(), 1);
+        assert!(
+            !c.v6[0].gateways.iter().any(|g| g.default),
+            "a NIC that joins later never gives the guest its IPv6 default route"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! output with cloud-init itself and with PyYAML.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// The volume label cloud-init's NoCloud datasource looks for.
@@ -265,13 +265,40 @@ pub struct SeedNic {
     pub name: String,
     /// `02:42:ac:13:00:02`.
     pub mac: String,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
+    /// The IPv4 address and its prefix length; `None` for an IPv6-only NIC.
+    pub addr: Option<(Ipv4Addr, u8)>,
     pub mtu: u32,
     /// Classless static routes, in order, the default route included on one NIC only.
     pub routes: Vec<SeedRoute>,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
+    /// What vminit's router advertisements and DHCPv6 give it; `None` without IPv6.
+    pub v6: Option<SeedNic6>,
+}
+
+/// The IPv6 side of one guest NIC: what the router advertisements and DHCPv6 give it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeedNic6 {
+    /// The address, with the container's prefix length (DHCPv6 gives the address, the
+    /// advertisement its on-link prefix: the same thing).
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+    /// The default route's gateway, as the container's route names it (global, or
+    /// link-local as Calico's); only on the NIC that held the container's IPv6 default route.
+    pub gateway: Option<Ipv6Addr>,
+    /// The NIC's other IPv6 routes: other on-link prefixes (no gateway), and routes through a
+    /// gateway.
+    pub routes: Vec<SeedRoute6>,
+    pub dns: Vec<Ipv6Addr>,
+    pub search: Vec<String>,
+}
+
+/// An IPv6 route: `network/prefix`, via `gateway` or on-link when `None`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeedRoute6 {
+    pub network: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// A route: `network/prefix`, via `gateway` or on-link when `None`.
@@ -283,7 +310,17 @@ pub struct SeedRoute {
 }
 
 /// The `network-config` file (version 2): each NIC matched by its MAC, with its address, MTU,
-/// routes and DNS: exactly what dnsmasq would give it by DHCP.
+/// routes and DNS: exactly what dnsmasq would give it by DHCP, and what vminit's router
+/// advertisements and DHCPv6 would give it in IPv6.
+///
+/// IPv6, where a NIC has it: the address with its prefix, `dhcp6: false` and `accept-ra:
+/// false` (the static configuration is complete, as with `dhcp4: false`: the guest does not
+/// also take a second default route from vminit's advertisements), and the default route as
+/// `gateway6`. Not as a route to `::/0`: cloud-init before 23.1 renders that as a route to
+/// `::/64` with every renderer but netplan (LP #2003562; Debian 12 ships 22.4), while it
+/// renders `gateway6` as the default route with each of them (netplan only warns that it is
+/// deprecated). A gateway that is neither link-local nor inside the address's prefix needs
+/// `on-link`, which only a route has: then it is a route to `::/0`.
 pub fn network_config(nics: &[SeedNic]) -> String {
     let mut y = String::from(
         "# Written by vminit: each NIC the guest took over, matched by MAC, configured as DHCP\n\
@@ -294,13 +331,28 @@ pub fn network_config(nics: &[SeedNic]) -> String {
         let _ = writeln!(y, "  {}:", quote(&nic.name));
         let _ = writeln!(y, "    match:\n      macaddress: {}", quote(&nic.mac));
         y.push_str("    dhcp4: false\n");
-        let _ = writeln!(
-            y,
-            "    addresses:\n      - {}",
-            quote(&format!("{}/{}", nic.addr, nic.prefix))
-        );
+        if nic.v6.is_some() {
+            y.push_str("    dhcp6: false\n    accept-ra: false\n");
+        }
+        y.push_str("    addresses:\n");
+        if let Some((addr, prefix)) = nic.addr {
+            let _ = writeln!(y, "      - {}", quote(&format!("{addr}/{prefix}")));
+        }
+        if let Some(v6) = &nic.v6 {
+            let _ = writeln!(
+                y,
+                "      - {}",
+                quote(&format!("{}/{}", v6.addr, v6.prefix))
+            );
+        }
+        let default6 = nic.v6.as_ref().and_then(|v6| v6.gateway.map(|gw| (v6, gw)));
+        let default6_onlink = default6.filter(|(v6, gw)| needs_onlink6(v6, *gw));
+        if let Some((_, gw)) = default6.filter(|_| default6_onlink.is_none()) {
+            let _ = writeln!(y, "    gateway6: {}", quote(&gw.to_string()));
+        }
         let _ = writeln!(y, "    mtu: {}", nic.mtu);
-        if !nic.routes.is_empty() {
+        let routes6: &[SeedRoute6] = nic.v6.as_ref().map_or(&[], |v6| &v6.routes);
+        if !nic.routes.is_empty() || !routes6.is_empty() || default6_onlink.is_some() {
             y.push_str("    routes:\n");
         }
         for r in &nic.routes {
@@ -330,23 +382,77 @@ pub fn network_config(nics: &[SeedNic]) -> String {
                 (None, _) => y.push_str("        scope: link\n"),
             }
         }
-        if !nic.dns.is_empty() || !nic.search.is_empty() {
-            y.push_str("    nameservers:\n");
-        }
-        if !nic.dns.is_empty() {
-            y.push_str("      addresses:\n");
-            for s in &nic.dns {
-                let _ = writeln!(y, "        - {}", quote(&s.to_string()));
+        if let Some(v6) = &nic.v6 {
+            for r in &v6.routes {
+                route6(&mut y, v6, r.network, r.prefix, r.gateway);
+            }
+            if let Some((v6, gw)) = default6_onlink {
+                route6(&mut y, v6, Ipv6Addr::UNSPECIFIED, 0, Some(gw));
             }
         }
-        if !nic.search.is_empty() {
+        let mut dns: Vec<String> = nic.dns.iter().map(Ipv4Addr::to_string).collect();
+        let mut search = nic.search.clone();
+        if let Some(v6) = &nic.v6 {
+            dns.extend(v6.dns.iter().map(Ipv6Addr::to_string));
+            for name in &v6.search {
+                if !search.contains(name) {
+                    search.push(name.clone());
+                }
+            }
+        }
+        if !dns.is_empty() || !search.is_empty() {
+            y.push_str("    nameservers:\n");
+        }
+        if !dns.is_empty() {
+            y.push_str("      addresses:\n");
+            for s in &dns {
+                let _ = writeln!(y, "        - {}", quote(s));
+            }
+        }
+        if !search.is_empty() {
             y.push_str("      search:\n");
-            for s in &nic.search {
+            for s in &search {
                 let _ = writeln!(y, "        - {}", quote(s));
             }
         }
     }
     y
+}
+
+/// Whether a route through `gateway` needs `on-link`: the gateway is not link-local and not
+/// inside the NIC's prefix (a `/128` pod with a global gateway).
+fn needs_onlink6(v6: &SeedNic6, gateway: Ipv6Addr) -> bool {
+    let link_local = gateway.segments()[0] & 0xffc0 == 0xfe80;
+    let mask = match v6.prefix {
+        0 => 0,
+        p => u128::MAX << (128 - u32::from(p.min(128))),
+    };
+    let inside = u128::from(gateway) & mask == u128::from(v6.addr) & mask && v6.prefix < 128;
+    let reachable = link_local || inside;
+    !reachable
+}
+
+/// One IPv6 route of `v6`'s NIC, written as the IPv4 ones are: through a gateway (`on-link`
+/// where it needs it), a host on the link as a route via itself, other on-link prefixes with
+/// `scope: link`.
+fn route6(y: &mut String, v6: &SeedNic6, network: Ipv6Addr, prefix: u8, gw: Option<Ipv6Addr>) {
+    let _ = writeln!(y, "      - to: {}", quote(&format!("{network}/{prefix}")));
+    match (gw, prefix) {
+        (Some(gw), _) => {
+            let _ = writeln!(y, "        via: {}", quote(&gw.to_string()));
+            if needs_onlink6(v6, gw) {
+                y.push_str("        on-link: true\n");
+            }
+        }
+        (None, 128) => {
+            let _ = writeln!(
+                y,
+                "        via: {}\n        on-link: true",
+                quote(&network.to_string())
+            );
+        }
+        (None, _) => y.push_str("        scope: link\n"),
+    }
 }
 
 /// `s` as a YAML double-quoted scalar that reads back as exactly `s`: `"` and `\` escaped, and
@@ -908,8 +1014,7 @@ mod tests {
         SeedNic {
             name: "eth0".into(),
             mac: "02:42:0a:01:00:02".into(),
-            addr: Ipv4Addr::new(10, 1, 0, 2),
-            prefix: 24,
+            addr: Some((Ipv4Addr::new(10, 1, 0, 2), 24)),
             mtu: 1450,
             routes: vec![
                 SeedRoute {
@@ -930,6 +1035,7 @@ mod tests {
             ],
             dns: vec![Ipv4Addr::new(169, 254, 0, 2)],
             search: vec!["example.test".into()],
+            v6: None,
         }
     }
 
@@ -950,6 +1056,92 @@ mod tests {
         };
         let y = network_config(&[nic]);
         assert!(!y.contains("routes:") && !y.contains("nameservers:"), "{y}");
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// A Docker `--ipv6` network's NIC: fd00:1::2/64, the default route via fd00:1::1.
+    fn docker_v6() -> SeedNic6 {
+        SeedNic6 {
+            addr: ip6("fd00:1::2"),
+            prefix: 64,
+            gateway: Some(ip6("fd00:1::1")),
+            routes: vec![],
+            dns: vec![ip6("fd00:1::53")],
+            search: vec!["example.test".into(), "v6.test".into()],
+        }
+    }
+
+    #[test]
+    fn a_dual_stack_nic_states_both_families_and_takes_nothing_from_dhcpv6_or_advertisements() {
+        let nic = SeedNic {
+            v6: Some(docker_v6()),
+            ..docker_nic()
+        };
+        let y = network_config(&[nic]);
+        let expected = "    dhcp4: false\n    dhcp6: false\n    accept-ra: false\n    addresses:\n      - \"10.1.0.2/24\"\n      - \"fd00:1::2/64\"\n    gateway6: \"fd00:1::1\"\n    mtu: 1450\n    routes:\n";
+        assert!(y.contains(expected), "{y}");
+        assert!(!y.contains("::/0"), "the default route is gateway6: {y}");
+        let expected = "    nameservers:\n      addresses:\n        - \"169.254.0.2\"\n        - \"fd00:1::53\"\n      search:\n        - \"example.test\"\n        - \"v6.test\"\n";
+        assert!(y.ends_with(expected), "{y}");
+    }
+
+    #[test]
+    fn an_ipv6_only_nic_states_no_ipv4() {
+        let nic = SeedNic {
+            name: "eth1".into(),
+            mac: "02:42:ff:00:00:01".into(),
+            addr: None,
+            mtu: 1500,
+            routes: vec![],
+            dns: vec![],
+            search: vec![],
+            v6: Some(SeedNic6 {
+                addr: ip6("fd00:10::7"),
+                prefix: 128,
+                gateway: Some(ip6("fe80::ecee:eeff:feee:eeee")),
+                routes: vec![SeedRoute6 {
+                    network: ip6("fd00:99::"),
+                    prefix: 64,
+                    gateway: Some(ip6("fe80::ecee:eeff:feee:eeee")),
+                }],
+                dns: vec![],
+                search: vec![],
+            }),
+        };
+        let y = network_config(&[nic]);
+        let expected = "  \"eth1\":\n    match:\n      macaddress: \"02:42:ff:00:00:01\"\n    dhcp4: false\n    dhcp6: false\n    accept-ra: false\n    addresses:\n      - \"fd00:10::7/128\"\n    gateway6: \"fe80::ecee:eeff:feee:eeee\"\n    mtu: 1500\n    routes:\n      - to: \"fd00:99::/64\"\n        via: \"fe80::ecee:eeff:feee:eeee\"\n";
+        assert!(y.ends_with(expected), "{y}");
+    }
+
+    #[test]
+    fn a_global_ipv6_gateway_outside_the_prefix_is_a_default_route_on_link() {
+        let v6 = SeedNic6 {
+            addr: ip6("fd00:10::7"),
+            prefix: 128,
+            gateway: Some(ip6("fd00:10::1")),
+            routes: vec![SeedRoute6 {
+                network: ip6("fd00:10::1"),
+                prefix: 128,
+                gateway: None,
+            }],
+            ..docker_v6()
+        };
+        let y = network_config(&[SeedNic {
+            v6: Some(v6),
+            ..docker_nic()
+        }]);
+        assert!(!y.contains("gateway6"), "{y}");
+        assert!(
+            y.contains("      - to: \"fd00:10::1/128\"\n        via: \"fd00:10::1\"\n        on-link: true\n      - to: \"::/0\"\n        via: \"fd00:10::1\"\n        on-link: true\n"),
+            "{y}"
+        );
+        // Inside the prefix, or link-local: no on-link needed.
+        assert!(!needs_onlink6(&docker_v6(), ip6("fd00:1::1")));
+        assert!(!needs_onlink6(&docker_v6(), ip6("fe80::1")));
+        assert!(needs_onlink6(&docker_v6(), ip6("fd00:2::1")));
     }
 
     #[test]

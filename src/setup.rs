@@ -32,7 +32,8 @@ use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, Signals};
 use crate::{
-    console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, qmp, seed, spawn,
+    announce, console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, qmp,
+    seed, spawn,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -358,7 +359,9 @@ impl<'a> Setup<'a> {
             return Ok(None);
         };
         let dns = dhcp_server::guest_dns(self.config);
-        let nics = dnsmasq::seed_nics(&plan.nics, &dns, self.config.dhcp);
+        let mut nics = dnsmasq::seed_nics(&plan.nics, &dns, self.config.dhcp);
+        let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
+        announce::add_seed6(&mut nics, &plan.v6, &Dns6::from_resolv_conf(&resolv));
         let dir = self.run_dir.seed();
         let files = [
             ("meta-data", seed::meta_data(seed).into_bytes()),
@@ -576,12 +579,12 @@ impl<'a> Setup<'a> {
         });
         match plugged {
             Ok(()) => {
+                let addr = nic.addr.map_or("IPv6 only".into(), |a| a.to_string());
                 log::info!(
-                    "{}: plugged into the guest as {} ({}, {})",
+                    "{}: plugged into the guest as {} ({}, {addr})",
                     nic.lower,
                     nic.tap,
                     nic.mac,
-                    nic.addr
                 );
                 self.undo.nics.push(taken);
                 true
@@ -772,7 +775,7 @@ impl supervise::Effects for Setup<'_> {
                 again_in = Some(Duration::from_millis(100));
             } else if self.left.insert(name.clone()) {
                 log::warn!(
-                    "{name} has no IPv4 address after {waited:?}; it stays with the container"
+                    "{name} has no IPv4 or IPv6 address after {waited:?}; it stays with the container"
                 );
             }
         }

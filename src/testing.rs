@@ -3,9 +3,10 @@
 use std::net::Ipv4Addr;
 
 use crate::netstate::{
-    Addr, IFA_F_SECONDARY, IfAddr, KernelRoute, Link, NetState, RTPROT_KERNEL, RouteEntry,
+    Addr, Addr6, IFA_F_SECONDARY, IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, NetState,
+    RTPROT_KERNEL, Route6Entry, RouteEntry,
 };
-use crate::types::{Ipv4Net, Mac, Route};
+use crate::types::{Ipv4Net, Mac, Route, Route6};
 
 pub const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
 pub const MAC1: Mac = Mac([0x02, 0x42, 0xac, 0x14, 0x00, 0x05]);
@@ -89,6 +90,34 @@ impl Ns {
                 route: KernelRoute::main(r.clone()),
             });
         }
+        self
+    }
+
+    /// One more IPv6 address (`ADDR/PREFIX`) on interface `index`, as Docker adds them
+    /// (`nodad`, permanent); links made later get IPv6 too.
+    pub fn addr6(mut self, index: u32, cidr: &str) -> Ns {
+        const NODAD_PERMANENT: u32 = 0x02 | 0x80;
+        let mut addr = IfAddr6::plain(cidr.parse().unwrap());
+        addr.flags = IfAddr6::settable_flags(NODAD_PERMANENT);
+        self.0.addrs6.push(Addr6 {
+            index,
+            addr,
+            reported_flags: NODAD_PERMANENT,
+        });
+        self.0.ipv6_on_new_links = true;
+        self
+    }
+
+    /// An IPv6 route through interface `index` (`ip -6 route add DST [via GW] dev ...`).
+    pub fn route6(mut self, index: u32, dst: &str, gw: Option<&str>) -> Ns {
+        self.0.routes6.push(Route6Entry {
+            index,
+            route: KernelRoute6::main(Route6 {
+                dst: dst.parse().unwrap(),
+                gateway: gw.map(|g| g.parse().unwrap()),
+                metric: Some(1024),
+            }),
+        });
         self
     }
 }

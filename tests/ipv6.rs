@@ -538,3 +538,302 @@ fn a_dual_stack_network_connected_while_the_guest_runs_brings_its_ipv6_along() {
     );
     stop(&vm);
 }
+
+// ---------------------------------------------------------------------------------------------
+// IPv6-only NICs: IPv6 and no IPv4 (a Docker network made with `--ipv6 --ipv4=false`, an
+// IPv6-only pod). The guest gets everything but IPv4; nothing is handed out over DHCPv4.
+
+/// A container on an IPv6-only network: `eth0` with fd00:N::`host`/64 alone (a MAC of its own),
+/// its IPv6 default route through the bridge.
+fn ipv6_only_container(net: &Network, host: u8) -> (Container, common::Nic) {
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6();
+    let nic = ctr.add_nic(
+        net,
+        NicSpec::new()
+            .mac(&format!("02:42:fd:00:{:02x}:{host:02x}", net.index))
+            .addr6(&v6.cidr(v6.addr(u16::from(host)))),
+    );
+    ctr.set_default_route6(v6.gateway, "eth0");
+    (ctr, nic)
+}
+
+/// The guest has `nic` (by its MAC) without any IPv4: no address, no DHCPv4 lease.
+fn assert_no_ipv4(r: &GuestReport, name: &str, nic: &common::Nic) {
+    let guest = r
+        .nic(name)
+        .unwrap_or_else(|| panic!("guest {name}: {r:#?}"));
+    assert_eq!(guest.mac, nic.mac, "{guest:?}");
+    assert!(
+        guest.addrs.is_empty() && guest.dhcp.is_none(),
+        "nothing over DHCPv4 for {name}: {guest:?}"
+    );
+    assert!(
+        !r.routes.iter().any(|l| l.contains(&format!(" dev {name}"))),
+        "{:#?}",
+        r.routes
+    );
+}
+
+#[test]
+fn an_ipv6_only_nic_gives_the_guest_its_ipv6_address_route_and_mac_and_nothing_over_dhcpv4() {
+    let net = Network::dual_stack(1);
+    let v6 = net.net6().clone();
+    let (ctr, nic) = ipv6_only_container(&net, 2);
+    let before = ctr.net_state();
+    let listener = net.peer_listen(ANNOUNCEMENTS);
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+
+    let r = report(&vm);
+    assert_no_ipv4(&r, "eth0", &nic);
+    assert_eq!(r.nic("eth0").map(|n| n.mtu), Some(nic.mtu));
+    let global: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(global, [format!("{}/128", nic.ip6())], "{r:#?}");
+    assert!(
+        r.routes6
+            .iter()
+            .any(|l| l.starts_with("fd00:1::/64 dev eth0 ")),
+        "the container's prefix, on-link: {:#?}",
+        r.routes6
+    );
+    let defaults = r.default_routes6();
+    assert_eq!(defaults.len(), 1, "{:#?}", r.routes6);
+    assert!(
+        defaults[0].starts_with(&format!("default via {} dev eth0 ", v6.gateway_ll)),
+        "{defaults:?}"
+    );
+    assert_eq!(
+        r.neighbour6(&v6.gateway_ll.to_string(), "eth0").as_deref(),
+        Some(v6.gateway_mac.as_str())
+    );
+    // dnsmasq has nothing for it: no range, no host, no DNS; it did not answer the guest's
+    // DHCPv4 discovers.
+    let conf = std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf"))
+        .expect("dnsmasq.conf");
+    assert!(
+        !conf.contains(&nic.mac) && !conf.contains("dhcp-range=") && conf.contains("port=0\n"),
+        "{conf}"
+    );
+    let log = vm.log().text();
+    assert!(
+        !log.contains("DHCPOFFER") && !log.contains("DHCPDISCOVER"),
+        "dnsmasq does not even listen there: {}",
+        vm.tails()
+    );
+
+    // A peer reaches the guest at the container's IPv6 address, answered by its MAC; the guest
+    // reaches a host beyond the gateway.
+    assert!(net.peer_ping6(nic.ip6()), "{}", vm.tails());
+    assert_eq!(
+        net.peer_neighbour_mac_of(&nic.ip6().to_string()).as_deref(),
+        Some(nic.mac.as_str())
+    );
+    guest_run(
+        &vm,
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
+        "PING6-OK",
+    );
+    let heard = listener.stop();
+    assert!(heard.is_empty(), "{heard:#?}");
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}
+
+#[test]
+fn an_ipv6_only_nic_comes_back_exactly_after_a_stop_a_sigkill_and_a_kill_after_any_step() {
+    let net = Network::dual_stack(1);
+    let (ctr, nic) = ipv6_only_container(&net, 2);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let log = disk.dir.join("standin.log");
+    let vm = standin_vm(&ctr, &disk, &log).spawn();
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    // While the guest runs: the container holds neither the guest's IPv6 address nor the
+    // link-local address the guest derives from its MAC; the door has its link-local IPv4
+    // address (numbered by the IPv6 host part: fd00:1::2 -> 169.254.1.3) and no route to a
+    // guest IPv4 address.
+    let addrs = ctr.exec("ip -o addr show").stdout;
+    assert!(!addrs.contains(&format!(" {}/", nic.ip6())), "{addrs}");
+    let guest_ll = eui64_link_local(&nic.mac);
+    assert!(!addrs.contains(&format!(" {guest_ll}/")), "{addrs}");
+    assert!(
+        addrs
+            .lines()
+            .any(|l| l.contains("vmlink0") && l.contains("inet 169.254.1.3/32")),
+        "{addrs}"
+    );
+    let routes = ctr.exec("ip route show dev vmlink0").stdout;
+    assert!(routes.trim().is_empty(), "no IPv4 route: {routes}");
+    vm.kill(Signal::SIGTERM);
+    vm.expect_exit(STOP);
+    assert_restored(&ctr, &before, "after a stop");
+
+    // A SIGKILL while the guest runs: the next run puts everything back first.
+    let vm = standin_vm(&ctr, &disk, &log).spawn();
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    vm.kill(Signal::SIGKILL);
+    vm.expect_exit(Duration::from_secs(10));
+    let vm = standin_vm(&ctr, &disk, &log).spawn();
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    assert!(
+        vm.log()
+            .text()
+            .contains("recovering the network left by an earlier run")
+    );
+    vm.kill(Signal::SIGTERM);
+    vm.expect_exit(STOP);
+    assert_restored(
+        &ctr,
+        &before,
+        "after a SIGKILL, a recovering run and a stop",
+    );
+
+    // A kill after each step of the takeover.
+    let mut k = 1;
+    loop {
+        let vm = standin_vm(&ctr, &disk, &log)
+            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
+            .spawn();
+        let paused = format!("test hook: paused after setup step {k}:");
+        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
+            t.contains(&paused) || t.contains("QEMU running")
+        });
+        assert!(reached, "{}", vm.tails());
+        let was_paused = vm.log().text().contains(&paused);
+        vm.kill(Signal::SIGKILL);
+        vm.expect_exit(Duration::from_secs(10));
+        if !was_paused {
+            break;
+        }
+        let vm = standin_vm(&ctr, &disk, &log).spawn();
+        vm.expect_log("QEMU running", Duration::from_secs(30));
+        vm.kill(Signal::SIGTERM);
+        vm.expect_exit(STOP);
+        assert_restored(&ctr, &before, &format!("killed after setup step {k}"));
+        k += 1;
+    }
+    assert!(k > 10, "an IPv6-only takeover has more steps than {k}");
+}
+
+#[test]
+fn an_ipv6_only_network_connected_while_the_guest_runs_becomes_a_guest_nic() {
+    let (n1, n2) = (Network::dual_stack(1), Network::dual_stack(2));
+    let (ctr, eth0) = docker_ipv6_container(&n1, 2);
+    let disk = ScratchDisk::new();
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("RAM_SIZE", "256M")
+        .env("VMINIT_DISK", &disk.path)
+        .args(test_guest().qemu_args("vminit_test_hotplug=1 vminit_test_ipv6=eth0"))
+        .spawn();
+    report(&vm);
+    // docker network connect to an IPv6-only network.
+    let v6 = n2.net6().clone();
+    let eth1 = ctr.add_nic(
+        &n2,
+        NicSpec::new()
+            .mac("02:42:fd:00:02:07")
+            .addr6(&v6.cidr(v6.addr(7))),
+    );
+    vm.expect_log(
+        &format!(
+            "eth1: plugged into the guest as vmtap1 ({}, IPv6 only)",
+            eth1.mac
+        ),
+        Duration::from_secs(30),
+    );
+    // The guest's hot-plug handling asks DHCPv4 in vain, then reports the NIC.
+    vm.console()
+        .wait_for_whole_line(
+            &format!("mac={} ip=none", eth1.mac),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("the guest never reported {}\n{}", eth1.mac, vm.tails()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !n2.peer_ping6(eth1.ip6()) {
+        assert!(std::time::Instant::now() < deadline, "{}", vm.tails());
+    }
+    assert_eq!(
+        n2.peer_neighbour_mac_of(&eth1.ip6().to_string()).as_deref(),
+        Some(eth1.mac.as_str())
+    );
+    let conf = std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf"))
+        .expect("dnsmasq.conf");
+    assert!(!conf.contains(&eth1.mac), "{conf}");
+    assert!(n1.peer_ping(eth0.ip()), "the first NIC's IPv4 still works");
+    assert!(n1.peer_ping6(eth0.ip6()), "and its IPv6");
+    stop(&vm);
+}
+
+#[test]
+fn a_dual_stack_container_whose_first_nic_is_ipv6_only_serves_each_family_on_its_own_nic() {
+    let (n1, n2) = (Network::dual_stack(1), Network::dual_stack(2));
+    let ctr = Container::with_ipv6();
+    // eth0: IPv6 only, no default route; eth1: dual stack with both default routes.
+    let v61 = n1.net6().clone();
+    let eth0 = ctr.add_nic(
+        &n1,
+        NicSpec::new()
+            .name("eth0")
+            .mac("02:42:fd:00:01:02")
+            .addr6(&v61.cidr(v61.addr(2))),
+    );
+    let v62 = n2.net6().clone();
+    let eth1 = ctr.add_nic(
+        &n2,
+        NicSpec::docker(&n2, 3)
+            .name("eth1")
+            .addr6(&v62.cidr(v62.addr(3))),
+    );
+    ctr.set_default_route(n2.gateway, "eth1");
+    ctr.set_default_route6(v62.gateway, "eth1");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0,eth1")
+        .resolv_conf("nameserver 127.0.0.11\nsearch corp.example.test\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert_no_ipv4(&r, "eth0", &eth0);
+    let g0: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(g0, [format!("{}/128", eth0.ip6())], "{r:#?}");
+    assert!(
+        r.routes6
+            .iter()
+            .any(|l| l.starts_with("fd00:1::/64 dev eth0 ")),
+        "{:#?}",
+        r.routes6
+    );
+    // eth1 is the primary NIC (the first with IPv4): the IPv4 default route, the door
+    // resolver and the search list; and the only IPv6 default route.
+    let g1 = r.nic("eth1").expect("guest eth1");
+    assert_eq!(g1.addrs, [n2.cidr(n2.addr(3))]);
+    assert_eq!(
+        r.default_routes(),
+        [format!("default via {} dev eth1", n2.gateway)]
+    );
+    let dhcp = g1.dhcp.as_ref().expect("a DHCP lease on eth1");
+    assert!(dhcp["dns"].starts_with("169.254."), "{dhcp:?}");
+    assert_eq!(dhcp["search"], "corp.example.test");
+    let g: Vec<&str> = r.global6("eth1").iter().map(|a| a.addr.as_str()).collect();
+    assert_eq!(g, [format!("{}/128", eth1.ip6())]);
+    let defaults6 = r.default_routes6();
+    assert_eq!(defaults6.len(), 1, "{:#?}", r.routes6);
+    assert!(
+        defaults6[0].starts_with(&format!("default via {} dev eth1 ", v62.gateway_ll)),
+        "{defaults6:?}"
+    );
+
+    assert!(n1.peer_ping6(eth0.ip6()), "{}", vm.tails());
+    assert_eq!(
+        n1.peer_neighbour_mac_of(&eth0.ip6().to_string()).as_deref(),
+        Some(eth0.mac.as_str())
+    );
+    assert!(n2.peer_ping(eth1.ip()), "{}", vm.tails());
+    assert!(n2.peer_ping6(eth1.ip6()), "{}", vm.tails());
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}

@@ -12,7 +12,7 @@ mod common;
 mod seed;
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -240,6 +240,11 @@ fn network_units(dir: &Path) -> Vec<Unit> {
 /// cloud-init's network converter renders `network_config` for a Debian guest with `renderer`
 /// (`netplan`, `networkd`, `eni`) into `out`.
 fn net_convert(network_config: &Path, renderer: &str, out: &Path) -> CmdOutput {
+    net_convert_for("debian", network_config, renderer, out)
+}
+
+/// The same for a guest of `distro` (`rhel` for the `sysconfig` renderer).
+fn net_convert_for(distro: &str, network_config: &Path, renderer: &str, out: &Path) -> CmdOutput {
     tools();
     run(&[
         "cloud-init",
@@ -252,7 +257,7 @@ fn net_convert(network_config: &Path, renderer: &str, out: &Path) -> CmdOutput {
         "-d",
         &out.to_string_lossy(),
         "-D",
-        "debian",
+        distro,
         "-O",
         renderer,
     ])
@@ -294,8 +299,7 @@ fn docker_nics() -> Vec<seed::SeedNic> {
         seed::SeedNic {
             name: "eth0".into(),
             mac: "02:42:0a:01:00:02".into(),
-            addr: Ipv4Addr::new(10, 1, 0, 2),
-            prefix: 24,
+            addr: Some((Ipv4Addr::new(10, 1, 0, 2), 24)),
             mtu: 1450,
             routes: vec![
                 route([169, 254, 0, 2], 32, None),
@@ -304,16 +308,17 @@ fn docker_nics() -> Vec<seed::SeedNic> {
             ],
             dns: vec![Ipv4Addr::new(169, 254, 0, 2), Ipv4Addr::new(10, 96, 0, 10)],
             search: vec!["example.test".into(), "svc.cluster.local".into()],
+            v6: None,
         },
         seed::SeedNic {
             name: "eth1".into(),
             mac: "02:42:0a:02:00:05".into(),
-            addr: Ipv4Addr::new(10, 2, 0, 5),
-            prefix: 24,
+            addr: Some((Ipv4Addr::new(10, 2, 0, 5), 24)),
             mtu: 1400,
             routes: vec![route([169, 254, 0, 5], 32, None)],
             dns: vec![],
             search: vec![],
+            v6: None,
         },
     ]
 }
@@ -323,8 +328,7 @@ fn pod_nic() -> seed::SeedNic {
     seed::SeedNic {
         name: "eth0".into(),
         mac: "0a:58:0a:f4:01:07".into(),
-        addr: Ipv4Addr::new(10, 244, 1, 7),
-        prefix: 32,
+        addr: Some((Ipv4Addr::new(10, 244, 1, 7), 32)),
         mtu: 1480,
         routes: vec![
             seed::SeedRoute {
@@ -345,6 +349,7 @@ fn pod_nic() -> seed::SeedNic {
         ],
         dns: vec![Ipv4Addr::new(10, 96, 0, 10)],
         search: vec!["default.svc.cluster.local".into()],
+        v6: None,
     }
 }
 
@@ -537,6 +542,261 @@ fn a_pod_with_a_slash_32_address_gets_its_off_subnet_gateway_on_link() {
     );
     let converted = net_convert(&file, "eni", &dir.0.join("eni"));
     assert!(converted.success(), "{converted}");
+}
+
+fn ip6(s: &str) -> Ipv6Addr {
+    s.parse().expect("an IPv6 address")
+}
+
+/// A dual-stack container: eth0 on a Docker `--ipv6` network (both default routes, an IPv6
+/// resolver), eth1 on an IPv6-only network with a route through another router.
+fn dual_stack_nics() -> Vec<seed::SeedNic> {
+    let mut eth0 = docker_nics().remove(0);
+    eth0.v6 = Some(seed::SeedNic6 {
+        addr: ip6("fd00:1::2"),
+        prefix: 64,
+        gateway: Some(ip6("fd00:1::1")),
+        routes: vec![],
+        dns: vec![ip6("fd00:1::53")],
+        search: vec!["example.test".into()],
+    });
+    let eth1 = seed::SeedNic {
+        name: "eth1".into(),
+        mac: "02:42:ff:00:00:05".into(),
+        addr: None,
+        mtu: 1400,
+        routes: vec![],
+        dns: vec![],
+        search: vec![],
+        v6: Some(seed::SeedNic6 {
+            addr: ip6("fd00:2::5"),
+            prefix: 64,
+            gateway: None,
+            routes: vec![seed::SeedRoute6 {
+                network: ip6("fd00:99::"),
+                prefix: 64,
+                gateway: Some(ip6("fd00:2::254")),
+            }],
+            dns: vec![],
+            search: vec![],
+        }),
+    };
+    vec![eth0, eth1]
+}
+
+/// Every file under `dir`, as one text (for what a renderer must never write).
+fn all_text(dir: &Path) -> String {
+    let out = run_ok(&[
+        "sh",
+        "-c",
+        &format!("find {} -type f | xargs cat", dir.display()),
+    ]);
+    out.to_string()
+}
+
+/// The lines of the ENI stanza that starts with `head`, trimmed, up to the next blank line.
+fn stanza(eni: &str, head: &str) -> Vec<String> {
+    eni.lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// The IPv6 default routes of networkd units: `Gateway=` of `[Network]` (netplan's rendering of
+/// `gateway6`), and `[Route]`s to `::/0` or without a destination (cloud-init's).
+fn ipv6_defaults(units: &[Unit]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for u in units {
+        for gw in u
+            .values("Network", "Gateway")
+            .into_iter()
+            .filter(|g| g.contains(':'))
+        {
+            found.push((u.name.clone(), gw));
+        }
+        for (_, lines) in u.sections.iter().filter(|(name, _)| name == "Route") {
+            let get = |key: &str| lines.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let gw = get("Gateway").unwrap_or_default();
+            let default = matches!(get("Destination").as_deref(), None | Some("::/0"));
+            if gw.contains(':') && default {
+                found.push((u.name.clone(), gw));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn cloud_init_renders_a_dual_stack_nic_and_an_ipv6_only_one_with_one_ipv6_default_route() {
+    let dir = Scratch::new();
+    let file = dir.file("network-config", seed::network_config(&dual_stack_nics()));
+    assert_eq!(yaml_get(&file, "ethernets.eth1.addresses"), Yaml::List(1));
+    assert_eq!(
+        yaml_get(&file, "ethernets.eth1.dhcp6"),
+        Yaml::Other("False".into())
+    );
+
+    // Netplan (Debian 12+, Ubuntu), which parses it strictly: both families on eth0, IPv6 alone
+    // on eth1, nothing taken from router advertisements, one IPv6 default route.
+    let units = netplan_units(&file, &dir.0.join("netplan"));
+    assert_eq!(units.len(), 2, "{units:#?}");
+    let eth0 = unit_for(&units, "02:42:0a:01:00:02");
+    assert_eq!(
+        eth0.values("Network", "Address"),
+        ["10.1.0.2/24", "fd00:1::2/64"]
+    );
+    assert_eq!(eth0.values("Network", "IPv6AcceptRA"), ["no"]);
+    assert_eq!(
+        eth0.values("Network", "DNS"),
+        ["169.254.0.2", "10.96.0.10", "fd00:1::53"]
+    );
+    assert_eq!(
+        eth0.values("Network", "Domains"),
+        ["example.test", "svc.cluster.local"]
+    );
+    let eth1 = unit_for(&units, "02:42:ff:00:00:05");
+    assert_eq!(
+        eth1.values("Network", "Address"),
+        ["fd00:2::5/64"],
+        "no IPv4"
+    );
+    assert_eq!(eth1.values("Network", "IPv6AcceptRA"), ["no"]);
+    assert_eq!(eth1.values("Link", "MTUBytes"), ["1400"]);
+    assert_eq!(
+        eth1.routes(),
+        [("fd00:99::/64".into(), "fd00:2::254".into())]
+    );
+    for unit in [eth0, eth1] {
+        assert_eq!(
+            unit.values("Network", "DHCP"),
+            Vec::<String>::new(),
+            "static"
+        );
+    }
+    assert_eq!(
+        ipv6_defaults(&units),
+        [(eth0.name.clone(), "fd00:1::1".into())],
+        "one IPv6 default route, on eth0"
+    );
+
+    // cloud-init's own networkd renderer: the same default route, never cloud-init 22.4's
+    // `::/64` for a route to `::/0` (LP #2003562).
+    let out = dir.0.join("networkd");
+    let converted = net_convert(&file, "networkd", &out);
+    assert!(converted.success(), "{converted}");
+    let units = network_units(&out);
+    let eth0 = unit_for(&units, "02:42:0a:01:00:02");
+    assert_eq!(
+        eth0.values("Address", "Address"),
+        ["10.1.0.2/24", "fd00:1::2/64"]
+    );
+    let eth1 = unit_for(&units, "02:42:ff:00:00:05");
+    assert_eq!(eth1.values("Address", "Address"), ["fd00:2::5/64"]);
+    assert_eq!(
+        ipv6_defaults(&units),
+        [(eth0.name.clone(), "fd00:1::1".into())]
+    );
+    let text = all_text(&out);
+    assert!(!text.contains("Destination=::/64"), "{text}");
+
+    // ENI (ifupdown guests): an inet6 stanza with the gateway; eth1 has no inet one.
+    let out = dir.0.join("eni");
+    let converted = net_convert(&file, "eni", &out);
+    assert!(converted.success(), "{converted}");
+    let eni = all_text(&out);
+    let eth0 = stanza(&eni, "iface eth0 inet6 static");
+    for line in ["address fd00:1::2/64", "gateway fd00:1::1"] {
+        assert!(eth0.contains(&line.to_string()), "{line}: {eni}");
+    }
+    let eth1 = stanza(&eni, "iface eth1 inet6 static");
+    for line in ["address fd00:2::5/64", "accept_ra 0", "mtu 1400"] {
+        assert!(eth1.contains(&line.to_string()), "{line}: {eni}");
+    }
+    assert!(
+        eth1.iter()
+            .any(|l| l.contains("route add -A inet6 fd00:99::/64 gw fd00:2::254")),
+        "{eni}"
+    );
+    assert!(!eni.contains("iface eth1 inet "), "no IPv4 stanza: {eni}");
+    assert!(!eni.contains(" ::/64 gw "), "{eni}");
+
+    // sysconfig (RHEL, Rocky, Fedora's network-scripts).
+    let out = dir.0.join("sysconfig");
+    let converted = net_convert_for("rhel", &file, "sysconfig", &out);
+    assert!(converted.success(), "{converted}");
+    let scripts = out.join("etc/sysconfig/network-scripts");
+    let ifcfg = |name: &str| fs::read_to_string(scripts.join(name)).expect("an ifcfg file");
+    let eth0 = ifcfg("ifcfg-eth0");
+    assert!(
+        eth0.contains("IPV6ADDR=fd00:1::2/64") && eth0.contains("IPV6_DEFAULTGW=fd00:1::1"),
+        "{eth0}"
+    );
+    let eth1 = ifcfg("ifcfg-eth1");
+    assert!(eth1.contains("IPV6ADDR=fd00:2::5/64"), "{eth1}");
+    assert!(
+        !eth1.contains("IPADDR=") && !eth1.contains("IPV6_DEFAULTGW"),
+        "{eth1}"
+    );
+    assert!(
+        ifcfg("route6-eth1").contains("fd00:99::/64 via fd00:2::254"),
+        "{}",
+        ifcfg("route6-eth1")
+    );
+}
+
+#[test]
+fn an_ipv6_only_pod_gets_its_default_route_through_the_link_local_gateway_with_every_renderer() {
+    // Calico: fd00:10::7/128, `default via fe80::ecee:eeff:feee:eeee`, an IPv6 resolver.
+    let gateway = ip6("fe80::ecee:eeff:feee:eeee");
+    let pod = seed::SeedNic {
+        name: "eth0".into(),
+        mac: "0a:58:0a:f4:01:07".into(),
+        addr: None,
+        mtu: 1480,
+        routes: vec![],
+        dns: vec![],
+        search: vec![],
+        v6: Some(seed::SeedNic6 {
+            addr: ip6("fd00:10::7"),
+            prefix: 128,
+            gateway: Some(gateway),
+            routes: vec![],
+            dns: vec![ip6("fd00:10::53")],
+            search: vec!["default.svc.cluster.local".into()],
+        }),
+    };
+    let dir = Scratch::new();
+    let file = dir.file("network-config", seed::network_config(&[pod]));
+    let units = netplan_units(&file, &dir.0.join("netplan"));
+    let unit = unit_for(&units, "0a:58:0a:f4:01:07");
+    assert_eq!(unit.values("Network", "Address"), ["fd00:10::7/128"]);
+    assert_eq!(unit.values("Network", "DNS"), ["fd00:10::53"]);
+    assert_eq!(
+        unit.values("Network", "Domains"),
+        ["default.svc.cluster.local"]
+    );
+    assert_eq!(
+        ipv6_defaults(&units),
+        [(unit.name.clone(), gateway.to_string())]
+    );
+
+    let out = dir.0.join("networkd");
+    assert!(net_convert(&file, "networkd", &out).success());
+    assert_eq!(ipv6_defaults(&network_units(&out)).len(), 1);
+    let out = dir.0.join("eni");
+    assert!(net_convert(&file, "eni", &out).success());
+    let eni = all_text(&out);
+    let eth0 = stanza(&eni, "iface eth0 inet6 static");
+    assert!(
+        eth0.contains(&"address fd00:10::7/128".to_string()),
+        "{eni}"
+    );
+    assert!(eth0.contains(&format!("gateway {gateway}")), "{eni}");
+    let out = dir.0.join("sysconfig");
+    assert!(net_convert_for("rhel", &file, "sysconfig", &out).success());
+    assert!(all_text(&out).contains(&format!("IPV6_DEFAULTGW={gateway}")));
 }
 
 #[test]
@@ -846,6 +1106,143 @@ fn the_guest_finds_a_read_only_cidata_volume_with_the_keys_hostname_and_network_
         "the default route, on the NIC that has it: {eth0:?}"
     );
     assert_eq!(eth0.addrs, [front.cidr(front.addr(3))]);
+    stop(&vm);
+}
+
+#[test]
+fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_an_ipv6_only_one() {
+    let front = Network::dual_stack(1);
+    let back = Network::dual_stack(2);
+    let (f6, b6) = (front.net6().clone(), back.net6().clone());
+    let ctr = Container::with_ipv6();
+    // eth0: dual stack, the IPv4 default route; eth1: IPv6 only, the IPv6 default route.
+    let eth0 = ctr.add_nic(
+        &front,
+        NicSpec::docker(&front, 3).addr6(&f6.cidr(f6.addr(3))),
+    );
+    let eth1 = ctr.add_nic(
+        &back,
+        NicSpec::new()
+            .mac("02:42:fd:00:02:05")
+            .addr6(&b6.cidr(b6.addr(5))),
+    );
+    ctr.set_default_route(front.gateway, "eth0");
+    ctr.set_default_route6(b6.gateway, "eth1");
+    let disk = ScratchDisk::new();
+    let scratch = Scratch::new();
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("RAM_SIZE", "256M")
+        .env("VMINIT_DISK", &disk.path)
+        .args(test_guest().qemu_args("vminit_test_cidata=1 vminit_test_ipv6=eth0,eth1"))
+        .resolv_conf("nameserver 127.0.0.11\nnameserver fd00:2::53\nsearch corp.example.test\n")
+        .env(seed::SSH_KEYS, ED25519)
+        .spawn();
+    let found = cidata(&vm);
+    let report = GuestReport::parse(&vm.console().text()).expect("a complete guest report");
+    let net = scratch.file("network-config", &found.files["network-config"]);
+    let units = netplan_units(&net, &scratch.0.join("netplan"));
+    assert_eq!(units.len(), 2, "{units:#?}");
+
+    // Each NIC, matched by MAC: the addresses, MTU and resolvers the guest got by DHCPv4 and
+    // DHCPv6. The guest holds the DHCPv6 address as a /128 with the container's prefix on-link
+    // (from the router advertisement); the seed states it with that prefix.
+    for (nic, ip6) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())] {
+        let guest = report
+            .nics
+            .iter()
+            .find(|n| n.mac == nic.mac)
+            .expect("the NIC in the guest");
+        let unit = unit_for(&units, &nic.mac);
+        let global: Vec<&str> = report
+            .global6(&guest.name)
+            .iter()
+            .map(|a| a.addr.as_str())
+            .collect();
+        assert_eq!(global, [format!("{ip6}/128")], "{report:#?}");
+        let prefix = format!(
+            "{}/64",
+            std::net::Ipv6Addr::from(u128::from(ip6) & !0xffff_ffff_ffff_ffff)
+        );
+        assert!(
+            report
+                .routes6
+                .iter()
+                .any(|l| l.starts_with(&format!("{prefix} dev {} ", guest.name))),
+            "{:#?}",
+            report.routes6
+        );
+        let mut addresses = guest.addrs.clone();
+        addresses.push(format!("{ip6}/64"));
+        assert_eq!(
+            unit.values("Network", "Address"),
+            addresses,
+            "{}",
+            guest.name
+        );
+        assert_eq!(unit.values("Link", "MTUBytes"), [guest.mtu.to_string()]);
+        assert_eq!(unit.values("Network", "IPv6AcceptRA"), ["no"]);
+        let dhcp6 = &report.dhcp6[&guest.name];
+        let mut dns = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["dns"]));
+        dns.extend(list(&dhcp6["dns6"]));
+        assert_eq!(unit.values("Network", "DNS"), dns, "{}", guest.name);
+        let mut search = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["search"]));
+        // dhclient writes the DHCPv6 search list as absolute names (`corp.example.test.`).
+        for name in list(&dhcp6["search6"]) {
+            let name = name.trim_end_matches('.').to_owned();
+            if !search.contains(&name) {
+                search.push(name);
+            }
+        }
+        assert_eq!(unit.values("Network", "Domains"), search, "{}", guest.name);
+    }
+    // eth0: its IPv4 lease (with the IPv4 default route) is what the seed states.
+    let g0 = report
+        .nics
+        .iter()
+        .find(|n| n.mac == eth0.mac)
+        .expect("eth0");
+    assert_eq!(g0.addrs, [front.cidr(front.addr(3))]);
+    assert_eq!(unit_for(&units, &eth0.mac).routes(), dhcp_routes(g0));
+    // eth1: no IPv4 at all, in the seed as by DHCP; its IPv6 resolver, reached on its link.
+    let g1 = report
+        .nics
+        .iter()
+        .find(|n| n.mac == eth1.mac)
+        .expect("eth1");
+    assert!(g1.addrs.is_empty() && g1.dhcp.is_none(), "{g1:?}");
+    let u1 = unit_for(&units, &eth1.mac);
+    assert!(u1.routes().is_empty(), "{u1:#?}");
+    assert_eq!(u1.values("Network", "DNS"), ["fd00:2::53"]);
+    // One IPv6 default route, on eth1 only, through the same router as the guest's: the seed
+    // names the container's gateway, the advertisement the gateway's link-local address (at the
+    // gateway's MAC, which the guest found).
+    assert_eq!(
+        ipv6_defaults(&units),
+        [(u1.name.clone(), b6.gateway.to_string())]
+    );
+    let defaults6 = report.default_routes6();
+    assert_eq!(defaults6.len(), 1, "{:#?}", report.routes6);
+    assert!(
+        defaults6[0].starts_with(&format!("default via {} dev {} ", b6.gateway_ll, g1.name)),
+        "{defaults6:?}"
+    );
+    assert_eq!(
+        report
+            .neighbour6(&b6.gateway_ll.to_string(), &g1.name)
+            .as_deref(),
+        Some(b6.gateway_mac.as_str())
+    );
+    let bridge = back
+        .host_exec(&format!("ip -6 -o addr show dev {}", back.bridge))
+        .stdout;
+    assert!(
+        bridge.contains(&format!(" {}/", b6.gateway))
+            && bridge.contains(&format!(" {}/", b6.gateway_ll)),
+        "one router: {bridge}"
+    );
     stop(&vm);
 }
 

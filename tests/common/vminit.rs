@@ -216,8 +216,9 @@ impl<'c> VminitBuilder<'c> {
         fs::create_dir_all(&dir).expect("create the container's temporary directory");
         let temp = TempDir(dir);
         let hosts = match self.container.nics().first() {
-            Some(nic) => format!("{}\t{}\n", nic.ip(), self.hostname),
-            None => String::new(),
+            Some(nic) if !nic.addrs.is_empty() => format!("{}\t{}\n", nic.ip(), self.hostname),
+            Some(nic) if !nic.addrs6.is_empty() => format!("{}\t{}\n", nic.ip6(), self.hostname),
+            _ => String::new(),
         };
         let files = [
             ("resolv.conf", self.resolv_conf.clone()),
