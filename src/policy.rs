@@ -77,6 +77,9 @@ pub enum Event {
         again_in: Option<Duration>,
         /// dnsmasq's configuration changed: it must be restarted to serve it.
         dnsmasq_changed: bool,
+        /// New NICs are taken over and wait to be plugged into the guest: once dnsmasq
+        /// serves them, so that the guest's first DHCP request is answered.
+        plugs_pending: bool,
     },
     /// Time passed (a deadline may have been reached).
     Tick,
@@ -103,6 +106,8 @@ pub enum Action {
     },
     /// Bring the guest's NICs in line with the container's (hot-plug, hot-unplug).
     Reconcile,
+    /// Plug the NICs taken over by the last reconciliations into the guest.
+    Plug,
     Exit(i32),
 }
 
@@ -142,6 +147,9 @@ const DNSMASQ_POLL: Duration = Duration::from_millis(50);
 /// How long to let a burst of network changes settle before following them: Docker adds a
 /// NIC's link, MAC, address and routes in a few quick steps.
 pub const SETTLE: Duration = Duration::from_millis(150);
+/// The longest new NICs wait for the restarted dnsmasq before they are plugged in anyway
+/// (the guest's DHCP client then asks again).
+pub const PLUG_WAIT: Duration = Duration::from_secs(2);
 
 /// The supervisor's decisions, as a pure state machine over events and time.
 #[derive(Debug)]
@@ -164,6 +172,9 @@ pub struct Policy {
     reconcile_at: Option<Instant>,
     /// dnsmasq is being stopped to be started again at once with a new configuration.
     dnsmasq_reconfiguring: bool,
+    /// When to plug the NICs taken over into the guest at the latest (sooner once dnsmasq
+    /// serves).
+    plug_at: Option<Instant>,
 }
 
 impl Policy {
@@ -183,6 +194,7 @@ impl Policy {
             dnsmasq_check_at: None,
             reconcile_at: None,
             dnsmasq_reconfiguring: false,
+            plug_at: None,
         }
     }
 
@@ -195,6 +207,7 @@ impl Policy {
             self.dnsmasq_ready_by,
             self.dnsmasq_check_at,
             self.reconcile_at,
+            self.plug_at,
         ]
         .into_iter()
         .flatten()
@@ -264,12 +277,17 @@ impl Policy {
             Event::Reconciled {
                 again_in,
                 dnsmasq_changed,
+                plugs_pending,
             } => {
                 if let Some(wait) = again_in.filter(|_| self.stage == Stage::Running) {
                     let later = now + wait;
                     self.reconcile_at = Some(self.reconcile_at.map_or(later, |t| t.min(later)));
                 }
                 if dnsmasq_changed && self.stage == Stage::Running {
+                    // The dnsmasq being waited for, if any, is replaced: its pid file does
+                    // not say the new configuration is served.
+                    self.dnsmasq_ready_by = None;
+                    self.dnsmasq_check_at = None;
                     if self.dnsmasq_running {
                         self.dnsmasq_reconfiguring = true;
                         actions.push(Action::StopDnsmasq { kill: false });
@@ -277,6 +295,15 @@ impl Policy {
                         // Not running (it died, a restart is pending): start it now.
                         self.dnsmasq_restart_at = Some(now);
                     }
+                }
+                if plugs_pending && self.stage == Stage::Running {
+                    // Without a dnsmasq to restart there is nothing to wait for.
+                    let at = if dnsmasq_changed {
+                        now + PLUG_WAIT
+                    } else {
+                        now
+                    };
+                    self.plug_at = Some(self.plug_at.map_or(at, |t| t.min(at)));
                 }
             }
             Event::DnsmasqExited(_) if self.dnsmasq_reconfiguring => {
@@ -313,6 +340,9 @@ impl Policy {
             Event::DnsmasqReady => {
                 self.dnsmasq_ready_by = None;
                 self.dnsmasq_check_at = None;
+                if self.plug_at.is_some() {
+                    self.plug_at = Some(now);
+                }
             }
             Event::Tick => {}
         }
@@ -329,6 +359,12 @@ impl Policy {
             self.reconcile_at = None;
             if self.stage == Stage::Running {
                 actions.push(Action::Reconcile);
+            }
+        }
+        if self.plug_at.is_some_and(|t| now >= t) {
+            self.plug_at = None;
+            if self.stage == Stage::Running {
+                actions.push(Action::Plug);
             }
         }
         if self.dnsmasq_restart_at.is_some_and(|t| now >= t) {
@@ -697,6 +733,7 @@ mod tests {
         let reconciled = Event::Reconciled {
             again_in: None,
             dnsmasq_changed: true,
+            plugs_pending: false,
         };
         assert_eq!(
             p.handle(reconciled, t0),
@@ -716,6 +753,7 @@ mod tests {
         let reconciled = Event::Reconciled {
             again_in: Some(later),
             dnsmasq_changed: false,
+            plugs_pending: false,
         };
         assert_eq!(p.handle(reconciled, t0), vec![]);
         assert_eq!(p.handle(Event::Tick, t0 + later), vec![Action::Reconcile]);
@@ -732,5 +770,80 @@ mod tests {
             let actions = p.handle(Event::Tick, t0 + Duration::from_millis(ms));
             assert!(!actions.contains(&Action::Reconcile), "{actions:?}");
         }
+    }
+
+    fn plugs(dnsmasq_changed: bool) -> Event {
+        Event::Reconciled {
+            again_in: None,
+            dnsmasq_changed,
+            plugs_pending: true,
+        }
+    }
+
+    #[test]
+    fn new_nics_are_plugged_in_once_the_restarted_dnsmasq_serves_them() {
+        let (mut p, t0) = start();
+        assert_eq!(
+            p.handle(plugs(true), t0),
+            vec![Action::StopDnsmasq { kill: false }]
+        );
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(
+            p.handle(Event::DnsmasqExited(Exit::Signal(15)), t1),
+            vec![Action::StartDnsmasq]
+        );
+        // Not before it serves.
+        let t2 = t1 + DNSMASQ_POLL;
+        assert_eq!(p.handle(Event::Tick, t2), vec![Action::CheckDnsmasq]);
+        assert_eq!(p.handle(Event::DnsmasqReady, t2), vec![Action::Plug]);
+        assert_eq!(p.handle(Event::Tick, t2 + PLUG_WAIT), vec![]);
+    }
+
+    #[test]
+    fn new_nics_are_plugged_in_without_waiting_when_dnsmasq_has_nothing_new() {
+        let (mut p, t0) = start();
+        assert_eq!(p.handle(plugs(false), t0), vec![Action::Plug]);
+    }
+
+    #[test]
+    fn a_dnsmasq_that_does_not_come_up_does_not_hold_new_nics_back() {
+        let (mut p, t0) = start();
+        p.handle(plugs(true), t0);
+        p.handle(Event::DnsmasqExited(Exit::Signal(15)), t0);
+        let mut t = t0;
+        while t < t0 + PLUG_WAIT {
+            t += DNSMASQ_POLL;
+            let actions = p.handle(Event::Tick, t);
+            assert_eq!(
+                actions.contains(&Action::Plug),
+                t >= t0 + PLUG_WAIT,
+                "{actions:?} at {:?}",
+                t - t0
+            );
+        }
+    }
+
+    #[test]
+    fn the_pid_file_of_the_dnsmasq_being_replaced_does_not_plug_new_nics() {
+        let (mut p, t0) = start();
+        // A dnsmasq restarted after a crash is still being waited for...
+        p.handle(Event::DnsmasqExited(Exit::Code(1)), t0);
+        let t1 = t0 + DNSMASQ_BACKOFF_MIN;
+        assert_eq!(p.handle(Event::Tick, t1), vec![Action::StartDnsmasq]);
+        // ...when new NICs change its configuration: no more checks of that one.
+        assert_eq!(
+            p.handle(plugs(true), t1),
+            vec![Action::StopDnsmasq { kill: false }]
+        );
+        assert_eq!(p.handle(Event::Tick, t1 + DNSMASQ_POLL), vec![]);
+    }
+
+    #[test]
+    fn nics_waiting_to_be_plugged_stay_out_once_the_guest_is_stopping() {
+        let (mut p, t0) = start();
+        p.handle(plugs(true), t0);
+        p.handle(Event::Signal(libc::SIGTERM), t0);
+        let actions = p.handle(Event::Tick, t0 + PLUG_WAIT);
+        assert!(!actions.contains(&Action::Plug), "{actions:?}");
     }
 }

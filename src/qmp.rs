@@ -110,11 +110,7 @@ impl Conn {
     fn open(socket: &Path, deadline: Instant) -> io::Result<Conn> {
         let fd: OwnedFd = socket_fd()?;
         let left = remaining(deadline)?;
-        setsockopt(
-            &fd,
-            sockopt::SendTimeout,
-            &send_timeout(left),
-        )?;
+        setsockopt(&fd, sockopt::SendTimeout, &send_timeout(left))?;
         let addr = UnixAddr::new(socket)?;
         match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
             Ok(()) => {}

@@ -71,6 +71,8 @@ pub trait Effects {
     /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
     /// says what follows: `Event::Reconciled`.
     fn reconcile(&mut self) -> Event;
+    /// Plugs the NICs the reconciliations took over into the guest.
+    fn plug(&mut self);
 
     /// More descriptors the loop waits on beside the signalfd and the monitor (the IPv6
     /// announcements' sockets).
@@ -205,6 +207,7 @@ pub fn run(
                         }
                     }
                     Action::Reconcile => queue.push_back(effects.reconcile()),
+                    Action::Plug => effects.plug(),
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {

@@ -1,11 +1,14 @@
 //! Boots the guest: checks every input, takes the network over, starts dnsmasq and QEMU,
 //! supervises them, and puts the network back. Each phase is one method of `Setup`, which
-//! is also the one owner of what must be undone.
+//! is also the one owner of what must be undone. What it does while the guest runs (the
+//! supervisor's effects, hot-plug) is in `running`.
+
+mod running;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
@@ -26,14 +29,12 @@ use crate::netlink::Netlink;
 use crate::netstate::NetState;
 use crate::packet::PacketSocket;
 use crate::plan::{self, NicPlan, Plan};
-use crate::plan6::Guest6;
-use crate::policy::Event;
 use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, Signals};
 use crate::{
-    announce, console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, qmp,
-    seed, spawn,
+    announce, console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, seed,
+    spawn,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -173,10 +174,9 @@ struct TakenNic {
     steps: Vec<Step>,
     /// Its /dev/tapN node, once made.
     node: Option<PathBuf>,
+    /// Taken over while the guest runs and not plugged into it yet.
+    pending: Option<running::Pending>,
 }
-
-/// How long a hot-plugged NIC's takeover may keep QMP waiting.
-const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<'a> Setup<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
@@ -247,39 +247,6 @@ impl<'a> Setup<'a> {
         PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
         let state = self.discover()?;
         gateway6::learn(&mut self.nl, &state, &plan.v6)
-    }
-
-    /// The IPv6 gateways of NICs plugged in while the guest runs (see `learn_gateways6`); a
-    /// failure is logged, and the guest gets no IPv6 routes on them.
-    fn learn_gateways6_of(&mut self, state: &NetState, guests: &[Guest6]) -> Vec<Learned> {
-        if !self.config.dhcp || guests.is_empty() {
-            return Vec::new();
-        }
-        gateway6::learn(&mut self.nl, state, guests).unwrap_or_else(|e| {
-            log::warn!("{e}");
-            Vec::new()
-        })
-    }
-
-    /// Announces IPv6 on the doors of NICs plugged in while the guest runs.
-    fn announce_too(&mut self, guests: &[Guest6], learned: &[Learned]) {
-        if !self.config.dhcp || guests.is_empty() {
-            return;
-        }
-        let added = self.discover().and_then(|state| {
-            let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
-            let dns = Dns6::from_resolv_conf(&resolv);
-            match &mut self.announcers {
-                Some(announcers) => announcers.add(guests, learned, &state, &dns),
-                None => {
-                    self.announcers = Some(Announcers::open(guests, learned, &state, &dns)?);
-                    Ok(())
-                }
-            }
-        });
-        if let Err(e) = added {
-            log::warn!("{e}; the guest's new NIC gets no IPv6 announcements");
-        }
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
@@ -545,91 +512,6 @@ impl<'a> Setup<'a> {
         )
     }
 
-    /// Hands one container NIC, connected while the guest runs, to the guest: the same
-    /// steps as at start, then its tap fd to QEMU (QMP `getfd`) as a new netdev and a
-    /// virtio-net device on the guest's PCI bus. A NIC whose takeover or hot-plug fails is
-    /// given back to the container and left there.
-    fn plug(&mut self, nic: &NicPlan, steps: &[Step]) -> bool {
-        let mut applier = Applier::new(&mut self.nl);
-        let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
-        let Some(mut taken) = taken else {
-            // A step failed; the applier rolled the NIC back.
-            if let Err(e) = tap {
-                log::warn!("{}: {e}; it stays with the container", nic.lower);
-            }
-            return false;
-        };
-        let plugged = tap.and_then(|tap| {
-            let slot = slot_number(&nic.tap);
-            let fdname = format!("tap{slot}");
-            let [netdev_add, device_add] =
-                qemu::plug_commands(slot, &fdname, self.checked.vhost, nic.mac, nic.mtu);
-            let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
-                .map_err(|e| Error::os("connect to QMP", e))?;
-            let getfd = format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fdname}"}}}}"#);
-            qmp.run_with_fd(&getfd, tap.fd.as_fd())
-                .and_then(|_| qmp.run(&netdev_add))
-                .map_err(|e| Error::os(format!("QMP netdev_add {fdname}"), e))?;
-            if let Err(e) = qmp.run(&device_add) {
-                let [_, netdev_del] = qemu::unplug_commands(slot);
-                let _ = qmp.run(&netdev_del);
-                return Err(Error::os("QMP device_add", e));
-            }
-            Ok(())
-        });
-        match plugged {
-            Ok(()) => {
-                let addr = nic.addr.map_or("IPv6 only".into(), |a| a.to_string());
-                log::info!(
-                    "{}: plugged into the guest as {} ({}, {addr})",
-                    nic.lower,
-                    nic.tap,
-                    nic.mac,
-                );
-                self.undo.nics.push(taken);
-                true
-            }
-            Err(e) => {
-                let mut applier = Applier::new(&mut self.nl);
-                applier.undo(&std::mem::take(&mut taken.steps));
-                if let Some(node) = taken.node {
-                    let _ = fs::remove_file(node);
-                }
-                log::warn!("{}: {e}; it stays with the container", nic.lower);
-                false
-            }
-        }
-    }
-
-    /// Takes out of the guest the NIC whose container NIC left (`docker network
-    /// disconnect`): QMP `device_del` (the guest ejects it) and `netdev_del`. Its links went
-    /// with the container NIC; nothing is left to put back.
-    fn unplug(&mut self, lower: &str) {
-        if let Some(announcers) = &mut self.announcers {
-            announcers.remove(lower);
-        }
-        let Some(at) = self.undo.nics.iter().position(|t| t.nic.lower == lower) else {
-            return;
-        };
-        let taken = self.undo.nics.remove(at);
-        let slot = slot_number(&taken.nic.tap);
-        let unplugged = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT).and_then(|mut qmp| {
-            let [device_del, netdev_del] = qemu::unplug_commands(slot);
-            qmp.run(&device_del)?;
-            qmp.run(&netdev_del)
-        });
-        match unplugged {
-            Ok(_) => log::info!(
-                "{lower} left the container: its guest NIC {} is unplugged",
-                taken.nic.tap
-            ),
-            Err(e) => log::warn!("{lower} left the container; unplugging its guest NIC: {e}"),
-        }
-        if let Some(node) = taken.node {
-            let _ = fs::remove_file(node);
-        }
-    }
-
     /// Stops dnsmasq, undoes the network steps newest first, removes the tap nodes.
     fn undo(&mut self) {
         self.announcers = None;
@@ -657,169 +539,6 @@ impl<'a> Setup<'a> {
     }
 }
 
-impl supervise::Effects for Setup<'_> {
-    fn powerdown(&mut self) -> bool {
-        log::info!("pressing the guest's power button (QMP system_powerdown)");
-        match qmp::execute(
-            &self.run_dir.qmp(),
-            "system_powerdown",
-            Duration::from_secs(2),
-        ) {
-            Ok(_) => true,
-            Err(e) => {
-                log::warn!("QMP system_powerdown: {e}; trying again shortly");
-                false
-            }
-        }
-    }
-
-    fn quit(&mut self) {
-        log::warn!("stopping QEMU now (QMP quit); the guest did not power off");
-        if let Err(e) = qmp::execute(&self.run_dir.qmp(), "quit", policy::QMP_DEADLINE) {
-            log::warn!("QMP quit: {e}");
-        }
-    }
-
-    fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.spawn() {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                log::warn!("{e}");
-                None
-            }
-        }
-    }
-
-    fn dnsmasq_ready(&mut self) -> bool {
-        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
-    }
-
-    fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.announcers
-            .as_ref()
-            .map(Announcers::fds)
-            .unwrap_or_default()
-    }
-
-    fn next_wakeup(&self) -> Option<Instant> {
-        self.announcers.as_ref()?.next_wakeup()
-    }
-
-    fn on_wakeup(&mut self, now: Instant) {
-        if let Some(announcers) = &mut self.announcers {
-            announcers.work(now);
-        }
-    }
-
-    /// Follows `docker network connect` and `disconnect`: reads the namespace, unplugs the
-    /// guest NICs whose container NIC left, plugs in the new ones, and rewrites dnsmasq's
-    /// configuration when the guest's NICs changed.
-    fn reconcile(&mut self) -> Event {
-        let nothing = Event::Reconciled {
-            again_in: None,
-            dnsmasq_changed: false,
-        };
-        let state = match self.discover() {
-            Ok(state) => state,
-            Err(e) => {
-                log::warn!("{e}");
-                return nothing;
-            }
-        };
-        let guest: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
-        let random = random_macs(state.links.len().max(1)).unwrap_or_default();
-        let changes = plan::plan_changes(
-            &plan::PlanInput {
-                attach: &self.config.attach,
-                selected_network: self.config.selected_network,
-                selected_network6: self.config.selected_network6,
-                state: &state,
-                random_macs: &random,
-            },
-            &guest,
-        );
-        let mut changed = false;
-        for lower in &changes.gone {
-            self.unplug(lower);
-            changed = true;
-        }
-        for warning in &changes.warnings {
-            log::warn!("{warning}");
-        }
-        for (nic, steps) in &changes.added {
-            self.waiting.remove(&nic.lower);
-            if self.left.contains(&nic.lower) {
-                continue;
-            }
-            let guests6: Vec<Guest6> = changes
-                .v6
-                .iter()
-                .filter(|g| g.lower == nic.lower)
-                .cloned()
-                .collect();
-            let learned = self.learn_gateways6_of(&state, &guests6);
-            if self.plug(nic, steps) {
-                changed = true;
-                self.announce_too(&guests6, &learned);
-            } else {
-                // Tried once: it stays with the container until it leaves and comes back.
-                self.left.insert(nic.lower.clone());
-            }
-        }
-        let now = Instant::now();
-        let mut again_in = None;
-        for name in &changes.waiting {
-            let since = *self.waiting.entry(name.clone()).or_insert(now);
-            let waited = now.duration_since(since);
-            if waited < self.config.iface_wait {
-                again_in = Some(Duration::from_millis(100));
-            } else if self.left.insert(name.clone()) {
-                log::warn!(
-                    "{name} has no IPv4 or IPv6 address after {waited:?}; it stays with the container"
-                );
-            }
-        }
-        for (name, e) in &changes.refused {
-            if self.left.insert(name.clone()) {
-                log::warn!("{e}; {name} stays with the container");
-            }
-        }
-        // A name that left the namespace may come back as a new NIC.
-        self.left.retain(|name| state.link(name).is_some());
-        self.waiting
-            .retain(|name, _| changes.waiting.contains(name));
-        let dnsmasq_changed = changed && self.reconfigure_dnsmasq();
-        Event::Reconciled {
-            again_in,
-            dnsmasq_changed,
-        }
-    }
-}
-
-impl Setup<'_> {
-    /// Writes dnsmasq's configuration for the guest's NICs as they are now; whether dnsmasq
-    /// must be restarted to serve it.
-    fn reconfigure_dnsmasq(&mut self) -> bool {
-        if !self.config.dhcp {
-            return false;
-        }
-        let nics: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
-        let Some(server) = &self.dhcp else {
-            return false;
-        };
-        match server.reconfigure(self.config, &nics) {
-            Ok(server) => {
-                self.dhcp = Some(server);
-                true
-            }
-            Err(e) => {
-                log::warn!("{e}");
-                false
-            }
-        }
-    }
-}
-
 /// Hands one NIC over (its steps, then its /dev/tapN opened): what was done, to undo later
 /// (`None` when nothing stayed done: a failed step rolls its NIC back), and the open tap.
 fn take_over_nic(
@@ -836,6 +555,7 @@ fn take_over_nic(
         nic: nic.clone(),
         steps: applier.take_applied(),
         node: None,
+        pending: None,
     };
     let paths = &config.paths;
     let tap = applier.index_of(&nic.tap).and_then(|index| {
@@ -849,11 +569,6 @@ fn take_over_nic(
     });
     taken.node = tap.as_ref().ok().map(|t| t.path.clone());
     (Some(taken), tap)
-}
-
-/// The slot of a guest NIC's macvtap (`vmtap3` → 3).
-fn slot_number(tap: &str) -> usize {
-    tap.trim_start_matches("vmtap").parse().unwrap_or(0)
 }
 
 /// Logs a decision about QEMU and returns its value.
