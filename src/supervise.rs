@@ -71,8 +71,9 @@ pub trait Effects {
     /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
     /// says what follows: `Event::Reconciled`.
     fn reconcile(&mut self) -> Event;
-    /// Plugs the NICs the reconciliations took over into the guest.
-    fn plug(&mut self);
+    /// Plugs the NICs the reconciliations took over into the guest; says what follows
+    /// (`Event::Reconciled`: dnsmasq stops serving a NIC that QEMU refused).
+    fn plug(&mut self) -> Event;
 
     /// More descriptors the loop waits on beside the signalfd and the monitor (the IPv6
     /// announcements' sockets).
@@ -207,7 +208,7 @@ pub fn run(
                         }
                     }
                     Action::Reconcile => queue.push_back(effects.reconcile()),
-                    Action::Plug => effects.plug(),
+                    Action::Plug => queue.push_back(effects.plug()),
                     Action::StopDnsmasq { kill: hard } => {
                         stopping_dnsmasq = true;
                         if let Some(pid) = dnsmasq {

@@ -130,7 +130,7 @@ fn a_nic_qemu_cannot_take_stays_with_the_container_and_the_vm_runs_on() {
     // A stand-in QEMU that runs but offers no QMP: every hot-plug fails at QEMU's end.
     let (n1, n2) = (Network::new(1), Network::new(2));
     let ctr = Container::new();
-    ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
+    let eth0 = ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
     ctr.set_default_route(n1.gateway, "eth0");
     let disk = ScratchDisk::new();
     let vm = ctr
@@ -161,6 +161,14 @@ fn a_nic_qemu_cannot_take_stays_with_the_container_and_the_vm_runs_on() {
         "{links}"
     );
     assert!(n2.peer_ping(eth1.ip()), "the container keeps eth1");
+    // dnsmasq, restarted to serve eth1 before the plug, is told to forget it again.
+    // (It is written before the warning above is logged.)
+    let conf =
+        std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf")).unwrap_or_default();
+    assert!(
+        conf.contains(&eth0.mac) && !conf.contains(&eth1.mac),
+        "dnsmasq serves eth0 only:\n{conf}"
+    );
     assert!(
         vm.wait_exit(Duration::from_millis(10)).is_none(),
         "the VM runs on"

@@ -192,8 +192,8 @@ impl supervise::Effects for Setup<'_> {
 
     /// Hands the taps of the NICs taken over to QEMU (QMP `getfd`) as new netdevs and
     /// virtio-net devices on the guest's PCI bus. A NIC that QEMU refuses is given back to
-    /// the container and left there.
-    fn plug(&mut self) {
+    /// the container and left there, and dnsmasq's configuration is written without it.
+    fn plug(&mut self) -> Event {
         let pending: Vec<String> = self
             .undo
             .nics
@@ -201,9 +201,7 @@ impl supervise::Effects for Setup<'_> {
             .filter(|t| t.pending.is_some())
             .map(|t| t.nic.lower.clone())
             .collect();
-        if pending.is_empty() {
-            return;
-        }
+        let mut dnsmasq_changed = false;
         for lower in pending {
             let at = self
                 .undo
@@ -234,10 +232,16 @@ impl supervise::Effects for Setup<'_> {
                 Err(e) => {
                     let taken = self.undo.nics.remove(at);
                     self.give_back(taken);
+                    dnsmasq_changed |= self.reconfigure_dnsmasq();
                     log::warn!("{}: {e}; it stays with the container", nic.lower);
                     self.left.insert(nic.lower);
                 }
             }
+        }
+        Event::Reconciled {
+            again_in: None,
+            dnsmasq_changed,
+            plugs_pending: false,
         }
     }
 }
