@@ -155,6 +155,47 @@ fn two_networks_become_two_guest_nics_in_name_order_with_one_default_route() {
 }
 
 #[test]
+fn a_docker_macvlan_network_nic_is_taken_over_like_a_veth() {
+    // `docker network create -d macvlan -o parent=HOSTNIC`: the container's eth0 is a macvlan
+    // on a NIC of the host (here the network's bridge), moved into the container.
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let (mac, cidr) = ("02:42:0a:01:00:07", "10.1.0.7/24");
+    let made = format!("mv{}", unique_id());
+    let moved = net.host_exec(&format!(
+        "ip link add link {} name {made} type macvlan mode bridge && ip link set {made} netns {}",
+        net.bridge,
+        ctr.ns().name()
+    ));
+    assert!(moved.success(), "{moved}");
+    ctr.ns().ip(&["link", "set", &made, "name", "eth0"]);
+    ctr.ns().ip(&["link", "set", "eth0", "address", mac]);
+    ctr.ns()
+        .ip(&["addr", "add", cidr, "brd", "+", "dev", "eth0"]);
+    ctr.ns().ip(&["link", "set", "eth0", "up"]);
+    ctr.set_default_route(net.gateway, "eth0");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "").spawn();
+
+    let r = report(&vm);
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(
+        (g.mac.as_str(), g.addrs.as_slice()),
+        (mac, [cidr.to_string()].as_slice())
+    );
+    assert_eq!(
+        r.default_routes(),
+        vec![format!("default via {} dev eth0", net.gateway)]
+    );
+    let ip = "10.1.0.7".parse().expect("an IPv4 address");
+    assert!(net.peer_ping(ip), "peer pings the guest\n{}", vm.tails());
+    assert_eq!(net.peer_neighbour_mac(ip).as_deref(), Some(mac));
+    stop(&vm);
+    assert_eq!(ctr.net_state(), before, "the macvlan NIC is put back");
+}
+
+#[test]
 fn the_guest_resolves_names_through_the_containers_loopback_resolver() {
     let net = Network::new(1);
     let ctr = Container::new();
