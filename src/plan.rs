@@ -39,6 +39,29 @@ pub struct NicPlan {
     pub door_addr: Ipv4Addr,
 }
 
+impl NicPlan {
+    /// This NIC when it gives the guest the router `gateway` (the default route in DHCP
+    /// options 3 and 121), its other routes kept.
+    pub fn with_router(&self, gateway: Ipv4Addr) -> NicPlan {
+        let Some(addr) = self.addr else {
+            return self.clone();
+        };
+        let door = Route::host(self.door_addr);
+        let own: Vec<Route> = self
+            .guest_routes
+            .iter()
+            .filter(|r| **r != door)
+            .cloned()
+            .collect();
+        let (guest_routes, _) = guest_routes(addr, self.door_addr, &own, Some(gateway));
+        NicPlan {
+            gateway: Some(gateway),
+            guest_routes,
+            ..self.clone()
+        }
+    }
+}
+
 /// What vminit will do to the namespace and hand to the guest.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
@@ -90,6 +113,10 @@ struct Candidate<'a> {
     neighbours: Vec<Neigh>,
     /// What it holds in IPv6.
     nic6: Nic6,
+    /// The guest address's subnet, routed on the door once the NIC gives the address up
+    /// (see `open_door`); `None` when the container keeps a route to it anyway (another
+    /// address of the NIC in it, another NIC on it) or it has none (a `/32`).
+    subnet: Option<Ipv4Net>,
 }
 
 impl Candidate<'_> {
@@ -209,6 +236,9 @@ pub struct Changes {
     pub warnings: Vec<String>,
     /// The IPv6 side of the NICs in `added` that have an IPv6 address to give.
     pub v6: Vec<Guest6>,
+    /// A guest NIC that stays and now gives the guest its router (the `lower`, the gateway):
+    /// the NIC that gave it left, and the container's default route is now this NIC's.
+    pub router: Option<(String, Ipv4Addr)>,
 }
 
 /// Compares the namespace with the guest's NICs (`guest`) and plans the changes: NICs that
@@ -244,7 +274,12 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         }
     }
     let has_router = stay.iter().any(|g| g.gateway.is_some());
-    let router_nic = (!has_router).then(|| router_nic(&fresh)).flatten();
+    if !has_router {
+        changes.router = router_moved_to(state, &stay);
+    }
+    let router_nic = (!has_router && changes.router.is_none())
+        .then(|| router_nic(&fresh))
+        .flatten();
     let mut taken = state.addresses_in_use();
     taken.extend(stay.iter().map(|g| g.door_addr));
     let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
@@ -262,6 +297,26 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         changes.v6.extend(guest6);
     }
     changes
+}
+
+/// The guest NIC among `stay` that holds the container's IPv4 default route (the best
+/// one), with its gateway. When the NIC that gave the guest its router leaves, Docker moves
+/// the container's default route to another network's gateway: through the door of that
+/// network's NIC, where the NIC's routes are.
+fn router_moved_to(state: &NetState, stay: &[&NicPlan]) -> Option<(String, Ipv4Addr)> {
+    let (_, index, gateway) = state
+        .routes
+        .iter()
+        .filter(|r| r.route.table == RT_TABLE_MAIN && r.route.route.is_default())
+        .filter_map(|r| {
+            let gateway = r.route.route.gateway?;
+            Some((r.route.route.metric.unwrap_or(0), r.index, gateway))
+        })
+        .min()?;
+    let link = state.links.iter().find(|l| l.index == index)?;
+    stay.iter()
+        .find(|g| g.addr.is_some() && (g.door == link.name || g.lower == link.name))
+        .map(|g| (g.lower.clone(), gateway))
 }
 
 /// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
@@ -394,15 +449,43 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
         .and_then(|net| addrs.iter().find(|a| net.contains(a.net.addr)).cloned());
     let mut routes = state.routes_of(link.index);
     routes.sort_by_key(|r| r.route.gateway.is_some());
+    let addr = selected.or_else(|| addrs.first().cloned());
+    let subnet = addr
+        .as_ref()
+        .and_then(|a| subnet_to_route(state, link.index, &addrs, a.net));
     Ok(Candidate {
         link,
         mac,
-        addr: selected.or_else(|| addrs.first().cloned()),
+        addr,
         addrs,
         routes,
         neighbours: state.neighbours_of(link.index),
         nic6,
+        subnet,
     })
+}
+
+/// The subnet of `guest` (an address of the NIC `index`, with `addrs`) that the door routes:
+/// none for a `/32`, when another address of the NIC is in it (its
+/// kernel route stays), or when the container routes it elsewhere already.
+fn subnet_to_route(
+    state: &NetState,
+    index: u32,
+    addrs: &[IfAddr],
+    guest: Ipv4Net,
+) -> Option<Ipv4Net> {
+    if guest.prefix >= 32 {
+        return None;
+    }
+    let subnet = Ipv4Net::new(guest.network(), guest.prefix);
+    let kept_in_it = addrs
+        .iter()
+        .any(|a| a.net != guest && subnet.contains(a.net.addr));
+    let elsewhere = state
+        .routes
+        .iter()
+        .any(|r| r.index != index && r.route.table == RT_TABLE_MAIN && r.route.route.dst == subnet);
+    (!kept_in_it && !elsewhere).then_some(subnet)
 }
 
 /// The NIC that holds the container's default route (lowest metric): the only one that
@@ -584,6 +667,21 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         steps.push(Step::AddRoute {
             dev: door.clone(),
             route: to_guest,
+        });
+    }
+    // The subnet the NIC's address routed (the kernel drops that route with the address):
+    // the gateway stays on-link, so Docker can route the container through it when it
+    // moves the default route here (`docker network disconnect` of the default network).
+    if let Some(subnet) = nic.subnet {
+        let mut on_link = KernelRoute::main(Route {
+            dst: subnet,
+            gateway: None,
+            metric: None,
+        });
+        on_link.src = Some(kept.unwrap_or(guest.door_addr));
+        steps.push(Step::AddRoute {
+            dev: door.clone(),
+            route: on_link,
         });
     }
     for route in &nic.routes {
@@ -799,6 +897,7 @@ mod tests {
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
                 format!("ip route add 172.19.0.2/32 dev vmlink0 src {door}"),
+                format!("ip route add 172.19.0.0/24 dev vmlink0 src {door}"),
                 format!("ip route add default via 172.19.0.1 dev vmlink0 onlink src {door}"),
             ]
         );
@@ -1484,6 +1583,95 @@ mod tests {
         now.routes.extend(more.routes);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.added[0].0.gateway, Some(ip("172.20.0.1")));
+    }
+
+    /// The subnet routes the plan puts on doors: `(door, subnet)`.
+    fn door_subnets(p: &Plan) -> Vec<(String, String)> {
+        p.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::AddRoute { dev, route }
+                    if route.route.gateway.is_none() && route.route.dst.prefix < 32 =>
+                {
+                    Some((dev.clone(), route.route.dst.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_door_routes_the_subnet_the_container_no_longer_reaches_and_no_other() {
+        let one = plan_for(&one_nic(), Attach::All, None).unwrap();
+        assert_eq!(
+            door_subnets(&one),
+            [("vmlink0".to_string(), "172.19.0.0/24".to_string())]
+        );
+        // The container keeps an address in the subnet: its kernel route stays.
+        let two_addrs = Ns::new()
+            .nic(7, "eth0", MAC0, &["172.19.0.2/24", "172.19.0.9/24"], &[])
+            .0;
+        let p = plan_for(&two_addrs, Attach::All, None).unwrap();
+        assert_eq!(door_subnets(&p), []);
+        // A /32 pod address has no subnet.
+        let pod = Ns::new().nic(7, "eth0", MAC0, &["10.244.1.5/32"], &[]).0;
+        assert_eq!(
+            door_subnets(&plan_for(&pod, Attach::All, None).unwrap()),
+            []
+        );
+        // Two NICs on one subnet: each NIC's is routed by the other already.
+        let twins = Ns::new()
+            .nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[])
+            .nic(9, "eth1", MAC1, &["172.19.0.3/24"], &[])
+            .0;
+        assert_eq!(
+            door_subnets(&plan_for(&twins, Attach::All, None).unwrap()),
+            []
+        );
+    }
+
+    #[test]
+    fn when_the_router_nic_leaves_the_nic_now_holding_the_default_route_gives_the_router() {
+        let start = docker_two_networks();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network disconnect of eth0's network: eth0 goes, and its tap and door with
+        // it; Docker adds the default route through eth1's network's gateway, on the link
+        // its route to that gateway leaves by: eth1's door.
+        let eth0 = start.link("eth0").unwrap().index;
+        let gone = [eth0, 100 + 2 * eth0, 101 + 2 * eth0];
+        now.links.retain(|l| !gone.contains(&l.index));
+        now.addrs.retain(|a| !gone.contains(&a.index));
+        let door1 = now.link("vmlink1").unwrap().index;
+        let without = changes(&now, Attach::All, &p.nics);
+        assert_eq!(without.router, None, "no default route: nobody gives it");
+        now.routes.push(crate::netstate::RouteEntry {
+            index: door1,
+            route: KernelRoute::main(route("0.0.0.0/0", Some("172.20.0.1"))),
+        });
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(c.gone, ["eth0"]);
+        assert_eq!(c.router, Some(("eth1".to_string(), ip("172.20.0.1"))));
+        let eth1 = p.nics[1].with_router(ip("172.20.0.1"));
+        assert_eq!(eth1.gateway, Some(ip("172.20.0.1")));
+        assert_eq!(
+            eth1.guest_routes.iter().filter(|r| r.is_default()).count(),
+            1,
+            "{:?}",
+            eth1.guest_routes
+        );
+        assert!(
+            p.nics[1]
+                .guest_routes
+                .iter()
+                .all(|r| eth1.guest_routes.contains(r)),
+            "its other routes are kept"
+        );
+        // While the NIC that gives the guest its router stays, nothing moves.
+        let mut both = taken_over(&start, &p);
+        both.routes
+            .extend(now.routes.iter().filter(|r| r.index == door1).cloned());
+        assert_eq!(changes(&both, Attach::All, &p.nics).router, None);
     }
 
     #[test]

@@ -545,11 +545,7 @@ fn a_network_connected_and_disconnected_while_the_guest_runs_follows_the_contain
     // when a second network is connected
     sc.connect(&vm, &net2);
     // then the guest gets a NIC with the container's MAC and address there
-    let second = sc
-        .endpoints(&vm)
-        .into_iter()
-        .find(|e| e.network == net2.name)
-        .expect("an endpoint on the second network");
+    let second = sc.endpoint_on(&vm, &net2);
     let added = sc.wait_logs(&vm, &format!("mac={} ip=", second.mac), BOOT);
     assert!(
         added.contains(&format!("mac={} ip={}", second.mac, second.cidr())),
@@ -575,6 +571,45 @@ fn a_network_connected_and_disconnected_while_the_guest_runs_follows_the_contain
     assert!(
         lost.is_some_and(|p| p <= 2),
         "the first NIC kept answering (loss {lost:?}):\n{ping}"
+    );
+
+    // when the second network comes back and the first, with the default route, goes
+    let plugged_before = sc.logs(&vm).matches("GUEST-HOTPLUG added ").count();
+    sc.connect(&vm, &net2);
+    let again = sc.endpoint_on(&vm, &net2);
+    let added = format!("mac={} ip={}", again.mac, again.cidr());
+    let deadline = Instant::now() + BOOT;
+    while !sc
+        .logs(&vm)
+        .lines()
+        .filter(|l| l.contains("GUEST-HOTPLUG added "))
+        .skip(plugged_before)
+        .any(|l| l.contains(&added))
+    {
+        assert!(Instant::now() < deadline, "{added}?\n{}", sc.logs_tail(&vm));
+        thread::sleep(Duration::from_millis(300));
+    }
+    sc.docker_ok(&["network", "disconnect", &net1.name, &vm]);
+    // then Docker routes the container through the second network's gateway, and vminit
+    // makes that NIC the one that gives the guest its router
+    let moved = sc.wait_logs(&vm, "now holds the container's default route", BOOT);
+    assert!(
+        moved.contains(&format!("gives the router {}", again.gateway)),
+        "{}",
+        sc.logs_tail(&vm)
+    );
+    let routes = sc.in_netns_of(&vm, "ip route show default");
+    assert!(
+        routes
+            .stdout
+            .contains(&format!("default via {}", again.gateway)),
+        "{routes}"
+    );
+    sc.expect_answered(
+        &net2,
+        again.ip,
+        &again.mac,
+        "the guest on the second network",
     );
     assert!(sc.docker(&["stop", &vm]).success());
     assert_eq!(

@@ -126,6 +126,42 @@ fn two_networks_connected_at_once_both_reach_the_guest() {
 }
 
 #[test]
+fn when_the_default_route_network_leaves_the_guests_next_lease_routes_through_the_new_one() {
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 3));
+    ctr.set_default_route(n1.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk).spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+
+    // docker network disconnect of the network with the default route: Docker then routes
+    // the container through the other network's gateway, on the link its route to that
+    // gateway takes (`ip route add default via GW`).
+    let mark = vm.console().len();
+    ctr.remove_nic("eth0");
+    vm.expect_console_from(mark, "GUEST-HOTPLUG removed eth0", PLUG);
+    let moved = ctr.exec(&format!("ip route add default via {}", n2.gateway));
+    assert!(moved.success(), "{moved}");
+    vm.expect_log("eth1 now holds the container's default route", PLUG);
+
+    // The guest's next lease on that NIC (a renewal, a reboot) gives it the router.
+    let mark = vm.console().len();
+    vm.type_console(
+        "udhcpc -i eth1 -s /etc/dhcp-event.sh -n -q -O staticroutes -O mtu >/dev/null 2>&1; \
+         echo ROUTES=$(ip -4 route show default | tr ' ' _)\n",
+    );
+    vm.expect_console_from(
+        mark,
+        &format!("ROUTES=default_via_{}_dev_eth1_", n2.gateway),
+        Duration::from_secs(30),
+    );
+    assert!(n2.peer_ping(eth1.ip()), "{}", vm.tails());
+    stop(&vm);
+}
+
+#[test]
 fn a_nic_qemu_cannot_take_stays_with_the_container_and_the_vm_runs_on() {
     // A stand-in QEMU that runs but offers no QMP: every hot-plug fails at QEMU's end.
     let (n1, n2) = (Network::new(1), Network::new(2));

@@ -130,6 +130,15 @@ impl supervise::Effects for Setup<'_> {
         for warning in &changes.warnings {
             log::warn!("{warning}");
         }
+        if let Some((lower, gateway)) = &changes.router
+            && let Some(taken) = self.undo.nics.iter_mut().find(|t| &t.nic.lower == lower)
+        {
+            taken.nic = taken.nic.with_router(*gateway);
+            changed = true;
+            log::info!(
+                "{lower} now holds the container's default route: the guest's next DHCP lease on it gives the router {gateway}"
+            );
+        }
         let mut plugs_pending = false;
         for (nic, steps) in &changes.added {
             self.waiting.remove(&nic.lower);

@@ -238,6 +238,14 @@ impl Scenario {
         text.lines().map(Endpoint::parse).collect()
     }
 
+    /// The container's endpoint on `net`; panics if it has none.
+    pub fn endpoint_on(&self, name: &str, net: &Net) -> Endpoint {
+        self.endpoints(name)
+            .into_iter()
+            .find(|e| e.network == net.name)
+            .unwrap_or_else(|| panic!("{name} has no endpoint on {}", net.name))
+    }
+
     /// The container's only endpoint; panics if it has not exactly one.
     pub fn only_endpoint(&self, name: &str) -> Endpoint {
         let eps = self.endpoints(name);
