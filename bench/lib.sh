@@ -282,6 +282,17 @@ kill_tree() {
 	wait "$1" 2>/dev/null || true
 }
 
+# bench_reap_stale: deletes the namespaces of earlier runs killed before their EXIT trap ran
+# (SIGKILL): those named vmb<pid>- whose process is gone. A live run's are left alone.
+bench_reap_stale() {
+	local ns pid
+	for ns in $(ip netns list 2>/dev/null | awk '/^vmb[0-9]+-/ { print $1 }'); do
+		pid=${ns#vmb}
+		pid=${pid%%-*}
+		[[ -d /proc/$pid ]] || ip netns del "$ns" 2>/dev/null || true
+	done
+}
+
 # bench_cleanup: kills every process this bench started (its whole process tree, by pid) and
 # deletes its namespaces. Idempotent; run from the EXIT trap.
 bench_cleanup() {

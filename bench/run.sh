@@ -87,6 +87,7 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces, macvtap, mknod)"
+bench_reap_stale
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
