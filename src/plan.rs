@@ -466,8 +466,8 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
 }
 
 /// The subnet of `guest` (an address of the NIC `index`, with `addrs`) that the door routes:
-/// none for a `/32`, when another address of the NIC is in it (its
-/// kernel route stays), or when the container routes it elsewhere already.
+/// none for a `/32`, when another address of the NIC is in it (its kernel route stays), or
+/// when the container has another route to it.
 fn subnet_to_route(
     state: &NetState,
     index: u32,
@@ -481,11 +481,14 @@ fn subnet_to_route(
     let kept_in_it = addrs
         .iter()
         .any(|a| a.net != guest && subnet.contains(a.net.addr));
-    let elsewhere = state
-        .routes
-        .iter()
-        .any(|r| r.index != index && r.route.table == RT_TABLE_MAIN && r.route.route.dst == subnet);
-    (!kept_in_it && !elsewhere).then_some(subnet)
+    // Any other route to it in the main table (another NIC's, one of the NIC's own that
+    // moves to the door) would clash with the door's.
+    let routed = state.routes.iter().any(|r| {
+        r.route.table == RT_TABLE_MAIN
+            && r.route.route.dst == subnet
+            && !(r.index == index && r.is_kernel())
+    });
+    (!kept_in_it && !routed).then_some(subnet)
 }
 
 /// The NIC that holds the container's default route (lowest metric): the only one that
@@ -1626,6 +1629,21 @@ mod tests {
             .0;
         assert_eq!(
             door_subnets(&plan_for(&twins, Attach::All, None).unwrap()),
+            []
+        );
+        // The NIC routes its subnet itself too (through a router): that route moves to
+        // the door, and the door adds no other.
+        let own = Ns::new()
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("172.19.0.0/24", Some("172.19.0.254"))],
+            )
+            .0;
+        assert_eq!(
+            door_subnets(&plan_for(&own, Attach::All, None).unwrap()),
             []
         );
     }
