@@ -94,22 +94,12 @@ pub fn neigh6_of(msg: NeighbourMessage) -> Option<Neigh6Entry> {
     if msg.header.state != NeighbourState::Permanent {
         return None;
     }
-    let mut addr = None;
-    let mut mac = None;
-    for attr in &msg.attributes {
-        match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => addr = Some(*a),
-            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                mac = Some(Mac(l.as_slice().try_into().ok()?));
-            }
-            _ => {}
-        }
-    }
+    let (addr, mac) = neigh6_addr_mac(&msg)?;
     Some(Neigh6Entry {
         index: msg.header.ifindex,
         neigh: Neigh6 {
-            addr: addr?,
-            mac: mac?,
+            addr,
+            mac,
             router: msg.header.flags.contains(NeighbourFlags::Router),
         },
     })
@@ -125,6 +115,12 @@ pub fn neigh6_known(msg: &NeighbourMessage) -> Option<(u32, Ipv6Addr, Mac)> {
     ) {
         return None;
     }
+    let (addr, mac) = neigh6_addr_mac(msg)?;
+    Some((msg.header.ifindex, addr, mac))
+}
+
+/// A neighbour message's IPv6 address and MAC, when it has both.
+fn neigh6_addr_mac(msg: &NeighbourMessage) -> Option<(Ipv6Addr, Mac)> {
     let mut addr = None;
     let mut mac = None;
     for attr in &msg.attributes {
@@ -136,7 +132,7 @@ pub fn neigh6_known(msg: &NeighbourMessage) -> Option<(u32, Ipv6Addr, Mac)> {
             _ => {}
         }
     }
-    Some((msg.header.ifindex, addr?, mac?))
+    Some((addr?, mac?))
 }
 
 #[cfg(test)]

@@ -160,23 +160,17 @@ impl Identity {
 }
 
 fn encode_addr(a: &IfAddr) -> String {
-    let mut s = format!("a {}", a.net);
-    if let Some(b) = a.broadcast {
-        s += &format!(" b={b}");
-    }
-    if let Some(l) = &a.label {
-        s += &format!(" l={}", escape(l));
-    }
-    if a.flags != 0 {
-        s += &format!(" f={:x}", a.flags);
-    }
-    if a.scope != 0 {
-        s += &format!(" s={}", a.scope);
-    }
-    if let Some((valid, preferred)) = a.lifetime {
-        s += &format!(" v={valid}/{preferred}");
-    }
-    s
+    let mut w = Words::new(format!("a {}", a.net));
+    w.some("b", a.broadcast);
+    w.some("l", a.label.as_deref().map(escape));
+    w.some("f", (a.flags != 0).then(|| format!("{:x}", a.flags)));
+    w.unless("s", a.scope, 0);
+    w.some(
+        "v",
+        a.lifetime
+            .map(|(valid, preferred)| format!("{valid}/{preferred}")),
+    );
+    w.0
 }
 
 fn decode_addr<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr> {
@@ -200,51 +194,33 @@ fn decode_addr<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr> {
 
 fn encode_route(r: &KernelRoute) -> String {
     let plain = KernelRoute::main(r.route.clone());
-    let mut s = format!("r {}/{}", r.route.dst.network(), r.route.dst.prefix);
-    if let Some(g) = r.route.gateway {
-        s += &format!(" g={g}");
-    }
-    if let Some(m) = r.route.metric {
-        s += &format!(" m={m}");
-    }
-    if r.table != plain.table {
-        s += &format!(" t={}", r.table);
-    }
-    if r.protocol != plain.protocol {
-        s += &format!(" p={}", r.protocol);
-    }
-    if r.scope != plain.scope {
-        s += &format!(" s={}", r.scope);
-    }
-    if r.kind != plain.kind {
-        s += &format!(" k={}", r.kind);
-    }
-    if r.tos != 0 {
-        s += &format!(" o={}", r.tos);
-    }
-    if let Some(src) = r.src {
-        s += &format!(" src={src}");
-    }
-    if r.onlink {
-        s += " onlink";
-    }
-    if !r.metrics.is_empty() {
-        let list: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        s += &format!(" x={}", list.join(","));
-    }
-    s
+    let mut w = Words::new(format!(
+        "r {}/{}",
+        r.route.dst.network(),
+        r.route.dst.prefix
+    ));
+    w.some("g", r.route.gateway);
+    w.some("m", r.route.metric);
+    w.unless("t", r.table, plain.table);
+    w.unless("p", r.protocol, plain.protocol);
+    w.unless("s", r.scope, plain.scope);
+    w.unless("k", r.kind, plain.kind);
+    w.unless("o", r.tos, 0);
+    w.route_tail(r.src, r.onlink, &r.metrics);
+    w.0
 }
 
 fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRoute> {
     let dst = words.next()?.parse().ok()?;
+    // The plain route's scope depends on its gateway: read that first.
+    let words: Vec<&str> = words.collect();
     let mut gateway = None;
     let mut metric = None;
-    let mut rest = Vec::new();
-    for word in words {
+    for word in &words {
         match word.split_once('=') {
             Some(("g", v)) => gateway = Some(v.parse::<Ipv4Addr>().ok()?),
             Some(("m", v)) => metric = Some(v.parse().ok()?),
-            _ => rest.push(word),
+            _ => {}
         }
     }
     let mut r = KernelRoute::main(Route {
@@ -252,25 +228,21 @@ fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRo
         gateway,
         metric,
     });
-    for word in rest {
+    for word in words {
         if word == "onlink" {
             r.onlink = true;
             continue;
         }
         let (key, value) = word.split_once('=')?;
         match key {
+            "g" | "m" => {}
             "t" => r.table = value.parse().ok()?,
             "p" => r.protocol = value.parse().ok()?,
             "s" => r.scope = value.parse().ok()?,
             "k" => r.kind = value.parse().ok()?,
             "o" => r.tos = value.parse().ok()?,
             "src" => r.src = Some(value.parse().ok()?),
-            "x" => {
-                for pair in value.split(',') {
-                    let (k, v) = pair.split_once(':')?;
-                    r.metrics.push((k.parse().ok()?, v.parse().ok()?));
-                }
-            }
+            "x" => r.metrics = decode_metrics(value)?,
             _ => return None,
         }
     }
@@ -279,23 +251,17 @@ fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRo
 
 fn encode_addr6(a: &IfAddr6) -> String {
     let plain = IfAddr6::plain(a.net);
-    let mut s = format!("a6 {}", a.net);
-    if a.flags != 0 {
-        s += &format!(" f={:x}", a.flags);
-    }
-    if a.scope != plain.scope {
-        s += &format!(" s={}", a.scope);
-    }
-    if let Some((valid, preferred)) = a.lifetime {
-        s += &format!(" v={valid}/{preferred}");
-    }
-    if let Some(p) = a.protocol {
-        s += &format!(" p={p}");
-    }
-    if let Some(m) = a.metric {
-        s += &format!(" m={m}");
-    }
-    s
+    let mut w = Words::new(format!("a6 {}", a.net));
+    w.some("f", (a.flags != 0).then(|| format!("{:x}", a.flags)));
+    w.unless("s", a.scope, plain.scope);
+    w.some(
+        "v",
+        a.lifetime
+            .map(|(valid, preferred)| format!("{valid}/{preferred}")),
+    );
+    w.some("p", a.protocol);
+    w.some("m", a.metric);
+    w.0
 }
 
 fn decode_addr6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr6> {
@@ -319,36 +285,19 @@ fn decode_addr6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr6>
 
 fn encode_route6(r: &KernelRoute6) -> String {
     let plain = KernelRoute6::main(r.route.clone());
-    let mut s = format!("r6 {}/{}", r.route.dst.network(), r.route.dst.prefix);
-    if let Some(g) = r.route.gateway {
-        s += &format!(" g={g}");
-    }
-    if let Some(m) = r.route.metric {
-        s += &format!(" m={m}");
-    }
-    if r.table != plain.table {
-        s += &format!(" t={}", r.table);
-    }
-    if r.protocol != plain.protocol {
-        s += &format!(" p={}", r.protocol);
-    }
-    if r.kind != plain.kind {
-        s += &format!(" k={}", r.kind);
-    }
-    if r.pref != 0 {
-        s += &format!(" e={}", r.pref);
-    }
-    if let Some(src) = r.src {
-        s += &format!(" src={src}");
-    }
-    if r.onlink {
-        s += " onlink";
-    }
-    if !r.metrics.is_empty() {
-        let list: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        s += &format!(" x={}", list.join(","));
-    }
-    s
+    let mut w = Words::new(format!(
+        "r6 {}/{}",
+        r.route.dst.network(),
+        r.route.dst.prefix
+    ));
+    w.some("g", r.route.gateway);
+    w.some("m", r.route.metric);
+    w.unless("t", r.table, plain.table);
+    w.unless("p", r.protocol, plain.protocol);
+    w.unless("k", r.kind, plain.kind);
+    w.unless("e", r.pref, 0);
+    w.route_tail(r.src, r.onlink, &r.metrics);
+    w.0
 }
 
 fn decode_route6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRoute6> {
@@ -371,16 +320,60 @@ fn decode_route6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelR
             "k" => r.kind = value.parse().ok()?,
             "e" => r.pref = value.parse().ok()?,
             "src" => r.src = Some(value.parse().ok()?),
-            "x" => {
-                for pair in value.split(',') {
-                    let (k, v) = pair.split_once(':')?;
-                    r.metrics.push((k.parse().ok()?, v.parse().ok()?));
-                }
-            }
+            "x" => r.metrics = decode_metrics(value)?,
             _ => return None,
         }
     }
     Some(r)
+}
+
+/// One record entry being written: its first words, then ` key=value` for each attribute
+/// that differs from what a plain entry of its kind has (and is read back as that default).
+struct Words(String);
+
+impl Words {
+    fn new(head: String) -> Words {
+        Words(head)
+    }
+
+    /// ` key=value` when there is a value.
+    fn some(&mut self, key: &str, value: Option<impl std::fmt::Display>) {
+        if let Some(value) = value {
+            self.0 += &format!(" {key}={value}");
+        }
+    }
+
+    /// ` key=value` unless the value is the default.
+    fn unless<T: PartialEq + std::fmt::Display>(&mut self, key: &str, value: T, default: T) {
+        self.some(key, (value != default).then_some(value));
+    }
+
+    /// What IPv4 and IPv6 routes end with alike: the source address, `onlink`, and the
+    /// route metrics (`x=KEY:VALUE,...`).
+    fn route_tail(
+        &mut self,
+        src: Option<impl std::fmt::Display>,
+        onlink: bool,
+        metrics: &[(u16, u32)],
+    ) {
+        self.some("src", src);
+        if onlink {
+            self.0 += " onlink";
+        }
+        let list: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        self.some("x", (!list.is_empty()).then(|| list.join(",")));
+    }
+}
+
+/// Route metrics as `route_tail` writes them.
+fn decode_metrics(value: &str) -> Option<Vec<(u16, u32)>> {
+    value
+        .split(',')
+        .map(|pair| {
+            let (k, v) = pair.split_once(':')?;
+            Some((k.parse().ok()?, v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Splits `text` into pieces of at most `size` bytes (it is ASCII: `escape` saw to that).

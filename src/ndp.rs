@@ -270,14 +270,7 @@ pub fn echo_answer(frame: &[u8], mac: Mac, src: Ipv6Addr, id: u16) -> Option<Ipv
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::testing::hex;
 
     fn docker_ra() -> RouterAdvert {
         RouterAdvert {

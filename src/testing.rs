@@ -17,6 +17,15 @@ pub fn ip(s: &str) -> Ipv4Addr {
 pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
+/// Bytes written as hex digits, spaces allowed (`"33 33 00 00"`): packets as tcpdump or
+/// scapy show them.
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
 /// A route in the main table (`KernelRoute::main` makes it a kernel route).
 pub fn route(dst: &str, gw: Option<&str>) -> Route {
     Route {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{
     Container, GuestLookup, GuestReport, Netns, Network, NicSpec, ScratchDisk, Vminit,
-    VminitBuilder, test_guest, unique_id, vminit_binary,
+    VminitBuilder, unique_id,
 };
 use nix::sys::signal::Signal;
 
@@ -36,12 +36,7 @@ const NO_TIMEOUT: u64 = 2000;
 
 /// vminit as a user would run it, booting the test guest with `cmdline`.
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args(cmdline))
+    ctr.vminit_with_guest(disk, cmdline)
 }
 
 fn report(vm: &Vminit) -> GuestReport {

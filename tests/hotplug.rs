@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Container, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, recorder, standin_script,
-    test_guest, vminit_binary,
+    vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -17,12 +17,7 @@ const BOOT: Duration = Duration::from_secs(120);
 const PLUG: Duration = Duration::from_secs(60);
 
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args("vminit_test_hotplug=1"))
+    ctr.vminit_with_guest(disk, "vminit_test_hotplug=1")
 }
 
 /// A container on `net` (10.N.0.2, default route) whose guest has booted.

@@ -508,12 +508,7 @@ fn a_dual_stack_network_connected_while_the_guest_runs_brings_its_ipv6_along() {
     let (ctr, _) = docker_ipv6_container(&n1, 2);
     let disk = ScratchDisk::new();
     let vm = ctr
-        .vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args("vminit_test_hotplug=1 vminit_test_ipv6=eth0"))
+        .vminit_with_guest(&disk, "vminit_test_hotplug=1 vminit_test_ipv6=eth0")
         .spawn();
     report(&vm);
     // docker network connect: a second dual-stack NIC.
@@ -722,12 +717,7 @@ fn an_ipv6_only_network_connected_while_the_guest_runs_becomes_a_guest_nic() {
     let (ctr, eth0) = docker_ipv6_container(&n1, 2);
     let disk = ScratchDisk::new();
     let vm = ctr
-        .vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args("vminit_test_hotplug=1 vminit_test_ipv6=eth0"))
+        .vminit_with_guest(&disk, "vminit_test_hotplug=1 vminit_test_ipv6=eth0")
         .spawn();
     report(&vm);
     // docker network connect to an IPv6-only network.

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, test_guest,
-    unique_id, vminit_binary,
+    Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, unique_id,
 };
 use nix::sys::signal::Signal;
 
@@ -19,12 +18,7 @@ const STOP: Duration = Duration::from_secs(30);
 
 /// vminit as a user would run it, booting the test guest.
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args(cmdline))
+    ctr.vminit_with_guest(disk, cmdline)
 }
 
 /// Waits for the guest's report and parses it.

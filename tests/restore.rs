@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Container, GuestReport, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder,
-    recorder, standin_script, test_guest, vminit_binary,
+    recorder, standin_script, vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -22,12 +22,7 @@ const STOP: Duration = Duration::from_secs(30);
 
 /// vminit booting the test guest in `ctr`.
 fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args(""))
+    ctr.vminit_with_guest(disk, "")
 }
 
 /// vminit with the stand-in QEMU, which runs until it is stopped and records its argv in

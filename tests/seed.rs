@@ -964,12 +964,7 @@ fn qemu_presents_the_seed_directory_as_a_fat_volume_that_blkid_labels_cidata() {
 
 /// vminit booting the test guest, which prints the seed it finds.
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args("vminit_test_cidata=1"))
+    ctr.vminit_with_guest(disk, "vminit_test_cidata=1")
 }
 
 /// Waits for the guest's seed report and decodes it.
@@ -1131,12 +1126,7 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
     let disk = ScratchDisk::new();
     let scratch = Scratch::new();
     let vm = ctr
-        .vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("RAM_SIZE", "256M")
-        .env("VMINIT_DISK", &disk.path)
-        .args(test_guest().qemu_args("vminit_test_cidata=1 vminit_test_ipv6=eth0,eth1"))
+        .vminit_with_guest(&disk, "vminit_test_cidata=1 vminit_test_ipv6=eth0,eth1")
         .resolv_conf("nameserver 127.0.0.11\nnameserver fd00:2::53\nsearch corp.example.test\n")
         .env(seed::SSH_KEYS, ED25519)
         .spawn();

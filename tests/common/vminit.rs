@@ -87,6 +87,18 @@ pub struct VminitBuilder<'c> {
 }
 
 impl Container {
+    /// vminit (`vminit_binary`) as a user runs it, booting the test guest under TCG with
+    /// 256 MiB, `disk` as the image and `cmdline` added to the guest's kernel command line;
+    /// every NIC attached (`AUTO_ATTACH=yes`).
+    pub fn vminit_with_guest(&self, disk: &super::ScratchDisk, cmdline: &str) -> VminitBuilder<'_> {
+        self.vminit(&super::vminit_binary())
+            .env("AUTO_ATTACH", "yes")
+            .env("ACCEL", "tcg")
+            .env("RAM_SIZE", "256M")
+            .env("VMINIT_DISK", &disk.path)
+            .args(super::test_guest().qemu_args(cmdline))
+    }
+
     /// Prepares to run `binary` as this container's PID 1. Defaults are Docker's for
     /// `docker run --cap-add NET_ADMIN --device /dev/net/tun`: hostname = the container id,
     /// the resolv.conf of a user-defined network (`nameserver 127.0.0.11`), no `/dev/kvm`,
