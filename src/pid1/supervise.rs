@@ -1,9 +1,12 @@
-//! PID 1's supervisor: one signalfd loop that reaps every child, turns `docker stop`
-//! into an ACPI power-button press, restarts dnsmasq, and decides the exit status.
+//! PID 1's supervisor: one signalfd loop that waits, reaps every child, and hands what
+//! happened to the policy.
 //!
-//! The decisions are a pure state machine (`policy::Policy`); `run` only feeds it events
-//! and carries out its actions.
+//! The decisions are pure (`policy::Policy`: the stop sequence, the helper children's
+//! restarts, hot-plug; which child a pid is: `children::Children`); `run` only polls, reaps,
+//! feeds the policy events and carries out its actions through `Effects`.
 
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -15,7 +18,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::net::monitor::Monitor;
-use crate::pid1::policy::{self, Action, Event, Exit, Policy};
+use crate::pid1::children::Children;
+use crate::pid1::policy::{self, Action, Child, Event, Exit, Policy};
 
 /// Signals that stay unblocked: a bug in vminit must crash it, not hang it.
 const CRASH_SIGNALS: [Signal; 7] = [
@@ -64,16 +68,23 @@ pub trait Effects {
     /// Presses the power button; false when QMP could not be reached.
     fn powerdown(&mut self) -> bool;
     fn quit(&mut self);
-    /// Spawns dnsmasq without waiting for it to serve.
-    fn start_dnsmasq(&mut self) -> Option<Pid>;
-    /// Whether the dnsmasq last started serves.
-    fn dnsmasq_ready(&mut self) -> bool;
+    /// Spawns the helper without waiting for it to serve.
+    fn start(&mut self, child: Child) -> Option<Pid>;
+    /// Whether the helper last started serves.
+    fn ready(&mut self, child: Child) -> bool;
     /// Brings the guest's NICs in line with the container's (hot-plug and hot-unplug);
     /// says what follows: `Event::Reconciled`.
     fn reconcile(&mut self) -> Event;
     /// Plugs the NICs the reconciliations took over into the guest; says what follows
     /// (`Event::Reconciled`: dnsmasq stops serving a NIC that QEMU refused).
     fn plug(&mut self) -> Event;
+
+    /// Sends `signal` to a child (QEMU or a helper), not reaped yet.
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        if let Err(e) = kill(pid, signal) {
+            log::debug!("kill {pid} {signal}: {e}");
+        }
+    }
 
     /// More descriptors the loop waits on beside the signalfd and the monitor (the IPv6
     /// announcements' sockets).
@@ -90,141 +101,164 @@ pub trait Effects {
     fn on_wakeup(&mut self, _now: Instant) {}
 }
 
-/// Runs until the policy says exit; returns the exit status.
+/// Runs until the policy says exit; returns the exit status. `helpers` are the helper
+/// children started with QEMU, serving.
 pub fn run(
     signals: &Signals,
     mut monitor: Option<&mut Monitor>,
     qemu: Pid,
-    mut dnsmasq: Option<Pid>,
+    helpers: &[(Child, Pid)],
     stop_timeout: Duration,
     effects: &mut dyn Effects,
 ) -> i32 {
-    let mut policy = Policy::new(stop_timeout, dnsmasq.is_some(), Instant::now());
-    let mut stopping_dnsmasq = false;
+    let mut children = Children::new(qemu, helpers);
+    let mut policy = Policy::new(stop_timeout, &children.helpers(), Instant::now());
     loop {
-        let deadline = match (policy.next_deadline(), effects.next_wakeup()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                let ms = t.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut events = Vec::new();
-        {
-            let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-            if let Some(m) = monitor.as_deref() {
-                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-            }
-            let watched = effects.watched_fds();
-            fds.extend(
-                watched
-                    .into_iter()
-                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
-            );
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => log::warn!("poll: {e}"),
-            }
-        }
+        wait(signals, monitor.as_deref(), policy.next_deadline(), effects);
         effects.on_wakeup(Instant::now());
+        let mut queue = VecDeque::new();
         if let Some(m) = monitor.as_deref_mut()
             && m.drain()
         {
             log::debug!("the container's network changed");
-            events.push(Event::NetworkChanged);
+            queue.push_back(Event::NetworkChanged);
         }
-        for sig in signals.pending() {
-            log::debug!("signal {}", policy::signal_name(sig));
-            if sig == libc::SIGCHLD {
-                continue;
-            }
-            if policy::is_stop_request(sig) || policy::is_stop_now(sig) {
-                log::info!("received {}", policy::signal_name(sig));
-            }
-            events.push(Event::Signal(sig));
-        }
+        queue.extend(signals.pending().into_iter().filter_map(signal_event));
         // SIGCHLDs coalesce: reap everything there is, whoever it was.
         for (pid, exit) in reap_all() {
-            if pid == qemu {
-                log::info!("QEMU (pid {pid}) exited: {}", describe(exit));
-                events.push(Event::QemuExited(exit));
-            } else if Some(pid) == dnsmasq {
-                dnsmasq = None;
-                events.push(Event::DnsmasqExited(exit));
-                if stopping_dnsmasq {
-                    log::info!("dnsmasq (pid {pid}) stopped");
-                } else {
-                    log::warn!(
-                        "dnsmasq (pid {pid}) exited: {}; restarting it",
-                        describe(exit)
-                    );
-                }
-            } else {
-                log::debug!("reaped pid {pid}: {}", describe(exit));
-            }
+            let event = children.reaped(pid, exit);
+            log_reaped(pid, exit, event.as_ref(), &policy);
+            queue.extend(event);
         }
-        events.push(Event::Tick);
+        queue.push_back(Event::Tick);
         // Effects can report back (a power button QMP did not take), as further events.
-        let mut queue = std::collections::VecDeque::from(events);
         while let Some(event) = queue.pop_front() {
             for action in policy.handle(event, Instant::now()) {
                 log::debug!("action {action:?}");
-                match action {
-                    Action::Powerdown => {
-                        if !effects.powerdown() {
-                            queue.push_back(Event::PowerdownFailed);
-                        }
-                    }
-                    Action::Quit => effects.quit(),
-                    Action::KillQemu => {
-                        log::warn!("QEMU did not quit; sending SIGKILL");
-                        let _ = kill(qemu, Signal::SIGKILL);
-                    }
-                    Action::StartDnsmasq => match effects.start_dnsmasq() {
-                        Some(pid) => {
-                            log::info!("dnsmasq restarted, pid {pid}");
-                            dnsmasq = Some(pid);
-                            stopping_dnsmasq = false;
-                        }
-                        None => policy.dnsmasq_failed(Instant::now()),
-                    },
-                    Action::CheckDnsmasq => {
-                        if effects.dnsmasq_ready() {
-                            log::info!("dnsmasq serves again");
-                            queue.push_back(Event::DnsmasqReady);
-                        }
-                    }
-                    Action::AbandonDnsmasq => {
-                        if let Some(pid) = dnsmasq {
-                            log::warn!(
-                                "dnsmasq (pid {pid}) did not serve within {:?}; killing it",
-                                policy::DNSMASQ_START_TIMEOUT
-                            );
-                            let _ = kill(pid, Signal::SIGKILL);
-                        }
-                    }
-                    Action::Reconcile => queue.push_back(effects.reconcile()),
-                    Action::Plug => queue.push_back(effects.plug()),
-                    Action::StopDnsmasq { kill: hard } => {
-                        stopping_dnsmasq = true;
-                        if let Some(pid) = dnsmasq {
-                            let sig = if hard {
-                                Signal::SIGKILL
-                            } else {
-                                Signal::SIGTERM
-                            };
-                            let _ = kill(pid, sig);
-                        }
-                    }
-                    Action::Exit(code) => return code,
+                match carry_out(action, &mut children, effects) {
+                    ControlFlow::Break(status) => return status,
+                    ControlFlow::Continue(then) => queue.extend(then),
                 }
             }
         }
     }
+}
+
+/// Waits until a signal, a network change or a watched descriptor is ready, or the next
+/// deadline (the policy's or the effects') has passed.
+fn wait(
+    signals: &Signals,
+    monitor: Option<&Monitor>,
+    deadline: Option<Instant>,
+    effects: &dyn Effects,
+) {
+    let deadline = deadline.into_iter().chain(effects.next_wakeup()).min();
+    let timeout = match deadline {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            let ms = t.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+    if let Some(m) = monitor {
+        fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+    }
+    fds.extend(
+        effects
+            .watched_fds()
+            .into_iter()
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+    );
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => log::warn!("poll: {e}"),
+    }
+}
+
+/// A signal as the policy's event; SIGCHLD is none (the loop reaps after every wake-up).
+fn signal_event(signo: i32) -> Option<Event> {
+    log::debug!("signal {}", policy::signal_name(signo));
+    if signo == libc::SIGCHLD {
+        return None;
+    }
+    if policy::is_stop_request(signo) || policy::is_stop_now(signo) {
+        log::info!("received {}", policy::signal_name(signo));
+    }
+    Some(Event::Signal(signo))
+}
+
+fn log_reaped(pid: Pid, exit: Exit, event: Option<&Event>, policy: &Policy) {
+    match event {
+        Some(Event::QemuExited(_)) => log::info!("QEMU (pid {pid}) exited: {}", describe(exit)),
+        Some(&Event::ChildExited(child, _)) if policy.stopping(child) => {
+            log::info!("{child} (pid {pid}) stopped")
+        }
+        Some(Event::ChildExited(child, _)) => {
+            log::warn!(
+                "{child} (pid {pid}) exited: {}; restarting it",
+                describe(exit)
+            )
+        }
+        _ => log::debug!("reaped pid {pid}: {}", describe(exit)),
+    }
+}
+
+/// Carries out one action: `Break` with the exit status, or what it reports back.
+fn carry_out(
+    action: Action,
+    children: &mut Children,
+    effects: &mut dyn Effects,
+) -> ControlFlow<i32, Option<Event>> {
+    let then = match action {
+        Action::Powerdown => (!effects.powerdown()).then_some(Event::PowerdownFailed),
+        Action::Quit => {
+            effects.quit();
+            None
+        }
+        Action::KillQemu => {
+            log::warn!("QEMU did not quit; sending SIGKILL");
+            effects.signal(children.qemu(), Signal::SIGKILL);
+            None
+        }
+        Action::Start(child) => match effects.start(child) {
+            Some(pid) => {
+                log::info!("{child} restarted, pid {pid}");
+                children.started(child, pid);
+                None
+            }
+            None => Some(Event::StartFailed(child)),
+        },
+        Action::Check(child) => effects.ready(child).then(|| {
+            log::info!("{child} serves again");
+            Event::Ready(child)
+        }),
+        Action::Abandon(child) => {
+            if let Some(pid) = children.pid(child) {
+                log::warn!(
+                    "{child} (pid {pid}) did not serve within {:?}; killing it",
+                    policy::START_TIMEOUT
+                );
+                effects.signal(pid, Signal::SIGKILL);
+            }
+            None
+        }
+        Action::Signal { child, kill } => {
+            if let Some(pid) = children.pid(child) {
+                let signal = if kill {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                effects.signal(pid, signal);
+            }
+            None
+        }
+        Action::Reconcile => Some(effects.reconcile()),
+        Action::Plug => Some(effects.plug()),
+        Action::Exit(status) => return ControlFlow::Break(status),
+    };
+    ControlFlow::Continue(then)
 }
 
 /// Reaps every child that has exited, without blocking.

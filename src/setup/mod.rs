@@ -27,6 +27,7 @@ use crate::net::monitor::Monitor;
 use crate::net::netlink::Netlink;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
+use crate::pid1::policy::Child;
 use crate::pid1::supervise::{self, Signals};
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
@@ -499,14 +500,20 @@ impl<'a> Setup<'a> {
 
     /// Runs the supervisor until QEMU is gone; returns the exit status.
     fn supervise(&mut self, guest: Guest) -> i32 {
-        let dnsmasq = self.undo.dnsmasq.take();
+        let helpers: Vec<(Child, Pid)> = self
+            .undo
+            .dnsmasq
+            .take()
+            .map(|pid| (Child::Dnsmasq, pid))
+            .into_iter()
+            .collect();
         let mut monitor = self.monitor.take();
         let (signals, stop_timeout) = (self.signals, self.config.stop_timeout);
         supervise::run(
             signals,
             monitor.as_mut(),
             guest.qemu,
-            dnsmasq,
+            &helpers,
             stop_timeout,
             self,
         )

@@ -21,7 +21,7 @@ use crate::ipv6::announcer::Announcers;
 use crate::net::apply::Applier;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
-use crate::pid1::policy::{self, Event};
+use crate::pid1::policy::{self, Child, Event};
 use crate::takeover::plan::{self, NicPlan};
 use crate::takeover::plan6::Guest6;
 use crate::vm::devices::Tap;
@@ -62,18 +62,17 @@ impl supervise::Effects for Setup<'_> {
         }
     }
 
-    fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.spawn() {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                log::warn!("{e}");
-                None
-            }
-        }
+    fn start(&mut self, child: Child) -> Option<Pid> {
+        let spawned = match child {
+            Child::Dnsmasq => self.dhcp.as_ref()?.spawn(),
+        };
+        spawned.inspect_err(|e| log::warn!("{e}")).ok()
     }
 
-    fn dnsmasq_ready(&mut self) -> bool {
-        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
+    fn ready(&mut self, child: Child) -> bool {
+        match child {
+            Child::Dnsmasq => self.dhcp.as_ref().is_some_and(DhcpServer::is_ready),
+        }
     }
 
     fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
@@ -100,7 +99,7 @@ impl supervise::Effects for Setup<'_> {
     fn reconcile(&mut self) -> Event {
         let nothing = Event::Reconciled {
             again_in: None,
-            dnsmasq_changed: false,
+            reconfigured: Vec::new(),
             plugs_pending: false,
         };
         let state = match self.discover() {
@@ -194,7 +193,7 @@ impl supervise::Effects for Setup<'_> {
         let dnsmasq_changed = changed && self.reconfigure_dnsmasq();
         Event::Reconciled {
             again_in,
-            dnsmasq_changed,
+            reconfigured: dnsmasq_if(dnsmasq_changed),
             plugs_pending,
         }
     }
@@ -249,7 +248,7 @@ impl supervise::Effects for Setup<'_> {
         }
         Event::Reconciled {
             again_in: None,
-            dnsmasq_changed,
+            reconfigured: dnsmasq_if(dnsmasq_changed),
             plugs_pending: false,
         }
     }
@@ -395,6 +394,11 @@ impl Setup<'_> {
             log::warn!("{e}; the guest's new NIC gets no IPv6 announcements");
         }
     }
+}
+
+/// dnsmasq, if its configuration changed.
+fn dnsmasq_if(changed: bool) -> Vec<Child> {
+    changed.then_some(Child::Dnsmasq).into_iter().collect()
 }
 
 /// The slot of a guest NIC's macvtap (`vmtap3` → 3).
