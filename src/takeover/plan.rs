@@ -583,16 +583,10 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
         .routes
         .iter()
         .rev()
-        .map(|route| Step::DelRoute {
-            dev: dev.clone(),
-            route: route.clone(),
-        })
+        .map(|route| Step::del_route(dev.clone(), route.clone()))
         .collect();
     for neigh in &nic.neighbours {
-        steps.push(Step::DelNeigh {
-            dev: dev.clone(),
-            neigh: *neigh,
-        });
+        steps.push(Step::del_neigh(dev.clone(), *neigh));
     }
     // The kernel keeps a NIC's addresses in order (primaries as they were added, then the
     // secondaries) and deletes a primary's secondaries with it. Every address from the
@@ -608,16 +602,10 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
         .unwrap_or(0);
     let tail = &nic.addrs[at..];
     for addr in tail.iter().rev() {
-        steps.push(Step::DelAddr {
-            dev: dev.clone(),
-            addr: addr.clone(),
-        });
+        steps.push(Step::del_addr(dev.clone(), addr.clone()));
     }
     for addr in tail.iter().filter(|a| a.net != guest.net) {
-        steps.push(Step::AddAddr {
-            dev: dev.clone(),
-            addr: addr.clone(),
-        });
+        steps.push(Step::add_addr(dev.clone(), addr.clone()));
     }
     steps
 }
@@ -661,18 +649,15 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         .map(|a| a.net.addr);
     let mut steps = vec![
         Step::TxChecksumOff { dev: door.clone() },
-        Step::AddAddr {
-            dev: door.clone(),
-            addr: IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
-        },
+        Step::add_addr(
+            door.clone(),
+            IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
+        ),
     ];
     if let Some(addr) = guest.addr {
         let mut to_guest = KernelRoute::main(Route::host(addr.addr));
         to_guest.src = Some(guest.door_addr);
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: to_guest,
-        });
+        steps.push(Step::add_route(door.clone(), to_guest));
     }
     // The subnet the NIC's address routed (the kernel drops that route with the address):
     // the gateway stays on-link, so Docker can route the container through it when it
@@ -684,19 +669,13 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
             metric: None,
         });
         on_link.src = Some(kept.unwrap_or(guest.door_addr));
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: on_link,
-        });
+        steps.push(Step::add_route(door.clone(), on_link));
     }
     for route in &nic.routes {
         let mut moved = route.clone();
         moved.src = Some(kept.unwrap_or(guest.door_addr));
         moved.onlink = route.route.gateway.is_some();
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: moved,
-        });
+        steps.push(Step::add_route(door.clone(), moved));
     }
     steps
 }
@@ -831,6 +810,7 @@ fn nth_door(n: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::netstate::{IpIfAddr, IpNeigh, IpRoute};
     use crate::testing::{MAC0, MAC1, Ns, docker_two_networks, ip, net, route};
     use std::net::Ipv4Addr;
 
@@ -1078,10 +1058,19 @@ mod tests {
             .filter(|s| {
                 matches!(
                     s,
-                    Step::DelAddr { .. }
-                        | Step::AddAddr { .. }
-                        | Step::DelRoute { .. }
-                        | Step::AddRoute { .. }
+                    Step::DelAddr {
+                        addr: IpIfAddr::V4(_),
+                        ..
+                    } | Step::AddAddr {
+                        addr: IpIfAddr::V4(_),
+                        ..
+                    } | Step::DelRoute {
+                        route: IpRoute::V4(_),
+                        ..
+                    } | Step::AddRoute {
+                        route: IpRoute::V4(_),
+                        ..
+                    }
                 )
             })
             .map(|s| s.to_string())
@@ -1096,7 +1085,7 @@ mod tests {
             &|s| matches!(s, Step::SetAlias { alias, .. } if alias.contains(";a6 fd00:1::2/64")),
         );
         let release = at(
-            &|s| matches!(s, Step::DelAddr6 { addr, .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
+            &|s| matches!(s, Step::DelAddr { addr: IpIfAddr::V6(addr), .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
         );
         let new_mac = at(&|s| matches!(s, Step::SetMac { .. }));
         let tap = at(&|s| matches!(s, Step::AddLink { mac: Some(m), .. } if *m == MAC0));
@@ -1166,7 +1155,10 @@ mod tests {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::DelAddr { addr, .. } => Some(addr.net),
+                Step::DelAddr {
+                    addr: IpIfAddr::V4(addr),
+                    ..
+                } => Some(addr.net),
                 _ => None,
             })
             .collect();
@@ -1175,10 +1167,7 @@ mod tests {
         let mut moved = KernelRoute::main(route("0.0.0.0/0", Some("10.1.0.1")));
         moved.src = Some(ip("192.168.5.4"));
         moved.onlink = true;
-        assert!(p.steps.contains(&Step::AddRoute {
-            dev: "vmlink0".into(),
-            route: moved,
-        }));
+        assert!(p.steps.contains(&Step::add_route("vmlink0", moved)));
         // Without SELECTED_NETWORK the first address goes to the VM.
         let p = plan_for(&state, Attach::All, None).unwrap();
         assert_eq!(p.nics[0].addr, Some(net("192.168.5.4/24")));
@@ -1266,7 +1255,7 @@ mod tests {
         );
         // The container's routes leave from the first address it kept.
         assert!(p.steps.iter().any(
-            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
+            |s| matches!(s, Step::AddRoute { dev, route: IpRoute::V4(route) } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
         ));
         // Undone in reverse, the primary comes back first, then its secondaries in order.
         let undo: Vec<String> = p
@@ -1317,7 +1306,7 @@ mod tests {
         let del = p
             .steps
             .iter()
-            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == gw))
+            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == IpNeigh::V4(gw)))
             .unwrap();
         let set_mac = p
             .steps
@@ -1337,12 +1326,9 @@ mod tests {
             route: policy.clone(),
         });
         let p = plan_for(&state, Attach::All, None).unwrap();
-        assert!(p.steps.contains(&Step::DelRoute {
-            dev: "eth0".into(),
-            route: policy.clone(),
-        }));
+        assert!(p.steps.contains(&Step::del_route("eth0", policy.clone())));
         assert!(p.steps.iter().any(
-            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.table == 100)
+            |s| matches!(s, Step::AddRoute { dev, route: IpRoute::V4(route) } if dev == "vmlink0" && route.table == 100)
         ));
         assert_eq!(p.nics[0].gateway, Some(ip("172.19.0.1")));
         assert!(
@@ -1530,12 +1516,18 @@ mod tests {
             .0
     }
 
-    #[test]
-    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
-        let start = one_nic();
-        let p = plan_for(&start, Attach::All, None).unwrap();
-        let mut now = taken_over(&start, &p);
-        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+    /// `docker network connect`: the NICs of `more` (its loopback left out) join `now`, with
+    /// their addresses and routes of both families.
+    fn connect(now: &mut NetState, more: NetState) {
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        now.addrs6.extend(more.addrs6);
+        now.routes6.extend(more.routes6);
+    }
+
+    /// eth1, `172.20.0.5/16` with a default route through `172.20.0.1`, connected to `now`.
+    fn connect_eth1_with_a_gateway(now: &mut NetState) {
         let more = Ns::new()
             .nic(
                 9,
@@ -1545,9 +1537,16 @@ mod tests {
                 &[route("0.0.0.0/0", Some("172.20.0.1"))],
             )
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
-        now.routes.extend(more.routes);
+        connect(now, more);
+    }
+
+    #[test]
+    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+        connect_eth1_with_a_gateway(&mut now);
         let c = changes(&now, Attach::All, &p.nics);
         assert!(
             c.gone.is_empty() && c.waiting.is_empty() && c.refused.is_empty(),
@@ -1574,18 +1573,7 @@ mod tests {
         let p = plan_for(&start, Attach::All, None).unwrap();
         assert_eq!(p.nics[0].gateway, None);
         let mut now = taken_over(&start, &p);
-        let more = Ns::new()
-            .nic(
-                9,
-                "eth1",
-                MAC1,
-                &["172.20.0.5/16"],
-                &[route("0.0.0.0/0", Some("172.20.0.1"))],
-            )
-            .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
-        now.routes.extend(more.routes);
+        connect_eth1_with_a_gateway(&mut now);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.added[0].0.gateway, Some(ip("172.20.0.1")));
     }
@@ -1595,9 +1583,10 @@ mod tests {
         p.steps
             .iter()
             .filter_map(|s| match s {
-                Step::AddRoute { dev, route }
-                    if route.route.gateway.is_none() && route.route.dst.prefix < 32 =>
-                {
+                Step::AddRoute {
+                    dev,
+                    route: IpRoute::V4(route),
+                } if route.route.gateway.is_none() && route.route.dst.prefix < 32 => {
                     Some((dev.clone(), route.route.dst.to_string()))
                 }
                 _ => None,
@@ -1703,8 +1692,7 @@ mod tests {
             .nic(9, "eth1", MAC1, &[], &[])
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.2/24"], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.waiting, ["eth1"]);
         assert_eq!(c.added.len(), 1);
@@ -1729,9 +1717,7 @@ mod tests {
             .route6(9, "::/0", Some("fd00:2::1"))
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &[], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs6.extend(more.addrs6);
-        now.routes6.extend(more.routes6);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.waiting, ["eth2"]);
         assert_eq!(c.added.len(), 1);
@@ -1778,8 +1764,7 @@ mod tests {
             .nic(9, "eth1", MAC1, &["10.8.0.5/24"], &[])
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.5/24"], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         let slots: Vec<&str> = c.added.iter().map(|(n, _)| n.tap.as_str()).collect();
         assert_eq!(slots, ["vmtap1", "vmtap2"]);
