@@ -131,17 +131,31 @@ pub fn run(
             queue.extend(event);
         }
         queue.push_back(Event::Tick);
-        // Effects can report back (a power button QMP did not take), as further events.
-        while let Some(event) = queue.pop_front() {
-            for action in policy.handle(event, Instant::now()) {
-                log::debug!("action {action:?}");
-                match carry_out(action, &mut children, effects) {
-                    ControlFlow::Break(status) => return status,
-                    ControlFlow::Continue(then) => queue.extend(then),
-                }
+        if let Some(status) = dispatch(queue, &mut policy, &mut children, effects) {
+            return status;
+        }
+    }
+}
+
+/// Hands the events to the policy in order and carries out its actions; what the effects
+/// report back (a power button QMP did not take) joins the queue. The exit status, once the
+/// policy says exit.
+fn dispatch(
+    mut queue: VecDeque<Event>,
+    policy: &mut Policy,
+    children: &mut Children,
+    effects: &mut dyn Effects,
+) -> Option<i32> {
+    while let Some(event) = queue.pop_front() {
+        for action in policy.handle(event, Instant::now()) {
+            log::debug!("action {action:?}");
+            match carry_out(action, children, effects) {
+                ControlFlow::Break(status) => return Some(status),
+                ControlFlow::Continue(then) => queue.extend(then),
             }
         }
     }
+    None
 }
 
 /// Waits until a signal, a network change or a watched descriptor is ready, or the next
@@ -281,5 +295,193 @@ pub fn describe(exit: Exit) -> String {
             Ok(sig) => format!("killed by {sig}"),
             Err(_) => format!("killed by signal {s}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU: Pid = Pid::from_raw(10);
+    const DNSMASQ: Pid = Pid::from_raw(11);
+    const D: Child = Child::Dnsmasq;
+
+    /// Effects that record what they were asked to do, and answer as told.
+    #[derive(Default)]
+    struct Recorder {
+        done: Vec<String>,
+        /// What QMP answers to the power button.
+        powerdown_taken: bool,
+        /// The pid the next start gives; `None`: the start fails.
+        next_pid: Option<Pid>,
+    }
+
+    impl Effects for Recorder {
+        fn powerdown(&mut self) -> bool {
+            self.done.push("powerdown".into());
+            self.powerdown_taken
+        }
+        fn quit(&mut self) {
+            self.done.push("quit".into());
+        }
+        fn start(&mut self, child: Child) -> Option<Pid> {
+            self.done.push(format!("start {child}"));
+            self.next_pid.take()
+        }
+        fn ready(&mut self, child: Child) -> bool {
+            self.done.push(format!("ready {child}?"));
+            true
+        }
+        fn reconcile(&mut self) -> Event {
+            self.done.push("reconcile".into());
+            Event::Reconciled {
+                again_in: None,
+                reconfigured: Vec::new(),
+                plugs_pending: false,
+            }
+        }
+        fn plug(&mut self) -> Event {
+            self.done.push("plug".into());
+            Event::Reconciled {
+                again_in: None,
+                reconfigured: Vec::new(),
+                plugs_pending: false,
+            }
+        }
+        fn signal(&mut self, pid: Pid, signal: Signal) {
+            self.done.push(format!("{signal} {pid}"));
+        }
+    }
+
+    fn supervisor() -> (Policy, Children, Recorder) {
+        let children = Children::new(QEMU, &[(D, DNSMASQ)]);
+        let policy = Policy::new(Duration::from_secs(8), &children.helpers(), Instant::now());
+        (policy, children, Recorder::default())
+    }
+
+    fn dispatch_one(
+        event: Event,
+        policy: &mut Policy,
+        children: &mut Children,
+        effects: &mut Recorder,
+    ) -> Option<i32> {
+        dispatch(VecDeque::from([event]), policy, children, effects)
+    }
+
+    #[test]
+    fn a_new_configuration_stops_the_helper_by_its_pid_and_its_successor_is_known_by_its_own() {
+        let (mut policy, mut children, mut fx) = supervisor();
+        let reconfigured = Event::Reconciled {
+            again_in: None,
+            reconfigured: vec![D],
+            plugs_pending: false,
+        };
+        assert_eq!(
+            dispatch_one(reconfigured, &mut policy, &mut children, &mut fx),
+            None
+        );
+        assert_eq!(fx.done, ["SIGTERM 11"]);
+        fx.next_pid = Some(Pid::from_raw(12));
+        let exited = children.reaped(DNSMASQ, Exit::Signal(15)).expect("ours");
+        assert!(policy.stopping(D), "logged as stopped, not as a crash");
+        dispatch_one(exited, &mut policy, &mut children, &mut fx);
+        assert_eq!(fx.done, ["SIGTERM 11", "start dnsmasq"]);
+        assert_eq!(children.pid(D), Some(Pid::from_raw(12)));
+    }
+
+    #[test]
+    fn qemus_exit_stops_the_helpers_and_vminit_exits_once_they_are_reaped() {
+        let (mut policy, mut children, mut fx) = supervisor();
+        let gone = children.reaped(QEMU, Exit::Code(3)).expect("QEMU");
+        assert_eq!(
+            dispatch_one(gone, &mut policy, &mut children, &mut fx),
+            None
+        );
+        assert_eq!(fx.done, ["SIGTERM 11"]);
+        let stopped = children.reaped(DNSMASQ, Exit::Signal(15)).expect("ours");
+        assert_eq!(
+            dispatch_one(stopped, &mut policy, &mut children, &mut fx),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_failed_start_and_a_power_button_qmp_did_not_take_are_reported_back() {
+        let (_, mut children, mut fx) = supervisor();
+        assert_eq!(
+            carry_out(Action::Start(D), &mut children, &mut fx),
+            ControlFlow::Continue(Some(Event::StartFailed(D)))
+        );
+        assert_eq!(
+            carry_out(Action::Powerdown, &mut children, &mut fx),
+            ControlFlow::Continue(Some(Event::PowerdownFailed))
+        );
+        fx.powerdown_taken = true;
+        assert_eq!(
+            carry_out(Action::Powerdown, &mut children, &mut fx),
+            ControlFlow::Continue(None)
+        );
+        assert_eq!(
+            carry_out(Action::Check(D), &mut children, &mut fx),
+            ControlFlow::Continue(Some(Event::Ready(D)))
+        );
+        assert_eq!(
+            carry_out(Action::Exit(137), &mut children, &mut fx),
+            ControlFlow::Break(137)
+        );
+    }
+
+    #[test]
+    fn signals_reach_the_pid_the_action_names_and_no_reaped_one() {
+        let (_, mut children, mut fx) = supervisor();
+        let _ = carry_out(Action::KillQemu, &mut children, &mut fx);
+        let _ = carry_out(Action::Abandon(D), &mut children, &mut fx);
+        let _ = carry_out(
+            Action::Signal {
+                child: D,
+                kill: false,
+            },
+            &mut children,
+            &mut fx,
+        );
+        assert_eq!(fx.done, ["SIGKILL 10", "SIGKILL 11", "SIGTERM 11"]);
+        children.reaped(DNSMASQ, Exit::Code(1));
+        let _ = carry_out(
+            Action::Signal {
+                child: D,
+                kill: true,
+            },
+            &mut children,
+            &mut fx,
+        );
+        let _ = carry_out(Action::Abandon(D), &mut children, &mut fx);
+        assert_eq!(fx.done.len(), 3, "{:?}", fx.done);
+    }
+
+    #[test]
+    fn what_an_effect_reports_back_reaches_the_policy_in_the_same_dispatch() {
+        let (mut policy, mut children, mut fx) = supervisor();
+        let sent = Instant::now();
+        let stop = Event::Signal(libc::SIGTERM);
+        assert_eq!(
+            dispatch_one(stop, &mut policy, &mut children, &mut fx),
+            None
+        );
+        assert_eq!(fx.done, ["powerdown"]);
+        // QMP did not take it: pressed again in a quarter second, not in a second.
+        let next = policy.next_deadline().expect("a press");
+        assert!(
+            next < sent + Duration::from_millis(500),
+            "{:?}",
+            next - sent
+        );
+    }
+
+    #[test]
+    fn sigchld_is_no_event_and_every_other_signal_is() {
+        assert_eq!(signal_event(libc::SIGCHLD), None);
+        for signo in [libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP, 37] {
+            assert_eq!(signal_event(signo), Some(Event::Signal(signo)));
+        }
     }
 }
