@@ -188,15 +188,18 @@ impl Policy {
             }
             Event::NetworkChanged | Event::Reconciled { .. } | Event::Tick => {}
         }
+        // The deadlines, QEMU's first.
         self.stop.tick(now, &mut actions);
         if self.stop.guest_running() {
             self.hotplug.tick(now, &mut actions);
         } else {
+            // Nothing is reconciled or plugged any more.
             self.hotplug = Hotplug::default();
         }
         for helper in &mut self.helpers {
             helper.tick(now, &mut actions);
         }
+        // vminit exits once QEMU and every helper are gone.
         if self.helpers.iter().all(Helper::stopped) {
             actions.extend(self.stop.finish());
         }
