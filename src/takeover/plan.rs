@@ -15,12 +15,15 @@ use crate::net::step::{MacLinkKind, Step};
 use crate::net::types::{Ipv4Net, Ipv6Net, Mac, Route};
 use crate::takeover::identity::{self, Identity};
 use crate::takeover::plan6::{self, Guest6, Nic6};
+use crate::takeover::slot::Slot;
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NicPlan {
     /// The container NIC whose identity the guest takes (`eth0`).
     pub lower: String,
+    /// Its place among the guest's NICs, which makes every name below.
+    pub slot: Slot,
     /// The macvtap that carries the guest's traffic (`vmtap0`).
     pub tap: String,
     /// The container's bridge-mode macvlan to reach the guest (`vmlink0`).
@@ -145,13 +148,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         let router6 = Some(nic.link.index) == router_nic6;
-        let (guest, steps, warning, guest6) =
-            plan_nic(i, nic, (router, router6), &mut taken, random);
-        plan.warnings.extend(warning);
-        plan.counts.push(steps.len());
-        plan.steps.extend(steps);
-        plan.nics.push(guest);
-        plan.v6.extend(guest6);
+        let planned = plan_nic(Slot(i), nic, (router, router6), &mut taken, random);
+        plan.warnings.extend(planned.warning);
+        plan.counts.push(planned.steps.len());
+        plan.steps.extend(planned.steps);
+        plan.nics.push(planned.nic);
+        plan.v6.extend(planned.v6);
     }
     Ok(plan)
 }
@@ -170,12 +172,12 @@ fn router_nic6(candidates: &[Candidate]) -> Option<u32> {
 /// hand it over, and its IPv6 side. `routers`: it gives the guest the IPv4 and the IPv6
 /// default route. `taken`: addresses its door must avoid; its door's is added.
 fn plan_nic(
-    slot: usize,
+    slot: Slot,
     nic: &Candidate,
     (router, router6): (bool, bool),
     taken: &mut Vec<Ipv4Addr>,
     random: [u8; 6],
-) -> (NicPlan, Vec<Step>, Option<String>, Option<Guest6>) {
+) -> PlannedNic {
     let addr = nic.addr.as_ref().map(|a| a.net);
     let door_addr = match addr {
         Some(addr) => door_address(addr, taken),
@@ -201,8 +203,9 @@ fn plan_nic(
     });
     let guest = NicPlan {
         lower: nic.link.name.clone(),
-        tap: format!("vmtap{slot}"),
-        door: format!("vmlink{slot}"),
+        slot,
+        tap: slot.tap(),
+        door: slot.door(),
         mac: nic.mac,
         mtu: nic.link.mtu,
         addr,
@@ -210,7 +213,7 @@ fn plan_nic(
         guest_routes,
         door_addr,
     };
-    let steps = takeover(slot, nic, &guest, Mac::local_from(random));
+    let steps = takeover(nic, &guest, Mac::local_from(random));
     let guest6 = plan6::guest6(
         &guest.lower,
         &guest.door,
@@ -219,7 +222,21 @@ fn plan_nic(
         &nic.nic6,
         router6,
     );
-    (guest, steps, warning, guest6)
+    PlannedNic {
+        nic: guest,
+        steps,
+        warning,
+        v6: guest6,
+    }
+}
+
+/// One container NIC planned: its guest NIC, the steps that hand it over, what the guest
+/// will not get (one log line), and its IPv6 side when it has IPv6 to give.
+struct PlannedNic {
+    nic: NicPlan,
+    steps: Vec<Step>,
+    warning: Option<String>,
+    v6: Option<Guest6>,
 }
 
 /// What changed among the container's NICs while the guest runs (`docker network connect`
@@ -284,19 +301,28 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .flatten();
     let mut taken = state.addresses_in_use();
     taken.extend(stay.iter().map(|g| g.door_addr));
-    let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
-    used.extend(state.links.iter().filter_map(|l| slot_of(&l.name)));
+    // A free slot: no guest NIC has it, and no link of the namespace has one of its names.
+    let mut used: Vec<Slot> = stay.iter().map(|g| g.slot).collect();
+    let free = |s: &Slot, used: &[Slot]| {
+        !used.contains(s) && !state.links.iter().any(|l| s.owns_link(&l.name))
+    };
     for (i, nic) in fresh.iter().enumerate() {
-        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        let slot = (0..)
+            .map(Slot)
+            .find(|s| free(s, &used))
+            .expect("a free slot");
         used.push(slot);
-        let random = input.random_macs.get(i).copied().unwrap_or([slot as u8; 6]);
+        let random = input
+            .random_macs
+            .get(i)
+            .copied()
+            .unwrap_or([slot.0 as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         // A NIC that joins later never gives the guest an IPv6 default route.
-        let (guest, steps, warning, guest6) =
-            plan_nic(slot, nic, (router, false), &mut taken, random);
-        changes.warnings.extend(warning);
-        changes.added.push((guest, steps));
-        changes.v6.extend(guest6);
+        let planned = plan_nic(slot, nic, (router, false), &mut taken, random);
+        changes.warnings.extend(planned.warning);
+        changes.added.push((planned.nic, planned.steps));
+        changes.v6.extend(planned.v6);
     }
     changes
 }
@@ -319,18 +345,6 @@ fn router_moved_to(state: &NetState, stay: &[&NicPlan]) -> Option<(String, Ipv4A
     stay.iter()
         .find(|g| g.addr.is_some() && (g.door == link.name || g.lower == link.name))
         .map(|g| (g.lower.clone(), gateway))
-}
-
-/// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
-fn slot_of(name: &str) -> Option<usize> {
-    let digits = name
-        .strip_prefix("vmtap")
-        .or_else(|| name.strip_prefix("vmlink"))
-        .or_else(|| {
-            name.strip_prefix("vmrec")
-                .map(|r| r.split('.').next().unwrap_or(""))
-        })?;
-    digits.parse().ok()
 }
 
 /// The NICs to attach, in guest order, or why that is impossible.
@@ -523,8 +537,8 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 /// killed at any later step can be recovered; then the NIC gives up its address (and with
 /// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
 /// routes back.
-fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
-    let mut steps = write_record(i, nic, guest);
+fn takeover(nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
+    let mut steps = write_record(nic, guest);
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     steps.push(Step::SetMac {
@@ -541,7 +555,7 @@ fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Ste
 /// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
 /// device) with the first part of the identity record in its alias, and down carrier links
 /// for the rest of a long one.
-fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     let identity = Identity {
         lower: guest.lower.clone(),
         mac: nic.mac,
@@ -556,7 +570,7 @@ fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     for (k, alias) in identity.aliases().into_iter().enumerate() {
         let (name, up) = match k {
             0 => (guest.door.clone(), true),
-            _ => (format!("vmrec{i}.{}", k + 1), false),
+            _ => (guest.slot.record(k + 1), false),
         };
         steps.push(Step::AddLink {
             kind: MacLinkKind::Macvlan,
