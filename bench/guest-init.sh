@@ -21,7 +21,7 @@
 #   BENCH-HOTPLUG added NAME ADDR/PREFIX|none SEEN DONE
 #                            (bench_hotplug=1) a NIC appeared; the guest's uptime (s) when the
 #                            watcher noticed it and when it was configured (DHCP done)
-#   BENCH-READY
+#   BENCH-READY              (iperf3 listens on 5201, busybox httpd on 8080)
 #   BENCH-ERROR TEXT
 
 . /lib/guest.sh # the test guest's shared boot steps (tests/guest/lib.sh)
@@ -88,6 +88,9 @@ fi
 if [ -x /usr/bin/iperf3 ]; then
 	iperf3 -s -D --logfile /var/log/iperf3.log || echo "BENCH-ERROR iperf3"
 fi
+# Short connections (bench/connrate.py): a tiny page over HTTP/1.0 on port 8080.
+mkdir -p /www && echo ok >/www/index.html
+httpd -p 8080 -h /www || echo "BENCH-ERROR httpd"
 stamp ready
 echo BENCH-READY
 

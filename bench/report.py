@@ -16,6 +16,8 @@ Raw data (all written by bench/run.sh):
                                  guest runs: the attach stamp, the first reply from the guest on it)
   plug/rR.log, plug/rR.console   vminit's stderr and the guest's console of that run, timestamped
   iperf/PATH-up|down.json        iperf3 -J output
+  mq.tsv                         queues run conn_per_s conn_failed (CPU_CORES=2, NIC_QUEUES=queues);
+                                 iperf/mqQ-up|down-R.json: iperf3 -P 4 of the same boot
 """
 
 import json
@@ -400,18 +402,23 @@ def plug_spread(key, d=0):
 # ---- throughput ------------------------------------------------------------------------------
 
 
-def mbps(path, direction):
-    """The median over the repetitions of the receiver's rate, Mbit/s."""
-    rates = []
+def rates(path, direction):
+    """Every repetition's receiver rate, Mbit/s."""
+    out = []
     for k in range(1, 100):
         p = os.path.join(RES, "iperf", f"{path}-{direction}-{k}.json")
         if not os.path.exists(p):
             break
         try:
-            rates.append(json.load(open(p))["end"]["sum_received"]["bits_per_second"] / 1e6)
+            out.append(json.load(open(p))["end"]["sum_received"]["bits_per_second"] / 1e6)
         except (OSError, ValueError, KeyError):
             pass
-    return med(rates)
+    return out
+
+
+def mbps(path, direction):
+    """The median over the repetitions of the receiver's rate, Mbit/s."""
+    return med(rates(path, direction))
 
 
 PATHS = [
@@ -421,6 +428,21 @@ PATHS = [
     ("usernet", "guest via QEMU user-mode networking (slirp, hostfwd)"),
 ]
 tput = {p: (mbps(p, "up"), mbps(p, "down")) for p, _ in PATHS}
+
+
+def spread(values, d=0):
+    """`median (min–max), n=N` of the values, or `–` when there are none."""
+    if not values:
+        return "–"
+    return f"**{ms(med(values), d)}** ({ms(min(values), d)}–{ms(max(values), d)}), n={len(values)}"
+
+
+mq_rows = read_tsv("mq.tsv")
+MQ = {}
+for q in (1, 2):
+    conns = [float(r["conn_per_s"]) for r in mq_rows if r["queues"] == str(q) and r["conn_per_s"]]
+    MQ[q] = {"up": rates(f"mq{q}", "up"), "down": rates(f"mq{q}", "down"), "conn": conns,
+             "failed": sum(int(r["conn_failed"] or 0) for r in mq_rows if r["queues"] == str(q))}
 
 # ---- the report ------------------------------------------------------------------------------
 
@@ -482,6 +504,11 @@ up, down = tput["vminit"]
 w(f"- **Throughput** through vminit's macvtap: {ms(up, 0)} Mbit/s to the guest, {ms(down, 0)} Mbit/s from it "
   f"(user-mode networking: {ms(tput['usernet'][0], 0)} / {ms(tput['usernet'][1], 0)}; veth ceiling: "
   f"{ms(tput['veth'][0], 0)} / {ms(tput['veth'][1], 0)}).")
+if mq_rows:
+    w(f"- **Multiqueue** (two vCPUs, section 4b): 4 iperf3 streams to the guest "
+      f"{ms(med(MQ[1]['up']), 0)} Mbit/s with one queue, {ms(med(MQ[2]['up']), 0)} with two; from it "
+      f"{ms(med(MQ[1]['down']), 0)} / {ms(med(MQ[2]['down']), 0)}; short connections "
+      f"{ms(med(MQ[1]['conn']), 0)} / {ms(med(MQ[2]['conn']), 0)} per second.")
 w(f"- **Footprint**: a {int(machine.get('binary_bytes', 0)) / 1048576:.2f} MiB static binary, "
   f"{foot.get('vminit_rss_kb', '?')} KiB resident as PID 1 while the guest runs, "
   f"{foot.get('container_procs', '?')} processes in the container.")
@@ -753,6 +780,30 @@ for p, label in PATHS:
     a, b = tput[p]
     w(f"| {label} | {ms(a, 0)} | {ms(b, 0)} |")
 w("")
+
+if mq_rows:
+    w("## 4b. Multiqueue")
+    w("")
+    w(f"The bench guest with `CPU_CORES=2` (TCG runs one host thread per vCPU), booted by vminit "
+      f"{machine.get('mq_runs', '?')} times with `NIC_QUEUES=1` and as often with `NIC_QUEUES=2`, alternately. "
+      f"Each boot: iperf3 with 4 parallel streams, {machine.get('iperf_seconds', '?')} s each way, then "
+      f"{machine.get('iperf_seconds', '?')} s of short TCP connections from the peer to the guest's busybox httpd "
+      "(bench/connrate.py: 4 workers, each connecting, sending one HTTP/1.0 request and reading the answer "
+      "until the guest closes). Median (min–max) over the boots:")
+    w("")
+    w("| queues per NIC | to the guest, Mbit/s | from the guest, Mbit/s | connections per second | failed connections |")
+    w("|---:|---|---|---|---:|")
+    for q in (1, 2):
+        w(f"| {q} | {spread(MQ[q]['up'])} | {spread(MQ[q]['down'])} | {spread(MQ[q]['conn'])} | {MQ[q]['failed']} |")
+    w("")
+    if machine.get("mode") != "quick":
+        gains = []
+        for key, label in (("up", "to the guest"), ("down", "from the guest"), ("conn", "short connections")):
+            a, b = med(MQ[1][key]), med(MQ[2][key])
+            if a == a and b == b and a > 0:
+                gains.append(f"{label} {100.0 * (b - a) / a:+.0f}%")
+        w("Two queues against one: " + ", ".join(gains) + ".")
+        w("")
 
 w("## 5. Footprint")
 w("")

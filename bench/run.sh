@@ -20,6 +20,8 @@
 #      guest answers at the new NIC's address (vminit follows, the guest configures it by DHCP).
 #   4. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
 #      a hand-made macvtap (no vminit), QEMU user-mode networking, and plain veth (the ceiling).
+#   4b. Multiqueue: the guest with two vCPUs and NIC_QUEUES=1 against NIC_QUEUES=2: iperf3 with
+#      4 parallel streams both ways, and short TCP connections per second (bench/connrate.py).
 #   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
 #      runs, the Docker image size when `vminit:latest` exists.
 #
@@ -279,13 +281,15 @@ guest_times() {
 	echo "${out[*]}"
 }
 
-# iperf_pair NAME NETNS SERVER [PORT]: IPERF_REPS tests each way, client in NETNS against SERVER.
+# iperf_pair NAME NETNS SERVER [PORT] [STREAMS]: IPERF_REPS tests each way (numbered from
+# IPERF_FIRST, default 1), client in NETNS against SERVER, STREAMS parallel streams (default 1).
 # Retries a few times: the guest's server may still be starting when the guest reports ready.
 iperf_pair() {
-	local name=$1 ns=$2 server=$3 port=${4:-5201} dir args try json k
-	for ((k = 1; k <= IPERF_REPS; k++)); do
+	local name=$1 ns=$2 server=$3 port=${4:-5201} streams=${5:-1} dir args try json k
+	local first=${IPERF_FIRST:-1}
+	for ((k = first; k < first + IPERF_REPS; k++)); do
 		for dir in up down; do
-			args=(-c "$server" -p "$port" -t "$IPERF_SECONDS" -J --connect-timeout 5000)
+			args=(-c "$server" -p "$port" -t "$IPERF_SECONDS" -P "$streams" -J --connect-timeout 5000)
 			[[ $dir == down ]] && args+=(-R)
 			json=$RES/iperf/$name-$dir-$k.json
 			for try in 1 2 3 4 5; do
@@ -562,6 +566,50 @@ bg_stop "$srv" 2
 ctr_delete "$ctr"
 
 # ---------------------------------------------------------------------------------------------
+# 4b. Multiqueue: one queue pair per NIC against two, with two vCPUs
+# ---------------------------------------------------------------------------------------------
+
+# mq_run QUEUES R: vminit boots the bench guest with CPU_CORES=2 and NIC_QUEUES=QUEUES; iperf3
+# with 4 parallel streams each way, then short connections (bench/connrate.py, 4 workers)
+# from the peer to the guest's httpd. Appends a line to mq.tsv; the iperf3 JSON goes to
+# iperf/mqQUEUES-up|down-R.json.
+mq_run() {
+	local q=$1 r=$2 id ctr console ctr_pid pid1 conn t_stop
+	id=$((++CTR_SEQ))
+	ctr=$(ctr_create "$id" 1)
+	console=$RES/mq/q$q-r$r.console
+	bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM CPU_CORES=2 NIC_QUEUES="$q" \
+		VMINIT_DISK="$WORK/mq.qcow2" VMINIT_QEMU="$QEMU" -- \
+		"$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
+		</dev/null >"$console" 2>"$RES/mq/q$q-r$r.log"
+	ctr_pid=$LAST_PID
+	wait_for 300 grep -q BENCH-READY "$console" ||
+		die "multiqueue run q$q r$r: the guest never got ready; see $console"
+	IPERF_REPS=1 IPERF_FIRST=$r iperf_pair "mq$q" "$PEER" "$GUEST_IP" 5201 4
+	conn=$(timeout $((IPERF_SECONDS + 30)) ip netns exec "$PEER" "$PY" "$BENCH/connrate.py" \
+		"$GUEST_IP" 8080 "$IPERF_SECONDS" 4 || echo "rate= failed=")
+	printf '%s\t%s\t%s\t%s\n' "$q" "$r" "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$conn")" \
+		"$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$conn")" >>"$RES/mq.tsv"
+	pid1=$(pid1_of "$ctr_pid")
+	t_stop=$SECONDS
+	if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
+	while kill -0 "$ctr_pid" 2>/dev/null && ((SECONDS - t_stop < 20)); do sleep 0.05; done
+	kill -0 "$ctr_pid" 2>/dev/null && kill_tree "$ctr_pid"
+	wait "$ctr_pid" 2>/dev/null || true
+	ctr_delete "$ctr"
+}
+
+MQ_RUNS=$([[ $MODE == quick ]] && echo 1 || echo 3)
+say "multiqueue: $MQ_RUNS boots each with 1 and 2 queues per NIC (CPU_CORES=2)"
+mkdir -p "$RES/mq"
+qemu-img create -q -f qcow2 "$WORK/mq.qcow2" 64M
+printf 'queues\trun\tconn_per_s\tconn_failed\n' >"$RES/mq.tsv"
+for ((r = 1; r <= MQ_RUNS; r++)); do
+	if ((r % 2)); then qs=(1 2); else qs=(2 1); fi
+	for q in "${qs[@]}"; do mq_run "$q" "$r"; done
+done
+
+# ---------------------------------------------------------------------------------------------
 # 5. The machine, the binary, the image; then the report
 # ---------------------------------------------------------------------------------------------
 
@@ -589,6 +637,7 @@ fi
 	echo "distro_runs=$([[ $BENCH_DISTRO != no ]] && echo "$DISTRO_RUNS" || echo 0)"
 	echo "iperf_seconds=$IPERF_SECONDS"
 	echo "iperf_reps=$IPERF_REPS"
+	echo "mq_runs=$MQ_RUNS"
 	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
 	echo "cores=$(nproc)"

@@ -95,6 +95,12 @@ impl Default for Paths {
     }
 }
 
+/// Queue pairs a guest NIC gets by default: one per vCPU up to this many.
+pub const DEFAULT_MAX_QUEUES: u32 = 8;
+/// The most `NIC_QUEUES` may ask for (each queue pair is one open descriptor of the tap
+/// and two MSI-X vectors in the guest).
+pub const MAX_QUEUES: u32 = 64;
+
 /// Everything vminit was told, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -106,6 +112,9 @@ pub struct Config {
     pub dhcp: bool,
     pub ram: String,
     pub cpus: u32,
+    /// Queue pairs per guest NIC (`NIC_QUEUES`; default one per vCPU, at most
+    /// `DEFAULT_MAX_QUEUES`).
+    pub nic_queues: u32,
     pub accel: Accel,
     pub vhost: Vhost,
     pub stop_timeout: Duration,
@@ -156,6 +165,7 @@ where
         dhcp: true,
         ram: "1G".into(),
         cpus: 1,
+        nic_queues: 1,
         accel: Accel::Auto,
         vhost: Vhost::Auto,
         stop_timeout: Duration::from_secs(8),
@@ -195,6 +205,20 @@ where
             }
         };
     }
+    config.nic_queues = match nonempty(env, "NIC_QUEUES") {
+        None => config.cpus.min(DEFAULT_MAX_QUEUES),
+        Some(n) => match n.parse::<u32>() {
+            Ok(q) if (1..=MAX_QUEUES).contains(&q) => q,
+            _ => {
+                return Err(bad(
+                    "NIC_QUEUES",
+                    format!(
+                        "{n:?} is not a number of queues per NIC; use 1 (no multiqueue) to {MAX_QUEUES}"
+                    ),
+                ));
+            }
+        },
+    };
     config.accel = match nonempty(env, "ACCEL").as_deref() {
         None | Some("auto") => Accel::Auto,
         Some("kvm") => Accel::Kvm,
@@ -632,6 +656,20 @@ mod tests {
     }
 
     #[test]
+    fn a_nic_gets_one_queue_per_vcpu_up_to_eight_unless_nic_queues_says() {
+        let queues = |env: &[(&str, &str)]| {
+            let mut env = env.to_vec();
+            env.push(("AUTO_ATTACH", "yes"));
+            parse_with(&[], &env).unwrap().nic_queues
+        };
+        assert_eq!(queues(&[]), 1);
+        assert_eq!(queues(&[("CPU_CORES", "2")]), 2);
+        assert_eq!(queues(&[("CPU_CORES", "32")]), 8);
+        assert_eq!(queues(&[("CPU_CORES", "4"), ("NIC_QUEUES", "1")]), 1);
+        assert_eq!(queues(&[("CPU_CORES", "2"), ("NIC_QUEUES", "16")]), 16);
+    }
+
+    #[test]
     fn sizes_counts_and_modes_are_validated() {
         let ok = parse_with(
             &[],
@@ -660,6 +698,9 @@ mod tests {
             ("RAM_SIZE", "0"),
             ("RAM_SIZE", "2GB"),
             ("CPU_CORES", "0"),
+            ("NIC_QUEUES", "0"),
+            ("NIC_QUEUES", "65"),
+            ("NIC_QUEUES", "many"),
             ("ACCEL", "hvf"),
             ("VHOST", "maybe"),
             ("ENABLE_DHCP", "sometimes"),

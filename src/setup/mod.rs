@@ -12,7 +12,7 @@ use guest::{Guest, GuestNics};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
@@ -443,7 +443,7 @@ impl<'a> Boot<'a> {
             .zip(taps)
             .map(|(n, t)| qemu::GuestNic {
                 slot: n.slot,
-                fd: t.fd.as_raw_fd(),
+                fds: t.raw_fds(),
                 mac: n.mac,
                 mtu: n.mtu,
             })
@@ -505,7 +505,7 @@ impl<'a> Boot<'a> {
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
         log::info!("starting {}", qemu::shell_line(argv));
-        let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut keep: Vec<RawFd> = taps.iter().flat_map(Tap::raw_fds).collect();
         keep.extend(self.checked.disk.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
@@ -549,6 +549,7 @@ fn take_over_nic(
             &nic.tap,
             index,
             checked.tap_major,
+            config.nic_queues,
         )
     });
     taken.node = tap.as_ref().ok().map(|t| t.path.clone());

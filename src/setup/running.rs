@@ -268,17 +268,25 @@ impl Guest<'_> {
         }
     }
 
-    /// One NIC into the running guest: its tap fd (`getfd`), a netdev on it, a virtio-net
-    /// device with its MAC and MTU. A device QEMU refuses takes its netdev with it.
+    /// One NIC into the running guest: its tap fds (a `getfd` each), a netdev on them, a
+    /// virtio-net device with its MAC and MTU (multiqueue for several fds). A device QEMU refuses takes its netdev with it.
     fn hot_plug(&self, nic: &NicPlan, tap: &Tap) -> Result<()> {
-        let [getfd, netdev_add, device_add] =
-            qemu::plug_commands(nic.slot, self.checked.vhost, nic.mac, nic.mtu);
+        let plug = qemu::plug_commands(
+            nic.slot,
+            tap.fds.len(),
+            self.checked.vhost,
+            nic.mac,
+            nic.mtu,
+        );
         let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
             .map_err(|e| Error::os("connect to QMP", e))?;
-        qmp.run_with_fd(&getfd, tap.fd.as_fd())
-            .and_then(|_| qmp.run(&netdev_add))
+        plug.getfd
+            .iter()
+            .zip(&tap.fds)
+            .try_for_each(|(getfd, fd)| qmp.run_with_fd(getfd, fd.as_fd()).map(drop))
+            .and_then(|_| qmp.run(&plug.netdev_add))
             .map_err(|e| Error::os(format!("QMP netdev_add {}", nic.slot.netdev()), e))?;
-        if let Err(e) = qmp.run(&device_add) {
+        if let Err(e) = qmp.run(&plug.device_add) {
             let [_, netdev_del] = qemu::unplug_commands(nic.slot);
             let _ = qmp.run(&netdev_del);
             return Err(Error::os("QMP device_add", e));

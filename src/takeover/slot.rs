@@ -1,7 +1,7 @@
 //! A guest NIC's place, and every name that belongs to it (pure).
 //!
 //! The Nth guest NIC owns its links (`vmtapN`, `vmlinkN`, the record carriers `vmrecN.K`),
-//! its QEMU objects (netdev `netN`, device `nicN`, the hot-plugged descriptor `tapN`) and
+//! its QEMU objects (netdev `netN`, device `nicN`, the hot-plugged descriptors `tapN.Q`) and
 //! its dnsmasq tag (`vmN`). They are all made here, from the number, and never read back
 //! out of a name: what a name's slot is, the one who made it knows.
 
@@ -47,9 +47,10 @@ impl Slot {
         format!("nic{}", self.0)
     }
 
-    /// The name QMP `getfd` gives the tap descriptor of a hot-plugged NIC.
-    pub fn fd_name(self) -> String {
-        format!("tap{}", self.0)
+    /// The name QMP `getfd` gives the descriptor of queue `queue` (0, 1, …) of a
+    /// hot-plugged NIC's tap.
+    pub fn fd_name(self, queue: usize) -> String {
+        format!("tap{}.{queue}", self.0)
     }
 
     /// dnsmasq's tag for what it tells this NIC's guest.
@@ -78,11 +79,11 @@ mod tests {
                 s.record(2),
                 s.netdev(),
                 s.device(),
-                s.fd_name(),
+                s.fd_name(1),
                 s.dhcp_tag()
             ],
             [
-                "vmtap3", "vmlink3", "vmrec3.2", "net3", "nic3", "tap3", "vm3"
+                "vmtap3", "vmlink3", "vmrec3.2", "net3", "nic3", "tap3.1", "vm3"
             ]
         );
     }

@@ -14,11 +14,19 @@ use crate::error::{Error, Result};
 use crate::vm::accel::KvmStatus;
 use crate::vm::disk::{self, Format, MAX_LAYERS};
 
-/// A macvtap's character device, open for QEMU (no CLOEXEC: QEMU inherits it).
+/// A macvtap's character device, open for QEMU (no CLOEXEC: QEMU inherits it), once per
+/// queue pair: each open of a macvtap's node is one more queue.
 #[derive(Debug)]
 pub struct Tap {
     pub path: PathBuf,
-    pub fd: OwnedFd,
+    /// At least one.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Tap {
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.fds.iter().map(AsRawFd::as_raw_fd).collect()
+    }
 }
 
 /// The major number the kernel gave the macvtap driver, from /proc/devices.
@@ -90,7 +98,7 @@ pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> Result<()> {
     }
 }
 
-/// Creates `/dev/tap<ifindex>` for a macvtap and opens it for QEMU.
+/// Creates `/dev/tap<ifindex>` for a macvtap and opens it for QEMU, once per queue.
 ///
 /// `mknod /dev/tapN c MAJ MIN` with MAJ:MIN from
 /// `/sys/class/net/<tap>/macvtap/tap<ifindex>/dev`, then `open` without `O_CREAT`
@@ -101,6 +109,7 @@ pub fn open_tap(
     tap: &str,
     ifindex: u32,
     major: Option<u64>,
+    queues: u32,
 ) -> Result<Tap> {
     let candidates = [
         sys_class_net
@@ -150,11 +159,13 @@ pub fn open_tap(
         })?;
     }
     log::info!("mknod {} c {maj} {min}", path.display());
-    let opened = open_char_device(&path, maj);
+    let opened: Result<Vec<OwnedFd>> = (0..queues.max(1))
+        .map(|_| open_char_device(&path, maj))
+        .collect();
     if opened.is_err() {
         let _ = fs::remove_file(&path);
     }
-    Ok(Tap { fd: opened?, path })
+    Ok(Tap { fds: opened?, path })
 }
 
 /// Opens a device node without `O_CREAT` and `O_CLOEXEC`, and checks it is a character

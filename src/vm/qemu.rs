@@ -14,7 +14,8 @@ use crate::vm::disk::{File, Format, Layer};
 pub struct GuestNic {
     /// Its place, which names its netdev and device.
     pub slot: Slot,
-    pub fd: RawFd,
+    /// Its tap's descriptors, one per queue pair (at least one).
+    pub fds: Vec<RawFd>,
     pub mac: Mac,
     pub mtu: u32,
 }
@@ -100,20 +101,43 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     }
     for nic in q.nics {
         let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
+        let fds: Vec<String> = nic.fds.iter().map(RawFd::to_string).collect();
         push("-netdev".into());
         push(format!(
-            "tap,id={netdev},fd={},vhost={}",
-            nic.fd,
+            "tap,id={netdev},{},vhost={}",
+            fd_option(&fds),
             if q.vhost { "on" } else { "off" }
         ));
         push("-device".into());
         push(format!(
-            "virtio-net-pci,netdev={netdev},id={device},mac={},host_mtu={}",
-            nic.mac, nic.mtu
+            "virtio-net-pci,netdev={netdev},id={device},mac={},host_mtu={}{}",
+            nic.mac,
+            nic.mtu,
+            multiqueue_option(fds.len())
         ));
     }
     a.extend(q.extra.iter().cloned());
     a
+}
+
+/// A tap netdev's descriptors: `fd=A` for one queue, `fds=A:B:…` for several (QEMU then
+/// makes one queue pair per descriptor, and with vhost one vhost-net per queue).
+fn fd_option(fds: &[String]) -> String {
+    match fds {
+        [one] => format!("fd={one}"),
+        _ => format!("fds={}", fds.join(":")),
+    }
+}
+
+/// What virtio-net needs for `queues` queue pairs: multiqueue on, and an MSI-X vector for
+/// each queue of each pair plus one for the control queue and one for configuration
+/// changes. Nothing for one queue (the device as before).
+fn multiqueue_option(queues: usize) -> String {
+    if queues > 1 {
+        format!(",mq=on,vectors={}", 2 * queues + 2)
+    } else {
+        String::new()
+    }
 }
 
 /// QEMU's seccomp sandbox with every deny option that does not break a guest.
@@ -195,21 +219,42 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
     a
 }
 
-/// The QMP commands that plug one more NIC into the running guest, in order: `getfd`
-/// names the tap descriptor passed with it, which becomes the slot's netdev, and a
-/// virtio-net-pci device with the guest's MAC and MTU goes on the machine's PCI bus, which
-/// the default `pc` machine hot-plugs through ACPI.
-pub fn plug_commands(slot: Slot, vhost: bool, mac: Mac, mtu: u32) -> [String; 3] {
-    let (fd, netdev, device) = (slot.fd_name(), slot.netdev(), slot.device());
-    [
-        format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fd}"}}}}"#),
-        format!(
-            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"{netdev}","fd":"{fd}","vhost":{vhost}}}}}"#
+/// The QMP commands that plug one more NIC into the running guest, in order.
+pub struct Plug {
+    /// One `getfd` per queue, each naming the tap descriptor passed with it.
+    pub getfd: Vec<String>,
+    /// The slot's netdev on those descriptors.
+    pub netdev_add: String,
+    /// A virtio-net-pci device with the guest's MAC and MTU (and multiqueue for several
+    /// queues) on the machine's PCI bus, which the default `pc` machine hot-plugs through
+    /// ACPI.
+    pub device_add: String,
+}
+
+/// The QMP commands that plug a NIC with `queues` queue pairs into the running guest.
+pub fn plug_commands(slot: Slot, queues: usize, vhost: bool, mac: Mac, mtu: u32) -> Plug {
+    let (netdev, device) = (slot.netdev(), slot.device());
+    let names: Vec<String> = (0..queues.max(1)).map(|q| slot.fd_name(q)).collect();
+    let fds = match names.as_slice() {
+        [one] => format!(r#""fd":"{one}""#),
+        _ => format!(r#""fds":"{}""#, names.join(":")),
+    };
+    let mq = match names.len() {
+        1 => String::new(),
+        n => format!(r#","mq":true,"vectors":{}"#, 2 * n + 2),
+    };
+    Plug {
+        getfd: names
+            .iter()
+            .map(|fd| format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fd}"}}}}"#))
+            .collect(),
+        netdev_add: format!(
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"{netdev}",{fds},"vhost":{vhost}}}}}"#
         ),
-        format!(
-            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"{device}","netdev":"{netdev}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+        device_add: format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"{device}","netdev":"{netdev}","mac":"{mac}","host_mtu":{mtu}{mq}}}}}"#
         ),
-    ]
+    }
 }
 
 /// The QMP commands that take a NIC out of the running guest: the device (the guest
@@ -276,13 +321,13 @@ mod tests {
         let nics = [
             GuestNic {
                 slot: Slot(0),
-                fd: 5,
+                fds: vec![5],
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
                 mtu: 1500,
             },
             GuestNic {
                 slot: Slot(1),
-                fd: 6,
+                fds: vec![6],
                 mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
                 mtu: 1450,
             },
@@ -473,23 +518,83 @@ mod tests {
 
     #[test]
     fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
-        let [getfd, netdev, device] =
-            plug_commands(Slot(3), false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        let plug = plug_commands(Slot(3), 1, false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
         assert_eq!(
-            getfd,
-            r#"{"execute":"getfd","arguments":{"fdname":"tap3"}}"#
+            plug.getfd,
+            [r#"{"execute":"getfd","arguments":{"fdname":"tap3.0"}}"#]
         );
         assert_eq!(
-            netdev,
-            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
+            plug.netdev_add,
+            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3.0","vhost":false}}"#
         );
         assert_eq!(
-            device,
+            plug.device_add,
             r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
         );
         let [del, netdel] = unplug_commands(Slot(3));
         assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
         assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
+    }
+
+    #[test]
+    fn a_hot_plugged_multiqueue_nic_passes_one_fd_per_queue_and_asks_for_its_vectors() {
+        let plug = plug_commands(Slot(2), 3, true, Mac([2, 0x42, 10, 2, 0, 5]), 1500);
+        let names: Vec<&str> = plug
+            .getfd
+            .iter()
+            .map(|c| c.split('"').nth(9).unwrap())
+            .collect();
+        assert_eq!(names, ["tap2.0", "tap2.1", "tap2.2"]);
+        assert!(
+            plug.netdev_add
+                .contains(r#""id":"net2","fds":"tap2.0:tap2.1:tap2.2","vhost":true"#),
+            "{}",
+            plug.netdev_add
+        );
+        assert!(
+            plug.device_add
+                .ends_with(r#""host_mtu":1500,"mq":true,"vectors":8}}"#),
+            "{}",
+            plug.device_add
+        );
+    }
+
+    #[test]
+    fn a_multiqueue_nic_is_a_tap_on_all_its_fds_with_mq_and_two_vectors_per_queue_pair() {
+        let nics = [GuestNic {
+            slot: Slot(0),
+            fds: vec![5, 9, 10, 11],
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a: Vec<String> = argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: true,
+            ram: "512M",
+            cpus: 4,
+            disk: &plain_disk(),
+            sandbox: true,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &nics,
+            display: &[],
+            seed: None,
+            extra: &[],
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "tap,id=net0,fds=5:9:10:11,vhost=on"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500,mq=on,vectors=10"
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod harness_selftest;
 mod hotplug;
 mod ipv6;
 mod lifecycle;
+mod multiqueue;
 mod network;
 mod restore;
 mod seed;
