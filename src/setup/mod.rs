@@ -245,7 +245,6 @@ impl<'a> Boot<'a> {
         self.start_dnsmasq(&plan)?;
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
-        self.open_announcers(&plan, &learned)?;
         let accel = match forced {
             Some(accel) => accel,
             None => self.choose_accelerator(kvm)?,
@@ -256,7 +255,16 @@ impl<'a> Boot<'a> {
         if let Some(shell) = self.checked.shell.clone() {
             return Err(self.exec_shell(&shell, &argv));
         }
-        self.start_qemu(&argv, taps)
+        let qemu = self.start_qemu(&argv, taps)?;
+        // The announcers are nothing the guest can use before it has booted, so they open
+        // while QEMU starts: a guest solicits routers and asks DHCPv6 only once its
+        // link-local address has passed duplicate address detection (a second at least, RFC
+        // 4862), and what it sends after this line waits in the sockets for the supervisor.
+        if let Err(e) = self.open_announcers(&plan, &learned) {
+            stop_at_once(qemu);
+            return Err(e);
+        }
+        Ok(qemu)
     }
 
     /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
@@ -554,6 +562,12 @@ fn take_over_nic(
     });
     taken.node = tap.as_ref().ok().map(|t| t.path.clone());
     (Some(taken), tap)
+}
+
+/// Ends a QEMU that has just started, before its guest could do anything: SIGKILL, reaped.
+fn stop_at_once(qemu: Pid) {
+    let _ = nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(qemu, None);
 }
 
 /// The namespace as it is now.
