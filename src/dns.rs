@@ -304,6 +304,7 @@ mod tests {
             lower: format!("eth{i}"),
             tap: format!("vmtap{i}"),
             door: format!("vmlink{i}"),
+            datapath: crate::config::Datapath::Macvtap,
             mac: Mac([2, 0x42, 0, 0, 0, i as u8]),
             mtu: 1500,
             addr: Some(addr.parse().unwrap()),

@@ -44,8 +44,11 @@ mod setup;
 mod spawn;
 mod step;
 mod supervise;
+mod tapjoin;
+mod tc;
 #[cfg(test)]
 mod testing;
+mod tun;
 mod types;
 
 use std::io::Write;

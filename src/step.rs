@@ -10,6 +10,7 @@ use std::fmt;
 use crate::netstate::{
     IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6, RT_TABLE_MAIN, RTPROT_BOOT,
 };
+use crate::tc::Filter;
 use crate::types::Mac;
 
 /// The two kinds of MAC-based virtual links vminit creates, both in bridge mode.
@@ -111,6 +112,26 @@ pub enum Step {
         dev: String,
         neigh: Neigh6,
     },
+    /// The guest's tap (the tap datapath): a tap device on `/dev/net/tun`, held open for
+    /// QEMU, given `mac` and `mtu` and brought up.
+    AddTap {
+        name: String,
+        mac: Mac,
+        mtu: u32,
+    },
+    /// An ingress qdisc, where a link's tc filters hang.
+    AddIngress {
+        dev: String,
+    },
+    /// Deletes a link's ingress qdisc, and its filters with it.
+    DelIngress {
+        dev: String,
+    },
+    /// A tc filter on a link's ingress qdisc (it goes with the qdisc).
+    AddFilter {
+        dev: String,
+        filter: Filter,
+    },
 }
 
 impl Step {
@@ -128,7 +149,8 @@ impl Step {
                 mac: old,
                 old: mac,
             },
-            Step::AddLink { name, .. } => Step::DelLink { name },
+            Step::AddLink { name, .. } | Step::AddTap { name, .. } => Step::DelLink { name },
+            Step::AddIngress { dev } => Step::DelIngress { dev },
             Step::DelRoute6 { dev, route } => Step::AddRoute6 { dev, route },
             Step::AddRoute6 { dev, route } => Step::DelRoute6 { dev, route },
             Step::DelAddr6 { dev, addr } => Step::AddAddr6 { dev, addr },
@@ -141,7 +163,9 @@ impl Step {
             | Step::SetAlias { .. }
             | Step::TxChecksumOff { .. }
             | Step::NoAddrGen { .. }
-            | Step::SetUpAllMulticast { .. } => {
+            | Step::SetUpAllMulticast { .. }
+            | Step::DelIngress { .. }
+            | Step::AddFilter { .. } => {
                 return None;
             }
         })
@@ -291,6 +315,13 @@ impl fmt::Display for Step {
                 }
                 write!(f, " dev {dev}")
             }
+            Step::AddTap { name, mac, mtu } => write!(
+                f,
+                "ip tuntap add dev {name} mode tap vnet_hdr && ip link set {name} address {mac} mtu {mtu} up"
+            ),
+            Step::AddIngress { dev } => write!(f, "tc qdisc add dev {dev} ingress"),
+            Step::DelIngress { dev } => write!(f, "tc qdisc del dev {dev} ingress"),
+            Step::AddFilter { dev, filter } => write!(f, "tc filter add dev {dev} {filter}"),
         }
     }
 }

@@ -155,18 +155,7 @@ fn a_docker_macvlan_network_nic_is_taken_over_like_a_veth() {
     let net = Network::new(1);
     let ctr = Container::new();
     let (mac, cidr) = ("02:42:0a:01:00:07", "10.1.0.7/24");
-    let made = format!("mv{}", unique_id());
-    let moved = net.host_exec(&format!(
-        "ip link add link {} name {made} type macvlan mode bridge && ip link set {made} netns {}",
-        net.bridge,
-        ctr.ns().name()
-    ));
-    assert!(moved.success(), "{moved}");
-    ctr.ns().ip(&["link", "set", &made, "name", "eth0"]);
-    ctr.ns().ip(&["link", "set", "eth0", "address", mac]);
-    ctr.ns()
-        .ip(&["addr", "add", cidr, "brd", "+", "dev", "eth0"]);
-    ctr.ns().ip(&["link", "set", "eth0", "up"]);
+    ctr.add_macvlan_nic(&net, mac, cidr);
     ctr.set_default_route(net.gateway, "eth0");
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
