@@ -88,8 +88,8 @@ fn on_a_veth_the_tap_datapath_gives_the_guest_the_nic_and_the_network_reaches_it
     // The guest reaches the network through its gateway.
     guest_run(
         &vm,
-        &format!("ping -c 2 -W 2 {} && echo PING-OK", net.peer_ip),
-        "PING-OK",
+        &format!("ping -c 2 -W 2 {} && echo PING-$((40+2))", net.peer_ip),
+        "PING-42",
     );
     // The tap is a tun device, and no macvtap was made.
     let links = ctr.exec("ip -d -o link show").stdout;
@@ -135,8 +135,8 @@ fn on_a_macvlan_the_tap_datapath_keeps_the_nics_mac_for_the_guest() {
     assert!(ping.success(), "container pings the guest: {ping:?}");
     guest_run(
         &vm,
-        &format!("ping -c 2 -W 2 {} && echo PING-OK", net.peer_ip),
-        "PING-OK",
+        &format!("ping -c 2 -W 2 {} && echo PING-$((40+2))", net.peer_ip),
+        "PING-42",
     );
     stop(&vm);
     assert_eq!(ctr.net_state(), before, "the macvlan NIC is put back");
@@ -205,8 +205,8 @@ fn on_a_docker_ipv6_network_the_tap_datapath_gives_the_guest_the_containers_ipv6
     );
     guest_run(
         &vm,
-        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
-        "PING6-OK",
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-$((40+2))", v6.far),
+        "PING6-42",
     );
     assert!(net.peer_ping(nic.ip()), "and IPv4 too\n{}", vm.tails());
     let heard = listener.stop();
@@ -356,4 +356,115 @@ fn a_kill_during_a_tap_teardown_is_recovered_by_the_next_run() {
         k += 1;
     }
     assert!(k > 10, "a dual-stack tap teardown has more steps than {k}");
+}
+
+/// slirp4netns serving a container's `tap0`, as rootless Podman runs it; killed on drop.
+struct Slirp {
+    child: std::process::Child,
+    api: std::path::PathBuf,
+}
+
+impl Slirp {
+    /// `slirp4netns --configure --netns-type=path /run/netns/NS tap0`: tap0 with 10.0.2.100/24
+    /// and `mac`, a default route via 10.0.2.2; no way to the host's loopback or its DNS.
+    fn start(ctr: &Container, mac: &str) -> Slirp {
+        let api = std::env::temp_dir().join(format!("{}-slirp.sock", common::unique_id()));
+        let child = std::process::Command::new("slirp4netns")
+            .args(["--configure", "--mtu=1500", "--disable-host-loopback"])
+            .args(["--disable-dns", "--macaddress", mac, "--api-socket"])
+            .arg(&api)
+            .args(["--netns-type=path"])
+            .arg(format!("/run/netns/{}", ctr.ns().name()))
+            .arg("tap0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("slirp4netns runs (scripts/install-deps.sh installs it)");
+        let slirp = Slirp { child, api };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ctr
+            .exec("ip -4 -o addr show dev tap0")
+            .stdout
+            .contains("10.0.2.100/24")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slirp4netns made no tap0"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        slirp
+    }
+
+    /// Publishes the guest's TCP `port` on the host's 127.0.0.1:`host_port` (`podman run -p`).
+    fn forward(&self, host_port: u16, port: u16) {
+        use std::io::{Read, Write};
+        let mut api = std::os::unix::net::UnixStream::connect(&self.api).expect("the API socket");
+        let request = format!(
+            r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{host_port},"guest_addr":"10.0.2.100","guest_port":{port}}}}}"#
+        );
+        api.write_all(request.as_bytes()).expect("write to the API");
+        api.shutdown(std::net::Shutdown::Write)
+            .expect("end the request");
+        let mut answer = String::new();
+        api.read_to_string(&mut answer)
+            .expect("read the API's answer");
+        assert!(answer.contains("return"), "{answer}");
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.api);
+    }
+}
+
+#[test]
+fn on_slirp4netns_tap0_the_guest_takes_the_containers_address_and_a_published_port_reaches_it() {
+    let ctr = Container::new();
+    let mac = "02:50:00:00:01:64";
+    let slirp = Slirp::start(&ctr, mac);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = tap_vm(&ctr, &disk, "").spawn();
+
+    let r = report(&vm);
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(
+        (g.mac.as_str(), g.addrs.as_slice()),
+        (mac, ["10.0.2.100/24".to_string()].as_slice()),
+        "{}",
+        vm.tails()
+    );
+    assert_eq!(r.default_routes(), vec!["default via 10.0.2.2 dev eth0"]);
+    // slirp's gateway answers the guest.
+    // (What is waited for is computed by the guest: the console echoes the typed command.)
+    guest_run(
+        &vm,
+        "ping -c 2 -W 2 10.0.2.2 && echo PING-$((40+2))",
+        "PING-42",
+    );
+    // A port published on the host reaches a service in the guest.
+    guest_run(
+        &vm,
+        "mkdir -p /www && echo SERVED-BY-GUEST >/www/index.html && httpd -p 7777 -h /www && echo LISTENING-$((40+2))",
+        "LISTENING-42",
+    );
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    slirp.forward(port, 7777);
+    let got = common::run(&[
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 busybox nc 127.0.0.1 {port}"),
+    ]);
+    assert!(
+        got.stdout.contains("SERVED-BY-GUEST"),
+        "{got}\n{}",
+        vm.tails()
+    );
+    stop(&vm);
+    assert_eq!(ctr.net_state(), before, "tap0 is put back");
+    drop(slirp);
 }
