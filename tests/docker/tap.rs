@@ -75,3 +75,94 @@ fn on_a_macvlan_network_the_guest_resolves_another_containers_name_through_the_d
         );
     }
 }
+
+/// `docker-compose` of the shipped `deploy/compose.yaml` with the test guest as the command, its
+/// project directory holding the disk and the console's directory; `down` when dropped.
+struct ComposeProject {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+impl ComposeProject {
+    fn new() -> ComposeProject {
+        let fx = common::docker::fixtures();
+        let name = common::docker::unique_name("compose").replace('-', "");
+        let dir = fx.work.join(&name);
+        std::fs::create_dir_all(dir.join("disk")).expect("the project directory");
+        std::fs::create_dir_all(dir.join("console")).expect("the console directory");
+        common::make_qcow2(&dir.join("disk/image.qcow2"), "16M");
+        let guest = |f: &str| format!("{}/{f}", common::docker::GUEST_MOUNT);
+        let override_yaml = format!(
+            "version: \"3.7\"\nservices:\n  vm:\n    image: {image}\n    environment:\n      RAM_SIZE: 256M\n    volumes:\n      - {guest_dir}:{mount}:ro\n    command: [\"-kernel\", \"{kernel}\", \"-initrd\", \"{initrd}\", \"-append\", \"console=ttyS0 quiet\"]\n",
+            image = fx.image,
+            guest_dir = fx.guest_dir.display(),
+            mount = common::docker::GUEST_MOUNT,
+            kernel = guest("vmlinuz"),
+            initrd = guest("initramfs.cpio.gz"),
+        );
+        std::fs::write(dir.join("test-override.yaml"), override_yaml).expect("the override");
+        ComposeProject { dir, name }
+    }
+
+    fn run(&self, args: &[&str]) -> common::CmdOutput {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let compose = format!("{repo}/deploy/compose.yaml");
+        let over = self.dir.join("test-override.yaml");
+        let dir = self.dir.display().to_string();
+        let mut argv = vec![
+            "docker-compose",
+            "-f",
+            &compose,
+            "-f",
+            over.to_str().expect("a text path"),
+            "--project-directory",
+            &dir,
+            "-p",
+            &self.name,
+        ];
+        argv.extend_from_slice(args);
+        common::run_for(&argv, std::time::Duration::from_secs(120))
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.run(&["logs", "--no-color"]));
+        }
+        self.run(&["down", "-v", "-t", "1"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_shipped_compose_file_boots_a_vm_on_two_networks_and_down_stops_it_cleanly() {
+    // given
+    let sc = Scenario::new("compose");
+    let project = ComposeProject::new();
+    // when
+    let up = project.run(&["up", "-d"]);
+    assert!(up.success(), "{up}");
+    // then
+    let vm = format!("{}_vm_1", project.name);
+    let report = sc.guest_report(&vm);
+    let eps = sc.endpoints(&vm);
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    expect_guest_nics(&report, &eps.iter().collect::<Vec<_>>());
+    let front = common::docker::Net {
+        name: format!("{}_front", project.name),
+    };
+    let ep = sc.endpoint_on(&vm, &front);
+    sc.expect_answered(&front, ep.ip, &ep.mac, "the guest");
+    let logs = sc.logs(&vm);
+    assert!(logs.contains("datapath: tap (NET_DATAPATH=tap)"), "{logs}");
+    let socket = project.dir.join("console/vnc.sock");
+    assert!(socket.exists(), "the VNC console's socket\n{logs}");
+    // and `down` powers the guest off: vminit exits 0 in the grace period.
+    let stop = project.run(&["stop"]);
+    assert!(stop.success(), "{stop}");
+    let code = sc.inspect(&vm, "{{.State.ExitCode}}");
+    assert_eq!(code.trim(), "0", "{}", sc.logs_tail(&vm));
+    let down = project.run(&["down", "-v"]);
+    assert!(down.success(), "{down}");
+}
