@@ -261,7 +261,7 @@ fn with_the_tap_datapath_a_network_connected_while_the_guest_runs_joins_and_leav
 /// (then kills it) or starts QEMU; whether it paused.
 fn killed_at(ctr: &Container, disk: &ScratchDisk, datapath: &str, k: usize) -> bool {
     let log = disk.dir.join("standin.log");
-    let vm = crate::ipv6::standin_vm(ctr, disk, &log)
+    let vm = common::standin_vm(ctr, disk, &log)
         .env("NET_DATAPATH", datapath)
         .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
         .spawn();
@@ -278,7 +278,8 @@ fn killed_at(ctr: &Container, disk: &ScratchDisk, datapath: &str, k: usize) -> b
 
 #[test]
 fn a_kill_after_any_step_of_a_tap_takeover_is_recovered_by_either_datapath() {
-    use crate::ipv6::{assert_restored, docker_ipv6_container, standin_vm};
+    use crate::ipv6::{assert_restored, docker_ipv6_container};
+    use common::standin_vm;
     let net = Network::dual_stack(1);
     let (ctr, nic) = docker_ipv6_container(&net, 2);
     let before = ctr.net_state();
@@ -315,7 +316,8 @@ fn a_kill_after_any_step_of_a_tap_takeover_is_recovered_by_either_datapath() {
 
 #[test]
 fn a_kill_during_a_tap_teardown_is_recovered_by_the_next_run() {
-    use crate::ipv6::{assert_restored, docker_ipv6_container, standin_vm};
+    use crate::ipv6::{assert_restored, docker_ipv6_container};
+    use common::standin_vm;
     let net = Network::dual_stack(1);
     let (ctr, _nic) = docker_ipv6_container(&net, 2);
     let before = ctr.net_state();
