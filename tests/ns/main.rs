@@ -16,3 +16,4 @@ mod multiqueue;
 mod network;
 mod restore;
 mod seed;
+mod tap;

@@ -1,6 +1,6 @@
-//! Multiqueue NICs: with two vCPUs every guest NIC (at start and hot-plugged) has two queue
-//! pairs and traffic arrives on each; `NIC_QUEUES=1` gives one. Real QEMU (TCG), dnsmasq and
-//! the test guest, asked over its console.
+//! Multiqueue NICs: with two vCPUs every guest NIC (at start and hot-plugged, macvtap and tap
+//! datapath) has two queue pairs and traffic arrives on each; `NIC_QUEUES=1` gives one. Real
+//! QEMU (TCG), dnsmasq and the test guest, asked over its console.
 
 use crate::common;
 
@@ -194,5 +194,16 @@ fn nic_queues_1_gives_each_nic_one_queue() {
         !line.contains("mq=on") && line.contains(",fd="),
         "one descriptor, no multiqueue:\n{line}"
     );
+    stop(&vm);
+}
+
+#[test]
+fn with_the_tap_datapath_and_two_vcpus_the_nic_has_two_queues_carrying_traffic() {
+    let n1 = Network::new(1);
+    let ctr = Container::new();
+    let disk = ScratchDisk::new();
+    let vm = booted(&ctr, &n1, &disk, &[("NET_DATAPATH", "tap")]);
+    assert!(vm.log().text().contains("datapath: tap"), "{}", vm.tails());
+    assert_traffic_on_every_queue(&vm, &n1, "eth0", n1.addr(2), 2);
     stop(&vm);
 }
