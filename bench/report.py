@@ -543,7 +543,7 @@ if boot.get("vminit"):
       f"{verdict(med(share) <= 15.0)} |")
     w("| the same at 2 and 8 NICs | not measured by this bench yet | – |")
 if plug:
-    share = [x for x in (plug_run(r)["vminit"] for r in plug) if x == x]
+    share = [p["vminit"] for p in plug if p["vminit"] == p["vminit"]]
     w(f"| vminit's part of a hot-plug ≤ 50 ms | {spread(share, 0)} ms (with the {SETTLE_MS} ms settle) | "
       f"{verdict(med(share) <= 50.0)} |")
 rss = foot.get("vminit_rss_kb", "")

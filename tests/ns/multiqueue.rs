@@ -1,5 +1,6 @@
-//! Multiqueue NICs: with two vCPUs every guest NIC (at start and hot-plugged, macvtap and tap
-//! datapath) has two queue pairs and traffic arrives on each; `NIC_QUEUES=1` gives one. Real
+//! Multiqueue NICs: with two vCPUs and `NIC_QUEUES=auto` (or 2) every guest NIC (at start and
+//! hot-plugged, macvtap and tap datapath) has two queue pairs and traffic arrives on each;
+//! `NIC_QUEUES=1` gives one. Real
 //! QEMU (TCG), dnsmasq and the test guest, asked over its console.
 
 use crate::common;
@@ -153,11 +154,12 @@ fn stop(vm: &Vminit) {
 }
 
 #[test]
-fn with_two_vcpus_each_nic_and_a_hot_plugged_one_has_two_queues_carrying_traffic() {
+fn with_nic_queues_auto_and_two_vcpus_each_nic_and_a_hot_plugged_one_has_two_queues_carrying_traffic()
+ {
     let (n1, n2) = (Network::new(1), Network::new(2));
     let ctr = Container::new();
     let disk = ScratchDisk::new();
-    let vm = booted(&ctr, &n1, &disk, &[]);
+    let vm = booted(&ctr, &n1, &disk, &[("NIC_QUEUES", "auto")]);
     assert_traffic_on_every_queue(&vm, &n1, "eth0", n1.addr(2), 2);
     let line = vm.log().text();
     assert!(
@@ -198,11 +200,16 @@ fn nic_queues_1_gives_each_nic_one_queue() {
 }
 
 #[test]
-fn with_the_tap_datapath_and_two_vcpus_the_nic_has_two_queues_carrying_traffic() {
+fn with_the_tap_datapath_and_nic_queues_2_the_nic_has_two_queues_carrying_traffic() {
     let n1 = Network::new(1);
     let ctr = Container::new();
     let disk = ScratchDisk::new();
-    let vm = booted(&ctr, &n1, &disk, &[("NET_DATAPATH", "tap")]);
+    let vm = booted(
+        &ctr,
+        &n1,
+        &disk,
+        &[("NET_DATAPATH", "tap"), ("NIC_QUEUES", "2")],
+    );
     assert!(vm.log().text().contains("datapath: tap"), "{}", vm.tails());
     assert_traffic_on_every_queue(&vm, &n1, "eth0", n1.addr(2), 2);
     stop(&vm);
