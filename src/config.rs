@@ -69,6 +69,8 @@ pub enum QemuCaps {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
     pub qemu: PathBuf,
+    /// `qemu-img`, which creates and grows the disk (`DISK_SIZE`, `DISK_BASE`).
+    pub qemu_img: PathBuf,
     pub dnsmasq: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
@@ -83,6 +85,7 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
+            qemu_img: "/usr/bin/qemu-img".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
@@ -123,6 +126,8 @@ pub struct Config {
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
     pub seed: Option<crate::seed::Request>,
+    /// The disk's size and base, the boot ISO, the NIC model (`DISK_SIZE`, ...).
+    pub machine: crate::machine::Machine,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -168,6 +173,7 @@ where
         display: None,
         pause: None,
         seed: None,
+        machine: crate::machine::Machine::default(),
     };
     if matches!(
         config.command,
@@ -217,6 +223,8 @@ where
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.machine =
+        crate::machine::parse(&|var| nonempty(env, var)).map_err(|(var, msg)| bad(var, msg))?;
     config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
         None | Some("on") | Some("yes") => true,
         Some("off") | Some("no") => false,
@@ -467,8 +475,9 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 5] = [
+    let overrides: [(&str, &mut PathBuf); 6] = [
         ("VMINIT_QEMU", &mut paths.qemu),
+        ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),

@@ -272,7 +272,7 @@ impl Disk {
 /// named, at most `MAX_LAYERS` images, no loop. Refuses with the file that breaks a rule.
 pub fn open_disk(path: &Path) -> Result<Disk> {
     let hint = format!(
-        "mount the VM disk with -v /path/to/image.qcow2:{}",
+        "mount the VM disk with -v /path/to/image.qcow2:{}, or set DISK_SIZE (such as 20G) to create one",
         path.display()
     );
     let refuse = |file: &Path, problem: String| Error::Disk {
@@ -369,6 +369,16 @@ pub fn open_disk(path: &Path) -> Result<Disk> {
         referrer = Some(layer_path);
     }
     Ok(Disk { layers })
+}
+
+/// Opens a file a machine input names (a base image, a boot ISO) read-only, under the chain's
+/// rules: a regular, non-empty file inside `dir` (canonical). The problem is a phrase that
+/// follows the file's name.
+pub fn open_media(path: &Path, dir: &Path) -> std::result::Result<DiskFile, String> {
+    open_disk_file(path, dir, false).map_err(|problem| match problem {
+        OpenProblem::Missing => format!("does not exist; put it in {}", dir.display()),
+        OpenProblem::Other(p) => p,
+    })
 }
 
 /// Why a file of the chain could not be used.
@@ -500,6 +510,7 @@ pub fn check_program(path: &Path, what: &str) -> Result<()> {
 fn env_of(what: &str) -> &'static str {
     match what {
         "dnsmasq" => "VMINIT_DNSMASQ to its path, or ENABLE_DHCP=no",
+        "qemu-img" => "VMINIT_QEMU_IMG to its path",
         _ => "VMINIT_QEMU to its path",
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::accel::Accelerator;
 use crate::disk::{File, Format, Layer};
+use crate::machine::NicModel;
 use crate::types::Mac;
 
 /// One guest NIC as QEMU sees it.
@@ -24,6 +25,11 @@ pub struct QemuInput<'a> {
     pub cpus: u32,
     /// The disk chain, top first, as descriptors QEMU inherits.
     pub disk: &'a [Layer<RawFd>],
+    /// The extra disks' chains (`disk2.qcow2`, ...), in the order the guest sees them.
+    pub extra_disks: &'a [Vec<Layer<RawFd>>],
+    /// The boot ISO (`BOOT_ISO`), as a descriptor, and the `-boot` option that goes with it.
+    pub cdrom: Option<(&'a File<RawFd>, &'a str)>,
+    pub nic_model: NicModel,
     /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
     pub sandbox: bool,
     pub qmp: &'a Path,
@@ -77,8 +83,37 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push(format!("unix:{},server=on,wait=off", q.qmp.display()));
     push("-qmp".into());
     push(format!("unix:{},server=on,wait=off", q.health.display()));
-    a.extend(disk_args(q.disk).into_iter().map(OsString::from));
+    let mut sets = 0;
+    a.extend(
+        disk_args(q.disk, "vm-", &mut sets)
+            .into_iter()
+            .map(OsString::from),
+    );
+    for (i, layers) in q.extra_disks.iter().enumerate() {
+        let prefix = format!("disk{}-", i + 2);
+        a.extend(
+            disk_args(layers, &prefix, &mut sets)
+                .into_iter()
+                .map(OsString::from),
+        );
+    }
     let mut push = |s: String| a.push(OsString::from(s));
+    if let Some((iso, boot)) = q.cdrom {
+        // An IDE CD-ROM, which every installer and firmware knows, read-only from its fd.
+        sets += 1;
+        push("-add-fd".into());
+        push(format!(
+            "fd={},set={sets},opaque=ro:{}",
+            iso.read,
+            label(&iso.path)
+        ));
+        push("-drive".into());
+        push(format!(
+            "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/{sets}"
+        ));
+        push("-boot".into());
+        push(boot.into());
+    }
     if let Some(dir) = q.seed {
         // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
         // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
@@ -103,13 +138,24 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             if q.vhost { "on" } else { "off" }
         ));
         push("-device".into());
-        push(format!(
-            "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
-            nic.mac, nic.mtu
-        ));
+        push(nic_device(q.nic_model, i, nic.mac, nic.mtu));
     }
     a.extend(q.extra.iter().cloned());
     a
+}
+
+/// A guest NIC's `-device`: the model, its netdev, the container NIC's MAC and (virtio) MTU.
+fn nic_device(model: NicModel, slot: usize, mac: Mac, mtu: u32) -> String {
+    let mut d = format!("{},netdev=net{slot},id=nic{slot},mac={mac}", model.device());
+    if model.takes_host_mtu() {
+        d += &format!(",host_mtu={mtu}");
+    }
+    d
+}
+
+/// A path as an fd set's label: commas doubled (QEMU's option syntax).
+fn label(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// QEMU's seccomp sandbox with every deny option that does not break a guest.
@@ -120,12 +166,14 @@ pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,re
 /// named, and every backing file and data file is given explicitly, never taken from a
 /// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
 /// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
-fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
+/// `prefix` names the disk's nodes (`vm-` for the disk, `disk2-` ...); `count` is the last fd
+/// set used so far.
+fn disk_args(layers: &[Layer<RawFd>], prefix: &str, count: &mut usize) -> Vec<String> {
     let mut a = Vec::new();
-    let mut count = 0;
     let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
-        count += 1;
-        let label = file.path.display().to_string().replace(',', ",,");
+        *count += 1;
+        let count = *count;
+        let label = label(&file.path);
         a.push("-add-fd".into());
         a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
         if let Some(fd) = file.write {
@@ -152,19 +200,19 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
     };
     for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
         a.push("-blockdev".into());
-        a.push(file_node(format!("vm-file{i}"), set, true));
+        a.push(file_node(format!("{prefix}file{i}"), set, true));
         let mut node = format!(
-            r#"{{"driver":"{}","node-name":"vm-layer{i}","file":"vm-file{i}","read-only":true"#,
+            r#"{{"driver":"{}","node-name":"{prefix}layer{i}","file":"{prefix}file{i}","read-only":true"#,
             layer.format.driver()
         );
         if let Some(data) = data {
             a.push("-blockdev".into());
-            a.push(file_node(format!("vm-data{i}"), data, true));
-            node += &format!(r#","data-file":"vm-data{i}""#);
+            a.push(file_node(format!("{prefix}data{i}"), data, true));
+            node += &format!(r#","data-file":"{prefix}data{i}""#);
         }
         if layer.format == Format::Qcow2 {
             if layer.has_backing {
-                node += &format!(r#","backing":"vm-layer{}""#, i + 1);
+                node += &format!(r#","backing":"{prefix}layer{}""#, i + 1);
             } else {
                 node += r#","backing":null"#;
             }
@@ -180,11 +228,11 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
         format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
     if let Some(data) = data {
         a.push("-blockdev".into());
-        a.push(file_node("vm-data0".into(), data, false));
-        drive += ",data-file=vm-data0";
+        a.push(file_node(format!("{prefix}data0"), data, false));
+        drive += &format!(",data-file={prefix}data0");
     }
     if layers[0].has_backing {
-        drive += ",backing=vm-layer1";
+        drive += &format!(",backing={prefix}layer1");
     }
     a.push("-drive".into());
     a.push(drive);
@@ -193,15 +241,28 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
 
 /// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
 /// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
-/// virtio-net-pci device `nic<slot>` with the guest's MAC and MTU goes on the machine's PCI
-/// bus, which the default `pc` machine hot-plugs through ACPI.
-pub fn plug_commands(slot: usize, fdname: &str, vhost: bool, mac: Mac, mtu: u32) -> [String; 2] {
+/// NIC `nic<slot>` of the guest's model with its MAC (and, virtio, MTU) goes on the machine's
+/// PCI bus, which the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(
+    slot: usize,
+    fdname: &str,
+    vhost: bool,
+    model: NicModel,
+    mac: Mac,
+    mtu: u32,
+) -> [String; 2] {
+    let mtu = if model.takes_host_mtu() {
+        format!(r#","host_mtu":{mtu}"#)
+    } else {
+        String::new()
+    };
     [
         format!(
             r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
         ),
         format!(
-            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+            r#"{{"execute":"device_add","arguments":{{"driver":"{}","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}"{mtu}}}}}"#,
+            model.device()
         ),
     ]
 }
@@ -285,6 +346,9 @@ mod tests {
             ram: "512M",
             cpus: 2,
             disk,
+            extra_disks: &[],
+            cdrom: None,
+            nic_model: NicModel::Virtio,
             sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -464,7 +528,14 @@ mod tests {
 
     #[test]
     fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
-        let [netdev, device] = plug_commands(3, "tap3", false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        let [netdev, device] = plug_commands(
+            3,
+            "tap3",
+            false,
+            NicModel::Virtio,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
         assert_eq!(
             netdev,
             r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
@@ -472,6 +543,18 @@ mod tests {
         assert_eq!(
             device,
             r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
+        );
+        let [_, e1000e] = plug_commands(
+            3,
+            "tap3",
+            false,
+            NicModel::E1000e,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
+        assert_eq!(
+            e1000e,
+            r#"{"execute":"device_add","arguments":{"driver":"e1000e","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05"}}"#
         );
         let [del, netdel] = unplug_commands(3);
         assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
@@ -488,6 +571,9 @@ mod tests {
             ram: "1G",
             cpus: 1,
             disk: &disk,
+            extra_disks: &[],
+            cdrom: None,
+            nic_model: NicModel::Virtio,
             sandbox: true,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -520,5 +606,97 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert_eq!(shell_line(&argv), r"qemu -append 'a b' 'it'\''s'");
+    }
+
+    #[test]
+    fn extra_disks_follow_the_disk_in_order_and_the_iso_is_a_read_only_ide_cdrom() {
+        let disk = plain_disk();
+        let extra = vec![
+            vec![
+                Layer {
+                    file: file("/image/disk2.qcow2", 20, Some(21)),
+                    format: Format::Qcow2,
+                    data_file: None,
+                    has_backing: true,
+                },
+                Layer {
+                    file: file("/image/base.raw", 22, None),
+                    format: Format::Raw,
+                    data_file: None,
+                    has_backing: false,
+                },
+            ],
+            vec![Layer {
+                file: file("/image/disk3.qcow2", 23, Some(24)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            }],
+        ];
+        let iso = file("/image/install.iso", 30, None);
+        let a: Vec<String> = argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "1G",
+            cpus: 1,
+            disk: &disk,
+            extra_disks: &extra,
+            cdrom: Some((&iso, "order=c,once=d")),
+            nic_model: NicModel::E1000e,
+            sandbox: true,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &[GuestNic {
+                fd: 5,
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+                mtu: 1500,
+            }],
+            display: &[],
+            seed: None,
+            extra: &[],
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
+        let drives: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/2,backing=disk2-layer1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/4",
+                "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/5",
+            ]
+        );
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=22,set=3,opaque=ro:/image/base.raw"
+        ));
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"disk2-layer1","file":"disk2-file1","read-only":true}"#
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=30,set=5,opaque=ro:/image/install.iso"
+        ));
+        assert!(
+            !a.iter()
+                .any(|w| w.starts_with("fd=30") && w.contains("rw:"))
+        );
+        assert!(has_pair(&a, "-boot", "order=c,once=d"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "e1000e,netdev=net0,id=nic0,mac=02:42:ac:13:00:02"
+        ));
     }
 }

@@ -33,8 +33,8 @@ use crate::rundir::RunDir;
 use crate::step::Step;
 use crate::supervise::{self, Signals};
 use crate::{
-    announce, console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, seed,
-    spawn,
+    announce, console, discover, display, dnsmasq, gateway6, identity, lock, machine, policy,
+    provision, qemu, seed, spawn,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -46,7 +46,7 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
     if config.command == Command::Shell {
         lock.keep_across_exec()?;
     }
-    let checked = check_inputs(config)?;
+    let checked = check_inputs(config, signals)?;
     let mut setup = Setup::new(config, signals, checked)?;
     let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
     setup.undo();
@@ -58,6 +58,10 @@ struct Checked {
     vhost: bool,
     /// The disk chain, open for QEMU.
     disk: devices::Disk,
+    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
+    extra_disks: Vec<devices::Disk>,
+    /// `BOOT_ISO`, open for QEMU, and whether the disk is new (the guest boots the ISO).
+    iso: Option<(devices::DiskFile, bool)>,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -66,16 +70,42 @@ struct Checked {
     tap_major: Option<u64>,
 }
 
-/// Checks every input before anything changes: the programs, the disk, vhost-net, the
-/// debug shell, the right to create macvtap device nodes.
-fn check_inputs(config: &Config) -> Result<Checked> {
+/// Checks every input before anything changes in the network: the programs, the disk
+/// (created or grown first when asked), vhost-net, the debug shell, the right to create
+/// macvtap device nodes.
+fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     let paths = &config.paths;
     devices::check_program(&paths.qemu, "QEMU")?;
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
+    let watch = provision::Watch {
+        mask: signals.original,
+        interrupted: &|| termination_pending(signals),
+    };
+    // The media first: a bad one stops vminit before the disk is made.
+    let iso = provision::open_iso(config)?;
+    let extra_disks = provision::open_extra_disks(config)?;
+    provision::create_disk(config, &watch)?;
     let disk = devices::open_disk(&paths.disk)?;
+    provision::grow_disk(config, &disk, &watch)?;
     log::info!("disk: {}", disk.describe());
+    for extra in &extra_disks {
+        log::info!("extra disk: {}", extra.describe());
+    }
+    let iso = iso.map(|iso| {
+        let new = provision::disk_is_new(&disk);
+        log::info!(
+            "BOOT_ISO: {} as a CD-ROM; the guest boots {}",
+            iso.path.display(),
+            if new {
+                "from it once, as the disk has never been written"
+            } else {
+                "from the disk, which has been written"
+            }
+        );
+        (iso, new)
+    });
     let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
@@ -92,6 +122,8 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     Ok(Checked {
         vhost,
         disk,
+        extra_disks,
+        iso,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -433,6 +465,22 @@ impl<'a> Setup<'a> {
             console_tcp,
         );
         let disk = self.checked.disk.raw_fds();
+        let extra_disks: Vec<_> = self
+            .checked
+            .extra_disks
+            .iter()
+            .map(|d| d.raw_fds())
+            .collect();
+        let iso = self.checked.iso.as_ref().map(|(iso, new)| {
+            (
+                crate::disk::File {
+                    path: iso.path.clone(),
+                    read: iso.read.as_raw_fd(),
+                    write: None,
+                },
+                machine::boot_order(*new),
+            )
+        });
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
@@ -440,6 +488,9 @@ impl<'a> Setup<'a> {
             ram: &self.config.ram,
             cpus: self.config.cpus,
             disk: &disk,
+            extra_disks: &extra_disks,
+            cdrom: iso.as_ref().map(|(file, boot)| (file, *boot)),
+            nic_model: self.config.machine.nic_model,
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
@@ -482,6 +533,15 @@ impl<'a> Setup<'a> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
         keep.extend(self.checked.disk.fds());
+        for extra in &self.checked.extra_disks {
+            keep.extend(extra.fds());
+        }
+        keep.extend(
+            self.checked
+                .iso
+                .as_ref()
+                .map(|(iso, _)| iso.read.as_raw_fd()),
+        );
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
             keep: &keep,
@@ -494,6 +554,8 @@ impl<'a> Setup<'a> {
         // inherit ours.
         drop(taps);
         drop(std::mem::take(&mut self.checked.disk));
+        drop(std::mem::take(&mut self.checked.extra_disks));
+        drop(self.checked.iso.take());
         Ok(Guest { qemu })
     }
 

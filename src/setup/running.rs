@@ -283,8 +283,14 @@ impl Setup<'_> {
     fn hot_plug(&self, nic: &NicPlan, tap: &Tap) -> Result<()> {
         let slot = slot_number(&nic.tap);
         let fdname = format!("tap{slot}");
-        let [netdev_add, device_add] =
-            qemu::plug_commands(slot, &fdname, self.checked.vhost, nic.mac, nic.mtu);
+        let [netdev_add, device_add] = qemu::plug_commands(
+            slot,
+            &fdname,
+            self.checked.vhost,
+            self.config.machine.nic_model,
+            nic.mac,
+            nic.mtu,
+        );
         let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
             .map_err(|e| Error::os("connect to QMP", e))?;
         let getfd = format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fdname}"}}}}"#);

@@ -27,6 +27,9 @@
 #   GUEST-CIDATA none | done         (no such volume | all of it printed)
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
+#   GUEST-BLOCK NAME BYTES           (each virtio disk /dev/vd*, in name order, and its size)
+#   GUEST-FIRMWARE efi|bios          (whether the kernel was started by UEFI firmware)
+#   GUEST-BOOTDEV TEXT               (vminit_test_bootdev=TEXT, which a boot loader sets)
 #   GUEST-READY                      (a shell reads the console from now on)
 #   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
 #                                    appeared and was configured by DHCP)
@@ -190,6 +193,18 @@ if [ -b /dev/vda ]; then
 		fi
 	fi
 fi
+
+# The disks and the firmware as the guest sees them.
+for dev in /sys/block/vd*; do
+	[ -e "$dev/size" ] && echo "GUEST-BLOCK ${dev##*/} $(($(cat "$dev/size") * 512))"
+done
+if [ -d /sys/firmware/efi ]; then
+	echo "GUEST-FIRMWARE efi"
+else
+	echo "GUEST-FIRMWARE bios"
+fi
+bootdev=$(cmdline_value vminit_test_bootdev "")
+[ -z "$bootdev" ] || echo "GUEST-BOOTDEV $bootdev"
 
 # NICs that come and go while the guest runs (PCI hot-plug), as a distribution's hot-plug
 # handling would: each new NIC is brought up and configured by DHCP.
