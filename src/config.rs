@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::display::Vnc;
 use crate::error::{Error, Result};
-use crate::types::{Ipv4Net, Ipv6Net};
+use crate::net::types::{Ipv4Net, Ipv6Net};
+use crate::vm::display::Vnc;
 
 /// What vminit was asked to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -125,9 +125,9 @@ pub struct Config {
     /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
-    pub seed: Option<crate::seed::Request>,
+    pub seed: Option<crate::vm::seed::Request>,
     /// The disk's size and base, the boot ISO, the NIC model (`DISK_SIZE`, ...).
-    pub machine: crate::machine::Machine,
+    pub machine: crate::vm::machine::Machine,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -173,7 +173,7 @@ where
         display: None,
         pause: None,
         seed: None,
-        machine: crate::machine::Machine::default(),
+        machine: crate::vm::machine::Machine::default(),
     };
     if matches!(
         config.command,
@@ -219,12 +219,12 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
-    config.display = crate::display::parse(&|var| nonempty(env, var))?;
+    config.display = crate::vm::display::parse(&|var| nonempty(env, var))?;
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
-    config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.seed = crate::vm::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     config.machine =
-        crate::machine::parse(&|var| nonempty(env, var)).map_err(|(var, msg)| bad(var, msg))?;
+        crate::vm::machine::parse(&|var| nonempty(env, var)).map_err(|(var, msg)| bad(var, msg))?;
     config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
         None | Some("on") | Some("yes") => true,
         Some("off") | Some("no") => false,

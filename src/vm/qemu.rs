@@ -1,0 +1,699 @@
+//! Renders QEMU's command line from the plan and the accelerator decisions (pure).
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use crate::net::types::Mac;
+use crate::vm::accel::Accelerator;
+use crate::vm::disk::{File, Format, Layer};
+use crate::vm::machine::NicModel;
+
+/// One guest NIC as QEMU sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestNic {
+    pub fd: RawFd,
+    pub mac: Mac,
+    pub mtu: u32,
+}
+
+pub struct QemuInput<'a> {
+    pub qemu: &'a Path,
+    pub accel: Accelerator,
+    pub vhost: bool,
+    pub ram: &'a str,
+    pub cpus: u32,
+    /// The disk chain, top first, as descriptors QEMU inherits.
+    pub disk: &'a [Layer<RawFd>],
+    /// The extra disks' chains (`disk2.qcow2`, ...), in the order the guest sees them.
+    pub extra_disks: &'a [Vec<Layer<RawFd>>],
+    /// The boot ISO (`BOOT_ISO`), as a descriptor, and the `-boot` option that goes with it.
+    pub cdrom: Option<(&'a File<RawFd>, &'a str)>,
+    pub nic_model: NicModel,
+    /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
+    pub sandbox: bool,
+    pub qmp: &'a Path,
+    pub health: &'a Path,
+    pub nics: &'a [GuestNic],
+    /// The display options (`display::qemu_args`): `-display none`, or the VNC console's.
+    pub display: &'a [String],
+    /// The directory holding the NoCloud seed's files, when there is a seed.
+    pub seed: Option<&'a Path>,
+    /// CMD arguments, appended verbatim.
+    pub extra: &'a [OsString],
+}
+
+/// The full argv, program first.
+pub fn argv(q: &QemuInput) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: String| a.push(OsString::from(s));
+    push(q.qemu.display().to_string());
+    push("-name".into());
+    push("guest=vminit".into());
+    match q.accel {
+        Accelerator::Kvm => {
+            push("-accel".into());
+            push("kvm".into());
+            push("-cpu".into());
+            push("host".into());
+        }
+        Accelerator::Tcg => {
+            push("-accel".into());
+            push("tcg".into());
+        }
+    }
+    push("-m".into());
+    push(q.ram.to_string());
+    push("-smp".into());
+    push(q.cpus.to_string());
+    for arg in q.display {
+        push(arg.clone());
+    }
+    push("-monitor".into());
+    push("none".into());
+    // The serial console on stdio; signal=off lets a Ctrl-C reach the guest instead of
+    // killing QEMU.
+    push("-chardev".into());
+    push("stdio,id=console,signal=off".into());
+    push("-serial".into());
+    push("chardev:console".into());
+    // Two QMP sockets: one for vminit's shutdown, one for health checks, so neither
+    // waits for the other (QMP serves one client per socket).
+    push("-qmp".into());
+    push(format!("unix:{},server=on,wait=off", q.qmp.display()));
+    push("-qmp".into());
+    push(format!("unix:{},server=on,wait=off", q.health.display()));
+    let mut sets = 0;
+    a.extend(
+        disk_args(q.disk, "vm-", &mut sets)
+            .into_iter()
+            .map(OsString::from),
+    );
+    for (i, layers) in q.extra_disks.iter().enumerate() {
+        let prefix = format!("disk{}-", i + 2);
+        a.extend(
+            disk_args(layers, &prefix, &mut sets)
+                .into_iter()
+                .map(OsString::from),
+        );
+    }
+    let mut push = |s: String| a.push(OsString::from(s));
+    if let Some((iso, boot)) = q.cdrom {
+        // An IDE CD-ROM, which every installer and firmware knows, read-only from its fd.
+        sets += 1;
+        push("-add-fd".into());
+        push(format!(
+            "fd={},set={sets},opaque=ro:{}",
+            iso.read,
+            label(&iso.path)
+        ));
+        push("-drive".into());
+        push(format!(
+            "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/{sets}"
+        ));
+        push("-boot".into());
+        push(boot.into());
+    }
+    if let Some(dir) = q.seed {
+        // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
+        // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
+        push("-drive".into());
+        push(format!(
+            "if=virtio,driver=vvfat,dir={},label={},readonly=on",
+            dir.display().to_string().replace(',', ",,"),
+            crate::vm::seed::LABEL
+        ));
+    }
+    if q.sandbox {
+        // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
+        // no scheduler or priority changes.
+        push("-sandbox".into());
+        push(SANDBOX.into());
+    }
+    for (i, nic) in q.nics.iter().enumerate() {
+        push("-netdev".into());
+        push(format!(
+            "tap,id=net{i},fd={},vhost={}",
+            nic.fd,
+            if q.vhost { "on" } else { "off" }
+        ));
+        push("-device".into());
+        push(nic_device(q.nic_model, i, nic.mac, nic.mtu));
+    }
+    a.extend(q.extra.iter().cloned());
+    a
+}
+
+/// A guest NIC's `-device`: the model, its netdev, the container NIC's MAC and (virtio) MTU.
+fn nic_device(model: NicModel, slot: usize, mac: Mac, mtu: u32) -> String {
+    let mut d = format!("{},netdev=net{slot},id=nic{slot},mac={mac}", model.device());
+    if model.takes_host_mtu() {
+        d += &format!(",host_mtu={mtu}");
+    }
+    d
+}
+
+/// A path as an fd set's label: commas doubled (QEMU's option syntax).
+fn label(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// QEMU's seccomp sandbox with every deny option that does not break a guest.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// The disk chain, pinned: every file is a descriptor in an fd set (`-add-fd`, opened by
+/// QEMU as `/dev/fdset/N`, so QEMU opens no path of the disk), every layer has its driver
+/// named, and every backing file and data file is given explicitly, never taken from a
+/// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
+/// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
+/// `prefix` names the disk's nodes (`vm-` for the disk, `disk2-` ...); `count` is the last fd
+/// set used so far.
+fn disk_args(layers: &[Layer<RawFd>], prefix: &str, count: &mut usize) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
+        *count += 1;
+        let count = *count;
+        let label = label(&file.path);
+        a.push("-add-fd".into());
+        a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
+        if let Some(fd) = file.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={count},opaque=rw:{label}"));
+        }
+        count
+    };
+    // Each layer's fd set, and its data file's.
+    let sets: Vec<(usize, Option<usize>)> = layers
+        .iter()
+        .map(|l| {
+            let file = add_fds(&mut a, &l.file);
+            (file, l.data_file.as_ref().map(|d| add_fds(&mut a, d)))
+        })
+        .collect();
+    let file_node = |node: String, set: usize, read_only: bool| {
+        let ro = if read_only {
+            r#","read-only":true"#
+        } else {
+            ""
+        };
+        format!(r#"{{"driver":"file","node-name":"{node}","filename":"/dev/fdset/{set}"{ro}}}"#)
+    };
+    for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
+        a.push("-blockdev".into());
+        a.push(file_node(format!("{prefix}file{i}"), set, true));
+        let mut node = format!(
+            r#"{{"driver":"{}","node-name":"{prefix}layer{i}","file":"{prefix}file{i}","read-only":true"#,
+            layer.format.driver()
+        );
+        if let Some(data) = data {
+            a.push("-blockdev".into());
+            a.push(file_node(format!("{prefix}data{i}"), data, true));
+            node += &format!(r#","data-file":"{prefix}data{i}""#);
+        }
+        if layer.format == Format::Qcow2 {
+            if layer.has_backing {
+                node += &format!(r#","backing":"{prefix}layer{}""#, i + 1);
+            } else {
+                node += r#","backing":null"#;
+            }
+        }
+        node.push('}');
+        a.push("-blockdev".into());
+        a.push(node);
+    }
+    let Some(&(set, data)) = sets.first() else {
+        return a;
+    };
+    let mut drive =
+        format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
+    if let Some(data) = data {
+        a.push("-blockdev".into());
+        a.push(file_node(format!("{prefix}data0"), data, false));
+        drive += &format!(",data-file={prefix}data0");
+    }
+    if layers[0].has_backing {
+        drive += &format!(",backing={prefix}layer1");
+    }
+    a.push("-drive".into());
+    a.push(drive);
+    a
+}
+
+/// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
+/// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
+/// NIC `nic<slot>` of the guest's model with its MAC (and, virtio, MTU) goes on the machine's
+/// PCI bus, which the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(
+    slot: usize,
+    fdname: &str,
+    vhost: bool,
+    model: NicModel,
+    mac: Mac,
+    mtu: u32,
+) -> [String; 2] {
+    let mtu = if model.takes_host_mtu() {
+        format!(r#","host_mtu":{mtu}"#)
+    } else {
+        String::new()
+    };
+    [
+        format!(
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
+        ),
+        format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"{}","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}"{mtu}}}}}"#,
+            model.device()
+        ),
+    ]
+}
+
+/// The QMP commands that take a NIC out of the running guest: the device (the guest
+/// ejects it through ACPI), then its netdev.
+pub fn unplug_commands(slot: usize) -> [String; 2] {
+    [
+        format!(r#"{{"execute":"device_del","arguments":{{"id":"nic{slot}"}}}}"#),
+        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"net{slot}"}}}}"#),
+    ]
+}
+
+/// The argv as a POSIX shell command line, each word single-quoted.
+pub fn shell_line(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|w| {
+            let w = w.to_string_lossy();
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:+@".contains(&b))
+            {
+                w.into_owned()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, read: RawFd, write: Option<RawFd>) -> File<RawFd> {
+        File {
+            path: path.into(),
+            read,
+            write,
+        }
+    }
+
+    fn plain_disk() -> Vec<Layer<RawFd>> {
+        vec![Layer {
+            file: file("/image/image.qcow2", 7, Some(8)),
+            format: Format::Qcow2,
+            data_file: None,
+            has_backing: false,
+        }]
+    }
+
+    fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
+        render_with(accel, vhost, extra, &plain_disk(), true)
+    }
+
+    fn render_with(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+    ) -> Vec<String> {
+        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
+        let nics = [
+            GuestNic {
+                fd: 5,
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+                mtu: 1500,
+            },
+            GuestNic {
+                fd: 6,
+                mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
+                mtu: 1450,
+            },
+        ];
+        argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel,
+            vhost,
+            ram: "512M",
+            cpus: 2,
+            disk,
+            extra_disks: &[],
+            cdrom: None,
+            nic_model: NicModel::Virtio,
+            sandbox,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &nics,
+            display: &["-display".into(), "none".into()],
+            seed: None,
+            extra: &extra,
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect()
+    }
+
+    /// A QEMU input with nothing but `disk`, for tests that set a few fields.
+    fn minimal(disk: &[Layer<RawFd>]) -> QemuInput<'_> {
+        QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "1G",
+            cpus: 1,
+            disk,
+            extra_disks: &[],
+            cdrom: None,
+            nic_model: NicModel::Virtio,
+            sandbox: true,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &[],
+            display: &[],
+            seed: None,
+            extra: &[],
+        }
+    }
+
+    /// The values of every `flag` in `argv`, in order.
+    fn values_of<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn words(q: &QemuInput) -> Vec<String> {
+        argv(q)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
+        argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn each_nic_is_a_tap_fd_with_the_original_mac_and_mtu_in_order() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&a, "-netdev", "tap,id=net0,fd=5,vhost=off"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
+        assert!(has_pair(&a, "-netdev", "tap,id=net1,fd=6,vhost=off"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net1,id=nic1,mac=02:42:ac:14:00:05,host_mtu=1450"
+        ));
+        let p0 = a.iter().position(|s| s.contains("netdev=net0")).unwrap();
+        let p1 = a.iter().position(|s| s.contains("netdev=net1")).unwrap();
+        assert!(p0 < p1);
+    }
+
+    #[test]
+    fn console_is_stdio_without_signals_and_qmp_is_a_unix_socket() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&a, "-chardev", "stdio,id=console,signal=off"));
+        assert!(has_pair(&a, "-serial", "chardev:console"));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/vminit/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+        assert!(
+            has_pair(&a, "-display", "none"),
+            "the display options are passed"
+        );
+    }
+
+    #[test]
+    fn the_disk_is_descriptors_qemu_inherits_with_the_format_pinned() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=7,set=1,opaque=ro:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=8,set=1,opaque=rw:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1"
+        ));
+        assert!(!a.iter().any(|w| w.contains("backing")), "{a:?}");
+        assert!(
+            !a.iter().any(|w| w.contains("file=/image")),
+            "no path QEMU opens"
+        );
+    }
+
+    #[test]
+    fn every_backing_layer_is_a_read_only_node_with_its_driver_and_backing_named() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: Some(file("/image/image,data", 9, Some(10))),
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/mid.qcow2", 11, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.qcow2", 12, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        let pairs: Vec<String> = a
+            .windows(2)
+            .filter(|w| ["-add-fd", "-blockdev", "-drive"].contains(&w[0].as_str()))
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "-add-fd fd=7,set=1,opaque=ro:/image/image.qcow2",
+                "-add-fd fd=8,set=1,opaque=rw:/image/image.qcow2",
+                "-add-fd fd=9,set=2,opaque=ro:/image/image,,data",
+                "-add-fd fd=10,set=2,opaque=rw:/image/image,,data",
+                "-add-fd fd=11,set=3,opaque=ro:/image/mid.qcow2",
+                "-add-fd fd=12,set=4,opaque=ro:/image/base.qcow2",
+                r#"-blockdev {"driver":"file","node-name":"vm-file2","filename":"/dev/fdset/4","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer2","file":"vm-file2","read-only":true,"backing":null}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-file1","filename":"/dev/fdset/3","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer1","file":"vm-file1","read-only":true,"backing":"vm-layer2"}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-data0","filename":"/dev/fdset/2"}"#,
+                "-drive if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1,data-file=vm-data0,backing=vm-layer1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_base_has_no_backing_option() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.raw", 9, None),
+                format: Format::Raw,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"vm-layer1","file":"vm-file1","read-only":true}"#
+        ));
+    }
+
+    #[test]
+    fn the_seccomp_sandbox_denies_what_a_guest_does_not_need_unless_switched_off() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        let off = render_with(Accelerator::Tcg, false, &[], &plain_disk(), false);
+        assert!(!off.contains(&"-sandbox".to_string()));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_and_vhost_is_passed_through() {
+        let a = render(Accelerator::Kvm, true, &[]);
+        assert!(has_pair(&a, "-accel", "kvm") && has_pair(&a, "-cpu", "host"));
+        assert!(has_pair(&a, "-netdev", "tap,id=net0,fd=5,vhost=on"));
+        let t = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&t, "-accel", "tcg") && !t.contains(&"host".to_string()));
+    }
+
+    #[test]
+    fn cmd_arguments_come_last_and_unsplit() {
+        let a = render(Accelerator::Tcg, false, &["-append", "console=ttyS0 quiet"]);
+        assert_eq!(&a[a.len() - 2..], ["-append", "console=ttyS0 quiet"]);
+    }
+
+    #[test]
+    fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
+        let [netdev, device] = plug_commands(
+            3,
+            "tap3",
+            false,
+            NicModel::Virtio,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
+        assert_eq!(
+            netdev,
+            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
+        );
+        assert_eq!(
+            device,
+            r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
+        );
+        let [_, e1000e] = plug_commands(
+            3,
+            "tap3",
+            false,
+            NicModel::E1000e,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
+        assert_eq!(
+            e1000e,
+            r#"{"execute":"device_add","arguments":{"driver":"e1000e","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05"}}"#
+        );
+        let [del, netdel] = unplug_commands(3);
+        assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
+        assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_vvfat_disk_labelled_cidata_after_the_vm_disk() {
+        let disk = plain_disk();
+        let a = words(&QemuInput {
+            seed: Some(Path::new("/run/a,b/seed")),
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-drive"),
+            [
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
+                "if=virtio,driver=vvfat,dir=/run/a,,b/seed,label=cidata,readonly=on"
+            ]
+        );
+    }
+
+    #[test]
+    fn shell_line_quotes_what_a_shell_would_split() {
+        let argv: Vec<OsString> = ["qemu", "-append", "a b", "it's"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(shell_line(&argv), r"qemu -append 'a b' 'it'\''s'");
+    }
+
+    #[test]
+    fn extra_disks_follow_the_disk_in_order_and_the_iso_is_a_read_only_ide_cdrom() {
+        let disk = plain_disk();
+        let extra = vec![
+            vec![
+                Layer {
+                    file: file("/image/disk2.qcow2", 20, Some(21)),
+                    format: Format::Qcow2,
+                    data_file: None,
+                    has_backing: true,
+                },
+                Layer {
+                    file: file("/image/base.raw", 22, None),
+                    format: Format::Raw,
+                    data_file: None,
+                    has_backing: false,
+                },
+            ],
+            vec![Layer {
+                file: file("/image/disk3.qcow2", 23, Some(24)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            }],
+        ];
+        let iso = file("/image/install.iso", 30, None);
+        let nics = [GuestNic {
+            fd: 5,
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a = words(&QemuInput {
+            extra_disks: &extra,
+            cdrom: Some((&iso, "order=c,once=d")),
+            nic_model: NicModel::E1000e,
+            nics: &nics,
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-drive"),
+            [
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/2,backing=disk2-layer1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/4",
+                "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/5",
+            ]
+        );
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=22,set=3,opaque=ro:/image/base.raw"
+        ));
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"disk2-layer1","file":"disk2-file1","read-only":true}"#
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=30,set=5,opaque=ro:/image/install.iso"
+        ));
+        assert!(
+            !a.iter()
+                .any(|w| w.starts_with("fd=30") && w.contains("rw:"))
+        );
+        assert!(has_pair(&a, "-boot", "order=c,once=d"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "e1000e,netdev=net0,id=nic0,mac=02:42:ac:13:00:02"
+        ));
+    }
+}
