@@ -29,6 +29,7 @@
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
 #   GUEST-BLOCK NAME BYTES           (each virtio disk /dev/vd*, in name order, and its size)
 #   GUEST-FIRMWARE efi|bios          (whether the kernel was started by UEFI firmware)
+#   GUEST-PCI-NIC VENDOR:DEVICE      (each PCI network controller, driver or not, e.g. 8086:10d3)
 #   GUEST-BOOTDEV TEXT               (vminit_test_bootdev=TEXT, which a boot loader sets)
 #   GUEST-READY                      (a shell reads the console from now on)
 #   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
@@ -203,6 +204,11 @@ if [ -d /sys/firmware/efi ]; then
 else
 	echo "GUEST-FIRMWARE bios"
 fi
+for dev in /sys/bus/pci/devices/*; do
+	case $(cat "$dev/class") in
+	0x0200*) echo "GUEST-PCI-NIC $(sed 's/^0x//' "$dev/vendor"):$(sed 's/^0x//' "$dev/device")" ;;
+	esac
+done
 bootdev=$(cmdline_value vminit_test_bootdev "")
 [ -z "$bootdev" ] || echo "GUEST-BOOTDEV $bootdev"
 

@@ -2,7 +2,7 @@
 //! grows it keeping the guest's data (a shrink is refused and changes nothing); `DISK_BASE`
 //! makes a thin overlay on a read-only base that two VMs share at once; `BOOT_ISO` boots an
 //! ISO while the disk is new and the disk once an installer has written it; extra disks come
-//! in a stable order. Real QEMU (TCG), qemu-img and the test guest, in namespaces.
+//! in a stable order under the same chain rules. Real QEMU (TCG), qemu-img and the test guest, in namespaces.
 
 use crate::common;
 
@@ -389,5 +389,50 @@ fn boot_iso_boots_while_the_disk_is_new_and_the_disk_once_it_has_been_written() 
         sha256(&s.path("install.iso")),
         iso_sum,
         "the ISO is never written"
+    );
+}
+
+#[test]
+fn extra_disks_come_after_the_disk_in_the_order_of_their_numbers_under_the_chain_rules() {
+    let s = ScratchDir::new();
+    let vm = Vm::new(1);
+    // Made in the opposite order, so that neither creation order nor the directory's decides.
+    for (name, size) in [
+        ("disk3.qcow2", "32M"),
+        ("disk2.qcow2", "48M"),
+        ("image.qcow2", "64M"),
+    ] {
+        common::make_qcow2(&s.path(name), size);
+    }
+    let guest = vm.guest(&s.0, "").spawn();
+    guest.expect_console("GUEST-READY", BOOT);
+    assert_eq!(
+        guest.console().lines_starting("GUEST-BLOCK "),
+        [
+            "GUEST-BLOCK vda 67108864",
+            "GUEST-BLOCK vdb 50331648",
+            "GUEST-BLOCK vdc 33554432"
+        ],
+        "{}",
+        guest.tails()
+    );
+    stop(&guest);
+
+    // An extra disk's chain follows the disk's rules.
+    let disk2 = s.path("disk2.qcow2").to_string_lossy().into_owned();
+    run_ok(&[
+        "sh",
+        "-c",
+        &format!("qemu-img create -q -f qcow2 -u -b /etc/hostname -F raw '{disk2}' 48M"),
+    ]);
+    expect_refusal(
+        &vm,
+        vm.guest(&s.0, ""),
+        66,
+        &[
+            "disk2.qcow2",
+            "/etc/hostname",
+            "outside the image directory",
+        ],
     );
 }

@@ -14,5 +14,6 @@ mod hotplug;
 mod ipv6;
 mod lifecycle;
 mod network;
+mod nic_model;
 mod restore;
 mod seed;
