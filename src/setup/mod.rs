@@ -451,6 +451,7 @@ impl<'a> Setup<'a> {
             .iter()
             .zip(taps)
             .map(|(n, t)| qemu::GuestNic {
+                slot: n.slot,
                 fd: t.fd.as_raw_fd(),
                 mac: n.mac,
                 mtu: n.mtu,

@@ -281,11 +281,8 @@ impl Setup<'_> {
     /// One NIC into the running guest: its tap fd (`getfd`), a netdev on it, a virtio-net
     /// device with its MAC and MTU. A device QEMU refuses takes its netdev with it.
     fn hot_plug(&self, nic: &NicPlan, tap: &Tap) -> Result<()> {
-        let slot = slot_number(&nic.tap);
-        let fdname = format!("tap{slot}");
-        let [netdev_add, device_add] = qemu::plug_commands(
-            slot,
-            &fdname,
+        let [getfd, netdev_add, device_add] = qemu::plug_commands(
+            nic.slot,
             self.checked.vhost,
             self.config.machine.nic_model,
             nic.mac,
@@ -293,12 +290,11 @@ impl Setup<'_> {
         );
         let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
             .map_err(|e| Error::os("connect to QMP", e))?;
-        let getfd = format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fdname}"}}}}"#);
         qmp.run_with_fd(&getfd, tap.fd.as_fd())
             .and_then(|_| qmp.run(&netdev_add))
-            .map_err(|e| Error::os(format!("QMP netdev_add {fdname}"), e))?;
+            .map_err(|e| Error::os(format!("QMP netdev_add {}", nic.slot.netdev()), e))?;
         if let Err(e) = qmp.run(&device_add) {
-            let [_, netdev_del] = qemu::unplug_commands(slot);
+            let [_, netdev_del] = qemu::unplug_commands(nic.slot);
             let _ = qmp.run(&netdev_del);
             return Err(Error::os("QMP device_add", e));
         }
@@ -327,7 +323,7 @@ impl Setup<'_> {
         if taken.pending.is_some() {
             log::info!("{lower} left the container before it was plugged into the guest");
         } else {
-            let slot = slot_number(&taken.nic.tap);
+            let slot = taken.nic.slot;
             let unplugged =
                 qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT).and_then(|mut qmp| {
                     let [device_del, netdev_del] = qemu::unplug_commands(slot);
@@ -401,9 +397,4 @@ impl Setup<'_> {
             log::warn!("{e}; the guest's new NIC gets no IPv6 announcements");
         }
     }
-}
-
-/// The slot of a guest NIC's macvtap (`vmtap3` → 3).
-fn slot_number(tap: &str) -> usize {
-    tap.trim_start_matches("vmtap").parse().unwrap_or(0)
 }

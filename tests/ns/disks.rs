@@ -130,7 +130,7 @@ fn disk_size_creates_a_sparse_disk_then_grows_it_keeping_the_data_and_never_shri
     stop(&guest);
     assert_eq!(info(&disk, "format").as_deref(), Some("qcow2"));
     assert_eq!(info(&disk, "virtual-size").as_deref(), Some("67108864"));
-    let used = std::fs::metadata(&disk).unwrap().len();
+    let used = std::fs::metadata(&disk).expect("the disk").len();
     assert!(used < 2 << 20, "sparse: {used} bytes for a 64 MiB disk");
     assert_eq!(s.names(), ["image.qcow2"], "no temporary file left");
 
@@ -206,7 +206,7 @@ fn disk_base_makes_thin_overlays_two_vms_share_at_once_and_the_base_is_never_wri
             info(&overlay, "backing-filename-format").as_deref(),
             Some("raw")
         );
-        let used = std::fs::metadata(&overlay).unwrap().len();
+        let used = std::fs::metadata(&overlay).expect("the overlay").len();
         assert!(used < 2 << 20, "thin: {used} bytes");
     }
 
@@ -224,8 +224,8 @@ fn disk_base_makes_thin_overlays_two_vms_share_at_once_and_the_base_is_never_wri
 fn bad_disk_and_media_inputs_are_refused_before_anything_changes() {
     let s = ScratchDir::new();
     let vm = Vm::new(1);
-    std::fs::write(s.path("notes.txt"), b"not a disk\n").unwrap();
-    std::fs::create_dir(s.path("dir.iso")).unwrap();
+    std::fs::write(s.path("notes.txt"), b"not a disk\n").expect("write a text file");
+    std::fs::create_dir(s.path("dir.iso")).expect("make a directory");
     /// The inputs, the exit code, what the error line says.
     type Case<'a> = (&'a [(&'a str, &'a str)], i32, &'a [&'a str]);
     let cases: [Case; 8] = [
@@ -310,15 +310,15 @@ fn guest_iso(out: &Path) {
         );
     }
     let tree = out.with_extension("tree");
-    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+    std::fs::create_dir_all(tree.join("boot/grub")).expect("make the ISO tree");
     let guest = test_guest();
-    std::fs::copy(&guest.kernel, tree.join("vmlinuz")).unwrap();
-    std::fs::copy(&guest.initrd, tree.join("initrd")).unwrap();
+    std::fs::copy(&guest.kernel, tree.join("vmlinuz")).expect("copy the kernel");
+    std::fs::copy(&guest.initrd, tree.join("initrd")).expect("copy the initramfs");
     std::fs::write(
         tree.join("boot/grub/grub.cfg"),
         "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset timeout=0\nmenuentry guest {\n  linux /vmlinuz console=ttyS0 quiet vminit_test_bootdev=$root\n  initrd /initrd\n}\n",
     )
-    .unwrap();
+    .expect("write grub.cfg");
     run_ok_for(
         &[
             "grub-mkrescue",
@@ -328,7 +328,7 @@ fn guest_iso(out: &Path) {
         ],
         BUILD_TIMEOUT,
     );
-    std::fs::remove_dir_all(&tree).unwrap();
+    std::fs::remove_dir_all(&tree).expect("remove the ISO tree");
 }
 
 #[test]
