@@ -63,12 +63,42 @@ struct Checked {
     extra_disks: Vec<devices::Disk>,
     /// `BOOT_ISO`, open for QEMU, and whether the disk is new (the guest boots the ISO).
     iso: Option<(devices::DiskFile, bool)>,
+    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables open for QEMU.
+    efi: Option<(PathBuf, devices::DiskFile)>,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
     shell: Option<Vec<OsString>>,
     /// The macvtap driver's major number, when it is loaded.
     tap_major: Option<u64>,
+}
+
+impl Checked {
+    /// The descriptors of every file QEMU inherits: the disks, the ISO, the UEFI variables.
+    fn fds(&self) -> Vec<RawFd> {
+        let mut fds = self.disk.fds();
+        for extra in &self.extra_disks {
+            fds.extend(extra.fds());
+        }
+        let files = self
+            .iso
+            .iter()
+            .map(|(f, _)| f)
+            .chain(self.efi.iter().map(|(_, f)| f));
+        for file in files {
+            fds.push(file.read.as_raw_fd());
+            fds.extend(file.write.as_ref().map(AsRawFd::as_raw_fd));
+        }
+        fds
+    }
+
+    /// Closes them, once QEMU has its own copies.
+    fn close_files(&mut self) {
+        self.disk = devices::Disk::default();
+        self.extra_disks.clear();
+        self.iso = None;
+        self.efi = None;
+    }
 }
 
 /// Checks every input before anything changes in the network: the programs, the disk
@@ -87,6 +117,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     // The media first: a bad one stops vminit before the disk is made.
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
+    let efi = provision::open_efi_vars(config)?;
     provision::create_disk(config, &watch)?;
     let disk = devices::open_disk(&paths.disk)?;
     provision::grow_disk(config, &disk, &watch)?;
@@ -125,6 +156,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         disk,
         extra_disks,
         iso,
+        efi,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -467,22 +499,15 @@ impl<'a> Setup<'a> {
             console_tcp,
         );
         let disk = self.checked.disk.raw_fds();
+        let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
         let extra_disks: Vec<_> = self
             .checked
             .extra_disks
             .iter()
             .map(|d| d.raw_fds())
             .collect();
-        let iso = self.checked.iso.as_ref().map(|(iso, new)| {
-            (
-                crate::vm::disk::File {
-                    path: iso.path.clone(),
-                    read: iso.read.as_raw_fd(),
-                    write: None,
-                },
-                machine::boot_order(*new),
-            )
-        });
+        let iso = (self.checked.iso.as_ref())
+            .map(|(iso, new)| (devices::raw(iso), machine::boot_order(*new)));
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
@@ -493,6 +518,11 @@ impl<'a> Setup<'a> {
             extra_disks: &extra_disks,
             cdrom: iso.as_ref().map(|(file, boot)| (file, *boot)),
             nic_model: self.config.machine.nic_model,
+            uefi: efi.as_ref().map(|(code, vars)| qemu::Uefi {
+                code,
+                vars,
+                secure: self.config.machine.boot_mode == machine::BootMode::Secure,
+            }),
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
@@ -534,16 +564,7 @@ impl<'a> Setup<'a> {
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
-        keep.extend(self.checked.disk.fds());
-        for extra in &self.checked.extra_disks {
-            keep.extend(extra.fds());
-        }
-        keep.extend(
-            self.checked
-                .iso
-                .as_ref()
-                .map(|(iso, _)| iso.read.as_raw_fd()),
-        );
+        keep.extend(self.checked.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
             keep: &keep,
@@ -555,9 +576,7 @@ impl<'a> Setup<'a> {
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);
-        drop(std::mem::take(&mut self.checked.disk));
-        drop(std::mem::take(&mut self.checked.extra_disks));
-        drop(self.checked.iso.take());
+        self.checked.close_files();
         Ok(Guest { qemu })
     }
 

@@ -213,6 +213,15 @@ pub fn probe_vhost(dev: &Path) -> std::result::Result<(), String> {
 /// and opens nothing of the disk by name).
 pub type DiskFile = disk::File<OwnedFd>;
 
+/// A file with its descriptors' numbers, for QEMU's command line.
+pub fn raw(f: &DiskFile) -> disk::File<RawFd> {
+    disk::File {
+        path: f.path.clone(),
+        read: f.read.as_raw_fd(),
+        write: f.write.as_ref().map(AsRawFd::as_raw_fd),
+    }
+}
+
 /// The VM disk: every image of its backing chain, checked and open, top first.
 #[derive(Debug, Default)]
 pub struct Disk {
@@ -234,11 +243,6 @@ impl Disk {
 
     /// The chain with the descriptors' numbers, for QEMU's command line.
     pub fn raw_fds(&self) -> Vec<disk::Layer<RawFd>> {
-        let raw = |f: &DiskFile| disk::File {
-            path: f.path.clone(),
-            read: f.read.as_raw_fd(),
-            write: f.write.as_ref().map(AsRawFd::as_raw_fd),
-        };
         self.layers
             .iter()
             .map(|l| disk::Layer {
@@ -371,11 +375,15 @@ pub fn open_disk(path: &Path) -> Result<Disk> {
     Ok(Disk { layers })
 }
 
-/// Opens a file a machine input names (a base image, a boot ISO) read-only, under the chain's
-/// rules: a regular, non-empty file inside `dir` (canonical). The problem is a phrase that
-/// follows the file's name.
-pub fn open_media(path: &Path, dir: &Path) -> std::result::Result<DiskFile, String> {
-    open_disk_file(path, dir, false).map_err(|problem| match problem {
+/// Opens a file a machine input names (a base image, a boot ISO; the UEFI variables, also
+/// for writing) under the chain's rules: a regular, non-empty file inside `dir` (canonical).
+/// The problem is a phrase that follows the file's name.
+pub fn open_media(
+    path: &Path,
+    dir: &Path,
+    writable: bool,
+) -> std::result::Result<DiskFile, String> {
+    open_disk_file(path, dir, writable).map_err(|problem| match problem {
         OpenProblem::Missing => format!("does not exist; put it in {}", dir.display()),
         OpenProblem::Other(p) => p,
     })

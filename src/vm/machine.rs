@@ -19,6 +19,41 @@ pub struct Machine {
     /// `BOOT_ISO`: a CD-ROM image, as given (relative names are inside the image directory).
     pub boot_iso: Option<PathBuf>,
     pub nic_model: NicModel,
+    pub boot_mode: BootMode,
+}
+
+/// The guest's firmware (`BOOT_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootMode {
+    /// SeaBIOS on the default `pc` machine.
+    #[default]
+    Bios,
+    /// OVMF (UEFI), its variables kept beside the disk.
+    Uefi,
+    /// OVMF with Secure Boot on the `q35` machine with SMM (which Secure Boot needs to keep
+    /// the guest from writing the variables itself), Microsoft's keys enrolled.
+    Secure,
+}
+
+/// Where Debian's ovmf package puts OVMF (4 MiB builds).
+pub const OVMF_DIR: &str = "/usr/share/OVMF";
+
+impl BootMode {
+    /// The firmware's code and the template of its variables (in `OVMF_DIR`), for UEFI.
+    pub fn ovmf(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            BootMode::Bios => None,
+            BootMode::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
+            BootMode::Secure => Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")),
+        }
+    }
+}
+
+/// The file beside the disk that keeps the guest's UEFI variables: `image.qcow2` ->
+/// `image.efivars.fd`.
+pub fn efi_vars_name(disk: &Path) -> PathBuf {
+    let stem = disk.file_stem().unwrap_or_default().to_string_lossy();
+    PathBuf::from(format!("{stem}.efivars.fd"))
 }
 
 /// The guest NICs' device model (`NIC_MODEL`).
@@ -76,6 +111,17 @@ pub fn parse(env: &dyn Fn(&str) -> Option<String>) -> Result<Machine, (&'static 
     if let Some(v) = env("BOOT_ISO") {
         m.boot_iso = Some(file("BOOT_ISO", v)?);
     }
+    m.boot_mode = match env("BOOT_MODE").as_deref() {
+        None | Some("bios") => BootMode::Bios,
+        Some("uefi") => BootMode::Uefi,
+        Some("secure") => BootMode::Secure,
+        Some(v) => {
+            return Err((
+                "BOOT_MODE",
+                format!("{v:?} is not bios, uefi or secure (UEFI with Secure Boot)"),
+            ));
+        }
+    };
     m.nic_model = match env("NIC_MODEL").as_deref() {
         None | Some("virtio") => NicModel::Virtio,
         Some("e1000e") => NicModel::E1000e,
@@ -579,6 +625,33 @@ mod tests {
                 (2, "disk2.qcow2".to_string()),
                 (3, "disk3.qcow2".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn uefi_takes_ovmf_and_keeps_its_variables_beside_the_disk() {
+        assert_eq!(parse_with(&[]).unwrap().boot_mode, BootMode::Bios);
+        assert_eq!(
+            parse_with(&[("BOOT_MODE", "secure")]).unwrap().boot_mode,
+            BootMode::Secure
+        );
+        assert_eq!(
+            parse_with(&[("BOOT_MODE", "efi")]).unwrap_err().0,
+            "BOOT_MODE"
+        );
+        assert_eq!(BootMode::Bios.ovmf(), None);
+        assert_eq!(
+            BootMode::Uefi.ovmf(),
+            Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"))
+        );
+        // Secure Boot: the SMM build, and variables with Microsoft's keys enrolled.
+        assert_eq!(
+            BootMode::Secure.ovmf(),
+            Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"))
+        );
+        assert_eq!(
+            efi_vars_name(Path::new("/image/image.qcow2")),
+            PathBuf::from("image.efivars.fd")
         );
     }
 

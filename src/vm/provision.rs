@@ -140,7 +140,7 @@ fn check_base(dir: &Path, name: &Path) -> Result<Base> {
         path: path.clone(),
         problem: format!("{problem} (DISK_BASE)"),
     };
-    let file = devices::open_media(&path, dir).map_err(refuse)?;
+    let file = devices::open_media(&path, dir, false).map_err(refuse)?;
     let head = read_at(&file.read, 0, disk::HEADER_PREFIX).map_err(refuse)?;
     let iso = read_at(&file.read, 32769, 5).map_err(refuse)?;
     let len = nix::sys::stat::fstat(&file.read)
@@ -255,7 +255,7 @@ pub fn open_iso(config: &Config) -> Result<Option<DiskFile>> {
         path: path.clone(),
         problem: format!("{problem} (BOOT_ISO)"),
     };
-    let file = devices::open_media(&path, &dir).map_err(refuse)?;
+    let file = devices::open_media(&path, &dir, false).map_err(refuse)?;
     let id = read_at(&file.read, 32769, 5).map_err(refuse)?;
     if !machine::is_iso(&id) {
         return Err(refuse(
@@ -263,6 +263,51 @@ pub fn open_iso(config: &Config) -> Result<Option<DiskFile>> {
         ));
     }
     Ok(Some(file))
+}
+
+/// The UEFI firmware `BOOT_MODE` asks for: its code (in the image) and its variables, kept
+/// beside the disk (`image.efivars.fd`, made from OVMF's template on the first UEFI start,
+/// under a temporary name renamed once complete), open read-write.
+pub fn open_efi_vars(config: &Config) -> Result<Option<(PathBuf, DiskFile)>> {
+    let Some((code, template)) = config.machine.boot_mode.ovmf() else {
+        return Ok(None);
+    };
+    let ovmf = Path::new(machine::OVMF_DIR);
+    let (code, template) = (ovmf.join(code), ovmf.join(template));
+    for firmware in [&code, &template] {
+        if !firmware.is_file() {
+            return Err(Error::Unavailable {
+                what: format!("UEFI firmware {} (BOOT_MODE)", firmware.display()),
+                hint: "hint: use the vminit image, which ships Debian's ovmf, or BOOT_MODE=bios"
+                    .into(),
+            });
+        }
+    }
+    let dir = image_dir(&config.paths.disk)?;
+    let path = dir.join(machine::efi_vars_name(&config.paths.disk));
+    let refuse = |problem: String| Error::Disk {
+        path: path.clone(),
+        problem: format!("{problem} (the guest's UEFI variables, BOOT_MODE)"),
+    };
+    if fs::symlink_metadata(&path).is_err() {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let new = dir.join(format!(".{name}.vminit-new"));
+        if let Err(e) = fs::copy(&template, &new).and_then(|_| fs::rename(&new, &path)) {
+            let _ = fs::remove_file(&new);
+            return Err(refuse(format!(
+                "cannot be made from {}: {e}{}",
+                template.display(),
+                full_hint(&e.to_string(), &dir)
+            )));
+        }
+        log::info!(
+            "made {} from {} for the guest's UEFI variables",
+            path.display(),
+            template.display()
+        );
+    }
+    let vars = devices::open_media(&path, &dir, true).map_err(refuse)?;
+    Ok(Some((code, vars)))
 }
 
 /// Opens the extra disks (`disk2.qcow2` ... `disk9.qcow2` in the image directory), each

@@ -33,6 +33,9 @@ pub struct QemuInput<'a> {
     /// The boot ISO (`BOOT_ISO`), as a descriptor, and the `-boot` option that goes with it.
     pub cdrom: Option<(&'a File<RawFd>, &'a str)>,
     pub nic_model: NicModel,
+    /// UEFI: the firmware's code (by name: it is part of the image), its variables (a
+    /// descriptor, read-write), and whether Secure Boot (q35, SMM) is on.
+    pub uefi: Option<Uefi<'a>>,
     /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
     pub sandbox: bool,
     pub qmp: &'a Path,
@@ -44,6 +47,14 @@ pub struct QemuInput<'a> {
     pub seed: Option<&'a Path>,
     /// CMD arguments, appended verbatim.
     pub extra: &'a [OsString],
+}
+
+/// The guest's UEFI firmware.
+#[derive(Clone, Copy, Debug)]
+pub struct Uefi<'a> {
+    pub code: &'a Path,
+    pub vars: &'a File<RawFd>,
+    pub secure: bool,
 }
 
 /// The full argv, program first.
@@ -64,6 +75,16 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             push("-accel".into());
             push("tcg".into());
         }
+    }
+    if let Some(uefi) = &q.uefi
+        && uefi.secure
+    {
+        // Secure Boot needs SMM, so that only the firmware writes its variables; the
+        // flash takes writes only from SMM.
+        push("-machine".into());
+        push("q35,smm=on".into());
+        push("-global".into());
+        push("driver=cfi.pflash01,property=secure,value=on".into());
     }
     push("-m".into());
     push(q.ram.to_string());
@@ -87,6 +108,37 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     push("-qmp".into());
     push(format!("unix:{},server=on,wait=off", q.health.display()));
     let mut sets = 0;
+    if let Some(uefi) = &q.uefi {
+        sets += 1;
+        a.push("-drive".into());
+        a.push(
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                label(uefi.code)
+            )
+            .into(),
+        );
+        // Both modes in the set: QEMU looks at the file read-only before it opens it.
+        let vars = uefi.vars;
+        a.push("-add-fd".into());
+        a.push(
+            format!(
+                "fd={},set={sets},opaque=ro:{}",
+                vars.read,
+                label(&vars.path)
+            )
+            .into(),
+        );
+        if let Some(fd) = vars.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={sets},opaque=rw:{}", label(&vars.path)).into());
+        }
+        a.push("-drive".into());
+        a.push(
+            format!("if=pflash,format=raw,unit=1,file.driver=file,file.filename=/dev/fdset/{sets}")
+                .into(),
+        );
+    }
     a.extend(
         disk_args(q.disk, "vm-", &mut sets)
             .into_iter()
@@ -351,6 +403,7 @@ mod tests {
             extra_disks: &[],
             cdrom: None,
             nic_model: NicModel::Virtio,
+            uefi: None,
             sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -376,6 +429,7 @@ mod tests {
             extra_disks: &[],
             cdrom: None,
             nic_model: NicModel::Virtio,
+            uefi: None,
             sandbox: true,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -700,5 +754,54 @@ mod tests {
             "-device",
             "e1000e,netdev=net0,id=nic0,mac=02:42:ac:13:00:02"
         ));
+    }
+
+    #[test]
+    fn uefi_is_ovmf_in_flash_with_the_variables_from_a_descriptor_and_secure_boot_on_q35_with_smm()
+    {
+        let disk = plain_disk();
+        let vars = file("/image/image.efivars.fd", 40, Some(41));
+        let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+        let uefi = Uefi {
+            code,
+            vars: &vars,
+            secure: false,
+        };
+        let a = words(&QemuInput {
+            uefi: Some(uefi),
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-drive")[..2],
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=raw,unit=1,file.driver=file,file.filename=/dev/fdset/1",
+            ]
+        );
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=41,set=1,opaque=rw:/image/image.efivars.fd"
+        ));
+        assert!(
+            values_of(&a, "-drive")[2].contains("/dev/fdset/2"),
+            "the disk's set follows"
+        );
+        assert!(
+            values_of(&a, "-machine").is_empty(),
+            "the default pc machine"
+        );
+        let a = words(&QemuInput {
+            uefi: Some(Uefi {
+                secure: true,
+                ..uefi
+            }),
+            ..minimal(&disk)
+        });
+        assert_eq!(values_of(&a, "-machine"), ["q35,smm=on"]);
+        assert_eq!(
+            values_of(&a, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
     }
 }

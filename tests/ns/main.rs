@@ -9,6 +9,7 @@ mod bad_input;
 mod disk_chain;
 mod disks;
 mod dns;
+mod firmware;
 mod harness_selftest;
 mod hotplug;
 mod ipv6;
