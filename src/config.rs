@@ -71,6 +71,8 @@ pub struct Paths {
     pub qemu: PathBuf,
     /// `qemu-img`, which creates and grows the disk (`DISK_SIZE`, `DISK_BASE`).
     pub qemu_img: PathBuf,
+    /// `swtpm`, the guest's TPM (`TPM=yes`).
+    pub swtpm: PathBuf,
     pub dnsmasq: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
@@ -86,6 +88,7 @@ impl Default for Paths {
         Paths {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             qemu_img: "/usr/bin/qemu-img".into(),
+            swtpm: "/usr/bin/swtpm".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
@@ -475,9 +478,10 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 6] = [
+    let overrides: [(&str, &mut PathBuf); 7] = [
         ("VMINIT_QEMU", &mut paths.qemu),
         ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
+        ("VMINIT_SWTPM", &mut paths.swtpm),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),

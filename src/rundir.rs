@@ -56,6 +56,11 @@ impl RunDir {
         self.root.join("qemu.sh")
     }
 
+    /// swtpm's control socket (`TPM=yes`), which QEMU connects to.
+    pub fn tpm_socket(&self) -> PathBuf {
+        self.root.join("swtpm.sock")
+    }
+
     /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.
     pub fn vnc_password(&self) -> PathBuf {
         self.root.join("vnc-password")

@@ -6,7 +6,7 @@ use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::SigSet;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -156,21 +156,7 @@ pub fn guest_dns(config: &Config) -> Dns {
     })
 }
 
-/// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.
+/// Stops dnsmasq: SIGTERM, then SIGKILL after `STOP_GRACE`; reaps it.
 pub fn stop_and_reap(pid: Pid) {
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                sleep(Duration::from_millis(5))
-            }
-            Ok(WaitStatus::StillAlive) => {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return;
-            }
-            _ => return,
-        }
-    }
+    spawn::stop_and_reap(pid, STOP_GRACE);
 }

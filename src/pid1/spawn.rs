@@ -8,7 +8,11 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, pthread_sigmask, signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -268,6 +272,26 @@ pub fn exec_shell(argv: &[OsString], mask: SigSet) -> Error {
     Error::Program {
         what: argv[0].to_string_lossy().into_owned(),
         source,
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL when it is still there after `grace`; reaps it (a
+/// child another wait reaped already is simply gone).
+pub fn stop_and_reap(pid: Pid, grace: Duration) {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                sleep(Duration::from_millis(5))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return;
+            }
+            _ => return,
+        }
     }
 }
 

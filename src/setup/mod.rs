@@ -35,7 +35,7 @@ use crate::vm::devices::{self, Tap};
 use crate::{
     dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, pid1::lock, pid1::policy,
     pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine, vm::provision,
-    vm::qemu, vm::seed,
+    vm::qemu, vm::seed, vm::tpm,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -65,6 +65,8 @@ struct Checked {
     iso: Option<(devices::DiskFile, bool)>,
     /// UEFI (`BOOT_MODE`): the firmware's code, and its variables open for QEMU.
     efi: Option<(PathBuf, devices::DiskFile)>,
+    /// `TPM=yes`: the TPM's state directory, checked writable.
+    tpm_state: Option<PathBuf>,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -118,6 +120,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
     let efi = provision::open_efi_vars(config)?;
+    let tpm_state = tpm::prepare(config)?;
     provision::create_disk(config, &watch)?;
     let disk = devices::open_disk(&paths.disk)?;
     provision::grow_disk(config, &disk, &watch)?;
@@ -157,6 +160,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         extra_disks,
         iso,
         efi,
+        tpm_state,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -228,6 +232,8 @@ struct Setup<'a> {
 #[derive(Default)]
 struct Undo {
     dnsmasq: Option<Pid>,
+    /// swtpm (`TPM=yes`).
+    tpm: Option<Pid>,
     /// Each guest NIC with what was done to hand it over, in the order of the takeover.
     nics: Vec<TakenNic>,
 }
@@ -286,6 +292,7 @@ impl<'a> Setup<'a> {
             _ => (kvm, None),
         };
         self.start_dnsmasq(&plan)?;
+        self.start_tpm()?;
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
         self.open_announcers(&plan, &learned)?;
@@ -448,6 +455,16 @@ impl<'a> Setup<'a> {
         Ok(())
     }
 
+    /// swtpm starts before the network changes and listens before this returns.
+    fn start_tpm(&mut self) -> Result<()> {
+        if let Some(state) = &self.checked.tpm_state {
+            let socket = self.run_dir.tpm_socket();
+            let pid = tpm::start(self.config, state, &socket, self.signals.original)?;
+            self.undo.tpm = Some(pid);
+        }
+        Ok(())
+    }
+
     fn wait_for_dnsmasq(&self) -> Result<()> {
         match (&self.dhcp, self.undo.dnsmasq) {
             (Some(server), Some(pid)) => server.wait_ready(pid),
@@ -499,6 +516,7 @@ impl<'a> Setup<'a> {
             console_tcp,
         );
         let disk = self.checked.disk.raw_fds();
+        let tpm_socket = self.undo.tpm.map(|_| self.run_dir.tpm_socket());
         let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
         let extra_disks: Vec<_> = self
             .checked
@@ -518,6 +536,7 @@ impl<'a> Setup<'a> {
             extra_disks: &extra_disks,
             cdrom: iso.as_ref().map(|(file, boot)| (file, *boot)),
             nic_model: self.config.machine.nic_model,
+            tpm: tpm_socket.as_deref(),
             uefi: efi.as_ref().map(|(code, vars)| qemu::Uefi {
                 code,
                 vars,
@@ -601,6 +620,9 @@ impl<'a> Setup<'a> {
         let undo = std::mem::take(&mut self.undo);
         if let Some(pid) = undo.dnsmasq {
             dhcp_server::stop_and_reap(pid);
+        }
+        if let Some(pid) = undo.tpm {
+            tpm::stop(pid);
         }
         if undo.nics.iter().any(|t| !t.steps.is_empty()) {
             log::info!("restoring the container's network");

@@ -519,6 +519,7 @@ fn env_of(what: &str) -> &'static str {
     match what {
         "dnsmasq" => "VMINIT_DNSMASQ to its path, or ENABLE_DHCP=no",
         "qemu-img" => "VMINIT_QEMU_IMG to its path",
+        "swtpm" => "VMINIT_SWTPM to its path, or TPM=no",
         _ => "VMINIT_QEMU to its path",
     }
 }

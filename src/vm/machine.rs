@@ -20,6 +20,8 @@ pub struct Machine {
     pub boot_iso: Option<PathBuf>,
     pub nic_model: NicModel,
     pub boot_mode: BootMode,
+    /// `TPM=yes`: a TPM 2.0 from swtpm.
+    pub tpm: bool,
 }
 
 /// The guest's firmware (`BOOT_MODE`).
@@ -47,6 +49,12 @@ impl BootMode {
             BootMode::Secure => Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")),
         }
     }
+}
+
+/// The directory beside the disk that keeps the TPM's state: `image.qcow2` -> `image.tpm`.
+pub fn tpm_state_name(disk: &Path) -> PathBuf {
+    let stem = disk.file_stem().unwrap_or_default().to_string_lossy();
+    PathBuf::from(format!("{stem}.tpm"))
 }
 
 /// The file beside the disk that keeps the guest's UEFI variables: `image.qcow2` ->
@@ -121,6 +129,11 @@ pub fn parse(env: &dyn Fn(&str) -> Option<String>) -> Result<Machine, (&'static 
                 format!("{v:?} is not bios, uefi or secure (UEFI with Secure Boot)"),
             ));
         }
+    };
+    m.tpm = match env("TPM").as_deref() {
+        None | Some("no") => false,
+        Some("yes") => true,
+        Some(v) => return Err(("TPM", format!("{v:?} is not yes or no"))),
     };
     m.nic_model = match env("NIC_MODEL").as_deref() {
         None | Some("virtio") => NicModel::Virtio,
@@ -653,6 +666,13 @@ mod tests {
             efi_vars_name(Path::new("/image/image.qcow2")),
             PathBuf::from("image.efivars.fd")
         );
+        assert_eq!(
+            tpm_state_name(Path::new("/image/image.qcow2")),
+            PathBuf::from("image.tpm")
+        );
+        assert!(parse_with(&[("TPM", "yes")]).unwrap().tpm);
+        assert!(!parse_with(&[]).unwrap().tpm);
+        assert_eq!(parse_with(&[("TPM", "2.0")]).unwrap_err().0, "TPM");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! argv).
 //! Touch the system: `devices` (/dev/tapN, the /dev/kvm and /dev/vhost-net probes, the disk
 //! chain opened), `provision` (the disk created or grown by qemu-img, the ISO and extra disks
-//! opened), `kvm` (the KVM probe guest), `console` (the console's socket directory and
+//! opened), `tpm` (swtpm for `TPM=yes`), `kvm` (the KVM probe guest), `console` (the console's socket directory and
 //! password), `qmp` (the QMP client).
 //!
 //! Imports `net`, `pid1` and `takeover`.
@@ -23,3 +23,4 @@ pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
+pub mod tpm;

@@ -11,10 +11,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::SigSet;
 use nix::sys::uio::pread;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, pipe2};
+use nix::unistd::pipe2;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -376,11 +376,11 @@ fn run_qemu_img(argv: &[OsString], keep: &[RawFd], watch: &Watch) -> std::result
             Err(e) => break Err(format!("wait for qemu-img (pid {pid}): {e}")),
         }
         if let Some(sig) = (watch.interrupted)() {
-            stop(pid);
+            spawn::stop_and_reap(pid, Duration::ZERO);
             return Err(Stop::Interrupted(sig));
         }
         if Instant::now() >= deadline {
-            stop(pid);
+            spawn::stop_and_reap(pid, Duration::ZERO);
             break Err(format!(
                 "qemu-img did not finish within {} s",
                 QEMU_IMG_TIMEOUT.as_secs()
@@ -398,10 +398,4 @@ fn run_qemu_img(argv: &[OsString], keep: &[RawFd], watch: &Watch) -> std::result
         )),
         other => Err(Stop::Failed(format!("qemu-img ended: {other:?}"))),
     }
-}
-
-/// Kills `qemu-img` and reaps it.
-fn stop(pid: Pid) {
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = waitpid(pid, None);
 }

@@ -36,6 +36,8 @@ pub struct QemuInput<'a> {
     /// UEFI: the firmware's code (by name: it is part of the image), its variables (a
     /// descriptor, read-write), and whether Secure Boot (q35, SMM) is on.
     pub uefi: Option<Uefi<'a>>,
+    /// swtpm's control socket (`TPM=yes`): the guest gets a TPM 2.0 (TIS interface).
+    pub tpm: Option<&'a Path>,
     /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
     pub sandbox: bool,
     pub qmp: &'a Path,
@@ -178,6 +180,14 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             dir.display().to_string().replace(',', ",,"),
             crate::vm::seed::LABEL
         ));
+    }
+    if let Some(socket) = q.tpm {
+        push("-chardev".into());
+        push(format!("socket,id=tpm,path={}", label(socket)));
+        push("-tpmdev".into());
+        push("emulator,id=tpm0,chardev=tpm".into());
+        push("-device".into());
+        push("tpm-tis,tpmdev=tpm0".into());
     }
     if q.sandbox {
         // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
@@ -404,6 +414,7 @@ mod tests {
             cdrom: None,
             nic_model: NicModel::Virtio,
             uefi: None,
+            tpm: None,
             sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -430,6 +441,7 @@ mod tests {
             cdrom: None,
             nic_model: NicModel::Virtio,
             uefi: None,
+            tpm: None,
             sandbox: true,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
@@ -757,8 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn uefi_is_ovmf_in_flash_with_the_variables_from_a_descriptor_and_secure_boot_on_q35_with_smm()
-    {
+    fn uefi_is_ovmf_in_flash_with_its_variables_as_descriptors_and_the_tpm_is_swtpms_socket() {
         let disk = plain_disk();
         let vars = file("/image/image.efivars.fd", 40, Some(41));
         let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
@@ -803,5 +814,16 @@ mod tests {
             values_of(&a, "-global"),
             ["driver=cfi.pflash01,property=secure,value=on"]
         );
+        assert!(values_of(&a, "-tpmdev").is_empty());
+        let a = words(&QemuInput {
+            tpm: Some(Path::new("/run/vminit/swtpm.sock")),
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-chardev")[1..],
+            ["socket,id=tpm,path=/run/vminit/swtpm.sock"]
+        );
+        assert_eq!(values_of(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=tpm"]);
+        assert!(has_pair(&a, "-device", "tpm-tis,tpmdev=tpm0"));
     }
 }
