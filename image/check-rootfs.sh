@@ -13,6 +13,8 @@
 #   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket) for three
 #      seconds (it only has to start);
 #   5. QEMU with an e1000e NIC and an IDE CD-ROM (NIC_MODEL=e1000e, BOOT_ISO) for three seconds;
+#      QEMU under OVMF (BOOT_MODE=uefi), and with Secure Boot on q35 and a TPM from swtpm
+#      (BOOT_MODE=secure, TPM=yes), four seconds each;
 #   6. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
 # It fails on any error of those (a missing firmware or library among them), and on any file of
 # the rootfs that no run opened (except /vminit, which is not exercised here). It prints the paths
@@ -112,6 +114,24 @@ trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
 trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -monitor none -serial none -nic user,model=e1000e \
     -drive if=ide,media=cdrom,readonly=on -boot order=c,once=d -no-reboot </dev/null
+# BOOT_MODE=uefi and secure (src/vm/qemu.rs), the variables' templates as read-only flash (vminit
+# copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket.
+trace qemu-uefi 4 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
+    -display none -monitor none -serial none -nic none -no-reboot \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.fd </dev/null
+mkdir -m 0700 "$ROOTFS/run/tpm"
+trace swtpm 10 /usr/bin/swtpm socket --tpm2 --tpmstate dir=/run/tpm,mode=0600 \
+    --ctrl type=unixio,path=/run/swtpm.sock,mode=0600 --terminate &
+for _ in $(seq 50); do [[ -S $ROOTFS/run/swtpm.sock ]] && break; sleep 0.1; done
+trace qemu-secure 4 /usr/bin/qemu-system-x86_64 -machine q35,smm=on \
+    -global driver=cfi.pflash01,property=secure,value=on -accel tcg -m 256M -smp 1 \
+    -display none -monitor none -serial none -nic none -no-reboot \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd \
+    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.ms.fd \
+    -chardev socket,id=tpm,path=/run/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm \
+    -device tpm-tis,tpmdev=tpm0 </dev/null
+wait
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
@@ -164,6 +184,16 @@ grep -q 'Linux version' "$WORK/qemu-tcg.out" || {
 if [[ -n $(qemu_complaints qemu-vnc) ]]; then
     fail "QEMU (vnc) complained:"
     qemu_complaints qemu-vnc | head >&2
+fi
+for run in qemu-uefi qemu-secure; do
+    if [[ -n $(qemu_complaints $run) ]]; then
+        fail "QEMU ($run) complained:"
+        qemu_complaints $run | head >&2
+    fi
+done
+if [[ -s $WORK/swtpm.out ]]; then
+    fail "swtpm complained:"
+    show swtpm 5
 fi
 if [[ -n $(qemu_complaints qemu-e1000e) ]]; then
     fail "QEMU (e1000e, CD-ROM) complained:"
