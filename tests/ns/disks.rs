@@ -37,13 +37,23 @@ impl Vm {
 
     /// vminit with `dir` as the image directory (`/run/image`, disk `image.qcow2`), no guest.
     fn vminit(&self, dir: &Path) -> VminitBuilder<'_> {
-        self.ctr
+        self.vminit_mounted(dir, false)
+    }
+
+    /// The same, the image directory mounted read-only when `read_only`.
+    fn vminit_mounted(&self, dir: &Path, read_only: bool) -> VminitBuilder<'_> {
+        let builder = self
+            .ctr
             .vminit(&vminit_binary())
             .env("AUTO_ATTACH", "yes")
             .env("ACCEL", "tcg")
             .env("RAM_SIZE", "256M")
-            .env("VMINIT_DISK", format!("{IMAGE}/image.qcow2"))
-            .bind(dir, Path::new(IMAGE))
+            .env("VMINIT_DISK", format!("{IMAGE}/image.qcow2"));
+        if read_only {
+            builder.bind_ro(dir, Path::new(IMAGE))
+        } else {
+            builder.bind(dir, Path::new(IMAGE))
+        }
     }
 
     /// The same, booting the test guest with `cmdline`.
@@ -270,6 +280,27 @@ fn bad_disk_and_media_inputs_are_refused_before_anything_changes() {
         expect_refusal(&vm, builder, code, needles);
         assert_eq!(s.names(), ["dir.iso", "notes.txt"], "{vars:?}");
     }
+}
+
+#[test]
+fn a_tpm_or_uefi_variables_without_a_writable_image_directory_are_refused_before_anything_changes()
+{
+    let s = ScratchDir::new();
+    let vm = Vm::new(1);
+    common::make_qcow2(&s.path("image.qcow2"), "16M");
+    expect_refusal(
+        &vm,
+        vm.vminit_mounted(&s.0, true).env("TPM", "yes"),
+        66,
+        &["image.tpm", "cannot be written", "read-write"],
+    );
+    expect_refusal(
+        &vm,
+        vm.vminit_mounted(&s.0, true).env("BOOT_MODE", "uefi"),
+        66,
+        &["image.efivars.fd", "cannot be made", "UEFI variables"],
+    );
+    assert_eq!(s.names(), ["image.qcow2"]);
 }
 
 #[test]
