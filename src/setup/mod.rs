@@ -1,14 +1,18 @@
 //! Boots the guest: checks every input, takes the network over, starts dnsmasq and QEMU,
-//! supervises them, and puts the network back. Each phase is one method of `Setup`, which
-//! is also the one owner of what must be undone. What it does while the guest runs (the
-//! supervisor's effects, hot-plug) is in `running`.
+//! supervises them, and puts the network back. Each phase is one method of `Boot`, which
+//! consumes itself into the running `Guest` (`guest`) when QEMU starts, or, when a phase
+//! fails, puts back what it changed. What the guest does while the supervisor runs (its
+//! effects, hot-plug) is in `running`.
 
+mod guest;
 mod running;
+
+use guest::{Guest, GuestNics};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::config::{self, Accel, Command, Config, Pause, Vhost};
+use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
@@ -27,15 +31,15 @@ use crate::net::monitor::Monitor;
 use crate::net::netlink::Netlink;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
-use crate::pid1::supervise::{self, Signals};
+use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::vm::devices::{self, Tap};
 use crate::{
-    dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, pid1::lock, pid1::policy,
-    pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine, vm::provision,
-    vm::qemu, vm::seed, vm::tpm,
+    dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
+    pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine,
+    vm::provision, vm::qemu, vm::seed, vm::tpm,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -48,10 +52,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
         lock.keep_across_exec()?;
     }
     let checked = check_inputs(config, signals)?;
-    let mut setup = Setup::new(config, signals, checked)?;
-    let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
-    setup.undo();
-    result
+    let mut guest = Boot::new(config, signals, checked)?.start_guest()?;
+    let status = guest.supervise();
+    guest.put_back();
+    Ok(status)
 }
 
 /// What the checks found, for the phases that follow.
@@ -73,6 +77,8 @@ struct Checked {
     shell: Option<Vec<OsString>>,
     /// The macvtap driver's major number, when it is loaded.
     tap_major: Option<u64>,
+    /// The datapath every NIC gets.
+    datapath: Datapath,
 }
 
 impl Checked {
@@ -153,7 +159,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         ),
         _ => None,
     };
-    devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
+    let datapath = choose_datapath(config)?;
     Ok(Checked {
         vhost,
         disk,
@@ -164,7 +170,33 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
+        datapath,
     })
+}
+
+/// `NET_DATAPATH`, decided by what this container may do: make and open macvtap device
+/// nodes, open `/dev/net/tun`. Logged in one line saying which and why.
+fn choose_datapath(config: &Config) -> Result<Datapath> {
+    let paths = &config.paths;
+    let macvtap = match config.datapath {
+        NetDatapath::Tap => accel::MacvtapProbe::NotLoaded,
+        _ => devices::probe_tap_nodes(&paths.dev, &paths.proc_devices),
+    };
+    let tun_path = tun_device(config);
+    let tun = match config.datapath {
+        NetDatapath::Macvtap => Ok(()),
+        _ => tun::probe(&tun_path).map_err(|e| format!("open {}: {e}", tun_path.display())),
+    };
+    Ok(report(accel::choose_datapath(
+        config.datapath,
+        macvtap,
+        tun,
+    )?))
+}
+
+/// The tun device the tap datapath makes its taps on.
+fn tun_device(config: &Config) -> PathBuf {
+    config.paths.dev.join("net/tun")
 }
 
 /// Reads the files the `CLOUD_INIT_*` inputs name and checks everything: the seed, if one was
@@ -204,13 +236,8 @@ fn load_seed(config: &Config) -> Result<Option<seed::Seed>> {
     Ok(Some(seed))
 }
 
-/// The guest, once QEMU runs.
-struct Guest {
-    qemu: Pid,
-}
-
-/// The state of one boot, and everything it has changed so far.
-struct Setup<'a> {
+/// One boot up to a running QEMU, and everything it has changed so far.
+struct Boot<'a> {
     config: &'a Config,
     signals: &'a Signals,
     checked: Checked,
@@ -219,23 +246,13 @@ struct Setup<'a> {
     /// Notifications of network changes, for hot-plug; `None` if it could not be opened.
     monitor: Option<Monitor>,
     dhcp: Option<DhcpServer>,
+    dnsmasq: Option<Pid>,
     /// The guest's IPv6 announcements, handed to the supervisor.
     announcers: Option<Announcers>,
-    undo: Undo,
-    /// New container NICs without an address yet, and since when (hot-plug).
-    waiting: HashMap<String, Instant>,
-    /// New container NICs already reported as left to the container.
-    left: HashSet<String>,
-}
-
-/// What setup has changed so far, to be put back on failure or after the guest stops.
-#[derive(Default)]
-struct Undo {
-    dnsmasq: Option<Pid>,
+    /// The guest's NICs taken over so far.
+    nics: GuestNics,
     /// swtpm (`TPM=yes`).
     tpm: Option<Pid>,
-    /// Each guest NIC with what was done to hand it over, in the order of the takeover.
-    nics: Vec<TakenNic>,
 }
 
 /// One container NIC handed to the guest.
@@ -245,12 +262,15 @@ struct TakenNic {
     steps: Vec<Step>,
     /// Its /dev/tapN node, once made.
     node: Option<PathBuf>,
+    /// The tap datapath's tap, held by vminit until its steps are undone (deleting it
+    /// explicitly, as a macvtap is; QEMU has its own descriptor).
+    held: Option<OwnedFd>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
 }
 
-impl<'a> Setup<'a> {
-    fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
+impl<'a> Boot<'a> {
+    fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Boot<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
         if let Some(vnc) = &config.display {
@@ -264,7 +284,7 @@ impl<'a> Setup<'a> {
             })
             .ok();
         let nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
-        Ok(Setup {
+        Ok(Boot {
             config,
             signals,
             checked,
@@ -272,15 +292,51 @@ impl<'a> Setup<'a> {
             nl,
             monitor,
             dhcp: None,
+            dnsmasq: None,
             announcers: None,
-            undo: Undo::default(),
-            waiting: HashMap::new(),
-            left: HashSet::new(),
+            nics: GuestNics::default(),
+            tpm: None,
         })
     }
 
-    /// Every phase up to a running QEMU (or the debug shell, which does not return).
-    fn start_guest(&mut self) -> Result<Guest> {
+    /// Every phase up to a running QEMU (or the debug shell, which does not return): the
+    /// boot becomes the running guest. When a phase fails, what the boot changed is put
+    /// back before the error is returned.
+    fn start_guest(mut self) -> Result<Guest<'a>> {
+        match self.phases() {
+            Ok(qemu) => Ok(Guest {
+                config: self.config,
+                signals: self.signals,
+                checked: self.checked,
+                run_dir: self.run_dir,
+                nl: self.nl,
+                monitor: self.monitor,
+                dhcp: self.dhcp,
+                dnsmasq: self.dnsmasq,
+                announcers: self.announcers,
+                nics: self.nics,
+                tpm: self.tpm,
+                qemu,
+                waiting: HashMap::new(),
+                left: HashSet::new(),
+            }),
+            Err(e) => {
+                self.announcers = None;
+                guest::put_back(
+                    self.config,
+                    &mut self.nl,
+                    &self.run_dir,
+                    self.dnsmasq,
+                    self.tpm,
+                    self.nics,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The phases, in order; QEMU's pid once it runs.
+    fn phases(&mut self) -> Result<Pid> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
@@ -348,7 +404,7 @@ impl<'a> Setup<'a> {
     }
 
     fn discover(&mut self) -> Result<NetState> {
-        discover::read(&mut self.nl).map_err(|e| Error::os("read the network configuration", e))
+        read_namespace(&mut self.nl)
     }
 
     /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
@@ -368,6 +424,7 @@ impl<'a> Setup<'a> {
                 selected_network6: self.config.selected_network6,
                 state: &state,
                 random_macs: &random,
+                datapath: self.checked.datapath,
             });
             if let Ok(plan) = &result {
                 for warning in &plan.warnings {
@@ -450,7 +507,7 @@ impl<'a> Setup<'a> {
             &self.run_dir,
             self.signals.original,
         )?;
-        self.undo.dnsmasq = Some(server.spawn()?);
+        self.dnsmasq = Some(server.spawn()?);
         self.dhcp = Some(server);
         Ok(())
     }
@@ -460,13 +517,13 @@ impl<'a> Setup<'a> {
         if let Some(state) = &self.checked.tpm_state {
             let socket = self.run_dir.tpm_socket();
             let pid = tpm::start(self.config, state, &socket, self.signals.original)?;
-            self.undo.tpm = Some(pid);
+            self.tpm = Some(pid);
         }
         Ok(())
     }
 
     fn wait_for_dnsmasq(&self) -> Result<()> {
-        match (&self.dhcp, self.undo.dnsmasq) {
+        match (&self.dhcp, self.dnsmasq) {
             (Some(server), Some(pid)) => server.wait_ready(pid),
             _ => Ok(()),
         }
@@ -479,7 +536,9 @@ impl<'a> Setup<'a> {
         let mut taps = Vec::new();
         for (nic, steps) in plan.per_nic() {
             let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
-            self.undo.nics.extend(taken);
+            if let Some(taken) = taken {
+                self.nics.push(taken);
+            }
             taps.push(tap?);
         }
         Ok(taps)
@@ -516,7 +575,7 @@ impl<'a> Setup<'a> {
             console_tcp,
         );
         let disk = self.checked.disk.raw_fds();
-        let tpm_socket = self.undo.tpm.map(|_| self.run_dir.tpm_socket());
+        let tpm_socket = self.tpm.map(|_| self.run_dir.tpm_socket());
         let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
         let extra_disks: Vec<_> = self
             .checked
@@ -580,7 +639,7 @@ impl<'a> Setup<'a> {
         spawn::exec_shell(shell, self.signals.original)
     }
 
-    fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
+    fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
         keep.extend(self.checked.fds());
@@ -596,51 +655,7 @@ impl<'a> Setup<'a> {
         // inherit ours.
         drop(taps);
         self.checked.close_files();
-        Ok(Guest { qemu })
-    }
-
-    /// Runs the supervisor until QEMU is gone; returns the exit status.
-    fn supervise(&mut self, guest: Guest) -> i32 {
-        let dnsmasq = self.undo.dnsmasq.take();
-        let mut monitor = self.monitor.take();
-        let (signals, stop_timeout) = (self.signals, self.config.stop_timeout);
-        supervise::run(
-            signals,
-            monitor.as_mut(),
-            guest.qemu,
-            dnsmasq,
-            stop_timeout,
-            self,
-        )
-    }
-
-    /// Stops dnsmasq, undoes the network steps newest first, removes the tap nodes.
-    fn undo(&mut self) {
-        self.announcers = None;
-        let undo = std::mem::take(&mut self.undo);
-        if let Some(pid) = undo.dnsmasq {
-            dhcp_server::stop_and_reap(pid);
-        }
-        if let Some(pid) = undo.tpm {
-            tpm::stop(pid);
-        }
-        if undo.nics.iter().any(|t| !t.steps.is_empty()) {
-            log::info!("restoring the container's network");
-        }
-        let mut applier = Applier::new(&mut self.nl);
-        applier.pause_after(
-            self.config
-                .pause
-                .filter(|p| matches!(p, Pause::Teardown(_))),
-        );
-        for taken in undo.nics.iter().rev() {
-            applier.undo(&taken.steps);
-            if let Some(node) = &taken.node {
-                let _ = fs::remove_file(node);
-            }
-        }
-        // QEMU read the VNC password at its start: no copy outlives the run.
-        let _ = fs::remove_file(self.run_dir.vnc_password());
+        Ok(qemu)
     }
 }
 
@@ -653,6 +668,7 @@ fn take_over_nic(
     nic: &NicPlan,
     steps: &[Step],
 ) -> (Option<TakenNic>, Result<Tap>) {
+    applier.tun_device(&tun_device(config));
     if let Err(e) = applier.apply_all(steps) {
         return (None, Err(e));
     }
@@ -660,20 +676,45 @@ fn take_over_nic(
         nic: nic.clone(),
         steps: applier.take_applied(),
         node: None,
+        held: None,
         pending: None,
     };
     let paths = &config.paths;
-    let tap = applier.index_of(&nic.tap).and_then(|index| {
-        devices::open_tap(
-            &paths.sys_class_net,
-            &paths.dev,
-            &nic.tap,
-            index,
-            checked.tap_major,
-        )
-    });
-    taken.node = tap.as_ref().ok().map(|t| t.path.clone());
+    let tap = match nic.datapath {
+        Datapath::Macvtap => {
+            let tap = applier.index_of(&nic.tap).and_then(|index| {
+                devices::open_tap(
+                    &paths.sys_class_net,
+                    &paths.dev,
+                    &nic.tap,
+                    index,
+                    checked.tap_major,
+                )
+            });
+            taken.node = tap.as_ref().ok().map(|t| t.path.clone());
+            tap
+        }
+        Datapath::Tap => {
+            let fd = applier
+                .take_tap(&nic.tap)
+                .expect("the takeover's AddTap step made it");
+            fd.try_clone()
+                .map_err(|e| Error::os(format!("duplicate the descriptor of {}", nic.tap), e))
+                .map(|held| {
+                    taken.held = Some(held);
+                    Tap {
+                        path: tun_device(config),
+                        fd,
+                    }
+                })
+        }
+    };
     (Some(taken), tap)
+}
+
+/// The namespace as it is now.
+fn read_namespace(nl: &mut Netlink) -> Result<NetState> {
+    discover::read(nl).map_err(|e| Error::os("read the network configuration", e))
 }
 
 /// Logs a decision about QEMU and returns its value.

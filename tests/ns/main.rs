@@ -18,3 +18,4 @@ mod network;
 mod nic_model;
 mod restore;
 mod seed;
+mod tap;
