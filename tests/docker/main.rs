@@ -5,6 +5,7 @@
 mod common;
 
 mod basics;
+mod disks;
 mod console;
 mod ipv6;
 mod tap;
