@@ -5,7 +5,7 @@
 mod common;
 
 mod basics;
-mod disks;
 mod console;
+mod disks;
 mod ipv6;
 mod tap;
