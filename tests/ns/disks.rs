@@ -347,7 +347,7 @@ fn guest_iso(out: &Path) {
     std::fs::copy(&guest.initrd, tree.join("initrd")).expect("copy the initramfs");
     std::fs::write(
         tree.join("boot/grub/grub.cfg"),
-        "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset timeout=0\nmenuentry guest {\n  linux /vmlinuz console=ttyS0 quiet vminit_test_bootdev=$root\n  initrd /initrd\n}\n",
+        "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset timeout=0\nmenuentry guest {\n  linux /vmlinuz console=ttyS0 quiet no_timer_check vminit_test_bootdev=$root\n  initrd /initrd\n}\n",
     )
     .expect("write grub.cfg");
     run_ok_for(
