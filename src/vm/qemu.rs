@@ -403,29 +403,17 @@ mod tests {
                 mtu: 1450,
             },
         ];
-        argv(&QemuInput {
-            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+        words(&QemuInput {
             accel,
             vhost,
             ram: "512M",
             cpus: 2,
-            disk,
-            extra_disks: &[],
-            cdrom: None,
-            nic_model: NicModel::Virtio,
-            uefi: None,
-            tpm: None,
             sandbox,
-            qmp: Path::new("/run/vminit/qmp.sock"),
-            health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
             display: &["-display".into(), "none".into()],
-            seed: None,
             extra: &extra,
+            ..minimal(disk)
         })
-        .into_iter()
-        .map(|s| s.into_string().unwrap())
-        .collect()
     }
 
     /// A QEMU input with nothing but `disk`, for tests that set a few fields.
