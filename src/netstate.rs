@@ -17,6 +17,9 @@ pub struct Link {
     /// `IFLA_INFO_KIND`: "veth", "bridge", "macvtap", "ipip", ... (`None` for physical NICs).
     pub kind: Option<String>,
     pub alias: Option<String>,
+    /// `IFLA_LINK`: the link this one sits on (a macvlan's or macvtap's NIC). A veth's is
+    /// its peer's index, which may be in another namespace.
+    pub lower: Option<u32>,
     /// Whether the link layer is Ethernet (tunnels such as `tunl0` or `sit0` are not).
     pub ethernet: bool,
 }

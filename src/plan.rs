@@ -282,8 +282,16 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .flatten();
     let mut taken = state.addresses_in_use();
     taken.extend(stay.iter().map(|g| g.door_addr));
-    let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
-    used.extend(state.links.iter().filter_map(|l| slot_of(&l.name)));
+    let mut used: Vec<usize> = stay
+        .iter()
+        .filter_map(|g| identity::role_by_name(&g.tap).map(|(_, slot)| slot))
+        .collect();
+    used.extend(
+        state
+            .links
+            .iter()
+            .filter_map(|l| identity::role_by_name(&l.name).map(|(_, slot)| slot)),
+    );
     for (i, nic) in fresh.iter().enumerate() {
         let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
         used.push(slot);
@@ -319,18 +327,6 @@ fn router_moved_to(state: &NetState, stay: &[&NicPlan]) -> Option<(String, Ipv4A
         .map(|g| (g.lower.clone(), gateway))
 }
 
-/// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
-fn slot_of(name: &str) -> Option<usize> {
-    let digits = name
-        .strip_prefix("vmtap")
-        .or_else(|| name.strip_prefix("vmlink"))
-        .or_else(|| {
-            name.strip_prefix("vmrec")
-                .map(|r| r.split('.').next().unwrap_or(""))
-        })?;
-    digits.parse().ok()
-}
-
 /// The NICs to attach, in guest order, or why that is impossible.
 pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> {
     let names = match attach {
@@ -338,7 +334,7 @@ pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> 
             let mut names: Vec<String> = state
                 .links
                 .iter()
-                .filter(|l| !is_infrastructure(l) && !is_door_name(&l.name))
+                .filter(|l| !is_infrastructure(l))
                 .map(|l| l.name.clone())
                 .collect();
             names.sort_by(|a, b| natural_cmp(a, b));
@@ -387,13 +383,7 @@ pub fn is_infrastructure(link: &Link) -> bool {
     link.name == "lo"
         || !link.ethernet
         || link.kind.as_deref().is_some_and(|k| SKIP.contains(&k))
-        || identity::is_ours(link)
-}
-
-/// `vmlinkN`: the name vminit gives its doors (an unmarked one is never a user's NIC).
-fn is_door_name(name: &str) -> bool {
-    name.strip_prefix("vmlink")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || identity::reserved_name(&link.name)
 }
 
 /// Each attached NIC with the address its guest gets: the one inside `SELECTED_NETWORK`,
@@ -1457,6 +1447,7 @@ mod tests {
             mtu: 1500,
             kind: kind.map(str::to_string),
             alias: None,
+            lower: None,
             ethernet,
         }
     }
@@ -1492,6 +1483,7 @@ mod tests {
                     mtu: nic.mtu,
                     kind: Some(kind.into()),
                     alias: Some(format!("vminit:nic {}", nic.lower)),
+                    lower: Some(index),
                     ethernet: true,
                 });
             }

@@ -266,12 +266,15 @@ impl<'a> Setup<'a> {
     /// when nothing needed recovery (the usual case), to plan from.
     fn recover(&mut self) -> Result<Option<NetState>> {
         let state = self.discover()?;
-        let steps = identity::recovery(&state);
-        if steps.is_empty() {
+        let recovery = identity::recovery(&state);
+        for warning in &recovery.warnings {
+            log::warn!("{warning}");
+        }
+        if recovery.steps.is_empty() {
             return Ok(Some(state));
         }
         log::info!("recovering the network left by an earlier run");
-        Applier::new(&mut self.nl).run_best_effort(&steps);
+        Applier::new(&mut self.nl).run_best_effort(&recovery.steps);
         Ok(None)
     }
 
