@@ -160,6 +160,8 @@ fn addr_of(msg: AddressMessage) -> Option<Addr> {
         }
     }
     addr.net.addr = local.or(address)?;
+    // `ip addr add A peer P`: the local address and the peer differ.
+    addr.peer = local.zip(address).filter(|(l, a)| l != a).map(|(_, a)| a);
     addr.flags = addr.kept_flags();
     Some(Addr {
         index: msg.header.index,

@@ -40,6 +40,9 @@ pub struct IfAddr {
     pub scope: u8,
     /// Remaining (valid, preferred) lifetimes in seconds; `None` for forever.
     pub lifetime: Option<(u32, u32)>,
+    /// The peer of a point-to-point address (`ip addr add A peer P`), which vminit refuses
+    /// to take over.
+    pub peer: Option<Ipv4Addr>,
 }
 
 /// `IFA_F_SECONDARY`: a second address in the subnet of another one, which the kernel
@@ -58,6 +61,7 @@ impl IfAddr {
             flags: 0,
             scope: 0,
             lifetime: None,
+            peer: None,
         }
     }
 

@@ -534,3 +534,21 @@ fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
     stop(&vm);
     assert_restored(&ctr, &before, "after a kill, a recovering run and a stop");
 }
+
+#[test]
+fn a_run_directory_with_a_comma_reaches_qemu_escaped_and_the_stop_goes_through_qmp() {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk)
+        .env("VMINIT_RUN_DIR", "/run/vm,init")
+        .spawn();
+    let r = report(&vm);
+    assert_eq!(r.nic("eth0").expect("guest eth0").mac, nic.mac);
+    // The power button goes through the QMP socket in that directory: exit 0, not a kill.
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}

@@ -23,7 +23,7 @@ use crate::apply::Applier;
 use crate::config::{self, Accel, Command, Config, Pause, Vhost};
 use crate::devices::{self, Tap};
 use crate::dhcp_server::{self, DhcpServer};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetworkError, Result};
 use crate::monitor::Monitor;
 use crate::netlink::Netlink;
 use crate::netstate::NetState;
@@ -70,6 +70,10 @@ struct Checked {
 /// debug shell, the right to create macvtap device nodes.
 fn check_inputs(config: &Config) -> Result<Checked> {
     let paths = &config.paths;
+    RunDir::new(&paths.run_dir)
+        .check_sockets()
+        .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
+    check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
@@ -212,6 +216,13 @@ impl<'a> Setup<'a> {
     fn start_guest(&mut self) -> Result<Guest> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let max = qemu::max_nics(self.checked.seed.is_some());
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+            )));
+        }
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -585,13 +596,44 @@ fn report<T>(choice: Choice<T>) -> T {
 }
 
 /// `mkdir -p -m 0700 DIR`, and 0700 even if it existed.
+/// The run directory: made with mode 0700 when missing. One that exists is used as it is,
+/// never chmod-ed (it may be `/`, or a user's); one that others may write to is refused:
+/// anyone could put their own socket in QEMU's place.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|_| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
-        .map_err(|e| Error::os(format!("create {}", dir.display()), e))
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::config(
+                    "VMINIT_RUN_DIR",
+                    format!(
+                        "{} may be written by others (mode {:04o}); name a directory only root writes, or one that does not exist yet (vminit makes it 0700)",
+                        dir.display(),
+                        mode & 0o7777
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::config(
+            "VMINIT_RUN_DIR",
+            format!("{} is not a directory", dir.display()),
+        )),
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::os(format!("create {}", dir.display()), e)),
+    }
+}
+
+/// Refuses a `RAM_SIZE` this host cannot give QEMU: under the kernel's default overcommit
+/// rule, more than its memory and swap together, which QEMU fails to allocate at start.
+fn check_ram(config: &Config) -> Result<()> {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let overcommit = fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    config::check_ram_fits(&config.ram, &meminfo, &overcommit)
+        .map_err(|msg| Error::config("RAM_SIZE", msg))
 }
 
 fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
