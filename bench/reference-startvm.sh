@@ -3,7 +3,7 @@
 # done the way a bash entrypoint does it (the BBVA "kvm" image's startvm, itself from RancherVM),
 # one `ip`/`mknod`/`awk` process per step, then dnsmasq, then `exec` QEMU with the tap fds.
 #
-# It performs, per NIC, what vminit's plan does (see src/plan.rs), so the two are compared on the
+# It performs, per NIC, what vminit's plan does (see src/takeover/plan.rs), so the two are compared on the
 # same work:
 #   read the NIC's MAC, MTU, IPv4 address and routes; delete the routes and the address; give the
 #   NIC a new random locally administered MAC; create the macvtap vmtapN (mode bridge, the old MAC)

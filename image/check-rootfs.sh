@@ -93,12 +93,12 @@ trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --interface=d0 --bind-interfaces --except-interface=lo \
     --dhcp-range=10.99.0.10,10.99.0.10,255.255.255.0,infinite --dhcp-broadcast \
     --dhcp-leasefile=/run/dnsmasq.leases --pid-file=/run/dnsmasq.pid
-# vminit's fixed QEMU arguments (src/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
+# vminit's fixed QEMU arguments (src/vm/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
 trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
     -qmp unix:/run/qmp.sock,server=on,wait=off -nic user,model=virtio-net-pci \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
-# The graphical console (DISPLAY=vnc, src/display.rs): std VGA, USB tablet, VNC on a Unix socket.
+# The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix socket.
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -vga std -usb -device usb-tablet -vnc unix:/run/vnc.sock \
     -monitor none -serial none -nic none -no-reboot </dev/null

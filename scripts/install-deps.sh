@@ -15,7 +15,7 @@ for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    # cloud-init is here for its schema validator and network converter (tests/seed.rs); one
+    # cloud-init is here for its schema validator and network converter (tests/ns/seed.rs); one
     # installed by this script is disabled first, so that it never configures this machine.
     if [[ " ${missing[*]} " == *" cloud-init "* ]] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
         mkdir -p /etc/cloud

@@ -1,43 +1,79 @@
 #!/usr/bin/env bash
-# Runs every check and test of vminit: installs what they need (Debian packages, the musl
-# target), then fmt, clippy, the benchmark in quick mode (to keep it working; figures only,
-# nothing asserted), and cargo test: unit tests, the namespace end-to-end tests with the real
-# QEMU, dnsmasq and guest, and the Docker tests against a dockerd it starts (and stops).
-# Needs root.
+# scripts/test.sh [unit|ns|docker|browser|distro|all] — vminit's checks and tests, by tier.
+#
+#   unit     cargo fmt --check, clippy, every unit test (`cargo test --bins`) and the tree checks
+#            (tests/unit: the architecture and the documentation's links). No root needed.
+#   ns       the namespace end-to-end tests (tests/ns): real QEMU, dnsmasq, the test guest.
+#   docker   the image in a real dockerd this script starts and stops (tests/docker).
+#   browser  the VNC console in headless Chromium (tests/browser).
+#   distro   Debian 12 guests with three network stacks (tests/distro; images cached).
+#   all      (the default; what .ci/run runs) every tier above, and the benchmark in quick mode
+#            (to keep it working; figures only, nothing asserted).
+#
+# Installs what the tier needs first (Debian packages, the musl target). All tiers but unit
+# need root; they run against the static release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh: the end-to-end tests need root (network namespaces, mknod, dockerd)" >&2
+tier=${1:-all}
+case $tier in
+unit | ns | docker | browser | distro | all) ;;
+*)
+    echo "usage: scripts/test.sh [unit|ns|docker|browser|distro|all]" >&2
+    exit 64
+    ;;
+esac
+
+if [ "$tier" != unit ] && [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: the $tier tier needs root (network namespaces, mknod, dockerd)" >&2
     exit 1
 fi
 
 scripts/install-deps.sh
 
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
-echo "== build the static binary"
-cargo build --release --locked --target x86_64-unknown-linux-musl
+if [ "$tier" = unit ] || [ "$tier" = all ]; then
+    echo "== cargo fmt --check"
+    cargo fmt --check
+    echo "== cargo clippy --all-targets -- -D warnings"
+    cargo clippy --all-targets --locked -- -D warnings
+fi
 
-echo "== benchmark, quick mode"
-BENCH_REPORT="$PWD/target/bench/BENCHMARKS-quick.md" BENCH_PLOT="$PWD/target/bench/quick.png" \
-    bench/run.sh --quick
-sed -n '/^## Headline/,/^## Machine/p' target/bench/BENCHMARKS-quick.md | sed '$d'
+binary=$PWD/target/x86_64-unknown-linux-musl/release/vminit
+if [ "$tier" != unit ]; then
+    echo "== build the static binary"
+    cargo build --release --locked --target x86_64-unknown-linux-musl
+fi
 
-scripts/dockerd.sh start
-trap 'scripts/dockerd.sh stop' EXIT
+if [ "$tier" = all ]; then
+    echo "== benchmark, quick mode"
+    BENCH_REPORT="$PWD/target/bench/BENCHMARKS-quick.md" BENCH_PLOT="$PWD/target/bench/quick.png" \
+        bench/run.sh --quick
+    sed -n '/^## Headline/,/^## Machine/p' target/bench/BENCHMARKS-quick.md | sed '$d'
+fi
 
-echo "== cargo test (unit, namespace end-to-end, Docker)"
+if [ "$tier" = docker ] || [ "$tier" = all ]; then
+    scripts/dockerd.sh start
+    trap 'scripts/dockerd.sh stop' EXIT
+fi
+
+case $tier in
+unit) targets=(--bins --test unit) ;;
+all) targets=() ;;
+*) targets=(--test "$tier") ;;
+esac
+
+echo "== cargo test ${targets[*]:-(every tier)}"
+mkdir -p target
 log=target/test-output.log
 set +e
-VMINIT_BIN="$PWD/target/x86_64-unknown-linux-musl/release/vminit" \
-    cargo test --locked --no-fail-fast -- --test-threads="${VMINIT_TEST_THREADS:-4}" 2>&1 | tee "$log"
+VMINIT_BIN=$binary cargo test --locked --no-fail-fast "${targets[@]}" \
+    -- --test-threads="${VMINIT_TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-scripts/dockerd.sh stop
-trap - EXIT
+if [ "$tier" = docker ] || [ "$tier" = all ]; then
+    scripts/dockerd.sh stop
+    trap - EXIT
+fi
 echo "== summary"
 grep -E '^test result:' "$log" || true
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"

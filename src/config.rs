@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::display::Vnc;
 use crate::error::{Error, Result};
-use crate::types::{Ipv4Net, Ipv6Net};
+use crate::net::types::{Ipv4Net, Ipv6Net};
+use crate::vm::display::Vnc;
 
 /// What vminit was asked to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +122,7 @@ pub struct Config {
     /// Test hook (`VMINIT_TEST_PAUSE`); `None` in every real run.
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
-    pub seed: Option<crate::seed::Request>,
+    pub seed: Option<crate::vm::seed::Request>,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -213,10 +213,10 @@ where
     if let Some(t) = parse_seconds(env, "IFACE_WAIT")? {
         config.iface_wait = t;
     }
-    config.display = crate::display::parse(&|var| nonempty(env, var))?;
+    config.display = crate::vm::display::parse(&|var| nonempty(env, var))?;
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
-    config.seed = crate::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.seed = crate::vm::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
     config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
         None | Some("on") | Some("yes") => true,
         Some("off") | Some("no") => false,

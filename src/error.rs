@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::step::Step;
+use crate::net::step::Step;
 
 /// Exit codes of vminit itself. The guest's own status passes through unchanged
 /// (QEMU's exit code, or 128+signal when QEMU was killed); these are the codes
@@ -202,7 +202,7 @@ impl fmt::Display for Error {
             Error::Interrupted(sig) => write!(
                 f,
                 "received {} during setup; not starting the guest",
-                crate::policy::signal_name(*sig)
+                crate::pid1::policy::signal_name(*sig)
             ),
         }
     }
@@ -215,7 +215,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::MacLinkKind;
+    use crate::net::step::MacLinkKind;
 
     fn add_link() -> Step {
         Step::AddLink {
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn a_signal_during_setup_exits_128_plus_its_number() {
         assert_eq!(Error::Interrupted(libc::SIGTERM).exit_code(), 143);
-        let rtmin3 = Error::Interrupted(crate::policy::SIGRTMIN_PLUS_3);
+        let rtmin3 = Error::Interrupted(crate::pid1::policy::SIGRTMIN_PLUS_3);
         assert_eq!(rtmin3.exit_code(), 165);
         assert!(rtmin3.to_string().starts_with("received SIGRTMIN+3"));
     }

@@ -6,61 +6,32 @@
 //! exit with the guest's status or the error's code.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod accel;
-mod announce;
-mod announcer;
-mod apply;
 mod config;
-mod console;
-mod devices;
-mod dhcp6;
-mod dhcp_server;
-mod discover;
-mod discover6;
-mod disk;
-mod display;
-mod dns;
-mod dnsmasq;
+mod dhcp;
 mod error;
-mod ethtool;
-mod gateway6;
-mod identity;
-mod kvm;
-mod lock;
-mod monitor;
-mod ndp;
-mod netlink;
-mod netstate;
-mod packet;
-mod plan;
-mod plan6;
-mod policy;
-mod qemu;
-mod qmp;
-mod resolv;
+mod ipv6;
+mod net;
+mod pid1;
 mod rundir;
-mod seed;
 mod setup;
-mod spawn;
-mod step;
-mod supervise;
+mod takeover;
 #[cfg(test)]
 mod testing;
-mod types;
+mod vm;
 
 use std::io::Write;
 use std::time::Duration;
 
 use crate::config::{Command, Config};
 use crate::error::{Error, exit};
+use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
-use crate::supervise::Signals;
 
 const USAGE: &str = "\
 usage: vminit [QEMU ARGUMENTS...]   boot /image/image.qcow2, extra arguments go to QEMU
        vminit bash|sh               prepare everything, then start a debug shell
        vminit health                exit 0 when the guest is running
-Configuration is by environment variables (AUTO_ATTACH is required); see the README.";
+Configuration is by environment variables (AUTO_ATTACH is required); see docs/reference.md.";
 
 fn main() {
     // Before anything else: no signal may be lost or kill PID 1 while it sets up.
@@ -142,8 +113,8 @@ fn init_logging(level: log::LevelFilter) {
 /// `vminit health`: asks QEMU, over the health QMP socket, whether the guest runs.
 fn health(config: &Config) -> i32 {
     let socket = RunDir::new(&config.paths.run_dir).health();
-    match qmp::execute(&socket, "query-status", Duration::from_secs(3)) {
-        Ok(answer) if qmp::is_running(&answer) => {
+    match vm::qmp::execute(&socket, "query-status", Duration::from_secs(3)) {
+        Ok(answer) if vm::qmp::is_running(&answer) => {
             println!("guest running");
             0
         }

@@ -2,11 +2,11 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netstate::{
+use crate::net::netstate::{
     Addr, Addr6, IFA_F_SECONDARY, IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, NetState,
     RTPROT_KERNEL, Route6Entry, RouteEntry,
 };
-use crate::types::{Ipv4Net, Mac, Route, Route6};
+use crate::net::types::{Ipv4Net, Mac, Route, Route6};
 
 pub const MAC0: Mac = Mac([0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
 pub const MAC1: Mac = Mac([0x02, 0x42, 0xac, 0x14, 0x00, 0x05]);

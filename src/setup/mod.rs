@@ -16,25 +16,25 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::accel::{self, Accelerator, Choice, KvmStatus};
-use crate::announce::{Dns6, Learned};
-use crate::announcer::Announcers;
-use crate::apply::Applier;
 use crate::config::{self, Accel, Command, Config, Pause, Vhost};
-use crate::devices::{self, Tap};
-use crate::dhcp_server::{self, DhcpServer};
+use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, NetworkError, Result};
-use crate::monitor::Monitor;
-use crate::netlink::Netlink;
-use crate::netstate::NetState;
-use crate::packet::PacketSocket;
-use crate::plan::{self, NicPlan, Plan};
+use crate::ipv6::announce::{Dns6, Learned};
+use crate::ipv6::announcer::Announcers;
+use crate::ipv6::packet::PacketSocket;
+use crate::net::apply::Applier;
+use crate::net::monitor::Monitor;
+use crate::net::netlink::Netlink;
+use crate::net::netstate::NetState;
+use crate::net::step::Step;
+use crate::pid1::supervise::{self, Signals};
 use crate::rundir::RunDir;
-use crate::step::Step;
-use crate::supervise::{self, Signals};
+use crate::takeover::plan::{self, NicPlan, Plan};
+use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
+use crate::vm::devices::{self, Tap};
 use crate::{
-    announce, console, discover, display, dnsmasq, gateway6, identity, lock, policy, qemu, seed,
-    spawn,
+    dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, pid1::lock, pid1::policy,
+    pid1::spawn, takeover::identity, vm::console, vm::display, vm::qemu, vm::seed,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.

@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use super::{Setup, TakenNic, random_macs, take_over_nic};
-use crate::announce::{Dns6, Learned};
-use crate::announcer::Announcers;
-use crate::apply::Applier;
-use crate::devices::Tap;
-use crate::dhcp_server::DhcpServer;
+use crate::dhcp::dhcp_server::DhcpServer;
 use crate::error::{Error, Result};
-use crate::netstate::NetState;
-use crate::plan::{self, NicPlan};
-use crate::plan6::Guest6;
-use crate::policy::{self, Event};
-use crate::step::Step;
-use crate::{gateway6, qemu, qmp, supervise};
+use crate::ipv6::announce::{Dns6, Learned};
+use crate::ipv6::announcer::Announcers;
+use crate::net::apply::Applier;
+use crate::net::netstate::NetState;
+use crate::net::step::Step;
+use crate::pid1::policy::{self, Event};
+use crate::takeover::plan::{self, NicPlan};
+use crate::takeover::plan6::Guest6;
+use crate::vm::devices::Tap;
+use crate::{ipv6::gateway6, pid1::supervise, vm::qemu, vm::qmp};
 
 /// How long one hot-plug or unplug may keep QMP waiting.
 const QMP_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds the distribution guests of tests/distro.rs from Debian's archive and prints the
+# Builds the distribution guests of tests/distro/main.rs from Debian's archive and prints the
 # directory that holds them (its last line of stdout).
 #
 # Usage: tests/distro/build-images.sh [CACHE_ROOT]

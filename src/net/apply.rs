@@ -1,0 +1,653 @@
+//! Carries out a plan's steps over netlink, and undoes them on failure or at exit.
+//!
+//! The applier decides nothing about the network (the plan did); it only knows how to
+//! execute a step, which kernel failures are worth a bounded retry, and the order of undo.
+
+use std::collections::HashMap;
+use std::io;
+use std::thread::sleep;
+use std::time::Duration;
+
+use crate::config::Pause;
+use crate::error::{Error, Result};
+use crate::net::netlink::Rtnetlink;
+use crate::net::netlink::message::MacLink;
+use crate::net::step::Step;
+
+/// How often a link creation that fails with `EEXIST` is retried (Kubernetes pods
+/// have been seen to report it transiently), and how long to wait in between.
+const EEXIST_RETRIES: u32 = 5;
+const EEXIST_PAUSE: Duration = Duration::from_millis(100);
+
+/// Applies steps and remembers them, so that they can be undone in reverse order.
+pub struct Applier<'a, N: Rtnetlink + ?Sized> {
+    nl: &'a mut N,
+    /// Interface indexes by name, from the last dump and the links created since.
+    indexes: HashMap<String, u32>,
+    done: Vec<Step>,
+    eexist_pause: Duration,
+    /// Test hook: stop working for good after this many applied steps.
+    pause_after_apply: Option<usize>,
+    /// Test hook: stop working for good after this many undone steps.
+    pause_after_undo: Option<usize>,
+    /// Steps applied, and undone, by this applier so far (for the test hook).
+    applied: usize,
+    undone: usize,
+}
+
+impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
+    pub fn new(nl: &'a mut N) -> Applier<'a, N> {
+        Applier {
+            nl,
+            indexes: HashMap::new(),
+            done: Vec::new(),
+            eexist_pause: EEXIST_PAUSE,
+            pause_after_apply: None,
+            pause_after_undo: None,
+            applied: 0,
+            undone: 0,
+        }
+    }
+
+    /// Test hook (`VMINIT_TEST_PAUSE`): the applier stops for good after the given number
+    /// of applied (or undone) steps, so that a test can kill vminit at exactly that point.
+    pub fn pause_after(&mut self, pause: Option<Pause>) {
+        match pause {
+            Some(Pause::Setup(n)) => self.pause_after_apply = Some(n),
+            Some(Pause::Teardown(n)) => self.pause_after_undo = Some(n),
+            None => {}
+        }
+    }
+
+    /// Applies every step in order; on the first failure undoes what was applied.
+    pub fn apply_all(&mut self, steps: &[Step]) -> Result<()> {
+        for step in steps {
+            if let Err(e) = self.apply(step) {
+                self.rollback();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one step, logging it as the `ip` command it equals.
+    pub fn apply(&mut self, step: &Step) -> Result<()> {
+        log::info!("{step}");
+        let mut attempt = 0;
+        loop {
+            match self.exec(step) {
+                Ok(()) => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EEXIST)
+                        && matches!(step, Step::AddLink { .. })
+                        && attempt < EEXIST_RETRIES =>
+                {
+                    attempt += 1;
+                    log::warn!("{step}: {e}; retry {attempt} of {EEXIST_RETRIES}");
+                    sleep(self.eexist_pause);
+                }
+                Err(source) => {
+                    return Err(Error::Step {
+                        step: step.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.done.push(step.clone());
+        self.applied += 1;
+        if self.pause_after_apply == Some(self.applied) {
+            park(&format!("setup step {}: {step}", self.applied));
+        }
+        Ok(())
+    }
+
+    /// Forgets the applied steps (they are now the caller's to undo, or to keep).
+    pub fn take_applied(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// Undoes every applied step, newest first. Failures are logged, not fatal:
+    /// rollback does as much as it can.
+    pub fn rollback(&mut self) {
+        let done = std::mem::take(&mut self.done);
+        self.undo(&done);
+    }
+
+    /// Undoes `done` (steps applied earlier, oldest first), newest first, as far as it can.
+    pub fn undo(&mut self, done: &[Step]) {
+        for step in done.iter().rev() {
+            if let Some(inverse) = step.inverse() {
+                log::info!("undo: {inverse}");
+                if let Err(e) = self.exec(&inverse) {
+                    log::warn!("undo: {inverse}: {e}");
+                }
+                self.undone += 1;
+                if self.pause_after_undo == Some(self.undone) {
+                    park(&format!("teardown step {}: {inverse}", self.undone));
+                }
+            }
+        }
+    }
+
+    /// Runs steps that must not be undone later (recovery); logs failures. A step whose
+    /// object is already there, or already gone, has nothing left to do.
+    pub fn run_best_effort(&mut self, steps: &[Step]) {
+        for step in steps {
+            log::info!("{step}");
+            match self.exec(step) {
+                Ok(()) => {}
+                Err(e) if already_done(step, &e) => log::debug!("{step}: {e}; nothing to do"),
+                Err(e) => log::warn!("{step}: {e}"),
+            }
+        }
+    }
+
+    /// The interface index of `name`, as of the last lookup.
+    pub fn index_of(&mut self, name: &str) -> Result<u32> {
+        self.index(name)
+            .map_err(|e| Error::os(format!("find interface {name}"), e))
+    }
+
+    fn index(&mut self, name: &str) -> io::Result<u32> {
+        if let Some(i) = self.indexes.get(name) {
+            return Ok(*i);
+        }
+        self.indexes = self.nl.link_indexes()?.into_iter().collect();
+        self.indexes
+            .get(name)
+            .copied()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+    }
+
+    fn exec(&mut self, step: &Step) -> io::Result<()> {
+        match step {
+            Step::DelRoute { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.del_route(i, route)
+            }
+            Step::AddRoute { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.add_route(i, route)
+            }
+            Step::DelAddr { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.del_addr(i, addr.net)
+            }
+            Step::AddAddr { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.add_addr(i, addr)
+            }
+            Step::DelNeigh { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.del_neigh(i, neigh)
+            }
+            Step::AddNeigh { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.add_neigh(i, neigh)
+            }
+            Step::SetMac { dev, mac, .. } => {
+                let i = self.index(dev)?;
+                self.nl.set_mac(i, *mac)
+            }
+            Step::AddLink {
+                kind,
+                name,
+                lower,
+                mac,
+                mtu,
+                up,
+            } => {
+                let lower = self.index(lower)?;
+                let link = MacLink {
+                    kind: *kind,
+                    name,
+                    lower,
+                    mac: *mac,
+                    mtu: *mtu,
+                    up: *up,
+                };
+                match self.nl.add_mac_link(&link)? {
+                    Some(index) => {
+                        self.indexes.insert(name.clone(), index);
+                    }
+                    // An older kernel did not say: the next lookup dumps the links again.
+                    None => {
+                        self.indexes.remove(name);
+                    }
+                }
+                Ok(())
+            }
+            Step::DelLink { name } => {
+                let i = self.index(name)?;
+                self.indexes.remove(name);
+                self.nl.del_link(i)
+            }
+            Step::SetAlias { dev, alias } => {
+                let i = self.index(dev)?;
+                self.nl.set_alias(i, alias)
+            }
+            Step::DelRoute6 { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.del_route6(i, route)
+            }
+            Step::AddRoute6 { dev, route } => {
+                let i = self.index(dev)?;
+                self.nl.add_route6(i, route)
+            }
+            Step::DelAddr6 { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.del_addr6(i, addr.net)
+            }
+            Step::AddAddr6 { dev, addr } => {
+                let i = self.index(dev)?;
+                self.nl.add_addr6(i, addr)
+            }
+            Step::DelNeigh6 { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.del_neigh6(i, neigh)
+            }
+            Step::AddNeigh6 { dev, neigh } => {
+                let i = self.index(dev)?;
+                self.nl.add_neigh6(i, neigh)
+            }
+            Step::NoAddrGen { dev } => {
+                let i = self.index(dev)?;
+                match self.nl.no_addr_gen(i) {
+                    // No IPv6 on this link at all (a kernel without it, an MTU below 1280):
+                    // nothing to prevent.
+                    Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(()),
+                    other => other,
+                }
+            }
+            Step::SetUpAllMulticast { dev } => {
+                let i = self.index(dev)?;
+                self.nl.set_up_allmulticast(i)
+            }
+            Step::TxChecksumOff { dev } => match self.nl.tx_checksum_off(dev) {
+                // A nicety for old DHCP clients, not a requirement: macvlans on veth
+                // cannot change it.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    log::info!(
+                        "{dev}: TX checksum offload cannot be changed here ({e}); leaving it"
+                    );
+                    Ok(())
+                }
+                other => other,
+            },
+        }
+    }
+}
+
+/// The test hook's end: says where it stopped, then waits to be killed.
+fn park(at: &str) -> ! {
+    log::warn!("test hook: paused after {at}");
+    loop {
+        sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Whether `e` says `step` found the namespace as it would have left it.
+fn already_done(step: &Step, e: &io::Error) -> bool {
+    let errno = e.raw_os_error();
+    match step {
+        Step::AddAddr { .. }
+        | Step::AddRoute { .. }
+        | Step::AddNeigh { .. }
+        | Step::AddAddr6 { .. }
+        | Step::AddRoute6 { .. }
+        | Step::AddNeigh6 { .. } => errno == Some(libc::EEXIST),
+        Step::DelAddr { .. }
+        | Step::DelRoute { .. }
+        | Step::DelNeigh { .. }
+        | Step::DelAddr6 { .. }
+        | Step::DelRoute6 { .. }
+        | Step::DelNeigh6 { .. } => {
+            matches!(
+                errno,
+                Some(libc::EADDRNOTAVAIL | libc::ESRCH | libc::ENOENT)
+            )
+        }
+        Step::DelLink { .. } => errno == Some(libc::ENODEV),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+    use crate::net::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
+    use crate::net::step::MacLinkKind;
+    use crate::net::types::{Ipv4Net, Ipv6Net, Mac};
+
+    /// A kernel that records every call as the `ip` command it stands for, knows link names
+    /// and indexes, and fails the calls it is told to fail.
+    #[derive(Default)]
+    struct FakeKernel {
+        links: Vec<(String, u32)>,
+        calls: Vec<String>,
+        /// (call prefix, errno, how many times): a matching call fails that often.
+        failures: Vec<(String, i32, u32)>,
+        /// Whether new links' indexes are echoed (Linux 6.3 and later).
+        echo: bool,
+        dumps: u32,
+    }
+
+    impl FakeKernel {
+        fn with_links(names: &[&str]) -> FakeKernel {
+            FakeKernel {
+                links: names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.to_string(), i as u32 + 1))
+                    .collect(),
+                echo: true,
+                ..FakeKernel::default()
+            }
+        }
+
+        fn fail(mut self, prefix: &str, errno: i32, times: u32) -> FakeKernel {
+            self.failures.push((prefix.into(), errno, times));
+            self
+        }
+
+        fn call(&mut self, text: String) -> io::Result<()> {
+            self.calls.push(text.clone());
+            for (prefix, errno, times) in &mut self.failures {
+                if *times > 0 && text.starts_with(prefix.as_str()) {
+                    *times -= 1;
+                    return Err(io::Error::from_raw_os_error(*errno));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Rtnetlink for FakeKernel {
+        fn link_indexes(&mut self) -> io::Result<Vec<(String, u32)>> {
+            self.dumps += 1;
+            Ok(self.links.clone())
+        }
+        fn add_mac_link(&mut self, link: &MacLink) -> io::Result<Option<u32>> {
+            self.call(format!("link add {} lower {}", link.name, link.lower))?;
+            let index = 99 + self.links.len() as u32;
+            self.links.push((link.name.to_string(), index));
+            Ok(self.echo.then_some(index))
+        }
+        fn del_link(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link del {index}"))?;
+            self.links.retain(|(_, i)| *i != index);
+            Ok(())
+        }
+        fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()> {
+            self.call(format!("link set {index} address {mac}"))
+        }
+        fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+            self.call(format!("link set {index} alias {alias}"))
+        }
+        fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
+            self.call(format!("addr add {} dev {index}", addr.net))
+        }
+        fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()> {
+            self.call(format!("addr del {net} dev {index}"))
+        }
+        fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
+            self.call(format!("route add {} dev {index}", route.route))
+        }
+        fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
+            self.call(format!("route del {} dev {index}", route.route))
+        }
+        fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+            self.call(format!("neigh add {} dev {index}", neigh.addr))
+        }
+        fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+            self.call(format!("neigh del {} dev {index}", neigh.addr))
+        }
+        fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
+            self.call(format!("ethtool -K {dev} tx off"))
+        }
+        fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
+            self.call(format!("addr add {} dev {index}", addr.net))
+        }
+        fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
+            self.call(format!("addr del {net} dev {index}"))
+        }
+        fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+            self.call(format!("route add {} dev {index}", route.route))
+        }
+        fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+            self.call(format!("route del {} dev {index}", route.route))
+        }
+        fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+            self.call(format!("neigh add {} dev {index}", neigh.addr))
+        }
+        fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+            self.call(format!("neigh del {} dev {index}", neigh.addr))
+        }
+        fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} addrgenmode none"))
+        }
+        fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} allmulticast on up"))
+        }
+    }
+
+    fn add_link(kind: MacLinkKind, name: &str) -> Step {
+        Step::AddLink {
+            kind,
+            name: name.into(),
+            lower: "eth0".into(),
+            mac: None,
+            mtu: 1500,
+            up: true,
+        }
+    }
+
+    fn addr(net: &str) -> IfAddr {
+        IfAddr::plain(net.parse().unwrap())
+    }
+
+    /// A shortened takeover of eth0 (index 2): address off, new MAC, macvtap, door.
+    fn takeover() -> Vec<Step> {
+        vec![
+            Step::DelAddr {
+                dev: "eth0".into(),
+                addr: addr("10.1.0.2/24"),
+            },
+            Step::SetMac {
+                dev: "eth0".into(),
+                mac: Mac([2, 0, 0, 0, 0, 9]),
+                old: Mac([2, 0x42, 10, 1, 0, 2]),
+            },
+            add_link(MacLinkKind::Macvtap, "vmtap0"),
+            add_link(MacLinkKind::Macvlan, "vmlink0"),
+            Step::AddAddr {
+                dev: "vmlink0".into(),
+                addr: addr("169.254.1.2/32"),
+            },
+        ]
+    }
+
+    fn applier(kernel: &mut FakeKernel) -> Applier<'_, FakeKernel> {
+        let mut a = Applier::new(kernel);
+        a.eexist_pause = Duration::ZERO;
+        a
+    }
+
+    #[test]
+    fn a_failed_step_rolls_back_what_was_applied_newest_first() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail(
+            "addr add 169.254.1.2/32",
+            libc::ENOSPC,
+            1,
+        );
+        let e = applier(&mut kernel).apply_all(&takeover()).unwrap_err();
+        assert!(
+            matches!(e, Error::Step { ref step, ref source } if *step == takeover()[4] && source.raw_os_error() == Some(libc::ENOSPC)),
+            "{e}"
+        );
+        assert_eq!(
+            kernel.calls,
+            [
+                "addr del 10.1.0.2/24 dev 2",
+                "link set 2 address 02:00:00:00:00:09",
+                "link add vmtap0 lower 2",
+                "link add vmlink0 lower 2",
+                "addr add 169.254.1.2/32 dev 102",
+                // rollback: the door, the macvtap, the MAC, the address
+                "link del 102",
+                "link del 101",
+                "link set 2 address 02:42:0a:01:00:02",
+                "addr add 10.1.0.2/24 dev 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rollback_step_that_fails_does_not_stop_the_rest_of_the_rollback() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"])
+            .fail("addr add 169.254.1.2/32", libc::ENOSPC, 1)
+            .fail("link del 101", libc::EBUSY, 1);
+        let _ = applier(&mut kernel).apply_all(&takeover());
+        assert_eq!(
+            kernel.calls[5..],
+            [
+                "link del 102",
+                "link del 101",
+                "link set 2 address 02:42:0a:01:00:02",
+                "addr add 10.1.0.2/24 dev 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_link_that_exists_transiently_is_retried_and_then_created() {
+        let mut kernel =
+            FakeKernel::with_links(&["lo", "eth0"]).fail("link add vmtap0", libc::EEXIST, 3);
+        let step = add_link(MacLinkKind::Macvtap, "vmtap0");
+        applier(&mut kernel).apply(&step).unwrap();
+        assert_eq!(kernel.calls.len(), 4, "{:?}", kernel.calls);
+    }
+
+    #[test]
+    fn eexist_is_retried_a_bounded_number_of_times_then_reported() {
+        let mut kernel =
+            FakeKernel::with_links(&["lo", "eth0"]).fail("link add vmtap0", libc::EEXIST, 99);
+        let step = add_link(MacLinkKind::Macvtap, "vmtap0");
+        let e = applier(&mut kernel).apply(&step).unwrap_err();
+        assert_eq!(kernel.calls.len(), 1 + EEXIST_RETRIES as usize);
+        assert_eq!(e.exit_code(), exit::OS);
+        assert!(e.to_string().contains("File exists"), "{e}");
+    }
+
+    #[test]
+    fn eexist_on_anything_but_a_new_link_is_not_retried() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail("addr add", libc::EEXIST, 99);
+        let step = Step::AddAddr {
+            dev: "eth0".into(),
+            addr: addr("10.1.0.2/24"),
+        };
+        assert!(applier(&mut kernel).apply(&step).is_err());
+        assert_eq!(kernel.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_capability_is_reported_with_the_docker_flag() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail("addr del", libc::EPERM, 1);
+        let e = applier(&mut kernel).apply_all(&takeover()).unwrap_err();
+        assert_eq!(e.exit_code(), exit::UNAVAILABLE);
+        assert!(e.to_string().contains("--cap-add NET_ADMIN"), "{e}");
+    }
+
+    #[test]
+    fn indexes_come_from_one_dump_and_the_kernels_echo_of_new_links() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]);
+        applier(&mut kernel).apply_all(&takeover()).unwrap();
+        assert_eq!(
+            kernel.dumps, 1,
+            "one dump for eth0; vmlink0's index was echoed"
+        );
+        assert_eq!(kernel.calls[4], "addr add 169.254.1.2/32 dev 102");
+    }
+
+    #[test]
+    fn without_an_echo_a_new_link_is_looked_up_again() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]);
+        kernel.echo = false;
+        applier(&mut kernel).apply_all(&takeover()).unwrap();
+        assert_eq!(kernel.dumps, 2);
+        assert_eq!(kernel.calls[4], "addr add 169.254.1.2/32 dev 102");
+    }
+
+    #[test]
+    fn an_unknown_interface_fails_the_step_with_enodev() {
+        let mut kernel = FakeKernel::with_links(&["lo"]);
+        let e = applier(&mut kernel).apply(&takeover()[0]).unwrap_err();
+        assert!(
+            matches!(e, Error::Step { ref source, .. } if source.raw_os_error() == Some(libc::ENODEV)),
+            "{e}"
+        );
+        assert!(kernel.calls.is_empty());
+    }
+
+    #[test]
+    fn tx_checksum_offload_that_cannot_change_is_left_but_other_failures_count() {
+        let step = Step::TxChecksumOff {
+            dev: "vmlink0".into(),
+        };
+        let mut kernel =
+            FakeKernel::with_links(&["lo", "eth0"]).fail("ethtool", libc::EOPNOTSUPP, 1);
+        assert!(applier(&mut kernel).apply(&step).is_ok());
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail("ethtool", libc::ENODEV, 1);
+        assert!(applier(&mut kernel).apply(&step).is_err());
+    }
+
+    #[test]
+    fn undo_after_take_applied_reverses_the_steps_that_have_an_inverse() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]);
+        let mut a = applier(&mut kernel);
+        let mut steps = takeover();
+        steps.insert(
+            3,
+            Step::SetAlias {
+                dev: "vmtap0".into(),
+                alias: "vminit:nic eth0".into(),
+            },
+        );
+        a.apply_all(&steps).unwrap();
+        let done = a.take_applied();
+        a.rollback(); // nothing left to roll back
+        a.undo(&done);
+        assert_eq!(
+            kernel.calls[6..],
+            [
+                "addr del 169.254.1.2/32 dev 102",
+                "link del 102",
+                "link del 101",
+                "link set 2 address 02:42:0a:01:00:02",
+                "addr add 10.1.0.2/24 dev 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn best_effort_steps_go_on_past_a_failure_and_are_not_remembered() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0", "vmtap0", "vmlink0"]).fail(
+            "link del 4",
+            libc::EBUSY,
+            1,
+        );
+        let mut a = applier(&mut kernel);
+        a.run_best_effort(&[
+            Step::DelLink {
+                name: "vmlink0".into(),
+            },
+            Step::DelLink {
+                name: "vmtap0".into(),
+            },
+        ]);
+        assert!(a.take_applied().is_empty());
+        assert_eq!(kernel.calls, ["link del 4", "link del 3"]);
+    }
+}

@@ -1,0 +1,408 @@
+//! A blocking rtnetlink client: one request at a time, sequence-checked, errno kept.
+//!
+//! The requests themselves are built by the pure functions in `message`, each with the `ip`
+//! command it equals. `Rtnetlink` is the seam the applier works through, so that its
+//! decisions (rollback order, retries, the index cache) are unit-tested with a fake.
+
+pub mod message;
+pub mod message6;
+
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::AddressMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::net::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
+use crate::net::types::{Ipv4Net, Ipv6Net, Mac};
+use message::MacLink;
+
+/// The kernel calls the applier makes: rtnetlink requests, and one ethtool ioctl.
+/// `Netlink` is the real one; unit tests use a recording fake.
+pub trait Rtnetlink {
+    /// Every link's name and index: `ip -o link show`.
+    fn link_indexes(&mut self) -> io::Result<Vec<(String, u32)>>;
+    /// Creates a macvtap or macvlan; returns its index when the kernel echoes it.
+    fn add_mac_link(&mut self, link: &MacLink) -> io::Result<Option<u32>>;
+    fn del_link(&mut self, index: u32) -> io::Result<()>;
+    fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()>;
+    fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()>;
+    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()>;
+    fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()>;
+    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
+    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
+    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
+    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
+    /// `ethtool -K DEV tx off`
+    fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()>;
+    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()>;
+    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()>;
+    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
+    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
+    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
+    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
+    /// `ip link set DEV addrgenmode none`
+    fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
+    /// `ip link set DEV allmulticast on up`
+    fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()>;
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Large enough for any single dump datagram the kernel sends (it caps them near 32 KiB).
+const RECV_BUF: usize = 64 * 1024;
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Netlink {
+    pub fn open() -> io::Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    /// Sends one request and waits for the kernel's acknowledgement.
+    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.request_echo(msg, flags).map(drop)
+    }
+
+    /// Sends one request and waits for the kernel's acknowledgement; returns what the
+    /// kernel echoed before it (with `NLM_F_ECHO`: the object as created).
+    fn request_echo(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        let mut acked = false;
+        let mut echoed = Vec::new();
+        self.receive(seq, &mut |payload| match payload {
+            NetlinkPayload::Error(e) => {
+                acked = true;
+                match e.code {
+                    None => Ok(true),
+                    Some(_) => Err(e.to_io()),
+                }
+            }
+            NetlinkPayload::InnerMessage(m) => {
+                echoed.push(m);
+                Ok(false)
+            }
+            _ => Ok(false),
+        })?;
+        if acked {
+            Ok(echoed)
+        } else {
+            Err(io::Error::other("netlink: no acknowledgement"))
+        }
+    }
+
+    /// Sends a dump request and collects every answer until NLMSG_DONE.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        self.receive(seq, &mut |payload| match payload {
+            NetlinkPayload::InnerMessage(m) => {
+                out.push(m);
+                Ok(false)
+            }
+            NetlinkPayload::Done(_) => Ok(true),
+            NetlinkPayload::Error(e) => Err(e.to_io()),
+            _ => Ok(false),
+        })?;
+        Ok(out)
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        log::debug!("netlink send seq={} {:?}", self.seq, packet.payload);
+        self.socket.send(&buf, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Reads datagrams until `handle` says the exchange `seq` is complete.
+    /// Messages from other (stale) sequence numbers are skipped.
+    fn receive(
+        &mut self,
+        seq: u32,
+        handle: &mut dyn FnMut(NetlinkPayload<RouteNetlinkMessage>) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        loop {
+            let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+            let n = self.socket.recv(&mut buf, 0)?;
+            if n > buf.len() {
+                return Err(io::Error::other("netlink: datagram truncated"));
+            }
+            let mut offset = 0;
+            while offset < n {
+                let bytes = &buf[offset..n];
+                let raw = NetlinkBuffer::new_checked(bytes).map_err(invalid)?;
+                let len = raw.length() as usize;
+                if len == 0 {
+                    return Err(io::Error::other("netlink: zero-length message"));
+                }
+                offset += (len + 3) & !3;
+                if raw.sequence_number() != seq {
+                    log::debug!("netlink: skipping message of seq {}", raw.sequence_number());
+                    continue;
+                }
+                let payload = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                    Ok(msg) => msg.payload,
+                    Err(e) => {
+                        // One attribute the library cannot read must not hide the
+                        // object: read it again, attribute by attribute.
+                        let mut skipped = Vec::new();
+                        let lenient =
+                            message::parse_lenient(raw.message_type(), raw.payload(), &mut skipped)
+                                .ok_or_else(|| invalid(e))?;
+                        log::debug!("netlink: skipped what could not be read: {skipped:?}");
+                        NetlinkPayload::InnerMessage(lenient)
+                    }
+                };
+                log::debug!("netlink recv seq={seq} {payload:?}");
+                if handle(payload)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    // ---- dumps ----
+
+    /// `ip -d link show`
+    pub fn links(&mut self) -> io::Result<Vec<LinkMessage>> {
+        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4 addr show`
+    pub fn addresses(&mut self) -> io::Result<Vec<AddressMessage>> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let msg = RouteNetlinkMessage::GetAddress(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4 neigh show`
+    pub fn neighbours(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let msg = RouteNetlinkMessage::GetNeighbour(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4 route show table all`
+    pub fn routes(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.routes_of(AddressFamily::Inet)
+    }
+
+    /// `ip -6 addr show`
+    pub fn addresses6(&mut self) -> io::Result<Vec<AddressMessage>> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let msg = RouteNetlinkMessage::GetAddress(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -6 route show table all`
+    pub fn routes6(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.routes_of(AddressFamily::Inet6)
+    }
+
+    /// `ip -6 neigh show`
+    pub fn neighbours6(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let msg = RouteNetlinkMessage::GetNeighbour(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `ip -4|-6 route show table all`
+    fn routes_of(&mut self, family: AddressFamily) -> io::Result<Vec<RouteMessage>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = family;
+        let msg = RouteNetlinkMessage::GetRoute(req);
+        Ok(self
+            .dump(msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The flags of a request that creates an object, and fails if it exists already.
+const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
+
+impl Rtnetlink for Netlink {
+    fn link_indexes(&mut self) -> io::Result<Vec<(String, u32)>> {
+        Ok(self
+            .links()?
+            .into_iter()
+            .filter_map(|l| {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })?;
+                Some((name, l.header.index))
+            })
+            .collect())
+    }
+
+    fn add_mac_link(&mut self, link: &MacLink) -> io::Result<Option<u32>> {
+        let msg = RouteNetlinkMessage::NewLink(message::add_mac_link(link));
+        // NLM_F_ECHO: Linux 6.3 and later echo the new link, index included.
+        let echoed = self.request_echo(msg, CREATE | NLM_F_ECHO)?;
+        Ok(echoed.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) if l.header.index != 0 => Some(l.header.index),
+            _ => None,
+        }))
+    }
+
+    fn del_link(&mut self, index: u32) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::DelLink(message::del_link(index)), 0)
+    }
+
+    fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()> {
+        self.request(
+            RouteNetlinkMessage::SetLink(message::set_mac(index, mac)),
+            0,
+        )
+    }
+
+    fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+        let msg = message::set_alias(index, alias);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
+        let msg = message::add_addr(index, addr);
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+    }
+
+    fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()> {
+        let msg = message::del_addr(index, net);
+        self.request(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
+    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
+        let msg = message::add_route(index, route);
+        self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
+    }
+
+    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
+        let msg = message::del_route(index, route);
+        self.request(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+
+    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+        let msg = message::add_neigh(index, neigh);
+        self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
+    }
+
+    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
+        let msg = message::del_neigh(index, neigh);
+        self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
+    }
+
+    fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
+        crate::net::ethtool::disable_tx_checksum(dev)
+    }
+
+    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
+        let msg = message6::add_addr6(index, addr);
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+    }
+
+    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
+        let msg = message6::del_addr6(index, net);
+        self.request(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
+    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+        let msg = message6::add_route6(index, route);
+        self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
+    }
+
+    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
+        let msg = message6::del_route6(index, route);
+        self.request(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+
+    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+        let msg = message6::add_neigh6(index, neigh);
+        self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
+    }
+
+    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
+        let msg = message6::del_neigh6(index, neigh);
+        self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
+    }
+
+    fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
+        let msg = message6::no_addr_gen(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
+        let msg = message6::set_up_allmulticast(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+}

@@ -1,0 +1,13 @@
+//! What makes vminit a PID 1: the supervisor's decisions, its signalfd loop, starting children
+//! with a clean signal state and only their descriptors, and one vminit per namespace.
+//!
+//! Pure: `policy` (the supervisor's state machine: stop sequence, restarts, exit status).
+//! Touch the system: `supervise` (the signalfd loop), `spawn` (fork + exec, privileges
+//! dropped), `lock` (the abstract socket `@vminit`).
+//!
+//! Imports only `net` (the change notifications the loop polls).
+
+pub mod lock;
+pub mod policy;
+pub mod spawn;
+pub mod supervise;

@@ -1,0 +1,21 @@
+//! The virtual machine: QEMU's command line and the inputs it is built from (accelerator,
+//! disk chain, display, NoCloud seed), the device nodes QEMU is handed, and QMP.
+//!
+//! Pure: `accel` (accelerator and vhost decisions), `disk` (qcow2 headers and the chain rules),
+//! `display` (the VNC console's inputs and options), `seed` (the NoCloud seed), `qemu` (the
+//! argv).
+//! Touch the system: `devices` (/dev/tapN, the /dev/kvm and /dev/vhost-net probes, the disk
+//! chain opened), `kvm` (the KVM probe guest), `console` (the console's socket directory and
+//! password), `qmp` (the QMP client).
+//!
+//! Imports `net`, `pid1` and `takeover`.
+
+pub mod accel;
+pub mod console;
+pub mod devices;
+pub mod disk;
+pub mod display;
+pub mod kvm;
+pub mod qemu;
+pub mod qmp;
+pub mod seed;

@@ -1,0 +1,582 @@
+//! Renders QEMU's command line from the plan and the accelerator decisions (pure).
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use crate::net::types::Mac;
+use crate::vm::accel::Accelerator;
+use crate::vm::disk::{File, Format, Layer};
+
+/// One guest NIC as QEMU sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestNic {
+    pub fd: RawFd,
+    pub mac: Mac,
+    pub mtu: u32,
+}
+
+pub struct QemuInput<'a> {
+    pub qemu: &'a Path,
+    pub accel: Accelerator,
+    pub vhost: bool,
+    pub ram: &'a str,
+    pub cpus: u32,
+    /// The disk chain, top first, as descriptors QEMU inherits.
+    pub disk: &'a [Layer<RawFd>],
+    /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
+    pub sandbox: bool,
+    pub qmp: &'a Path,
+    pub health: &'a Path,
+    pub nics: &'a [GuestNic],
+    /// The display options (`display::qemu_args`): `-display none`, or the VNC console's.
+    pub display: &'a [String],
+    /// The directory holding the NoCloud seed's files, when there is a seed.
+    pub seed: Option<&'a Path>,
+    /// CMD arguments, appended verbatim.
+    pub extra: &'a [OsString],
+}
+
+/// The full argv, program first.
+pub fn argv(q: &QemuInput) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: String| a.push(OsString::from(s));
+    push(q.qemu.display().to_string());
+    push("-name".into());
+    push("guest=vminit".into());
+    match q.accel {
+        Accelerator::Kvm => {
+            push("-accel".into());
+            push("kvm".into());
+            push("-cpu".into());
+            push("host".into());
+        }
+        Accelerator::Tcg => {
+            push("-accel".into());
+            push("tcg".into());
+        }
+    }
+    push("-m".into());
+    push(q.ram.to_string());
+    push("-smp".into());
+    push(q.cpus.to_string());
+    for arg in q.display {
+        push(arg.clone());
+    }
+    push("-monitor".into());
+    push("none".into());
+    // The serial console on stdio; signal=off lets a Ctrl-C reach the guest instead of
+    // killing QEMU.
+    push("-chardev".into());
+    push("stdio,id=console,signal=off".into());
+    push("-serial".into());
+    push("chardev:console".into());
+    // Two QMP sockets: one for vminit's shutdown, one for health checks, so neither
+    // waits for the other (QMP serves one client per socket).
+    push("-qmp".into());
+    let unix = |path: &Path| {
+        format!(
+            "unix:{},server=on,wait=off",
+            path.display().to_string().replace(',', ",,")
+        )
+    };
+    push(unix(q.qmp));
+    push("-qmp".into());
+    push(unix(q.health));
+    a.extend(disk_args(q.disk).into_iter().map(OsString::from));
+    let mut push = |s: String| a.push(OsString::from(s));
+    if let Some(dir) = q.seed {
+        // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
+        // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
+        push("-drive".into());
+        push(format!(
+            "if=virtio,driver=vvfat,dir={},label={},readonly=on",
+            dir.display().to_string().replace(',', ",,"),
+            crate::vm::seed::LABEL
+        ));
+    }
+    if q.sandbox {
+        // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
+        // no scheduler or priority changes.
+        push("-sandbox".into());
+        push(SANDBOX.into());
+    }
+    for (i, nic) in q.nics.iter().enumerate() {
+        push("-netdev".into());
+        push(format!(
+            "tap,id=net{i},fd={},vhost={}",
+            nic.fd,
+            if q.vhost { "on" } else { "off" }
+        ));
+        push("-device".into());
+        push(format!(
+            "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
+            nic.mac, nic.mtu
+        ));
+    }
+    a.extend(q.extra.iter().cloned());
+    a
+}
+
+/// QEMU's seccomp sandbox with every deny option that does not break a guest.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// The disk chain, pinned: every file is a descriptor in an fd set (`-add-fd`, opened by
+/// QEMU as `/dev/fdset/N`, so QEMU opens no path of the disk), every layer has its driver
+/// named, and every backing file and data file is given explicitly, never taken from a
+/// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
+/// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
+fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut count = 0;
+    let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
+        count += 1;
+        let label = file.path.display().to_string().replace(',', ",,");
+        a.push("-add-fd".into());
+        a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
+        if let Some(fd) = file.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={count},opaque=rw:{label}"));
+        }
+        count
+    };
+    // Each layer's fd set, and its data file's.
+    let sets: Vec<(usize, Option<usize>)> = layers
+        .iter()
+        .map(|l| {
+            let file = add_fds(&mut a, &l.file);
+            (file, l.data_file.as_ref().map(|d| add_fds(&mut a, d)))
+        })
+        .collect();
+    let file_node = |node: String, set: usize, read_only: bool| {
+        let ro = if read_only {
+            r#","read-only":true"#
+        } else {
+            ""
+        };
+        format!(r#"{{"driver":"file","node-name":"{node}","filename":"/dev/fdset/{set}"{ro}}}"#)
+    };
+    for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
+        a.push("-blockdev".into());
+        a.push(file_node(format!("vm-file{i}"), set, true));
+        let mut node = format!(
+            r#"{{"driver":"{}","node-name":"vm-layer{i}","file":"vm-file{i}","read-only":true"#,
+            layer.format.driver()
+        );
+        if let Some(data) = data {
+            a.push("-blockdev".into());
+            a.push(file_node(format!("vm-data{i}"), data, true));
+            node += &format!(r#","data-file":"vm-data{i}""#);
+        }
+        if layer.format == Format::Qcow2 {
+            if layer.has_backing {
+                node += &format!(r#","backing":"vm-layer{}""#, i + 1);
+            } else {
+                node += r#","backing":null"#;
+            }
+        }
+        node.push('}');
+        a.push("-blockdev".into());
+        a.push(node);
+    }
+    let Some(&(set, data)) = sets.first() else {
+        return a;
+    };
+    let mut drive =
+        format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
+    if let Some(data) = data {
+        a.push("-blockdev".into());
+        a.push(file_node("vm-data0".into(), data, false));
+        drive += ",data-file=vm-data0";
+    }
+    if layers[0].has_backing {
+        drive += ",backing=vm-layer1";
+    }
+    a.push("-drive".into());
+    a.push(drive);
+    a
+}
+
+/// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
+/// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
+/// virtio-net-pci device `nic<slot>` with the guest's MAC and MTU goes on the machine's PCI
+/// bus, which the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(slot: usize, fdname: &str, vhost: bool, mac: Mac, mtu: u32) -> [String; 2] {
+    [
+        format!(
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
+        ),
+        format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+        ),
+    ]
+}
+
+/// The QMP commands that take a NIC out of the running guest: the device (the guest
+/// ejects it through ACPI), then its netdev.
+pub fn unplug_commands(slot: usize) -> [String; 2] {
+    [
+        format!(r#"{{"execute":"device_del","arguments":{{"id":"nic{slot}"}}}}"#),
+        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"net{slot}"}}}}"#),
+    ]
+}
+
+/// The argv as a POSIX shell command line, each word single-quoted.
+pub fn shell_line(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|w| {
+            let w = w.to_string_lossy();
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:+@".contains(&b))
+            {
+                w.into_owned()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// PCI slots of the `pc` machine's root bus: 32, less the host bridge (0), the PIIX3
+/// (1: ISA, IDE, USB, ACPI as its functions) and the VGA (2), which QEMU always adds.
+const FREE_PCI_SLOTS: usize = 32 - 3;
+
+/// The most NICs the guest can have at once: a virtio-net device each, in the slots the
+/// VM disk (one virtio-blk, whatever its chain) and the seed (another) leave. Nothing is
+/// kept back for hot-plug: a NIC connected later takes a slot left free, and QEMU refuses
+/// one beyond (the NIC stays with the container). Devices in CMD's arguments are not
+/// counted.
+pub fn max_nics(seed: bool) -> usize {
+    FREE_PCI_SLOTS - 1 - usize::from(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, read: RawFd, write: Option<RawFd>) -> File<RawFd> {
+        File {
+            path: path.into(),
+            read,
+            write,
+        }
+    }
+
+    fn plain_disk() -> Vec<Layer<RawFd>> {
+        vec![Layer {
+            file: file("/image/image.qcow2", 7, Some(8)),
+            format: Format::Qcow2,
+            data_file: None,
+            has_backing: false,
+        }]
+    }
+
+    fn render(accel: Accelerator, vhost: bool, extra: &[&str]) -> Vec<String> {
+        render_with(accel, vhost, extra, &plain_disk(), true)
+    }
+
+    fn render_with(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+    ) -> Vec<String> {
+        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
+        let nics = [
+            GuestNic {
+                fd: 5,
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+                mtu: 1500,
+            },
+            GuestNic {
+                fd: 6,
+                mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
+                mtu: 1450,
+            },
+        ];
+        argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel,
+            vhost,
+            ram: "512M",
+            cpus: 2,
+            disk,
+            sandbox,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &nics,
+            display: &["-display".into(), "none".into()],
+            seed: None,
+            extra: &extra,
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect()
+    }
+
+    fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
+        argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn qmp_socket_paths_carry_commas_escaped() {
+        let nics = [];
+        let a: Vec<String> = argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "512M",
+            cpus: 1,
+            disk: &[],
+            sandbox: false,
+            qmp: Path::new("/run/a,b/qmp.sock"),
+            health: Path::new("/run/a,b/health.sock"),
+            nics: &nics,
+            display: &[],
+            seed: None,
+            extra: &[],
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/health.sock,server=on,wait=off"
+        ));
+    }
+
+    #[test]
+    fn the_nics_get_the_pci_slots_the_disk_the_seed_and_the_vga_leave() {
+        assert_eq!(max_nics(false), 28);
+        assert_eq!(max_nics(true), 27);
+    }
+
+    #[test]
+    fn each_nic_is_a_tap_fd_with_the_original_mac_and_mtu_in_order() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&a, "-netdev", "tap,id=net0,fd=5,vhost=off"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
+        assert!(has_pair(&a, "-netdev", "tap,id=net1,fd=6,vhost=off"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net1,id=nic1,mac=02:42:ac:14:00:05,host_mtu=1450"
+        ));
+        let p0 = a.iter().position(|s| s.contains("netdev=net0")).unwrap();
+        let p1 = a.iter().position(|s| s.contains("netdev=net1")).unwrap();
+        assert!(p0 < p1);
+    }
+
+    #[test]
+    fn console_is_stdio_without_signals_and_qmp_is_a_unix_socket() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&a, "-chardev", "stdio,id=console,signal=off"));
+        assert!(has_pair(&a, "-serial", "chardev:console"));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/vminit/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(&a, "-m", "512M") && has_pair(&a, "-smp", "2"));
+        assert!(
+            has_pair(&a, "-display", "none"),
+            "the display options are passed"
+        );
+    }
+
+    #[test]
+    fn the_disk_is_descriptors_qemu_inherits_with_the_format_pinned() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=7,set=1,opaque=ro:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=8,set=1,opaque=rw:/image/image.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1"
+        ));
+        assert!(!a.iter().any(|w| w.contains("backing")), "{a:?}");
+        assert!(
+            !a.iter().any(|w| w.contains("file=/image")),
+            "no path QEMU opens"
+        );
+    }
+
+    #[test]
+    fn every_backing_layer_is_a_read_only_node_with_its_driver_and_backing_named() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: Some(file("/image/image,data", 9, Some(10))),
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/mid.qcow2", 11, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.qcow2", 12, None),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        let pairs: Vec<String> = a
+            .windows(2)
+            .filter(|w| ["-add-fd", "-blockdev", "-drive"].contains(&w[0].as_str()))
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "-add-fd fd=7,set=1,opaque=ro:/image/image.qcow2",
+                "-add-fd fd=8,set=1,opaque=rw:/image/image.qcow2",
+                "-add-fd fd=9,set=2,opaque=ro:/image/image,,data",
+                "-add-fd fd=10,set=2,opaque=rw:/image/image,,data",
+                "-add-fd fd=11,set=3,opaque=ro:/image/mid.qcow2",
+                "-add-fd fd=12,set=4,opaque=ro:/image/base.qcow2",
+                r#"-blockdev {"driver":"file","node-name":"vm-file2","filename":"/dev/fdset/4","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer2","file":"vm-file2","read-only":true,"backing":null}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-file1","filename":"/dev/fdset/3","read-only":true}"#,
+                r#"-blockdev {"driver":"qcow2","node-name":"vm-layer1","file":"vm-file1","read-only":true,"backing":"vm-layer2"}"#,
+                r#"-blockdev {"driver":"file","node-name":"vm-data0","filename":"/dev/fdset/2"}"#,
+                "-drive if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1,data-file=vm-data0,backing=vm-layer1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_base_has_no_backing_option() {
+        let chain = vec![
+            Layer {
+                file: file("/image/image.qcow2", 7, Some(8)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: true,
+            },
+            Layer {
+                file: file("/image/base.raw", 9, None),
+                format: Format::Raw,
+                data_file: None,
+                has_backing: false,
+            },
+        ];
+        let a = render_with(Accelerator::Tcg, false, &[], &chain, true);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"vm-layer1","file":"vm-file1","read-only":true}"#
+        ));
+    }
+
+    #[test]
+    fn the_seccomp_sandbox_denies_what_a_guest_does_not_need_unless_switched_off() {
+        let a = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(
+            &a,
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        let off = render_with(Accelerator::Tcg, false, &[], &plain_disk(), false);
+        assert!(!off.contains(&"-sandbox".to_string()));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_and_vhost_is_passed_through() {
+        let a = render(Accelerator::Kvm, true, &[]);
+        assert!(has_pair(&a, "-accel", "kvm") && has_pair(&a, "-cpu", "host"));
+        assert!(has_pair(&a, "-netdev", "tap,id=net0,fd=5,vhost=on"));
+        let t = render(Accelerator::Tcg, false, &[]);
+        assert!(has_pair(&t, "-accel", "tcg") && !t.contains(&"host".to_string()));
+    }
+
+    #[test]
+    fn cmd_arguments_come_last_and_unsplit() {
+        let a = render(Accelerator::Tcg, false, &["-append", "console=ttyS0 quiet"]);
+        assert_eq!(&a[a.len() - 2..], ["-append", "console=ttyS0 quiet"]);
+    }
+
+    #[test]
+    fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
+        let [netdev, device] = plug_commands(3, "tap3", false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        assert_eq!(
+            netdev,
+            r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
+        );
+        assert_eq!(
+            device,
+            r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
+        );
+        let [del, netdel] = unplug_commands(3);
+        assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
+        assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_vvfat_disk_labelled_cidata_after_the_vm_disk() {
+        let disk = plain_disk();
+        let a: Vec<String> = argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "1G",
+            cpus: 1,
+            disk: &disk,
+            sandbox: true,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &[],
+            display: &[],
+            seed: Some(Path::new("/run/a,b/seed")),
+            extra: &[],
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
+        let drives: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
+                "if=virtio,driver=vvfat,dir=/run/a,,b/seed,label=cidata,readonly=on"
+            ]
+        );
+    }
+
+    #[test]
+    fn shell_line_quotes_what_a_shell_would_split() {
+        let argv: Vec<OsString> = ["qemu", "-append", "a b", "it's"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(shell_line(&argv), r"qemu -append 'a b' 'it'\''s'");
+    }
+}

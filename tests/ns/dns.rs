@@ -1,0 +1,300 @@
+//! The guest's DNS end to end, in network namespaces, with the real dnsmasq, QEMU (TCG) and
+//! test guest: container names and external names both resolve when an upstream is known
+//! (Docker 25's `ExtServers`, `GUEST_DNS`), without waiting out a forwarding timeout; one
+//! warning when nothing names an upstream; each NIC announces only what a client can use
+//! through it; hostnames dnsmasq would misread reach the guest as hostnames.
+//!
+//! Docker's embedded DNS server is played by a dnsmasq on 127.0.0.11 in the container's
+//! namespace that knows one container name and forwards every other name to the upstream
+//! from that namespace, as Docker does for `--dns` servers (and for every upstream before
+//! Docker 25): once the guest has the container's address, that forwarding breaks exactly as
+//! Docker's does. The upstream is a dnsmasq on the network that answers one name of its own.
+
+use crate::common;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{
+    Container, GuestLookup, GuestReport, Netns, Network, NicSpec, ScratchDisk, Vminit,
+    VminitBuilder, unique_id,
+};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(120);
+const STOP: Duration = Duration::from_secs(30);
+
+/// The container name Docker's stand-in knows.
+const CONTAINER_NAME: &str = "web";
+/// The name only the upstream knows.
+const EXTERNAL_NAME: &str = "ext.test";
+/// Host number of the upstream resolver on the network (10.N.0.53).
+const UPSTREAM_HOST: u8 = 53;
+/// A lookup that waited out a forwarding timeout takes 4 s (Docker) to 5 s (glibc) or more.
+const NO_TIMEOUT: u64 = 2000;
+
+/// vminit as a user would run it, booting the test guest with `cmdline`.
+fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
+    ctr.vminit_with_guest(disk, cmdline)
+}
+
+fn report(vm: &Vminit) -> GuestReport {
+    vm.expect_console("GUEST-REPORT done", BOOT);
+    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
+}
+
+/// The guest's lookups, once it has made them all (its shell starts after them).
+fn lookups(vm: &Vminit) -> Vec<GuestLookup> {
+    vm.expect_console("GUEST-READY", BOOT);
+    GuestLookup::parse_all(&vm.console().text())
+}
+
+fn lookup<'a>(all: &'a [GuestLookup], name: &str) -> &'a GuestLookup {
+    all.iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no lookup of {name} in {all:?}"))
+}
+
+/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
+fn stop(vm: &Vminit) {
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(STOP);
+    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
+}
+
+/// A dnsmasq serving DNS in a namespace, stopped on drop.
+struct Resolver {
+    pidfile: PathBuf,
+}
+
+impl Resolver {
+    /// `dnsmasq ARGS` in `ns` on `listen`, as a daemon with its own pid file.
+    fn start(ns: &Netns, listen: Ipv4Addr, args: &str) -> Resolver {
+        let pidfile = std::env::temp_dir().join(format!("{}-dns.pid", unique_id()));
+        ns.exec_ok(&format!(
+            "dnsmasq --listen-address={listen} --bind-interfaces --no-resolv --no-hosts \
+             --user=root --pid-file={} {args}",
+            pidfile.display()
+        ));
+        Resolver { pidfile }
+    }
+
+    /// Docker's embedded DNS server in the container: 127.0.0.11 knows `CONTAINER_NAME` (and
+    /// has no IPv6 address for it, as Docker answers) and asks `upstream` for everything
+    /// else, from the container's namespace.
+    fn docker(ctr: &Container, name_addr: Ipv4Addr, upstream: Ipv4Addr) -> Resolver {
+        ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
+        Resolver::start(
+            ctr.ns(),
+            Ipv4Addr::new(127, 0, 0, 11),
+            &format!(
+                "--host-record={CONTAINER_NAME},{name_addr} --local=/{CONTAINER_NAME}/ \
+                 --server={upstream}"
+            ),
+        )
+    }
+
+    /// An upstream resolver at 10.N.0.53 on `net` (in its peer's namespace) that answers
+    /// `EXTERNAL_NAME` and nothing else (NXDOMAIN).
+    fn upstream(net: &Network, name_addr: Ipv4Addr) -> (Resolver, Ipv4Addr) {
+        let addr = net.addr(UPSTREAM_HOST);
+        net.peer_ns()
+            .ip(&["addr", "add", &net.cidr(addr), "dev", "eth0"]);
+        let resolver = Resolver::start(
+            net.peer_ns(),
+            addr,
+            &format!("--host-record={EXTERNAL_NAME},{name_addr} --local=/#/"),
+        );
+        (resolver, addr)
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}
+
+/// One Docker-style container on `net` with Docker's DNS stand-in and an upstream; boots the
+/// guest with `resolv_conf` and `guest_dns`, and checks that it resolves the container name
+/// and the external name, the latter without waiting out a timeout.
+fn both_names_resolve(resolv_conf: &str, guest_dns: Option<&str>) {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    // Each name points at a host that answers the guest's ping.
+    let (_upstream, upstream) = Resolver::upstream(&net, net.gateway);
+    let _docker = Resolver::docker(&ctr, net.peer_ip, upstream);
+    let disk = ScratchDisk::new();
+    let mut vm = vminit(
+        &ctr,
+        &disk,
+        &format!("vminit_test_resolve={CONTAINER_NAME},{EXTERNAL_NAME}"),
+    )
+    .resolv_conf(resolv_conf);
+    if let Some(list) = guest_dns {
+        vm = vm.env("GUEST_DNS", list);
+    }
+    let vm = vm.spawn();
+
+    let r = report(&vm);
+    assert_eq!(r.dns.len(), 2, "the door, then the upstream: {:?}", r.dns);
+    assert!(
+        r.dns[0].starts_with("169.254."),
+        "the door first: {:?}",
+        r.dns
+    );
+    assert_eq!(r.dns[1], upstream.to_string());
+    let all = lookups(&vm);
+    let container = lookup(&all, CONTAINER_NAME);
+    assert_eq!(
+        container.addr,
+        Some(net.peer_ip.to_string()),
+        "{}",
+        vm.tails()
+    );
+    let external = lookup(&all, EXTERNAL_NAME);
+    assert_eq!(
+        external.addr,
+        Some(net.gateway.to_string()),
+        "{}",
+        vm.tails()
+    );
+    let ms = external.ms.expect("the lookup's time");
+    eprintln!("lookups: {all:?}");
+    assert!(ms < NO_TIMEOUT, "the external lookup took {ms} ms");
+    assert!(!vm.log().text().contains("GUEST_DNS"), "no warning");
+    stop(&vm);
+}
+
+#[test]
+fn with_docker_25_extservers_the_guest_resolves_container_and_external_names_at_once() {
+    both_names_resolve(
+        "nameserver 127.0.0.11\noptions ndots:0\n\n# Based on host file: '/etc/resolv.conf' \
+         (internal resolver)\n# ExtServers: [10.1.0.53]\n# Overrides: [nameservers]\n",
+        None,
+    );
+}
+
+#[test]
+fn with_guest_dns_on_docker_20_10_the_guest_resolves_container_and_external_names_at_once() {
+    both_names_resolve(
+        "nameserver 127.0.0.11\noptions ndots:0\n",
+        Some("10.1.0.53"),
+    );
+}
+
+#[test]
+fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_names_resolve() {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let _docker = Resolver::docker(&ctr, net.peer_ip, net.addr(UPSTREAM_HOST));
+    let disk = ScratchDisk::new();
+    let vm = vminit(
+        &ctr,
+        &disk,
+        &format!("vminit_test_resolve={CONTAINER_NAME}"),
+    )
+    .resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n")
+    .spawn();
+
+    let r = report(&vm);
+    assert_eq!(r.dns.len(), 1, "the door only: {:?}", r.dns);
+    let all = lookups(&vm);
+    assert_eq!(
+        lookup(&all, CONTAINER_NAME).addr,
+        Some(net.peer_ip.to_string())
+    );
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("GUEST_DNS")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].starts_with("vminit: warning: "),
+        "{}",
+        warnings[0]
+    );
+    stop(&vm);
+}
+
+#[test]
+fn each_nic_announces_only_the_resolvers_and_names_a_client_can_use_through_it() {
+    let front = Network::new(1);
+    let back = Network::new(2);
+    let ctr = Container::new();
+    ctr.add_nic(&front, NicSpec::docker(&front, 3));
+    ctr.add_nic(&back, NicSpec::docker(&back, 5));
+    ctr.set_default_route(front.gateway, "eth0");
+    let _docker = Resolver::docker(&ctr, front.peer_ip, front.addr(UPSTREAM_HOST));
+    let disk = ScratchDisk::new();
+    // Docker's resolver; one in the back network's subnet; one reached only by the default
+    // route (a cluster resolver); and GUEST_DNS in the front network.
+    let vm = vminit(&ctr, &disk, "")
+        .resolv_conf(
+            "nameserver 127.0.0.11\nnameserver 10.2.0.53\nnameserver 10.96.0.10\n\
+             search example.test\noptions ndots:0\n",
+        )
+        .env("GUEST_DNS", "10.1.0.53")
+        .hostname("vm-front")
+        .spawn();
+
+    let r = report(&vm);
+    let facts = |nic: &str| {
+        r.nic(nic)
+            .and_then(|n| n.dhcp.clone())
+            .unwrap_or_else(|| panic!("{nic} got a lease: {r:?}"))
+    };
+    let (eth0, eth1) = (facts("eth0"), facts("eth1"));
+    let eth0_dns: Vec<&str> = eth0["dns"].split(',').collect();
+    assert_eq!(eth0_dns.len(), 3, "{eth0:?}");
+    assert!(eth0_dns[0].starts_with("169.254."), "the door: {eth0:?}");
+    assert_eq!(eth0_dns[1..], ["10.96.0.10", "10.1.0.53"], "{eth0:?}");
+    assert_eq!(eth1["dns"], "10.2.0.53", "{eth1:?}");
+    assert_eq!(eth0["search"], "example.test");
+    assert_eq!(eth0["domain"], "example.test");
+    assert_eq!(eth0["hostname"], "vm-front");
+    for key in ["search", "domain", "hostname"] {
+        assert_eq!(eth1[key], "", "{key} on the second NIC: {eth1:?}");
+    }
+    assert_eq!(r.hostname, "vm-front");
+    stop(&vm);
+}
+
+/// Boots the guest in a container whose hostname is `hostname` and returns the guest's.
+fn guest_hostname(hostname: &str) -> String {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "").hostname(hostname).spawn();
+    let r = report(&vm);
+    assert_eq!(
+        r.nic("eth0").map(|n| n.addrs.len()),
+        Some(1),
+        "a lease: {r:?}"
+    );
+    stop(&vm);
+    r.hostname
+}
+
+#[test]
+fn a_hostname_of_only_digits_reaches_the_guest_as_its_hostname() {
+    // A Docker container id whose twelve hex digits happen to be decimal.
+    assert_eq!(guest_hostname("123456789012"), "123456789012");
+}
+
+#[test]
+fn a_hostname_that_is_a_dnsmasq_keyword_reaches_the_guest_as_its_hostname() {
+    // Unquoted, `ignore` in dhcp-host makes dnsmasq ignore the guest: no lease at all.
+    assert_eq!(guest_hostname("ignore"), "ignore");
+}

@@ -1,0 +1,244 @@
+//! Live NICs: a network connected while the guest runs becomes a guest NIC with the
+//! container NIC's MAC and address (hot-plugged over QMP, configured by DHCP in the guest);
+//! one disconnected leaves the guest; the others keep working throughout. Real QEMU,
+//! dnsmasq and the test guest, whose /init configures NICs that appear later.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Container, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, recorder, standin_script,
+    vminit_binary,
+};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(120);
+const PLUG: Duration = Duration::from_secs(60);
+
+fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
+    ctr.vminit_with_guest(disk, "vminit_test_hotplug=1")
+}
+
+/// A container on `net` (10.N.0.2, default route) whose guest has booted.
+fn booted<'c>(ctr: &'c Container, net: &Network, disk: &ScratchDisk) -> Vminit<'c> {
+    ctr.add_nic(net, NicSpec::docker(net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let vm = vminit(ctr, disk).spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+    vm
+}
+
+/// Waits for the guest to report a NIC added with `mac`; its `ip=` value.
+fn expect_added(vm: &Vminit, mac: &str) -> String {
+    let line = vm
+        .console()
+        .wait_for_whole_line(&format!("mac={mac} ip="), PLUG)
+        .unwrap_or_else(|| panic!("the guest never got {mac}\n{}", vm.tails()))
+        .line;
+    assert!(line.contains("GUEST-HOTPLUG added "), "{line}");
+    line.rsplit("ip=").next().unwrap_or("").trim().to_string()
+}
+
+fn stop(vm: &Vminit) {
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", vm.tails());
+}
+
+#[test]
+fn a_network_connected_while_the_guest_runs_becomes_a_guest_nic_and_leaves_again() {
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    let disk = ScratchDisk::new();
+    let vm = booted(&ctr, &n1, &disk);
+    assert!(n1.peer_ping(n1.addr(2)), "{}", vm.tails());
+
+    // docker network connect
+    let added = Instant::now();
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 7));
+    let ip = expect_added(&vm, &eth1.mac);
+    assert_eq!(
+        ip,
+        eth1.addrs[0],
+        "the container's address, by DHCP\n{}",
+        vm.tails()
+    );
+    let mut answered = false;
+    while !answered && added.elapsed() < PLUG {
+        answered = n2.peer_ping(eth1.ip());
+    }
+    assert!(
+        answered,
+        "the peer on the new network reaches the guest\n{}",
+        vm.tails()
+    );
+    assert_eq!(
+        n2.peer_neighbour_mac(eth1.ip()).as_deref(),
+        Some(eth1.mac.as_str()),
+        "answered by the container's MAC"
+    );
+    assert!(n1.peer_ping(n1.addr(2)), "the first NIC still works");
+    // The container keeps no copy of the address: only the guest answers for it.
+    let kept = ctr.exec("ip -4 -o addr show dev eth1").stdout;
+    assert!(!kept.contains(&eth1.addrs[0]), "{kept}");
+
+    // docker network disconnect
+    let mark = vm.console().len();
+    ctr.remove_nic("eth1");
+    vm.expect_console_from(mark, "GUEST-HOTPLUG removed eth1", PLUG);
+    assert!(n1.peer_ping(n1.addr(2)), "the first NIC still works");
+    assert!(
+        vm.wait_exit(Duration::from_millis(10)).is_none(),
+        "the VM keeps running"
+    );
+    let conf =
+        std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf")).unwrap_or_default();
+    assert!(!conf.contains(&eth1.mac), "dnsmasq forgot the MAC:\n{conf}");
+    stop(&vm);
+}
+
+#[test]
+fn two_networks_connected_at_once_both_reach_the_guest() {
+    let (n1, n2, n3) = (Network::new(1), Network::new(2), Network::new(3));
+    let ctr = Container::new();
+    let disk = ScratchDisk::new();
+    let vm = booted(&ctr, &n1, &disk);
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 4));
+    let eth2 = ctr.add_nic(&n3, NicSpec::docker(&n3, 5));
+    for (net, nic) in [(&n2, &eth1), (&n3, &eth2)] {
+        assert_eq!(expect_added(&vm, &nic.mac), nic.addrs[0]);
+        let deadline = Instant::now() + PLUG;
+        while !net.peer_ping(nic.ip()) {
+            assert!(Instant::now() < deadline, "{}\n{}", nic.name, vm.tails());
+        }
+    }
+    // Only the first NIC gives the guest a default route: the new ones hold none.
+    let mark = vm.console().len();
+    vm.type_console("echo DEFAULTS=$(ip -4 route | grep -c ^default)\n");
+    vm.expect_console_from(mark, "DEFAULTS=1", Duration::from_secs(20));
+    stop(&vm);
+}
+
+#[test]
+fn when_the_default_route_network_leaves_the_guests_next_lease_routes_through_the_new_one() {
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 3));
+    ctr.set_default_route(n1.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk).spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+
+    // docker network disconnect of the network with the default route: Docker then routes
+    // the container through the other network's gateway, on the link its route to that
+    // gateway takes (`ip route add default via GW`).
+    let mark = vm.console().len();
+    ctr.remove_nic("eth0");
+    vm.expect_console_from(mark, "GUEST-HOTPLUG removed eth0", PLUG);
+    let moved = ctr.exec(&format!("ip route add default via {}", n2.gateway));
+    assert!(moved.success(), "{moved}");
+    vm.expect_log("eth1 now holds the container's default route", PLUG);
+
+    // The guest's next lease on that NIC (a renewal, a reboot) gives it the router.
+    let mark = vm.console().len();
+    vm.type_console(
+        "udhcpc -i eth1 -s /etc/dhcp-event.sh -n -q -O staticroutes -O mtu >/dev/null 2>&1; \
+         echo ROUTES=$(ip -4 route show default | tr ' ' _)\n",
+    );
+    vm.expect_console_from(
+        mark,
+        &format!("ROUTES=default_via_{}_dev_eth1_", n2.gateway),
+        Duration::from_secs(30),
+    );
+    assert!(n2.peer_ping(eth1.ip()), "{}", vm.tails());
+    stop(&vm);
+}
+
+#[test]
+fn a_nic_qemu_cannot_take_stays_with_the_container_and_the_vm_runs_on() {
+    // A stand-in QEMU that runs but offers no QMP: every hot-plug fails at QEMU's end.
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    let eth0 = ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
+    ctr.set_default_route(n1.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = ctr
+        .vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("VMINIT_DISK", &disk.path)
+        .env("VMINIT_QEMU", recorder())
+        .env("STANDIN_SCRIPT", standin_script())
+        .env("STANDIN_MODE", "wait")
+        .env("STANDIN_LOG", disk.dir.join("standin.log"))
+        .spawn();
+    vm.expect_log("QEMU running", Duration::from_secs(30));
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 3));
+    vm.expect_log("eth1: connect to QMP", PLUG);
+    vm.expect_log("it stays with the container", PLUG);
+    // eth1 is as Docker made it: its address and MAC, nothing of vminit's on it.
+    let now = ctr
+        .exec("ip -o addr show dev eth1; ip -o link show dev eth1")
+        .stdout;
+    assert!(
+        now.contains(&eth1.addrs[0]) && now.contains(&eth1.mac),
+        "{now}"
+    );
+    let links = ctr.exec("ip -o link show").stdout;
+    assert!(
+        !links.contains("vmlink1") && !links.contains("vmtap1"),
+        "{links}"
+    );
+    assert!(n2.peer_ping(eth1.ip()), "the container keeps eth1");
+    // dnsmasq, restarted to serve eth1 before the plug, is told to forget it again.
+    // (It is written before the warning above is logged.)
+    let conf =
+        std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf")).unwrap_or_default();
+    assert!(
+        conf.contains(&eth0.mac) && !conf.contains(&eth1.mac),
+        "dnsmasq serves eth0 only:\n{conf}"
+    );
+    assert!(
+        vm.wait_exit(Duration::from_millis(10)).is_none(),
+        "the VM runs on"
+    );
+}
+
+#[test]
+fn a_hot_plugged_nic_is_recovered_after_a_kill_and_put_back_after_the_stop() {
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    let disk = ScratchDisk::new();
+    let vm = booted(&ctr, &n1, &disk);
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 6));
+    expect_added(&vm, &eth1.mac);
+    // The namespace as it would be without vminit: both NICs as Docker made them.
+    // A Kubernetes container restart: SIGKILL, the namespace stays.
+    vm.kill(Signal::SIGKILL);
+    vm.expect_exit(Duration::from_secs(10));
+    drop(vm);
+    let vm = vminit(&ctr, &disk).spawn();
+    vm.expect_console("GUEST-REPORT done", BOOT);
+    let r = common::GuestReport::parse(&vm.console().text()).expect("a report");
+    let macs: Vec<&str> = r.nics.iter().map(|n| n.mac.as_str()).collect();
+    assert!(
+        macs.contains(&eth1.mac.as_str()),
+        "{macs:?}\n{}",
+        vm.tails()
+    );
+    let g = r.nics.iter().find(|n| n.mac == eth1.mac).expect("the NIC");
+    assert_eq!(g.addrs, eth1.addrs);
+    stop(&vm);
+    // Everything back: eth1 holds its address and MAC again.
+    let now = ctr
+        .exec("ip -o addr show dev eth1; ip -o link show dev eth1")
+        .stdout;
+    assert!(
+        now.contains(&eth1.addrs[0]) && now.contains(&eth1.mac),
+        "{now}"
+    );
+    let ours = ctr.exec("ip -o link show | grep -c vminit: || true").stdout;
+    assert_eq!(ours.trim(), "0", "no links of vminit's are left");
+}
