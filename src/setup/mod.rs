@@ -257,7 +257,8 @@ impl<'a> Setup<'a> {
         // Before anything changes: the announcements need packet sockets.
         PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
         let state = self.discover()?;
-        gateway6::learn(&mut self.nl, &state, &plan.v6)
+        let signals = self.signals;
+        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
@@ -399,7 +400,7 @@ impl<'a> Setup<'a> {
 
     fn wait_for_dnsmasq(&self) -> Result<()> {
         match (&self.dhcp, self.undo.dnsmasq) {
-            (Some(server), Some(pid)) => server.wait_ready(pid),
+            (Some(server), Some(pid)) => server.wait_ready(pid, &|| interrupted(self.signals)),
             _ => Ok(()),
         }
     }
@@ -466,10 +467,7 @@ impl<'a> Setup<'a> {
 
     /// A `docker stop` during setup ends it here, before the guest starts.
     fn check_not_interrupted(&self) -> Result<()> {
-        match termination_pending(self.signals) {
-            Some(sig) => Err(Error::Interrupted(sig)),
-            None => Ok(()),
-        }
+        interrupted(self.signals)
     }
 
     /// Debug mode: writes the QEMU command line where the shell can run it and replaces
@@ -645,6 +643,14 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .chunks(6)
         .map(|c| c.try_into().expect("chunks of six"))
         .collect())
+}
+
+/// `Interrupted` when a request to stop arrived while vminit was busy.
+fn interrupted(signals: &Signals) -> Result<()> {
+    match termination_pending(signals) {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while

@@ -369,7 +369,8 @@ impl Setup<'_> {
         if !self.config.dhcp || guests.is_empty() {
             return Vec::new();
         }
-        gateway6::learn(&mut self.nl, state, guests).unwrap_or_else(|e| {
+        // The supervisor reads the signals itself: nothing stops this wait (3 s at most).
+        gateway6::learn(&mut self.nl, state, guests, &|| Ok(())).unwrap_or_else(|e| {
             log::warn!("{e}");
             Vec::new()
         })

@@ -827,3 +827,36 @@ fn a_dual_stack_container_whose_first_nic_is_ipv6_only_serves_each_family_on_its
     stop(&vm);
     assert_restored(&ctr, &before, "after the stop");
 }
+
+#[test]
+fn sigterm_while_waiting_for_the_ipv6_gateway_ends_setup_there_with_nothing_changed() {
+    let net = Network::dual_stack(1);
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6().clone();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2).addr6(&v6.cidr(v6.addr(2))));
+    ctr.set_default_route(net.gateway, "eth0");
+    // Nobody has fd00:1::99: vminit would wait 3 s for it.
+    ctr.set_default_route6(v6.addr(0x99), "eth0");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    vm.expect_log(
+        "asking the IPv6 gateway fd00:1::99",
+        Duration::from_secs(30),
+    );
+    let sent = std::time::Instant::now();
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{}", vm.tails());
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "stopped {:?} after the signal, not at once\n{}",
+        sent.elapsed(),
+        vm.tails()
+    );
+    assert!(
+        !vm.log().text().contains("ip link add"),
+        "nothing was taken over"
+    );
+    assert_eq!(ctr.net_state(), before);
+}
