@@ -110,6 +110,9 @@ pub struct Config {
     pub vhost: Vhost,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
+    /// held and no longer answers for.
+    pub health_grace: Duration,
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
@@ -159,6 +162,7 @@ where
         accel: Accel::Auto,
         vhost: Vhost::Auto,
         stop_timeout: Duration::from_secs(8),
+        health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
         log_level,
@@ -169,6 +173,9 @@ where
         pause: None,
         seed: None,
     };
+    if let Some(t) = parse_seconds(env, "HEALTH_GRACE")? {
+        config.health_grace = t;
+    }
     if matches!(
         config.command,
         Command::Health | Command::Help | Command::Version

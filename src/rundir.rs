@@ -69,6 +69,16 @@ impl RunDir {
         self.root.join("health.sock")
     }
 
+    /// The addresses handed to the guest, for `vminit health` (see `pid1::health`).
+    pub fn guest_nics(&self) -> PathBuf {
+        self.root.join("guest-nics")
+    }
+
+    /// What `vminit health` remembers between checks.
+    pub fn health_state(&self) -> PathBuf {
+        self.root.join("health-state")
+    }
+
     /// The NoCloud seed's files, which QEMU presents to the guest as the `cidata` disk.
     pub fn seed(&self) -> PathBuf {
         self.root.join("seed")

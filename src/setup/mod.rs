@@ -1,13 +1,16 @@
 //! Boots the guest: checks every input, takes the network over, starts dnsmasq and QEMU,
 //! supervises them, and puts the network back. Each phase is one method of `Setup`, which
 //! is also the one owner of what must be undone. What it does while the guest runs (the
-//! supervisor's effects, hot-plug) is in `running`.
+//! supervisor's effects, hot-plug) is in `running`; the health check, which runs beside it
+//! (`vminit health`), in `health`.
 
+pub mod health;
 mod running;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use crate::net::monitor::Monitor;
 use crate::net::netlink::Netlink;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
+use crate::pid1::health::{Handed, render_handed};
 use crate::pid1::supervise::{self, Signals};
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
@@ -180,12 +184,17 @@ struct TakenNic {
     node: Option<PathBuf>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
+    /// The IPv6 address the guest gets on it, once announced.
+    addr6: Option<std::net::Ipv6Addr>,
 }
 
 impl<'a> Setup<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
+        // A restarted container keeps /run: the health check starts afresh with this guest.
+        let _ = fs::remove_file(run_dir.guest_nics());
+        let _ = fs::remove_file(run_dir.health_state());
         if let Some(vnc) = &config.display {
             console::prepare(vnc, &run_dir.vnc_password())?;
         }
@@ -234,6 +243,13 @@ impl<'a> Setup<'a> {
         self.start_dnsmasq(&plan)?;
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
+        for taken in &mut self.undo.nics {
+            taken.addr6 = plan
+                .v6
+                .iter()
+                .find(|g| g.lower == taken.nic.lower)
+                .map(|g| g.addr.addr);
+        }
         self.open_announcers(&plan, &learned)?;
         let accel = match forced {
             Some(accel) => accel,
@@ -502,11 +518,40 @@ impl<'a> Setup<'a> {
         };
         let qemu = spawn::spawn(argv, &options)?;
         log::info!("QEMU running, pid {qemu}");
+        self.publish_guest_nics();
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);
         drop(std::mem::take(&mut self.checked.disk));
         Ok(Guest { qemu })
+    }
+
+    /// Writes the addresses the guest was handed (plugged-in NICs only) where `vminit health`
+    /// reads them. A failure is logged: the health check then says `starting`.
+    fn publish_guest_nics(&self) {
+        let handed: Vec<Handed> = self
+            .undo
+            .nics
+            .iter()
+            .filter(|t| t.pending.is_none())
+            .flat_map(|t| {
+                let v4 = t.nic.addr.map(|a| IpAddr::V4(a.addr));
+                let v6 = t.addr6.map(IpAddr::V6);
+                v4.into_iter().chain(v6).map(|addr| Handed {
+                    lower: t.nic.lower.clone(),
+                    door: t.nic.door.clone(),
+                    mac: t.nic.mac,
+                    addr,
+                })
+            })
+            .collect();
+        let path = self.run_dir.guest_nics();
+        let tmp = path.with_extension("new");
+        if let Err(e) =
+            fs::write(&tmp, render_handed(&handed)).and_then(|()| fs::rename(&tmp, &path))
+        {
+            log::warn!("cannot write {} for the health check: {e}", path.display());
+        }
     }
 
     /// Runs the supervisor until QEMU is gone; returns the exit status.
@@ -568,6 +613,7 @@ fn take_over_nic(
         steps: applier.take_applied(),
         node: None,
         pending: None,
+        addr6: None,
     };
     let paths = &config.paths;
     let tap = applier.index_of(&nic.tap).and_then(|index| {

@@ -237,6 +237,8 @@ impl supervise::Effects for Setup<'_> {
                         nic.mac,
                     );
                     self.announce_too(&guests6, &learned);
+                    self.undo.nics[at].addr6 = guests6.first().map(|g| g.addr.addr);
+                    self.publish_guest_nics();
                 }
                 Err(e) => {
                     let taken = self.undo.nics.remove(at);
@@ -318,6 +320,7 @@ impl Setup<'_> {
             return;
         };
         let taken = self.undo.nics.remove(at);
+        self.publish_guest_nics();
         if taken.pending.is_some() {
             log::info!("{lower} left the container before it was plugged into the guest");
         } else {

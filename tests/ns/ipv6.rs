@@ -860,3 +860,44 @@ fn sigterm_while_waiting_for_the_ipv6_gateway_ends_setup_there_with_nothing_chan
     );
     assert_eq!(ctr.net_state(), before);
 }
+
+#[test]
+fn health_asks_the_guest_for_its_ipv6_address_too_and_names_it_when_lost() {
+    let net = Network::dual_stack(1);
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6().clone();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2).addr6(&v6.cidr(v6.addr(2))));
+    ctr.set_default_route(net.gateway, "eth0");
+    ctr.set_default_route6(v6.addr(1), "eth0");
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    report(&vm);
+    let (code, text) = vm.health(2);
+    assert_eq!(code, 0, "{text}\n{}", vm.tails());
+    assert!(
+        text.starts_with("healthy: the guest holds its 2 addresses"),
+        "{text}"
+    );
+    // (The shell repeats the typed line: only the output has the marker whole.)
+    guest_run(
+        &vm,
+        "ip -6 addr flush dev eth0 scope global; echo FLUS''HED6",
+        "FLUSHED6",
+    );
+    vm.health(2);
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, text) = vm.health(2);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "eth0: the guest does not answer for {}",
+            nic.ip6()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&nic.ip().to_string()),
+        "IPv4 still held: {text}"
+    );
+    stop(&vm);
+}
