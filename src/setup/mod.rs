@@ -34,6 +34,7 @@ use crate::pid1::health::{Handed, render_handed};
 use crate::pid1::supervise::{self, Signals};
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
+use crate::takeover::plan6::Guest6;
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::vm::devices::{self, Tap};
 use crate::{
@@ -165,6 +166,8 @@ struct Setup<'a> {
     waiting: HashMap<String, Instant>,
     /// New container NICs already reported as left to the container.
     left: HashSet<String>,
+    /// The NIC and gateway the IPv6 default route last moved to (asked once).
+    router6: Option<(String, std::net::Ipv6Addr)>,
 }
 
 /// What setup has changed so far, to be put back on failure or after the guest stops.
@@ -184,8 +187,8 @@ struct TakenNic {
     node: Option<PathBuf>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
-    /// The IPv6 address the guest gets on it, once announced.
-    addr6: Option<std::net::Ipv6Addr>,
+    /// What the guest is told about IPv6 on it, once announced.
+    guest6: Option<Guest6>,
 }
 
 impl<'a> Setup<'a> {
@@ -218,6 +221,7 @@ impl<'a> Setup<'a> {
             undo: Undo::default(),
             waiting: HashMap::new(),
             left: HashSet::new(),
+            router6: None,
         })
     }
 
@@ -244,11 +248,7 @@ impl<'a> Setup<'a> {
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
         for taken in &mut self.undo.nics {
-            taken.addr6 = plan
-                .v6
-                .iter()
-                .find(|g| g.lower == taken.nic.lower)
-                .map(|g| g.addr.addr);
+            taken.guest6 = plan.v6.iter().find(|g| g.lower == taken.nic.lower).cloned();
         }
         self.open_announcers(&plan, &learned)?;
         let accel = match forced {
@@ -536,7 +536,7 @@ impl<'a> Setup<'a> {
             .filter(|t| t.pending.is_none())
             .flat_map(|t| {
                 let v4 = t.nic.addr.map(|a| IpAddr::V4(a.addr));
-                let v6 = t.addr6.map(IpAddr::V6);
+                let v6 = t.guest6.as_ref().map(|g| IpAddr::V6(g.addr.addr));
                 v4.into_iter().chain(v6).map(|addr| Handed {
                     lower: t.nic.lower.clone(),
                     door: t.nic.door.clone(),
@@ -613,7 +613,7 @@ fn take_over_nic(
         steps: applier.take_applied(),
         node: None,
         pending: None,
-        addr6: None,
+        guest6: None,
     };
     let paths = &config.paths;
     let tap = applier.index_of(&nic.tap).and_then(|index| {

@@ -901,3 +901,42 @@ fn health_asks_the_guest_for_its_ipv6_address_too_and_names_it_when_lost() {
     );
     stop(&vm);
 }
+
+#[test]
+fn when_the_ipv6_default_route_network_leaves_the_other_nic_announces_the_new_router() {
+    let (n1, n2) = (Network::dual_stack(1), Network::dual_stack(2));
+    let (ctr, _) = docker_ipv6_container(&n1, 2);
+    let v6 = n2.net6().clone();
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 7).addr6(&v6.cidr(v6.addr(7))));
+    let disk = ScratchDisk::new();
+    let vm = ctr
+        .vminit_with_guest(&disk, "vminit_test_hotplug=1 vminit_test_ipv6=eth0,eth1")
+        .spawn();
+    report(&vm);
+
+    // docker network disconnect of the network with both default routes: Docker routes the
+    // container through the other network's gateways (`ip -6 route add default via GW`).
+    let mark = vm.console().len();
+    ctr.remove_nic("eth0");
+    vm.expect_console_from(mark, "GUEST-HOTPLUG removed eth0", Duration::from_secs(60));
+    let moved = ctr.exec(&format!("ip -6 route add default via {}", v6.gateway));
+    assert!(moved.success(), "{moved}");
+    vm.expect_log(
+        "eth1 now holds the container's IPv6 default route",
+        Duration::from_secs(30),
+    );
+
+    // The guest's next router advertisement on that NIC gives it the route: at once.
+    vm.type_console(
+        "for i in $(seq 30); do ip -6 route show default | grep -q 'dev eth1' && break; sleep 1; done; \
+         echo ROUTE6=$(ip -6 route show default | cut -d' ' -f1-5 | tr ' ' _)\n",
+    );
+    let line = vm
+        .console()
+        .wait_for_whole_line("ROUTE6=default_via_fe80:", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no IPv6 default route on eth1\n{}", vm.tails()));
+    assert!(line.line.contains("_dev_eth1"), "{}", line.line);
+    // Through it, the guest reaches beyond the new gateway.
+    assert!(n2.peer_ping6(eth1.ip6()), "{}", vm.tails());
+    stop(&vm);
+}
