@@ -45,6 +45,25 @@ pub enum Vhost {
     Off,
 }
 
+/// How the guest's NICs reach the container's (`NET_DATAPATH`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NetDatapath {
+    /// macvtap when its device nodes can be made and opened, else tap.
+    Auto,
+    Macvtap,
+    Tap,
+}
+
+/// The datapath a run uses, once `NetDatapath::Auto` is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Datapath {
+    /// A macvtap on the container NIC, read and written through /dev/tapN.
+    #[default]
+    Macvtap,
+    /// A tap from /dev/net/tun joined to the container NIC by tc.
+    Tap,
+}
+
 /// A test hook: stop working after a number of network changes, so that a test can kill
 /// vminit at exactly that point (`VMINIT_TEST_PAUSE=setup:N` or `teardown:N`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,6 +127,7 @@ pub struct Config {
     pub cpus: u32,
     pub accel: Accel,
     pub vhost: Vhost,
+    pub datapath: NetDatapath,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
     /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
@@ -161,6 +181,7 @@ where
         cpus: 1,
         accel: Accel::Auto,
         vhost: Vhost::Auto,
+        datapath: NetDatapath::Auto,
         stop_timeout: Duration::from_secs(8),
         health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
@@ -213,6 +234,17 @@ where
         Some("on") | Some("yes") => Vhost::On,
         Some("off") | Some("no") => Vhost::Off,
         Some(v) => return Err(bad("VHOST", format!("{v:?} is not one of auto, on, off"))),
+    };
+    config.datapath = match nonempty(env, "NET_DATAPATH").as_deref() {
+        None | Some("auto") => NetDatapath::Auto,
+        Some("macvtap") => NetDatapath::Macvtap,
+        Some("tap") => NetDatapath::Tap,
+        Some(v) => {
+            return Err(bad(
+                "NET_DATAPATH",
+                format!("{v:?} is not one of auto, macvtap, tap"),
+            ));
+        }
     };
     if let Some(t) = parse_seconds(env, "STOP_TIMEOUT")? {
         config.stop_timeout = t;
@@ -704,10 +736,12 @@ mod tests {
                 ("STOP_TIMEOUT", "3.5"),
                 ("QEMU_SANDBOX", "off"),
                 ("QEMU_CAPS", "keep"),
+                ("NET_DATAPATH", "tap"),
             ],
         )
         .unwrap();
         assert_eq!((ok.qemu_sandbox, ok.qemu_caps), (false, QemuCaps::Keep));
+        assert_eq!(ok.datapath, NetDatapath::Tap);
         assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
         assert_eq!(
             (ok.accel, ok.vhost, ok.dhcp),
@@ -721,6 +755,7 @@ mod tests {
             ("CPU_CORES", "0"),
             ("ACCEL", "hvf"),
             ("VHOST", "maybe"),
+            ("NET_DATAPATH", "macvlan"),
             ("ENABLE_DHCP", "sometimes"),
             ("STOP_TIMEOUT", "-1"),
             ("IFACE_WAIT", "soon"),

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::config::Datapath;
 use crate::net::netstate::{
     Addr6, IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState,
 };
@@ -53,11 +54,15 @@ pub struct Identity {
     pub routes6: Vec<KernelRoute6>,
     /// Its permanent IPv6 neighbour entries.
     pub neighbours6: Vec<Neigh6>,
+    /// The datapath that took it over: with the tap datapath, the NIC's ingress qdisc (the
+    /// tc filters to the guest's tap) is vminit's too.
+    pub datapath: Datapath,
 }
 
-/// The links vminit makes, by role. Each role has one name pattern, one link kind and one
-/// alias: `claim` holds a link to all three. A new datapath adds its role here, its name in
-/// `role_by_name`, its kind in `Role::kind` and its alias in `alias_fits`.
+/// The links vminit makes, by role. Each role has one name pattern, its link kinds and one
+/// alias: `claim` holds a link to all of them. A new datapath adds its role here (or a kind
+/// to a role), its name in `role_by_name`, its kinds in `Role::kinds` and its alias in
+/// `alias_fits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// The door: the container's bridge-mode macvlan on the NIC (`vmlinkN`), carrying the
@@ -65,16 +70,20 @@ pub enum Role {
     Door,
     /// A carrier of the record's part K (K ≥ 2): a down macvlan on the NIC (`vmrecN.K`).
     Carrier(usize),
-    /// The guest's macvtap on the NIC (`vmtapN`).
+    /// The guest's NIC (`vmtapN`): a macvtap on the NIC, or with the tap datapath a tap
+    /// (`tun` device) joined to the NIC by tc, which has no lower link.
     Tap,
 }
 
+/// The kind of the tap datapath's tap: it sits on no link, its alias names the NIC.
+const TUN: &str = "tun";
+
 impl Role {
-    /// The link kind vminit gives a link of this role.
-    fn kind(self) -> &'static str {
+    /// The link kinds vminit gives a link of this role.
+    fn kinds(self) -> &'static [&'static str] {
         match self {
-            Role::Door | Role::Carrier(_) => "macvlan",
-            Role::Tap => "macvtap",
+            Role::Door | Role::Carrier(_) => &["macvlan"],
+            Role::Tap => &["macvtap", TUN],
         }
     }
 }
@@ -148,13 +157,33 @@ pub fn claim(link: &Link, state: &NetState) -> Claim {
         return foreign("its name is not one vminit gives its links".into());
     };
     let kind = link.kind.as_deref().unwrap_or("a device without a kind");
-    if kind != role.kind() {
-        return foreign(format!("it is a {kind}, not a {}", role.kind()));
+    if !role.kinds().contains(&kind) {
+        return foreign(format!(
+            "it is a {kind}, not a {}",
+            role.kinds().join(" or ")
+        ));
     }
-    let lower = link
-        .lower
-        .filter(|&i| i != link.index)
-        .and_then(|i| state.links.iter().find(|l| l.index == i));
+    let lower = if kind == TUN {
+        // The tap datapath's tap: its NIC is the one its alias names.
+        let Some(alias) = link.alias.as_deref().filter(|_| marked) else {
+            return Claim::Ours(Own {
+                name: link.name.clone(),
+                role,
+                slot,
+                lower: String::new(),
+                part: None,
+            });
+        };
+        let named = alias
+            .strip_prefix(ALIAS_PREFIX)
+            .and_then(|rest| rest.strip_prefix("nic "))
+            .and_then(unescape);
+        named.and_then(|n| state.link(&n))
+    } else {
+        link.lower
+            .filter(|&i| i != link.index)
+            .and_then(|i| state.links.iter().find(|l| l.index == i))
+    };
     let Some(lower) = lower else {
         return foreign("it sits on no link of this namespace".into());
     };
@@ -236,9 +265,13 @@ impl Identity {
             .collect()
     }
 
-    /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`.
+    /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`, with `;t` after the MAC
+    /// for the tap datapath.
     pub fn encode(&self) -> String {
         let mut entries = vec![format!("v1 {}", self.mac)];
+        if self.datapath == Datapath::Tap {
+            entries.push("t".into());
+        }
         entries.extend(self.addrs.iter().map(encode_addr));
         entries.extend(self.routes.iter().map(encode_route));
         entries.extend(
@@ -268,10 +301,12 @@ impl Identity {
             addrs6: Vec::new(),
             routes6: Vec::new(),
             neighbours6: Vec::new(),
+            datapath: Datapath::Macvtap,
         };
         for entry in entries {
             let mut words = entry.split(' ');
             match words.next()? {
+                "t" => id.datapath = Datapath::Tap,
                 "a" => id.addrs.push(decode_addr(words)?),
                 "r" => id.routes.push(decode_route(words)?),
                 "n" => id.neighbours.push(Neigh {
@@ -798,6 +833,10 @@ pub fn recovery(state: &NetState) -> Recovery {
 fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
     let dev = &id.lower;
     let mut steps = Vec::new();
+    if id.datapath == Datapath::Tap {
+        // Its filters send the network's frames to a tap that is gone.
+        steps.push(Step::DelIngress { dev: dev.clone() });
+    }
     let mac_changes = lower.mac.is_some_and(|m| m != id.mac);
     if let Some(current) = lower.mac.filter(|_| mac_changes) {
         steps.push(Step::SetMac {
@@ -926,6 +965,7 @@ mod tests {
             addrs6: Vec::new(),
             routes6: Vec::new(),
             neighbours6: Vec::new(),
+            datapath: Datapath::Macvtap,
         }
     }
 
@@ -999,6 +1039,13 @@ mod tests {
         }
     }
 
+    /// A tap datapath's tap: a tun device on no link.
+    fn tun(name: &str, alias: Option<&str>) -> Link {
+        let mut link = own_link(name, "tun", 0, alias);
+        link.lower = None;
+        link
+    }
+
     fn own_link(name: &str, kind: &str, lower: u32, alias: Option<&str>) -> Link {
         Link {
             index: 9,
@@ -1060,6 +1107,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tap_record_says_so_and_only_its_recovery_deletes_the_nics_ingress_qdisc() {
+        let mut id = identity();
+        id.datapath = Datapath::Tap;
+        let text = id.encode();
+        assert!(text.starts_with("v1 02:42:ac:13:00:02;t;a "), "{text}");
+        assert_eq!(Identity::decode("eth0", &text), Some(id.clone()));
+        let tap_state = with_links(Ns::new().nic(7, "eth0", MAC0, &[], &[]).0, &id.aliases());
+        let cmds: Vec<String> = recovery(&tap_state)
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(
+            cmds.contains(&"tc qdisc del dev eth0 ingress".to_string()),
+            "{cmds:?}"
+        );
+        // A macvtap run's recovery leaves the NIC's qdiscs alone (a user's, if any).
+        let cmds: Vec<String> = recovery(&killed_run())
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(!cmds.iter().any(|c| c.starts_with("tc ")), "{cmds:?}");
+    }
+
+    #[test]
     fn a_run_killed_before_it_changed_the_nic_only_loses_its_links() {
         // The record is complete, the NIC untouched: its MAC, addresses in order, routes
         // and neighbours are all there.
@@ -1115,6 +1188,12 @@ mod tests {
             Some("vminit:nic eth0")
         )));
         assert!(!ours(own_link("vmlink1", "veth", 7, None)), "a user's veth");
+        // The tap datapath's tap (a tun device, no lower link: the NIC its alias names); a
+        // user's tun of another name (slirp4netns' tap0) is not.
+        assert!(ours(tun("vmtap3", Some("vminit:nic eth0"))));
+        assert!(ours(tun("vmtap3", None)));
+        assert!(!ours(tun("tap0", None)));
+        assert!(!ours(tun("vmtap3", Some("vminit:nic eth9"))), "no such NIC");
         assert!(
             !ours(own_link("vmlink0", "macvlan", 7, Some("mine"))),
             "a user's alias"

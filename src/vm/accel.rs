@@ -1,7 +1,7 @@
-//! Which accelerator and which vhost mode QEMU gets, decided from the probes' findings
-//! (pure). Each decision comes with the log line that reports it.
+//! Which accelerator, which vhost mode and which network datapath QEMU gets, decided from
+//! the probes' findings (pure). Each decision comes with the log line that reports it.
 
-use crate::config::{Accel, Vhost};
+use crate::config::{Accel, Datapath, NetDatapath, Vhost};
 use crate::error::{Error, Result};
 
 /// Whether `/dev/kvm` can run a guest; if not, why and the fix.
@@ -89,9 +89,114 @@ pub fn choose_vhost(
     }
 }
 
+/// What the macvtap probe found: its device nodes can be made and opened, the driver is
+/// not loaded yet (nothing to try), or they cannot (the error names the missing flag).
+#[derive(Debug)]
+pub enum MacvtapProbe {
+    Usable,
+    NotLoaded,
+    Refused(Error),
+}
+
+/// The fix for a container where no datapath works.
+const TUN_HINT: &str = "hint: add --device /dev/net/tun (and --cap-add NET_ADMIN)";
+
+/// `NET_DATAPATH`: `auto` takes macvtap when its device nodes can be made and opened
+/// (nothing changes for those who run it so today), else tap when `/dev/net/tun` opens
+/// (`tun`: the probe's error otherwise); `macvtap` and `tap` insist.
+pub fn choose_datapath(
+    want: NetDatapath,
+    macvtap: MacvtapProbe,
+    tun: std::result::Result<(), String>,
+) -> Result<Choice<Datapath>> {
+    let chose = |value, report: String| {
+        Ok(Choice {
+            value,
+            report,
+            warning: false,
+        })
+    };
+    match (want, macvtap, tun) {
+        (NetDatapath::Macvtap, MacvtapProbe::Refused(e), _) => Err(e),
+        (NetDatapath::Macvtap, _, _) => chose(Datapath::Macvtap, "datapath: macvtap (NET_DATAPATH=macvtap)".into()),
+        (NetDatapath::Tap, _, Ok(())) => chose(Datapath::Tap, "datapath: tap (NET_DATAPATH=tap)".into()),
+        (NetDatapath::Tap, _, Err(why)) => Err(Error::Unavailable {
+            what: format!("NET_DATAPATH=tap but {why}"),
+            hint: TUN_HINT.into(),
+        }),
+        (NetDatapath::Auto, MacvtapProbe::Usable, _) => chose(
+            Datapath::Macvtap,
+            "datapath: macvtap (its device nodes can be made and opened)".into(),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::NotLoaded, Ok(())) => chose(
+            Datapath::Tap,
+            "datapath: tap (the macvtap driver is not loaded, so its device nodes cannot be tried; /dev/net/tun opens)".into(),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::NotLoaded, Err(why)) => chose(
+            Datapath::Macvtap,
+            format!("datapath: macvtap (the macvtap driver is not loaded yet; {why})"),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::Refused(e), Ok(())) => chose(
+            Datapath::Tap,
+            format!("datapath: tap (macvtap: {e}; /dev/net/tun opens)"),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::Refused(e), Err(why)) => Err(Error::Unavailable {
+            what: format!("no network datapath: macvtap: {e}; tap: {why}"),
+            hint: TUN_HINT.into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused() -> MacvtapProbe {
+        MacvtapProbe::Refused(Error::Unavailable {
+            what: "mknod /dev/.vminit-probe: EPERM".into(),
+            hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
+        })
+    }
+
+    #[test]
+    fn datapath_auto_keeps_macvtap_where_it_works_and_takes_tap_where_it_cannot() {
+        let tun_ok = || Ok(());
+        let no_tun = || Err("open /dev/net/tun: ENOENT".to_string());
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::Usable, no_tun()).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let d = choose_datapath(NetDatapath::Auto, refused(), tun_ok()).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+        assert!(
+            d.report.contains("EPERM") && d.report.contains("/dev/net/tun opens"),
+            "{}",
+            d.report
+        );
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::NotLoaded, tun_ok()).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::NotLoaded, no_tun()).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let e = choose_datapath(NetDatapath::Auto, refused(), no_tun()).unwrap_err();
+        assert!(e.to_string().contains("--device /dev/net/tun"), "{e}");
+    }
+
+    #[test]
+    fn datapath_tap_and_macvtap_insist_and_name_the_missing_flag() {
+        let e = choose_datapath(
+            NetDatapath::Tap,
+            MacvtapProbe::Usable,
+            Err("open /dev/net/tun: EPERM".into()),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("NET_DATAPATH=tap")
+                && e.to_string().contains("--device /dev/net/tun"),
+            "{e}"
+        );
+        let e = choose_datapath(NetDatapath::Macvtap, refused(), Ok(())).unwrap_err();
+        assert!(e.to_string().contains("--device-cgroup-rule"), "{e}");
+        let d = choose_datapath(NetDatapath::Tap, refused(), Ok(())).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+    }
 
     fn unusable() -> Option<KvmStatus> {
         Some(KvmStatus::Unusable(
