@@ -13,7 +13,8 @@ use std::net::IpAddr;
 
 use crate::net::types::Mac;
 
-/// One address the guest was handed: the container NIC, its door, the guest's MAC.
+/// One address the guest was handed: the container NIC, the link the guest is asked from
+/// (its door; with the tap datapath, the tap), the guest's MAC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Handed {
     pub lower: String,

@@ -85,7 +85,7 @@ impl GuestNics {
                 let v6 = t.guest6.as_ref().map(|g| IpAddr::V6(g.addr.addr));
                 v4.into_iter().chain(v6).map(|addr| Handed {
                     lower: t.nic.lower.clone(),
-                    door: t.nic.door.clone(),
+                    door: t.nic.serves_on().to_string(),
                     mac: t.nic.mac,
                     addr,
                 })

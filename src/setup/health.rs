@@ -27,6 +27,10 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(900);
 const AGAIN: Duration = Duration::from_millis(300);
 /// The Ethernet group of `ff02::1`, where a node answers a solicitation from `::`.
 const ALL_NODES_MAC: Mac = Mac([0x33, 0x33, 0, 0, 0, 1]);
+/// `ETH_P_ALL`: every frame, seen before the link's tc ingress filters act on it (with the
+/// tap datapath they redirect the guest's answers to the NIC), which a socket bound to one
+/// type sees only after.
+const ETH_P_ALL: u16 = 0x0003;
 
 /// Runs the check, prints its verdict (one line, then one per address that is not held) and
 /// returns the exit status: 0 healthy, 1 starting or unhealthy.
@@ -122,14 +126,13 @@ fn ask_guest(handed: &[Handed]) -> io::Result<Vec<bool>> {
     Ok(answered)
 }
 
-/// One door, with the sockets the probes go out of.
+/// One door (or, with the tap datapath, the tap), with the socket the probes go out of.
 struct Door {
     index: u32,
     mac: Mac,
     /// The handed-over addresses asked for through it, as indices.
     asks: Vec<usize>,
-    arp: Option<PacketSocket>,
-    ndp: Option<PacketSocket>,
+    socket: Option<PacketSocket>,
 }
 
 impl Door {
@@ -139,40 +142,33 @@ impl Door {
             index: link.index,
             mac: link.mac?,
             asks: Vec::new(),
-            arp: None,
-            ndp: None,
+            socket: None,
         })
     }
 
     fn open(&mut self, handed: &[Handed]) -> io::Result<()> {
-        let v4 = self.asks.iter().any(|&i| handed[i].addr.is_ipv4());
-        if v4 {
-            self.arp = Some(PacketSocket::open_for(self.index, arp::ETHERTYPE_ARP)?);
-        }
+        let socket = PacketSocket::open_for(self.index, ETH_P_ALL)?;
         if self.asks.iter().any(|&i| handed[i].addr.is_ipv6()) {
-            let socket = PacketSocket::open(self.index)?;
             socket.join(ALL_NODES_MAC)?;
-            self.ndp = Some(socket);
         }
+        self.socket = Some(socket);
         Ok(())
     }
 
     fn send(&self, handed: &[Handed], answered: &[bool]) -> io::Result<()> {
         for &i in self.asks.iter().filter(|&&i| !answered[i]) {
             let h = &handed[i];
-            match (h.addr, &self.arp, &self.ndp) {
-                (IpAddr::V4(a), Some(s), _) => s.send(&arp::probe(self.mac, h.mac, a))?,
-                (IpAddr::V6(a), _, Some(s)) => {
-                    s.send(&ndp::solicitation_probe(self.mac, h.mac, a))?
-                }
-                _ => {}
+            let Some(s) = &self.socket else { continue };
+            match h.addr {
+                IpAddr::V4(a) => s.send(&arp::probe(self.mac, h.mac, a))?,
+                IpAddr::V6(a) => s.send(&ndp::solicitation_probe(self.mac, h.mac, a))?,
             }
         }
         Ok(())
     }
 
     fn receive(&self, handed: &[Handed], answered: &mut [bool], buf: &mut [u8]) -> io::Result<()> {
-        for socket in [&self.arp, &self.ndp].into_iter().flatten() {
+        if let Some(socket) = &self.socket {
             while let Some(n) = socket.recv(buf)? {
                 let frame = &buf[..n];
                 for &i in &self.asks {
