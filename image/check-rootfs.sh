@@ -11,7 +11,9 @@
 #      virtio-net-pci NIC (default `pc` machine), until the kernel prints its banner;
 #   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket) for three
 #      seconds (it only has to start);
-#   5. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
+#   5. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start);
+#   6. passt --version (passt's sandbox makes a user namespace, which the kernel refuses inside
+#      a chroot: its full start is proven by tests/ns/user.rs and the Docker tests).
 # It fails on any error of those (a missing firmware or library among them), and on any file of
 # the rootfs that no run opened (except /vminit, which is not exercised here). It prints the paths
 # the programs looked for and did not find: they are optional, and listed for the record.
@@ -33,7 +35,7 @@ die() {
 ROOTFS=$(realpath -e -- "$1")
 KERNEL=${2:-$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)}
 [[ -r $KERNEL ]] || die "no readable kernel (pass one as KERNEL)"
-[[ -x $ROOTFS/usr/bin/qemu-system-x86_64 && -x $ROOTFS/usr/sbin/dnsmasq ]] ||
+[[ -x $ROOTFS/usr/bin/qemu-system-x86_64 && -x $ROOTFS/usr/sbin/dnsmasq && -x $ROOTFS/usr/bin/passt ]] ||
     die "$ROOTFS does not look like a vminit rootfs"
 for tool in strace unshare ip timeout; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -102,6 +104,8 @@ trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -vga std -usb -device usb-tablet -vnc unix:/run/vnc.sock \
     -monitor none -serial none -nic none -no-reboot </dev/null
+# passt and, on a CPU with AVX2, passt.avx2, which passt execs in its place.
+trace passt-version 0 /usr/bin/passt --version
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
@@ -136,6 +140,10 @@ fi
 if ! cat "$WORK"/trace.dnsmasq-run.* | grep -qE '^set(res)?uid\((-1, )?65534(, -1)?\) += 0'; then
     fail "dnsmasq did not drop privileges to nobody (65534)"
 fi
+grep -q '^passt ' "$WORK/passt-version.out" || {
+    fail "passt --version"
+    show passt-version 20
+}
 # QEMU's own messages (the rest of its output is the guest's serial console), less warnings and
 # the SIGTERM that ended the run. They include "qemu: could not load PC BIOS ...",
 # "failed to find romfile ..." and, not fatal, "Could not open option rom ...".
@@ -176,7 +184,10 @@ sed -nE 's/^[a-z0-9_]+\((AT_FDCWD, )?"(\/[^"]*)".*\) = -1 (E[A-Z]+).*$/\2 \3/p' 
 # The ELF interpreter is opened by the kernel at execve, not by the program.
 grep -qE '^execve\(.*\) = 0' "$WORK/inside.log" && echo /lib64/ld-linux-x86-64.so.2 >>"$WORK/used"
 
-unused=$(cd "$ROOTFS" && find . -type f | sed 's/^\.//' | sort | comm -23 - <(sort -u "$WORK/used") | grep -vx /vminit || true)
+# passt.avx2 runs only on CPUs with AVX2.
+not_run=/vminit
+grep -qw avx2 /proc/cpuinfo || not_run+=$'\n/usr/bin/passt.avx2'
+unused=$(cd "$ROOTFS" && find . -type f | sed 's/^\.//' | sort | comm -23 - <(sort -u "$WORK/used") | grep -vxF "$not_run" || true)
 if [[ -n $unused ]]; then
     fail "files in the rootfs that no run opened:"
     sed 's/^/    /' <<<"$unused" >&2
@@ -188,4 +199,4 @@ say "firmware and modules QEMU opened:"
 grep -E '^/usr/(share|lib/ipxe|lib/x86_64-linux-gnu/qemu)/' "$WORK/used" | sed 's/^/    /' >&2
 
 ((failed == 0)) || exit 1
-say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, dnsmasq ran as nobody"
+say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, dnsmasq ran as nobody, passt ran"

@@ -45,6 +45,40 @@ pub enum Vhost {
     Off,
 }
 
+/// How the guest's NICs reach the container's network (`NET_DATAPATH`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NetDatapath {
+    /// macvtap where vminit may take the network over, else user mode.
+    Auto,
+    Macvtap,
+    /// passt: no takeover, no capability needed.
+    User,
+}
+
+/// The datapath a run uses, once `NetDatapath::Auto` is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Datapath {
+    /// A macvtap on the container NIC, read and written through /dev/tapN.
+    #[default]
+    Macvtap,
+    /// One passt per NIC, QEMU connected to its Unix socket; the namespace is not changed.
+    User,
+}
+
+/// Which of the container's TCP and UDP ports passt forwards to the guest (`USER_PORTS`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserPorts {
+    None,
+    /// passt's `all`: every port that is not ephemeral and not bound (one socket each).
+    All,
+    /// A passt port list: ports and ranges, `~` exclusions, `:` target ports (`22,80,8000-8100`).
+    List(String),
+}
+
+/// `USER_PORTS`' default: the well-known ports, which any file limit affords (passt holds
+/// one socket per port, protocol and address family).
+pub const USER_PORTS_DEFAULT: &str = "1-1023";
+
 /// A test hook: stop working after a number of network changes, so that a test can kill
 /// vminit at exactly that point (`VMINIT_TEST_PAUSE=setup:N` or `teardown:N`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,6 +104,7 @@ pub enum QemuCaps {
 pub struct Paths {
     pub qemu: PathBuf,
     pub dnsmasq: PathBuf,
+    pub passt: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
     pub resolv_conf: PathBuf,
@@ -84,6 +119,7 @@ impl Default for Paths {
         Paths {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
+            passt: "/usr/bin/passt".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -108,6 +144,9 @@ pub struct Config {
     pub cpus: u32,
     pub accel: Accel,
     pub vhost: Vhost,
+    pub datapath: NetDatapath,
+    /// `USER_PORTS`: what passt forwards to the guest in user mode.
+    pub user_ports: UserPorts,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
@@ -158,6 +197,8 @@ where
         cpus: 1,
         accel: Accel::Auto,
         vhost: Vhost::Auto,
+        datapath: NetDatapath::Auto,
+        user_ports: UserPorts::List(USER_PORTS_DEFAULT.into()),
         stop_timeout: Duration::from_secs(8),
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
@@ -207,6 +248,20 @@ where
         Some("off") | Some("no") => Vhost::Off,
         Some(v) => return Err(bad("VHOST", format!("{v:?} is not one of auto, on, off"))),
     };
+    config.datapath = match nonempty(env, "NET_DATAPATH").as_deref() {
+        None | Some("auto") => NetDatapath::Auto,
+        Some("macvtap") => NetDatapath::Macvtap,
+        Some("user") => NetDatapath::User,
+        Some(v) => {
+            return Err(bad(
+                "NET_DATAPATH",
+                format!("{v:?} is not one of auto, macvtap, user"),
+            ));
+        }
+    };
+    if let Some(v) = nonempty(env, "USER_PORTS") {
+        config.user_ports = parse_user_ports(&v)?;
+    }
     if let Some(t) = parse_seconds(env, "STOP_TIMEOUT")? {
         config.stop_timeout = t;
     }
@@ -433,6 +488,38 @@ fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>
     Ok(out)
 }
 
+/// `USER_PORTS`: `none`, `all`, or ports and ranges as passt takes them (`22,80,8000-8100`,
+/// `~` to exclude, `:` for a different guest port). vminit adds each NIC's address itself.
+fn parse_user_ports(v: &str) -> Result<UserPorts> {
+    match v {
+        "none" => return Ok(UserPorts::None),
+        "all" => return Ok(UserPorts::All),
+        _ => {}
+    }
+    let list: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    let item_ok = |item: &str| {
+        let item = item.strip_prefix('~').unwrap_or(item);
+        let ports = |s: &str| {
+            let mut ends = s.splitn(2, '-');
+            ends.all(|p| matches!(p.parse::<u32>(), Ok(1..=65535)))
+        };
+        match item.split_once(':') {
+            Some((from, to)) => ports(from) && ports(to),
+            None => ports(item),
+        }
+    };
+    if list.split(',').all(item_ok) {
+        Ok(UserPorts::List(list))
+    } else {
+        Err(bad(
+            "USER_PORTS",
+            format!(
+                "{v:?} is not none, all, or a list of ports and ranges; use for example USER_PORTS=22,80,443,8000-8100"
+            ),
+        ))
+    }
+}
+
 fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
     let Some(v) = nonempty(env, "VMINIT_TEST_PAUSE") else {
         return Ok(None);
@@ -467,9 +554,10 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 5] = [
+    let overrides: [(&str, &mut PathBuf); 6] = [
         ("VMINIT_QEMU", &mut paths.qemu),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
+        ("VMINIT_PASST", &mut paths.passt),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),
         ("VMINIT_RESOLV_CONF", &mut paths.resolv_conf),
@@ -668,9 +756,39 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("QEMU_SANDBOX", "strict"),
             ("QEMU_CAPS", "some"),
+            ("NET_DATAPATH", "slirp"),
+            ("USER_PORTS", "ssh"),
+            ("USER_PORTS", "0-80"),
+            ("USER_PORTS", "10.0.0.2/80"),
+            ("USER_PORTS", "22,"),
         ] {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");
+        }
+    }
+
+    #[test]
+    fn user_mode_forwards_the_well_known_ports_unless_told_otherwise() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.datapath, NetDatapath::Auto);
+        assert_eq!(c.user_ports, UserPorts::List("1-1023".into()));
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("NET_DATAPATH", "user"),
+                ("USER_PORTS", "22, 80,8000-8100,~8050,2222:22"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.datapath, NetDatapath::User);
+        assert_eq!(
+            c.user_ports,
+            UserPorts::List("22,80,8000-8100,~8050,2222:22".into())
+        );
+        for (v, want) in [("none", UserPorts::None), ("all", UserPorts::All)] {
+            let c = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("USER_PORTS", v)]).unwrap();
+            assert_eq!(c.user_ports, want);
         }
     }
 

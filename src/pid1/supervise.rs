@@ -75,6 +75,12 @@ pub trait Effects {
     /// (`Event::Reconciled`: dnsmasq stops serving a NIC that QEMU refused).
     fn plug(&mut self) -> Event;
 
+    /// A child the loop does not know of was reaped; true when the effects knew it (the
+    /// user mode's passts).
+    fn reaped(&mut self, _pid: Pid, _exit: Exit) -> bool {
+        false
+    }
+
     /// More descriptors the loop waits on beside the signalfd and the monitor (the IPv6
     /// announcements' sockets).
     fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
@@ -163,7 +169,7 @@ pub fn run(
                         describe(exit)
                     );
                 }
-            } else {
+            } else if !effects.reaped(pid, exit) {
                 log::debug!("reaped pid {pid}: {}", describe(exit));
             }
         }

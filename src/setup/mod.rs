@@ -4,6 +4,7 @@
 //! supervisor's effects, hot-plug) is in `running`.
 
 mod running;
+mod user;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::config::{self, Accel, Command, Config, Pause, Vhost};
+use crate::config::{self, Accel, Command, Config, Datapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
@@ -64,15 +65,34 @@ struct Checked {
     shell: Option<Vec<OsString>>,
     /// The macvtap driver's major number, when it is loaded.
     tap_major: Option<u64>,
+    /// The datapath every NIC gets.
+    datapath: Datapath,
+    /// vminit's effective capabilities (bit N: capability N).
+    caps: u64,
 }
 
-/// Checks every input before anything changes: the programs, the disk, vhost-net, the
-/// debug shell, the right to create macvtap device nodes.
+/// Checks every input before anything changes: the datapath (the right to take the network
+/// over and to create macvtap device nodes), the programs, the disk, vhost-net, the debug
+/// shell.
 fn check_inputs(config: &Config) -> Result<Checked> {
     let paths = &config.paths;
+    let caps = devices::effective_caps(Path::new("/proc/self/status"));
+    let datapath = report(accel::choose_user(
+        config.datapath,
+        caps & (1 << devices::CAP_NET_ADMIN) != 0,
+        || {
+            devices::probe_tap_nodes(&paths.dev, &paths.proc_devices).map(|()| Choice {
+                value: Datapath::Macvtap,
+                report: "datapath: macvtap".into(),
+                warning: false,
+            })
+        },
+    )?);
     devices::check_program(&paths.qemu, "QEMU")?;
-    if config.dhcp {
-        devices::check_program(&paths.dnsmasq, "dnsmasq")?;
+    match datapath {
+        Datapath::User => devices::check_program(&paths.passt, "passt")?,
+        Datapath::Macvtap if config.dhcp => devices::check_program(&paths.dnsmasq, "dnsmasq")?,
+        Datapath::Macvtap => {}
     }
     let disk = devices::open_disk(&paths.disk)?;
     log::info!("disk: {}", disk.describe());
@@ -88,13 +108,14 @@ fn check_inputs(config: &Config) -> Result<Checked> {
         ),
         _ => None,
     };
-    devices::probe_tap_nodes(&paths.dev, &paths.proc_devices)?;
     Ok(Checked {
         vhost,
         disk,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
+        datapath,
+        caps,
     })
 }
 
@@ -163,6 +184,8 @@ struct Setup<'a> {
 #[derive(Default)]
 struct Undo {
     dnsmasq: Option<Pid>,
+    /// User mode: each guest NIC's passt, with its container NIC's name.
+    passts: Vec<(Pid, String)>,
     /// Each guest NIC with what was done to hand it over, in the order of the takeover.
     nics: Vec<TakenNic>,
 }
@@ -210,6 +233,9 @@ impl<'a> Setup<'a> {
 
     /// Every phase up to a running QEMU (or the debug shell, which does not return).
     fn start_guest(&mut self) -> Result<Guest> {
+        if self.checked.datapath == Datapath::User {
+            return self.start_guest_user();
+        }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
@@ -229,7 +255,35 @@ impl<'a> Setup<'a> {
             None => self.choose_accelerator(kvm)?,
         };
         self.wait_for_dnsmasq()?;
-        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref(), console_tcp);
+        let netdevs = taps
+            .iter()
+            .map(|t| qemu::Netdev::Tap(t.fd.as_raw_fd()))
+            .collect();
+        self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)
+    }
+
+    /// The last phase: QEMU started with the plan's NICs on `netdevs` (the taps, held open
+    /// until QEMU has its copies, or passt's sockets), or the debug shell exec'd.
+    fn launch(
+        &mut self,
+        plan: &Plan,
+        netdevs: Vec<qemu::Netdev>,
+        taps: Vec<Tap>,
+        accel: Accelerator,
+        seed: Option<&Path>,
+        console_tcp: Option<std::net::Ipv4Addr>,
+    ) -> Result<Guest> {
+        let nics: Vec<qemu::GuestNic> = plan
+            .nics
+            .iter()
+            .zip(netdevs)
+            .map(|(n, netdev)| qemu::GuestNic {
+                netdev,
+                mac: n.mac,
+                mtu: n.mtu,
+            })
+            .collect();
+        let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
             return Err(self.exec_shell(&shell, &argv));
@@ -407,22 +461,11 @@ impl<'a> Setup<'a> {
     /// on `console_tcp`), then CMD's arguments.
     fn qemu_argv(
         &self,
-        plan: &Plan,
-        taps: &[Tap],
+        nics: &[qemu::GuestNic],
         accel: Accelerator,
         seed: Option<&Path>,
         console_tcp: Option<std::net::Ipv4Addr>,
     ) -> Vec<OsString> {
-        let nics: Vec<qemu::GuestNic> = plan
-            .nics
-            .iter()
-            .zip(taps)
-            .map(|(n, t)| qemu::GuestNic {
-                fd: t.fd.as_raw_fd(),
-                mac: n.mac,
-                mtu: n.mtu,
-            })
-            .collect();
         let extra: &[OsString] = match &self.config.command {
             Command::Boot(args) => args,
             _ => &[],
@@ -443,7 +486,7 @@ impl<'a> Setup<'a> {
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
-            nics: &nics,
+            nics,
             display: &display,
             seed,
             extra,
@@ -519,6 +562,7 @@ impl<'a> Setup<'a> {
         if let Some(pid) = undo.dnsmasq {
             dhcp_server::stop_and_reap(pid);
         }
+        self.stop_passts(&undo.passts);
         if undo.nics.iter().any(|t| !t.steps.is_empty()) {
             log::info!("restoring the container's network");
         }

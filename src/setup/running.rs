@@ -40,6 +40,10 @@ pub(super) struct Pending {
 }
 
 impl supervise::Effects for Setup<'_> {
+    fn reaped(&mut self, pid: Pid, exit: policy::Exit) -> bool {
+        self.passt_exited(pid, &supervise::describe(exit))
+    }
+
     fn powerdown(&mut self) -> bool {
         log::info!("pressing the guest's power button (QMP system_powerdown)");
         match qmp::execute(

@@ -1,7 +1,7 @@
-//! Which accelerator and which vhost mode QEMU gets, decided from the probes' findings
-//! (pure). Each decision comes with the log line that reports it.
+//! Which accelerator, which vhost mode and which network datapath QEMU gets, decided from
+//! the probes' findings (pure). Each decision comes with the log line that reports it.
 
-use crate::config::{Accel, Vhost};
+use crate::config::{Accel, Datapath, NetDatapath, Vhost};
 use crate::error::{Error, Result};
 
 /// Whether `/dev/kvm` can run a guest; if not, why and the fix.
@@ -89,9 +89,95 @@ pub fn choose_vhost(
     }
 }
 
+/// What the guest loses in user mode, said wherever user mode is chosen for want of better.
+const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
+
+/// The flags that give the datapaths which hand the NIC itself to the guest.
+const BETTER_FLAGS: &str =
+    "--cap-add NET_ADMIN --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap";
+
+/// `NET_DATAPATH=user`, and `auto`'s last resort: user mode (passt) when this container may
+/// not take its network over. `net_admin`: vminit holds CAP_NET_ADMIN, which every takeover
+/// needs; `better`: the choice among the takeover datapaths, asked only when it can matter.
+pub fn choose_user(
+    want: NetDatapath,
+    net_admin: bool,
+    better: impl FnOnce() -> Result<Choice<Datapath>>,
+) -> Result<Choice<Datapath>> {
+    let user = |why: String| {
+        Ok(Choice {
+            value: Datapath::User,
+            report: format!("datapath: user mode, passt ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
+            warning: true,
+        })
+    };
+    match (want, net_admin) {
+        (NetDatapath::User, _) => Ok(Choice {
+            value: Datapath::User,
+            report: format!("datapath: user mode, passt (NET_DATAPATH=user): {USER_LOSES}"),
+            warning: false,
+        }),
+        (NetDatapath::Auto, false) => user("this container lacks the capability NET_ADMIN".into()),
+        (NetDatapath::Macvtap, false) => Err(Error::Unavailable {
+            what: "NET_DATAPATH=macvtap but this container lacks the capability NET_ADMIN"
+                .into(),
+            hint: "hint: run the container with --cap-add NET_ADMIN, or set NET_DATAPATH=user (user mode: no capability needed)".into(),
+        }),
+        (NetDatapath::Auto, true) => match better() {
+            Ok(choice) => Ok(choice),
+            Err(e) => user(e.to_string()),
+        },
+        (NetDatapath::Macvtap, true) => better(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn macvtap() -> Result<Choice<Datapath>> {
+        Ok(Choice {
+            value: Datapath::Macvtap,
+            report: "datapath: macvtap".into(),
+            warning: false,
+        })
+    }
+
+    fn refused() -> Result<Choice<Datapath>> {
+        Err(Error::Unavailable {
+            what: "open /dev/.vminit-probe: permission denied by the device cgroup".into(),
+            hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
+        })
+    }
+
+    #[test]
+    fn auto_falls_back_to_user_mode_only_when_no_takeover_can_be_had_and_says_what_is_lost() {
+        let d = choose_user(NetDatapath::Auto, true, macvtap).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let d = choose_user(NetDatapath::Auto, false, || panic!("not asked")).unwrap();
+        assert_eq!(d.value, Datapath::User);
+        assert!(d.warning);
+        for words in ["NET_ADMIN", "MAC is not on the wire", "--cap-add NET_ADMIN"] {
+            assert!(d.report.contains(words), "{words}: {}", d.report);
+        }
+        let d = choose_user(NetDatapath::Auto, true, refused).unwrap();
+        assert_eq!(d.value, Datapath::User);
+        assert!(d.report.contains("device cgroup"), "{}", d.report);
+    }
+
+    #[test]
+    fn user_is_taken_when_asked_and_macvtap_without_net_admin_names_the_flags() {
+        let d = choose_user(NetDatapath::User, true, || panic!("not asked")).unwrap();
+        assert_eq!((d.value, d.warning), (Datapath::User, false));
+        let e = choose_user(NetDatapath::Macvtap, false, macvtap).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("--cap-add NET_ADMIN") && text.contains("NET_DATAPATH=user"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
+        assert!(choose_user(NetDatapath::Macvtap, true, refused).is_err());
+    }
 
     fn unusable() -> Option<KvmStatus> {
         Some(KvmStatus::Unusable(

@@ -3,7 +3,7 @@
 //!
 //! Pure: `accel` (accelerator and vhost decisions), `disk` (qcow2 headers and the chain rules),
 //! `display` (the VNC console's inputs and options), `seed` (the NoCloud seed), `qemu` (the
-//! argv).
+//! argv), `passt` (the user-mode datapath's argv).
 //! Touch the system: `devices` (/dev/tapN, the /dev/kvm and /dev/vhost-net probes, the disk
 //! chain opened), `kvm` (the KVM probe guest), `console` (the console's socket directory and
 //! password), `qmp` (the QMP client).
@@ -16,6 +16,7 @@ pub mod devices;
 pub mod disk;
 pub mod display;
 pub mod kvm;
+pub mod passt;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;

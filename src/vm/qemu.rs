@@ -2,16 +2,25 @@
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::net::types::Mac;
 use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
 
+/// Where a guest NIC's frames go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Netdev {
+    /// An open tap device (a macvtap's /dev/tapN) QEMU inherits.
+    Tap(RawFd),
+    /// passt's Unix socket (user mode), which QEMU connects to.
+    Stream(PathBuf),
+}
+
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestNic {
-    pub fd: RawFd,
+    pub netdev: Netdev,
     pub mac: Mac,
     pub mtu: u32,
 }
@@ -97,11 +106,16 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     }
     for (i, nic) in q.nics.iter().enumerate() {
         push("-netdev".into());
-        push(format!(
-            "tap,id=net{i},fd={},vhost={}",
-            nic.fd,
-            if q.vhost { "on" } else { "off" }
-        ));
+        push(match &nic.netdev {
+            Netdev::Tap(fd) => format!(
+                "tap,id=net{i},fd={fd},vhost={}",
+                if q.vhost { "on" } else { "off" }
+            ),
+            Netdev::Stream(socket) => format!(
+                "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
+                socket.display().to_string().replace(',', ",,")
+            ),
+        });
         push("-device".into());
         push(format!(
             "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
@@ -265,19 +279,30 @@ mod tests {
         disk: &[Layer<RawFd>],
         sandbox: bool,
     ) -> Vec<String> {
-        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
-                fd: 5,
+                netdev: Netdev::Tap(5),
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
                 mtu: 1500,
             },
             GuestNic {
-                fd: 6,
+                netdev: Netdev::Tap(6),
                 mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
                 mtu: 1450,
             },
         ];
+        render_nics(accel, vhost, extra, disk, sandbox, &nics)
+    }
+
+    fn render_nics(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+        nics: &[GuestNic],
+    ) -> Vec<String> {
+        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         argv(&QemuInput {
             qemu: Path::new("/usr/bin/qemu-system-x86_64"),
             accel,
@@ -288,7 +313,7 @@ mod tests {
             sandbox,
             qmp: Path::new("/run/vminit/qmp.sock"),
             health: Path::new("/run/vminit/health.sock"),
-            nics: &nics,
+            nics,
             display: &["-display".into(), "none".into()],
             seed: None,
             extra: &extra,
@@ -296,6 +321,26 @@ mod tests {
         .into_iter()
         .map(|s| s.into_string().unwrap())
         .collect()
+    }
+
+    #[test]
+    fn a_user_mode_nic_connects_to_its_passt_socket_with_the_containers_mac() {
+        let nics = [GuestNic {
+            netdev: Netdev::Stream("/run/vminit/passt0.sock".into()),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a = render_nics(Accelerator::Tcg, false, &[], &plain_disk(), true, &nics);
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vminit/passt0.sock"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
     }
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {

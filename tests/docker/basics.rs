@@ -372,11 +372,16 @@ fn the_debug_shell_gets_a_prepared_container_whose_qemu_sh_boots_the_guest_from_
 }
 
 #[test]
-fn without_cap_add_net_admin_the_container_exits_non_zero_naming_the_flag() {
-    // given
+fn macvtap_without_cap_add_net_admin_exits_non_zero_naming_the_flag() {
+    // given (NET_DATAPATH=auto would boot in user mode: tests/docker/user.rs)
     let sc = Scenario::new("nocap");
     let net = sc.network();
-    let vm = sc.create_vm(VmOpts::new().network(&net).without_net_admin());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .without_net_admin()
+            .env("NET_DATAPATH", "macvtap"),
+    );
     // when
     let (code, error) = sc.run_to_error(&vm);
     // then
@@ -389,11 +394,16 @@ fn without_cap_add_net_admin_the_container_exits_non_zero_naming_the_flag() {
 }
 
 #[test]
-fn without_the_macvtap_device_cgroup_rule_the_container_exits_non_zero_naming_the_flag() {
+fn macvtap_without_the_device_cgroup_rule_exits_non_zero_naming_the_flag() {
     // given
     let sc = Scenario::new("nocgroup");
     let net = sc.network();
-    let vm = sc.create_vm(VmOpts::new().network(&net).without_cgroup_rule());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .without_cgroup_rule()
+            .env("NET_DATAPATH", "macvtap"),
+    );
     // when
     let (code, error) = sc.run_to_error(&vm);
     // then

@@ -243,16 +243,20 @@ fn a_qemu_that_is_not_executable_is_refused_with_126() {
 }
 
 #[test]
-fn without_mknod_rights_the_device_cgroup_flag_is_named() {
+fn macvtap_without_mknod_rights_names_the_device_cgroup_flag() {
     let f = Fixture::new();
-    let vm = f.vminit().cap_drop("mknod");
+    // NET_DATAPATH=auto would take user mode instead (tests/ns/user.rs).
+    let vm = f.vminit().env("NET_DATAPATH", "macvtap").cap_drop("mknod");
     expect_refusal(&f, vm, 69, &["mknod", "--device-cgroup-rule 'c "], QUICK);
 }
 
 #[test]
-fn without_net_admin_the_cap_add_flag_is_named() {
+fn macvtap_without_net_admin_names_the_cap_add_flag() {
     let f = Fixture::new();
-    let vm = f.vminit().cap_drop("net_admin");
+    let vm = f
+        .vminit()
+        .env("NET_DATAPATH", "macvtap")
+        .cap_drop("net_admin");
     expect_refusal(&f, vm, 69, &["--cap-add NET_ADMIN"], QUICK);
 }
 

@@ -15,3 +15,4 @@ mod lifecycle;
 mod network;
 mod restore;
 mod seed;
+mod user;

@@ -1,0 +1,252 @@
+//! The user-mode boot (`NET_DATAPATH=user`): nothing in the namespace changes; one passt per
+//! guest NIC gives the guest the container NIC's addresses, routes, MTU and resolvers and
+//! relays its traffic through the container's own sockets, and QEMU connects to each passt's
+//! Unix socket.
+
+use std::fs;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getgid, getuid};
+
+use super::{Guest, Setup};
+use crate::config::UserPorts;
+use crate::dhcp::{dhcp_server, resolv};
+use crate::error::{Error, Result};
+use crate::net::types::Mac;
+use crate::pid1::spawn;
+use crate::takeover::plan::Plan;
+use crate::vm::{console, devices, passt, qemu};
+
+/// How long a passt gets to bind its socket and ports.
+const PASST_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The user passt runs as where vminit may switch users: `nobody`, by number (the image has
+/// no name service passt could ask).
+const NOBODY: (u32, u32) = (65534, 65534);
+
+impl Setup<'_> {
+    /// Every phase up to a running QEMU in user mode (or the debug shell).
+    pub(super) fn start_guest_user(&mut self) -> Result<Guest> {
+        // Nothing is taken over, so nothing follows the network: NICs connected later stay
+        // with the container.
+        self.monitor = None;
+        let plan = self.wait_for_plan(None)?;
+        let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
+        let seed = self.write_seed(&plan)?;
+        let kvm = self.start_kvm_probe();
+        let sockets = self.start_passts(&plan)?;
+        let accel = self.choose_accelerator(kvm)?;
+        self.wait_for_passts(&sockets)?;
+        let netdevs = sockets.into_iter().map(qemu::Netdev::Stream).collect();
+        self.launch(
+            &plan,
+            netdevs,
+            Vec::new(),
+            accel,
+            seed.as_deref(),
+            console_tcp,
+        )
+    }
+
+    /// Starts one passt per guest NIC, in the foreground as vminit's children; returns their
+    /// sockets, in the guest's NIC order.
+    fn start_passts(&mut self, plan: &Plan) -> Result<Vec<PathBuf>> {
+        let resolv =
+            resolv::parse(&fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default());
+        // passt reads the container's resolv.conf itself; a loopback resolver (Docker's
+        // 127.0.0.11) reaches the guest only as the gateway's address, which passt relays.
+        let map_gateway = resolv
+            .nameservers
+            .first()
+            .is_some_and(|ip| ip.is_loopback());
+        if map_gateway {
+            log::info!(
+                "DNS: the guest asks its gateway's address, which passt relays to {}; the guest's other connections to that address reach the container's loopback",
+                resolv.nameservers[0]
+            );
+        }
+        if !self.config.guest_dns.is_empty() {
+            log::warn!(
+                "GUEST_DNS is not used in user mode: the guest gets the container's resolvers"
+            );
+        }
+        let unprivileged = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+        let (ports, warning) = passt::bindable(
+            &self.config.user_ports,
+            unprivileged,
+            self.checked.caps & (1 << devices::CAP_NET_BIND_SERVICE) != 0,
+        );
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
+        log::info!(
+            "passt forwards {} of the container's addresses to the guest (USER_PORTS)",
+            describe(&ports)
+        );
+        let can_switch = self.checked.caps & (1 << devices::CAP_SETUID) != 0
+            && self.checked.caps & (1 << devices::CAP_SETGID) != 0;
+        let runas = if can_switch {
+            NOBODY
+        } else {
+            (getuid().as_raw(), getgid().as_raw())
+        };
+        let mut sockets = Vec::new();
+        for (i, nic) in plan.nics.iter().enumerate() {
+            let socket = self.run_dir.passt_socket(i);
+            let _ = fs::remove_file(&socket);
+            let addr6 = plan
+                .v6
+                .iter()
+                .find(|g| g.lower == nic.lower)
+                .map(|g| g.addr.addr);
+            let argv = passt::argv(&passt::PasstNic {
+                passt: &self.config.paths.passt,
+                socket: &socket,
+                lower: &nic.lower,
+                addr: nic.addr,
+                gateway: nic.gateway,
+                addr6,
+                mtu: nic.mtu,
+                mac: passt_mac(nic.mac),
+                ports: &ports,
+                dhcp: self.config.dhcp,
+                map_gateway,
+                runas,
+            });
+            log::info!("starting {}", qemu::shell_line(&argv));
+            let pid = spawn::spawn(
+                &argv,
+                &spawn::SpawnOptions {
+                    mask: self.signals.original,
+                    keep: &[],
+                    own_group: true,
+                    drop_privileges: false,
+                },
+            )?;
+            log::info!("passt for {} running, pid {pid}", nic.lower);
+            self.undo.passts.push((pid, nic.lower.clone()));
+            sockets.push(socket);
+        }
+        Ok(sockets)
+    }
+
+    /// Waits until every passt has bound its socket (after its ports), or reports the one
+    /// that exited.
+    fn wait_for_passts(&self, sockets: &[PathBuf]) -> Result<()> {
+        let deadline = Instant::now() + PASST_START_TIMEOUT;
+        for ((pid, lower), socket) in self.undo.passts.iter().zip(sockets) {
+            loop {
+                if socket.exists() {
+                    break;
+                }
+                match waitpid(*pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(status) => {
+                        return Err(Error::Unavailable {
+                            what: format!(
+                                "passt for {lower} could not start ({status:?}); its own message is above"
+                            ),
+                            hint: "hint: if it could not bind its ports, set USER_PORTS to ports it may bind (or USER_PORTS=none)".into(),
+                        });
+                    }
+                    Err(e) => return Err(Error::os("wait for passt", e)),
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Unavailable {
+                        what: format!(
+                            "passt for {lower} did not open {} within {PASST_START_TIMEOUT:?}",
+                            socket.display()
+                        ),
+                        hint: "hint: see passt's message above".into(),
+                    });
+                }
+                self.check_not_interrupted()?;
+                sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every passt (after QEMU: a passt outliving QEMU holds nothing), all at once:
+    /// SIGTERM, and SIGKILL for those still there after `dhcp_server::STOP_GRACE`.
+    pub(super) fn stop_passts(&mut self, passts: &[(Pid, String)]) {
+        for (pid, _) in passts {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + dhcp_server::STOP_GRACE;
+        for (pid, lower) in passts {
+            loop {
+                match waitpid(*pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                        sleep(Duration::from_millis(5))
+                    }
+                    Ok(WaitStatus::StillAlive) => {
+                        log::warn!(
+                            "passt for {lower} (pid {pid}) ignored SIGTERM; sending SIGKILL"
+                        );
+                        let _ = kill(*pid, Signal::SIGKILL);
+                        let _ = waitpid(*pid, None);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            log::info!("passt for {lower} (pid {pid}) stopped");
+        }
+        for i in 0..passts.len() {
+            let _ = fs::remove_file(self.run_dir.passt_socket(i));
+        }
+    }
+
+    /// A passt that exits while the guest runs takes its NIC's network with it (QEMU 7.2's
+    /// stream netdev does not reconnect): said once, loudly.
+    pub(super) fn passt_exited(&mut self, pid: Pid, how: &str) -> bool {
+        let Some(at) = self.undo.passts.iter().position(|(p, _)| *p == pid) else {
+            return false;
+        };
+        let (_, lower) = self.undo.passts.remove(at);
+        log::error!(
+            "passt for {lower} (pid {pid}) exited: {how}; the guest's NIC on {lower} has no network until the container restarts"
+        );
+        true
+    }
+}
+
+/// What `USER_PORTS` forwards, for the log.
+fn describe(ports: &UserPorts) -> String {
+    match ports {
+        UserPorts::None => "no port".into(),
+        UserPorts::All => "every TCP and UDP port that is not ephemeral".into(),
+        UserPorts::List(list) => format!("TCP and UDP ports {list}"),
+    }
+}
+
+/// passt's own MAC towards the guest (the gateway's, as the guest sees it): the guest's,
+/// made locally administered with its last bit flipped, so that the two never clash.
+fn passt_mac(guest: Mac) -> Mac {
+    let mut bytes = guest.0;
+    bytes[0] = (bytes[0] | 0x02) & !0x01;
+    bytes[5] ^= 0x01;
+    Mac(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passts_own_mac_is_unicast_local_and_never_the_guests() {
+        for guest in [[0x02, 0x42, 10, 1, 0, 2], [0x52, 0x54, 0, 0x12, 0x34, 0x56]] {
+            let own = passt_mac(Mac(guest));
+            assert_ne!(own, Mac(guest));
+            assert_eq!(own.0[0] & 0x03, 0x02, "{own}");
+        }
+    }
+}
