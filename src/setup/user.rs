@@ -24,10 +24,6 @@ use crate::vm::{console, devices, passt, qemu};
 /// How long a passt gets to bind its socket and ports.
 const PASST_START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The user passt runs as where vminit may switch users: `nobody`, by number (the image has
-/// no name service passt could ask).
-const NOBODY: (u32, u32) = (65534, 65534);
-
 impl Setup<'_> {
     /// Every phase up to a running QEMU in user mode (or the debug shell).
     pub(super) fn start_guest_user(&mut self) -> Result<Guest> {
@@ -90,13 +86,10 @@ impl Setup<'_> {
             "passt forwards {} of the container's addresses to the guest (USER_PORTS)",
             describe(&ports)
         );
-        let can_switch = self.checked.caps & (1 << devices::CAP_SETUID) != 0
-            && self.checked.caps & (1 << devices::CAP_SETGID) != 0;
-        let runas = if can_switch {
-            NOBODY
-        } else {
-            (getuid().as_raw(), getgid().as_raw())
-        };
+        // passt keeps vminit's user: as `nobody` it could not bind its socket in the private
+        // run directory, nor QEMU (without capabilities) connect to one it owned. Its sandbox
+        // (its own user namespace, an empty filesystem, seccomp) is what confines it.
+        let runas = (getuid().as_raw(), getgid().as_raw());
         let mut sockets = Vec::new();
         for (i, nic) in plan.nics.iter().enumerate() {
             let socket = self.run_dir.passt_socket(i);
@@ -151,9 +144,12 @@ impl Setup<'_> {
                     Ok(status) => {
                         return Err(Error::Unavailable {
                             what: format!(
-                                "passt for {lower} could not start ({status:?}); its own message is above"
+                                "passt for {lower} could not start ({status:?}); its own message is above: \"Couldn't create user namespace\" means the container's seccomp profile forbids passt's sandbox (Docker's default does), \"Failed to bind any port\" that USER_PORTS names no port it may bind"
                             ),
-                            hint: "hint: if it could not bind its ports, set USER_PORTS to ports it may bind (or USER_PORTS=none)".into(),
+                            hint: format!(
+                                "hint: run the container with --security-opt seccomp=unconfined (or a seccomp profile that allows unshare), or give it the better datapath: {}",
+                                crate::vm::accel::BETTER_FLAGS
+                            ),
                         });
                     }
                     Err(e) => return Err(Error::os("wait for passt", e)),

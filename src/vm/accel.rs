@@ -93,7 +93,7 @@ pub fn choose_vhost(
 const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
 
 /// The flags that give the datapaths which hand the NIC itself to the guest.
-const BETTER_FLAGS: &str =
+pub const BETTER_FLAGS: &str =
     "--cap-add NET_ADMIN --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap";
 
 /// `NET_DATAPATH=user`, and `auto`'s last resort: user mode (passt) when this container may

@@ -484,13 +484,11 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
 
 /// Checks that a program exists and is executable, before anything changes.
 /// Capability numbers (linux/capability.h), for `effective_caps`' bits.
-pub const CAP_SETGID: u32 = 6;
-pub const CAP_SETUID: u32 = 7;
 pub const CAP_NET_BIND_SERVICE: u32 = 10;
 pub const CAP_NET_ADMIN: u32 = 12;
 
 /// The capability sets vminit runs with: bit N of `CapEff` in /proc/self/status is
-/// capability N (`CAP_NET_ADMIN` = 12, `CAP_SETGID` = 6, `CAP_SETUID` = 7). Unreadable: none.
+/// capability N (`CAP_NET_ADMIN` = 12, `CAP_NET_BIND_SERVICE` = 10). Unreadable: none.
 pub fn effective_caps(proc_self_status: &Path) -> u64 {
     fs::read_to_string(proc_self_status)
         .ok()

@@ -157,7 +157,7 @@ mod tests {
             ports,
             dhcp: true,
             map_gateway: false,
-            runas: (65534, 65534),
+            runas: (0, 0),
         }
     }
 
@@ -174,7 +174,7 @@ mod tests {
         let a = words(&argv(&nic(&ports)));
         assert_eq!(
             a,
-            "/usr/bin/passt --foreground --quiet --runas 65534:65534 \
+            "/usr/bin/passt --foreground --quiet --runas 0:0 \
              --socket /run/vminit/passt0.sock --interface eth0 --mac-addr 02:00:00:00:00:01 \
              --mtu 1500 --address 172.19.0.2 --netmask 24 --gateway 172.19.0.1 --no-map-gw \
              --tcp-ports 172.19.0.2/1-1023 --udp-ports 172.19.0.2/1-1023"
