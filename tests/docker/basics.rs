@@ -9,7 +9,10 @@ use crate::common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::docker::{BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_guest_nics, fixtures};
+use common::docker::{
+    BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_default_route_via, expect_guest_nics,
+    fixtures,
+};
 use common::{Cidata, GuestLookup};
 
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
@@ -27,14 +30,7 @@ fn docker_run_gives_the_guest_the_containers_ip_and_mac_and_a_peer_container_pin
     let report = sc.guest_report(&vm);
     let ep = sc.only_endpoint(&vm);
     expect_guest_nics(&report, &[&ep]);
-    assert_eq!(
-        report.default_routes(),
-        vec![format!(
-            "default via {} dev {}",
-            ep.gateway, report.nics[0].name
-        )],
-        "{report:?}"
-    );
+    expect_default_route_via(&report, &ep);
     sc.expect_answered(&net, ep.ip, &ep.mac, "the guest");
 }
 

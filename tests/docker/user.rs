@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::docker::{Scenario, VmOpts, expect_guest_nics};
+use common::docker::{Scenario, VmOpts, expect_default_route_via, expect_guest_nics};
 
 #[test]
 fn without_any_cap_add_the_guest_boots_with_the_containers_ip_and_a_published_port_reaches_it() {
@@ -33,14 +33,7 @@ fn without_any_cap_add_the_guest_boots_with_the_containers_ip_and_a_published_po
     let report = sc.guest_report(&vm);
     let ep = sc.only_endpoint(&vm);
     expect_guest_nics(&report, &[&ep]);
-    assert_eq!(
-        report.default_routes(),
-        vec![format!(
-            "default via {} dev {}",
-            ep.gateway, report.nics[0].name
-        )],
-        "{report:?}"
-    );
+    expect_default_route_via(&report, &ep);
     let logs = sc.logs(&vm);
     assert!(
         logs.contains("datapath: user mode, passt (this container lacks the capability NET_ADMIN)"),
