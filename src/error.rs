@@ -189,13 +189,37 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// The one-line message already names the cause (`{op}: {source}`); `source` hands the
+/// same cause to a caller that wants the errno itself.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Program { source, .. }
+            | Error::Step { source, .. }
+            | Error::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_that_wraps_a_system_error_hands_it_on_with_its_errno() {
+        use std::error::Error as _;
+        let e = Error::os(
+            "create /run/vminit",
+            io::Error::from_raw_os_error(libc::EROFS),
+        );
+        let source = e.source().expect("a source");
+        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.raw_os_error(), Some(libc::EROFS));
+        assert!(Error::AlreadyRunning.source().is_none());
+    }
     use crate::net::step::MacLinkKind;
 
     fn add_link() -> Step {
@@ -270,7 +294,7 @@ mod tests {
     #[test]
     fn a_signal_during_setup_exits_128_plus_its_number() {
         assert_eq!(Error::Interrupted(libc::SIGTERM).exit_code(), 143);
-        let rtmin3 = Error::Interrupted(crate::pid1::policy::SIGRTMIN_PLUS_3);
+        let rtmin3 = Error::Interrupted(crate::pid1::policy::stop::SIGRTMIN_PLUS_3);
         assert_eq!(rtmin3.exit_code(), 165);
         assert!(rtmin3.to_string().starts_with("received SIGRTMIN+3"));
     }

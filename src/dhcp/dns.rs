@@ -277,6 +277,7 @@ mod tests {
     use super::*;
     use crate::dhcp::resolv::parse;
     use crate::net::types::{Ipv4Net, Mac, Route};
+    use crate::takeover::slot::Slot;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -302,8 +303,9 @@ mod tests {
         }
         NicPlan {
             lower: format!("eth{i}"),
-            tap: format!("vmtap{i}"),
-            door: format!("vmlink{i}"),
+            slot: Slot(i),
+            tap: Slot(i).tap(),
+            door: Slot(i).door(),
             mac: Mac([2, 0x42, 0, 0, 0, i as u8]),
             mtu: 1500,
             addr: Some(addr.parse().unwrap()),

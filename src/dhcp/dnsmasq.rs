@@ -84,7 +84,7 @@ pub fn render(input: &DnsmasqInput) -> String {
     line("dhcp-authoritative".into());
     let announcements = dns.announcements(input.nics);
     for (i, (nic, says)) in input.nics.iter().zip(&announcements).enumerate() {
-        let tag = format!("vm{i}");
+        let tag = nic.slot.dhcp_tag();
         // An IPv6-only NIC gets nothing by DHCPv4: dnsmasq does not even listen on its door
         // (vminit's own announcements give it IPv6).
         let Some(addr) = nic.addr else {
@@ -222,6 +222,7 @@ mod tests {
     use crate::dhcp::dns::DnsInput;
     use crate::dhcp::resolv::{self, Resolv};
     use crate::net::types::{Ipv4Net, Mac, Route};
+    use crate::takeover::slot::Slot;
 
     fn nic(i: usize, addr: &str, gateway: Option<&str>) -> NicPlan {
         let door: Ipv4Addr = format!("169.254.1.{}", 10 + i).parse().unwrap();
@@ -239,8 +240,9 @@ mod tests {
         }
         NicPlan {
             lower: format!("eth{i}"),
-            tap: format!("vmtap{i}"),
-            door: format!("vmlink{i}"),
+            slot: Slot(i),
+            tap: Slot(i).tap(),
+            door: Slot(i).door(),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, i as u8 + 2]),
             mtu: 1450,
             addr: Some(addr.parse().unwrap()),
@@ -707,6 +709,7 @@ mod tests {
     fn seed_nic() -> NicPlan {
         NicPlan {
             lower: "eth0".into(),
+            slot: Slot(0),
             tap: "vmtap0".into(),
             door: "vmlink0".into(),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),

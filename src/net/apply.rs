@@ -172,7 +172,7 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             }
             Step::DelAddr { dev, addr } => {
                 let i = self.index(dev)?;
-                self.nl.del_addr(i, addr.net)
+                self.nl.del_addr(i, addr)
             }
             Step::AddAddr { dev, addr } => {
                 let i = self.index(dev)?;
@@ -227,30 +227,6 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.set_alias(i, alias)
             }
-            Step::DelRoute6 { dev, route } => {
-                let i = self.index(dev)?;
-                self.nl.del_route6(i, route)
-            }
-            Step::AddRoute6 { dev, route } => {
-                let i = self.index(dev)?;
-                self.nl.add_route6(i, route)
-            }
-            Step::DelAddr6 { dev, addr } => {
-                let i = self.index(dev)?;
-                self.nl.del_addr6(i, addr.net)
-            }
-            Step::AddAddr6 { dev, addr } => {
-                let i = self.index(dev)?;
-                self.nl.add_addr6(i, addr)
-            }
-            Step::DelNeigh6 { dev, neigh } => {
-                let i = self.index(dev)?;
-                self.nl.del_neigh6(i, neigh)
-            }
-            Step::AddNeigh6 { dev, neigh } => {
-                let i = self.index(dev)?;
-                self.nl.add_neigh6(i, neigh)
-            }
             Step::NoAddrGen { dev } => {
                 let i = self.index(dev)?;
                 match self.nl.no_addr_gen(i) {
@@ -291,18 +267,10 @@ fn park(at: &str) -> ! {
 fn already_done(step: &Step, e: &io::Error) -> bool {
     let errno = e.raw_os_error();
     match step {
-        Step::AddAddr { .. }
-        | Step::AddRoute { .. }
-        | Step::AddNeigh { .. }
-        | Step::AddAddr6 { .. }
-        | Step::AddRoute6 { .. }
-        | Step::AddNeigh6 { .. } => errno == Some(libc::EEXIST),
-        Step::DelAddr { .. }
-        | Step::DelRoute { .. }
-        | Step::DelNeigh { .. }
-        | Step::DelAddr6 { .. }
-        | Step::DelRoute6 { .. }
-        | Step::DelNeigh6 { .. } => {
+        Step::AddAddr { .. } | Step::AddRoute { .. } | Step::AddNeigh { .. } => {
+            errno == Some(libc::EEXIST)
+        }
+        Step::DelAddr { .. } | Step::DelRoute { .. } | Step::DelNeigh { .. } => {
             matches!(
                 errno,
                 Some(libc::EADDRNOTAVAIL | libc::ESRCH | libc::ENOENT)
@@ -317,9 +285,9 @@ fn already_done(step: &Step, e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::error::exit;
-    use crate::net::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
+    use crate::net::netstate::{IfAddr, IpIfAddr, IpNeigh, IpRoute};
     use crate::net::step::MacLinkKind;
-    use crate::net::types::{Ipv4Net, Ipv6Net, Mac};
+    use crate::net::types::Mac;
 
     /// A kernel that records every call as the `ip` command it stands for, knows link names
     /// and indexes, and fails the calls it is told to fail.
@@ -386,44 +354,26 @@ mod tests {
         fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
             self.call(format!("link set {index} alias {alias}"))
         }
-        fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
-            self.call(format!("addr add {} dev {index}", addr.net))
+        fn add_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()> {
+            self.call(format!("addr add {} dev {index}", addr_text(addr)))
         }
-        fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()> {
-            self.call(format!("addr del {net} dev {index}"))
+        fn del_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()> {
+            self.call(format!("addr del {} dev {index}", addr_text(addr)))
         }
-        fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
-            self.call(format!("route add {} dev {index}", route.route))
+        fn add_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()> {
+            self.call(format!("route add {} dev {index}", route_text(route)))
         }
-        fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
-            self.call(format!("route del {} dev {index}", route.route))
+        fn del_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()> {
+            self.call(format!("route del {} dev {index}", route_text(route)))
         }
-        fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
-            self.call(format!("neigh add {} dev {index}", neigh.addr))
+        fn add_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()> {
+            self.call(format!("neigh add {} dev {index}", neigh_text(neigh)))
         }
-        fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
-            self.call(format!("neigh del {} dev {index}", neigh.addr))
+        fn del_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()> {
+            self.call(format!("neigh del {} dev {index}", neigh_text(neigh)))
         }
         fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
             self.call(format!("ethtool -K {dev} tx off"))
-        }
-        fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
-            self.call(format!("addr add {} dev {index}", addr.net))
-        }
-        fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
-            self.call(format!("addr del {net} dev {index}"))
-        }
-        fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
-            self.call(format!("route add {} dev {index}", route.route))
-        }
-        fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
-            self.call(format!("route del {} dev {index}", route.route))
-        }
-        fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
-            self.call(format!("neigh add {} dev {index}", neigh.addr))
-        }
-        fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
-            self.call(format!("neigh del {} dev {index}", neigh.addr))
         }
         fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
             self.call(format!("link set {index} addrgenmode none"))
@@ -444,6 +394,27 @@ mod tests {
         }
     }
 
+    fn addr_text(addr: &IpIfAddr) -> String {
+        match addr {
+            IpIfAddr::V4(a) => a.net.to_string(),
+            IpIfAddr::V6(a) => a.net.to_string(),
+        }
+    }
+
+    fn route_text(route: &IpRoute) -> String {
+        match route {
+            IpRoute::V4(r) => r.route.to_string(),
+            IpRoute::V6(r) => r.route.to_string(),
+        }
+    }
+
+    fn neigh_text(neigh: &IpNeigh) -> String {
+        match neigh {
+            IpNeigh::V4(n) => n.addr.to_string(),
+            IpNeigh::V6(n) => n.addr.to_string(),
+        }
+    }
+
     fn addr(net: &str) -> IfAddr {
         IfAddr::plain(net.parse().unwrap())
     }
@@ -451,10 +422,7 @@ mod tests {
     /// A shortened takeover of eth0 (index 2): address off, new MAC, macvtap, door.
     fn takeover() -> Vec<Step> {
         vec![
-            Step::DelAddr {
-                dev: "eth0".into(),
-                addr: addr("10.1.0.2/24"),
-            },
+            Step::del_addr("eth0", addr("10.1.0.2/24")),
             Step::SetMac {
                 dev: "eth0".into(),
                 mac: Mac([2, 0, 0, 0, 0, 9]),
@@ -462,10 +430,7 @@ mod tests {
             },
             add_link(MacLinkKind::Macvtap, "vmtap0"),
             add_link(MacLinkKind::Macvlan, "vmlink0"),
-            Step::AddAddr {
-                dev: "vmlink0".into(),
-                addr: addr("169.254.1.2/32"),
-            },
+            Step::add_addr("vmlink0", addr("169.254.1.2/32")),
         ]
     }
 
@@ -544,10 +509,7 @@ mod tests {
     #[test]
     fn eexist_on_anything_but_a_new_link_is_not_retried() {
         let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail("addr add", libc::EEXIST, 99);
-        let step = Step::AddAddr {
-            dev: "eth0".into(),
-            addr: addr("10.1.0.2/24"),
-        };
+        let step = Step::add_addr("eth0", addr("10.1.0.2/24"));
         assert!(applier(&mut kernel).apply(&step).is_err());
         assert_eq!(kernel.calls.len(), 1);
     }

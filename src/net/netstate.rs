@@ -39,11 +39,26 @@ pub struct IfAddr {
     pub lifetime: Option<(u32, u32)>,
 }
 
-/// `IFA_F_SECONDARY`: a second address in the subnet of another one, which the kernel
-/// deletes with its primary (unless promote_secondaries is set).
+/// `IFA_F_SECONDARY` (IPv4; `IFA_F_TEMPORARY` for IPv6): a second address in the subnet of
+/// another one, which the kernel deletes with its primary (unless promote_secondaries is set).
 pub const IFA_F_SECONDARY: u32 = 0x01;
+/// `IFA_F_NODAD`: no duplicate address detection (`nodad`).
+pub const IFA_F_NODAD: u32 = 0x02;
+/// `IFA_F_DADFAILED`: duplicate address detection found the address in use.
+pub const IFA_F_DADFAILED: u32 = 0x08;
+/// `IFA_F_DEPRECATED`: its preferred lifetime is over.
+pub const IFA_F_DEPRECATED: u32 = 0x20;
+/// `IFA_F_TENTATIVE`: duplicate address detection still runs.
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+/// `IFA_F_PERMANENT`: configured, not learned (the kernel sets it).
+pub const IFA_F_PERMANENT: u32 = 0x80;
+/// `IFA_F_NOPREFIXROUTE`: no route for the address's prefix (`noprefixroute`).
+pub const IFA_F_NOPREFIXROUTE: u32 = 0x200;
+/// `IFA_F_STABLE_PRIVACY`: a stable-privacy address the kernel generated.
+pub const IFA_F_STABLE_PRIVACY: u32 = 0x800;
 /// Flags the kernel derives itself and refuses or ignores on `ip addr add`.
-const IFA_F_DERIVED: u32 = 0x01 | 0x08 | 0x20 | 0x40 | 0x80;
+const IFA_F_DERIVED: u32 =
+    IFA_F_SECONDARY | IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE | IFA_F_PERMANENT;
 
 impl IfAddr {
     /// An address as Docker adds it: `ip addr add NET brd + dev DEV`.
@@ -276,9 +291,9 @@ pub struct IfAddr6 {
 
 /// The flags the kernel derives itself (temporary, DAD failed, deprecated, tentative,
 /// permanent, stable privacy) and refuses or ignores on `ip -6 addr add`.
-const IFA6_F_DERIVED: u32 = 0x01 | 0x08 | 0x20 | 0x40 | 0x80 | 0x800;
+const IFA6_F_DERIVED: u32 = IFA_F_DERIVED | IFA_F_STABLE_PRIVACY;
 /// Not usable as the guest's address: temporary, DAD failed, deprecated, tentative.
-const IFA6_F_UNUSABLE: u32 = 0x01 | 0x08 | 0x20 | 0x40;
+const IFA6_F_UNUSABLE: u32 = IFA_F_SECONDARY | IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE;
 
 impl IfAddr6 {
     /// An address as `ip -6 addr add NET dev DEV` makes it (scope from the address).
@@ -323,6 +338,13 @@ const RTPROT_REDIRECT: u8 = 1;
 const RTPROT_RA: u8 = 9;
 
 /// An IPv6 route as the kernel holds it, with everything needed to put it back exactly.
+/// `ICMPV6_ROUTER_PREF_MEDIUM`: a route's router preference when none is given.
+pub const ICMPV6_ROUTER_PREF_MEDIUM: u8 = 0;
+/// `ICMPV6_ROUTER_PREF_HIGH` (`pref high`).
+pub const ICMPV6_ROUTER_PREF_HIGH: u8 = 1;
+/// `ICMPV6_ROUTER_PREF_LOW` (`pref low`).
+pub const ICMPV6_ROUTER_PREF_LOW: u8 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelRoute6 {
     /// Destination, gateway and metric.
@@ -336,7 +358,7 @@ pub struct KernelRoute6 {
     pub src: Option<Ipv6Addr>,
     /// The gateway is not checked against connected prefixes (`onlink`).
     pub onlink: bool,
-    /// `RTA_PREF`: the router preference (0 medium, 1 high, 3 low).
+    /// `RTA_PREF`: the router preference (`ICMPV6_ROUTER_PREF_*`).
     pub pref: u8,
     /// `RTA_METRICS` (`RTAX_*` number, value): mtu, hoplimit, advmss, ...
     pub metrics: Vec<(u16, u32)>,
@@ -408,6 +430,66 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (pa, na, ra) = split(a);
     let (pb, nb, rb) = split(b);
     pa.cmp(pb).then(na.cmp(&nb)).then(ra.cmp(rb)).then(a.cmp(b))
+}
+
+/// An interface address of either family, as a change to the namespace carries it. The
+/// families keep what differs (IPv4's broadcast and label, IPv6's metric and protocol);
+/// what they share (the address and prefix, flags, scope, lifetimes) is read through this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpIfAddr {
+    V4(IfAddr),
+    V6(IfAddr6),
+}
+
+impl From<IfAddr> for IpIfAddr {
+    fn from(a: IfAddr) -> IpIfAddr {
+        IpIfAddr::V4(a)
+    }
+}
+
+impl From<IfAddr6> for IpIfAddr {
+    fn from(a: IfAddr6) -> IpIfAddr {
+        IpIfAddr::V6(a)
+    }
+}
+
+/// A route of either family, with everything needed to put it back exactly. (An IPv6 route
+/// is boxed: it is the largest thing a change carries.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpRoute {
+    V4(KernelRoute),
+    V6(Box<KernelRoute6>),
+}
+
+impl From<KernelRoute> for IpRoute {
+    fn from(r: KernelRoute) -> IpRoute {
+        IpRoute::V4(r)
+    }
+}
+
+impl From<KernelRoute6> for IpRoute {
+    fn from(r: KernelRoute6) -> IpRoute {
+        IpRoute::V6(Box::new(r))
+    }
+}
+
+/// A permanent neighbour entry of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpNeigh {
+    V4(Neigh),
+    V6(Neigh6),
+}
+
+impl From<Neigh> for IpNeigh {
+    fn from(n: Neigh) -> IpNeigh {
+        IpNeigh::V4(n)
+    }
+}
+
+impl From<Neigh6> for IpNeigh {
+    fn from(n: Neigh6) -> IpNeigh {
+        IpNeigh::V6(n)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 use std::fmt;
 
 use crate::net::netstate::{
-    IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6, RT_TABLE_MAIN, RTPROT_BOOT,
+    ICMPV6_ROUTER_PREF_HIGH, ICMPV6_ROUTER_PREF_LOW, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, IpIfAddr,
+    IpNeigh, IpRoute, RT_TABLE_MAIN, RTPROT_BOOT,
 };
 use crate::net::types::Mac;
 
@@ -23,32 +24,36 @@ pub enum MacLinkKind {
 }
 
 /// One change to the network namespace. `Display` prints the equivalent `ip` command.
+///
+/// Addresses, routes and neighbours are one step each for both families: what a step does
+/// with them is the same (add it, or delete it, on one link); the family decides only the
+/// request and the command's words.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     DelRoute {
         dev: String,
-        route: KernelRoute,
+        route: IpRoute,
     },
     AddRoute {
         dev: String,
-        route: KernelRoute,
+        route: IpRoute,
     },
     DelAddr {
         dev: String,
-        addr: IfAddr,
+        addr: IpIfAddr,
     },
     AddAddr {
         dev: String,
-        addr: IfAddr,
+        addr: IpIfAddr,
     },
     /// Forgets a permanent neighbour entry (a MAC change would flush it anyway).
     DelNeigh {
         dev: String,
-        neigh: Neigh,
+        neigh: IpNeigh,
     },
     AddNeigh {
         dev: String,
-        neigh: Neigh,
+        neigh: IpNeigh,
     },
     SetMac {
         dev: String,
@@ -75,27 +80,6 @@ pub enum Step {
     TxChecksumOff {
         dev: String,
     },
-    /// (Boxed: an IPv6 route is the largest thing a step carries.)
-    DelRoute6 {
-        dev: String,
-        route: Box<KernelRoute6>,
-    },
-    AddRoute6 {
-        dev: String,
-        route: Box<KernelRoute6>,
-    },
-    DelAddr6 {
-        dev: String,
-        addr: IfAddr6,
-    },
-    AddAddr6 {
-        dev: String,
-        addr: IfAddr6,
-    },
-    DelNeigh6 {
-        dev: String,
-        neigh: Neigh6,
-    },
     /// No IPv6 addresses of its own for a link (the guest's macvtap would otherwise give
     /// itself the guest's link-local address): set while the link is down.
     NoAddrGen {
@@ -107,13 +91,57 @@ pub enum Step {
     SetUpAllMulticast {
         dev: String,
     },
-    AddNeigh6 {
-        dev: String,
-        neigh: Neigh6,
-    },
 }
 
 impl Step {
+    /// `ip [-6] addr add ADDR dev DEV`
+    pub fn add_addr(dev: impl Into<String>, addr: impl Into<IpIfAddr>) -> Step {
+        Step::AddAddr {
+            dev: dev.into(),
+            addr: addr.into(),
+        }
+    }
+
+    /// `ip [-6] addr del ADDR dev DEV`
+    pub fn del_addr(dev: impl Into<String>, addr: impl Into<IpIfAddr>) -> Step {
+        Step::DelAddr {
+            dev: dev.into(),
+            addr: addr.into(),
+        }
+    }
+
+    /// `ip [-6] route add ROUTE dev DEV`
+    pub fn add_route(dev: impl Into<String>, route: impl Into<IpRoute>) -> Step {
+        Step::AddRoute {
+            dev: dev.into(),
+            route: route.into(),
+        }
+    }
+
+    /// `ip [-6] route del ROUTE dev DEV`
+    pub fn del_route(dev: impl Into<String>, route: impl Into<IpRoute>) -> Step {
+        Step::DelRoute {
+            dev: dev.into(),
+            route: route.into(),
+        }
+    }
+
+    /// `ip [-6] neigh add ADDR lladdr MAC nud permanent dev DEV`
+    pub fn add_neigh(dev: impl Into<String>, neigh: impl Into<IpNeigh>) -> Step {
+        Step::AddNeigh {
+            dev: dev.into(),
+            neigh: neigh.into(),
+        }
+    }
+
+    /// `ip [-6] neigh del ADDR dev DEV`
+    pub fn del_neigh(dev: impl Into<String>, neigh: impl Into<IpNeigh>) -> Step {
+        Step::DelNeigh {
+            dev: dev.into(),
+            neigh: neigh.into(),
+        }
+    }
+
     /// The step that undoes this one, for rollback. `None` when nothing needs undoing.
     pub fn inverse(&self) -> Option<Step> {
         Some(match self.clone() {
@@ -129,12 +157,6 @@ impl Step {
                 old: mac,
             },
             Step::AddLink { name, .. } => Step::DelLink { name },
-            Step::DelRoute6 { dev, route } => Step::AddRoute6 { dev, route },
-            Step::AddRoute6 { dev, route } => Step::DelRoute6 { dev, route },
-            Step::DelAddr6 { dev, addr } => Step::AddAddr6 { dev, addr },
-            Step::AddAddr6 { dev, addr } => Step::DelAddr6 { dev, addr },
-            Step::DelNeigh6 { dev, neigh } => Step::AddNeigh6 { dev, neigh },
-            Step::AddNeigh6 { dev, neigh } => Step::DelNeigh6 { dev, neigh },
             // Deleting a link cannot be undone; only recovery deletes links. An alias and
             // the offload setting go with the link.
             Step::DelLink { .. }
@@ -151,50 +173,94 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::DelRoute { dev, route } => {
-                write!(f, "ip route del {}", route.route)?;
-                write_table(f, route)?;
-                write!(f, " dev {dev}")
-            }
-            Step::AddRoute { dev, route } => {
-                write!(f, "ip route add {}", route.route)?;
-                write_table(f, route)?;
-                write!(f, " dev {dev}")?;
-                if route.onlink {
-                    write!(f, " onlink")?;
+            Step::DelRoute { dev, route } => match route {
+                IpRoute::V4(route) => {
+                    write!(f, "ip route del {}", route.route)?;
+                    write_table(f, route.table, route.tos)?;
+                    write!(f, " dev {dev}")
                 }
-                if let Some(src) = route.src {
-                    write!(f, " src {src}")?;
+                IpRoute::V6(route) => {
+                    write!(f, "ip -6 route del {}", route.route)?;
+                    write_table(f, route.table, 0)?;
+                    write!(f, " dev {dev}")
                 }
-                if route.protocol != RTPROT_BOOT {
-                    write!(f, " proto {}", route.protocol)?;
+            },
+            Step::AddRoute { dev, route } => match route {
+                IpRoute::V4(route) => {
+                    write!(f, "ip route add {}", route.route)?;
+                    write_table(f, route.table, route.tos)?;
+                    write!(f, " dev {dev}")?;
+                    write_route_options(f, route.onlink, route.src, route.protocol)?;
+                    write_metrics(f, &route.metrics)
                 }
-                for (metric, value) in &route.metrics {
-                    write!(f, " metric-{metric} {value}")?;
+                IpRoute::V6(route) => {
+                    write!(f, "ip -6 route add {}", route.route)?;
+                    write_table(f, route.table, 0)?;
+                    write!(f, " dev {dev}")?;
+                    write_route_options(f, route.onlink, route.src, route.protocol)?;
+                    match route.pref {
+                        ICMPV6_ROUTER_PREF_HIGH => write!(f, " pref high")?,
+                        ICMPV6_ROUTER_PREF_LOW => write!(f, " pref low")?,
+                        _ => {}
+                    }
+                    write_metrics(f, &route.metrics)
                 }
-                Ok(())
-            }
-            Step::DelAddr { dev, addr } => write!(f, "ip addr del {} dev {dev}", addr.net),
-            Step::AddAddr { dev, addr } => {
-                write!(f, "ip addr add {}", addr.net)?;
-                if let Some(brd) = addr.broadcast {
-                    write!(f, " brd {brd}")?;
+            },
+            Step::DelAddr { dev, addr } => match addr {
+                IpIfAddr::V4(addr) => write!(f, "ip addr del {} dev {dev}", addr.net),
+                IpIfAddr::V6(addr) => write!(f, "ip -6 addr del {} dev {dev}", addr.net),
+            },
+            Step::AddAddr { dev, addr } => match addr {
+                IpIfAddr::V4(addr) => {
+                    write!(f, "ip addr add {}", addr.net)?;
+                    if let Some(brd) = addr.broadcast {
+                        write!(f, " brd {brd}")?;
+                    }
+                    write!(f, " dev {dev}")?;
+                    if let Some(label) = &addr.label {
+                        write!(f, " label {label}")?;
+                    }
+                    write_lifetime(f, addr.lifetime)
                 }
-                write!(f, " dev {dev}")?;
-                if let Some(label) = &addr.label {
-                    write!(f, " label {label}")?;
+                IpIfAddr::V6(addr) => {
+                    write!(f, "ip -6 addr add {} dev {dev}", addr.net)?;
+                    if addr.flags & IFA_F_NODAD != 0 {
+                        write!(f, " nodad")?;
+                    }
+                    if addr.flags & IFA_F_NOPREFIXROUTE != 0 {
+                        write!(f, " noprefixroute")?;
+                    }
+                    if let Some(metric) = addr.metric {
+                        write!(f, " metric {metric}")?;
+                    }
+                    if let Some(proto) = addr.protocol {
+                        write!(f, " proto {proto}")?;
+                    }
+                    write_lifetime(f, addr.lifetime)
                 }
-                if let Some((valid, preferred)) = addr.lifetime {
-                    write!(f, " valid_lft {valid} preferred_lft {preferred}")?;
+            },
+            Step::DelNeigh { dev, neigh } => match neigh {
+                IpNeigh::V4(neigh) => write!(f, "ip neigh del {} dev {dev}", neigh.addr),
+                IpNeigh::V6(neigh) => write!(f, "ip -6 neigh del {} dev {dev}", neigh.addr),
+            },
+            Step::AddNeigh { dev, neigh } => match neigh {
+                IpNeigh::V4(neigh) => write!(
+                    f,
+                    "ip neigh add {} lladdr {} nud permanent dev {dev}",
+                    neigh.addr, neigh.mac
+                ),
+                IpNeigh::V6(neigh) => {
+                    write!(
+                        f,
+                        "ip -6 neigh add {} lladdr {} nud permanent",
+                        neigh.addr, neigh.mac
+                    )?;
+                    if neigh.router {
+                        write!(f, " router")?;
+                    }
+                    write!(f, " dev {dev}")
                 }
-                Ok(())
-            }
-            Step::DelNeigh { dev, neigh } => write!(f, "ip neigh del {} dev {dev}", neigh.addr),
-            Step::AddNeigh { dev, neigh } => write!(
-                f,
-                "ip neigh add {} lladdr {} nud permanent dev {dev}",
-                neigh.addr, neigh.mac
-            ),
+            },
             Step::SetMac { dev, mac, .. } => write!(f, "ip link set {dev} address {mac}"),
             Step::AddLink {
                 kind,
@@ -221,86 +287,54 @@ impl fmt::Display for Step {
             Step::DelLink { name } => write!(f, "ip link del {name}"),
             Step::SetAlias { dev, alias } => write!(f, "ip link set {dev} alias '{alias}'"),
             Step::TxChecksumOff { dev } => write!(f, "ethtool -K {dev} tx off"),
-            Step::DelRoute6 { dev, route } => {
-                write!(f, "ip -6 route del {}", route.route)?;
-                if route.table != RT_TABLE_MAIN {
-                    write!(f, " table {}", route.table)?;
-                }
-                write!(f, " dev {dev}")
-            }
-            Step::AddRoute6 { dev, route } => {
-                write!(f, "ip -6 route add {}", route.route)?;
-                if route.table != RT_TABLE_MAIN {
-                    write!(f, " table {}", route.table)?;
-                }
-                write!(f, " dev {dev}")?;
-                if route.onlink {
-                    write!(f, " onlink")?;
-                }
-                if let Some(src) = route.src {
-                    write!(f, " src {src}")?;
-                }
-                if route.protocol != RTPROT_BOOT {
-                    write!(f, " proto {}", route.protocol)?;
-                }
-                match route.pref {
-                    1 => write!(f, " pref high")?,
-                    3 => write!(f, " pref low")?,
-                    _ => {}
-                }
-                for (metric, value) in &route.metrics {
-                    write!(f, " metric-{metric} {value}")?;
-                }
-                Ok(())
-            }
-            Step::DelAddr6 { dev, addr } => write!(f, "ip -6 addr del {} dev {dev}", addr.net),
-            Step::AddAddr6 { dev, addr } => {
-                write!(f, "ip -6 addr add {} dev {dev}", addr.net)?;
-                if addr.flags & 0x02 != 0 {
-                    write!(f, " nodad")?;
-                }
-                if addr.flags & 0x200 != 0 {
-                    write!(f, " noprefixroute")?;
-                }
-                if let Some(metric) = addr.metric {
-                    write!(f, " metric {metric}")?;
-                }
-                if let Some(proto) = addr.protocol {
-                    write!(f, " proto {proto}")?;
-                }
-                if let Some((valid, preferred)) = addr.lifetime {
-                    write!(f, " valid_lft {valid} preferred_lft {preferred}")?;
-                }
-                Ok(())
-            }
             Step::NoAddrGen { dev } => write!(f, "ip link set {dev} addrgenmode none"),
             Step::SetUpAllMulticast { dev } => {
                 write!(f, "ip link set {dev} allmulticast on up")
-            }
-            Step::DelNeigh6 { dev, neigh } => {
-                write!(f, "ip -6 neigh del {} dev {dev}", neigh.addr)
-            }
-            Step::AddNeigh6 { dev, neigh } => {
-                write!(
-                    f,
-                    "ip -6 neigh add {} lladdr {} nud permanent",
-                    neigh.addr, neigh.mac
-                )?;
-                if neigh.router {
-                    write!(f, " router")?;
-                }
-                write!(f, " dev {dev}")
             }
         }
     }
 }
 
-fn write_table(f: &mut fmt::Formatter<'_>, route: &KernelRoute) -> fmt::Result {
-    if route.table != RT_TABLE_MAIN {
-        write!(f, " table {}", route.table)?;
+/// ` table T` and ` tos X`, when not the defaults.
+fn write_table(f: &mut fmt::Formatter<'_>, table: u32, tos: u8) -> fmt::Result {
+    if table != RT_TABLE_MAIN {
+        write!(f, " table {table}")?;
     }
-    if route.tos != 0 {
-        write!(f, " tos {}", route.tos)?;
+    if tos != 0 {
+        write!(f, " tos {tos}")?;
+    }
+    Ok(())
+}
+
+/// ` onlink`, ` src S` and ` proto P`, as `ip route add` takes them.
+fn write_route_options(
+    f: &mut fmt::Formatter<'_>,
+    onlink: bool,
+    src: Option<impl fmt::Display>,
+    protocol: u8,
+) -> fmt::Result {
+    if onlink {
+        write!(f, " onlink")?;
+    }
+    if let Some(src) = src {
+        write!(f, " src {src}")?;
+    }
+    if protocol != RTPROT_BOOT {
+        write!(f, " proto {protocol}")?;
+    }
+    Ok(())
+}
+
+fn write_metrics(f: &mut fmt::Formatter<'_>, metrics: &[(u16, u32)]) -> fmt::Result {
+    for (metric, value) in metrics {
+        write!(f, " metric-{metric} {value}")?;
+    }
+    Ok(())
+}
+
+fn write_lifetime(f: &mut fmt::Formatter<'_>, lifetime: Option<(u32, u32)>) -> fmt::Result {
+    if let Some((valid, preferred)) = lifetime {
+        write!(f, " valid_lft {valid} preferred_lft {preferred}")?;
     }
     Ok(())
 }

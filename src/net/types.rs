@@ -130,38 +130,69 @@ impl FromStr for Ipv4Net {
     }
 }
 
-/// An IPv4 route through one interface, as much of it as vminit moves and hands on.
+/// What a route needs of a network, in either family: `Ipv4Net` and `Ipv6Net`.
+pub trait IpNet: Copy + fmt::Debug + PartialEq + Eq {
+    type Addr: Copy + fmt::Debug + fmt::Display + PartialEq + Eq;
+    /// The prefix length of one address: 32 or 128.
+    const HOST_PREFIX: u8;
+    fn with_prefix(addr: Self::Addr, prefix: u8) -> Self;
+    fn prefix_len(&self) -> u8;
+    fn network_addr(&self) -> Self::Addr;
+}
+
+impl IpNet for Ipv4Net {
+    type Addr = Ipv4Addr;
+    const HOST_PREFIX: u8 = 32;
+    fn with_prefix(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
+        Ipv4Net::new(addr, prefix)
+    }
+    fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+    fn network_addr(&self) -> Ipv4Addr {
+        self.network()
+    }
+}
+
+/// A route through one interface, as much of it as vminit moves and hands on: the same for
+/// both families (`Route`, `Route6`).
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Route {
-    /// Destination network (`0.0.0.0/0` for the default route).
-    pub dst: Ipv4Net,
+pub struct RouteVia<N: IpNet> {
+    /// Destination network (`0.0.0.0/0`, `::/0` for the default route).
+    pub dst: N,
     /// Next hop; `None` for an on-link (scope link) route.
-    pub gateway: Option<Ipv4Addr>,
-    /// Route metric (priority), if one was set.
+    pub gateway: Option<N::Addr>,
+    /// Route metric (priority), if one was set; the kernel gives IPv6 routes 1024 unless
+    /// told otherwise.
     pub metric: Option<u32>,
 }
 
-impl Route {
-    /// An on-link route to one address: `ip route add ADDR/32 dev DEV`.
-    pub fn host(addr: Ipv4Addr) -> Route {
-        Route {
-            dst: Ipv4Net::new(addr, 32),
+/// An IPv4 route.
+pub type Route = RouteVia<Ipv4Net>;
+/// An IPv6 route.
+pub type Route6 = RouteVia<Ipv6Net>;
+
+impl<N: IpNet> RouteVia<N> {
+    /// An on-link route to one address: `ip [-6] route add ADDR/32|128 dev DEV`.
+    pub fn host(addr: N::Addr) -> RouteVia<N> {
+        RouteVia {
+            dst: N::with_prefix(addr, N::HOST_PREFIX),
             gateway: None,
             metric: None,
         }
     }
 
     pub fn is_default(&self) -> bool {
-        self.dst.prefix == 0
+        self.dst.prefix_len() == 0
     }
 }
 
-impl fmt::Display for Route {
+impl<N: IpNet> fmt::Display for RouteVia<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_default() {
             write!(f, "default")?;
         } else {
-            write!(f, "{}/{}", self.dst.network(), self.dst.prefix)?;
+            write!(f, "{}/{}", self.dst.network_addr(), self.dst.prefix_len())?;
         }
         if let Some(gw) = self.gateway {
             write!(f, " via {gw}")?;
@@ -237,46 +268,17 @@ impl FromStr for Ipv6Net {
     }
 }
 
-/// An IPv6 route through one interface, as much of it as vminit moves and hands on.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Route6 {
-    /// Destination network (`::/0` for the default route).
-    pub dst: Ipv6Net,
-    /// Next hop; `None` for an on-link route.
-    pub gateway: Option<Ipv6Addr>,
-    /// Route metric (priority); the kernel gives IPv6 routes 1024 unless told otherwise.
-    pub metric: Option<u32>,
-}
-
-impl Route6 {
-    /// An on-link route to one address: `ip -6 route add ADDR/128 dev DEV`.
-    pub fn host(addr: Ipv6Addr) -> Route6 {
-        Route6 {
-            dst: Ipv6Net::new(addr, 128),
-            gateway: None,
-            metric: None,
-        }
+impl IpNet for Ipv6Net {
+    type Addr = Ipv6Addr;
+    const HOST_PREFIX: u8 = 128;
+    fn with_prefix(addr: Ipv6Addr, prefix: u8) -> Ipv6Net {
+        Ipv6Net::new(addr, prefix)
     }
-
-    pub fn is_default(&self) -> bool {
-        self.dst.prefix == 0
+    fn prefix_len(&self) -> u8 {
+        self.prefix
     }
-}
-
-impl fmt::Display for Route6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_default() {
-            write!(f, "default")?;
-        } else {
-            write!(f, "{}/{}", self.dst.network(), self.dst.prefix)?;
-        }
-        if let Some(gw) = self.gateway {
-            write!(f, " via {gw}")?;
-        }
-        if let Some(m) = self.metric {
-            write!(f, " metric {m}")?;
-        }
-        Ok(())
+    fn network_addr(&self) -> Ipv6Addr {
+        self.network()
     }
 }
 

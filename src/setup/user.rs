@@ -1,22 +1,25 @@
 //! The user-mode boot (`NET_DATAPATH=user`): nothing in the namespace changes; one passt per
 //! guest NIC gives the guest the container NIC's addresses, routes, MTU and resolvers and
 //! relays its traffic through the container's own sockets, and QEMU connects to each passt's
-//! Unix socket.
+//! Unix socket. Once QEMU runs, the passts are helpers of the running guest: the supervisor
+//! restarts one that dies and stops them with the other helpers after QEMU.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getgid, getuid};
 
-use super::{Guest, Setup};
+use super::Boot;
 use crate::config::UserPorts;
-use crate::dhcp::{dhcp_server, resolv};
+use crate::dhcp::resolv;
 use crate::error::{Error, Result};
 use crate::net::types::Mac;
+use crate::pid1::policy::{self, Child};
 use crate::pid1::spawn;
 use crate::takeover::plan::Plan;
 use crate::vm::{console, devices, passt, qemu};
@@ -24,9 +27,46 @@ use crate::vm::{console, devices, passt, qemu};
 /// How long a passt gets to bind its socket and ports.
 const PASST_START_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Setup<'_> {
+/// One guest NIC's passt.
+pub(super) struct Passt {
+    /// The guest NIC's slot, which names it to the supervisor (`Child::Passt`).
+    pub(super) slot: usize,
+    /// The container NIC it serves (`eth0`).
+    pub(super) lower: String,
+    argv: Vec<OsString>,
+    socket: PathBuf,
+    /// Its pid while vminit owns it (the supervisor takes it over).
+    pub(super) pid: Option<Pid>,
+}
+
+impl Passt {
+    pub(super) fn child(&self) -> Child {
+        Child::Passt(self.slot)
+    }
+
+    /// Starts it (again), in its own process group (a Ctrl-C on the console is the guest's).
+    pub(super) fn spawn(&self, mask: SigSet) -> Result<Pid> {
+        let _ = fs::remove_file(&self.socket);
+        spawn::spawn(
+            &self.argv,
+            &spawn::SpawnOptions {
+                mask,
+                keep: &[],
+                own_group: true,
+                drop_privileges: false,
+            },
+        )
+    }
+
+    /// Whether it serves: it binds its socket once its ports are bound.
+    pub(super) fn is_ready(&self) -> bool {
+        self.socket.exists()
+    }
+}
+
+impl Boot<'_> {
     /// Every phase up to a running QEMU in user mode (or the debug shell).
-    pub(super) fn start_guest_user(&mut self) -> Result<Guest> {
+    pub(super) fn user_phases(&mut self) -> Result<Pid> {
         // Nothing is taken over, so nothing follows the network: NICs connected later stay
         // with the container.
         self.monitor = None;
@@ -34,10 +74,14 @@ impl Setup<'_> {
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
-        let sockets = self.start_passts(&plan)?;
+        self.start_passts(&plan)?;
         let accel = self.choose_accelerator(kvm)?;
-        self.wait_for_passts(&sockets)?;
-        let netdevs = sockets.into_iter().map(qemu::Netdev::Stream).collect();
+        self.wait_for_passts()?;
+        let netdevs = self
+            .passts
+            .iter()
+            .map(|p| qemu::Netdev::Stream(p.socket.clone()))
+            .collect();
         self.launch(
             &plan,
             netdevs,
@@ -48,9 +92,8 @@ impl Setup<'_> {
         )
     }
 
-    /// Starts one passt per guest NIC, in the foreground as vminit's children; returns their
-    /// sockets, in the guest's NIC order.
-    fn start_passts(&mut self, plan: &Plan) -> Result<Vec<PathBuf>> {
+    /// Starts one passt per guest NIC, in the foreground as vminit's children.
+    fn start_passts(&mut self, plan: &Plan) -> Result<()> {
         let resolv =
             resolv::parse(&fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default());
         // passt reads the container's resolv.conf itself; a loopback resolver (Docker's
@@ -90,10 +133,8 @@ impl Setup<'_> {
         // run directory, nor QEMU (without capabilities) connect to one it owned. Its sandbox
         // (its own user namespace, an empty filesystem, seccomp) is what confines it.
         let runas = (getuid().as_raw(), getgid().as_raw());
-        let mut sockets = Vec::new();
-        for (i, nic) in plan.nics.iter().enumerate() {
-            let socket = self.run_dir.passt_socket(i);
-            let _ = fs::remove_file(&socket);
+        for nic in &plan.nics {
+            let socket = self.run_dir.passt_socket(nic.slot.0);
             let addr6 = plan
                 .v6
                 .iter()
@@ -114,32 +155,31 @@ impl Setup<'_> {
                 runas,
             });
             log::info!("starting {}", qemu::shell_line(&argv));
-            let pid = spawn::spawn(
-                &argv,
-                &spawn::SpawnOptions {
-                    mask: self.signals.original,
-                    keep: &[],
-                    own_group: true,
-                    drop_privileges: false,
-                },
-            )?;
+            let mut passt = Passt {
+                slot: nic.slot.0,
+                lower: nic.lower.clone(),
+                argv,
+                socket,
+                pid: None,
+            };
+            let pid = passt.spawn(self.signals.original)?;
             log::info!("passt for {} running, pid {pid}", nic.lower);
-            self.undo.passts.push((pid, nic.lower.clone()));
-            sockets.push(socket);
+            passt.pid = Some(pid);
+            self.passts.push(passt);
         }
-        Ok(sockets)
+        Ok(())
     }
 
     /// Waits until every passt has bound its socket (after its ports), or reports the one
     /// that exited.
-    fn wait_for_passts(&self, sockets: &[PathBuf]) -> Result<()> {
+    fn wait_for_passts(&self) -> Result<()> {
         let deadline = Instant::now() + PASST_START_TIMEOUT;
-        for ((pid, lower), socket) in self.undo.passts.iter().zip(sockets) {
-            loop {
-                if socket.exists() {
-                    break;
-                }
-                match waitpid(*pid, Some(WaitPidFlag::WNOHANG)) {
+        for passt in &self.passts {
+            let (Some(pid), lower) = (passt.pid, &passt.lower) else {
+                continue;
+            };
+            while !passt.is_ready() {
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => {}
                     Ok(status) => {
                         return Err(Error::Unavailable {
@@ -158,7 +198,7 @@ impl Setup<'_> {
                     return Err(Error::Unavailable {
                         what: format!(
                             "passt for {lower} did not open {} within {PASST_START_TIMEOUT:?}",
-                            socket.display()
+                            passt.socket.display()
                         ),
                         hint: "hint: see passt's message above".into(),
                     });
@@ -169,49 +209,38 @@ impl Setup<'_> {
         }
         Ok(())
     }
+}
 
-    /// Stops every passt (after QEMU: a passt outliving QEMU holds nothing), all at once:
-    /// SIGTERM, and SIGKILL for those still there after `dhcp_server::STOP_GRACE`.
-    pub(super) fn stop_passts(&mut self, passts: &[(Pid, String)]) {
-        for (pid, _) in passts {
-            let _ = kill(*pid, Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + dhcp_server::STOP_GRACE;
-        for (pid, lower) in passts {
-            loop {
-                match waitpid(*pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                        sleep(Duration::from_millis(5))
-                    }
-                    Ok(WaitStatus::StillAlive) => {
-                        log::warn!(
-                            "passt for {lower} (pid {pid}) ignored SIGTERM; sending SIGKILL"
-                        );
-                        let _ = kill(*pid, Signal::SIGKILL);
-                        let _ = waitpid(*pid, None);
-                        break;
-                    }
-                    _ => break,
-                }
-            }
-            log::info!("passt for {lower} (pid {pid}) stopped");
-        }
-        for i in 0..passts.len() {
-            let _ = fs::remove_file(self.run_dir.passt_socket(i));
-        }
+/// Stops the passts vminit still owns (those the supervisor did not take over: a boot that
+/// failed), all at once: SIGTERM, and SIGKILL for those still there after
+/// `policy::STOP_GRACE`; removes every socket.
+pub(super) fn stop_passts(passts: &mut [Passt]) {
+    let owned: Vec<(Pid, &str)> = passts
+        .iter_mut()
+        .filter_map(|p| Some((p.pid.take()?, p.lower.as_str())))
+        .collect();
+    for (pid, _) in &owned {
+        let _ = kill(*pid, Signal::SIGTERM);
     }
-
-    /// A passt that exits while the guest runs takes its NIC's network with it (QEMU 7.2's
-    /// stream netdev does not reconnect): said once, loudly.
-    pub(super) fn passt_exited(&mut self, pid: Pid, how: &str) -> bool {
-        let Some(at) = self.undo.passts.iter().position(|(p, _)| *p == pid) else {
-            return false;
-        };
-        let (_, lower) = self.undo.passts.remove(at);
-        log::error!(
-            "passt for {lower} (pid {pid}) exited: {how}; the guest's NIC on {lower} has no network until the container restarts"
-        );
-        true
+    let deadline = Instant::now() + policy::STOP_GRACE;
+    for (pid, lower) in &owned {
+        loop {
+            match waitpid(*pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    sleep(Duration::from_millis(5))
+                }
+                Ok(WaitStatus::StillAlive) => {
+                    let _ = kill(*pid, Signal::SIGKILL);
+                    let _ = waitpid(*pid, None);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        log::info!("passt for {lower} (pid {pid}) stopped");
+    }
+    for passt in passts.iter() {
+        let _ = fs::remove_file(&passt.socket);
     }
 }
 

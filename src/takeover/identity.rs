@@ -22,7 +22,7 @@ use crate::net::netstate::{
     IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState,
 };
 use crate::net::step::Step;
-use crate::net::types::{Mac, Route, Route6};
+use crate::net::types::{IpNet, Mac, Route, Route6, RouteVia};
 
 /// Every link vminit creates carries an alias starting with this.
 pub const ALIAS_PREFIX: &str = "vminit:";
@@ -165,13 +165,7 @@ fn encode_addr(a: &IfAddr) -> String {
     let mut w = Words::new(format!("a {}", a.net));
     w.some("b", a.broadcast);
     w.some("l", a.label.as_deref().map(escape));
-    w.some("f", (a.flags != 0).then(|| format!("{:x}", a.flags)));
-    w.unless("s", a.scope, 0);
-    w.some(
-        "v",
-        a.lifetime
-            .map(|(valid, preferred)| format!("{valid}/{preferred}")),
-    );
+    w.addr_common(a.flags, a.scope, 0, a.lifetime);
     w.0
 }
 
@@ -182,27 +176,35 @@ fn decode_addr<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr> {
         match key {
             "b" => a.broadcast = Some(value.parse().ok()?),
             "l" => a.label = Some(unescape(value)?),
-            "f" => a.flags = u32::from_str_radix(value, 16).ok()?,
-            "s" => a.scope = value.parse().ok()?,
-            "v" => {
-                let (valid, preferred) = value.split_once('/')?;
-                a.lifetime = Some((valid.parse().ok()?, preferred.parse().ok()?));
-            }
-            _ => return None,
+            _ => decode_addr_common(key, value, &mut a.flags, &mut a.scope, &mut a.lifetime)?,
         }
     }
     Some(a)
 }
 
+/// Reads one of the words `Words::addr_common` writes; `None` for any other word.
+fn decode_addr_common(
+    key: &str,
+    value: &str,
+    flags: &mut u32,
+    scope: &mut u8,
+    lifetime: &mut Option<(u32, u32)>,
+) -> Option<()> {
+    match key {
+        "f" => *flags = u32::from_str_radix(value, 16).ok()?,
+        "s" => *scope = value.parse().ok()?,
+        "v" => {
+            let (valid, preferred) = value.split_once('/')?;
+            *lifetime = Some((valid.parse().ok()?, preferred.parse().ok()?));
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 fn encode_route(r: &KernelRoute) -> String {
     let plain = KernelRoute::main(r.route.clone());
-    let mut w = Words::new(format!(
-        "r {}/{}",
-        r.route.dst.network(),
-        r.route.dst.prefix
-    ));
-    w.some("g", r.route.gateway);
-    w.some("m", r.route.metric);
+    let mut w = Words::route("r", &r.route);
     w.unless("t", r.table, plain.table);
     w.unless("p", r.protocol, plain.protocol);
     w.unless("s", r.scope, plain.scope);
@@ -254,13 +256,7 @@ fn decode_route<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<KernelRo
 fn encode_addr6(a: &IfAddr6) -> String {
     let plain = IfAddr6::plain(a.net);
     let mut w = Words::new(format!("a6 {}", a.net));
-    w.some("f", (a.flags != 0).then(|| format!("{:x}", a.flags)));
-    w.unless("s", a.scope, plain.scope);
-    w.some(
-        "v",
-        a.lifetime
-            .map(|(valid, preferred)| format!("{valid}/{preferred}")),
-    );
+    w.addr_common(a.flags, a.scope, plain.scope, a.lifetime);
     w.some("p", a.protocol);
     w.some("m", a.metric);
     w.0
@@ -271,15 +267,9 @@ fn decode_addr6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr6>
     for word in words {
         let (key, value) = word.split_once('=')?;
         match key {
-            "f" => a.flags = u32::from_str_radix(value, 16).ok()?,
-            "s" => a.scope = value.parse().ok()?,
-            "v" => {
-                let (valid, preferred) = value.split_once('/')?;
-                a.lifetime = Some((valid.parse().ok()?, preferred.parse().ok()?));
-            }
             "p" => a.protocol = Some(value.parse().ok()?),
             "m" => a.metric = Some(value.parse().ok()?),
-            _ => return None,
+            _ => decode_addr_common(key, value, &mut a.flags, &mut a.scope, &mut a.lifetime)?,
         }
     }
     Some(a)
@@ -287,13 +277,7 @@ fn decode_addr6<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<IfAddr6>
 
 fn encode_route6(r: &KernelRoute6) -> String {
     let plain = KernelRoute6::main(r.route.clone());
-    let mut w = Words::new(format!(
-        "r6 {}/{}",
-        r.route.dst.network(),
-        r.route.dst.prefix
-    ));
-    w.some("g", r.route.gateway);
-    w.some("m", r.route.metric);
+    let mut w = Words::route("r6", &r.route);
     w.unless("t", r.table, plain.table);
     w.unless("p", r.protocol, plain.protocol);
     w.unless("k", r.kind, plain.kind);
@@ -338,6 +322,16 @@ impl Words {
         Words(head)
     }
 
+    /// A route entry's first words, alike in both families: `TAG NETWORK/PREFIX [g=GATEWAY]
+    /// [m=METRIC]`.
+    fn route<N: IpNet>(tag: &str, route: &RouteVia<N>) -> Words {
+        let dst = route.dst;
+        let mut w = Words::new(format!("{tag} {}/{}", dst.network_addr(), dst.prefix_len()));
+        w.some("g", route.gateway);
+        w.some("m", route.metric);
+        w
+    }
+
     /// ` key=value` when there is a value.
     fn some(&mut self, key: &str, value: Option<impl std::fmt::Display>) {
         if let Some(value) = value {
@@ -348,6 +342,23 @@ impl Words {
     /// ` key=value` unless the value is the default.
     fn unless<T: PartialEq + std::fmt::Display>(&mut self, key: &str, value: T, default: T) {
         self.some(key, (value != default).then_some(value));
+    }
+
+    /// What IPv4 and IPv6 addresses hold alike: flags (`f=HEX`), the scope unless it is
+    /// the family's default (`s=N`), lifetimes (`v=VALID/PREFERRED`).
+    fn addr_common(
+        &mut self,
+        flags: u32,
+        scope: u8,
+        default_scope: u8,
+        lifetime: Option<(u32, u32)>,
+    ) {
+        self.some("f", (flags != 0).then(|| format!("{flags:x}")));
+        self.unless("s", scope, default_scope);
+        self.some(
+            "v",
+            lifetime.map(|(valid, preferred)| format!("{valid}/{preferred}")),
+        );
     }
 
     /// What IPv4 and IPv6 routes end with alike: the source address, `onlink`, and the
@@ -524,16 +535,10 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
         // Delete what is there of the record and add it all back, primary first, so that
         // the order (primary, secondaries) is the original one.
         for addr in ours.iter().rev() {
-            steps.push(Step::DelAddr {
-                dev: dev.clone(),
-                addr: addr.clone(),
-            });
+            steps.push(Step::del_addr(dev.clone(), addr.clone()));
         }
         for addr in &id.addrs {
-            steps.push(Step::AddAddr {
-                dev: dev.clone(),
-                addr: addr.clone(),
-            });
+            steps.push(Step::add_addr(dev.clone(), addr.clone()));
         }
     }
     let present = state.routes_of(lower.index);
@@ -544,10 +549,7 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
         .collect();
     routes.sort_by_key(|r| r.route.gateway.is_some());
     for route in routes {
-        steps.push(Step::AddRoute {
-            dev: dev.clone(),
-            route: route.clone(),
-        });
+        steps.push(Step::add_route(dev.clone(), route.clone()));
     }
     let neighbours = state.neighbours_of(lower.index);
     for neigh in id
@@ -555,10 +557,7 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
         .iter()
         .filter(|n| mac_changes || !neighbours.contains(n))
     {
-        steps.push(Step::AddNeigh {
-            dev: dev.clone(),
-            neigh: *neigh,
-        });
+        steps.push(Step::add_neigh(dev.clone(), *neigh));
     }
     steps.extend(restore6(id, lower, state, mac_changes));
     steps
@@ -580,16 +579,10 @@ fn restore6(id: &Identity, lower: &Link, state: &NetState, mac_changes: bool) ->
         // is there of the record and add it all back, last first, so the order is the
         // original one.
         for addr in &ours {
-            steps.push(Step::DelAddr6 {
-                dev: dev.clone(),
-                addr: addr.clone(),
-            });
+            steps.push(Step::del_addr(dev.clone(), addr.clone()));
         }
         for addr in id.addrs6.iter().rev() {
-            steps.push(Step::AddAddr6 {
-                dev: dev.clone(),
-                addr: addr.clone(),
-            });
+            steps.push(Step::add_addr(dev.clone(), addr.clone()));
         }
     }
     // IPv6 routes outlive the addresses, but lose a `src` that went: one that differs from
@@ -600,15 +593,9 @@ fn restore6(id: &Identity, lower: &Link, state: &NetState, mac_changes: bool) ->
     routes.sort_by_key(|r| r.route.gateway.is_some());
     for route in routes {
         if let Some(old) = present.iter().find(|p| p.same_key(route)) {
-            steps.push(Step::DelRoute6 {
-                dev: dev.clone(),
-                route: Box::new(old.clone()),
-            });
+            steps.push(Step::del_route(dev.clone(), old.clone()));
         }
-        steps.push(Step::AddRoute6 {
-            dev: dev.clone(),
-            route: Box::new(route.clone()),
-        });
+        steps.push(Step::add_route(dev.clone(), route.clone()));
     }
     let neighbours = state.neighbours6_of(lower.index);
     for neigh in id
@@ -616,10 +603,7 @@ fn restore6(id: &Identity, lower: &Link, state: &NetState, mac_changes: bool) ->
         .iter()
         .filter(|n| mac_changes || !neighbours.contains(n))
     {
-        steps.push(Step::AddNeigh6 {
-            dev: dev.clone(),
-            neigh: *neigh,
-        });
+        steps.push(Step::add_neigh(dev.clone(), *neigh));
     }
     steps
 }

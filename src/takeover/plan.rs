@@ -15,12 +15,15 @@ use crate::net::step::{MacLinkKind, Step};
 use crate::net::types::{Ipv4Net, Ipv6Net, Mac, Route};
 use crate::takeover::identity::{self, Identity};
 use crate::takeover::plan6::{self, Guest6, Nic6};
+use crate::takeover::slot::Slot;
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NicPlan {
     /// The container NIC whose identity the guest takes (`eth0`).
     pub lower: String,
+    /// Its place among the guest's NICs, which makes every name below.
+    pub slot: Slot,
     /// The macvtap that carries the guest's traffic (`vmtap0`).
     pub tap: String,
     /// The container's bridge-mode macvlan to reach the guest (`vmlink0`).
@@ -145,13 +148,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         let router6 = Some(nic.link.index) == router_nic6;
-        let (guest, steps, warning, guest6) =
-            plan_nic(i, nic, (router, router6), &mut taken, random);
-        plan.warnings.extend(warning);
-        plan.counts.push(steps.len());
-        plan.steps.extend(steps);
-        plan.nics.push(guest);
-        plan.v6.extend(guest6);
+        let planned = plan_nic(Slot(i), nic, (router, router6), &mut taken, random);
+        plan.warnings.extend(planned.warning);
+        plan.counts.push(planned.steps.len());
+        plan.steps.extend(planned.steps);
+        plan.nics.push(planned.nic);
+        plan.v6.extend(planned.v6);
     }
     Ok(plan)
 }
@@ -170,12 +172,12 @@ fn router_nic6(candidates: &[Candidate]) -> Option<u32> {
 /// hand it over, and its IPv6 side. `routers`: it gives the guest the IPv4 and the IPv6
 /// default route. `taken`: addresses its door must avoid; its door's is added.
 fn plan_nic(
-    slot: usize,
+    slot: Slot,
     nic: &Candidate,
     (router, router6): (bool, bool),
     taken: &mut Vec<Ipv4Addr>,
     random: [u8; 6],
-) -> (NicPlan, Vec<Step>, Option<String>, Option<Guest6>) {
+) -> PlannedNic {
     let addr = nic.addr.as_ref().map(|a| a.net);
     let door_addr = match addr {
         Some(addr) => door_address(addr, taken),
@@ -201,8 +203,9 @@ fn plan_nic(
     });
     let guest = NicPlan {
         lower: nic.link.name.clone(),
-        tap: format!("vmtap{slot}"),
-        door: format!("vmlink{slot}"),
+        slot,
+        tap: slot.tap(),
+        door: slot.door(),
         mac: nic.mac,
         mtu: nic.link.mtu,
         addr,
@@ -210,7 +213,7 @@ fn plan_nic(
         guest_routes,
         door_addr,
     };
-    let steps = takeover(slot, nic, &guest, Mac::local_from(random));
+    let steps = takeover(nic, &guest, Mac::local_from(random));
     let guest6 = plan6::guest6(
         &guest.lower,
         &guest.door,
@@ -219,7 +222,21 @@ fn plan_nic(
         &nic.nic6,
         router6,
     );
-    (guest, steps, warning, guest6)
+    PlannedNic {
+        nic: guest,
+        steps,
+        warning,
+        v6: guest6,
+    }
+}
+
+/// One container NIC planned: its guest NIC, the steps that hand it over, what the guest
+/// will not get (one log line), and its IPv6 side when it has IPv6 to give.
+struct PlannedNic {
+    nic: NicPlan,
+    steps: Vec<Step>,
+    warning: Option<String>,
+    v6: Option<Guest6>,
 }
 
 /// What changed among the container's NICs while the guest runs (`docker network connect`
@@ -284,19 +301,28 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .flatten();
     let mut taken = state.addresses_in_use();
     taken.extend(stay.iter().map(|g| g.door_addr));
-    let mut used: Vec<usize> = stay.iter().filter_map(|g| slot_of(&g.tap)).collect();
-    used.extend(state.links.iter().filter_map(|l| slot_of(&l.name)));
+    // A free slot: no guest NIC has it, and no link of the namespace has one of its names.
+    let mut used: Vec<Slot> = stay.iter().map(|g| g.slot).collect();
+    let free = |s: &Slot, used: &[Slot]| {
+        !used.contains(s) && !state.links.iter().any(|l| s.owns_link(&l.name))
+    };
     for (i, nic) in fresh.iter().enumerate() {
-        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        let slot = (0..)
+            .map(Slot)
+            .find(|s| free(s, &used))
+            .expect("a free slot");
         used.push(slot);
-        let random = input.random_macs.get(i).copied().unwrap_or([slot as u8; 6]);
+        let random = input
+            .random_macs
+            .get(i)
+            .copied()
+            .unwrap_or([slot.0 as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         // A NIC that joins later never gives the guest an IPv6 default route.
-        let (guest, steps, warning, guest6) =
-            plan_nic(slot, nic, (router, false), &mut taken, random);
-        changes.warnings.extend(warning);
-        changes.added.push((guest, steps));
-        changes.v6.extend(guest6);
+        let planned = plan_nic(slot, nic, (router, false), &mut taken, random);
+        changes.warnings.extend(planned.warning);
+        changes.added.push((planned.nic, planned.steps));
+        changes.v6.extend(planned.v6);
     }
     changes
 }
@@ -319,18 +345,6 @@ fn router_moved_to(state: &NetState, stay: &[&NicPlan]) -> Option<(String, Ipv4A
     stay.iter()
         .find(|g| g.addr.is_some() && (g.door == link.name || g.lower == link.name))
         .map(|g| (g.lower.clone(), gateway))
-}
-
-/// The slot number in one of vminit's link names (`vmtap3`, `vmlink3`, `vmrec3.2` → 3).
-fn slot_of(name: &str) -> Option<usize> {
-    let digits = name
-        .strip_prefix("vmtap")
-        .or_else(|| name.strip_prefix("vmlink"))
-        .or_else(|| {
-            name.strip_prefix("vmrec")
-                .map(|r| r.split('.').next().unwrap_or(""))
-        })?;
-    digits.parse().ok()
 }
 
 /// The NICs to attach, in guest order, or why that is impossible.
@@ -523,8 +537,8 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 /// killed at any later step can be recovered; then the NIC gives up its address (and with
 /// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
 /// routes back.
-fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
-    let mut steps = write_record(i, nic, guest);
+fn takeover(nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
+    let mut steps = write_record(nic, guest);
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     steps.push(Step::SetMac {
@@ -541,7 +555,7 @@ fn takeover(i: usize, nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Ste
 /// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
 /// device) with the first part of the identity record in its alias, and down carrier links
 /// for the rest of a long one.
-fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     let identity = Identity {
         lower: guest.lower.clone(),
         mac: nic.mac,
@@ -556,7 +570,7 @@ fn write_record(i: usize, nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     for (k, alias) in identity.aliases().into_iter().enumerate() {
         let (name, up) = match k {
             0 => (guest.door.clone(), true),
-            _ => (format!("vmrec{i}.{}", k + 1), false),
+            _ => (guest.slot.record(k + 1), false),
         };
         steps.push(Step::AddLink {
             kind: MacLinkKind::Macvlan,
@@ -583,16 +597,10 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
         .routes
         .iter()
         .rev()
-        .map(|route| Step::DelRoute {
-            dev: dev.clone(),
-            route: route.clone(),
-        })
+        .map(|route| Step::del_route(dev.clone(), route.clone()))
         .collect();
     for neigh in &nic.neighbours {
-        steps.push(Step::DelNeigh {
-            dev: dev.clone(),
-            neigh: *neigh,
-        });
+        steps.push(Step::del_neigh(dev.clone(), *neigh));
     }
     // The kernel keeps a NIC's addresses in order (primaries as they were added, then the
     // secondaries) and deletes a primary's secondaries with it. Every address from the
@@ -608,16 +616,10 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
         .unwrap_or(0);
     let tail = &nic.addrs[at..];
     for addr in tail.iter().rev() {
-        steps.push(Step::DelAddr {
-            dev: dev.clone(),
-            addr: addr.clone(),
-        });
+        steps.push(Step::del_addr(dev.clone(), addr.clone()));
     }
     for addr in tail.iter().filter(|a| a.net != guest.net) {
-        steps.push(Step::AddAddr {
-            dev: dev.clone(),
-            addr: addr.clone(),
-        });
+        steps.push(Step::add_addr(dev.clone(), addr.clone()));
     }
     steps
 }
@@ -661,18 +663,15 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         .map(|a| a.net.addr);
     let mut steps = vec![
         Step::TxChecksumOff { dev: door.clone() },
-        Step::AddAddr {
-            dev: door.clone(),
-            addr: IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
-        },
+        Step::add_addr(
+            door.clone(),
+            IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
+        ),
     ];
     if let Some(addr) = guest.addr {
         let mut to_guest = KernelRoute::main(Route::host(addr.addr));
         to_guest.src = Some(guest.door_addr);
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: to_guest,
-        });
+        steps.push(Step::add_route(door.clone(), to_guest));
     }
     // The subnet the NIC's address routed (the kernel drops that route with the address):
     // the gateway stays on-link, so Docker can route the container through it when it
@@ -684,19 +683,13 @@ fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
             metric: None,
         });
         on_link.src = Some(kept.unwrap_or(guest.door_addr));
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: on_link,
-        });
+        steps.push(Step::add_route(door.clone(), on_link));
     }
     for route in &nic.routes {
         let mut moved = route.clone();
         moved.src = Some(kept.unwrap_or(guest.door_addr));
         moved.onlink = route.route.gateway.is_some();
-        steps.push(Step::AddRoute {
-            dev: door.clone(),
-            route: moved,
-        });
+        steps.push(Step::add_route(door.clone(), moved));
     }
     steps
 }
@@ -831,6 +824,7 @@ fn nth_door(n: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::netstate::{IpIfAddr, IpNeigh, IpRoute};
     use crate::testing::{MAC0, MAC1, Ns, docker_two_networks, ip, net, route};
     use std::net::Ipv4Addr;
 
@@ -1078,10 +1072,19 @@ mod tests {
             .filter(|s| {
                 matches!(
                     s,
-                    Step::DelAddr { .. }
-                        | Step::AddAddr { .. }
-                        | Step::DelRoute { .. }
-                        | Step::AddRoute { .. }
+                    Step::DelAddr {
+                        addr: IpIfAddr::V4(_),
+                        ..
+                    } | Step::AddAddr {
+                        addr: IpIfAddr::V4(_),
+                        ..
+                    } | Step::DelRoute {
+                        route: IpRoute::V4(_),
+                        ..
+                    } | Step::AddRoute {
+                        route: IpRoute::V4(_),
+                        ..
+                    }
                 )
             })
             .map(|s| s.to_string())
@@ -1096,7 +1099,7 @@ mod tests {
             &|s| matches!(s, Step::SetAlias { alias, .. } if alias.contains(";a6 fd00:1::2/64")),
         );
         let release = at(
-            &|s| matches!(s, Step::DelAddr6 { addr, .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
+            &|s| matches!(s, Step::DelAddr { addr: IpIfAddr::V6(addr), .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
         );
         let new_mac = at(&|s| matches!(s, Step::SetMac { .. }));
         let tap = at(&|s| matches!(s, Step::AddLink { mac: Some(m), .. } if *m == MAC0));
@@ -1166,7 +1169,10 @@ mod tests {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::DelAddr { addr, .. } => Some(addr.net),
+                Step::DelAddr {
+                    addr: IpIfAddr::V4(addr),
+                    ..
+                } => Some(addr.net),
                 _ => None,
             })
             .collect();
@@ -1175,10 +1181,7 @@ mod tests {
         let mut moved = KernelRoute::main(route("0.0.0.0/0", Some("10.1.0.1")));
         moved.src = Some(ip("192.168.5.4"));
         moved.onlink = true;
-        assert!(p.steps.contains(&Step::AddRoute {
-            dev: "vmlink0".into(),
-            route: moved,
-        }));
+        assert!(p.steps.contains(&Step::add_route("vmlink0", moved)));
         // Without SELECTED_NETWORK the first address goes to the VM.
         let p = plan_for(&state, Attach::All, None).unwrap();
         assert_eq!(p.nics[0].addr, Some(net("192.168.5.4/24")));
@@ -1266,7 +1269,7 @@ mod tests {
         );
         // The container's routes leave from the first address it kept.
         assert!(p.steps.iter().any(
-            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
+            |s| matches!(s, Step::AddRoute { dev, route: IpRoute::V4(route) } if dev == "vmlink0" && route.src == Some(ip("172.19.0.9")) && route.route.is_default())
         ));
         // Undone in reverse, the primary comes back first, then its secondaries in order.
         let undo: Vec<String> = p
@@ -1317,7 +1320,7 @@ mod tests {
         let del = p
             .steps
             .iter()
-            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == gw))
+            .position(|s| matches!(s, Step::DelNeigh { neigh, .. } if *neigh == IpNeigh::V4(gw)))
             .unwrap();
         let set_mac = p
             .steps
@@ -1337,12 +1340,9 @@ mod tests {
             route: policy.clone(),
         });
         let p = plan_for(&state, Attach::All, None).unwrap();
-        assert!(p.steps.contains(&Step::DelRoute {
-            dev: "eth0".into(),
-            route: policy.clone(),
-        }));
+        assert!(p.steps.contains(&Step::del_route("eth0", policy.clone())));
         assert!(p.steps.iter().any(
-            |s| matches!(s, Step::AddRoute { dev, route } if dev == "vmlink0" && route.table == 100)
+            |s| matches!(s, Step::AddRoute { dev, route: IpRoute::V4(route) } if dev == "vmlink0" && route.table == 100)
         ));
         assert_eq!(p.nics[0].gateway, Some(ip("172.19.0.1")));
         assert!(
@@ -1530,12 +1530,18 @@ mod tests {
             .0
     }
 
-    #[test]
-    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
-        let start = one_nic();
-        let p = plan_for(&start, Attach::All, None).unwrap();
-        let mut now = taken_over(&start, &p);
-        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+    /// `docker network connect`: the NICs of `more` (its loopback left out) join `now`, with
+    /// their addresses and routes of both families.
+    fn connect(now: &mut NetState, more: NetState) {
+        now.links.extend(more.links.into_iter().skip(1));
+        now.addrs.extend(more.addrs);
+        now.routes.extend(more.routes);
+        now.addrs6.extend(more.addrs6);
+        now.routes6.extend(more.routes6);
+    }
+
+    /// eth1, `172.20.0.5/16` with a default route through `172.20.0.1`, connected to `now`.
+    fn connect_eth1_with_a_gateway(now: &mut NetState) {
         let more = Ns::new()
             .nic(
                 9,
@@ -1545,9 +1551,16 @@ mod tests {
                 &[route("0.0.0.0/0", Some("172.20.0.1"))],
             )
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
-        now.routes.extend(more.routes);
+        connect(now, more);
+    }
+
+    #[test]
+    fn a_nic_connected_while_the_guest_runs_gets_the_next_slot_a_door_of_its_own_and_no_router() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        // docker network connect: eth1 with its own subnet and a gateway route of its own.
+        connect_eth1_with_a_gateway(&mut now);
         let c = changes(&now, Attach::All, &p.nics);
         assert!(
             c.gone.is_empty() && c.waiting.is_empty() && c.refused.is_empty(),
@@ -1574,18 +1587,7 @@ mod tests {
         let p = plan_for(&start, Attach::All, None).unwrap();
         assert_eq!(p.nics[0].gateway, None);
         let mut now = taken_over(&start, &p);
-        let more = Ns::new()
-            .nic(
-                9,
-                "eth1",
-                MAC1,
-                &["172.20.0.5/16"],
-                &[route("0.0.0.0/0", Some("172.20.0.1"))],
-            )
-            .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
-        now.routes.extend(more.routes);
+        connect_eth1_with_a_gateway(&mut now);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.added[0].0.gateway, Some(ip("172.20.0.1")));
     }
@@ -1595,9 +1597,10 @@ mod tests {
         p.steps
             .iter()
             .filter_map(|s| match s {
-                Step::AddRoute { dev, route }
-                    if route.route.gateway.is_none() && route.route.dst.prefix < 32 =>
-                {
+                Step::AddRoute {
+                    dev,
+                    route: IpRoute::V4(route),
+                } if route.route.gateway.is_none() && route.route.dst.prefix < 32 => {
                     Some((dev.clone(), route.route.dst.to_string()))
                 }
                 _ => None,
@@ -1703,8 +1706,7 @@ mod tests {
             .nic(9, "eth1", MAC1, &[], &[])
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.2/24"], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.waiting, ["eth1"]);
         assert_eq!(c.added.len(), 1);
@@ -1729,9 +1731,7 @@ mod tests {
             .route6(9, "::/0", Some("fd00:2::1"))
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &[], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs6.extend(more.addrs6);
-        now.routes6.extend(more.routes6);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         assert_eq!(c.waiting, ["eth2"]);
         assert_eq!(c.added.len(), 1);
@@ -1778,8 +1778,7 @@ mod tests {
             .nic(9, "eth1", MAC1, &["10.8.0.5/24"], &[])
             .nic(11, "eth2", Mac([2, 0, 0, 0, 0, 2]), &["10.9.0.5/24"], &[])
             .0;
-        now.links.extend(more.links.into_iter().skip(1));
-        now.addrs.extend(more.addrs);
+        connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
         let slots: Vec<&str> = c.added.iter().map(|(n, _)| n.tap.as_str()).collect();
         assert_eq!(slots, ["vmtap1", "vmtap2"]);

@@ -115,16 +115,10 @@ pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
     let mut steps: Vec<Step> = moved
         .iter()
         .rev()
-        .map(|route| Step::DelRoute6 {
-            dev: dev.to_string(),
-            route: Box::new(route.clone()),
-        })
+        .map(|route| Step::del_route(dev.to_string(), route.clone()))
         .collect();
     for neigh in &nic.neighbours {
-        steps.push(Step::DelNeigh6 {
-            dev: dev.to_string(),
-            neigh: *neigh,
-        });
+        steps.push(Step::del_neigh(dev.to_string(), *neigh));
     }
     let removed = |a: &IfAddr6| Some(a) == nic.guest.as_ref() || Some(a) == nic.link_local.as_ref();
     let mut start = 0;
@@ -138,16 +132,10 @@ pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
         let group = &nic.addrs[start..end];
         if let Some(last) = group.iter().rposition(removed) {
             for addr in &group[..=last] {
-                steps.push(Step::DelAddr6 {
-                    dev: dev.to_string(),
-                    addr: addr.clone(),
-                });
+                steps.push(Step::del_addr(dev.to_string(), addr.clone()));
             }
             for addr in group[..last].iter().rev().filter(|a| !removed(a)) {
-                steps.push(Step::AddAddr6 {
-                    dev: dev.to_string(),
-                    addr: addr.clone(),
-                });
+                steps.push(Step::add_addr(dev.to_string(), addr.clone()));
             }
         }
         start = end;
@@ -165,10 +153,10 @@ pub fn open_door6(door: &str, nic: &Nic6) -> Vec<Step> {
         return steps;
     }
     if let Some(guest) = &nic.guest {
-        steps.push(Step::AddRoute6 {
-            dev: door.to_string(),
-            route: Box::new(KernelRoute6::main(Route6::host(guest.net.addr))),
-        });
+        steps.push(Step::add_route(
+            door.to_string(),
+            KernelRoute6::main(Route6::host(guest.net.addr)),
+        ));
     }
     for route in &nic.routes {
         let mut moved = route.clone();
@@ -179,10 +167,7 @@ pub fn open_door6(door: &str, nic: &Nic6) -> Vec<Step> {
         {
             moved.src = None;
         }
-        steps.push(Step::AddRoute6 {
-            dev: door.to_string(),
-            route: Box::new(moved),
-        });
+        steps.push(Step::add_route(door.to_string(), moved));
     }
     steps
 }
@@ -280,7 +265,7 @@ pub fn guest6(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::netstate::{Addr6, Route6Entry};
+    use crate::net::netstate::{Addr6, IpIfAddr, IpRoute, Route6Entry};
     use crate::testing::{MAC0, Ns};
 
     fn net6(s: &str) -> Ipv6Net {
@@ -499,12 +484,14 @@ mod tests {
             &|s| matches!(s, Step::SetAlias { alias, .. } if alias.contains(";a6 fd00:1::2/64 f=2")),
         );
         let release = at(
-            &|s| matches!(s, Step::DelAddr6 { addr, .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
+            &|s| matches!(s, Step::DelAddr { addr: IpIfAddr::V6(addr), .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
         );
-        let link_local =
-            at(&|s| matches!(s, Step::DelAddr6 { addr, .. } if addr.net.is_link_local()));
+        let link_local = at(
+            &|s| matches!(s, Step::DelAddr { addr: IpIfAddr::V6(addr), .. } if addr.net.is_link_local()),
+        );
         let new_mac = at(&|s| matches!(s, Step::SetMac { .. }));
-        let door_route = at(&|s| matches!(s, Step::AddRoute6 { dev, .. } if dev == "vmlink0"));
+        let door_route =
+            at(&|s| matches!(s, Step::AddRoute { dev, route: IpRoute::V6(_) } if dev == "vmlink0"));
         assert!(
             record < release && release < new_mac && link_local < new_mac && new_mac < door_route
         );

@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::net::types::Mac;
+use crate::takeover::slot::Slot;
 use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
 
@@ -20,6 +21,8 @@ pub enum Netdev {
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestNic {
+    /// Its place, which names its netdev and device.
+    pub slot: Slot,
     pub netdev: Netdev,
     pub mac: Mac,
     pub mtu: u32,
@@ -104,21 +107,22 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         push("-sandbox".into());
         push(SANDBOX.into());
     }
-    for (i, nic) in q.nics.iter().enumerate() {
+    for nic in q.nics {
+        let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
         push("-netdev".into());
         push(match &nic.netdev {
             Netdev::Tap(fd) => format!(
-                "tap,id=net{i},fd={fd},vhost={}",
+                "tap,id={netdev},fd={fd},vhost={}",
                 if q.vhost { "on" } else { "off" }
             ),
             Netdev::Stream(socket) => format!(
-                "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
+                "stream,id={netdev},server=off,addr.type=unix,addr.path={}",
                 socket.display().to_string().replace(',', ",,")
             ),
         });
         push("-device".into());
         push(format!(
-            "virtio-net-pci,netdev=net{i},id=nic{i},mac={},host_mtu={}",
+            "virtio-net-pci,netdev={netdev},id={device},mac={},host_mtu={}",
             nic.mac, nic.mtu
         ));
     }
@@ -205,27 +209,30 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
     a
 }
 
-/// The QMP commands that plug one more NIC into the running guest, in order: the tap fd
-/// (passed to QEMU beforehand with `getfd` as `fdname`) becomes netdev `net<slot>`, and a
-/// virtio-net-pci device `nic<slot>` with the guest's MAC and MTU goes on the machine's PCI
-/// bus, which the default `pc` machine hot-plugs through ACPI.
-pub fn plug_commands(slot: usize, fdname: &str, vhost: bool, mac: Mac, mtu: u32) -> [String; 2] {
+/// The QMP commands that plug one more NIC into the running guest, in order: `getfd`
+/// names the tap descriptor passed with it, which becomes the slot's netdev, and a
+/// virtio-net-pci device with the guest's MAC and MTU goes on the machine's PCI bus, which
+/// the default `pc` machine hot-plugs through ACPI.
+pub fn plug_commands(slot: Slot, vhost: bool, mac: Mac, mtu: u32) -> [String; 3] {
+    let (fd, netdev, device) = (slot.fd_name(), slot.netdev(), slot.device());
     [
+        format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fd}"}}}}"#),
         format!(
-            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"net{slot}","fd":"{fdname}","vhost":{vhost}}}}}"#
+            r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"{netdev}","fd":"{fd}","vhost":{vhost}}}}}"#
         ),
         format!(
-            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"nic{slot}","netdev":"net{slot}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"{device}","netdev":"{netdev}","mac":"{mac}","host_mtu":{mtu}}}}}"#
         ),
     ]
 }
 
 /// The QMP commands that take a NIC out of the running guest: the device (the guest
 /// ejects it through ACPI), then its netdev.
-pub fn unplug_commands(slot: usize) -> [String; 2] {
+pub fn unplug_commands(slot: Slot) -> [String; 2] {
+    let (netdev, device) = (slot.netdev(), slot.device());
     [
-        format!(r#"{{"execute":"device_del","arguments":{{"id":"nic{slot}"}}}}"#),
-        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"net{slot}"}}}}"#),
+        format!(r#"{{"execute":"device_del","arguments":{{"id":"{device}"}}}}"#),
+        format!(r#"{{"execute":"netdev_del","arguments":{{"id":"{netdev}"}}}}"#),
     ]
 }
 
@@ -281,11 +288,13 @@ mod tests {
     ) -> Vec<String> {
         let nics = [
             GuestNic {
+                slot: Slot(0),
                 netdev: Netdev::Tap(5),
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
                 mtu: 1500,
             },
             GuestNic {
+                slot: Slot(1),
                 netdev: Netdev::Tap(6),
                 mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
                 mtu: 1450,
@@ -326,6 +335,7 @@ mod tests {
     #[test]
     fn a_user_mode_nic_connects_to_its_passt_socket_with_the_containers_mac() {
         let nics = [GuestNic {
+            slot: Slot(0),
             netdev: Netdev::Stream("/run/vminit/passt0.sock".into()),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1500,
@@ -509,7 +519,12 @@ mod tests {
 
     #[test]
     fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
-        let [netdev, device] = plug_commands(3, "tap3", false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        let [getfd, netdev, device] =
+            plug_commands(Slot(3), false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        assert_eq!(
+            getfd,
+            r#"{"execute":"getfd","arguments":{"fdname":"tap3"}}"#
+        );
         assert_eq!(
             netdev,
             r#"{"execute":"netdev_add","arguments":{"type":"tap","id":"net3","fd":"tap3","vhost":false}}"#
@@ -518,7 +533,7 @@ mod tests {
             device,
             r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
         );
-        let [del, netdel] = unplug_commands(3);
+        let [del, netdel] = unplug_commands(Slot(3));
         assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
         assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
     }

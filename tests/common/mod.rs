@@ -49,5 +49,5 @@ pub use netns::Netns;
 pub use network::{CALICO_GATEWAY6, K8S_GATEWAY, Listener, Net6, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
-pub use standin::{recorder, standin_script, standin_tool};
+pub use standin::{recorder, standin_script, standin_tool, standin_vm};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};

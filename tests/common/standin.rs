@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::cmd::run;
+use super::container::Container;
+use super::disk::ScratchDisk;
+use super::vminit::{VminitBuilder, vminit_binary};
+
+/// vminit in `ctr` with the stand-in QEMU (which waits, recording the signals it gets to
+/// `log`) on `disk`: every NIC attached, TCG, and a one-second `STOP_TIMEOUT`.
+pub fn standin_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, log: &Path) -> VminitBuilder<'c> {
+    ctr.vminit(&vminit_binary())
+        .env("AUTO_ATTACH", "yes")
+        .env("ACCEL", "tcg")
+        .env("VMINIT_DISK", &disk.path)
+        .env("VMINIT_QEMU", recorder())
+        .env("STANDIN_SCRIPT", standin_script())
+        .env("STANDIN_MODE", "wait")
+        .env("STANDIN_LOG", log)
+        .env("STOP_TIMEOUT", "1")
+}
 
 /// tests/standin/record.c, compiled: the program to give vminit as `VMINIT_QEMU` (with
 /// `STANDIN_SCRIPT`, `STANDIN_MODE` and `STANDIN_LOG` in its environment).

@@ -491,7 +491,7 @@ struct RemoveDir(PathBuf);
 impl RemoveDir {
     fn new(what: &str) -> RemoveDir {
         let dir = std::env::temp_dir().join(format!("{}-{what}", common::unique_id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("make the temporary directory");
         RemoveDir(dir)
     }
 }

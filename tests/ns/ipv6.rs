@@ -7,12 +7,11 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::{
     CALICO_GATEWAY6, Container, GuestReport, NetState, Network, NicSpec, ScratchDisk, Vminit,
-    VminitBuilder, recorder, standin_script, test_guest, vminit_binary,
+    VminitBuilder, standin_vm, test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
 
@@ -57,18 +56,6 @@ fn stop(vm: &Vminit) {
 }
 
 /// vminit with the stand-in QEMU, which runs until it is stopped.
-fn standin_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, log: &Path) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("VMINIT_DISK", &disk.path)
-        .env("VMINIT_QEMU", recorder())
-        .env("STANDIN_SCRIPT", standin_script())
-        .env("STANDIN_MODE", "wait")
-        .env("STANDIN_LOG", log)
-        .env("STOP_TIMEOUT", "1")
-}
-
 /// A container on a Docker `--ipv6` network: `eth0` with 10.N.0.`host`/24 and fd00:N::`host`/64,
 /// both default routes through the bridge.
 fn docker_ipv6_container(net: &Network, host: u8) -> (Container, common::Nic) {

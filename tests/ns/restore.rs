@@ -7,13 +7,13 @@
 
 use crate::common;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
     Container, GuestReport, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder,
-    recorder, standin_script, vminit_binary,
+    standin_vm,
 };
 use nix::sys::signal::Signal;
 
@@ -27,18 +27,6 @@ fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
 
 /// vminit with the stand-in QEMU, which runs until it is stopped and records its argv in
 /// `log`. It never powers off: a SIGTERM ends in QMP quit and SIGKILL after 1 s.
-fn standin_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, log: &PathBuf) -> VminitBuilder<'c> {
-    ctr.vminit(&vminit_binary())
-        .env("AUTO_ATTACH", "yes")
-        .env("ACCEL", "tcg")
-        .env("VMINIT_DISK", &disk.path)
-        .env("VMINIT_QEMU", recorder())
-        .env("STANDIN_SCRIPT", standin_script())
-        .env("STANDIN_MODE", "wait")
-        .env("STANDIN_LOG", log)
-        .env("STOP_TIMEOUT", "1")
-}
-
 fn report(vm: &Vminit) -> GuestReport {
     vm.expect_console("GUEST-REPORT done", BOOT);
     GuestReport::parse(&vm.console().text()).expect("a complete guest report")
@@ -307,7 +295,7 @@ fn two_nic_container(n1: &Network, n2: &Network) -> (Container, Vec<Nic>) {
 
 /// Starts vminit (stand-in QEMU) paused after `at` (`setup:K` or `teardown:K`), kills it
 /// there, and says whether the pause was reached (false: there are fewer steps than K).
-fn kill_at(ctr: &Container, disk: &ScratchDisk, log: &PathBuf, at: &str) -> bool {
+fn kill_at(ctr: &Container, disk: &ScratchDisk, log: &Path, at: &str) -> bool {
     let (phase, k) = at.split_once(':').expect("phase:step");
     let vm = standin_vm(ctr, disk, log)
         .env("VMINIT_TEST_PAUSE", at)
@@ -343,7 +331,7 @@ fn kill_at(ctr: &Container, disk: &ScratchDisk, log: &PathBuf, at: &str) -> bool
 
 /// The next run recovers: QEMU gets every NIC's original MAC, dnsmasq serves it the
 /// original address; after a stop the namespace is as it was.
-fn recover_and_check(ctr: &Container, disk: &ScratchDisk, log: &PathBuf, nics: &[Nic], at: &str) {
+fn recover_and_check(ctr: &Container, disk: &ScratchDisk, log: &Path, nics: &[Nic], at: &str) {
     let _ = std::fs::remove_file(log);
     let vm = standin_vm(ctr, disk, log).spawn();
     wait_standin(&vm);

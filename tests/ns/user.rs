@@ -148,8 +148,8 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
     let log = vm.log().text();
     let qemu_exit = log.find("QEMU (pid").expect("QEMU's exit is logged");
     let passt_stop = log
-        .find("passt for eth0 (pid")
-        .expect("passt's stop is logged");
+        .find("passt of guest NIC 0 (pid")
+        .unwrap_or_else(|| panic!("passt's stop is logged:\n{log}"));
     assert!(qemu_exit < passt_stop, "passt stops after QEMU:\n{log}");
     assert!(
         vm.console().text().contains("GUEST-POWERBUTTON"),
@@ -213,4 +213,42 @@ fn macvtap_asked_without_net_admin_is_refused_naming_the_flag_and_user_mode() {
         "{log}"
     );
     assert_eq!(ctr.net_state(), before);
+}
+
+#[test]
+fn a_passt_that_dies_is_restarted_and_said_and_the_guest_still_stops_cleanly() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let disk = ScratchDisk::new();
+    let vm = without_capabilities(&ctr, &disk, "").spawn();
+    report(&vm);
+    let started = vm.expect_log("passt for eth0 running, pid ", Duration::from_secs(5));
+    let pid = started
+        .line
+        .rsplit(' ')
+        .next()
+        .expect("the pid ends the line")
+        .to_owned();
+    let socket = vm.container_path("/run/vminit/passt0.sock");
+    assert!(socket.exists(), "{}", vm.tails());
+
+    let killed = vm.exec_inside(&["kill", "-KILL", &pid]);
+    assert!(killed.success(), "{killed}");
+    vm.expect_log(
+        &format!("passt of guest NIC 0 (pid {pid}) exited: killed by SIGKILL; restarting it"),
+        Duration::from_secs(5),
+    );
+    vm.expect_log(
+        "the guest's NIC on eth0 has no network until the container restarts",
+        Duration::from_secs(5),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "a new passt serves\n{}", vm.tails());
+
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(DOCKER_STOP);
+    assert_eq!(status.code(), Some(0), "{}", vm.tails());
 }

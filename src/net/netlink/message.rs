@@ -100,7 +100,7 @@ pub fn set_alias(index: u32, alias: &str) -> LinkMessage {
 /// `ip addr add ADDR/PREFIX [brd B] [label L] [scope S] [FLAGS] [valid_lft V preferred_lft P]
 /// dev INDEX`
 pub fn add_addr(index: u32, addr: &IfAddr) -> AddressMessage {
-    let mut msg = addr_message(index, addr.net);
+    let mut msg = addr_message(index, IpAddr::V4(addr.net.addr), addr.net.prefix);
     msg.header.scope = AddressScope::from(addr.scope);
     if let Some(brd) = addr.broadcast {
         msg.attributes.push(AddressAttribute::Broadcast(brd));
@@ -115,93 +115,140 @@ pub fn add_addr(index: u32, addr: &IfAddr) -> AddressMessage {
                 flags,
             )));
     }
-    if let Some((valid, preferred)) = addr.lifetime {
-        let mut cache = CacheInfo::default();
-        cache.ifa_preferred = preferred;
-        cache.ifa_valid = valid;
-        msg.attributes.push(AddressAttribute::CacheInfo(cache));
-    }
+    push_lifetime(&mut msg, addr.lifetime);
     msg
 }
 
 /// `ip addr del ADDR/PREFIX dev INDEX`
 pub fn del_addr(index: u32, net: Ipv4Net) -> AddressMessage {
-    addr_message(index, net)
+    addr_message(index, IpAddr::V4(net.addr), net.prefix)
 }
 
-fn addr_message(index: u32, net: Ipv4Net) -> AddressMessage {
+/// The address request of either family: `ADDR/PREFIX dev INDEX`. (IPv4 names the address
+/// twice, as local and peer address, as `ip addr` sends it.)
+pub(super) fn addr_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
     let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = net.prefix;
+    msg.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.prefix_len = prefix;
     msg.header.index = index;
-    msg.attributes
-        .push(AddressAttribute::Local(IpAddr::V4(net.addr)));
-    msg.attributes
-        .push(AddressAttribute::Address(IpAddr::V4(net.addr)));
+    msg.attributes.push(AddressAttribute::Local(addr));
+    if addr.is_ipv4() {
+        msg.attributes.push(AddressAttribute::Address(addr));
+    }
     msg
+}
+
+/// `valid_lft V preferred_lft P`, when the address has lifetimes.
+pub(super) fn push_lifetime(msg: &mut AddressMessage, lifetime: Option<(u32, u32)>) {
+    if let Some((valid, preferred)) = lifetime {
+        let mut cache = CacheInfo::default();
+        cache.ifa_preferred = preferred;
+        cache.ifa_valid = valid;
+        msg.attributes.push(AddressAttribute::CacheInfo(cache));
+    }
 }
 
 /// `ip route add DST [via GW] [table T] [tos X] dev INDEX [onlink] [src SRC] [metric M]
 /// [proto P] [scope S] [mtu ...]`
 pub fn add_route(index: u32, route: &KernelRoute) -> RouteMessage {
-    let mut msg = route_message(index, route);
-    msg.header.kind = RouteType::from(route.kind);
-    msg.header.protocol = RouteProtocol::from(route.protocol);
+    let mut msg = route_message(index, &key(route));
     msg.header.scope = RouteScope::from(route.scope);
-    if route.onlink {
-        msg.header.flags = RouteFlags::Onlink;
-    }
-    if let Some(src) = route.src {
-        msg.attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
-    }
-    let metrics: Vec<RouteMetric> = route
-        .metrics
-        .iter()
-        .filter_map(|(kind, value)| route_metric(*kind, *value))
-        .collect();
-    if !metrics.is_empty() {
-        msg.attributes.push(RouteAttribute::Metrics(metrics));
-    }
+    let src = route.src.map(RouteAddress::Inet);
+    push_route_options(&mut msg, route.kind, route.protocol, route.onlink, src);
+    push_metrics(&mut msg, &route.metrics);
     msg
 }
 
 /// `ip route del DST [via GW] [table T] [tos X] dev INDEX [metric M]`, matching any type,
 /// protocol and scope as `ip route del` does.
 pub fn del_route(index: u32, route: &KernelRoute) -> RouteMessage {
-    let mut msg = route_message(index, route);
+    let mut msg = route_message(index, &key(route));
     msg.header.scope = RouteScope::NoWhere;
     msg
 }
 
-fn route_message(index: u32, route: &KernelRoute) -> RouteMessage {
+fn key(route: &KernelRoute) -> RouteKey {
+    RouteKey {
+        family: AddressFamily::Inet,
+        prefix: route.route.dst.prefix,
+        dst: RouteAddress::Inet(route.route.dst.network()),
+        gateway: route.route.gateway.map(RouteAddress::Inet),
+        table: route.table,
+        tos: route.tos,
+        metric: route.route.metric,
+    }
+}
+
+/// What picks one route out of a table, in either family: what `ip route del` matches on.
+pub(super) struct RouteKey {
+    pub family: AddressFamily,
+    pub prefix: u8,
+    /// The destination network (left out for a default route).
+    pub dst: RouteAddress,
+    pub gateway: Option<RouteAddress>,
+    pub table: u32,
+    pub tos: u8,
+    pub metric: Option<u32>,
+}
+
+/// The route request of either family: `DST [via GW] [table T] [tos X] dev INDEX [metric M]`.
+pub(super) fn route_message(index: u32, key: &RouteKey) -> RouteMessage {
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
-    msg.header.destination_prefix_length = route.route.dst.prefix;
-    msg.header.tos = route.tos;
+    msg.header.address_family = key.family;
+    msg.header.destination_prefix_length = key.prefix;
+    msg.header.tos = key.tos;
     // Tables above 255 travel in RTA_TABLE only, as iproute2 sends them.
-    match u8::try_from(route.table) {
+    match u8::try_from(key.table) {
         Ok(table) => msg.header.table = table,
         Err(_) => {
             msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            msg.attributes.push(RouteAttribute::Table(route.table));
+            msg.attributes.push(RouteAttribute::Table(key.table));
         }
     }
-    if route.route.dst.prefix > 0 {
+    if key.prefix > 0 {
         msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(
-                route.route.dst.network(),
-            )));
+            .push(RouteAttribute::Destination(key.dst.clone()));
     }
-    if let Some(gw) = route.route.gateway {
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    if let Some(gw) = &key.gateway {
+        msg.attributes.push(RouteAttribute::Gateway(gw.clone()));
     }
     msg.attributes.push(RouteAttribute::Oif(index));
-    if let Some(m) = route.route.metric {
+    if let Some(m) = key.metric {
         msg.attributes.push(RouteAttribute::Priority(m));
     }
     msg
+}
+
+/// `type T proto P [onlink] [src SRC]` of a route to add, in either family.
+pub(super) fn push_route_options(
+    msg: &mut RouteMessage,
+    kind: u8,
+    protocol: u8,
+    onlink: bool,
+    src: Option<RouteAddress>,
+) {
+    msg.header.kind = RouteType::from(kind);
+    msg.header.protocol = RouteProtocol::from(protocol);
+    if onlink {
+        msg.header.flags = RouteFlags::Onlink;
+    }
+    if let Some(src) = src {
+        msg.attributes.push(RouteAttribute::PrefSource(src));
+    }
+}
+
+/// `mtu M advmss A ...`: the route's metrics, those with a number value.
+pub(super) fn push_metrics(msg: &mut RouteMessage, metrics: &[(u16, u32)]) {
+    let metrics: Vec<RouteMetric> = metrics
+        .iter()
+        .filter_map(|(kind, value)| route_metric(*kind, *value))
+        .collect();
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
 }
 
 /// An `RTAX_*` route metric with a number value (the congestion-control name is not kept).
@@ -252,7 +299,7 @@ pub fn metric_value(metric: &RouteMetric) -> Option<(u16, u32)> {
 
 /// `ip neigh add ADDR lladdr MAC nud permanent dev INDEX`
 pub fn add_neigh(index: u32, neigh: &Neigh) -> NeighbourMessage {
-    let mut msg = neigh_message(index, neigh);
+    let mut msg = neigh_message(index, NeighbourAddress::Inet(neigh.addr));
     msg.attributes
         .push(NeighbourAttribute::LinkLayerAddress(neigh.mac.0.to_vec()));
     msg
@@ -260,19 +307,20 @@ pub fn add_neigh(index: u32, neigh: &Neigh) -> NeighbourMessage {
 
 /// `ip neigh del ADDR dev INDEX`
 pub fn del_neigh(index: u32, neigh: &Neigh) -> NeighbourMessage {
-    neigh_message(index, neigh)
+    neigh_message(index, NeighbourAddress::Inet(neigh.addr))
 }
 
-fn neigh_message(index: u32, neigh: &Neigh) -> NeighbourMessage {
+/// The permanent neighbour request of either family: `ADDR nud permanent dev INDEX`.
+pub(super) fn neigh_message(index: u32, addr: NeighbourAddress) -> NeighbourMessage {
     let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = match addr {
+        NeighbourAddress::Inet6(_) => AddressFamily::Inet6,
+        _ => AddressFamily::Inet,
+    };
     msg.header.ifindex = index;
     msg.header.state = NeighbourState::Permanent;
     msg.header.kind = RouteType::Unicast;
-    msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            neigh.addr,
-        )));
+    msg.attributes.push(NeighbourAttribute::Destination(addr));
     msg
 }
 

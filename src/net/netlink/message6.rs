@@ -7,27 +7,29 @@ use std::net::IpAddr;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
-    AddressScope, CacheInfo,
+    AddressScope,
 };
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RoutePreference,
-    RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteMessage, RoutePreference, RouteScope,
 };
 
-use super::message::route_metric;
-use crate::net::netstate::{IfAddr6, KernelRoute6, Neigh6};
+use super::message::{
+    RouteKey, addr_message, neigh_message, push_lifetime, push_metrics, push_route_options,
+    route_message,
+};
+use crate::net::netstate::{ICMPV6_ROUTER_PREF_MEDIUM, IfAddr6, KernelRoute6, Neigh6};
 use crate::net::types::Ipv6Net;
 
 /// `ip -6 addr add ADDR/PREFIX dev INDEX [scope S] [FLAGS] [metric M] [proto P]
 /// [valid_lft V preferred_lft P]`
 pub fn add_addr6(index: u32, addr: &IfAddr6) -> AddressMessage {
-    let mut msg = addr6_message(index, addr.net);
+    let mut msg = addr_message(index, IpAddr::V6(addr.net.addr), addr.net.prefix);
     msg.header.scope = AddressScope::from(addr.scope);
     let flags = IfAddr6::settable_flags(addr.flags);
     if flags != 0 {
@@ -38,12 +40,7 @@ pub fn add_addr6(index: u32, addr: &IfAddr6) -> AddressMessage {
                 flags,
             )));
     }
-    if let Some((valid, preferred)) = addr.lifetime {
-        let mut cache = CacheInfo::default();
-        cache.ifa_preferred = preferred;
-        cache.ifa_valid = valid;
-        msg.attributes.push(AddressAttribute::CacheInfo(cache));
-    }
+    push_lifetime(&mut msg, addr.lifetime);
     if let Some(metric) = addr.metric {
         msg.attributes.push(AddressAttribute::RoutePriority(metric));
     }
@@ -56,89 +53,48 @@ pub fn add_addr6(index: u32, addr: &IfAddr6) -> AddressMessage {
 
 /// `ip -6 addr del ADDR/PREFIX dev INDEX`
 pub fn del_addr6(index: u32, net: Ipv6Net) -> AddressMessage {
-    addr6_message(index, net)
-}
-
-fn addr6_message(index: u32, net: Ipv6Net) -> AddressMessage {
-    let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet6;
-    msg.header.prefix_len = net.prefix;
-    msg.header.index = index;
-    msg.attributes
-        .push(AddressAttribute::Local(IpAddr::V6(net.addr)));
-    msg
+    addr_message(index, IpAddr::V6(net.addr), net.prefix)
 }
 
 /// `ip -6 route add DST [via GW] [table T] dev INDEX [onlink] [src SRC] [metric M] [proto P]
 /// [pref P] [mtu ...]`
 pub fn add_route6(index: u32, route: &KernelRoute6) -> RouteMessage {
-    let mut msg = route6_message(index, route);
-    msg.header.kind = RouteType::from(route.kind);
-    msg.header.protocol = RouteProtocol::from(route.protocol);
+    let mut msg = route_message(index, &key6(route));
     msg.header.scope = RouteScope::Universe;
-    if route.onlink {
-        msg.header.flags = RouteFlags::Onlink;
-    }
-    if let Some(src) = route.src {
-        msg.attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet6(src)));
-    }
-    if route.pref != 0 {
+    let src = route.src.map(RouteAddress::Inet6);
+    push_route_options(&mut msg, route.kind, route.protocol, route.onlink, src);
+    if route.pref != ICMPV6_ROUTER_PREF_MEDIUM {
         msg.attributes
             .push(RouteAttribute::Preference(RoutePreference::from(
                 route.pref,
             )));
     }
-    let metrics: Vec<_> = route
-        .metrics
-        .iter()
-        .filter_map(|(kind, value)| route_metric(*kind, *value))
-        .collect();
-    if !metrics.is_empty() {
-        msg.attributes.push(RouteAttribute::Metrics(metrics));
-    }
+    push_metrics(&mut msg, &route.metrics);
     msg
 }
 
 /// `ip -6 route del DST [via GW] [table T] dev INDEX [metric M]`
 pub fn del_route6(index: u32, route: &KernelRoute6) -> RouteMessage {
-    let mut msg = route6_message(index, route);
+    let mut msg = route_message(index, &key6(route));
     msg.header.scope = RouteScope::NoWhere;
     msg
 }
 
-fn route6_message(index: u32, route: &KernelRoute6) -> RouteMessage {
-    let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet6;
-    msg.header.destination_prefix_length = route.route.dst.prefix;
-    // Tables above 255 travel in RTA_TABLE only, as iproute2 sends them.
-    match u8::try_from(route.table) {
-        Ok(table) => msg.header.table = table,
-        Err(_) => {
-            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            msg.attributes.push(RouteAttribute::Table(route.table));
-        }
+fn key6(route: &KernelRoute6) -> RouteKey {
+    RouteKey {
+        family: AddressFamily::Inet6,
+        prefix: route.route.dst.prefix,
+        dst: RouteAddress::Inet6(route.route.dst.network()),
+        gateway: route.route.gateway.map(RouteAddress::Inet6),
+        table: route.table,
+        tos: 0,
+        metric: route.route.metric,
     }
-    if route.route.dst.prefix > 0 {
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet6(
-                route.route.dst.network(),
-            )));
-    }
-    if let Some(gw) = route.route.gateway {
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
-    }
-    msg.attributes.push(RouteAttribute::Oif(index));
-    if let Some(m) = route.route.metric {
-        msg.attributes.push(RouteAttribute::Priority(m));
-    }
-    msg
 }
 
 /// `ip -6 neigh add ADDR lladdr MAC nud permanent [router] dev INDEX`
 pub fn add_neigh6(index: u32, neigh: &Neigh6) -> NeighbourMessage {
-    let mut msg = neigh6_message(index, neigh);
+    let mut msg = neigh_message(index, NeighbourAddress::Inet6(neigh.addr));
     if neigh.router {
         msg.header.flags = NeighbourFlags::Router;
     }
@@ -149,20 +105,7 @@ pub fn add_neigh6(index: u32, neigh: &Neigh6) -> NeighbourMessage {
 
 /// `ip -6 neigh del ADDR dev INDEX`
 pub fn del_neigh6(index: u32, neigh: &Neigh6) -> NeighbourMessage {
-    neigh6_message(index, neigh)
-}
-
-fn neigh6_message(index: u32, neigh: &Neigh6) -> NeighbourMessage {
-    let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Inet6;
-    msg.header.ifindex = index;
-    msg.header.state = NeighbourState::Permanent;
-    msg.header.kind = RouteType::Unicast;
-    msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
-            neigh.addr,
-        )));
-    msg
+    neigh_message(index, NeighbourAddress::Inet6(neigh.addr))
 }
 
 /// `ip link set dev INDEX addrgenmode none`: the link makes no IPv6 address for itself.
@@ -188,12 +131,15 @@ pub fn set_up_allmulticast(index: u32) -> LinkMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::netstate::{ICMPV6_ROUTER_PREF_HIGH, IFA_F_NODAD, IFA_F_PERMANENT};
     use crate::net::types::{Mac, Route6};
+    use netlink_packet_route::neighbour::NeighbourState;
+    use netlink_packet_route::route::{RouteFlags, RouteHeader};
 
     #[test]
     fn a_docker_address_comes_back_with_nodad_and_a_kernel_link_local_with_its_protocol() {
         let mut addr = IfAddr6::plain("fd00:1::2/64".parse().unwrap());
-        addr.flags = 0x02 | 0x80; // nodad; permanent is the kernel's to set
+        addr.flags = IFA_F_NODAD | IFA_F_PERMANENT; // permanent is the kernel's to set
         let msg = add_addr6(4, &addr);
         assert_eq!(msg.header.family, AddressFamily::Inet6);
         assert_eq!((msg.header.index, msg.header.prefix_len), (4, 64));
@@ -224,7 +170,7 @@ mod tests {
             metric: Some(1024),
         });
         r.onlink = true;
-        r.pref = 1;
+        r.pref = ICMPV6_ROUTER_PREF_HIGH;
         r.table = 1000;
         let msg = add_route6(7, &r);
         let h = &msg.header;

@@ -20,8 +20,8 @@ use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::net::netstate::{IfAddr, IfAddr6, KernelRoute, KernelRoute6, Neigh, Neigh6};
-use crate::net::types::{Ipv4Net, Ipv6Net, Mac};
+use crate::net::netstate::{IpIfAddr, IpNeigh, IpRoute};
+use crate::net::types::Mac;
 use message::MacLink;
 
 /// The kernel calls the applier makes: rtnetlink requests, and one ethtool ioctl.
@@ -34,20 +34,20 @@ pub trait Rtnetlink {
     fn del_link(&mut self, index: u32) -> io::Result<()>;
     fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()>;
     fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()>;
-    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()>;
-    fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()>;
-    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
-    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()>;
-    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
-    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()>;
+    /// `ip [-6] addr add ADDR dev INDEX ...`
+    fn add_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()>;
+    /// `ip [-6] addr del ADDR dev INDEX`
+    fn del_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()>;
+    /// `ip [-6] route add ROUTE dev INDEX ...`
+    fn add_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()>;
+    /// `ip [-6] route del ROUTE dev INDEX`
+    fn del_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()>;
+    /// `ip [-6] neigh add ADDR lladdr MAC nud permanent dev INDEX`
+    fn add_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()>;
+    /// `ip [-6] neigh del ADDR dev INDEX`
+    fn del_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()>;
     /// `ethtool -K DEV tx off`
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()>;
-    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()>;
-    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()>;
-    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
-    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()>;
-    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
-    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()>;
     /// `ip link set DEV addrgenmode none`
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
     /// `ip link set DEV allmulticast on up`
@@ -204,32 +204,12 @@ impl Netlink {
 
     /// `ip -4 addr show`
     pub fn addresses(&mut self) -> io::Result<Vec<AddressMessage>> {
-        let mut req = AddressMessage::default();
-        req.header.family = AddressFamily::Inet;
-        let msg = RouteNetlinkMessage::GetAddress(req);
-        Ok(self
-            .dump(msg)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => Some(a),
-                _ => None,
-            })
-            .collect())
+        self.addresses_of(AddressFamily::Inet)
     }
 
     /// `ip -4 neigh show`
     pub fn neighbours(&mut self) -> io::Result<Vec<NeighbourMessage>> {
-        let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Inet;
-        let msg = RouteNetlinkMessage::GetNeighbour(req);
-        Ok(self
-            .dump(msg)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
-                _ => None,
-            })
-            .collect())
+        self.neighbours_of(AddressFamily::Inet)
     }
 
     /// `ip -4 route show table all`
@@ -239,8 +219,23 @@ impl Netlink {
 
     /// `ip -6 addr show`
     pub fn addresses6(&mut self) -> io::Result<Vec<AddressMessage>> {
+        self.addresses_of(AddressFamily::Inet6)
+    }
+
+    /// `ip -6 route show table all`
+    pub fn routes6(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.routes_of(AddressFamily::Inet6)
+    }
+
+    /// `ip -6 neigh show`
+    pub fn neighbours6(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+        self.neighbours_of(AddressFamily::Inet6)
+    }
+
+    /// `ip -4|-6 addr show`
+    fn addresses_of(&mut self, family: AddressFamily) -> io::Result<Vec<AddressMessage>> {
         let mut req = AddressMessage::default();
-        req.header.family = AddressFamily::Inet6;
+        req.header.family = family;
         let msg = RouteNetlinkMessage::GetAddress(req);
         Ok(self
             .dump(msg)?
@@ -252,15 +247,10 @@ impl Netlink {
             .collect())
     }
 
-    /// `ip -6 route show table all`
-    pub fn routes6(&mut self) -> io::Result<Vec<RouteMessage>> {
-        self.routes_of(AddressFamily::Inet6)
-    }
-
-    /// `ip -6 neigh show`
-    pub fn neighbours6(&mut self) -> io::Result<Vec<NeighbourMessage>> {
+    /// `ip -4|-6 neigh show`
+    fn neighbours_of(&mut self, family: AddressFamily) -> io::Result<Vec<NeighbourMessage>> {
         let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Inet6;
+        req.header.family = family;
         let msg = RouteNetlinkMessage::GetNeighbour(req);
         Ok(self
             .dump(msg)?
@@ -332,68 +322,56 @@ impl Rtnetlink for Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    fn add_addr(&mut self, index: u32, addr: &IfAddr) -> io::Result<()> {
-        let msg = message::add_addr(index, addr);
+    fn add_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()> {
+        let msg = match addr {
+            IpIfAddr::V4(a) => message::add_addr(index, a),
+            IpIfAddr::V6(a) => message6::add_addr6(index, a),
+        };
         self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
     }
 
-    fn del_addr(&mut self, index: u32, net: Ipv4Net) -> io::Result<()> {
-        let msg = message::del_addr(index, net);
+    fn del_addr(&mut self, index: u32, addr: &IpIfAddr) -> io::Result<()> {
+        let msg = match addr {
+            IpIfAddr::V4(a) => message::del_addr(index, a.net),
+            IpIfAddr::V6(a) => message6::del_addr6(index, a.net),
+        };
         self.request(RouteNetlinkMessage::DelAddress(msg), 0)
     }
 
-    fn add_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
-        let msg = message::add_route(index, route);
+    fn add_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()> {
+        let msg = match route {
+            IpRoute::V4(r) => message::add_route(index, r),
+            IpRoute::V6(r) => message6::add_route6(index, r),
+        };
         self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
     }
 
-    fn del_route(&mut self, index: u32, route: &KernelRoute) -> io::Result<()> {
-        let msg = message::del_route(index, route);
+    fn del_route(&mut self, index: u32, route: &IpRoute) -> io::Result<()> {
+        let msg = match route {
+            IpRoute::V4(r) => message::del_route(index, r),
+            IpRoute::V6(r) => message6::del_route6(index, r),
+        };
         self.request(RouteNetlinkMessage::DelRoute(msg), 0)
     }
 
-    fn add_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
-        let msg = message::add_neigh(index, neigh);
+    fn add_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()> {
+        let msg = match neigh {
+            IpNeigh::V4(n) => message::add_neigh(index, n),
+            IpNeigh::V6(n) => message6::add_neigh6(index, n),
+        };
         self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
     }
 
-    fn del_neigh(&mut self, index: u32, neigh: &Neigh) -> io::Result<()> {
-        let msg = message::del_neigh(index, neigh);
+    fn del_neigh(&mut self, index: u32, neigh: &IpNeigh) -> io::Result<()> {
+        let msg = match neigh {
+            IpNeigh::V4(n) => message::del_neigh(index, n),
+            IpNeigh::V6(n) => message6::del_neigh6(index, n),
+        };
         self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
     }
 
     fn tx_checksum_off(&mut self, dev: &str) -> io::Result<()> {
         crate::net::ethtool::disable_tx_checksum(dev)
-    }
-
-    fn add_addr6(&mut self, index: u32, addr: &IfAddr6) -> io::Result<()> {
-        let msg = message6::add_addr6(index, addr);
-        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
-    }
-
-    fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> io::Result<()> {
-        let msg = message6::del_addr6(index, net);
-        self.request(RouteNetlinkMessage::DelAddress(msg), 0)
-    }
-
-    fn add_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
-        let msg = message6::add_route6(index, route);
-        self.request(RouteNetlinkMessage::NewRoute(msg), CREATE)
-    }
-
-    fn del_route6(&mut self, index: u32, route: &KernelRoute6) -> io::Result<()> {
-        let msg = message6::del_route6(index, route);
-        self.request(RouteNetlinkMessage::DelRoute(msg), 0)
-    }
-
-    fn add_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
-        let msg = message6::add_neigh6(index, neigh);
-        self.request(RouteNetlinkMessage::NewNeighbour(msg), CREATE)
-    }
-
-    fn del_neigh6(&mut self, index: u32, neigh: &Neigh6) -> io::Result<()> {
-        let msg = message6::del_neigh6(index, neigh);
-        self.request(RouteNetlinkMessage::DelNeighbour(msg), 0)
     }
 
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()> {
