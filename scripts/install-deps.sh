@@ -8,7 +8,7 @@ PACKAGES=(
     syslinux mtools dosfstools
     chromium chromium-driver novnc websockify tesseract-ocr
     cloud-init netplan.io python3-yaml
-    isc-dhcp-client tcpdump
+    isc-dhcp-client tcpdump slirp4netns docker-compose podman catatonit
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

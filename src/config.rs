@@ -48,9 +48,11 @@ pub enum Vhost {
 /// How the guest's NICs reach the container's network (`NET_DATAPATH`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NetDatapath {
-    /// macvtap where vminit may take the network over, else user mode.
+    /// macvtap when its device nodes can be made and opened, else tap; user mode when
+    /// neither can be had.
     Auto,
     Macvtap,
+    Tap,
     /// passt: no takeover, no capability needed.
     User,
 }
@@ -61,6 +63,8 @@ pub enum Datapath {
     /// A macvtap on the container NIC, read and written through /dev/tapN.
     #[default]
     Macvtap,
+    /// A tap from /dev/net/tun joined to the container NIC by tc.
+    Tap,
     /// One passt per NIC, QEMU connected to its Unix socket; the namespace is not changed.
     User,
 }
@@ -251,11 +255,12 @@ where
     config.datapath = match nonempty(env, "NET_DATAPATH").as_deref() {
         None | Some("auto") => NetDatapath::Auto,
         Some("macvtap") => NetDatapath::Macvtap,
+        Some("tap") => NetDatapath::Tap,
         Some("user") => NetDatapath::User,
         Some(v) => {
             return Err(bad(
                 "NET_DATAPATH",
-                format!("{v:?} is not one of auto, macvtap, user"),
+                format!("{v:?} is not one of auto, macvtap, tap, user"),
             ));
         }
     };
@@ -733,10 +738,12 @@ mod tests {
                 ("STOP_TIMEOUT", "3.5"),
                 ("QEMU_SANDBOX", "off"),
                 ("QEMU_CAPS", "keep"),
+                ("NET_DATAPATH", "tap"),
             ],
         )
         .unwrap();
         assert_eq!((ok.qemu_sandbox, ok.qemu_caps), (false, QemuCaps::Keep));
+        assert_eq!(ok.datapath, NetDatapath::Tap);
         assert_eq!((ok.ram.as_str(), ok.cpus), ("512M", 2));
         assert_eq!(
             (ok.accel, ok.vhost, ok.dhcp),
@@ -750,6 +757,7 @@ mod tests {
             ("CPU_CORES", "0"),
             ("ACCEL", "hvf"),
             ("VHOST", "maybe"),
+            ("NET_DATAPATH", "macvlan"),
             ("ENABLE_DHCP", "sometimes"),
             ("STOP_TIMEOUT", "-1"),
             ("IFACE_WAIT", "soon"),

@@ -306,6 +306,7 @@ mod tests {
             slot: Slot(i),
             tap: Slot(i).tap(),
             door: Slot(i).door(),
+            datapath: crate::config::Datapath::Macvtap,
             mac: Mac([2, 0x42, 0, 0, 0, i as u8]),
             mtu: 1500,
             addr: Some(addr.parse().unwrap()),

@@ -95,7 +95,7 @@ pub fn render(input: &DnsmasqInput) -> String {
             continue;
         };
         line(format!("# {} -> guest NIC {i}", nic.lower));
-        line(format!("interface={}", nic.door));
+        line(format!("interface={}", nic.serves_on()));
         // The door holds a link-local address; serve the guest's subnet on it anyway. (By
         // address, not name: the door does not exist yet when dnsmasq reads this.)
         line(format!("shared-network={},{}", nic.door_addr, addr.addr));
@@ -243,6 +243,7 @@ mod tests {
             slot: Slot(i),
             tap: Slot(i).tap(),
             door: Slot(i).door(),
+            datapath: crate::config::Datapath::Macvtap,
             mac: Mac([2, 0x42, 0xac, 0x13, 0, i as u8 + 2]),
             mtu: 1450,
             addr: Some(addr.parse().unwrap()),
@@ -712,6 +713,7 @@ mod tests {
             slot: Slot(0),
             tap: "vmtap0".into(),
             door: "vmlink0".into(),
+            datapath: crate::config::Datapath::Macvtap,
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1450,
             addr: Some("172.19.0.2/24".parse().unwrap()),

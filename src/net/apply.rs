@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -33,6 +35,10 @@ pub struct Applier<'a, N: Rtnetlink + ?Sized> {
     /// Steps applied, and undone, by this applier so far (for the test hook).
     applied: usize,
     undone: usize,
+    /// The tun device taps are made on (`/dev/net/tun`).
+    tun: PathBuf,
+    /// The taps made, each held by its descriptor until `take_tap` hands it on.
+    taps: HashMap<String, OwnedFd>,
 }
 
 impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
@@ -46,7 +52,20 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             pause_after_undo: None,
             applied: 0,
             undone: 0,
+            tun: PathBuf::from("/dev/net/tun"),
+            taps: HashMap::new(),
         }
+    }
+
+    /// Makes taps on `tun` instead of `/dev/net/tun`.
+    pub fn tun_device(&mut self, tun: &Path) {
+        self.tun = tun.to_path_buf();
+    }
+
+    /// The descriptor of the tap `name` made by this applier, now the caller's (the tap
+    /// lives as long as it, or a copy, is open).
+    pub fn take_tap(&mut self, name: &str) -> Option<OwnedFd> {
+        self.taps.remove(name)
     }
 
     /// Test hook (`VMINIT_TEST_PAUSE`): the applier stops for good after the given number
@@ -221,7 +240,35 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             Step::DelLink { name } => {
                 let i = self.index(name)?;
                 self.indexes.remove(name);
-                self.nl.del_link(i)
+                self.nl.del_link(i)?;
+                // A tap of this applier's is gone with its link.
+                self.taps.remove(name);
+                Ok(())
+            }
+            Step::AddTap { name, mac, mtu } => {
+                let fd = self.nl.add_tap(&self.tun, name)?;
+                self.indexes.remove(name);
+                // Held from here on: a later failure's rollback deletes the link.
+                self.taps.insert(name.clone(), fd);
+                let i = self.index(name)?;
+                self.nl.set_mac(i, *mac)?;
+                self.nl.set_mtu_up(i, *mtu)
+            }
+            Step::AddIngress { dev } => {
+                let i = self.index(dev)?;
+                self.nl.add_ingress(i)
+            }
+            Step::DelIngress { dev } => {
+                let i = self.index(dev)?;
+                self.nl.del_ingress(i)
+            }
+            Step::AddFilter { dev, filter } => {
+                let i = self.index(dev)?;
+                let target = match filter.target() {
+                    Some(name) => Some(self.index(name)?),
+                    None => None,
+                };
+                self.nl.add_filter(i, filter, target)
             }
             Step::SetAlias { dev, alias } => {
                 let i = self.index(dev)?;
@@ -277,6 +324,10 @@ fn already_done(step: &Step, e: &io::Error) -> bool {
             )
         }
         Step::DelLink { .. } => errno == Some(libc::ENODEV),
+        // No ingress qdisc there (EINVAL on older kernels), or no link at all.
+        Step::DelIngress { .. } => {
+            matches!(errno, Some(libc::ENOENT | libc::EINVAL | libc::ENODEV))
+        }
         _ => false,
     }
 }
@@ -381,6 +432,83 @@ mod tests {
         fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
             self.call(format!("link set {index} allmulticast on up"))
         }
+        fn add_tap(&mut self, _tun: &Path, name: &str) -> io::Result<OwnedFd> {
+            self.call(format!("tuntap add {name}"))?;
+            let index = 99 + self.links.len() as u32;
+            self.links.push((name.to_string(), index));
+            Ok(std::fs::File::open("/dev/null")?.into())
+        }
+        fn set_mtu_up(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+            self.call(format!("link set {index} mtu {mtu} up"))
+        }
+        fn add_ingress(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("qdisc add {index} ingress"))
+        }
+        fn del_ingress(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("qdisc del {index} ingress"))
+        }
+        fn add_filter(
+            &mut self,
+            index: u32,
+            filter: &crate::net::tc::Filter,
+            target: Option<u32>,
+        ) -> io::Result<()> {
+            self.call(format!(
+                "filter add {index} prio {} to {target:?}",
+                filter.prio
+            ))
+        }
+    }
+
+    #[test]
+    fn a_tap_is_held_until_taken_and_a_failed_join_deletes_it_and_its_qdiscs() {
+        use crate::net::tc::{ETH_P_ALL, Filter, Verdict};
+        let mut nl = FakeKernel::with_links(&["eth0"]).fail("filter add 1 ", libc::EINVAL, 1);
+        let mut a = Applier::new(&mut nl);
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let tap = Step::AddTap {
+            name: "vmtap0".into(),
+            mac,
+            mtu: 1400,
+        };
+        let redirect = |dev: &str, to: &str| Step::AddFilter {
+            dev: dev.into(),
+            filter: Filter {
+                prio: 1,
+                protocol: ETH_P_ALL,
+                keys: Vec::new(),
+                verdict: Verdict::Redirect(to.into()),
+            },
+        };
+        let steps = [
+            tap,
+            Step::AddIngress {
+                dev: "vmtap0".into(),
+            },
+            redirect("vmtap0", "eth0"),
+            Step::AddIngress { dev: "eth0".into() },
+            redirect("eth0", "vmtap0"),
+        ];
+        assert!(a.apply_all(&steps).is_err());
+        assert!(
+            a.take_tap("vmtap0").is_none(),
+            "the rollback let the tap go"
+        );
+        assert_eq!(
+            nl.calls,
+            [
+                "tuntap add vmtap0",
+                "link set 100 address 02:00:00:00:00:01",
+                "link set 100 mtu 1400 up",
+                "qdisc add 100 ingress",
+                "filter add 100 prio 1 to Some(1)",
+                "qdisc add 1 ingress",
+                "filter add 1 prio 1 to Some(100)",
+                "qdisc del 1 ingress",
+                "qdisc del 100 ingress",
+                "link del 100",
+            ]
+        );
     }
 
     fn add_link(kind: MacLinkKind, name: &str) -> Step {

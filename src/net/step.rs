@@ -11,6 +11,7 @@ use crate::net::netstate::{
     ICMPV6_ROUTER_PREF_HIGH, ICMPV6_ROUTER_PREF_LOW, IFA_F_NODAD, IFA_F_NOPREFIXROUTE, IpIfAddr,
     IpNeigh, IpRoute, RT_TABLE_MAIN, RTPROT_BOOT,
 };
+use crate::net::tc::Filter;
 use crate::net::types::Mac;
 
 /// The two kinds of MAC-based virtual links vminit creates, both in bridge mode.
@@ -91,6 +92,26 @@ pub enum Step {
     SetUpAllMulticast {
         dev: String,
     },
+    /// The guest's tap (the tap datapath): a tap device on `/dev/net/tun`, held open for
+    /// QEMU, given `mac` and `mtu` and brought up.
+    AddTap {
+        name: String,
+        mac: Mac,
+        mtu: u32,
+    },
+    /// An ingress qdisc, where a link's tc filters hang.
+    AddIngress {
+        dev: String,
+    },
+    /// Deletes a link's ingress qdisc, and its filters with it.
+    DelIngress {
+        dev: String,
+    },
+    /// A tc filter on a link's ingress qdisc (it goes with the qdisc).
+    AddFilter {
+        dev: String,
+        filter: Filter,
+    },
 }
 
 impl Step {
@@ -156,14 +177,17 @@ impl Step {
                 mac: old,
                 old: mac,
             },
-            Step::AddLink { name, .. } => Step::DelLink { name },
+            Step::AddLink { name, .. } | Step::AddTap { name, .. } => Step::DelLink { name },
+            Step::AddIngress { dev } => Step::DelIngress { dev },
             // Deleting a link cannot be undone; only recovery deletes links. An alias and
             // the offload setting go with the link.
             Step::DelLink { .. }
             | Step::SetAlias { .. }
             | Step::TxChecksumOff { .. }
             | Step::NoAddrGen { .. }
-            | Step::SetUpAllMulticast { .. } => {
+            | Step::SetUpAllMulticast { .. }
+            | Step::DelIngress { .. }
+            | Step::AddFilter { .. } => {
                 return None;
             }
         })
@@ -291,6 +315,13 @@ impl fmt::Display for Step {
             Step::SetUpAllMulticast { dev } => {
                 write!(f, "ip link set {dev} allmulticast on up")
             }
+            Step::AddTap { name, mac, mtu } => write!(
+                f,
+                "ip tuntap add dev {name} mode tap vnet_hdr && ip link set {name} address {mac} mtu {mtu} up"
+            ),
+            Step::AddIngress { dev } => write!(f, "tc qdisc add dev {dev} ingress"),
+            Step::DelIngress { dev } => write!(f, "tc qdisc del dev {dev} ingress"),
+            Step::AddFilter { dev, filter } => write!(f, "tc filter add dev {dev} {filter}"),
         }
     }
 }

@@ -13,7 +13,7 @@ use guest::{Guest, GuestNics};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::{JoinHandle, sleep};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::config::{self, Accel, Command, Config, Datapath, Pause, Vhost};
+use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
@@ -38,8 +38,8 @@ use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::vm::devices::{self, Tap};
 use crate::{
-    dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, pid1::lock, pid1::policy,
-    pid1::spawn, takeover::identity, vm::console, vm::display, vm::qemu, vm::seed,
+    dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
+    pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::qemu, vm::seed,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -84,19 +84,15 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     let datapath = report(accel::choose_user(
         config.datapath,
         caps & (1 << devices::CAP_NET_ADMIN) != 0,
-        || {
-            devices::probe_tap_nodes(&paths.dev, &paths.proc_devices).map(|()| Choice {
-                value: Datapath::Macvtap,
-                report: "datapath: macvtap".into(),
-                warning: false,
-            })
-        },
+        || choose_datapath(config),
     )?);
     devices::check_program(&paths.qemu, "QEMU")?;
     match datapath {
         Datapath::User => devices::check_program(&paths.passt, "passt")?,
-        Datapath::Macvtap if config.dhcp => devices::check_program(&paths.dnsmasq, "dnsmasq")?,
-        Datapath::Macvtap => {}
+        Datapath::Macvtap | Datapath::Tap if config.dhcp => {
+            devices::check_program(&paths.dnsmasq, "dnsmasq")?
+        }
+        Datapath::Macvtap | Datapath::Tap => {}
     }
     let disk = devices::open_disk(&paths.disk)?;
     log::info!("disk: {}", disk.describe());
@@ -121,6 +117,27 @@ fn check_inputs(config: &Config) -> Result<Checked> {
         datapath,
         caps,
     })
+}
+
+/// The takeover datapath this container allows (`NET_DATAPATH`, `auto`): make and open
+/// macvtap device nodes, else open `/dev/net/tun`; the error when neither can be had.
+fn choose_datapath(config: &Config) -> Result<Choice<Datapath>> {
+    let paths = &config.paths;
+    let macvtap = match config.datapath {
+        NetDatapath::Tap => accel::MacvtapProbe::NotLoaded,
+        _ => devices::probe_tap_nodes(&paths.dev, &paths.proc_devices),
+    };
+    let tun_path = tun_device(config);
+    let tun = match config.datapath {
+        NetDatapath::Macvtap => Ok(()),
+        _ => tun::probe(&tun_path).map_err(|e| format!("open {}: {e}", tun_path.display())),
+    };
+    accel::choose_datapath(config.datapath, macvtap, tun)
+}
+
+/// The tun device the tap datapath makes its taps on.
+fn tun_device(config: &Config) -> PathBuf {
+    config.paths.dev.join("net/tun")
 }
 
 /// Reads the files the `CLOUD_INIT_*` inputs name and checks everything: the seed, if one was
@@ -186,6 +203,9 @@ struct TakenNic {
     steps: Vec<Step>,
     /// Its /dev/tapN node, once made.
     node: Option<PathBuf>,
+    /// The tap datapath's tap, held by vminit until its steps are undone (deleting it
+    /// explicitly, as a macvtap is; QEMU has its own descriptor).
+    held: Option<OwnedFd>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
 }
@@ -376,6 +396,7 @@ impl<'a> Boot<'a> {
                 selected_network6: self.config.selected_network6,
                 state: &state,
                 random_macs: &random,
+                datapath: self.checked.datapath,
             });
             if let Ok(plan) = &result {
                 for warning in &plan.warnings {
@@ -578,6 +599,7 @@ fn take_over_nic(
     nic: &NicPlan,
     steps: &[Step],
 ) -> (Option<TakenNic>, Result<Tap>) {
+    applier.tun_device(&tun_device(config));
     if let Err(e) = applier.apply_all(steps) {
         return (None, Err(e));
     }
@@ -585,19 +607,40 @@ fn take_over_nic(
         nic: nic.clone(),
         steps: applier.take_applied(),
         node: None,
+        held: None,
         pending: None,
     };
     let paths = &config.paths;
-    let tap = applier.index_of(&nic.tap).and_then(|index| {
-        devices::open_tap(
-            &paths.sys_class_net,
-            &paths.dev,
-            &nic.tap,
-            index,
-            checked.tap_major,
-        )
-    });
-    taken.node = tap.as_ref().ok().map(|t| t.path.clone());
+    let tap = match nic.datapath {
+        // User mode takes nothing over: it never gets here.
+        Datapath::Macvtap | Datapath::User => {
+            let tap = applier.index_of(&nic.tap).and_then(|index| {
+                devices::open_tap(
+                    &paths.sys_class_net,
+                    &paths.dev,
+                    &nic.tap,
+                    index,
+                    checked.tap_major,
+                )
+            });
+            taken.node = tap.as_ref().ok().map(|t| t.path.clone());
+            tap
+        }
+        Datapath::Tap => {
+            let fd = applier
+                .take_tap(&nic.tap)
+                .expect("the takeover's AddTap step made it");
+            fd.try_clone()
+                .map_err(|e| Error::os(format!("duplicate the descriptor of {}", nic.tap), e))
+                .map(|held| {
+                    taken.held = Some(held);
+                    Tap {
+                        path: tun_device(config),
+                        fd,
+                    }
+                })
+        }
+    };
     (Some(taken), tap)
 }
 

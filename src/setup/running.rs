@@ -128,6 +128,7 @@ impl supervise::Effects for Guest<'_> {
                 selected_network6: self.config.selected_network6,
                 state: &state,
                 random_macs: &random,
+                datapath: self.checked.datapath,
             },
             &guest,
         );

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::config::Datapath;
 use crate::net::netstate::{
     IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState,
 };
@@ -50,6 +51,9 @@ pub struct Identity {
     pub routes6: Vec<KernelRoute6>,
     /// Its permanent IPv6 neighbour entries.
     pub neighbours6: Vec<Neigh6>,
+    /// The datapath that took it over: with the tap datapath, the NIC's ingress qdisc (the
+    /// tc filters to the guest's tap) is vminit's too.
+    pub datapath: Datapath,
 }
 
 /// Whether vminit made this link (an earlier run's, or this run's): its alias says so, or
@@ -67,7 +71,7 @@ pub fn is_ours(link: &Link) -> bool {
                         .and_then(|rest| rest.split_once('.'))
                         .is_some_and(|(i, k)| numbered(i, "") && numbered(k, ""))
             }
-            Some("macvtap") => numbered(&link.name, "vmtap"),
+            Some("macvtap") | Some("tun") => numbered(&link.name, "vmtap"),
             _ => false,
         },
     }
@@ -101,9 +105,13 @@ impl Identity {
             .collect()
     }
 
-    /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`.
+    /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`, with `;t` after the MAC
+    /// for the tap datapath.
     pub fn encode(&self) -> String {
         let mut entries = vec![format!("v1 {}", self.mac)];
+        if self.datapath == Datapath::Tap {
+            entries.push("t".into());
+        }
         entries.extend(self.addrs.iter().map(encode_addr));
         entries.extend(self.routes.iter().map(encode_route));
         entries.extend(
@@ -133,10 +141,12 @@ impl Identity {
             addrs6: Vec::new(),
             routes6: Vec::new(),
             neighbours6: Vec::new(),
+            datapath: Datapath::Macvtap,
         };
         for entry in entries {
             let mut words = entry.split(' ');
             match words.next()? {
+                "t" => id.datapath = Datapath::Tap,
                 "a" => id.addrs.push(decode_addr(words)?),
                 "r" => id.routes.push(decode_route(words)?),
                 "n" => id.neighbours.push(Neigh {
@@ -515,6 +525,10 @@ pub fn recovery(state: &NetState) -> Vec<Step> {
 fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
     let dev = &id.lower;
     let mut steps = Vec::new();
+    if id.datapath == Datapath::Tap {
+        // Its filters send the network's frames to a tap that is gone.
+        steps.push(Step::DelIngress { dev: dev.clone() });
+    }
     let mac_changes = lower.mac.is_some_and(|m| m != id.mac);
     if let Some(current) = lower.mac.filter(|_| mac_changes) {
         steps.push(Step::SetMac {
@@ -643,6 +657,7 @@ mod tests {
             addrs6: Vec::new(),
             routes6: Vec::new(),
             neighbours6: Vec::new(),
+            datapath: Datapath::Macvtap,
         }
     }
 
@@ -742,6 +757,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tap_record_says_so_and_only_its_recovery_deletes_the_nics_ingress_qdisc() {
+        let mut id = identity();
+        id.datapath = Datapath::Tap;
+        let text = id.encode();
+        assert!(text.starts_with("v1 02:42:ac:13:00:02;t;a "), "{text}");
+        assert_eq!(Identity::decode("eth0", &text), Some(id.clone()));
+        let tap_state = with_links(Ns::new().nic(7, "eth0", MAC0, &[], &[]).0, &id.aliases());
+        let cmds: Vec<String> = recovery(&tap_state).iter().map(|s| s.to_string()).collect();
+        assert!(
+            cmds.contains(&"tc qdisc del dev eth0 ingress".to_string()),
+            "{cmds:?}"
+        );
+        // A macvtap run's recovery leaves the NIC's qdiscs alone (a user's, if any).
+        let cmds: Vec<String> = recovery(&killed_run())
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(!cmds.iter().any(|c| c.starts_with("tc ")), "{cmds:?}");
+    }
+
+    #[test]
     fn a_run_killed_before_it_changed_the_nic_only_loses_its_links() {
         // The record is complete, the NIC untouched: its MAC, addresses in order, routes
         // and neighbours are all there.
@@ -795,6 +831,9 @@ mod tests {
         assert!(is_ours(&link("vmlink0", "macvlan", None)));
         assert!(is_ours(&link("vmrec1.2", "macvlan", None)));
         assert!(is_ours(&link("vmtap3", "macvtap", None)));
+        // The tap datapath's tap; a user's tun of another name (slirp4netns' tap0) is not.
+        assert!(is_ours(&link("vmtap3", "tun", None)));
+        assert!(!is_ours(&link("tap0", "tun", None)));
         assert!(is_ours(&link("anything", "veth", Some("vminit:nic eth0"))));
         assert!(!is_ours(&link("vmlink1", "veth", None)), "a user's veth");
         assert!(

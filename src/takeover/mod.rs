@@ -4,7 +4,8 @@
 //!
 //! Pure, every file: `plan` (config + namespace -> the NICs and the steps), `plan6` (the IPv6
 //! half), `identity` (the record kept in link aliases; recovery after a killed run), `slot`
-//! (a guest NIC's place and every name made from it).
+//! (a guest NIC's place and every name made from it), `tapjoin` (the tc filters of the tap
+//! datapath).
 //!
 //! Imports `net` and `pid1` only.
 
@@ -12,3 +13,4 @@ pub mod identity;
 pub mod plan;
 pub mod plan6;
 pub mod slot;
+pub mod tapjoin;

@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::config::Attach;
+use crate::config::{Attach, Datapath};
 use crate::error::{Error, NetworkError, Result};
 use crate::net::netstate::{
     IfAddr, KernelRoute, Link, Neigh, NetState, RT_TABLE_MAIN, natural_cmp,
@@ -16,6 +16,7 @@ use crate::net::types::{Ipv4Net, Ipv6Net, Mac, Route};
 use crate::takeover::identity::{self, Identity};
 use crate::takeover::plan6::{self, Guest6, Nic6};
 use crate::takeover::slot::Slot;
+use crate::takeover::tapjoin;
 
 /// The guest's side of one container NIC.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,10 +25,13 @@ pub struct NicPlan {
     pub lower: String,
     /// Its place among the guest's NICs, which makes every name below.
     pub slot: Slot,
-    /// The macvtap that carries the guest's traffic (`vmtap0`).
+    /// The macvtap, or the tap (tap datapath), that carries the guest's traffic (`vmtap0`).
     pub tap: String,
-    /// The container's bridge-mode macvlan to reach the guest (`vmlink0`).
+    /// The container's bridge-mode macvlan on the NIC (`vmlink0`): its way to the guest and
+    /// the network (with the tap datapath, to the network only), and the record's first part.
     pub door: String,
+    /// How the guest's NIC reaches the container's.
+    pub datapath: Datapath,
     /// The guest's MAC: the container NIC's original one.
     pub mac: Mac,
     pub mtu: u32,
@@ -39,12 +43,24 @@ pub struct NicPlan {
     /// Classless static routes for the guest (DHCP option 121); on-link when no gateway.
     /// Empty for an IPv6-only NIC.
     pub guest_routes: Vec<Route>,
-    /// The container's own (link-local) address on `door`; also the guest's DHCP/DNS server
-    /// (on an IPv6-only NIC only the source of the NIC's IPv4 routes, if it has any).
+    /// The container's own (link-local) address on `door` (with the tap datapath, on the
+    /// tap); also the guest's DHCP/DNS server (on an IPv6-only NIC only the source of the
+    /// NIC's IPv4 routes, if it has any).
     pub door_addr: Ipv4Addr,
 }
 
 impl NicPlan {
+    /// The link the guest's servers (DHCP, DNS, router advertisements, DHCPv6) and the door
+    /// address are on: the door with macvtap, the tap itself with the tap datapath (its tc
+    /// filters keep the guest's traffic for them there; see `tapjoin`).
+    pub fn serves_on(&self) -> &str {
+        match self.datapath {
+            // User mode plans as macvtap and applies nothing.
+            Datapath::Macvtap | Datapath::User => &self.door,
+            Datapath::Tap => &self.tap,
+        }
+    }
+
     /// This NIC when it gives the guest the router `gateway` (the default route in DHCP
     /// options 3 and 121), its other routes kept.
     pub fn with_router(&self, gateway: Ipv4Addr) -> NicPlan {
@@ -102,6 +118,8 @@ pub struct PlanInput<'a> {
     pub state: &'a NetState,
     /// Random bytes for the container NICs' new MACs, one per NIC (extra ones unused).
     pub random_macs: &'a [[u8; 6]],
+    /// The datapath every NIC gets.
+    pub datapath: Datapath,
 }
 
 /// One container NIC chosen for the guest, with what it holds now.
@@ -148,7 +166,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         let random = input.random_macs.get(i).copied().unwrap_or([i as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         let router6 = Some(nic.link.index) == router_nic6;
-        let planned = plan_nic(Slot(i), nic, (router, router6), &mut taken, random);
+        let planned = plan_nic(
+            Slot(i),
+            nic,
+            (router, router6),
+            &mut taken,
+            random,
+            input.datapath,
+        );
         plan.warnings.extend(planned.warning);
         plan.counts.push(planned.steps.len());
         plan.steps.extend(planned.steps);
@@ -177,6 +202,7 @@ fn plan_nic(
     (router, router6): (bool, bool),
     taken: &mut Vec<Ipv4Addr>,
     random: [u8; 6],
+    datapath: Datapath,
 ) -> PlannedNic {
     let addr = nic.addr.as_ref().map(|a| a.net);
     let door_addr = match addr {
@@ -206,6 +232,7 @@ fn plan_nic(
         slot,
         tap: slot.tap(),
         door: slot.door(),
+        datapath,
         mac: nic.mac,
         mtu: nic.link.mtu,
         addr,
@@ -213,10 +240,10 @@ fn plan_nic(
         guest_routes,
         door_addr,
     };
-    let steps = takeover(nic, &guest, Mac::local_from(random));
+    let steps = takeover(nic, &guest, random);
     let guest6 = plan6::guest6(
         &guest.lower,
-        &guest.door,
+        guest.serves_on(),
         guest.mac,
         guest.mtu,
         &nic.nic6,
@@ -319,7 +346,14 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
             .unwrap_or([slot.0 as u8; 6]);
         let router = Some(nic.link.index) == router_nic;
         // A NIC that joins later never gives the guest an IPv6 default route.
-        let planned = plan_nic(slot, nic, (router, false), &mut taken, random);
+        let planned = plan_nic(
+            slot,
+            nic,
+            (router, false),
+            &mut taken,
+            random,
+            input.datapath,
+        );
         changes.warnings.extend(planned.warning);
         changes.added.push((planned.nic, planned.steps));
         changes.v6.extend(planned.v6);
@@ -536,19 +570,80 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 /// The changes that hand one NIC to the guest, in order: the record first, so that a run
 /// killed at any later step can be recovered; then the NIC gives up its address (and with
 /// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
-/// routes back.
-fn takeover(nic: &Candidate, guest: &NicPlan, new_mac: Mac) -> Vec<Step> {
+/// routes back. With the tap datapath, the guest's tap (MAC and door address its own, from
+/// `random` too) is joined to the NIC last, once it serves the guest.
+fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
+    let new_mac = Mac::local_from(random);
     let mut steps = write_record(nic, guest);
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
-    steps.push(Step::SetMac {
-        dev: guest.lower.clone(),
-        mac: new_mac,
-        old: nic.mac,
-    });
-    steps.extend(create_guest_nic(guest));
+    if guest.datapath == Datapath::Macvtap || !keeps_mac_for_tap(nic.link) {
+        steps.push(Step::SetMac {
+            dev: guest.lower.clone(),
+            mac: new_mac,
+            old: nic.mac,
+        });
+    }
+    let tap_mac = {
+        let mut bytes = random;
+        bytes.reverse();
+        Mac::local_from(bytes)
+    };
+    match guest.datapath {
+        Datapath::Macvtap | Datapath::User => steps.extend(create_guest_nic(guest)),
+        Datapath::Tap => steps.extend([
+            Step::AddTap {
+                name: guest.tap.clone(),
+                mac: tap_mac,
+                mtu: guest.mtu,
+            },
+            Step::SetAlias {
+                dev: guest.tap.clone(),
+                alias: identity::tap_alias(&guest.lower),
+            },
+        ]),
+    }
     steps.extend(open_door(nic, guest));
-    steps.extend(plan6::open_door6(&guest.door, &nic.nic6));
+    steps.extend(plan6::open_door6(&guest.door, guest.serves_on(), &nic.nic6));
+    if guest.datapath == Datapath::Tap {
+        steps.extend(join_tap(guest, tap_mac));
+    }
+    steps
+}
+
+/// Whether, with the tap datapath, the NIC keeps its MAC (the guest's): a macvlan NIC (Docker
+/// `-d macvlan`) receives only frames for its own MAC from the host's NIC, so the guest's
+/// frames reach the tc filters only while the NIC holds the guest's MAC. A veth or a tap
+/// receives every frame of its link and gets a new MAC, as with macvtap.
+fn keeps_mac_for_tap(link: &Link) -> bool {
+    link.kind.as_deref() == Some("macvlan")
+}
+
+/// The tc filters that join the tap to its NIC (see `tapjoin`): the tap's side first, the
+/// NIC's last, so that the network reaches the guest only once everything else is there.
+fn join_tap(guest: &NicPlan, tap_mac: Mac) -> Vec<Step> {
+    let mut steps = vec![Step::AddIngress {
+        dev: guest.tap.clone(),
+    }];
+    steps.extend(
+        tapjoin::from_guest(tap_mac, &guest.lower)
+            .into_iter()
+            .map(|filter| Step::AddFilter {
+                dev: guest.tap.clone(),
+                filter,
+            }),
+    );
+    steps.push(Step::AddIngress {
+        dev: guest.lower.clone(),
+    });
+    steps.extend(
+        tapjoin::from_network(guest.mac, &guest.tap)
+            .into_iter()
+            .map(|filter| Step::AddFilter {
+                dev: guest.lower.clone(),
+                filter,
+            }),
+    );
     steps
 }
 
@@ -565,6 +660,7 @@ fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         addrs6: nic.nic6.addrs.clone(),
         routes6: nic.nic6.routes.clone(),
         neighbours6: nic.nic6.neighbours.clone(),
+        datapath: guest.datapath,
     };
     let mut steps = Vec::new();
     for (k, alias) in identity.aliases().into_iter().enumerate() {
@@ -656,22 +752,25 @@ fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
 /// (Kubernetes can give a NIC two), else the door address.
 fn open_door(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
     let door = &guest.door;
+    let serves_on = guest.serves_on();
     let kept = nic
         .addrs
         .iter()
         .find(|a| Some(a.net) != guest.addr)
         .map(|a| a.net.addr);
     let mut steps = vec![
-        Step::TxChecksumOff { dev: door.clone() },
+        Step::TxChecksumOff {
+            dev: serves_on.to_string(),
+        },
         Step::add_addr(
-            door.clone(),
+            serves_on.to_string(),
             IfAddr::plain(Ipv4Net::new(guest.door_addr, 32)),
         ),
     ];
     if let Some(addr) = guest.addr {
         let mut to_guest = KernelRoute::main(Route::host(addr.addr));
         to_guest.src = Some(guest.door_addr);
-        steps.push(Step::add_route(door.clone(), to_guest));
+        steps.push(Step::add_route(serves_on.to_string(), to_guest));
     }
     // The subnet the NIC's address routed (the kernel drops that route with the address):
     // the gateway stays on-link, so Docker can route the container through it when it
@@ -835,6 +934,7 @@ mod tests {
             selected_network6: None,
             state,
             random_macs: &[[0xaa; 6], [0xbb; 6]],
+            datapath: Datapath::Macvtap,
         })
     }
 
@@ -879,6 +979,7 @@ mod tests {
             addrs6: vec![],
             routes6: vec![],
             neighbours6: vec![],
+            datapath: Datapath::Macvtap,
         };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -906,6 +1007,79 @@ mod tests {
                 "vminit:door eth0 1/1 v1 02:42:ac:13:00:02;a 172.19.0.2/24 b=172.19.0.255;r 0.0.0.0/0 g=172.19.0.1"
             ]
         );
+    }
+
+    #[test]
+    fn with_the_tap_datapath_the_door_serves_on_the_tap_and_tc_joins_it_to_the_nic_last() {
+        let state = Ns::new()
+            .nic(
+                7,
+                "eth0",
+                MAC0,
+                &["172.19.0.2/24"],
+                &[route("0.0.0.0/0", Some("172.19.0.1"))],
+            )
+            .0;
+        let p = plan(&PlanInput {
+            attach: &Attach::All,
+            selected_network: None,
+            selected_network6: None,
+            state: &state,
+            random_macs: &[[0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xab]],
+            datapath: Datapath::Tap,
+        })
+        .unwrap();
+        let nic = &p.nics[0];
+        assert_eq!(nic.serves_on(), "vmtap0");
+        let door = nic.door_addr;
+        let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
+        assert!(
+            cmds[1].contains(";t;a 172.19.0.2/24"),
+            "the record says tap: {}",
+            cmds[1]
+        );
+        assert_eq!(
+            cmds[2..],
+            [
+                "ip route del default via 172.19.0.1 dev eth0".to_string(),
+                "ip addr del 172.19.0.2/24 dev eth0".into(),
+                "ip link set eth0 address aa:aa:aa:aa:aa:ab".into(),
+                "ip tuntap add dev vmtap0 mode tap vnet_hdr && ip link set vmtap0 address aa:aa:aa:aa:aa:aa mtu 1450 up".into(),
+                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
+                "ethtool -K vmtap0 tx off".into(),
+                format!("ip addr add {door}/32 dev vmtap0"),
+                format!("ip route add 172.19.0.2/32 dev vmtap0 src {door}"),
+                format!("ip route add 172.19.0.0/24 dev vmlink0 src {door}"),
+                format!("ip route add default via 172.19.0.1 dev vmlink0 onlink src {door}"),
+                "tc qdisc add dev vmtap0 ingress".into(),
+                "tc filter add dev vmtap0 ingress prio 1 protocol all u32 match u32 0xaaaaaaaa 0xffffffff at -14 match u32 0xaaaa0000 0xffff0000 at -10".into(),
+                "tc filter add dev vmtap0 ingress prio 2 protocol ip u32 match u32 0x05000000 0x0f000000 at 0 match u32 0x00110000 0x00ff0000 at 8 match u32 0x00000043 0x0000ffff at 20".into(),
+                "tc filter add dev vmtap0 ingress prio 3 protocol ipv6 u32 match u32 0x00003a00 0x0000ff00 at 4 match u32 0x85000000 0xff000000 at 40".into(),
+                "tc filter add dev vmtap0 ingress prio 4 protocol ipv6 u32 match u32 0x00001100 0x0000ff00 at 4 match u32 0x00000223 0x0000ffff at 40".into(),
+                "tc filter add dev vmtap0 ingress prio 5 protocol all u32 match u32 0x01000000 0x01000000 at -14 action mirred egress mirror dev eth0 pass".into(),
+                "tc filter add dev vmtap0 ingress prio 6 protocol all u32 match u32 0 0 action mirred egress redirect dev eth0".into(),
+                "tc qdisc add dev eth0 ingress".into(),
+                "tc filter add dev eth0 ingress prio 1 protocol all u32 match u32 0x0242ac13 0xffffffff at -14 match u32 0x00020000 0xffff0000 at -10 action mirred egress redirect dev vmtap0".into(),
+                "tc filter add dev eth0 ingress prio 2 protocol all u32 match u32 0x01000000 0x01000000 at -14 action mirred egress mirror dev vmtap0 pass".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn with_the_tap_datapath_a_macvlan_nic_keeps_its_mac() {
+        let mut state = Ns::new().nic(7, "eth0", MAC0, &["10.1.0.7/24"], &[]).0;
+        state.links[1].kind = Some("macvlan".into());
+        let p = plan(&PlanInput {
+            attach: &Attach::All,
+            selected_network: None,
+            selected_network6: None,
+            state: &state,
+            random_macs: &[[0xaa; 6]],
+            datapath: Datapath::Tap,
+        })
+        .unwrap();
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::SetMac { .. })));
+        assert!(p.steps.iter().any(|s| matches!(s, Step::AddTap { .. })));
     }
 
     #[test]
@@ -1513,6 +1687,7 @@ mod tests {
                 selected_network6: None,
                 state,
                 random_macs: &[[0xcc; 6], [0xdd; 6]],
+                datapath: Datapath::Macvtap,
             },
             guest,
         )

@@ -143,18 +143,19 @@ pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
     steps
 }
 
-/// The container's IPv6 side of the door: a route to the guest's address, and the NIC's
-/// configured IPv6 routes (a gateway the door has no prefix for is `onlink`). A route's
-/// source stays only if the container keeps that address. Nothing when the door has no IPv6
-/// (Docker): the container then reaches the guest over IPv4 only.
-pub fn open_door6(door: &str, nic: &Nic6) -> Vec<Step> {
+/// The container's IPv6 side of the door: a route to the guest's address (on `to_guest`,
+/// the door or, with the tap datapath, the tap), and the NIC's configured IPv6 routes (a
+/// gateway the door has no prefix for is `onlink`). A route's source stays only if the
+/// container keeps that address. Nothing when the door has no IPv6 (Docker): the container
+/// then reaches the guest over IPv4 only.
+pub fn open_door6(door: &str, to_guest: &str, nic: &Nic6) -> Vec<Step> {
     let mut steps = Vec::new();
     if !nic.door_ipv6 {
         return steps;
     }
     if let Some(guest) = &nic.guest {
         steps.push(Step::add_route(
-            door.to_string(),
+            to_guest.to_string(),
             KernelRoute6::main(Route6::host(guest.net.addr)),
         ));
     }
@@ -332,7 +333,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            commands(&open_door6("vmlink0", &nic)),
+            commands(&open_door6("vmlink0", "vmlink0", &nic)),
             [
                 "ip -6 route add fd00:1::2/128 dev vmlink0",
                 "ip -6 route add default via fd00:1::1 metric 1024 dev vmlink0 onlink",
@@ -365,7 +366,7 @@ mod tests {
             g.gateways[0].gateway,
             "fe80::ecee:eeff:feee:eeee".parse::<Ipv6Addr>().unwrap()
         );
-        let door = commands(&open_door6("vmlink0", &nic));
+        let door = commands(&open_door6("vmlink0", "vmlink0", &nic));
         assert_eq!(
             door[1],
             "ip -6 route add default via fe80::ecee:eeff:feee:eeee metric 1024 dev vmlink0",
@@ -477,6 +478,7 @@ mod tests {
             selected_network6: None,
             state: &state,
             random_macs: &[[0xaa; 6]],
+            datapath: crate::config::Datapath::Macvtap,
         })
         .unwrap();
         let at = |pred: &dyn Fn(&Step) -> bool| p.steps.iter().position(pred).unwrap();
@@ -514,7 +516,7 @@ mod tests {
                 "ip -6 addr del fe80::42:acff:fe13:2/64 dev eth0",
             ]
         );
-        assert!(open_door6("vmlink0", &nic).is_empty());
+        assert!(open_door6("vmlink0", "vmlink0", &nic).is_empty());
         let g = guest6("eth0", "vmlink0", MAC0, 1500, &nic, true).unwrap();
         assert!(
             g.gateways[0].default,
@@ -535,6 +537,6 @@ mod tests {
             commands(&release6("eth0", &nic)),
             ["ip -6 addr del fe80::42:acff:fe13:2/64 dev eth0"]
         );
-        assert!(open_door6("vmlink0", &nic).is_empty());
+        assert!(open_door6("vmlink0", "vmlink0", &nic).is_empty());
     }
 }

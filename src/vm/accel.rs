@@ -89,15 +89,73 @@ pub fn choose_vhost(
     }
 }
 
+/// What the macvtap probe found: its device nodes can be made and opened, the driver is
+/// not loaded yet (nothing to try), or they cannot (the error names the missing flag).
+#[derive(Debug)]
+pub enum MacvtapProbe {
+    Usable,
+    NotLoaded,
+    Refused(Error),
+}
+
+/// The fix for a container where no datapath works.
+const TUN_HINT: &str = "hint: add --device /dev/net/tun (and --cap-add NET_ADMIN)";
+
+/// `NET_DATAPATH`: `auto` takes macvtap when its device nodes can be made and opened
+/// (nothing changes for those who run it so today), else tap when `/dev/net/tun` opens
+/// (`tun`: the probe's error otherwise); `macvtap` and `tap` insist.
+pub fn choose_datapath(
+    want: NetDatapath,
+    macvtap: MacvtapProbe,
+    tun: std::result::Result<(), String>,
+) -> Result<Choice<Datapath>> {
+    let chose = |value, report: String| {
+        Ok(Choice {
+            value,
+            report,
+            warning: false,
+        })
+    };
+    match (want, macvtap, tun) {
+        (NetDatapath::User, _, _) => chose(Datapath::User, "datapath: user mode (NET_DATAPATH=user)".into()),
+        (NetDatapath::Macvtap, MacvtapProbe::Refused(e), _) => Err(e),
+        (NetDatapath::Macvtap, _, _) => chose(Datapath::Macvtap, "datapath: macvtap (NET_DATAPATH=macvtap)".into()),
+        (NetDatapath::Tap, _, Ok(())) => chose(Datapath::Tap, "datapath: tap (NET_DATAPATH=tap)".into()),
+        (NetDatapath::Tap, _, Err(why)) => Err(Error::Unavailable {
+            what: format!("NET_DATAPATH=tap but {why}"),
+            hint: TUN_HINT.into(),
+        }),
+        (NetDatapath::Auto, MacvtapProbe::Usable, _) => chose(
+            Datapath::Macvtap,
+            "datapath: macvtap (its device nodes can be made and opened)".into(),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::NotLoaded, Ok(())) => chose(
+            Datapath::Tap,
+            "datapath: tap (the macvtap driver is not loaded, so its device nodes cannot be tried; /dev/net/tun opens)".into(),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::NotLoaded, Err(why)) => chose(
+            Datapath::Macvtap,
+            format!("datapath: macvtap (the macvtap driver is not loaded yet; {why})"),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::Refused(e), Ok(())) => chose(
+            Datapath::Tap,
+            format!("datapath: tap (macvtap: {e}; /dev/net/tun opens)"),
+        ),
+        (NetDatapath::Auto, MacvtapProbe::Refused(e), Err(why)) => Err(Error::Unavailable {
+            what: format!("no network datapath: macvtap: {e}; tap: {why}"),
+            hint: TUN_HINT.into(),
+        }),
+    }
+}
+
 /// What the guest loses in user mode, said wherever user mode is chosen for want of better.
 const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
 
 /// The flags that give the datapaths which hand the NIC itself to the guest.
-pub const BETTER_FLAGS: &str =
-    "--cap-add NET_ADMIN --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap";
+pub const BETTER_FLAGS: &str = "--cap-add NET_ADMIN with --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap, or with --device /dev/net/tun for tap";
 
 /// `NET_DATAPATH=user`, and `auto`'s last resort: user mode (passt) when this container may
-/// not take its network over. `net_admin`: vminit holds CAP_NET_ADMIN, which every takeover
+/// not take its network over (neither macvtap nor tap can be had). `net_admin`: vminit holds CAP_NET_ADMIN, which every takeover
 /// needs; `better`: the choice among the takeover datapaths, asked only when it can matter.
 pub fn choose_user(
     want: NetDatapath,
@@ -118,22 +176,71 @@ pub fn choose_user(
             warning: false,
         }),
         (NetDatapath::Auto, false) => user("this container lacks the capability NET_ADMIN".into()),
-        (NetDatapath::Macvtap, false) => Err(Error::Unavailable {
-            what: "NET_DATAPATH=macvtap but this container lacks the capability NET_ADMIN"
-                .into(),
+        (NetDatapath::Macvtap | NetDatapath::Tap, false) => Err(Error::Unavailable {
+            what: format!(
+                "NET_DATAPATH={} but this container lacks the capability NET_ADMIN",
+                if want == NetDatapath::Tap { "tap" } else { "macvtap" }
+            ),
             hint: "hint: run the container with --cap-add NET_ADMIN, or set NET_DATAPATH=user (user mode: no capability needed)".into(),
         }),
         (NetDatapath::Auto, true) => match better() {
             Ok(choice) => Ok(choice),
             Err(e) => user(e.to_string()),
         },
-        (NetDatapath::Macvtap, true) => better(),
+        (NetDatapath::Macvtap | NetDatapath::Tap, true) => better(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused() -> MacvtapProbe {
+        MacvtapProbe::Refused(Error::Unavailable {
+            what: "mknod /dev/.vminit-probe: EPERM".into(),
+            hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
+        })
+    }
+
+    #[test]
+    fn datapath_auto_keeps_macvtap_where_it_works_and_takes_tap_where_it_cannot() {
+        let tun_ok = || Ok(());
+        let no_tun = || Err("open /dev/net/tun: ENOENT".to_string());
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::Usable, no_tun()).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let d = choose_datapath(NetDatapath::Auto, refused(), tun_ok()).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+        assert!(
+            d.report.contains("EPERM") && d.report.contains("/dev/net/tun opens"),
+            "{}",
+            d.report
+        );
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::NotLoaded, tun_ok()).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+        let d = choose_datapath(NetDatapath::Auto, MacvtapProbe::NotLoaded, no_tun()).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let e = choose_datapath(NetDatapath::Auto, refused(), no_tun()).unwrap_err();
+        assert!(e.to_string().contains("--device /dev/net/tun"), "{e}");
+    }
+
+    #[test]
+    fn datapath_tap_and_macvtap_insist_and_name_the_missing_flag() {
+        let e = choose_datapath(
+            NetDatapath::Tap,
+            MacvtapProbe::Usable,
+            Err("open /dev/net/tun: EPERM".into()),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("NET_DATAPATH=tap")
+                && e.to_string().contains("--device /dev/net/tun"),
+            "{e}"
+        );
+        let e = choose_datapath(NetDatapath::Macvtap, refused(), Ok(())).unwrap_err();
+        assert!(e.to_string().contains("--device-cgroup-rule"), "{e}");
+        let d = choose_datapath(NetDatapath::Tap, refused(), Ok(())).unwrap();
+        assert_eq!(d.value, Datapath::Tap);
+    }
 
     fn macvtap() -> Result<Choice<Datapath>> {
         Ok(Choice {
@@ -143,7 +250,7 @@ mod tests {
         })
     }
 
-    fn refused() -> Result<Choice<Datapath>> {
+    fn no_takeover() -> Result<Choice<Datapath>> {
         Err(Error::Unavailable {
             what: "open /dev/.vminit-probe: permission denied by the device cgroup".into(),
             hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
@@ -160,7 +267,7 @@ mod tests {
         for words in ["NET_ADMIN", "MAC is not on the wire", "--cap-add NET_ADMIN"] {
             assert!(d.report.contains(words), "{words}: {}", d.report);
         }
-        let d = choose_user(NetDatapath::Auto, true, refused).unwrap();
+        let d = choose_user(NetDatapath::Auto, true, no_takeover).unwrap();
         assert_eq!(d.value, Datapath::User);
         assert!(d.report.contains("device cgroup"), "{}", d.report);
     }
@@ -169,6 +276,8 @@ mod tests {
     fn user_is_taken_when_asked_and_macvtap_without_net_admin_names_the_flags() {
         let d = choose_user(NetDatapath::User, true, || panic!("not asked")).unwrap();
         assert_eq!((d.value, d.warning), (Datapath::User, false));
+        let e = choose_user(NetDatapath::Tap, false, macvtap).unwrap_err();
+        assert!(e.to_string().contains("NET_DATAPATH=tap"), "{e}");
         let e = choose_user(NetDatapath::Macvtap, false, macvtap).unwrap_err();
         let text = e.to_string();
         assert!(
@@ -176,7 +285,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
-        assert!(choose_user(NetDatapath::Macvtap, true, refused).is_err());
+        assert!(choose_user(NetDatapath::Macvtap, true, no_takeover).is_err());
     }
 
     fn unusable() -> Option<KvmStatus> {

@@ -11,7 +11,7 @@ use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknod};
 use nix::sys::uio::pread;
 
 use crate::error::{Error, Result};
-use crate::vm::accel::KvmStatus;
+use crate::vm::accel::{KvmStatus, MacvtapProbe};
 use crate::vm::disk::{self, Format, MAX_LAYERS};
 
 /// A macvtap's character device, open for QEMU (no CLOEXEC: QEMU inherits it).
@@ -49,14 +49,21 @@ fn cgroup_hint(major: Option<u64>) -> String {
     }
 }
 
-/// Checks, before anything changes, that this container may create and open macvtap
+/// Checks, before anything changes, whether this container may create and open macvtap
 /// device nodes: mknod a node of the macvtap major with a minor no macvtap uses, open
 /// it. EPERM from either means the device cgroup or a capability is missing.
-pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> Result<()> {
+pub fn probe_tap_nodes(dev: &Path, proc_devices: &Path) -> MacvtapProbe {
     let Some(major) = macvtap_major(proc_devices) else {
         // The driver loads with the first macvtap; nothing to probe yet.
-        return Ok(());
+        return MacvtapProbe::NotLoaded;
     };
+    match try_tap_node(dev, major) {
+        Ok(()) => MacvtapProbe::Usable,
+        Err(e) => MacvtapProbe::Refused(e),
+    }
+}
+
+fn try_tap_node(dev: &Path, major: u64) -> Result<()> {
     let probe = dev.join(".vminit-probe");
     let _ = fs::remove_file(&probe);
     let made = mknod(

@@ -209,6 +209,24 @@ impl Container {
         nic
     }
 
+    /// Gives the container an `eth0` as `docker network create -d macvlan -o parent=HOSTNIC`
+    /// does: a bridge-mode macvlan on a NIC of the host (here the network's bridge), moved
+    /// into the container, with `mac` and the address `cidr`, up.
+    pub fn add_macvlan_nic(&self, net: &Network, mac: &str, cidr: &str) {
+        let made = format!("mv{}", unique_id());
+        let moved = net.host_exec(&format!(
+            "ip link add link {} name {made} type macvlan mode bridge && ip link set {made} netns {}",
+            net.bridge,
+            self.ns.name()
+        ));
+        assert!(moved.success(), "{moved}");
+        self.ns.ip(&["link", "set", &made, "name", "eth0"]);
+        self.ns.ip(&["link", "set", "eth0", "address", mac]);
+        self.ns
+            .ip(&["addr", "add", cidr, "brd", "+", "dev", "eth0"]);
+        self.ns.ip(&["link", "set", "eth0", "up"]);
+    }
+
     /// Detaches the NIC `name`, as `docker network disconnect` does: its veth pair is deleted
     /// (and with it whatever was stacked on it). May be called while vminit runs.
     pub fn remove_nic(&self, name: &str) {

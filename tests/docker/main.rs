@@ -7,4 +7,5 @@ mod common;
 mod basics;
 mod console;
 mod ipv6;
+mod tap;
 mod user;

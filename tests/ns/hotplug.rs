@@ -14,7 +14,7 @@ use common::{
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
-const PLUG: Duration = Duration::from_secs(60);
+pub(crate) const PLUG: Duration = Duration::from_secs(60);
 
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
     ctr.vminit_with_guest(disk, "vminit_test_hotplug=1")
@@ -30,7 +30,7 @@ fn booted<'c>(ctr: &'c Container, net: &Network, disk: &ScratchDisk) -> Vminit<'
 }
 
 /// Waits for the guest to report a NIC added with `mac`; its `ip=` value.
-fn expect_added(vm: &Vminit, mac: &str) -> String {
+pub(crate) fn expect_added(vm: &Vminit, mac: &str) -> String {
     let line = vm
         .console()
         .wait_for_whole_line(&format!("mac={mac} ip="), PLUG)

@@ -19,11 +19,15 @@ const BOOT: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
 /// What a neighbour must never hear from vminit: router advertisements (ICMPv6 type 134) and
 /// DHCPv6 answers (from the server port).
-const ANNOUNCEMENTS: &str = "(icmp6 and ip6[40] == 134) or (udp and src port 547)";
+pub(crate) const ANNOUNCEMENTS: &str = "(icmp6 and ip6[40] == 134) or (udp and src port 547)";
 
 /// vminit booting the test guest, which reports once `ipv6_nics` have their IPv6 address and
 /// route.
-fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, ipv6_nics: &str) -> VminitBuilder<'c> {
+pub(crate) fn guest_vm<'c>(
+    ctr: &'c Container,
+    disk: &ScratchDisk,
+    ipv6_nics: &str,
+) -> VminitBuilder<'c> {
     ctr.vminit(&vminit_binary())
         .env("AUTO_ATTACH", "yes")
         .env("ACCEL", "tcg")
@@ -33,7 +37,7 @@ fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, ipv6_nics: &str) -> Vmin
 }
 
 /// Waits for the guest's report and parses it.
-fn report(vm: &Vminit) -> GuestReport {
+pub(crate) fn report(vm: &Vminit) -> GuestReport {
     vm.expect_console("GUEST-REPORT done", BOOT);
     let text = vm.console().text();
     assert!(!text.contains("GUEST-ERROR"), "{}", vm.tails());
@@ -58,7 +62,7 @@ fn stop(vm: &Vminit) {
 /// vminit with the stand-in QEMU, which runs until it is stopped.
 /// A container on a Docker `--ipv6` network: `eth0` with 10.N.0.`host`/24 and fd00:N::`host`/64,
 /// both default routes through the bridge.
-fn docker_ipv6_container(net: &Network, host: u8) -> (Container, common::Nic) {
+pub(crate) fn docker_ipv6_container(net: &Network, host: u8) -> (Container, common::Nic) {
     let ctr = Container::with_ipv6();
     let v6 = net.net6();
     let nic = ctr.add_nic(
@@ -73,7 +77,7 @@ fn docker_ipv6_container(net: &Network, host: u8) -> (Container, common::Nic) {
 /// Compares as `==`, except that routes to `fe80::/64` through several NICs may be listed in
 /// another order: the kernel lists routes to one prefix in the order they were added, and a
 /// NIC's link-local address (with its route) goes to the guest and comes back.
-fn assert_restored(ctr: &Container, before: &NetState, when: &str) {
+pub(crate) fn assert_restored(ctr: &Container, before: &NetState, when: &str) {
     fn sorted_link_local(text: &str) -> String {
         let mut lines: Vec<&str> = text.lines().collect();
         let mut i = 0;

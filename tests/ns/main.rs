@@ -15,4 +15,5 @@ mod lifecycle;
 mod network;
 mod restore;
 mod seed;
+mod tap;
 mod user;

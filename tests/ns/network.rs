@@ -155,18 +155,7 @@ fn a_docker_macvlan_network_nic_is_taken_over_like_a_veth() {
     let net = Network::new(1);
     let ctr = Container::new();
     let (mac, cidr) = ("02:42:0a:01:00:07", "10.1.0.7/24");
-    let made = format!("mv{}", unique_id());
-    let moved = net.host_exec(&format!(
-        "ip link add link {} name {made} type macvlan mode bridge && ip link set {made} netns {}",
-        net.bridge,
-        ctr.ns().name()
-    ));
-    assert!(moved.success(), "{moved}");
-    ctr.ns().ip(&["link", "set", &made, "name", "eth0"]);
-    ctr.ns().ip(&["link", "set", "eth0", "address", mac]);
-    ctr.ns()
-        .ip(&["addr", "add", cidr, "brd", "+", "dev", "eth0"]);
-    ctr.ns().ip(&["link", "set", "eth0", "up"]);
+    ctr.add_macvlan_nic(&net, mac, cidr);
     ctr.set_default_route(net.gateway, "eth0");
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
@@ -195,16 +184,7 @@ fn the_guest_resolves_names_through_the_containers_loopback_resolver() {
     let ctr = Container::new();
     let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
     ctr.set_default_route(net.gateway, "eth0");
-    // Docker's embedded DNS server: 127.0.0.11 inside the container, knowing container names.
-    let pidfile = std::env::temp_dir().join(format!("{}-dns.pid", unique_id()));
-    let dns = ctr.exec(&format!(
-        "ip addr add 127.0.0.11/32 dev lo && dnsmasq --listen-address=127.0.0.11 --bind-interfaces \
-         --no-resolv --no-hosts --address=/peer.test/{} --pid-file={} --user=root",
-        net.peer_ip,
-        pidfile.display()
-    ));
-    assert!(dns.success(), "{dns:?}");
-    let _dns = KillOnDrop(pidfile);
+    let _dns = embedded_dns(&ctr, &net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
         .resolv_conf("nameserver 127.0.0.11\nsearch example.test\noptions ndots:0\n")
@@ -223,8 +203,22 @@ fn the_guest_resolves_names_through_the_containers_loopback_resolver() {
     stop(&vm);
 }
 
+/// Docker's embedded DNS server: 127.0.0.11 inside the container, knowing the name
+/// `peer.test` (as it knows container names): the network's peer. Stops when dropped.
+pub(crate) fn embedded_dns(ctr: &Container, net: &Network) -> KillOnDrop {
+    let pidfile = std::env::temp_dir().join(format!("{}-dns.pid", unique_id()));
+    let dns = ctr.exec(&format!(
+        "ip addr add 127.0.0.11/32 dev lo && dnsmasq --listen-address=127.0.0.11 --bind-interfaces \
+         --no-resolv --no-hosts --address=/peer.test/{} --pid-file={} --user=root",
+        net.peer_ip,
+        pidfile.display()
+    ));
+    assert!(dns.success(), "{dns:?}");
+    KillOnDrop(pidfile)
+}
+
 /// Kills the daemon whose pid file this is, on drop.
-struct KillOnDrop(PathBuf);
+pub(crate) struct KillOnDrop(PathBuf);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

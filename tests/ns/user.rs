@@ -252,3 +252,32 @@ fn a_passt_that_dies_is_restarted_and_said_and_the_guest_still_stops_cleanly() {
     let status = vm.expect_exit(DOCKER_STOP);
     assert_eq!(status.code(), Some(0), "{}", vm.tails());
 }
+
+#[test]
+fn with_net_admin_but_neither_macvtap_nor_tap_auto_takes_user_mode_naming_both_flags() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let disk = ScratchDisk::new();
+    // No mknod (no macvtap node) and no /dev/net/tun (no tap): NET_ADMIN alone is not enough.
+    let vm = ctr
+        .vminit_with_guest(&disk, "")
+        .cap_drop("mknod")
+        .dev_net_tun(false)
+        .spawn();
+    report(&vm);
+    let line = vm.expect_log("datapath: user mode, passt (", Duration::from_secs(5));
+    for words in [
+        "--device-cgroup-rule 'c ",
+        "--device /dev/net/tun",
+        "MAC is not on the wire",
+    ] {
+        assert!(line.line.contains(words), "{words}: {}", line.line);
+    }
+    vm.kill(Signal::SIGTERM);
+    assert_eq!(
+        vm.expect_exit(DOCKER_STOP).code(),
+        Some(0),
+        "{}",
+        vm.tails()
+    );
+}

@@ -88,6 +88,16 @@ pub fn set_mac(index: u32, mac: Mac) -> LinkMessage {
     msg
 }
 
+/// `ip link set dev INDEX mtu MTU up`
+pub fn set_mtu_up(index: u32, mtu: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg
+}
+
 /// `ip link set dev INDEX alias TEXT`
 pub fn set_alias(index: u32, alias: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();

@@ -6,8 +6,11 @@
 
 pub mod message;
 pub mod message6;
+pub mod tc;
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
@@ -21,6 +24,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::net::netstate::{IpIfAddr, IpNeigh, IpRoute};
+use crate::net::tc::Filter;
 use crate::net::types::Mac;
 use message::MacLink;
 
@@ -52,6 +56,17 @@ pub trait Rtnetlink {
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
     /// `ip link set DEV allmulticast on up`
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()>;
+    /// `ip tuntap add dev NAME mode tap vnet_hdr` on the tun device `tun`: the tap lives as
+    /// long as the returned descriptor (or a copy of it) is open.
+    fn add_tap(&mut self, tun: &Path, name: &str) -> io::Result<OwnedFd>;
+    /// `ip link set DEV mtu MTU up`
+    fn set_mtu_up(&mut self, index: u32, mtu: u32) -> io::Result<()>;
+    /// `tc qdisc add dev DEV ingress`
+    fn add_ingress(&mut self, index: u32) -> io::Result<()>;
+    /// `tc qdisc del dev DEV ingress`
+    fn del_ingress(&mut self, index: u32) -> io::Result<()>;
+    /// `tc filter add dev DEV ...`, its action sending to the link `target`.
+    fn add_filter(&mut self, index: u32, filter: &Filter, target: Option<u32>) -> io::Result<()>;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -382,5 +397,29 @@ impl Rtnetlink for Netlink {
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
         let msg = message6::set_up_allmulticast(index);
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn add_tap(&mut self, tun: &Path, name: &str) -> io::Result<OwnedFd> {
+        crate::net::tun::open_tap(tun, name)
+    }
+
+    fn set_mtu_up(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let msg = message::set_mtu_up(index, mtu);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn add_ingress(&mut self, index: u32) -> io::Result<()> {
+        let msg = tc::ingress(index);
+        self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), CREATE)
+    }
+
+    fn del_ingress(&mut self, index: u32) -> io::Result<()> {
+        let msg = tc::ingress(index);
+        self.request(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+    }
+
+    fn add_filter(&mut self, index: u32, filter: &Filter, target: Option<u32>) -> io::Result<()> {
+        let msg = tc::filter(index, filter, target);
+        self.request(RouteNetlinkMessage::NewTrafficFilter(msg), CREATE)
     }
 }

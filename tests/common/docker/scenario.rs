@@ -26,6 +26,8 @@ pub struct Scenario {
     dir: PathBuf,
     containers: Mutex<Vec<String>>,
     networks: Mutex<Vec<String>>,
+    /// Parent links made for macvlan networks (veth pairs in the host's namespace).
+    parents: Mutex<Vec<String>>,
 }
 
 impl Scenario {
@@ -38,6 +40,7 @@ impl Scenario {
             dir,
             containers: Mutex::default(),
             networks: Mutex::default(),
+            parents: Mutex::default(),
         }
     }
 
@@ -62,6 +65,52 @@ impl Scenario {
     /// 10.231.N.0/24 and fd00:231:N::/64, whose gateway is the bridge's fd00:231:N::1.
     pub fn network_ipv6(&self) -> Net {
         self.make_network(true)
+    }
+
+    /// A new `docker network create -d macvlan -o parent=P` network on a free 10.231.N.0/24.
+    /// The parent is a veth made for it (the machine's own NICs are never used), whose other
+    /// end stays up and unused: the network's containers reach each other through it.
+    pub fn network_macvlan(&self) -> Net {
+        let name = unique_name(&format!("{}-mvl", self.label));
+        let parent = format!("vmtmv{}", std::process::id() % 100_000);
+        let made = run(&[
+            "sh",
+            "-c",
+            &format!(
+                "ip link add {parent} type veth peer name {parent}p && ip link set {parent} up && ip link set {parent}p up"
+            ),
+        ]);
+        assert!(made.success(), "{made}");
+        self.parents
+            .lock()
+            .expect("parent list")
+            .push(parent.clone());
+        loop {
+            let subnet = next_free_subnet();
+            let parent_opt = format!("parent={parent}");
+            let mut args = vec![
+                "network",
+                "create",
+                "--driver",
+                "macvlan",
+                "-o",
+                &parent_opt,
+                "--subnet",
+                &subnet,
+            ];
+            let labels = label_flags();
+            args.extend(labels.iter().map(String::as_str));
+            args.push(&name);
+            let out = self.docker(&args);
+            if out.success() {
+                self.networks
+                    .lock()
+                    .expect("network list")
+                    .push(name.clone());
+                return Net { name };
+            }
+            assert!(out.stderr.contains("overlap"), "{out}");
+        }
     }
 
     fn make_network(&self, ipv6: bool) -> Net {
@@ -472,6 +521,9 @@ impl Drop for Scenario {
             if !out.success() {
                 eprintln!("warning: {out}");
             }
+        }
+        for parent in self.parents.get_mut().expect("parent list").iter() {
+            run(&["ip", "link", "del", parent]);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
