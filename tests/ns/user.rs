@@ -41,6 +41,13 @@ fn without_capabilities<'c>(
     ])
 }
 
+/// `docker stop`: SIGTERM, exit 0 within Docker's 10 s.
+fn stop_cleanly(vm: &Vminit) {
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(DOCKER_STOP);
+    assert_eq!(status.code(), Some(0), "{}", vm.tails());
+}
+
 fn report(vm: &Vminit) -> GuestReport {
     vm.expect_console("GUEST-REPORT done", BOOT);
     GuestReport::parse(&vm.console().text()).expect("a complete guest report")
@@ -182,13 +189,7 @@ fn user_ports_chooses_the_forwarded_ports() {
     let log = vm.log().text();
     assert!(log.contains("TCP and UDP ports 22,8000-8100"), "{log}");
     assert!(log.contains("(NET_DATAPATH=user)"), "{log}");
-    vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        vm.expect_exit(DOCKER_STOP).code(),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    stop_cleanly(&vm);
 }
 
 #[test]
@@ -248,9 +249,7 @@ fn a_passt_that_dies_is_restarted_and_said_and_the_guest_still_stops_cleanly() {
     }
     assert!(socket.exists(), "a new passt serves\n{}", vm.tails());
 
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(DOCKER_STOP);
-    assert_eq!(status.code(), Some(0), "{}", vm.tails());
+    stop_cleanly(&vm);
 }
 
 #[test]
@@ -273,11 +272,5 @@ fn with_net_admin_but_neither_macvtap_nor_tap_auto_takes_user_mode_naming_both_f
     ] {
         assert!(line.line.contains(words), "{words}: {}", line.line);
     }
-    vm.kill(Signal::SIGTERM);
-    assert_eq!(
-        vm.expect_exit(DOCKER_STOP).code(),
-        Some(0),
-        "{}",
-        vm.tails()
-    );
+    stop_cleanly(&vm);
 }
