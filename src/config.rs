@@ -153,6 +153,9 @@ pub struct Config {
     pub user_ports: UserPorts,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
+    /// held and no longer answers for.
+    pub health_grace: Duration,
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
@@ -204,6 +207,7 @@ where
         datapath: NetDatapath::Auto,
         user_ports: UserPorts::List(USER_PORTS_DEFAULT.into()),
         stop_timeout: Duration::from_secs(8),
+        health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
         log_level,
@@ -214,6 +218,9 @@ where
         pause: None,
         seed: None,
     };
+    if let Some(t) = parse_seconds(env, "HEALTH_GRACE")? {
+        config.health_grace = t;
+    }
     if matches!(
         config.command,
         Command::Health | Command::Help | Command::Version
@@ -442,8 +449,60 @@ fn parse_ram(v: &str) -> Result<String> {
             format!("{v:?} is not a memory size; use a number with M or G, such as 512M or 2G"),
         ));
     }
+    if ram_bytes(v).is_none() {
+        return Err(bad(
+            "RAM_SIZE",
+            format!("{v} is more memory than QEMU can address; use a size such as 512M or 2G"),
+        ));
+    }
     // A bare number means MiB to QEMU; keep it that way.
     Ok(v.to_ascii_uppercase())
+}
+
+/// `RAM_SIZE` (as `parse_ram` keeps it) in bytes; `None` beyond 2^63, which QEMU refuses.
+pub fn ram_bytes(ram: &str) -> Option<u64> {
+    let digits = ram.trim_end_matches(|c: char| "KkMmGgTt".contains(c));
+    let shift = match ram[digits.len()..].to_ascii_uppercase().as_str() {
+        "K" => 10,
+        "" | "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift).filter(|b| *b < 1 << 63)
+}
+
+/// Whether the host can give the guest `ram` (`RAM_SIZE`): under the kernel's default
+/// overcommit rule (`overcommit` is `vm.overcommit_memory`, 0) one allocation may not
+/// exceed memory and swap together (`/proc/meminfo`'s `MemTotal` + `SwapTotal`), and QEMU
+/// allocates the guest's RAM at start. Other rules, or an unreadable `meminfo`, allow it.
+pub fn check_ram_fits(
+    ram: &str,
+    meminfo: &str,
+    overcommit: &str,
+) -> std::result::Result<(), String> {
+    if overcommit.trim() != "0" {
+        return Ok(());
+    }
+    let kib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let (Some(mem), Some(bytes)) = (kib("MemTotal:"), ram_bytes(ram)) else {
+        return Ok(());
+    };
+    let total = (mem + kib("SwapTotal:").unwrap_or(0)) * 1024;
+    if bytes > total {
+        return Err(format!(
+            "{ram} is more than this host's memory and swap ({} MiB), so QEMU cannot allocate it; use at most {}M",
+            total >> 20,
+            total >> 20
+        ));
+    }
+    Ok(())
 }
 
 fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>> {
@@ -886,5 +945,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(var_of(e), "VMINIT_RUN_DIR");
+    }
+
+    #[test]
+    fn ram_beyond_what_qemu_addresses_or_the_host_holds_is_refused() {
+        assert_eq!(ram_bytes("512M"), Some(512 << 20));
+        assert_eq!(ram_bytes("2"), Some(2 << 20), "a bare number is MiB");
+        assert_eq!(ram_bytes("99999999999T"), None);
+        let env = |k: &str| (k == "RAM_SIZE").then(|| "99999999999T".to_string());
+        let e = parse_ram(&env("RAM_SIZE").unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("more memory than QEMU can address"),
+            "{e}"
+        );
+        let meminfo = "MemTotal:        1024000 kB\nSwapTotal:        1024000 kB\n";
+        assert!(check_ram_fits("1G", meminfo, "0\n").is_ok());
+        let e = check_ram_fits("4G", meminfo, "0\n").unwrap_err();
+        assert!(e.contains("use at most 2000M"), "{e}");
+        assert!(
+            check_ram_fits("4G", meminfo, "1\n").is_ok(),
+            "overcommit always"
+        );
+        assert!(check_ram_fits("4G", "", "0\n").is_ok(), "nothing known");
     }
 }

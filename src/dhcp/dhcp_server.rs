@@ -113,8 +113,9 @@ impl DhcpServer {
     }
 
     /// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
-    /// reports why it could not start.
-    pub fn wait_ready(&self, pid: Pid) -> Result<()> {
+    /// reports why it could not start. `stop` is asked between polls: its error (a stop
+    /// signal that arrived) ends the wait at once.
+    pub fn wait_ready(&self, pid: Pid, stop: &dyn Fn() -> Result<()>) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if self.is_ready() {
@@ -135,6 +136,7 @@ impl DhcpServer {
                     "did not start within {START_TIMEOUT:?}"
                 )));
             }
+            stop()?;
             sleep(Duration::from_micros(500));
         }
     }

@@ -2,9 +2,11 @@
 //! supervises them, and puts the network back. Each phase is one method of `Boot`, which
 //! consumes itself into the running `Guest` (`guest`) when QEMU starts, or, when a phase
 //! fails, puts back what it changed. What the guest does while the supervisor runs (its
-//! effects, hot-plug) is in `running`.
+//! effects, hot-plug) is in `running`; the health check, which runs beside it (`vminit
+//! health`), in `health`.
 
 mod guest;
+pub mod health;
 mod running;
 mod user;
 
@@ -23,7 +25,7 @@ use nix::unistd::Pid;
 
 use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetworkError, Result};
 use crate::ipv6::announce::{Dns6, Learned};
 use crate::ipv6::announcer::Announcers;
 use crate::ipv6::packet::PacketSocket;
@@ -35,6 +37,7 @@ use crate::net::step::Step;
 use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
+use crate::takeover::plan6::Guest6;
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::vm::devices::{self, Tap};
 use crate::{
@@ -86,6 +89,10 @@ fn check_inputs(config: &Config) -> Result<Checked> {
         caps & (1 << devices::CAP_NET_ADMIN) != 0,
         || choose_datapath(config),
     )?);
+    RunDir::new(&paths.run_dir)
+        .check_sockets()
+        .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
+    check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
     match datapath {
         Datapath::User => devices::check_program(&paths.passt, "passt")?,
@@ -208,12 +215,17 @@ struct TakenNic {
     held: Option<OwnedFd>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
+    /// What the guest is told about IPv6 on it, once announced.
+    guest6: Option<Guest6>,
 }
 
 impl<'a> Boot<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Boot<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
+        // A restarted container keeps /run: the health check starts afresh with this guest.
+        let _ = fs::remove_file(run_dir.guest_nics());
+        let _ = fs::remove_file(run_dir.health_state());
         if let Some(vnc) = &config.display {
             console::prepare(vnc, &run_dir.vnc_password())?;
         }
@@ -244,8 +256,13 @@ impl<'a> Boot<'a> {
     /// boot becomes the running guest. When a phase fails, what the boot changed is put
     /// back before the error is returned.
     fn start_guest(mut self) -> Result<Guest<'a>> {
-        match self.phases() {
+        let phases = self.phases();
+        if phases.is_ok() {
+            self.nics.publish(&self.run_dir);
+        }
+        match phases {
             Ok(qemu) => Ok(Guest {
+                router6: None,
                 config: self.config,
                 signals: self.signals,
                 checked: self.checked,
@@ -283,6 +300,13 @@ impl<'a> Boot<'a> {
         }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let max = qemu::max_nics(self.checked.seed.is_some());
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+            )));
+        }
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -294,6 +318,7 @@ impl<'a> Boot<'a> {
         self.start_dnsmasq(&plan)?;
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
+        self.nics.set_guests6(&plan.v6);
         self.open_announcers(&plan, &learned)?;
         let accel = match forced {
             Some(accel) => accel,
@@ -346,7 +371,8 @@ impl<'a> Boot<'a> {
         // Before anything changes: the announcements need packet sockets.
         PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
         let state = self.discover()?;
-        gateway6::learn(&mut self.nl, &state, &plan.v6)
+        let signals = self.signals;
+        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
@@ -366,12 +392,15 @@ impl<'a> Boot<'a> {
     /// when nothing needed recovery (the usual case), to plan from.
     fn recover(&mut self) -> Result<Option<NetState>> {
         let state = self.discover()?;
-        let steps = identity::recovery(&state);
-        if steps.is_empty() {
+        let recovery = identity::recovery(&state);
+        for warning in &recovery.warnings {
+            log::warn!("{warning}");
+        }
+        if recovery.steps.is_empty() {
             return Ok(Some(state));
         }
         log::info!("recovering the network left by an earlier run");
-        Applier::new(&mut self.nl).run_best_effort(&steps);
+        Applier::new(&mut self.nl).run_best_effort(&recovery.steps);
         Ok(None)
     }
 
@@ -486,7 +515,7 @@ impl<'a> Boot<'a> {
 
     fn wait_for_dnsmasq(&self) -> Result<()> {
         match (&self.dhcp, self.dnsmasq) {
-            (Some(server), Some(pid)) => server.wait_ready(pid),
+            (Some(server), Some(pid)) => server.wait_ready(pid, &|| interrupted(self.signals)),
             _ => Ok(()),
         }
     }
@@ -544,10 +573,7 @@ impl<'a> Boot<'a> {
 
     /// A `docker stop` during setup ends it here, before the guest starts.
     fn check_not_interrupted(&self) -> Result<()> {
-        match termination_pending(self.signals) {
-            Some(sig) => Err(Error::Interrupted(sig)),
-            None => Ok(()),
-        }
+        interrupted(self.signals)
     }
 
     /// Debug mode: writes the QEMU command line where the shell can run it and replaces
@@ -609,6 +635,7 @@ fn take_over_nic(
         node: None,
         held: None,
         pending: None,
+        guest6: None,
     };
     let paths = &config.paths;
     let tap = match nic.datapath {
@@ -659,14 +686,44 @@ fn report<T>(choice: Choice<T>) -> T {
     choice.value
 }
 
-/// `mkdir -p -m 0700 DIR`, and 0700 even if it existed.
+/// The run directory: made with mode 0700 when missing. One that exists is used as it is,
+/// never chmod-ed (it may be `/`, or a user's); one that others may write to is refused:
+/// anyone could put their own socket in QEMU's place.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|_| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
-        .map_err(|e| Error::os(format!("create {}", dir.display()), e))
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::config(
+                    "VMINIT_RUN_DIR",
+                    format!(
+                        "{} may be written by others (mode {:04o}); name a directory only root writes, or one that does not exist yet (vminit makes it 0700)",
+                        dir.display(),
+                        mode & 0o7777
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::config(
+            "VMINIT_RUN_DIR",
+            format!("{} is not a directory", dir.display()),
+        )),
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::os(format!("create {}", dir.display()), e)),
+    }
+}
+
+/// Refuses a `RAM_SIZE` this host cannot give QEMU: under the kernel's default overcommit
+/// rule, more than its memory and swap together, which QEMU fails to allocate at start.
+fn check_ram(config: &Config) -> Result<()> {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let overcommit = fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    config::check_ram_fits(&config.ram, &meminfo, &overcommit)
+        .map_err(|msg| Error::config("RAM_SIZE", msg))
 }
 
 fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
@@ -678,6 +735,14 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .chunks(6)
         .map(|c| c.try_into().expect("chunks of six"))
         .collect())
+}
+
+/// `Interrupted` when a request to stop arrived while vminit was busy.
+fn interrupted(signals: &Signals) -> Result<()> {
+    match termination_pending(signals) {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while

@@ -86,9 +86,15 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     // Two QMP sockets: one for vminit's shutdown, one for health checks, so neither
     // waits for the other (QMP serves one client per socket).
     push("-qmp".into());
-    push(format!("unix:{},server=on,wait=off", q.qmp.display()));
+    let unix = |path: &Path| {
+        format!(
+            "unix:{},server=on,wait=off",
+            path.display().to_string().replace(',', ",,")
+        )
+    };
+    push(unix(q.qmp));
     push("-qmp".into());
-    push(format!("unix:{},server=on,wait=off", q.health.display()));
+    push(unix(q.health));
     a.extend(disk_args(q.disk).into_iter().map(OsString::from));
     let mut push = |s: String| a.push(OsString::from(s));
     if let Some(dir) = q.seed {
@@ -254,6 +260,19 @@ pub fn shell_line(argv: &[OsString]) -> String {
         .join(" ")
 }
 
+/// PCI slots of the `pc` machine's root bus: 32, less the host bridge (0), the PIIX3
+/// (1: ISA, IDE, USB, ACPI as its functions) and the VGA (2), which QEMU always adds.
+const FREE_PCI_SLOTS: usize = 32 - 3;
+
+/// The most NICs the guest can have at once: a virtio-net device each, in the slots the
+/// VM disk (one virtio-blk, whatever its chain) and the seed (another) leave. Nothing is
+/// kept back for hot-plug: a NIC connected later takes a slot left free, and QEMU refuses
+/// one beyond (the NIC stays with the container). Devices in CMD's arguments are not
+/// counted.
+pub fn max_nics(seed: bool) -> usize {
+    FREE_PCI_SLOTS - 1 - usize::from(seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +374,45 @@ mod tests {
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
         argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn qmp_socket_paths_carry_commas_escaped() {
+        let nics = [];
+        let a: Vec<String> = argv(&QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "512M",
+            cpus: 1,
+            disk: &[],
+            sandbox: false,
+            qmp: Path::new("/run/a,b/qmp.sock"),
+            health: Path::new("/run/a,b/health.sock"),
+            nics: &nics,
+            display: &[],
+            seed: None,
+            extra: &[],
+        })
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/health.sock,server=on,wait=off"
+        ));
+    }
+
+    #[test]
+    fn the_nics_get_the_pci_slots_the_disk_the_seed_and_the_vga_leave() {
+        assert_eq!(max_nics(false), 28);
+        assert_eq!(max_nics(true), 27);
     }
 
     #[test]

@@ -463,6 +463,15 @@ impl Vminit<'_> {
         run(&full)
     }
 
+    /// `vminit health` inside the container, as `docker exec vm /vminit health` runs it (with the
+    /// container's `HEALTH_GRACE`, here `grace` seconds): its exit code and what it printed.
+    pub fn health(&self, grace: u32) -> (i32, String) {
+        let binary = super::vminit_binary();
+        let grace = format!("HEALTH_GRACE={grace}");
+        let out = self.exec_inside(&["env", &grace, binary.to_string_lossy().as_ref(), "health"]);
+        (out.status.code().unwrap_or(-1), out.stdout)
+    }
+
     /// Both streams' last lines, for failure messages.
     pub fn tails(&self) -> String {
         self.process.tails()

@@ -125,6 +125,9 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
         before,
         "user mode changes nothing in the namespace"
     );
+    // No door to probe the guest's addresses from: healthy once QEMU runs the guest.
+    let (code, text) = vm.health(20);
+    assert_eq!(code, 0, "{text}\n{}", vm.tails());
 
     let (tcp, udp) = peer_talks_to(&net, nic.ip(), PORT);
     assert_eq!(tcp, format!("GUEST-TCP {PORT}"), "{}", vm.tails());
