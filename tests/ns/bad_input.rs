@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Container, Network, NicSpec, ScratchDisk, VminitBuilder, vminit_binary};
 
@@ -43,33 +43,8 @@ impl Fixture {
 /// needle, and the container's network unchanged.
 fn expect_refusal(f: &Fixture, vm: VminitBuilder, code: i32, needles: &[&str], limit: Duration) {
     let before = f.ctr.net_state();
-    let start = Instant::now();
-    let vm = vm.spawn();
-    let status = vm
-        .wait_exit(limit + Duration::from_secs(5))
-        .unwrap_or_else(|| {
-            panic!("vminit did not exit\n{}", vm.tails());
-        });
-    let took = start.elapsed();
-    // Every line vminit wrote, not just what the reader thread has seen so far.
-    vm.log().wait_closed(Duration::from_secs(5));
-    let log = vm.log().text();
-    assert_eq!(status.code(), Some(code), "exit code\n{log}");
-    assert!(took <= limit, "took {took:?}, more than {limit:?}\n{log}");
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("vminit: error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "exactly one error line\n{log}");
-    for needle in needles {
-        assert!(
-            errors[0].contains(needle),
-            "{needle:?} missing from {:?}",
-            errors[0]
-        );
-    }
+    let log = vm.expect_refusal(code, needles, limit);
     assert_eq!(f.ctr.net_state(), before, "the network changed\n{log}");
-    assert!(vm.console().text().is_empty(), "nothing on the console");
 }
 
 const QUICK: Duration = Duration::from_secs(2);

@@ -412,16 +412,7 @@ fn a_gateway_that_does_not_answer_is_named_and_the_guest_still_gets_its_address_
 /// every needle, the namespace unchanged.
 fn expect_refusal(ctr: &Container, vm: VminitBuilder, code: i32, needles: &[&str]) {
     let before = ctr.net_state();
-    let vm = vm.spawn();
-    let status = vm.expect_exit(Duration::from_secs(30));
-    vm.log().wait_closed(Duration::from_secs(5));
-    let log = vm.log().text();
-    assert_eq!(status.code(), Some(code), "{log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
-    for needle in needles {
-        assert!(errors[0].contains(needle), "{needle:?} in {:?}", errors[0]);
-    }
+    let log = vm.expect_refusal(code, needles, Duration::from_secs(30));
     assert!(
         !log.lines().any(|l| l.starts_with("vminit: ip ")),
         "refused before any change:\n{log}"
