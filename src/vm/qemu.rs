@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::net::types::Mac;
 use crate::takeover::slot::Slot;
@@ -10,12 +10,21 @@ use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
 use crate::vm::machine::NicModel;
 
+/// Where a guest NIC's frames go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Netdev {
+    /// An open tap device (a macvtap's /dev/tapN) QEMU inherits.
+    Tap(RawFd),
+    /// passt's Unix socket (user mode), which QEMU connects to.
+    Stream(PathBuf),
+}
+
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestNic {
     /// Its place, which names its netdev and device.
     pub slot: Slot,
-    pub fd: RawFd,
+    pub netdev: Netdev,
     pub mac: Mac,
     pub mtu: u32,
 }
@@ -204,11 +213,16 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     for nic in q.nics {
         let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
         push("-netdev".into());
-        push(format!(
-            "tap,id={netdev},fd={},vhost={}",
-            nic.fd,
-            if q.vhost { "on" } else { "off" }
-        ));
+        push(match &nic.netdev {
+            Netdev::Tap(fd) => format!(
+                "tap,id={netdev},fd={fd},vhost={}",
+                if q.vhost { "on" } else { "off" }
+            ),
+            Netdev::Stream(socket) => format!(
+                "stream,id={netdev},server=off,addr.type=unix,addr.path={}",
+                socket.display().to_string().replace(',', ",,")
+            ),
+        });
         push("-device".into());
         push(nic_device(q.nic_model, &netdev, &device, nic.mac, nic.mtu));
     }
@@ -407,28 +421,39 @@ mod tests {
         disk: &[Layer<RawFd>],
         sandbox: bool,
     ) -> Vec<String> {
-        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
                 slot: Slot(0),
-                fd: 5,
+                netdev: Netdev::Tap(5),
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
                 mtu: 1500,
             },
             GuestNic {
                 slot: Slot(1),
-                fd: 6,
+                netdev: Netdev::Tap(6),
                 mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
                 mtu: 1450,
             },
         ];
+        render_nics(accel, vhost, extra, disk, sandbox, &nics)
+    }
+
+    fn render_nics(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+        nics: &[GuestNic],
+    ) -> Vec<String> {
+        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         words(&QemuInput {
             accel,
             vhost,
             ram: "512M",
             cpus: 2,
             sandbox,
-            nics: &nics,
+            nics,
             display: &["-display".into(), "none".into()],
             extra: &extra,
             ..minimal(disk)
@@ -472,6 +497,27 @@ mod tests {
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_user_mode_nic_connects_to_its_passt_socket_with_the_containers_mac() {
+        let nics = [GuestNic {
+            slot: Slot(0),
+            netdev: Netdev::Stream("/run/vminit/passt0.sock".into()),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a = render_nics(Accelerator::Tcg, false, &[], &plain_disk(), true, &nics);
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vminit/passt0.sock"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
     }
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
@@ -754,7 +800,7 @@ mod tests {
         let iso = file("/image/install.iso", 30, None);
         let nics = [GuestNic {
             slot: Slot(0),
-            fd: 5,
+            netdev: Netdev::Tap(5),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1500,
         }];

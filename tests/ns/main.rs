@@ -19,3 +19,4 @@ mod nic_model;
 mod restore;
 mod seed;
 mod tap;
+mod user;
