@@ -15,7 +15,9 @@
 #   5. QEMU with an e1000e NIC and an IDE CD-ROM (NIC_MODEL=e1000e, BOOT_ISO) for three seconds;
 #      QEMU under OVMF (BOOT_MODE=uefi), and with Secure Boot on q35 and a TPM from swtpm
 #      (BOOT_MODE=secure, TPM=yes), four seconds each;
-#   6. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
+#   6. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start);
+#   7. passt --version (passt's sandbox makes a user namespace, which the kernel refuses inside
+#      a chroot: its full start is proven by tests/ns/user.rs and the Docker tests).
 # It fails on any error of those (a missing firmware or library among them), and on any file of
 # the rootfs that no run opened (except /vminit, which is not exercised here). It prints the paths
 # the programs looked for and did not find: they are optional, and listed for the record.
@@ -37,7 +39,7 @@ die() {
 ROOTFS=$(realpath -e -- "$1")
 KERNEL=${2:-$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)}
 [[ -r $KERNEL ]] || die "no readable kernel (pass one as KERNEL)"
-[[ -x $ROOTFS/usr/bin/qemu-system-x86_64 && -x $ROOTFS/usr/sbin/dnsmasq ]] ||
+[[ -x $ROOTFS/usr/bin/qemu-system-x86_64 && -x $ROOTFS/usr/sbin/dnsmasq && -x $ROOTFS/usr/bin/passt ]] ||
     die "$ROOTFS does not look like a vminit rootfs"
 for tool in strace unshare ip timeout; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -132,6 +134,8 @@ trace qemu-secure 4 /usr/bin/qemu-system-x86_64 -machine q35,smm=on \
     -chardev socket,id=tpm,path=/run/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm \
     -device tpm-tis,tpmdev=tpm0 </dev/null
 wait
+# passt and, on a CPU with AVX2, passt.avx2, which passt execs in its place.
+trace passt-version 0 /usr/bin/passt --version
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
@@ -166,6 +170,10 @@ fi
 if ! cat "$WORK"/trace.dnsmasq-run.* | grep -qE '^set(res)?uid\((-1, )?65534(, -1)?\) += 0'; then
     fail "dnsmasq did not drop privileges to nobody (65534)"
 fi
+grep -q '^passt ' "$WORK/passt-version.out" || {
+    fail "passt --version"
+    show passt-version 20
+}
 # QEMU's own messages (the rest of its output is the guest's serial console), less warnings and
 # the SIGTERM that ended the run. They include "qemu: could not load PC BIOS ...",
 # "failed to find romfile ..." and, not fatal, "Could not open option rom ...".
@@ -226,7 +234,10 @@ sed -nE 's/^[a-z0-9_]+\((AT_FDCWD, )?"(\/[^"]*)".*\) = -1 (E[A-Z]+).*$/\2 \3/p' 
 # The ELF interpreter is opened by the kernel at execve, not by the program.
 grep -qE '^execve\(.*\) = 0' "$WORK/inside.log" && echo /lib64/ld-linux-x86-64.so.2 >>"$WORK/used"
 
-unused=$(cd "$ROOTFS" && find . -type f | sed 's/^\.//' | sort | comm -23 - <(sort -u "$WORK/used") | grep -vx /vminit || true)
+# passt.avx2 runs only on CPUs with AVX2.
+not_run=/vminit
+grep -qw avx2 /proc/cpuinfo || not_run+=$'\n/usr/bin/passt.avx2'
+unused=$(cd "$ROOTFS" && find . -type f | sed 's/^\.//' | sort | comm -23 - <(sort -u "$WORK/used") | grep -vxF "$not_run" || true)
 if [[ -n $unused ]]; then
     fail "files in the rootfs that no run opened:"
     sed 's/^/    /' <<<"$unused" >&2
@@ -238,4 +249,4 @@ say "firmware and modules QEMU opened:"
 grep -E '^/usr/(share|lib/ipxe|lib/x86_64-linux-gnu/qemu)/' "$WORK/used" | sed 's/^/    /' >&2
 
 ((failed == 0)) || exit 1
-say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, qemu-img made and grew a disk, dnsmasq ran as nobody"
+say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, qemu-img made and grew a disk, dnsmasq ran as nobody, passt ran"

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
+    qemu-system-x86 qemu-utils dnsmasq-base passt busybox-static linux-image-cloud-amd64
     iproute2 iputils-ping docker.io iperf3 strace cpio gcc libc6-dev
     syslinux mtools dosfstools
     chromium chromium-driver novnc websockify tesseract-ocr

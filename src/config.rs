@@ -45,13 +45,16 @@ pub enum Vhost {
     Off,
 }
 
-/// How the guest's NICs reach the container's (`NET_DATAPATH`).
+/// How the guest's NICs reach the container's network (`NET_DATAPATH`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NetDatapath {
-    /// macvtap when its device nodes can be made and opened, else tap.
+    /// macvtap when its device nodes can be made and opened, else tap; user mode when
+    /// neither can be had.
     Auto,
     Macvtap,
     Tap,
+    /// passt: no takeover, no capability needed.
+    User,
 }
 
 /// The datapath a run uses, once `NetDatapath::Auto` is decided.
@@ -62,7 +65,23 @@ pub enum Datapath {
     Macvtap,
     /// A tap from /dev/net/tun joined to the container NIC by tc.
     Tap,
+    /// One passt per NIC, QEMU connected to its Unix socket; the namespace is not changed.
+    User,
 }
+
+/// Which of the container's TCP and UDP ports passt forwards to the guest (`USER_PORTS`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserPorts {
+    None,
+    /// passt's `all`: every port that is not ephemeral and not bound (one socket each).
+    All,
+    /// A passt port list: ports and ranges, `~` exclusions, `:` target ports (`22,80,8000-8100`).
+    List(String),
+}
+
+/// `USER_PORTS`' default: the well-known ports, which any file limit affords (passt holds
+/// one socket per port, protocol and address family).
+pub const USER_PORTS_DEFAULT: &str = "1-1023";
 
 /// A test hook: stop working after a number of network changes, so that a test can kill
 /// vminit at exactly that point (`VMINIT_TEST_PAUSE=setup:N` or `teardown:N`).
@@ -93,6 +112,7 @@ pub struct Paths {
     /// `swtpm`, the guest's TPM (`TPM=yes`).
     pub swtpm: PathBuf,
     pub dnsmasq: PathBuf,
+    pub passt: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
     pub resolv_conf: PathBuf,
@@ -109,6 +129,7 @@ impl Default for Paths {
             qemu_img: "/usr/bin/qemu-img".into(),
             swtpm: "/usr/bin/swtpm".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
+            passt: "/usr/bin/passt".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -147,6 +168,8 @@ pub struct Config {
     pub accel: Accel,
     pub vhost: Vhost,
     pub datapath: NetDatapath,
+    /// `USER_PORTS`: what passt forwards to the guest in user mode.
+    pub user_ports: UserPorts,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
     /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
@@ -204,6 +227,7 @@ where
         accel: Accel::Auto,
         vhost: Vhost::Auto,
         datapath: NetDatapath::Auto,
+        user_ports: UserPorts::List(USER_PORTS_DEFAULT.into()),
         stop_timeout: Duration::from_secs(8),
         health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
@@ -277,13 +301,17 @@ where
         None | Some("auto") => NetDatapath::Auto,
         Some("macvtap") => NetDatapath::Macvtap,
         Some("tap") => NetDatapath::Tap,
+        Some("user") => NetDatapath::User,
         Some(v) => {
             return Err(bad(
                 "NET_DATAPATH",
-                format!("{v:?} is not one of auto, macvtap, tap"),
+                format!("{v:?} is not one of auto, macvtap, tap, user"),
             ));
         }
     };
+    if let Some(v) = nonempty(env, "USER_PORTS") {
+        config.user_ports = parse_user_ports(&v)?;
+    }
     if let Some(t) = parse_seconds(env, "STOP_TIMEOUT")? {
         config.stop_timeout = t;
     }
@@ -564,6 +592,38 @@ fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>
     Ok(out)
 }
 
+/// `USER_PORTS`: `none`, `all`, or ports and ranges as passt takes them (`22,80,8000-8100`,
+/// `~` to exclude, `:` for a different guest port). vminit adds each NIC's address itself.
+fn parse_user_ports(v: &str) -> Result<UserPorts> {
+    match v {
+        "none" => return Ok(UserPorts::None),
+        "all" => return Ok(UserPorts::All),
+        _ => {}
+    }
+    let list: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    let item_ok = |item: &str| {
+        let item = item.strip_prefix('~').unwrap_or(item);
+        let ports = |s: &str| {
+            let mut ends = s.splitn(2, '-');
+            ends.all(|p| matches!(p.parse::<u32>(), Ok(1..=65535)))
+        };
+        match item.split_once(':') {
+            Some((from, to)) => ports(from) && ports(to),
+            None => ports(item),
+        }
+    };
+    if list.split(',').all(item_ok) {
+        Ok(UserPorts::List(list))
+    } else {
+        Err(bad(
+            "USER_PORTS",
+            format!(
+                "{v:?} is not none, all, or a list of ports and ranges; use for example USER_PORTS=22,80,443,8000-8100"
+            ),
+        ))
+    }
+}
+
 fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
     let Some(v) = nonempty(env, "VMINIT_TEST_PAUSE") else {
         return Ok(None);
@@ -598,11 +658,12 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 7] = [
+    let overrides: [(&str, &mut PathBuf); 8] = [
         ("VMINIT_QEMU", &mut paths.qemu),
         ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
         ("VMINIT_SWTPM", &mut paths.swtpm),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
+        ("VMINIT_PASST", &mut paths.passt),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),
         ("VMINIT_RESOLV_CONF", &mut paths.resolv_conf),
@@ -822,9 +883,39 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("QEMU_SANDBOX", "strict"),
             ("QEMU_CAPS", "some"),
+            ("NET_DATAPATH", "slirp"),
+            ("USER_PORTS", "ssh"),
+            ("USER_PORTS", "0-80"),
+            ("USER_PORTS", "10.0.0.2/80"),
+            ("USER_PORTS", "22,"),
         ] {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");
+        }
+    }
+
+    #[test]
+    fn user_mode_forwards_the_well_known_ports_unless_told_otherwise() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.datapath, NetDatapath::Auto);
+        assert_eq!(c.user_ports, UserPorts::List("1-1023".into()));
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("NET_DATAPATH", "user"),
+                ("USER_PORTS", "22, 80,8000-8100,~8050,2222:22"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.datapath, NetDatapath::User);
+        assert_eq!(
+            c.user_ports,
+            UserPorts::List("22,80,8000-8100,~8050,2222:22".into())
+        );
+        for (v, want) in [("none", UserPorts::None), ("all", UserPorts::All)] {
+            let c = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("USER_PORTS", v)]).unwrap();
+            assert_eq!(c.user_ports, want);
         }
     }
 

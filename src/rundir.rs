@@ -94,6 +94,11 @@ impl RunDir {
         self.root.join("swtpm.sock")
     }
 
+    /// The Unix socket of the `index`th guest NIC's passt (user mode).
+    pub fn passt_socket(&self, index: usize) -> PathBuf {
+        self.root.join(format!("passt{index}.sock"))
+    }
+
     /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.
     pub fn vnc_password(&self) -> PathBuf {
         self.root.join("vnc-password")

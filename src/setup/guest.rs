@@ -1,6 +1,6 @@
 //! The running guest: what a boot becomes once QEMU runs. It owns the guest's NICs (what
-//! was done to hand each over, to undo at the end), dnsmasq, the IPv6 announcements and
-//! the network notifications; `running` holds what it does while the supervisor runs
+//! was done to hand each over, to undo at the end), dnsmasq or the passts, the IPv6
+//! announcements and the network notifications; `running` holds what it does while the supervisor runs
 //! (`Effects`: the power button, helper restarts, hot-plug).
 
 use std::collections::{HashMap, HashSet};
@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::user::{self, Passt};
 use super::{Checked, TakenNic};
 use crate::config::{Config, Pause};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
@@ -118,6 +119,8 @@ pub(super) struct Guest<'a> {
     pub(super) dhcp: Option<DhcpServer>,
     /// dnsmasq's pid until the supervisor takes it over.
     pub(super) dnsmasq: Option<Pid>,
+    /// User mode: each guest NIC's passt (their pids until the supervisor takes them over).
+    pub(super) passts: Vec<Passt>,
     /// The guest's IPv6 announcements.
     pub(super) announcers: Option<Announcers>,
     pub(super) nics: GuestNics,
@@ -135,12 +138,17 @@ pub(super) struct Guest<'a> {
 impl Guest<'_> {
     /// Runs the supervisor until QEMU is gone; returns the exit status.
     pub(super) fn supervise(&mut self) -> i32 {
-        let helpers: Vec<(Child, Pid)> = self
+        let mut helpers: Vec<(Child, Pid)> = self
             .dnsmasq
             .take()
             .map(|pid| (Child::Dnsmasq, pid))
             .into_iter()
             .collect();
+        for passt in &mut self.passts {
+            if let Some(pid) = passt.pid.take() {
+                helpers.push((passt.child(), pid));
+            }
+        }
         let mut monitor = self.monitor.take();
         let (signals, stop_timeout, qemu) = (self.signals, self.config.stop_timeout, self.qemu);
         supervise::run(
@@ -156,6 +164,7 @@ impl Guest<'_> {
     /// After QEMU: everything put back as it was before the boot.
     pub(super) fn put_back(mut self) {
         self.announcers = None;
+        user::stop_passts(&mut self.passts);
         put_back(
             self.config,
             &mut self.nl,

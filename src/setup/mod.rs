@@ -8,6 +8,7 @@
 mod guest;
 pub mod health;
 mod running;
+mod user;
 
 use guest::{Guest, GuestNics};
 
@@ -82,6 +83,8 @@ struct Checked {
     tap_major: Option<u64>,
     /// The datapath every NIC gets.
     datapath: Datapath,
+    /// vminit's effective capabilities (bit N: capability N).
+    caps: u64,
 }
 
 impl Checked {
@@ -112,18 +115,28 @@ impl Checked {
     }
 }
 
-/// Checks every input before anything changes in the network: the programs, the disk
-/// (created or grown first when asked), vhost-net, the debug shell, the right to create
-/// macvtap device nodes.
+/// Checks every input before anything changes in the network: the datapath (the right to
+/// take the network over and to create macvtap device nodes), the programs, the disk
+/// (created or grown first when asked), vhost-net, the debug shell.
 fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     let paths = &config.paths;
+    let caps = devices::effective_caps(Path::new("/proc/self/status"));
+    let datapath = report(accel::choose_user(
+        config.datapath,
+        caps & (1 << devices::CAP_NET_ADMIN) != 0,
+        || choose_datapath(config),
+    )?);
     RunDir::new(&paths.run_dir)
         .check_sockets()
         .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
     check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
-    if config.dhcp {
-        devices::check_program(&paths.dnsmasq, "dnsmasq")?;
+    match datapath {
+        Datapath::User => devices::check_program(&paths.passt, "passt")?,
+        Datapath::Macvtap | Datapath::Tap if config.dhcp => {
+            devices::check_program(&paths.dnsmasq, "dnsmasq")?
+        }
+        Datapath::Macvtap | Datapath::Tap => {}
     }
     let watch = provision::Watch {
         mask: signals.original,
@@ -166,7 +179,6 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         ),
         _ => None,
     };
-    let datapath = choose_datapath(config)?;
     Ok(Checked {
         vhost,
         disk,
@@ -178,12 +190,13 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
         datapath,
+        caps,
     })
 }
 
-/// `NET_DATAPATH`, decided by what this container may do: make and open macvtap device
-/// nodes, open `/dev/net/tun`. Logged in one line saying which and why.
-fn choose_datapath(config: &Config) -> Result<Datapath> {
+/// The takeover datapath this container allows (`NET_DATAPATH`, `auto`): make and open
+/// macvtap device nodes, else open `/dev/net/tun`; the error when neither can be had.
+fn choose_datapath(config: &Config) -> Result<Choice<Datapath>> {
     let paths = &config.paths;
     let macvtap = match config.datapath {
         NetDatapath::Tap => accel::MacvtapProbe::NotLoaded,
@@ -194,11 +207,7 @@ fn choose_datapath(config: &Config) -> Result<Datapath> {
         NetDatapath::Macvtap => Ok(()),
         _ => tun::probe(&tun_path).map_err(|e| format!("open {}: {e}", tun_path.display())),
     };
-    Ok(report(accel::choose_datapath(
-        config.datapath,
-        macvtap,
-        tun,
-    )?))
+    accel::choose_datapath(config.datapath, macvtap, tun)
 }
 
 /// The tun device the tap datapath makes its taps on.
@@ -254,6 +263,8 @@ struct Boot<'a> {
     monitor: Option<Monitor>,
     dhcp: Option<DhcpServer>,
     dnsmasq: Option<Pid>,
+    /// User mode: each guest NIC's passt.
+    passts: Vec<user::Passt>,
     /// The guest's IPv6 announcements, handed to the supervisor.
     announcers: Option<Announcers>,
     /// The guest's NICs taken over so far.
@@ -305,6 +316,7 @@ impl<'a> Boot<'a> {
             monitor,
             dhcp: None,
             dnsmasq: None,
+            passts: Vec::new(),
             announcers: None,
             nics: GuestNics::default(),
             tpm: None,
@@ -330,6 +342,7 @@ impl<'a> Boot<'a> {
                 monitor: self.monitor,
                 dhcp: self.dhcp,
                 dnsmasq: self.dnsmasq,
+                passts: self.passts,
                 announcers: self.announcers,
                 nics: self.nics,
                 tpm: self.tpm,
@@ -339,6 +352,7 @@ impl<'a> Boot<'a> {
             }),
             Err(e) => {
                 self.announcers = None;
+                user::stop_passts(&mut self.passts);
                 guest::put_back(
                     self.config,
                     &mut self.nl,
@@ -354,6 +368,9 @@ impl<'a> Boot<'a> {
 
     /// The phases, in order; QEMU's pid once it runs.
     fn phases(&mut self) -> Result<Pid> {
+        if self.checked.datapath == Datapath::User {
+            return self.user_phases();
+        }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
         let max = qemu::max_nics(self.checked.seed.is_some());
@@ -381,12 +398,11 @@ impl<'a> Boot<'a> {
             None => self.choose_accelerator(kvm)?,
         };
         self.wait_for_dnsmasq()?;
-        let argv = self.qemu_argv(&plan, &taps, accel, seed.as_deref(), console_tcp);
-        self.check_not_interrupted()?;
-        if let Some(shell) = self.checked.shell.clone() {
-            return Err(self.exec_shell(&shell, &argv));
-        }
-        let qemu = self.start_qemu(&argv, taps)?;
+        let netdevs = taps
+            .iter()
+            .map(|t| qemu::Netdev::Tap(t.raw_fds()))
+            .collect();
+        let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
         // The announcers are nothing the guest can use before it has booted, so they open
         // while QEMU starts: a guest solicits routers and asks DHCPv6 only once its
         // link-local address has passed duplicate address detection (a second at least, RFC
@@ -396,6 +412,36 @@ impl<'a> Boot<'a> {
             return Err(e);
         }
         Ok(qemu)
+    }
+
+    /// The last phase: QEMU started with the plan's NICs on `netdevs` (the taps, held open
+    /// until QEMU has its copies, or passt's sockets), or the debug shell exec'd.
+    fn launch(
+        &mut self,
+        plan: &Plan,
+        netdevs: Vec<qemu::Netdev>,
+        taps: Vec<Tap>,
+        accel: Accelerator,
+        seed: Option<&Path>,
+        console_tcp: Option<std::net::Ipv4Addr>,
+    ) -> Result<Pid> {
+        let nics: Vec<qemu::GuestNic> = plan
+            .nics
+            .iter()
+            .zip(netdevs)
+            .map(|(n, netdev)| qemu::GuestNic {
+                slot: n.slot,
+                netdev,
+                mac: n.mac,
+                mtu: n.mtu,
+            })
+            .collect();
+        let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
+        self.check_not_interrupted()?;
+        if let Some(shell) = self.checked.shell.clone() {
+            return Err(self.exec_shell(&shell, &argv));
+        }
+        self.start_qemu(&argv, taps)
     }
 
     /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
@@ -581,27 +627,15 @@ impl<'a> Boot<'a> {
         Ok(taps)
     }
 
-    /// QEMU's command line: the plan's NICs on their tap fds, the seed, the display (VNC also
-    /// on `console_tcp`), then CMD's arguments.
+    /// QEMU's command line: the guest's NICs, the seed, the display (VNC also on
+    /// `console_tcp`), then CMD's arguments.
     fn qemu_argv(
         &self,
-        plan: &Plan,
-        taps: &[Tap],
+        nics: &[qemu::GuestNic],
         accel: Accelerator,
         seed: Option<&Path>,
         console_tcp: Option<std::net::Ipv4Addr>,
     ) -> Vec<OsString> {
-        let nics: Vec<qemu::GuestNic> = plan
-            .nics
-            .iter()
-            .zip(taps)
-            .map(|(n, t)| qemu::GuestNic {
-                slot: n.slot,
-                fds: t.raw_fds(),
-                mac: n.mac,
-                mtu: n.mtu,
-            })
-            .collect();
         let extra: &[OsString] = match &self.config.command {
             Command::Boot(args) => args,
             _ => &[],
@@ -641,7 +675,7 @@ impl<'a> Boot<'a> {
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
-            nics: &nics,
+            nics,
             display: &display,
             seed,
             extra,
@@ -717,7 +751,8 @@ fn take_over_nic(
     };
     let paths = &config.paths;
     let tap = match nic.datapath {
-        Datapath::Macvtap => {
+        // User mode takes nothing over: it never gets here.
+        Datapath::Macvtap | Datapath::User => {
             let tap = applier.index_of(&nic.tap).and_then(|index| {
                 devices::open_tap(
                     &paths.sys_class_net,

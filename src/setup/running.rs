@@ -66,6 +66,14 @@ impl supervise::Effects for Guest<'_> {
     fn start(&mut self, child: Child) -> Option<Pid> {
         let spawned = match child {
             Child::Dnsmasq => self.dhcp.as_ref()?.spawn(),
+            Child::Passt(slot) => {
+                let passt = self.passts.iter().find(|p| p.slot == slot)?;
+                log::error!(
+                    "the guest's NIC on {} has no network until the container restarts: QEMU 7.2 does not connect again to a new passt",
+                    passt.lower
+                );
+                passt.spawn(self.signals.original)
+            }
         };
         spawned.inspect_err(|e| log::warn!("{e}")).ok()
     }
@@ -73,6 +81,7 @@ impl supervise::Effects for Guest<'_> {
     fn ready(&mut self, child: Child) -> bool {
         match child {
             Child::Dnsmasq => self.dhcp.as_ref().is_some_and(DhcpServer::is_ready),
+            Child::Passt(slot) => self.passts.iter().any(|p| p.slot == slot && p.is_ready()),
         }
     }
 

@@ -55,7 +55,8 @@ impl NicPlan {
     /// filters keep the guest's traffic for them there; see `tapjoin`).
     pub fn serves_on(&self) -> &str {
         match self.datapath {
-            Datapath::Macvtap => &self.door,
+            // User mode plans as macvtap and applies nothing.
+            Datapath::Macvtap | Datapath::User => &self.door,
             Datapath::Tap => &self.tap,
         }
     }
@@ -651,7 +652,7 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
         Mac::local_from(bytes)
     };
     match guest.datapath {
-        Datapath::Macvtap => steps.extend(create_guest_nic(guest)),
+        Datapath::Macvtap | Datapath::User => steps.extend(create_guest_nic(guest)),
         Datapath::Tap => steps.extend([
             Step::AddTap {
                 name: guest.tap.clone(),

@@ -519,6 +519,24 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
 }
 
 /// Checks that a program exists and is executable, before anything changes.
+/// Capability numbers (linux/capability.h), for `effective_caps`' bits.
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
+pub const CAP_NET_ADMIN: u32 = 12;
+
+/// The capability sets vminit runs with: bit N of `CapEff` in /proc/self/status is
+/// capability N (`CAP_NET_ADMIN` = 12, `CAP_NET_BIND_SERVICE` = 10). Unreadable: none.
+pub fn effective_caps(proc_self_status: &Path) -> u64 {
+    fs::read_to_string(proc_self_status)
+        .ok()
+        .and_then(|text| parse_cap_eff(&text))
+        .unwrap_or(0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 pub fn check_program(path: &Path, what: &str) -> Result<()> {
     let meta = fs::metadata(path).map_err(|source| Error::Program {
         what: format!("{what} {} (set {})", path.display(), env_of(what)),
@@ -538,6 +556,7 @@ fn env_of(what: &str) -> &'static str {
         "dnsmasq" => "VMINIT_DNSMASQ to its path, or ENABLE_DHCP=no",
         "qemu-img" => "VMINIT_QEMU_IMG to its path",
         "swtpm" => "VMINIT_SWTPM to its path, or TPM=no",
+        "passt" => "VMINIT_PASST to its path",
         _ => "VMINIT_QEMU to its path",
     }
 }
@@ -554,6 +573,15 @@ mod tests {
             parse_major("Character devices:\n  1 mem\n", "macvtap"),
             None
         );
+    }
+
+    #[test]
+    fn reads_the_effective_capabilities_from_proc_status() {
+        let status = "Name:\tvminit\nCapPrm:\t0000000000000000\nCapEff:\t00000000a80435fb\n";
+        let caps = parse_cap_eff(status).unwrap();
+        assert_ne!(caps & (1 << 12), 0, "NET_ADMIN");
+        assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
     }
 
     use crate::vm::disk::tests::qcow2;

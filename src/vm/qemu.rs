@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::net::types::Mac;
 use crate::takeover::slot::Slot;
@@ -10,13 +10,22 @@ use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
 use crate::vm::machine::NicModel;
 
+/// Where a guest NIC's frames go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Netdev {
+    /// An open tap device (a macvtap's /dev/tapN) QEMU inherits: one descriptor per queue
+    /// pair (at least one).
+    Tap(Vec<RawFd>),
+    /// passt's Unix socket (user mode), which QEMU connects to.
+    Stream(PathBuf),
+}
+
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestNic {
     /// Its place, which names its netdev and device.
     pub slot: Slot,
-    /// Its tap's descriptors, one per queue pair (at least one).
-    pub fds: Vec<RawFd>,
+    pub netdev: Netdev,
     pub mac: Mac,
     pub mtu: u32,
 }
@@ -204,13 +213,22 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     }
     for nic in q.nics {
         let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
-        let fds: Vec<String> = nic.fds.iter().map(RawFd::to_string).collect();
+        let queues = match &nic.netdev {
+            Netdev::Tap(fds) => fds.len(),
+            Netdev::Stream(_) => 1,
+        };
         push("-netdev".into());
-        push(format!(
-            "tap,id={netdev},{},vhost={}",
-            fd_option(&fds),
-            if q.vhost { "on" } else { "off" }
-        ));
+        push(match &nic.netdev {
+            Netdev::Tap(fds) => format!(
+                "tap,id={netdev},{},vhost={}",
+                fd_option(&fds.iter().map(RawFd::to_string).collect::<Vec<_>>()),
+                if q.vhost { "on" } else { "off" }
+            ),
+            Netdev::Stream(socket) => format!(
+                "stream,id={netdev},server=off,addr.type=unix,addr.path={}",
+                socket.display().to_string().replace(',', ",,")
+            ),
+        });
         push("-device".into());
         push(nic_device(
             q.nic_model,
@@ -218,7 +236,7 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             &device,
             nic.mac,
             nic.mtu,
-            fds.len(),
+            queues,
         ));
     }
     a.extend(q.extra.iter().cloned());
@@ -470,28 +488,39 @@ mod tests {
         disk: &[Layer<RawFd>],
         sandbox: bool,
     ) -> Vec<String> {
-        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         let nics = [
             GuestNic {
                 slot: Slot(0),
-                fds: vec![5],
+                netdev: Netdev::Tap(vec![5]),
                 mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
                 mtu: 1500,
             },
             GuestNic {
                 slot: Slot(1),
-                fds: vec![6],
+                netdev: Netdev::Tap(vec![6]),
                 mac: Mac([2, 0x42, 0xac, 0x14, 0, 5]),
                 mtu: 1450,
             },
         ];
+        render_nics(accel, vhost, extra, disk, sandbox, &nics)
+    }
+
+    fn render_nics(
+        accel: Accelerator,
+        vhost: bool,
+        extra: &[&str],
+        disk: &[Layer<RawFd>],
+        sandbox: bool,
+        nics: &[GuestNic],
+    ) -> Vec<String> {
+        let extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         words(&QemuInput {
             accel,
             vhost,
             ram: "512M",
             cpus: 2,
             sandbox,
-            nics: &nics,
+            nics,
             display: &["-display".into(), "none".into()],
             extra: &extra,
             ..minimal(disk)
@@ -535,6 +564,27 @@ mod tests {
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_user_mode_nic_connects_to_its_passt_socket_with_the_containers_mac() {
+        let nics = [GuestNic {
+            slot: Slot(0),
+            netdev: Netdev::Stream("/run/vminit/passt0.sock".into()),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a = render_nics(Accelerator::Tcg, false, &[], &plain_disk(), true, &nics);
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vminit/passt0.sock"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+        ));
     }
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
@@ -801,7 +851,7 @@ mod tests {
     fn a_multiqueue_nic_is_a_tap_on_all_its_fds_with_mq_and_two_vectors_per_queue_pair() {
         let nics = [GuestNic {
             slot: Slot(0),
-            fds: vec![5, 9, 10, 11],
+            netdev: Netdev::Tap(vec![5, 9, 10, 11]),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1500,
         }];
@@ -877,7 +927,7 @@ mod tests {
         let iso = file("/image/install.iso", 30, None);
         let nics = [GuestNic {
             slot: Slot(0),
-            fds: vec![5],
+            netdev: Netdev::Tap(vec![5]),
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1500,
         }];

@@ -9,3 +9,4 @@ mod console;
 mod disks;
 mod ipv6;
 mod tap;
+mod user;

@@ -56,7 +56,8 @@ flock 9
 # The stamp: this script, the guest's scripts, and the identity of every binary input.
 stamp=$(
 	{
-		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh" "$here/dhcp6-event.sh"
+		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh" "$here/dhcp6-event.sh" \
+			"$here/serve.c"
 		stat -L -c '%n %s %Y' "$kernel" "$busybox" "$moddir/modules.dep" /sbin/dhclient
 	} | sha256sum | cut -d' ' -f1
 )
@@ -111,6 +112,8 @@ done
 install -m 0755 "$here/init.sh" "$root/init"
 install -m 0644 "$here/lib.sh" "$root/lib/guest.sh"
 install -m 0755 "$here/dhcp-event.sh" "$root/etc/dhcp-event.sh"
+# A TCP and UDP service (vminit_test_serve): busybox-static has no UDP server.
+gcc -static -Os -s -Wall -o "$root/bin/serve" "$here/serve.c"
 
 # DHCPv6: busybox has no client, Debian's busybox-static no udhcpc6. ISC dhclient (what Debian's
 # ifupdown runs for `inet6 dhcp`) with the C library it links, and its event script.

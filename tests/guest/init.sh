@@ -57,6 +57,9 @@
 #   vminit_test_vga_banner=TEXT       clear the VGA console (tty1), show TEXT there (underscores
 #                                     become spaces), and report each line typed on its keyboard
 #   vminit_test_cidata=1              find the cloud-init seed (label cidata) and print it
+#   vminit_test_serve=PORT            before the report, serve TCP and UDP on PORT (tests/guest/
+#                                     serve.c: TCP sends "GUEST-TCP PORT", UDP answers
+#                                     "GUEST-UDP PORT " and the datagram)
 
 . /lib/guest.sh
 guest_mount
@@ -98,6 +101,10 @@ nics=$(guest_nics)
 guest_dhcp6 $nics
 guest_dhcp "$(cmdline_value vminit_test_dhcp_tries 5)" $nics
 guest_wait_ipv6 "$(cmdline_value vminit_test_ipv6_wait 30)" $(cmdline_value vminit_test_ipv6 "" | tr ',' ' ')
+serve_port=$(cmdline_value vminit_test_serve "")
+if [ -n "$serve_port" ]; then
+	serve "$serve_port" &
+fi
 
 for nic in $nics; do
 	mac=$(cat "/sys/class/net/$nic/address")

@@ -218,20 +218,6 @@ fn a_qemu_that_is_not_executable_is_refused_with_126() {
 }
 
 #[test]
-fn without_mknod_rights_and_without_dev_net_tun_both_flags_are_named() {
-    let f = Fixture::new();
-    // NET_DATAPATH=auto: neither a macvtap node nor a tap can be made.
-    let vm = f.vminit().cap_drop("mknod").dev_net_tun(false);
-    expect_refusal(
-        &f,
-        vm,
-        69,
-        &["mknod", "--device-cgroup-rule 'c ", "--device /dev/net/tun"],
-        QUICK,
-    );
-}
-
-#[test]
 fn net_datapath_macvtap_without_mknod_rights_names_the_device_cgroup_flag() {
     let f = Fixture::new();
     let vm = f.vminit().env("NET_DATAPATH", "macvtap").cap_drop("mknod");
@@ -258,11 +244,22 @@ fn net_datapath_tap_without_net_admin_names_the_cap_add_flag() {
     expect_refusal(&f, vm, 69, &["--cap-add NET_ADMIN"], QUICK);
 }
 
+// With NET_DATAPATH=auto, a container without NET_ADMIN, or where neither a macvtap node nor
+// a tap can be made, boots in user mode instead (tests/ns/user.rs).
 #[test]
-fn without_net_admin_the_cap_add_flag_is_named() {
+fn net_datapath_macvtap_without_net_admin_names_the_cap_add_flag_and_user_mode() {
     let f = Fixture::new();
-    let vm = f.vminit().cap_drop("net_admin");
-    expect_refusal(&f, vm, 69, &["--cap-add NET_ADMIN"], QUICK);
+    let vm = f
+        .vminit()
+        .env("NET_DATAPATH", "macvtap")
+        .cap_drop("net_admin");
+    expect_refusal(
+        &f,
+        vm,
+        69,
+        &["--cap-add NET_ADMIN", "NET_DATAPATH=user"],
+        QUICK,
+    );
 }
 
 #[test]

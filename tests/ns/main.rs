@@ -20,3 +20,4 @@ mod nic_model;
 mod restore;
 mod seed;
 mod tap;
+mod user;
