@@ -94,9 +94,11 @@ trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --dhcp-range=10.99.0.10,10.99.0.10,255.255.255.0,infinite --dhcp-broadcast \
     --dhcp-leasefile=/run/dnsmasq.leases --pid-file=/run/dnsmasq.pid
 # vminit's fixed QEMU arguments (src/vm/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
+# The NIC's backend is a hub port (always built in), not user networking: the image's QEMU may be
+# built without slirp (image/build-qemu.sh), and vminit never uses it.
 trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
-    -qmp unix:/run/qmp.sock,server=on,wait=off -nic user,model=virtio-net-pci \
+    -qmp unix:/run/qmp.sock,server=on,wait=off -netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
 # The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix socket.
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
@@ -105,7 +107,7 @@ trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
-        -serial chardev:console -nic user,model=virtio-net-pci -no-reboot </dev/null
+        -serial chardev:console -netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 -no-reboot </dev/null
 fi
 EOF
 
