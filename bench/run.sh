@@ -33,6 +33,9 @@
 #
 # Environment: BENCH_DISTRO=no skips the distribution guest (building its images the first time
 # takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
+# BENCH_QEMU=PATH runs every guest on that QEMU (default Debian's qemu-system-x86_64), e.g. the one
+# image/build-qemu.sh builds, to compare it with Debian's; the report names the QEMU in its
+# machine section. The user-mode networking row keeps Debian's (the built one has no slirp).
 #
 # Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
 # (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
@@ -76,7 +79,8 @@ RES=$OUT/results
 VMINIT=$TARGET_DIR/x86_64-unknown-linux-musl/release/vminit
 STAMP=$OUT/bench-stamp
 STANDIN=$OUT/qemu-standin
-QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+DEBIAN_QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+QEMU=${BENCH_QEMU:-$DEBIAN_QEMU}
 GUEST=$OUT/guest
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
@@ -540,7 +544,7 @@ say "throughput: QEMU user-mode networking"
 USERNS=${NS_PREFIX}u
 ip netns add "$USERNS"
 ip -n "$USERNS" link set lo up
-bg_start ip netns exec "$USERNS" "$QEMU" -name guest=usernet "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
+bg_start ip netns exec "$USERNS" "$DEBIAN_QEMU" -name guest=usernet "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
 	-display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
 	-drive "file=$WORK/user.qcow2,if=virtio,format=qcow2" \
 	-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:15201-:5201 \
