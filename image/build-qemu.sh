@@ -34,13 +34,14 @@ SELF=$(realpath -e -- "${BASH_SOURCE[0]}")
 # (DISPLAY=vnc; std VGA and usb-tablet are default devices), the seccomp sandbox (-sandbox on),
 # device trees (needed by the x86 target's build), tap and stream netdevs with vhost-net,
 # the TPM emulator backend (TPM=yes), the vvfat seed driver, qemu-img (the disk feature).
-# Prefix /usr: QEMU looks for its data dir relative to its binary (BIN/../share/qemu), so in the
-# rootfs (/usr/bin) that is /usr/share/qemu, where Debian's qemu-system-data and firmware packages
-# put keymaps and ROMs; in the cache DIR/share/qemu is a symlink to /usr/share/qemu.
+# Prefix /usr and Debian's firmware path: QEMU looks for its data and firmware dirs relative to
+# its binary (BIN/../share/qemu, BIN/../share/seabios, BIN/../lib/ipxe/qemu), so in the rootfs
+# (/usr/bin) they are where Debian's qemu-system-data, seabios and ipxe-qemu packages put the
+# keymaps and ROMs; in the cache they are symlinks to those dirs.
 # Block formats qcow2 and raw are always built. The x86_64 default device set is kept: it holds
 # pc and q35 (SMM, pflash), virtio-net/blk, e1000e, IDE CD-ROM, std VGA, USB, tpm-crb/tpm-tis.
 CONFIGURE=(
-    --prefix=/usr
+    --prefix=/usr --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
     --target-list=x86_64-softmmu
     --without-default-features
     --enable-kvm --enable-tcg
@@ -119,8 +120,10 @@ tmp=$(mktemp -d "$CACHE_ROOT/.new.XXXXXX")
 install -D -m 0755 "$src/build/qemu-system-x86_64" "$tmp/bin/qemu-system-x86_64"
 install -D -m 0755 "$src/build/qemu-img" "$tmp/bin/qemu-img"
 strip --strip-unneeded "$tmp/bin/qemu-system-x86_64" "$tmp/bin/qemu-img"
-mkdir -p "$tmp/share"
+mkdir -p "$tmp/share" "$tmp/lib/ipxe"
 ln -s /usr/share/qemu "$tmp/share/qemu"
+ln -s /usr/share/seabios "$tmp/share/seabios"
+ln -s /usr/lib/ipxe/qemu "$tmp/lib/ipxe/qemu"
 echo "$version" >"$tmp/VERSION"
 echo "${CONFIGURE[*]}" >"$tmp/configure-line"
 rm -rf -- "$OUT"
