@@ -418,6 +418,7 @@ PATHS = [
     ("veth", "veth between namespaces, no guest (ceiling)"),
     ("vminit", "guest via vminit's macvtap"),
     ("floor", "guest via a macvtap made by hand, no vminit"),
+    ("passt", "guest via vminit's user mode (passt, NET_DATAPATH=user)"),
     ("usernet", "guest via QEMU user-mode networking (slirp, hostfwd)"),
 ]
 tput = {p: (mbps(p, "up"), mbps(p, "down")) for p, _ in PATHS}
@@ -480,7 +481,8 @@ if plug:
       "(section 3).")
 up, down = tput["vminit"]
 w(f"- **Throughput** through vminit's macvtap: {ms(up, 0)} Mbit/s to the guest, {ms(down, 0)} Mbit/s from it "
-  f"(user-mode networking: {ms(tput['usernet'][0], 0)} / {ms(tput['usernet'][1], 0)}; veth ceiling: "
+  f"(vminit's user mode, passt: {ms(tput['passt'][0], 0)} / {ms(tput['passt'][1], 0)}; "
+  f"QEMU user-mode networking: {ms(tput['usernet'][0], 0)} / {ms(tput['usernet'][1], 0)}; veth ceiling: "
   f"{ms(tput['veth'][0], 0)} / {ms(tput['veth'][1], 0)}).")
 w(f"- **Footprint**: a {int(machine.get('binary_bytes', 0)) / 1048576:.2f} MiB static binary, "
   f"{foot.get('vminit_rss_kb', '?')} KiB resident as PID 1 while the guest runs, "
@@ -830,7 +832,7 @@ a.set_title(f"Boot to network: PID 1 exec → first ping reply ({accel.upper()})
 a.grid(True, axis="y", alpha=0.3)
 
 a = ax[1][1]
-labels = ["veth\n(ceiling)", "vminit\nmacvtap", "hand-made\nmacvtap", "QEMU\nuser-mode"]
+labels = ["veth\n(ceiling)", "vminit\nmacvtap", "hand-made\nmacvtap", "vminit\npasst", "QEMU\nuser-mode"]
 x = range(len(PATHS))
 a.bar([i - 0.2 for i in x], [tput[p][0] for p, _ in PATHS], width=0.4, label="to the guest")
 a.bar([i + 0.2 for i in x], [tput[p][1] for p, _ in PATHS], width=0.4, label="from the guest")

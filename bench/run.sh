@@ -19,7 +19,8 @@
 #      to the container as `docker network connect` does; from that moment to the first ping the
 #      guest answers at the new NIC's address (vminit follows, the guest configures it by DHCP).
 #   4. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
-#      a hand-made macvtap (no vminit), QEMU user-mode networking, and plain veth (the ceiling).
+#      a hand-made macvtap (no vminit), vminit's user mode (passt, NET_DATAPATH=user), QEMU
+#      user-mode networking, and plain veth (the ceiling).
 #   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
 #      runs, the Docker image size when `vminit:latest` exists.
 #
@@ -537,7 +538,8 @@ printf 'run\tplug_mono_ns\tplug_real_ns\tping_us\tstop_ms\n' >"$RES/plug.tsv"
 for ((r = 1; r <= PLUG_RUNS; r++)); do plug_run "$r"; done
 
 # ---------------------------------------------------------------------------------------------
-# 4. Throughput: QEMU user-mode networking, and plain veth (no guest) as the ceiling
+# 4. Throughput: vminit's user mode (passt), QEMU user-mode networking, and plain veth (no
+#    guest) as the ceiling
 # ---------------------------------------------------------------------------------------------
 
 say "throughput: QEMU user-mode networking"
@@ -554,6 +556,24 @@ USER_QEMU=$LAST_PID
 wait_for 180 grep -q BENCH-READY "$RES/boot/usernet.console" || die "the user-mode guest never got ready"
 iperf_pair usernet "$USERNS" 127.0.0.1 15201
 bg_stop "$USER_QEMU" 5
+
+say "throughput: vminit's user mode (passt)"
+# The container keeps its address; passt forwards the peer's connections to port 5201 of it to
+# the guest's iperf3 server.
+CTR_SEQ=$((CTR_SEQ + 1))
+ctr=$(ctr_create "$CTR_SEQ" 1)
+bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM NET_DATAPATH=user USER_PORTS=5201 \
+	VMINIT_DISK="$WORK/vminit.qcow2" VMINIT_QEMU="$QEMU" -- \
+	"$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
+	</dev/null >"$RES/boot/passt.console" 2>"$RES/boot/passt.log"
+passt_ctr=$LAST_PID
+wait_for 180 grep -q BENCH-READY "$RES/boot/passt.console" ||
+	die "the user-mode (passt) guest never got ready; see $RES/boot/passt.log"
+iperf_pair passt "$PEER" "$GUEST_IP"
+pid1=$(pid1_of "$passt_ctr")
+if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
+bg_stop "$passt_ctr" 20
+ctr_delete "$ctr"
 
 say "throughput: veth (no guest)"
 CTR_SEQ=$((CTR_SEQ + 1))

@@ -6,14 +6,15 @@
 # Debian's source package for vminit's features only, TCG built in) instead of the binary of
 # Debian's qemu-system-x86 package; the firmware, ROMs and keymap still come from Debian's packages.
 #
-# The rootfs holds QEMU (x86_64 system emulator) and dnsmasq with exactly the shared libraries
-# they load, the firmware and option ROMs QEMU opens for a default `pc` machine with
+# The rootfs holds QEMU (x86_64 system emulator), qemu-img, swtpm, dnsmasq and passt with exactly
+# the shared libraries they load, OVMF (UEFI firmware, BOOT_MODE), the firmware and option ROMs QEMU opens for a default `pc` machine with
 # virtio-net-pci NICs, the TCG accelerator module, a two-line /etc/passwd and /etc/group for
 # dnsmasq, the empty mount points vminit and Docker use, and the static vminit binary as /vminit.
 # Nothing else: every file has a reason, written to ROOTFS.manifest and printed at the end.
 # image/check-rootfs.sh verifies the list by running QEMU and dnsmasq in the rootfs under strace.
 #
-# qemu-system-x86 and dnsmasq-base are installed with apt-get when missing (Debian/Ubuntu host).
+# qemu-system-x86, qemu-utils, ovmf, swtpm, dnsmasq-base and passt are installed with apt-get
+# when missing (Debian/Ubuntu host).
 set -euo pipefail
 
 usage() {
@@ -38,8 +39,22 @@ VMINIT_BINARY=$2
 MANIFEST=$ROOTFS.manifest
 
 QEMU=/usr/bin/qemu-system-x86_64 # in the rootfs, and Debian's on this machine
-QEMU_SRC=$QEMU                    # the binary shipped there
+QEMU_IMG=/usr/bin/qemu-img        # likewise
+QEMU_SRC=$QEMU                    # the binaries shipped there
+QEMU_IMG_SRC=$QEMU_IMG
+SWTPM=/usr/bin/swtpm
+OVMF_DIR=/usr/share/OVMF
+
+# UEFI firmware (Debian's ovmf, 4 MiB builds), with its reason; vminit names them in
+# src/vm/machine.rs.
+OVMF=(
+    "OVMF_CODE_4M.fd|UEFI firmware code (BOOT_MODE=uefi)"
+    "OVMF_VARS_4M.fd|template of the guest's UEFI variables, copied beside the disk on the first UEFI start (BOOT_MODE=uefi)"
+    "OVMF_CODE_4M.secboot.fd|UEFI firmware code with Secure Boot and SMM (BOOT_MODE=secure)"
+    "OVMF_VARS_4M.ms.fd|template of the UEFI variables with Microsoft's Secure Boot keys enrolled (BOOT_MODE=secure)"
+)
 DNSMASQ=/usr/sbin/dnsmasq
+PASST=/usr/bin/passt
 
 # Firmware and option ROMs, by the name QEMU asks for, each with the reason QEMU opens it.
 # They are found through QEMU's own data-dir search order (`qemu-system-x86_64 -L help`) and land
@@ -52,6 +67,7 @@ FIRMWARE=(
     "bios-256k.bin|SeaBIOS, the BIOS of the default pc machine"
     "vgabios-stdvga.bin|option ROM of the default VGA device (std VGA), created even with -display none"
     "efi-virtio.rom|iPXE option ROM that QEMU loads for every virtio-net-pci NIC"
+    "efi-e1000e.rom|iPXE option ROM that QEMU loads for every e1000e NIC (NIC_MODEL=e1000e)"
     "kvmvapic.bin|option ROM of the kvmvapic device the x86 APIC creates (under KVM and TCG alike)"
     "linuxboot_dma.bin|option ROM for direct kernel boot (-kernel in CMD), used by the tests and by users who boot a kernel without a bootloader"
     "keymaps/en-us|the keymap QEMU's VNC server loads at start (DISPLAY=vnc), for viewers that send key symbols rather than raw key codes"
@@ -66,7 +82,7 @@ MODULES=(
 DIRS=(
     "/image|0755|mount point of the VM disk volume (-v DIR:/image, /image/image.qcow2)"
     "/vnc|0750|mount point of the graphical console's socket directory (DISPLAY=vnc: -v DIR:/vnc, /vnc/vnc.sock)"
-    "/run|0755|vminit's run dir /run/vminit (dnsmasq conf, leases, pid, QMP and health sockets, qemu.sh)"
+    "/run|0755|vminit's run dir /run/vminit (dnsmasq conf, leases, pid, QMP, health and passt sockets, qemu.sh)"
     "/tmp|1777|scratch space for QEMU (e.g. -snapshot) and debug shells"
     "/dev|0755|mount point: Docker mounts /dev; vminit mknods /dev/tapN there"
     "/proc|0755|mount point: Docker mounts procfs"
@@ -96,11 +112,20 @@ ensure_package() {
 }
 ensure_package qemu-system-x86
 ensure_package dnsmasq-base
+ensure_package qemu-utils
+ensure_package ovmf
+ensure_package swtpm
+[[ -x $SWTPM ]] || die "$SWTPM missing after installing swtpm"
+ensure_package passt
 [[ -x $QEMU ]] || die "$QEMU missing after installing qemu-system-x86"
+[[ -x $QEMU_IMG ]] || die "$QEMU_IMG missing after installing qemu-utils"
 [[ -x $DNSMASQ ]] || die "$DNSMASQ missing after installing dnsmasq-base"
+[[ -x $PASST && -x $PASST.avx2 ]] || die "$PASST or $PASST.avx2 missing after installing passt"
 if [[ -n $QEMU_BUILT ]]; then
     QEMU_SRC=$QEMU_BUILT/bin/qemu-system-x86_64
-    [[ -x $QEMU_SRC ]] || die "--qemu=$QEMU_BUILT holds no bin/qemu-system-x86_64 (build it with image/build-qemu.sh)"
+    QEMU_IMG_SRC=$QEMU_BUILT/bin/qemu-img
+    [[ -x $QEMU_SRC && -x $QEMU_IMG_SRC ]] ||
+        die "--qemu=$QEMU_BUILT holds no bin/qemu-system-x86_64 and bin/qemu-img (build them with image/build-qemu.sh)"
     MODULES=() # built without module support: TCG is in the binary
 fi
 
@@ -129,11 +154,17 @@ copy() {
 
 copy "$VMINIT_BINARY" /vminit 0755 "the init: PID 1 and ENTRYPOINT (static musl binary)"
 if [[ -n $QEMU_BUILT ]]; then
-    copy "$QEMU_SRC" "$QEMU" 0755 "the VM (VMINIT_QEMU default), built from Debian's qemu $(cat "$QEMU_BUILT/VERSION") source package by image/build-qemu.sh"
+    built="built from Debian's qemu $(cat "$QEMU_BUILT/VERSION") source package by image/build-qemu.sh"
+    copy "$QEMU_SRC" "$QEMU" 0755 "the VM (VMINIT_QEMU default), $built"
+    copy "$QEMU_IMG_SRC" "$QEMU_IMG" 0755 "creates and grows the VM disk (DISK_SIZE, DISK_BASE; VMINIT_QEMU_IMG default), $built"
 else
     copy "$QEMU" "$QEMU" 0755 "the VM (VMINIT_QEMU default)"
+    copy "$QEMU_IMG" "$QEMU_IMG" 0755 "creates and grows the VM disk (DISK_SIZE, DISK_BASE; VMINIT_QEMU_IMG default), from the same QEMU build"
 fi
+copy "$SWTPM" "$SWTPM" 0755 "the guest's TPM 2.0 (TPM=yes; VMINIT_SWTPM default)"
 copy "$DNSMASQ" "$DNSMASQ" 0755 "DHCP server for the guest and DNS forwarder (VMINIT_DNSMASQ default)"
+copy "$PASST" "$PASST" 0755 "the user-mode datapath (NET_DATAPATH=user, or auto without NET_ADMIN): one per guest NIC (VMINIT_PASST default)"
+copy "$PASST.avx2" "$PASST.avx2" 0755 "passt's AVX2 build, which passt execs in its place on CPUs with AVX2 (faster checksums)"
 
 # add_user PATH MODE WHAT USER: copy the shared object PATH (once) and note that USER needs it.
 declare -A USERS=() WHAT=() # rootfs path -> users; rootfs path -> what it is
@@ -176,7 +207,11 @@ add_libraries() {
 }
 
 add_libraries "$QEMU_SRC" qemu-system-x86_64
+add_libraries "$QEMU_IMG_SRC" qemu-img
+add_libraries "$SWTPM" swtpm
 add_libraries "$DNSMASQ" dnsmasq
+add_libraries "$PASST" passt
+add_libraries "$PASST.avx2" passt.avx2
 
 # --- QEMU modules ------------------------------------------------------------------------------
 
@@ -206,6 +241,12 @@ for entry in "${FIRMWARE[@]}"; do
     copy "$found" "$found" 0644 "${entry#*|}"
 done
 
+for entry in "${OVMF[@]}"; do
+    name=${entry%%|*}
+    [[ -e $OVMF_DIR/$name ]] || die "$OVMF_DIR/$name not found (is ovmf installed?)"
+    copy "$OVMF_DIR/$name" "$OVMF_DIR/$name" 0644 "${entry#*|}"
+done
+
 # --- /etc/passwd, /etc/group, empty dirs ------------------------------------------------------
 
 install -d -m 0755 "$ROOTFS/etc"
@@ -232,10 +273,9 @@ done < <(find "$ROOTFS" \( -type f -o -type l \) -print0)
 {
     echo "# vminit image rootfs: every file and empty dir, its size in bytes, and why it is there."
     if [[ -n $QEMU_BUILT ]]; then
-        echo "# Generated by image/build-rootfs.sh with QEMU built from Debian's source package qemu $(cat "$QEMU_BUILT/VERSION") (configure $(cat "$QEMU_BUILT/configure-line")), firmware from $(dpkg-query -W -f='${Package} ${Version}' qemu-system-x86), $(dpkg-query -W -f='${Package} ${Version}' dnsmasq-base)."
-    else
-        echo "# Generated by image/build-rootfs.sh from $(dpkg-query -W -f='${Package} ${Version}' qemu-system-x86), $(dpkg-query -W -f='${Package} ${Version}' dnsmasq-base)."
+        echo "# QEMU and qemu-img built from Debian's source package qemu $(cat "$QEMU_BUILT/VERSION") by image/build-qemu.sh (configure $(cat "$QEMU_BUILT/configure-line")); firmware and keymap from the packages below."
     fi
+    echo "# Generated by image/build-rootfs.sh from $(dpkg-query -W -f='${Package} ${Version}' qemu-system-x86), $(dpkg-query -W -f='${Package} ${Version}' qemu-utils), $(dpkg-query -W -f='${Package} ${Version}' ovmf), $(dpkg-query -W -f='${Package} ${Version}' swtpm), $(dpkg-query -W -f='${Package} ${Version}' dnsmasq-base), $(dpkg-query -W -f='${Package} ${Version}' passt)."
     for path in "${!REASON[@]}"; do
         if [[ $path == */ ]]; then
             size=-

@@ -3,12 +3,13 @@
 set -euo pipefail
 
 PACKAGES=(
-    qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-cloud-amd64
+    qemu-system-x86 qemu-utils dnsmasq-base passt busybox-static linux-image-cloud-amd64
     iproute2 iputils-ping docker.io iperf3 strace cpio gcc libc6-dev
     syslinux mtools dosfstools
     chromium chromium-driver novnc websockify tesseract-ocr
     cloud-init netplan.io python3-yaml
     isc-dhcp-client tcpdump slirp4netns docker-compose podman catatonit
+    grub-pc-bin grub-common xorriso ovmf swtpm
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

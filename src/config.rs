@@ -45,13 +45,16 @@ pub enum Vhost {
     Off,
 }
 
-/// How the guest's NICs reach the container's (`NET_DATAPATH`).
+/// How the guest's NICs reach the container's network (`NET_DATAPATH`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NetDatapath {
-    /// macvtap when its device nodes can be made and opened, else tap.
+    /// macvtap when its device nodes can be made and opened, else tap; user mode when
+    /// neither can be had.
     Auto,
     Macvtap,
     Tap,
+    /// passt: no takeover, no capability needed.
+    User,
 }
 
 /// The datapath a run uses, once `NetDatapath::Auto` is decided.
@@ -62,7 +65,23 @@ pub enum Datapath {
     Macvtap,
     /// A tap from /dev/net/tun joined to the container NIC by tc.
     Tap,
+    /// One passt per NIC, QEMU connected to its Unix socket; the namespace is not changed.
+    User,
 }
+
+/// Which of the container's TCP and UDP ports passt forwards to the guest (`USER_PORTS`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserPorts {
+    None,
+    /// passt's `all`: every port that is not ephemeral and not bound (one socket each).
+    All,
+    /// A passt port list: ports and ranges, `~` exclusions, `:` target ports (`22,80,8000-8100`).
+    List(String),
+}
+
+/// `USER_PORTS`' default: the well-known ports, which any file limit affords (passt holds
+/// one socket per port, protocol and address family).
+pub const USER_PORTS_DEFAULT: &str = "1-1023";
 
 /// A test hook: stop working after a number of network changes, so that a test can kill
 /// vminit at exactly that point (`VMINIT_TEST_PAUSE=setup:N` or `teardown:N`).
@@ -88,7 +107,12 @@ pub enum QemuCaps {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
     pub qemu: PathBuf,
+    /// `qemu-img`, which creates and grows the disk (`DISK_SIZE`, `DISK_BASE`).
+    pub qemu_img: PathBuf,
+    /// `swtpm`, the guest's TPM (`TPM=yes`).
+    pub swtpm: PathBuf,
     pub dnsmasq: PathBuf,
+    pub passt: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
     pub resolv_conf: PathBuf,
@@ -102,7 +126,10 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
+            qemu_img: "/usr/bin/qemu-img".into(),
+            swtpm: "/usr/bin/swtpm".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
+            passt: "/usr/bin/passt".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -128,8 +155,13 @@ pub struct Config {
     pub accel: Accel,
     pub vhost: Vhost,
     pub datapath: NetDatapath,
+    /// `USER_PORTS`: what passt forwards to the guest in user mode.
+    pub user_ports: UserPorts,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
+    /// held and no longer answers for.
+    pub health_grace: Duration,
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
@@ -143,6 +175,8 @@ pub struct Config {
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
     pub seed: Option<crate::vm::seed::Request>,
+    /// The disk's size and base, the boot ISO, the NIC model (`DISK_SIZE`, ...).
+    pub machine: crate::vm::machine::Machine,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -179,7 +213,9 @@ where
         accel: Accel::Auto,
         vhost: Vhost::Auto,
         datapath: NetDatapath::Auto,
+        user_ports: UserPorts::List(USER_PORTS_DEFAULT.into()),
         stop_timeout: Duration::from_secs(8),
+        health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
         log_level,
@@ -189,7 +225,11 @@ where
         display: None,
         pause: None,
         seed: None,
+        machine: crate::vm::machine::Machine::default(),
     };
+    if let Some(t) = parse_seconds(env, "HEALTH_GRACE")? {
+        config.health_grace = t;
+    }
     if matches!(
         config.command,
         Command::Health | Command::Help | Command::Version
@@ -232,13 +272,17 @@ where
         None | Some("auto") => NetDatapath::Auto,
         Some("macvtap") => NetDatapath::Macvtap,
         Some("tap") => NetDatapath::Tap,
+        Some("user") => NetDatapath::User,
         Some(v) => {
             return Err(bad(
                 "NET_DATAPATH",
-                format!("{v:?} is not one of auto, macvtap, tap"),
+                format!("{v:?} is not one of auto, macvtap, tap, user"),
             ));
         }
     };
+    if let Some(v) = nonempty(env, "USER_PORTS") {
+        config.user_ports = parse_user_ports(&v)?;
+    }
     if let Some(t) = parse_seconds(env, "STOP_TIMEOUT")? {
         config.stop_timeout = t;
     }
@@ -249,6 +293,8 @@ where
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::vm::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.machine =
+        crate::vm::machine::parse(&|var| nonempty(env, var)).map_err(|(var, msg)| bad(var, msg))?;
     config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
         None | Some("on") | Some("yes") => true,
         Some("off") | Some("no") => false,
@@ -414,8 +460,60 @@ fn parse_ram(v: &str) -> Result<String> {
             format!("{v:?} is not a memory size; use a number with M or G, such as 512M or 2G"),
         ));
     }
+    if ram_bytes(v).is_none() {
+        return Err(bad(
+            "RAM_SIZE",
+            format!("{v} is more memory than QEMU can address; use a size such as 512M or 2G"),
+        ));
+    }
     // A bare number means MiB to QEMU; keep it that way.
     Ok(v.to_ascii_uppercase())
+}
+
+/// `RAM_SIZE` (as `parse_ram` keeps it) in bytes; `None` beyond 2^63, which QEMU refuses.
+pub fn ram_bytes(ram: &str) -> Option<u64> {
+    let digits = ram.trim_end_matches(|c: char| "KkMmGgTt".contains(c));
+    let shift = match ram[digits.len()..].to_ascii_uppercase().as_str() {
+        "K" => 10,
+        "" | "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift).filter(|b| *b < 1 << 63)
+}
+
+/// Whether the host can give the guest `ram` (`RAM_SIZE`): under the kernel's default
+/// overcommit rule (`overcommit` is `vm.overcommit_memory`, 0) one allocation may not
+/// exceed memory and swap together (`/proc/meminfo`'s `MemTotal` + `SwapTotal`), and QEMU
+/// allocates the guest's RAM at start. Other rules, or an unreadable `meminfo`, allow it.
+pub fn check_ram_fits(
+    ram: &str,
+    meminfo: &str,
+    overcommit: &str,
+) -> std::result::Result<(), String> {
+    if overcommit.trim() != "0" {
+        return Ok(());
+    }
+    let kib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let (Some(mem), Some(bytes)) = (kib("MemTotal:"), ram_bytes(ram)) else {
+        return Ok(());
+    };
+    let total = (mem + kib("SwapTotal:").unwrap_or(0)) * 1024;
+    if bytes > total {
+        return Err(format!(
+            "{ram} is more than this host's memory and swap ({} MiB), so QEMU cannot allocate it; use at most {}M",
+            total >> 20,
+            total >> 20
+        ));
+    }
+    Ok(())
 }
 
 fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>> {
@@ -465,6 +563,38 @@ fn parse_guest_dns(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Ipv4Addr>
     Ok(out)
 }
 
+/// `USER_PORTS`: `none`, `all`, or ports and ranges as passt takes them (`22,80,8000-8100`,
+/// `~` to exclude, `:` for a different guest port). vminit adds each NIC's address itself.
+fn parse_user_ports(v: &str) -> Result<UserPorts> {
+    match v {
+        "none" => return Ok(UserPorts::None),
+        "all" => return Ok(UserPorts::All),
+        _ => {}
+    }
+    let list: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    let item_ok = |item: &str| {
+        let item = item.strip_prefix('~').unwrap_or(item);
+        let ports = |s: &str| {
+            let mut ends = s.splitn(2, '-');
+            ends.all(|p| matches!(p.parse::<u32>(), Ok(1..=65535)))
+        };
+        match item.split_once(':') {
+            Some((from, to)) => ports(from) && ports(to),
+            None => ports(item),
+        }
+    };
+    if list.split(',').all(item_ok) {
+        Ok(UserPorts::List(list))
+    } else {
+        Err(bad(
+            "USER_PORTS",
+            format!(
+                "{v:?} is not none, all, or a list of ports and ranges; use for example USER_PORTS=22,80,443,8000-8100"
+            ),
+        ))
+    }
+}
+
 fn parse_pause(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Pause>> {
     let Some(v) = nonempty(env, "VMINIT_TEST_PAUSE") else {
         return Ok(None);
@@ -499,9 +629,12 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 5] = [
+    let overrides: [(&str, &mut PathBuf); 8] = [
         ("VMINIT_QEMU", &mut paths.qemu),
+        ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
+        ("VMINIT_SWTPM", &mut paths.swtpm),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
+        ("VMINIT_PASST", &mut paths.passt),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),
         ("VMINIT_RESOLV_CONF", &mut paths.resolv_conf),
@@ -703,9 +836,39 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("QEMU_SANDBOX", "strict"),
             ("QEMU_CAPS", "some"),
+            ("NET_DATAPATH", "slirp"),
+            ("USER_PORTS", "ssh"),
+            ("USER_PORTS", "0-80"),
+            ("USER_PORTS", "10.0.0.2/80"),
+            ("USER_PORTS", "22,"),
         ] {
             let e = parse_with(&[], &[("AUTO_ATTACH", "yes"), (var, v)]).unwrap_err();
             assert_eq!(var_of(e), var, "{var}={v}");
+        }
+    }
+
+    #[test]
+    fn user_mode_forwards_the_well_known_ports_unless_told_otherwise() {
+        let c = parse_with(&[], &[("AUTO_ATTACH", "yes")]).unwrap();
+        assert_eq!(c.datapath, NetDatapath::Auto);
+        assert_eq!(c.user_ports, UserPorts::List("1-1023".into()));
+        let c = parse_with(
+            &[],
+            &[
+                ("AUTO_ATTACH", "yes"),
+                ("NET_DATAPATH", "user"),
+                ("USER_PORTS", "22, 80,8000-8100,~8050,2222:22"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.datapath, NetDatapath::User);
+        assert_eq!(
+            c.user_ports,
+            UserPorts::List("22,80,8000-8100,~8050,2222:22".into())
+        );
+        for (v, want) in [("none", UserPorts::None), ("all", UserPorts::All)] {
+            let c = parse_with(&[], &[("AUTO_ATTACH", "yes"), ("USER_PORTS", v)]).unwrap();
+            assert_eq!(c.user_ports, want);
         }
     }
 
@@ -795,5 +958,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(var_of(e), "VMINIT_RUN_DIR");
+    }
+
+    #[test]
+    fn ram_beyond_what_qemu_addresses_or_the_host_holds_is_refused() {
+        assert_eq!(ram_bytes("512M"), Some(512 << 20));
+        assert_eq!(ram_bytes("2"), Some(2 << 20), "a bare number is MiB");
+        assert_eq!(ram_bytes("99999999999T"), None);
+        let env = |k: &str| (k == "RAM_SIZE").then(|| "99999999999T".to_string());
+        let e = parse_ram(&env("RAM_SIZE").unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("more memory than QEMU can address"),
+            "{e}"
+        );
+        let meminfo = "MemTotal:        1024000 kB\nSwapTotal:        1024000 kB\n";
+        assert!(check_ram_fits("1G", meminfo, "0\n").is_ok());
+        let e = check_ram_fits("4G", meminfo, "0\n").unwrap_err();
+        assert!(e.contains("use at most 2000M"), "{e}");
+        assert!(
+            check_ram_fits("4G", meminfo, "1\n").is_ok(),
+            "overcommit always"
+        );
+        assert!(check_ram_fits("4G", "", "0\n").is_ok(), "nothing known");
     }
 }

@@ -117,6 +117,7 @@ pub fn choose_datapath(
         })
     };
     match (want, macvtap, tun) {
+        (NetDatapath::User, _, _) => chose(Datapath::User, "datapath: user mode (NET_DATAPATH=user)".into()),
         (NetDatapath::Macvtap, MacvtapProbe::Refused(e), _) => Err(e),
         (NetDatapath::Macvtap, _, _) => chose(Datapath::Macvtap, "datapath: macvtap (NET_DATAPATH=macvtap)".into()),
         (NetDatapath::Tap, _, Ok(())) => chose(Datapath::Tap, "datapath: tap (NET_DATAPATH=tap)".into()),
@@ -144,6 +145,49 @@ pub fn choose_datapath(
             what: format!("no network datapath: macvtap: {e}; tap: {why}"),
             hint: TUN_HINT.into(),
         }),
+    }
+}
+
+/// What the guest loses in user mode, said wherever user mode is chosen for want of better.
+const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
+
+/// The flags that give the datapaths which hand the NIC itself to the guest.
+pub const BETTER_FLAGS: &str = "--cap-add NET_ADMIN with --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap, or with --device /dev/net/tun for tap";
+
+/// `NET_DATAPATH=user`, and `auto`'s last resort: user mode (passt) when this container may
+/// not take its network over (neither macvtap nor tap can be had). `net_admin`: vminit holds CAP_NET_ADMIN, which every takeover
+/// needs; `better`: the choice among the takeover datapaths, asked only when it can matter.
+pub fn choose_user(
+    want: NetDatapath,
+    net_admin: bool,
+    better: impl FnOnce() -> Result<Choice<Datapath>>,
+) -> Result<Choice<Datapath>> {
+    let user = |why: String| {
+        Ok(Choice {
+            value: Datapath::User,
+            report: format!("datapath: user mode, passt ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
+            warning: true,
+        })
+    };
+    match (want, net_admin) {
+        (NetDatapath::User, _) => Ok(Choice {
+            value: Datapath::User,
+            report: format!("datapath: user mode, passt (NET_DATAPATH=user): {USER_LOSES}"),
+            warning: false,
+        }),
+        (NetDatapath::Auto, false) => user("this container lacks the capability NET_ADMIN".into()),
+        (NetDatapath::Macvtap | NetDatapath::Tap, false) => Err(Error::Unavailable {
+            what: format!(
+                "NET_DATAPATH={} but this container lacks the capability NET_ADMIN",
+                if want == NetDatapath::Tap { "tap" } else { "macvtap" }
+            ),
+            hint: "hint: run the container with --cap-add NET_ADMIN, or set NET_DATAPATH=user (user mode: no capability needed)".into(),
+        }),
+        (NetDatapath::Auto, true) => match better() {
+            Ok(choice) => Ok(choice),
+            Err(e) => user(e.to_string()),
+        },
+        (NetDatapath::Macvtap | NetDatapath::Tap, true) => better(),
     }
 }
 
@@ -196,6 +240,52 @@ mod tests {
         assert!(e.to_string().contains("--device-cgroup-rule"), "{e}");
         let d = choose_datapath(NetDatapath::Tap, refused(), Ok(())).unwrap();
         assert_eq!(d.value, Datapath::Tap);
+    }
+
+    fn macvtap() -> Result<Choice<Datapath>> {
+        Ok(Choice {
+            value: Datapath::Macvtap,
+            report: "datapath: macvtap".into(),
+            warning: false,
+        })
+    }
+
+    fn no_takeover() -> Result<Choice<Datapath>> {
+        Err(Error::Unavailable {
+            what: "open /dev/.vminit-probe: permission denied by the device cgroup".into(),
+            hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
+        })
+    }
+
+    #[test]
+    fn auto_falls_back_to_user_mode_only_when_no_takeover_can_be_had_and_says_what_is_lost() {
+        let d = choose_user(NetDatapath::Auto, true, macvtap).unwrap();
+        assert_eq!(d.value, Datapath::Macvtap);
+        let d = choose_user(NetDatapath::Auto, false, || panic!("not asked")).unwrap();
+        assert_eq!(d.value, Datapath::User);
+        assert!(d.warning);
+        for words in ["NET_ADMIN", "MAC is not on the wire", "--cap-add NET_ADMIN"] {
+            assert!(d.report.contains(words), "{words}: {}", d.report);
+        }
+        let d = choose_user(NetDatapath::Auto, true, no_takeover).unwrap();
+        assert_eq!(d.value, Datapath::User);
+        assert!(d.report.contains("device cgroup"), "{}", d.report);
+    }
+
+    #[test]
+    fn user_is_taken_when_asked_and_macvtap_without_net_admin_names_the_flags() {
+        let d = choose_user(NetDatapath::User, true, || panic!("not asked")).unwrap();
+        assert_eq!((d.value, d.warning), (Datapath::User, false));
+        let e = choose_user(NetDatapath::Tap, false, macvtap).unwrap_err();
+        assert!(e.to_string().contains("NET_DATAPATH=tap"), "{e}");
+        let e = choose_user(NetDatapath::Macvtap, false, macvtap).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("--cap-add NET_ADMIN") && text.contains("NET_DATAPATH=user"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE);
+        assert!(choose_user(NetDatapath::Macvtap, true, no_takeover).is_err());
     }
 
     fn unusable() -> Option<KvmStatus> {

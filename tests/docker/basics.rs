@@ -9,7 +9,10 @@ use crate::common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::docker::{BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_guest_nics, fixtures};
+use common::docker::{
+    BOOT, Endpoint, HOST_BUSYBOX, Scenario, VmOpts, expect_default_route_via, expect_guest_nics,
+    fixtures,
+};
 use common::{Cidata, GuestLookup};
 
 /// Docker's default `docker stop` timeout, which a clean guest poweroff must beat.
@@ -27,14 +30,7 @@ fn docker_run_gives_the_guest_the_containers_ip_and_mac_and_a_peer_container_pin
     let report = sc.guest_report(&vm);
     let ep = sc.only_endpoint(&vm);
     expect_guest_nics(&report, &[&ep]);
-    assert_eq!(
-        report.default_routes(),
-        vec![format!(
-            "default via {} dev {}",
-            ep.gateway, report.nics[0].name
-        )],
-        "{report:?}"
-    );
+    expect_default_route_via(&report, &ep);
     sc.expect_answered(&net, ep.ip, &ep.mac, "the guest");
 }
 
@@ -372,11 +368,16 @@ fn the_debug_shell_gets_a_prepared_container_whose_qemu_sh_boots_the_guest_from_
 }
 
 #[test]
-fn without_cap_add_net_admin_the_container_exits_non_zero_naming_the_flag() {
-    // given
+fn macvtap_without_cap_add_net_admin_exits_non_zero_naming_the_flag() {
+    // given (NET_DATAPATH=auto would boot in user mode: tests/docker/user.rs)
     let sc = Scenario::new("nocap");
     let net = sc.network();
-    let vm = sc.create_vm(VmOpts::new().network(&net).without_net_admin());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .without_net_admin()
+            .env("NET_DATAPATH", "macvtap"),
+    );
     // when
     let (code, error) = sc.run_to_error(&vm);
     // then
@@ -389,11 +390,16 @@ fn without_cap_add_net_admin_the_container_exits_non_zero_naming_the_flag() {
 }
 
 #[test]
-fn without_the_macvtap_device_cgroup_rule_the_container_exits_non_zero_naming_the_flag() {
+fn macvtap_without_the_device_cgroup_rule_exits_non_zero_naming_the_flag() {
     // given
     let sc = Scenario::new("nocgroup");
     let net = sc.network();
-    let vm = sc.create_vm(VmOpts::new().network(&net).without_cgroup_rule());
+    let vm = sc.create_vm(
+        VmOpts::new()
+            .network(&net)
+            .without_cgroup_rule()
+            .env("NET_DATAPATH", "macvtap"),
+    );
     // when
     let (code, error) = sc.run_to_error(&vm);
     // then

@@ -6,5 +6,7 @@ mod common;
 
 mod basics;
 mod console;
+mod disks;
 mod ipv6;
 mod tap;
+mod user;

@@ -24,6 +24,8 @@ net_failover virtio_net virtio_blk evdev button"
 # Loaded only with vminit_test_cidata=1, to read the cloud-init seed: FAT and the code pages a
 # FAT mount uses (cp437, ascii, utf8).
 cidata_modules="fat vfat nls_cp437 nls_ascii nls_utf8"
+# Loaded only when UEFI started the kernel, to read and write its variables.
+efi_modules="efivarfs"
 
 # Packages, installed only when missing (dpkg -s is fast; apt-get is not).
 missing=""
@@ -54,7 +56,8 @@ flock 9
 # The stamp: this script, the guest's scripts, and the identity of every binary input.
 stamp=$(
 	{
-		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh" "$here/dhcp6-event.sh"
+		cat "$0" "$here/init.sh" "$here/lib.sh" "$here/dhcp-event.sh" "$here/dhcp6-event.sh" \
+			"$here/serve.c"
 		stat -L -c '%n %s %Y' "$kernel" "$busybox" "$moddir/modules.dep" /sbin/dhclient
 	} | sha256sum | cut -d' ' -f1
 )
@@ -83,9 +86,11 @@ mknod -m 666 "$root/dev/null" c 1 3
 # Modules: copied uncompressed (busybox insmod reads plain .ko); built-ins are skipped.
 : >"$root/lib/modules/load-order"
 : >"$root/lib/modules/cidata-order"
-for module in $modules $cidata_modules; do
+: >"$root/lib/modules/efi-order"
+for module in $modules $cidata_modules $efi_modules; do
 	order=load-order
 	case " $cidata_modules " in *" $module "*) order=cidata-order ;; esac
+	case " $efi_modules " in *" $module "*) order=efi-order ;; esac
 	if grep -q "/$module\.ko" "$moddir/modules.builtin" 2>/dev/null; then
 		continue
 	fi
@@ -107,6 +112,8 @@ done
 install -m 0755 "$here/init.sh" "$root/init"
 install -m 0644 "$here/lib.sh" "$root/lib/guest.sh"
 install -m 0755 "$here/dhcp-event.sh" "$root/etc/dhcp-event.sh"
+# A TCP and UDP service (vminit_test_serve): busybox-static has no UDP server.
+gcc -static -Os -s -Wall -o "$root/bin/serve" "$here/serve.c"
 
 # DHCPv6: busybox has no client, Debian's busybox-static no udhcpc6. ISC dhclient (what Debian's
 # ifupdown runs for `inet6 dhcp`) with the C library it links, and its event script.

@@ -1,4 +1,4 @@
-//! One helper child that vminit supervises beside QEMU (dnsmasq today): restarted with
+//! One helper child that vminit supervises beside QEMU (dnsmasq, user mode's passts): restarted with
 //! backoff when it dies, watched until it serves, restarted at once for a new
 //! configuration, stopped once QEMU is gone.
 
@@ -13,13 +13,16 @@ use super::Action;
 pub enum Child {
     /// The guest's DHCP server and DNS forwarder.
     Dnsmasq,
+    /// User mode: the passt of the guest NIC in this slot (its netdev, `Slot`'s number).
+    Passt(usize),
 }
 
 impl fmt::Display for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Child::Dnsmasq => "dnsmasq",
-        })
+        match self {
+            Child::Dnsmasq => f.write_str("dnsmasq"),
+            Child::Passt(slot) => write!(f, "passt of guest NIC {slot}"),
+        }
     }
 }
 

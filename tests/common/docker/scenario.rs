@@ -534,6 +534,19 @@ fn docker_logs(name: &str) -> CmdOutput {
     run(&["sh", "-c", "exec docker logs \"$1\" 2>&1", "sh", name])
 }
 
+/// Asserts that the guest's one default route is the container's, through `ep`'s gateway on
+/// the guest's first NIC.
+pub fn expect_default_route_via(report: &GuestReport, ep: &Endpoint) {
+    assert_eq!(
+        report.default_routes(),
+        vec![format!(
+            "default via {} dev {}",
+            ep.gateway, report.nics[0].name
+        )],
+        "{report:?}"
+    );
+}
+
 /// Asserts that the guest has exactly one NIC per endpoint in `eps`, each with its endpoint's MAC
 /// and nothing but its address: the guest took over those container NICs.
 pub fn expect_guest_nics(report: &GuestReport, eps: &[&Endpoint]) {

@@ -1,0 +1,276 @@
+//! User mode (`NET_DATAPATH=user`, and `auto` without `NET_ADMIN`) end to end, in network
+//! namespaces, with the real passt, QEMU (TCG) and test guest, vminit started with no
+//! capability at all: the guest has the container's MAC, address, route, MTU and resolvers,
+//! the namespace is left as it was, a peer reaches the guest's TCP and UDP ports on the
+//! container's address, Docker's resolver answers the guest, `docker stop` is clean within
+//! Docker's 10 s; and where a better datapath is asked for and cannot be had, the refusal
+//! names the flags.
+
+use crate::common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::{
+    Container, DnsServer, GuestLookup, GuestReport, Network, NicSpec, ScratchDisk, Vminit,
+    VminitBuilder,
+};
+use nix::sys::signal::Signal;
+
+const BOOT: Duration = Duration::from_secs(120);
+/// Docker's default stop timeout, which vminit's whole stop must fit in.
+const DOCKER_STOP: Duration = Duration::from_secs(10);
+
+/// The port the guest serves TCP and UDP on (tests/guest/serve.c), one of the default
+/// `USER_PORTS`.
+const PORT: u16 = 80;
+
+/// vminit started as root with no capability (empty bounding, inheritable and ambient sets:
+/// what `docker run --cap-drop ALL` gives), booting the test guest with `cmdline`.
+fn without_capabilities<'c>(
+    ctr: &'c Container,
+    disk: &ScratchDisk,
+    cmdline: &str,
+) -> VminitBuilder<'c> {
+    ctr.vminit_with_guest(disk, cmdline).wrapped_by(&[
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ])
+}
+
+/// `docker stop`: SIGTERM, exit 0 within Docker's 10 s.
+fn stop_cleanly(vm: &Vminit) {
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(DOCKER_STOP);
+    assert_eq!(status.code(), Some(0), "{}", vm.tails());
+}
+
+fn report(vm: &Vminit) -> GuestReport {
+    vm.expect_console("GUEST-REPORT done", BOOT);
+    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
+}
+
+/// A Docker-style container on `net` (10.N.0.2/24 via 10.N.0.1), where unprivileged
+/// processes may bind low ports, as Docker sets it.
+fn docker_container(net: &Network) -> Container {
+    let ctr = Container::new();
+    ctr.add_nic(net, NicSpec::docker(net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    ctr.ns().sysctl("net.ipv4.ip_unprivileged_port_start", "0");
+    ctr
+}
+
+/// What a peer on the network reads from `addr`:`port` over TCP once it has said `ping`,
+/// and gets back for a UDP datagram `ping` (bash's /dev/tcp and /dev/udp; empty when nothing
+/// answers). The client speaks first: the passt of Debian 12 acknowledges the guest's side
+/// of a new connection only with the client's first bytes (see docs/user-mode.md).
+fn peer_talks_to(net: &Network, addr: Ipv4Addr, port: u16) -> (String, String) {
+    let tcp = net.peer_exec(&format!(
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/{addr}/{port} && echo ping >&3 && cat <&3'"
+    ));
+    // One datagram per try: head reads it whole (bash's read would take one byte of it).
+    let udp = net.peer_exec(&format!(
+        "timeout 10 bash -c 'exec 3<>/dev/udp/{addr}/{port}; for i in 1 2 3 4 5; do \
+         echo ping >&3; r=$(timeout 1 head -n 1 <&3) && [ -n \"$r\" ] && {{ echo \"$r\"; exit; }}; done'"
+    ));
+    (tcp.stdout.trim().to_owned(), udp.stdout.trim().to_owned())
+}
+
+#[test]
+fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_and_ports() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let nic = ctr.nics()[0].clone();
+    // Docker's embedded resolver, which passt relays the guest's queries to.
+    ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
+    let _docker_dns = DnsServer::start(
+        ctr.ns(),
+        Ipv4Addr::new(127, 0, 0, 11),
+        &[("web", net.peer_ip)],
+    );
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = without_capabilities(
+        &ctr,
+        &disk,
+        &format!("vminit_test_serve={PORT} vminit_test_resolve=web"),
+    )
+    .spawn();
+
+    let r = report(&vm);
+    let log = vm.log().text();
+    assert!(
+        log.contains("datapath: user mode, passt (this container lacks the capability NET_ADMIN)")
+            && log.contains("--cap-add NET_ADMIN"),
+        "one line says why user mode and which flags give better:\n{log}"
+    );
+    let caps = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).unwrap_or_default();
+    assert!(
+        caps.contains("CapEff:\t0000000000000000") && caps.contains("CapBnd:\t0000000000000000"),
+        "vminit runs without capabilities:\n{caps}"
+    );
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(g.mac, nic.mac, "the container's MAC");
+    assert_eq!(g.addrs, nic.addrs, "the container's IP and prefix");
+    assert_eq!(g.mtu, nic.mtu, "the container's MTU");
+    assert_eq!(
+        r.default_routes(),
+        vec![format!("default via {} dev eth0", net.gateway)]
+    );
+    assert_eq!(
+        ctr.net_state(),
+        before,
+        "user mode changes nothing in the namespace"
+    );
+    // No door to probe the guest's addresses from: healthy once QEMU runs the guest.
+    let (code, text) = vm.health(20);
+    assert_eq!(code, 0, "{text}\n{}", vm.tails());
+
+    let (tcp, udp) = peer_talks_to(&net, nic.ip(), PORT);
+    assert_eq!(tcp, format!("GUEST-TCP {PORT}"), "{}", vm.tails());
+    assert_eq!(udp, format!("GUEST-UDP {PORT} ping"), "{}", vm.tails());
+
+    vm.expect_console("GUEST-READY", BOOT);
+    let lookups = GuestLookup::parse_all(&vm.console().text());
+    let web = lookups
+        .iter()
+        .find(|l| l.name == "web")
+        .expect("the lookup");
+    assert_eq!(
+        web.addr,
+        Some(net.peer_ip.to_string()),
+        "Docker's resolver answers the guest (resolvers {:?})\n{}",
+        r.dns,
+        vm.tails()
+    );
+
+    // docker stop: the guest powers off, passt stops after QEMU, all within Docker's 10 s.
+    let asked = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(DOCKER_STOP + Duration::from_secs(5));
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
+    assert!(took < DOCKER_STOP, "the stop took {took:?}");
+    vm.expect_log("exit 0", Duration::from_secs(5));
+    let log = vm.log().text();
+    let qemu_exit = log.find("QEMU (pid").expect("QEMU's exit is logged");
+    let passt_stop = log
+        .find("passt of guest NIC 0 (pid")
+        .unwrap_or_else(|| panic!("passt's stop is logged:\n{log}"));
+    assert!(qemu_exit < passt_stop, "passt stops after QEMU:\n{log}");
+    assert!(
+        vm.console().text().contains("GUEST-POWERBUTTON"),
+        "{}",
+        vm.tails()
+    );
+    assert_eq!(ctr.net_state(), before);
+}
+
+#[test]
+fn user_ports_chooses_the_forwarded_ports() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let nic = ctr.nics()[0].clone();
+    let disk = ScratchDisk::new();
+    // 8080 is not among the default ports.
+    let vm = without_capabilities(&ctr, &disk, "vminit_test_serve=8080")
+        .env("NET_DATAPATH", "user")
+        .env("USER_PORTS", "22,8000-8100")
+        .spawn();
+    report(&vm);
+    vm.expect_log("(NET_DATAPATH=user)", Duration::from_secs(5));
+    let (tcp, udp) = peer_talks_to(&net, nic.ip(), 8080);
+    assert_eq!(
+        (tcp.as_str(), udp.as_str()),
+        ("GUEST-TCP 8080", "GUEST-UDP 8080 ping"),
+        "{}",
+        vm.tails()
+    );
+    let log = vm.log().text();
+    assert!(log.contains("TCP and UDP ports 22,8000-8100"), "{log}");
+    assert!(log.contains("(NET_DATAPATH=user)"), "{log}");
+    stop_cleanly(&vm);
+}
+
+#[test]
+fn tap_asked_without_net_admin_is_refused_naming_the_flag_and_user_mode() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    ctr.vminit_with_guest(&disk, "")
+        .env("NET_DATAPATH", "tap")
+        .cap_drop("net_admin")
+        .expect_refusal(
+            69,
+            &[
+                "NET_DATAPATH=tap but this container lacks the capability NET_ADMIN",
+                "--cap-add NET_ADMIN",
+                "NET_DATAPATH=user",
+            ],
+            Duration::from_secs(10),
+        );
+    assert_eq!(ctr.net_state(), before);
+}
+
+#[test]
+fn a_passt_that_dies_is_restarted_and_said_and_the_guest_still_stops_cleanly() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let disk = ScratchDisk::new();
+    let vm = without_capabilities(&ctr, &disk, "").spawn();
+    report(&vm);
+    let started = vm.expect_log("passt for eth0 running, pid ", Duration::from_secs(5));
+    let pid = started
+        .line
+        .rsplit(' ')
+        .next()
+        .expect("the pid ends the line")
+        .to_owned();
+    let socket = vm.container_path("/run/vminit/passt0.sock");
+    assert!(socket.exists(), "{}", vm.tails());
+
+    let killed = vm.exec_inside(&["kill", "-KILL", &pid]);
+    assert!(killed.success(), "{killed}");
+    vm.expect_log(
+        &format!("passt of guest NIC 0 (pid {pid}) exited: killed by SIGKILL; restarting it"),
+        Duration::from_secs(5),
+    );
+    vm.expect_log(
+        "the guest's NIC on eth0 has no network until the container restarts",
+        Duration::from_secs(5),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "a new passt serves\n{}", vm.tails());
+
+    stop_cleanly(&vm);
+}
+
+#[test]
+fn with_net_admin_but_neither_macvtap_nor_tap_auto_takes_user_mode_naming_both_flags() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let disk = ScratchDisk::new();
+    // No mknod (no macvtap node) and no /dev/net/tun (no tap): NET_ADMIN alone is not enough.
+    let vm = ctr
+        .vminit_with_guest(&disk, "")
+        .cap_drop("mknod")
+        .dev_net_tun(false)
+        .spawn();
+    report(&vm);
+    let line = vm.expect_log("datapath: user mode, passt (", Duration::from_secs(5));
+    for words in [
+        "--device-cgroup-rule 'c ",
+        "--device /dev/net/tun",
+        "MAC is not on the wire",
+    ] {
+        assert!(line.line.contains(words), "{words}: {}", line.line);
+    }
+    stop_cleanly(&vm);
+}
