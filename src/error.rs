@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn a_signal_during_setup_exits_128_plus_its_number() {
         assert_eq!(Error::Interrupted(libc::SIGTERM).exit_code(), 143);
-        let rtmin3 = Error::Interrupted(crate::pid1::policy::SIGRTMIN_PLUS_3);
+        let rtmin3 = Error::Interrupted(crate::pid1::policy::stop::SIGRTMIN_PLUS_3);
         assert_eq!(rtmin3.exit_code(), 165);
         assert!(rtmin3.to_string().starts_with("received SIGRTMIN+3"));
     }

@@ -22,7 +22,7 @@ use crate::{dhcp::resolv, pid1::spawn};
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long dnsmasq gets to exit on SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = crate::pid1::policy::DNSMASQ_STOP_GRACE;
+pub const STOP_GRACE: Duration = crate::pid1::policy::STOP_GRACE;
 
 /// A configured dnsmasq: how to start it, and how to tell that it serves.
 #[derive(Clone, Debug)]

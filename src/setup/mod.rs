@@ -1,9 +1,13 @@
 //! Boots the guest: checks every input, takes the network over, starts dnsmasq and QEMU,
-//! supervises them, and puts the network back. Each phase is one method of `Setup`, which
-//! is also the one owner of what must be undone. What it does while the guest runs (the
-//! supervisor's effects, hot-plug) is in `running`.
+//! supervises them, and puts the network back. Each phase is one method of `Boot`, which
+//! consumes itself into the running `Guest` (`guest`) when QEMU starts, or, when a phase
+//! fails, puts back what it changed. What the guest does while the supervisor runs (its
+//! effects, hot-plug) is in `running`.
 
+mod guest;
 mod running;
+
+use guest::{Guest, GuestNics};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -27,7 +31,7 @@ use crate::net::monitor::Monitor;
 use crate::net::netlink::Netlink;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
-use crate::pid1::supervise::{self, Signals};
+use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
@@ -47,10 +51,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
         lock.keep_across_exec()?;
     }
     let checked = check_inputs(config)?;
-    let mut setup = Setup::new(config, signals, checked)?;
-    let result = setup.start_guest().map(|qemu| setup.supervise(qemu));
-    setup.undo();
-    result
+    let mut guest = Boot::new(config, signals, checked)?.start_guest()?;
+    let status = guest.supervise();
+    guest.put_back();
+    Ok(status)
 }
 
 /// What the checks found, for the phases that follow.
@@ -163,13 +167,8 @@ fn load_seed(config: &Config) -> Result<Option<seed::Seed>> {
     Ok(Some(seed))
 }
 
-/// The guest, once QEMU runs.
-struct Guest {
-    qemu: Pid,
-}
-
-/// The state of one boot, and everything it has changed so far.
-struct Setup<'a> {
+/// One boot up to a running QEMU, and everything it has changed so far.
+struct Boot<'a> {
     config: &'a Config,
     signals: &'a Signals,
     checked: Checked,
@@ -178,21 +177,11 @@ struct Setup<'a> {
     /// Notifications of network changes, for hot-plug; `None` if it could not be opened.
     monitor: Option<Monitor>,
     dhcp: Option<DhcpServer>,
+    dnsmasq: Option<Pid>,
     /// The guest's IPv6 announcements, handed to the supervisor.
     announcers: Option<Announcers>,
-    undo: Undo,
-    /// New container NICs without an address yet, and since when (hot-plug).
-    waiting: HashMap<String, Instant>,
-    /// New container NICs already reported as left to the container.
-    left: HashSet<String>,
-}
-
-/// What setup has changed so far, to be put back on failure or after the guest stops.
-#[derive(Default)]
-struct Undo {
-    dnsmasq: Option<Pid>,
-    /// Each guest NIC with what was done to hand it over, in the order of the takeover.
-    nics: Vec<TakenNic>,
+    /// The guest's NICs taken over so far.
+    nics: GuestNics,
 }
 
 /// One container NIC handed to the guest.
@@ -209,8 +198,8 @@ struct TakenNic {
     pending: Option<running::Pending>,
 }
 
-impl<'a> Setup<'a> {
-    fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Setup<'a>> {
+impl<'a> Boot<'a> {
+    fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Boot<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
         if let Some(vnc) = &config.display {
@@ -224,7 +213,7 @@ impl<'a> Setup<'a> {
             })
             .ok();
         let nl = Netlink::open().map_err(|e| Error::os("open netlink socket", e))?;
-        Ok(Setup {
+        Ok(Boot {
             config,
             signals,
             checked,
@@ -232,15 +221,48 @@ impl<'a> Setup<'a> {
             nl,
             monitor,
             dhcp: None,
+            dnsmasq: None,
             announcers: None,
-            undo: Undo::default(),
-            waiting: HashMap::new(),
-            left: HashSet::new(),
+            nics: GuestNics::default(),
         })
     }
 
-    /// Every phase up to a running QEMU (or the debug shell, which does not return).
-    fn start_guest(&mut self) -> Result<Guest> {
+    /// Every phase up to a running QEMU (or the debug shell, which does not return): the
+    /// boot becomes the running guest. When a phase fails, what the boot changed is put
+    /// back before the error is returned.
+    fn start_guest(mut self) -> Result<Guest<'a>> {
+        match self.phases() {
+            Ok(qemu) => Ok(Guest {
+                config: self.config,
+                signals: self.signals,
+                checked: self.checked,
+                run_dir: self.run_dir,
+                nl: self.nl,
+                monitor: self.monitor,
+                dhcp: self.dhcp,
+                dnsmasq: self.dnsmasq,
+                announcers: self.announcers,
+                nics: self.nics,
+                qemu,
+                waiting: HashMap::new(),
+                left: HashSet::new(),
+            }),
+            Err(e) => {
+                self.announcers = None;
+                guest::put_back(
+                    self.config,
+                    &mut self.nl,
+                    &self.run_dir,
+                    self.dnsmasq,
+                    self.nics,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The phases, in order; QEMU's pid once it runs.
+    fn phases(&mut self) -> Result<Pid> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
@@ -307,7 +329,7 @@ impl<'a> Setup<'a> {
     }
 
     fn discover(&mut self) -> Result<NetState> {
-        discover::read(&mut self.nl).map_err(|e| Error::os("read the network configuration", e))
+        read_namespace(&mut self.nl)
     }
 
     /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
@@ -410,13 +432,13 @@ impl<'a> Setup<'a> {
             &self.run_dir,
             self.signals.original,
         )?;
-        self.undo.dnsmasq = Some(server.spawn()?);
+        self.dnsmasq = Some(server.spawn()?);
         self.dhcp = Some(server);
         Ok(())
     }
 
     fn wait_for_dnsmasq(&self) -> Result<()> {
-        match (&self.dhcp, self.undo.dnsmasq) {
+        match (&self.dhcp, self.dnsmasq) {
             (Some(server), Some(pid)) => server.wait_ready(pid),
             _ => Ok(()),
         }
@@ -429,7 +451,9 @@ impl<'a> Setup<'a> {
         let mut taps = Vec::new();
         for (nic, steps) in plan.per_nic() {
             let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
-            self.undo.nics.extend(taken);
+            if let Some(taken) = taken {
+                self.nics.push(taken);
+            }
             taps.push(tap?);
         }
         Ok(taps)
@@ -511,7 +535,7 @@ impl<'a> Setup<'a> {
         spawn::exec_shell(shell, self.signals.original)
     }
 
-    fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Guest> {
+    fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
         keep.extend(self.checked.disk.fds());
@@ -527,48 +551,7 @@ impl<'a> Setup<'a> {
         // inherit ours.
         drop(taps);
         drop(std::mem::take(&mut self.checked.disk));
-        Ok(Guest { qemu })
-    }
-
-    /// Runs the supervisor until QEMU is gone; returns the exit status.
-    fn supervise(&mut self, guest: Guest) -> i32 {
-        let dnsmasq = self.undo.dnsmasq.take();
-        let mut monitor = self.monitor.take();
-        let (signals, stop_timeout) = (self.signals, self.config.stop_timeout);
-        supervise::run(
-            signals,
-            monitor.as_mut(),
-            guest.qemu,
-            dnsmasq,
-            stop_timeout,
-            self,
-        )
-    }
-
-    /// Stops dnsmasq, undoes the network steps newest first, removes the tap nodes.
-    fn undo(&mut self) {
-        self.announcers = None;
-        let undo = std::mem::take(&mut self.undo);
-        if let Some(pid) = undo.dnsmasq {
-            dhcp_server::stop_and_reap(pid);
-        }
-        if undo.nics.iter().any(|t| !t.steps.is_empty()) {
-            log::info!("restoring the container's network");
-        }
-        let mut applier = Applier::new(&mut self.nl);
-        applier.pause_after(
-            self.config
-                .pause
-                .filter(|p| matches!(p, Pause::Teardown(_))),
-        );
-        for taken in undo.nics.iter().rev() {
-            applier.undo(&taken.steps);
-            if let Some(node) = &taken.node {
-                let _ = fs::remove_file(node);
-            }
-        }
-        // QEMU read the VNC password at its start: no copy outlives the run.
-        let _ = fs::remove_file(self.run_dir.vnc_password());
+        Ok(qemu)
     }
 }
 
@@ -623,6 +606,11 @@ fn take_over_nic(
         }
     };
     (Some(taken), tap)
+}
+
+/// The namespace as it is now.
+fn read_namespace(nl: &mut Netlink) -> Result<NetState> {
+    discover::read(nl).map_err(|e| Error::os("read the network configuration", e))
 }
 
 /// Logs a decision about QEMU and returns its value.

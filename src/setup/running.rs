@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use super::{Setup, TakenNic, random_macs, take_over_nic};
+use super::guest::Guest;
+use super::{TakenNic, random_macs, read_namespace, take_over_nic};
 use crate::dhcp::dhcp_server::DhcpServer;
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
@@ -21,7 +22,7 @@ use crate::ipv6::announcer::Announcers;
 use crate::net::apply::Applier;
 use crate::net::netstate::NetState;
 use crate::net::step::Step;
-use crate::pid1::policy::{self, Event};
+use crate::pid1::policy::{self, Child, Event};
 use crate::takeover::plan::{self, NicPlan};
 use crate::takeover::plan6::Guest6;
 use crate::vm::devices::Tap;
@@ -39,7 +40,7 @@ pub(super) struct Pending {
     learned: Vec<Learned>,
 }
 
-impl supervise::Effects for Setup<'_> {
+impl supervise::Effects for Guest<'_> {
     fn powerdown(&mut self) -> bool {
         log::info!("pressing the guest's power button (QMP system_powerdown)");
         match qmp::execute(
@@ -62,18 +63,17 @@ impl supervise::Effects for Setup<'_> {
         }
     }
 
-    fn start_dnsmasq(&mut self) -> Option<Pid> {
-        match self.dhcp.as_ref()?.spawn() {
-            Ok(pid) => Some(pid),
-            Err(e) => {
-                log::warn!("{e}");
-                None
-            }
-        }
+    fn start(&mut self, child: Child) -> Option<Pid> {
+        let spawned = match child {
+            Child::Dnsmasq => self.dhcp.as_ref()?.spawn(),
+        };
+        spawned.inspect_err(|e| log::warn!("{e}")).ok()
     }
 
-    fn dnsmasq_ready(&mut self) -> bool {
-        self.dhcp.as_ref().is_some_and(DhcpServer::is_ready)
+    fn ready(&mut self, child: Child) -> bool {
+        match child {
+            Child::Dnsmasq => self.dhcp.as_ref().is_some_and(DhcpServer::is_ready),
+        }
     }
 
     fn watched_fds(&self) -> Vec<BorrowedFd<'_>> {
@@ -100,17 +100,17 @@ impl supervise::Effects for Setup<'_> {
     fn reconcile(&mut self) -> Event {
         let nothing = Event::Reconciled {
             again_in: None,
-            dnsmasq_changed: false,
+            reconfigured: Vec::new(),
             plugs_pending: false,
         };
-        let state = match self.discover() {
+        let state = match read_namespace(&mut self.nl) {
             Ok(state) => state,
             Err(e) => {
                 log::warn!("{e}");
                 return nothing;
             }
         };
-        let guest: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
+        let guest: Vec<NicPlan> = self.nics.plans();
         let random = random_macs(state.links.len().max(1)).unwrap_or_default();
         let changes = plan::plan_changes(
             &plan::PlanInput {
@@ -132,7 +132,7 @@ impl supervise::Effects for Setup<'_> {
             log::warn!("{warning}");
         }
         if let Some((lower, gateway)) = &changes.router
-            && let Some(taken) = self.undo.nics.iter_mut().find(|t| &t.nic.lower == lower)
+            && let Some(taken) = self.nics.get_mut(lower)
         {
             taken.nic = taken.nic.with_router(*gateway);
             changed = true;
@@ -155,7 +155,8 @@ impl supervise::Effects for Setup<'_> {
             let learned = self.learn_gateways6_of(&state, &guests6);
             match self.take_over_new(nic, steps) {
                 Ok(tap) => {
-                    self.undo.nics.last_mut().expect("just taken over").pending = Some(Pending {
+                    let taken = self.nics.get_mut(&nic.lower).expect("just taken over");
+                    taken.pending = Some(Pending {
                         tap,
                         guests6,
                         learned,
@@ -195,7 +196,7 @@ impl supervise::Effects for Setup<'_> {
         let dnsmasq_changed = changed && self.reconfigure_dnsmasq();
         Event::Reconciled {
             again_in,
-            dnsmasq_changed,
+            reconfigured: dnsmasq_if(dnsmasq_changed),
             plugs_pending,
         }
     }
@@ -204,30 +205,18 @@ impl supervise::Effects for Setup<'_> {
     /// virtio-net devices on the guest's PCI bus. A NIC that QEMU refuses is given back to
     /// the container and left there, and dnsmasq's configuration is written without it.
     fn plug(&mut self) -> Event {
-        let pending: Vec<String> = self
-            .undo
-            .nics
-            .iter()
-            .filter(|t| t.pending.is_some())
-            .map(|t| t.nic.lower.clone())
-            .collect();
         let mut dnsmasq_changed = false;
-        for lower in pending {
-            let at = self
-                .undo
-                .nics
-                .iter()
-                .position(|t| t.nic.lower == lower)
-                .expect("listed above");
+        for lower in self.nics.pending() {
+            let taken = self.nics.get_mut(&lower).expect("listed as pending");
             let Some(Pending {
                 tap,
                 guests6,
                 learned,
-            }) = self.undo.nics[at].pending.take()
+            }) = taken.pending.take()
             else {
                 continue;
             };
-            let nic = self.undo.nics[at].nic.clone();
+            let nic = taken.nic.clone();
             match self.hot_plug(&nic, &tap) {
                 Ok(()) => {
                     let addr = nic.addr.map_or("IPv6 only".into(), |a| a.to_string());
@@ -240,8 +229,9 @@ impl supervise::Effects for Setup<'_> {
                     self.announce_too(&guests6, &learned);
                 }
                 Err(e) => {
-                    let taken = self.undo.nics.remove(at);
-                    self.give_back(taken);
+                    if let Some(taken) = self.nics.remove(&lower) {
+                        self.give_back(taken);
+                    }
                     dnsmasq_changed |= self.reconfigure_dnsmasq();
                     log::warn!("{}: {e}; it stays with the container", nic.lower);
                     self.left.insert(nic.lower);
@@ -250,13 +240,13 @@ impl supervise::Effects for Setup<'_> {
         }
         Event::Reconciled {
             again_in: None,
-            dnsmasq_changed,
+            reconfigured: dnsmasq_if(dnsmasq_changed),
             plugs_pending: false,
         }
     }
 }
 
-impl Setup<'_> {
+impl Guest<'_> {
     /// Takes over one container NIC connected while the guest runs (the same steps as at
     /// start) and opens its /dev/tapN; it joins the guest's NICs, to be plugged in. On
     /// failure nothing stays done.
@@ -269,7 +259,7 @@ impl Setup<'_> {
         };
         match tap {
             Ok(tap) => {
-                self.undo.nics.push(taken);
+                self.nics.push(taken);
                 Ok(tap)
             }
             Err(e) => {
@@ -312,10 +302,9 @@ impl Setup<'_> {
         if let Some(announcers) = &mut self.announcers {
             announcers.remove(lower);
         }
-        let Some(at) = self.undo.nics.iter().position(|t| t.nic.lower == lower) else {
+        let Some(taken) = self.nics.remove(lower) else {
             return;
         };
-        let taken = self.undo.nics.remove(at);
         if taken.pending.is_some() {
             log::info!("{lower} left the container before it was plugged into the guest");
         } else {
@@ -345,7 +334,7 @@ impl Setup<'_> {
         if !self.config.dhcp {
             return false;
         }
-        let nics: Vec<NicPlan> = self.undo.nics.iter().map(|t| t.nic.clone()).collect();
+        let nics = self.nics.plans();
         let Some(server) = &self.dhcp else {
             return false;
         };
@@ -378,7 +367,7 @@ impl Setup<'_> {
         if !self.config.dhcp || guests.is_empty() {
             return;
         }
-        let added = self.discover().and_then(|state| {
+        let added = read_namespace(&mut self.nl).and_then(|state| {
             let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
             let dns = Dns6::from_resolv_conf(&resolv);
             match &mut self.announcers {
@@ -393,4 +382,9 @@ impl Setup<'_> {
             log::warn!("{e}; the guest's new NIC gets no IPv6 announcements");
         }
     }
+}
+
+/// dnsmasq, if its configuration changed.
+fn dnsmasq_if(changed: bool) -> Vec<Child> {
+    changed.then_some(Child::Dnsmasq).into_iter().collect()
 }
