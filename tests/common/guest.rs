@@ -43,7 +43,9 @@ impl TestGuest {
             "-initrd".into(),
             self.initrd.to_string_lossy().into_owned(),
             "-append".into(),
-            format!("console=ttyS0 quiet {extra}").trim_end().to_owned(),
+            format!("console=ttyS0 quiet no_timer_check {extra}")
+                .trim_end()
+                .to_owned(),
         ]
     }
 }

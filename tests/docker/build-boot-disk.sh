@@ -55,7 +55,7 @@ TIMEOUT 0
 LABEL guest
   KERNEL vmlinuz
   INITRD initrd.gz
-  APPEND console=ttyS0 quiet
+  APPEND console=ttyS0 quiet no_timer_check
 EOF
 mcopy -i "$raw" "$guest/vmlinuz" ::vmlinuz
 mcopy -i "$raw" "$guest/initramfs.cpio.gz" ::initrd.gz

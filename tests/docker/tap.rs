@@ -93,7 +93,7 @@ impl ComposeProject {
         common::make_qcow2(&dir.join("disk/image.qcow2"), "16M");
         let guest = |f: &str| format!("{}/{f}", common::docker::GUEST_MOUNT);
         let override_yaml = format!(
-            "version: \"3.7\"\nservices:\n  vm:\n    image: {image}\n    environment:\n      RAM_SIZE: 256M\n    volumes:\n      - {guest_dir}:{mount}:ro\n    command: [\"-kernel\", \"{kernel}\", \"-initrd\", \"{initrd}\", \"-append\", \"console=ttyS0 quiet\"]\n",
+            "version: \"3.7\"\nservices:\n  vm:\n    image: {image}\n    environment:\n      RAM_SIZE: 256M\n    volumes:\n      - {guest_dir}:{mount}:ro\n    command: [\"-kernel\", \"{kernel}\", \"-initrd\", \"{initrd}\", \"-append\", \"console=ttyS0 quiet no_timer_check\"]\n",
             image = fx.image,
             guest_dir = fx.guest_dir.display(),
             mount = common::docker::GUEST_MOUNT,
@@ -211,7 +211,7 @@ impl KubePlay {
             )
             .replace(
                 "      env:\n",
-                "      args: [\"-kernel\", \"/guest/vmlinuz\", \"-initrd\", \"/guest/initramfs.cpio.gz\", \"-append\", \"console=ttyS0 quiet\"]\n      env:\n",
+                "      args: [\"-kernel\", \"/guest/vmlinuz\", \"-initrd\", \"/guest/initramfs.cpio.gz\", \"-append\", \"console=ttyS0 quiet no_timer_check\"]\n      env:\n",
             )
             .replace("value: 1G", "value: 256M")
             .replace(

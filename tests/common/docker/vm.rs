@@ -47,7 +47,7 @@ impl VmOpts {
                 "-initrd".into(),
                 guest("initramfs.cpio.gz"),
                 "-append".into(),
-                "console=ttyS0 quiet".into(),
+                "console=ttyS0 quiet no_timer_check".into(),
             ],
             disk: None,
         }
