@@ -425,7 +425,7 @@ fn rootless_podman_gives_the_guest_slirps_tap0_and_it_reaches_slirps_gateway() {
         "podman run -d --name {name} --cap-add NET_ADMIN --cap-add NET_RAW --device /dev/net/tun \
          -e AUTO_ATTACH=yes -e RAM_SIZE=256M -e STOP_TIMEOUT=4 -v {dir}/disk:/image -v {dir}/guest:/guest:ro \
          localhost/{image} -kernel /guest/vmlinuz -initrd /guest/initramfs.cpio.gz \
-         -append 'console=ttyS0 quiet vminit_test_ipv6=eth0 vminit_test_ping6=fd00::2'",
+         -append 'console=ttyS0 quiet no_timer_check vminit_test_ipv6=eth0 vminit_test_ping6=fd00::2'",
         name = user.name,
         image = fx.image,
     ));
