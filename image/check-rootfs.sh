@@ -5,13 +5,17 @@
 # In private mount, network and PID namespaces (nothing leaks to the host; the only network is a
 # veth pair and lo inside it), with /dev, /proc and /sys mounted into ROOTFS, it runs
 # chroot'ed:
-#   1. qemu-system-x86_64 --version and dnsmasq --version;
+#   1. qemu-system-x86_64 --version and dnsmasq --version; qemu-img creating and growing a
+#      qcow2 as vminit does (DISK_SIZE);
 #   2. dnsmasq as vminit runs it: foreground, DNS and DHCP on one interface, dropping to nobody;
 #   3. QEMU booting KERNEL under TCG for a few seconds with vminit's fixed arguments and a
 #      virtio-net-pci NIC (default `pc` machine), until the kernel prints its banner;
 #   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket) for three
 #      seconds (it only has to start);
-#   5. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
+#   5. QEMU with an e1000e NIC and an IDE CD-ROM (NIC_MODEL=e1000e, BOOT_ISO) for three seconds;
+#      QEMU under OVMF (BOOT_MODE=uefi), and with Secure Boot on q35 and a TPM from swtpm
+#      (BOOT_MODE=secure, TPM=yes), four seconds each;
+#   6. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start).
 # It fails on any error of those (a missing firmware or library among them), and on any file of
 # the rootfs that no run opened (except /vminit, which is not exercised here). It prints the paths
 # the programs looked for and did not find: they are optional, and listed for the record.
@@ -87,6 +91,10 @@ trace() {
 
 trace qemu-version 0 /usr/bin/qemu-system-x86_64 --version
 trace dnsmasq-version 0 /usr/sbin/dnsmasq --version
+# What vminit does with DISK_SIZE (src/vm/machine.rs): create a sparse qcow2, then grow it.
+trace qemu-img-create 10 /usr/bin/qemu-img create -q -f qcow2 /image/check.qcow2 67108864
+trace qemu-img-resize 10 /usr/bin/qemu-img resize -q \
+    'json:{"driver":"qcow2","file":{"driver":"file","filename":"/image/check.qcow2"},"backing":null}' 134217728
 # What vminit does with dnsmasq: foreground, its own pid and lease files, one interface.
 trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --conf-file=/dev/null --no-resolv --no-hosts --server=127.0.0.1#5353 \
@@ -102,6 +110,28 @@ trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -vga std -usb -device usb-tablet -vnc unix:/run/vnc.sock \
     -monitor none -serial none -nic none -no-reboot </dev/null
+# NIC_MODEL=e1000e and BOOT_ISO (an empty CD-ROM drive here): their devices and ROMs.
+trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
+    -display none -monitor none -serial none -nic user,model=e1000e \
+    -drive if=ide,media=cdrom,readonly=on -boot order=c,once=d -no-reboot </dev/null
+# BOOT_MODE=uefi and secure (src/vm/qemu.rs), the variables' templates as read-only flash (vminit
+# copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket.
+trace qemu-uefi 4 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
+    -display none -monitor none -serial none -nic none -no-reboot \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.fd </dev/null
+mkdir -m 0700 "$ROOTFS/run/tpm"
+trace swtpm 10 /usr/bin/swtpm socket --tpm2 --tpmstate dir=/run/tpm,mode=0600 \
+    --ctrl type=unixio,path=/run/swtpm.sock,mode=0600 --terminate &
+for _ in $(seq 50); do [[ -S $ROOTFS/run/swtpm.sock ]] && break; sleep 0.1; done
+trace qemu-secure 4 /usr/bin/qemu-system-x86_64 -machine q35,smm=on \
+    -global driver=cfi.pflash01,property=secure,value=on -accel tcg -m 256M -smp 1 \
+    -display none -monitor none -serial none -nic none -no-reboot \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd \
+    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.ms.fd \
+    -chardev socket,id=tpm,path=/run/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm \
+    -device tpm-tis,tpmdev=tpm0 </dev/null
+wait
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
@@ -155,6 +185,26 @@ if [[ -n $(qemu_complaints qemu-vnc) ]]; then
     fail "QEMU (vnc) complained:"
     qemu_complaints qemu-vnc | head >&2
 fi
+for run in qemu-uefi qemu-secure; do
+    if [[ -n $(qemu_complaints $run) ]]; then
+        fail "QEMU ($run) complained:"
+        qemu_complaints $run | head >&2
+    fi
+done
+if [[ -s $WORK/swtpm.out ]]; then
+    fail "swtpm complained:"
+    show swtpm 5
+fi
+if [[ -n $(qemu_complaints qemu-e1000e) ]]; then
+    fail "QEMU (e1000e, CD-ROM) complained:"
+    qemu_complaints qemu-e1000e | head >&2
+fi
+if [[ -s $WORK/qemu-img-create.out || -s $WORK/qemu-img-resize.out ]] ||
+    ! grep -q '"virtual-size": 134217728' <(qemu-img info --output=json "$WORK/check.qcow2" 2>&1); then
+    fail "qemu-img did not create and grow a qcow2:"
+    show qemu-img-create 5
+    show qemu-img-resize 5
+fi
 if [[ -e $WORK/qemu-kvm.out && -n $(qemu_complaints qemu-kvm) ]]; then
     fail "QEMU (kvm) complained:"
     qemu_complaints qemu-kvm | head >&2
@@ -188,4 +238,4 @@ say "firmware and modules QEMU opened:"
 grep -E '^/usr/(share|lib/ipxe|lib/x86_64-linux-gnu/qemu)/' "$WORK/used" | sed 's/^/    /' >&2
 
 ((failed == 0)) || exit 1
-say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, dnsmasq ran as nobody"
+say "OK: every file of the rootfs was used (except /vminit), QEMU booted the kernel, qemu-img made and grew a disk, dnsmasq ran as nobody"

@@ -88,6 +88,10 @@ pub enum QemuCaps {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paths {
     pub qemu: PathBuf,
+    /// `qemu-img`, which creates and grows the disk (`DISK_SIZE`, `DISK_BASE`).
+    pub qemu_img: PathBuf,
+    /// `swtpm`, the guest's TPM (`TPM=yes`).
+    pub swtpm: PathBuf,
     pub dnsmasq: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
@@ -102,6 +106,8 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
+            qemu_img: "/usr/bin/qemu-img".into(),
+            swtpm: "/usr/bin/swtpm".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
@@ -130,6 +136,9 @@ pub struct Config {
     pub datapath: NetDatapath,
     pub stop_timeout: Duration,
     pub iface_wait: Duration,
+    /// `HEALTH_GRACE`: how long `vminit health` tolerates a handed-over address the guest
+    /// held and no longer answers for.
+    pub health_grace: Duration,
     /// `GUEST_DNS`: resolvers the guest asks itself, after the container's own (empty: none).
     pub guest_dns: Vec<Ipv4Addr>,
     pub log_level: log::LevelFilter,
@@ -143,6 +152,8 @@ pub struct Config {
     pub pause: Option<Pause>,
     /// The NoCloud seed the `CLOUD_INIT_*` inputs ask for; `None` when none is set.
     pub seed: Option<crate::vm::seed::Request>,
+    /// The disk's size and base, the boot ISO, the NIC model (`DISK_SIZE`, ...).
+    pub machine: crate::vm::machine::Machine,
 }
 
 /// Parses argv (without the program name) and the environment, seen through `env`.
@@ -180,6 +191,7 @@ where
         vhost: Vhost::Auto,
         datapath: NetDatapath::Auto,
         stop_timeout: Duration::from_secs(8),
+        health_grace: Duration::from_secs(20),
         iface_wait: Duration::from_secs(2),
         guest_dns: Vec::new(),
         log_level,
@@ -189,7 +201,11 @@ where
         display: None,
         pause: None,
         seed: None,
+        machine: crate::vm::machine::Machine::default(),
     };
+    if let Some(t) = parse_seconds(env, "HEALTH_GRACE")? {
+        config.health_grace = t;
+    }
     if matches!(
         config.command,
         Command::Health | Command::Help | Command::Version
@@ -249,6 +265,8 @@ where
     config.guest_dns = parse_guest_dns(env)?;
     config.pause = parse_pause(env)?;
     config.seed = crate::vm::seed::request_from_env(env).map_err(|e| bad(e.var, e.msg))?;
+    config.machine =
+        crate::vm::machine::parse(&|var| nonempty(env, var)).map_err(|(var, msg)| bad(var, msg))?;
     config.qemu_sandbox = match nonempty(env, "QEMU_SANDBOX").as_deref() {
         None | Some("on") | Some("yes") => true,
         Some("off") | Some("no") => false,
@@ -414,8 +432,60 @@ fn parse_ram(v: &str) -> Result<String> {
             format!("{v:?} is not a memory size; use a number with M or G, such as 512M or 2G"),
         ));
     }
+    if ram_bytes(v).is_none() {
+        return Err(bad(
+            "RAM_SIZE",
+            format!("{v} is more memory than QEMU can address; use a size such as 512M or 2G"),
+        ));
+    }
     // A bare number means MiB to QEMU; keep it that way.
     Ok(v.to_ascii_uppercase())
+}
+
+/// `RAM_SIZE` (as `parse_ram` keeps it) in bytes; `None` beyond 2^63, which QEMU refuses.
+pub fn ram_bytes(ram: &str) -> Option<u64> {
+    let digits = ram.trim_end_matches(|c: char| "KkMmGgTt".contains(c));
+    let shift = match ram[digits.len()..].to_ascii_uppercase().as_str() {
+        "K" => 10,
+        "" | "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift).filter(|b| *b < 1 << 63)
+}
+
+/// Whether the host can give the guest `ram` (`RAM_SIZE`): under the kernel's default
+/// overcommit rule (`overcommit` is `vm.overcommit_memory`, 0) one allocation may not
+/// exceed memory and swap together (`/proc/meminfo`'s `MemTotal` + `SwapTotal`), and QEMU
+/// allocates the guest's RAM at start. Other rules, or an unreadable `meminfo`, allow it.
+pub fn check_ram_fits(
+    ram: &str,
+    meminfo: &str,
+    overcommit: &str,
+) -> std::result::Result<(), String> {
+    if overcommit.trim() != "0" {
+        return Ok(());
+    }
+    let kib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let (Some(mem), Some(bytes)) = (kib("MemTotal:"), ram_bytes(ram)) else {
+        return Ok(());
+    };
+    let total = (mem + kib("SwapTotal:").unwrap_or(0)) * 1024;
+    if bytes > total {
+        return Err(format!(
+            "{ram} is more than this host's memory and swap ({} MiB), so QEMU cannot allocate it; use at most {}M",
+            total >> 20,
+            total >> 20
+        ));
+    }
+    Ok(())
 }
 
 fn parse_seconds(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>> {
@@ -499,8 +569,10 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 5] = [
+    let overrides: [(&str, &mut PathBuf); 7] = [
         ("VMINIT_QEMU", &mut paths.qemu),
+        ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
+        ("VMINIT_SWTPM", &mut paths.swtpm),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),
@@ -795,5 +867,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(var_of(e), "VMINIT_RUN_DIR");
+    }
+
+    #[test]
+    fn ram_beyond_what_qemu_addresses_or_the_host_holds_is_refused() {
+        assert_eq!(ram_bytes("512M"), Some(512 << 20));
+        assert_eq!(ram_bytes("2"), Some(2 << 20), "a bare number is MiB");
+        assert_eq!(ram_bytes("99999999999T"), None);
+        let env = |k: &str| (k == "RAM_SIZE").then(|| "99999999999T".to_string());
+        let e = parse_ram(&env("RAM_SIZE").unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("more memory than QEMU can address"),
+            "{e}"
+        );
+        let meminfo = "MemTotal:        1024000 kB\nSwapTotal:        1024000 kB\n";
+        assert!(check_ram_fits("1G", meminfo, "0\n").is_ok());
+        let e = check_ram_fits("4G", meminfo, "0\n").unwrap_err();
+        assert!(e.contains("use at most 2000M"), "{e}");
+        assert!(
+            check_ram_fits("4G", meminfo, "1\n").is_ok(),
+            "overcommit always"
+        );
+        assert!(check_ram_fits("4G", "", "0\n").is_ok(), "nothing known");
     }
 }

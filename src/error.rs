@@ -46,6 +46,13 @@ pub enum NetworkError {
     NoAddress(String),
     /// A NIC to attach has no MAC address.
     NoMac(String),
+    /// A NIC to attach has a point-to-point address (`ip addr add A peer P`): the NIC, the
+    /// address, its peer.
+    PointToPoint(String, std::net::Ipv4Addr, std::net::Ipv4Addr),
+    /// An address the guest would take is on two links: the address, and the two links.
+    SameAddress(String, String, String),
+    /// More NICs than the guest has PCI slots for: how many, and the most it can have.
+    TooManyNics(usize, usize),
 }
 
 /// Everything that can stop vminit, named after the operation that failed.
@@ -159,6 +166,18 @@ impl fmt::Display for NetworkError {
             NetworkError::NoMac(name) => {
                 write!(f, "{name} has no MAC address; it cannot become a guest NIC")
             }
+            NetworkError::PointToPoint(name, addr, peer) => write!(
+                f,
+                "{name}'s address {addr} is point-to-point (peer {peer}), which the guest cannot take over; give {name} a subnet address, or leave it out with AUTO_ATTACH=no and ATTACH_IFACES"
+            ),
+            NetworkError::SameAddress(addr, a, b) => write!(
+                f,
+                "{addr} is on both {a} and {b}, and the guest can hold it only once; remove it from one, or leave {b} out with AUTO_ATTACH=no and ATTACH_IFACES"
+            ),
+            NetworkError::TooManyNics(n, max) => write!(
+                f,
+                "{n} NICs to attach, but the guest has PCI slots for at most {max} (beside its disk, the seed and the VGA); leave some out with AUTO_ATTACH=no and ATTACH_IFACES"
+            ),
         }
     }
 }

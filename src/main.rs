@@ -19,7 +19,6 @@ mod testing;
 mod vm;
 
 use std::io::Write;
-use std::time::Duration;
 
 use crate::config::{Command, Config};
 use crate::error::{Error, exit};
@@ -29,7 +28,7 @@ use crate::rundir::RunDir;
 const USAGE: &str = "\
 usage: vminit [QEMU ARGUMENTS...]   boot /image/image.qcow2, extra arguments go to QEMU
        vminit bash|sh               prepare everything, then start a debug shell
-       vminit health                exit 0 when the guest is running
+       vminit health                exit 0 when the guest runs and holds its addresses
 Configuration is by environment variables (AUTO_ATTACH is required); see docs/reference.md.";
 
 fn main() {
@@ -109,21 +108,7 @@ fn init_logging(level: log::LevelFilter) {
         .init();
 }
 
-/// `vminit health`: asks QEMU, over the health QMP socket, whether the guest runs.
+/// `vminit health`: whether the guest runs and holds every address it was handed.
 fn health(config: &Config) -> i32 {
-    let socket = RunDir::new(&config.paths.run_dir).health();
-    match vm::qmp::execute(&socket, "query-status", Duration::from_secs(3)) {
-        Ok(answer) if vm::qmp::is_running(&answer) => {
-            println!("guest running");
-            0
-        }
-        Ok(answer) => {
-            println!("guest not running: {answer}");
-            1
-        }
-        Err(e) => {
-            println!("QEMU not answering on {}: {e}", socket.display());
-            1
-        }
-    }
+    setup::health::check(&RunDir::new(&config.paths.run_dir), config.health_grace)
 }

@@ -11,9 +11,32 @@ pub struct RunDir {
     root: PathBuf,
 }
 
+/// The longest path a Unix socket can have: `sun_path` holds 108 bytes with the NUL.
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// Why a Unix socket cannot be made at `path`, if it cannot: the input it comes from
+/// (`var`) and the fix are in the message.
+pub fn check_socket_path(var: &str, path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(format!(
+            "the socket {} would be {len} bytes long, and a Unix socket path is at most {SOCKET_PATH_MAX}; make {var} {} bytes shorter",
+            path.display(),
+            len - SOCKET_PATH_MAX
+        ));
+    }
+    Ok(())
+}
+
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> RunDir {
         RunDir { root: root.into() }
+    }
+
+    /// Why QEMU could not listen on the run directory's sockets, if it could not.
+    pub fn check_sockets(&self) -> Result<(), String> {
+        check_socket_path("VMINIT_RUN_DIR", &self.qmp())?;
+        check_socket_path("VMINIT_RUN_DIR", &self.health())
     }
 
     /// The directory itself.
@@ -46,6 +69,16 @@ impl RunDir {
         self.root.join("health.sock")
     }
 
+    /// The addresses handed to the guest, for `vminit health` (see `pid1::health`).
+    pub fn guest_nics(&self) -> PathBuf {
+        self.root.join("guest-nics")
+    }
+
+    /// What `vminit health` remembers between checks.
+    pub fn health_state(&self) -> PathBuf {
+        self.root.join("health-state")
+    }
+
     /// The NoCloud seed's files, which QEMU presents to the guest as the `cidata` disk.
     pub fn seed(&self) -> PathBuf {
         self.root.join("seed")
@@ -54,6 +87,11 @@ impl RunDir {
     /// The QEMU command line the debug shell runs.
     pub fn qemu_script(&self) -> PathBuf {
         self.root.join("qemu.sh")
+    }
+
+    /// swtpm's control socket (`TPM=yes`), which QEMU connects to.
+    pub fn tpm_socket(&self) -> PathBuf {
+        self.root.join("swtpm.sock")
     }
 
     /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.

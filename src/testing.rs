@@ -46,6 +46,7 @@ impl Ns {
             mtu: 65536,
             kind: None,
             alias: None,
+            lower: None,
             ethernet: false,
         };
         Ns(NetState {
@@ -61,6 +62,7 @@ impl Ns {
             mtu: 1450,
             kind: Some("veth".into()),
             alias: None,
+            lower: None,
             ethernet: true,
         });
         for a in addrs {

@@ -6,7 +6,7 @@ use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::SigSet;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -113,8 +113,9 @@ impl DhcpServer {
     }
 
     /// Waits until dnsmasq serves (it writes its pid file once its sockets are bound), or
-    /// reports why it could not start.
-    pub fn wait_ready(&self, pid: Pid) -> Result<()> {
+    /// reports why it could not start. `stop` is asked between polls: its error (a stop
+    /// signal that arrived) ends the wait at once.
+    pub fn wait_ready(&self, pid: Pid, stop: &dyn Fn() -> Result<()>) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if self.is_ready() {
@@ -135,6 +136,7 @@ impl DhcpServer {
                     "did not start within {START_TIMEOUT:?}"
                 )));
             }
+            stop()?;
             sleep(Duration::from_micros(500));
         }
     }
@@ -156,21 +158,7 @@ pub fn guest_dns(config: &Config) -> Dns {
     })
 }
 
-/// SIGTERM, a bounded wait, then SIGKILL; reaps it either way.
+/// Stops dnsmasq: SIGTERM, then SIGKILL after `STOP_GRACE`; reaps it.
 pub fn stop_and_reap(pid: Pid) {
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                sleep(Duration::from_millis(5))
-            }
-            Ok(WaitStatus::StillAlive) => {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return;
-            }
-            _ => return,
-        }
-    }
+    spawn::stop_and_reap(pid, STOP_GRACE);
 }

@@ -38,8 +38,14 @@ const ECHO_AGAIN: Duration = Duration::from_millis(250);
 const DISCARD: u16 = 9;
 
 /// The gateways of `guests` that answered, with their link-local addresses and MACs. One
-/// that did not is named in a warning; the guest gets no route through it.
-pub fn learn(nl: &mut Netlink, state: &NetState, guests: &[Guest6]) -> Result<Vec<Learned>> {
+/// that did not is named in a warning; the guest gets no route through it. `stop` is asked
+/// between polls: its error (a stop signal that arrived) ends the wait at once.
+pub fn learn(
+    nl: &mut Netlink,
+    state: &NetState,
+    guests: &[Guest6],
+    stop: &dyn Fn() -> Result<()>,
+) -> Result<Vec<Learned>> {
     let deadline = Instant::now() + TIMEOUT;
     let mut learned = Vec::new();
     for guest in guests {
@@ -52,8 +58,13 @@ pub fn learn(nl: &mut Netlink, state: &NetState, guests: &[Guest6]) -> Result<Ve
             .find(|a| a.index == link.index && a.addr.net.is_link_local())
             .map(|a| a.addr.net.addr);
         for g in &guest.gateways {
+            log::info!(
+                "{}: asking the IPv6 gateway {} for its link-local address and MAC (up to {TIMEOUT:?})",
+                guest.lower,
+                g.gateway
+            );
             let start = Instant::now();
-            match find(nl, link.index, guest.mac, own_ll, g.gateway, deadline)? {
+            match find(nl, link.index, guest.mac, own_ll, g.gateway, deadline, stop)? {
                 Some((link_local, mac)) => {
                     log::info!(
                         "{}: IPv6 gateway {} is {link_local} at {mac} (found in {} ms)",
@@ -89,9 +100,10 @@ fn find(
     own_ll: Option<Ipv6Addr>,
     gateway: Ipv6Addr,
     deadline: Instant,
+    stop: &dyn Fn() -> Result<()>,
 ) -> Result<Option<(Ipv6Addr, Mac)>> {
     let start = Instant::now();
-    let Some(mac) = resolve(nl, index, gateway, deadline)? else {
+    let Some(mac) = resolve(nl, index, gateway, deadline, stop)? else {
         return Ok(None);
     };
     log::debug!("{gateway} is at {mac} ({} ms)", start.elapsed().as_millis());
@@ -101,16 +113,22 @@ fn find(
     // The echo gets most of the time; what is left goes to the derived address.
     let echo_deadline = deadline.checked_sub(ECHO_RESERVE).unwrap_or(deadline);
     if let Some(src) = own_ll
-        && let Some(ll) = echo(index, own_mac, src, mac, echo_deadline)?
+        && let Some(ll) = echo(index, own_mac, src, mac, echo_deadline, stop)?
     {
         return Ok(Some((ll, mac)));
     }
     let derived = mac.link_local();
-    Ok((resolve(nl, index, derived, deadline)? == Some(mac)).then_some((derived, mac)))
+    Ok((resolve(nl, index, derived, deadline, stop)? == Some(mac)).then_some((derived, mac)))
 }
 
 /// The MAC the kernel's neighbour discovery finds for `addr` on the interface `index`.
-fn resolve(nl: &mut Netlink, index: u32, addr: Ipv6Addr, deadline: Instant) -> Result<Option<Mac>> {
+fn resolve(
+    nl: &mut Netlink,
+    index: u32,
+    addr: Ipv6Addr,
+    deadline: Instant,
+    stop: &dyn Fn() -> Result<()>,
+) -> Result<Option<Mac>> {
     let mut asked = false;
     loop {
         let known = nl
@@ -133,6 +151,7 @@ fn resolve(nl: &mut Netlink, index: u32, addr: Ipv6Addr, deadline: Instant) -> R
                 log::debug!("neighbour discovery of {addr}: {e}");
             }
         }
+        stop()?;
         sleep(Duration::from_millis(2));
     }
 }
@@ -144,6 +163,7 @@ fn echo(
     own_ll: Ipv6Addr,
     mac: Mac,
     deadline: Instant,
+    stop: &dyn Fn() -> Result<()>,
 ) -> Result<Option<Ipv6Addr>> {
     let socket = PacketSocket::open(index).map_err(raw_socket_error)?;
     if let Err(e) = socket.only_from(mac) {
@@ -171,6 +191,7 @@ fn echo(
         if Instant::now() >= deadline {
             return Ok(None);
         }
+        stop()?;
         sleep(Duration::from_millis(1));
     }
 }

@@ -17,6 +17,7 @@ const ECHO_REPLY: u8 = 129;
 const ROUTER_SOLICITATION: u8 = 133;
 const NEIGHBOUR_SOLICITATION: u8 = 135;
 const ROUTER_ADVERTISEMENT: u8 = 134;
+const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
 /// `ff02::1`, all nodes on the link.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// Ethernet multicast MACs of `ff02::2` (all routers) and `ff02::1:2` (DHCPv6 servers): what
@@ -267,6 +268,45 @@ pub fn echo_answer(frame: &[u8], mac: Mac, src: Ipv6Addr, id: u16) -> Option<Ipv
         .then_some(p.src)
 }
 
+/// A neighbour solicitation for `target` from the unspecified address, as duplicate address
+/// detection sends it (RFC 4862 5.4.2), but to `to` alone: `vminit health` asks whether the
+/// guest holds `target`. A node that holds it answers to all nodes (`ff02::1`).
+pub fn solicitation_probe(from: Mac, to: Mac, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let mut payload = vec![NEIGHBOUR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+    payload.extend(t);
+    ipv6_frame(
+        to,
+        from,
+        255,
+        Ipv6Addr::UNSPECIFIED,
+        group,
+        PROTO_ICMPV6,
+        payload,
+    )
+}
+
+/// Whether `frame` is a neighbour advertisement from `mac` for `target` (with a correct
+/// checksum and hop limit 255).
+pub fn is_advertisement_of(frame: &[u8], mac: Mac, target: Ipv6Addr) -> bool {
+    Packet::parse(frame).is_some_and(|p| {
+        p.from == mac
+            && p.is_icmp(NEIGHBOUR_ADVERTISEMENT)
+            && p.hop_limit == 255
+            && p.payload.get(8..24) == Some(&target.octets()[..])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,4 +425,55 @@ mod tests {
         ffff00000000fd0000010000000000000000000000001803300000000708fd0000990000000000000000000000001803
         800000000708fd0000980000000000000000000000051903000000000708fd0000010000000000000000000000531f06
         000000000708076578616d706c650474657374000373766307636c7573746572056c6f63616c0000000000000000";
+
+    #[test]
+    fn the_health_probe_is_a_solicitation_from_nowhere_and_the_guests_advert_is_recognised() {
+        let (door, guest) = (Mac([2, 0, 0, 0, 0, 3]), Mac([2, 0x42, 10, 1, 0, 2]));
+        let target: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        let probe = solicitation_probe(door, guest, target);
+        let p = Packet::parse(&probe).unwrap();
+        assert_eq!((p.to, p.from, p.hop_limit), (guest, door, 255));
+        assert_eq!(p.src, Ipv6Addr::UNSPECIFIED);
+        assert_eq!(
+            p.dst,
+            "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap(),
+            "solicited-node"
+        );
+        assert!(p.is_icmp(NEIGHBOUR_SOLICITATION));
+        // What Linux answers (to all nodes, as RFC 4861 7.2.4 says for a source of ::).
+        let mut na = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x20, 0, 0, 0];
+        na.extend(target.octets());
+        na.extend([2, 1]);
+        na.extend(guest.0);
+        let link_local = guest.link_local();
+        let answer = ipv6_frame(
+            Mac([0x33, 0x33, 0, 0, 0, 1]),
+            guest,
+            255,
+            link_local,
+            ALL_NODES,
+            PROTO_ICMPV6,
+            na.clone(),
+        );
+        assert!(is_advertisement_of(&answer, guest, target));
+        assert!(!is_advertisement_of(&answer, door, target), "another MAC");
+        let other: Ipv6Addr = "fd00:1::3".parse().unwrap();
+        assert!(
+            !is_advertisement_of(&answer, guest, other),
+            "another target"
+        );
+        let forwarded = ipv6_frame(
+            Mac([0x33, 0x33, 0, 0, 0, 1]),
+            guest,
+            64,
+            link_local,
+            ALL_NODES,
+            PROTO_ICMPV6,
+            na,
+        );
+        assert!(
+            !is_advertisement_of(&forwarded, guest, target),
+            "hop limit 255 only"
+        );
+    }
 }

@@ -28,7 +28,12 @@ impl PacketSocket {
 
     /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)`, not bound yet.
     fn socket() -> io::Result<OwnedFd> {
-        let protocol = ETHERTYPE_IPV6.to_be();
+        PacketSocket::socket_for(ETHERTYPE_IPV6)
+    }
+
+    /// `socket(AF_PACKET, SOCK_RAW, ETHERTYPE)`, not bound yet.
+    fn socket_for(ethertype: u16) -> io::Result<OwnedFd> {
+        let protocol = ethertype.to_be();
         // SAFETY: socket(2) with constant arguments; the result is checked before use.
         let raw = unsafe {
             libc::socket(
@@ -46,8 +51,14 @@ impl PacketSocket {
 
     /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)` bound to the interface `index`.
     pub fn open(index: u32) -> io::Result<PacketSocket> {
-        let protocol = ETHERTYPE_IPV6.to_be();
-        let fd = PacketSocket::socket()?;
+        PacketSocket::open_for(index, ETHERTYPE_IPV6)
+    }
+
+    /// `socket(AF_PACKET, SOCK_RAW, ETHERTYPE)` bound to the interface `index`: its frames
+    /// of that type (`ETH_P_ARP` for the health check's probes).
+    pub fn open_for(index: u32, ethertype: u16) -> io::Result<PacketSocket> {
+        let protocol = ethertype.to_be();
+        let fd = PacketSocket::socket_for(ethertype)?;
         let mut addr = sockaddr_ll(index);
         addr.sll_protocol = protocol;
         // SAFETY: `addr` is a valid sockaddr_ll and its exact size is passed.

@@ -99,6 +99,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         mtu: 1500,
         kind: None,
         alias: None,
+        lower: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
     };
     for attr in msg.attributes {
@@ -111,6 +112,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
             }
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::IfAlias(a) => link.alias = Some(a),
+            LinkAttribute::Link(i) => link.lower = Some(i),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {
@@ -158,6 +160,8 @@ fn addr_of(msg: AddressMessage) -> Option<Addr> {
         }
     }
     addr.net.addr = local.or(address)?;
+    // `ip addr add A peer P`: the local address and the peer differ.
+    addr.peer = local.zip(address).filter(|(l, a)| l != a).map(|(_, a)| a);
     addr.flags = addr.kept_flags();
     Some(Addr {
         index: msg.header.index,

@@ -18,7 +18,7 @@ pub struct Monitor {
 impl Monitor {
     /// `ip monitor link address route`: links (a NIC arrives or leaves), IPv4 and IPv6
     /// addresses (Docker adds them just after the link; an IPv6-only NIC has only the latter)
-    /// and IPv4 routes (a default route moves).
+    /// and IPv4 and IPv6 routes (a default route moves).
     pub fn open() -> io::Result<Monitor> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind(&SocketAddr::new(0, 0))?;
@@ -27,6 +27,7 @@ impl Monitor {
             libc::RTNLGRP_IPV4_IFADDR,
             libc::RTNLGRP_IPV6_IFADDR,
             libc::RTNLGRP_IPV4_ROUTE,
+            libc::RTNLGRP_IPV6_ROUTE,
         ] {
             socket.add_membership(group)?;
         }

@@ -17,6 +17,9 @@ pub struct Link {
     /// `IFLA_INFO_KIND`: "veth", "bridge", "macvtap", "ipip", ... (`None` for physical NICs).
     pub kind: Option<String>,
     pub alias: Option<String>,
+    /// `IFLA_LINK`: the link this one sits on (a macvlan's or macvtap's NIC). A veth's is
+    /// its peer's index, which may be in another namespace.
+    pub lower: Option<u32>,
     /// Whether the link layer is Ethernet (tunnels such as `tunl0` or `sit0` are not).
     pub ethernet: bool,
 }
@@ -37,6 +40,9 @@ pub struct IfAddr {
     pub scope: u8,
     /// Remaining (valid, preferred) lifetimes in seconds; `None` for forever.
     pub lifetime: Option<(u32, u32)>,
+    /// The peer of a point-to-point address (`ip addr add A peer P`), which vminit refuses
+    /// to take over.
+    pub peer: Option<Ipv4Addr>,
 }
 
 /// `IFA_F_SECONDARY` (IPv4; `IFA_F_TEMPORARY` for IPv6): a second address in the subnet of
@@ -70,6 +76,7 @@ impl IfAddr {
             flags: 0,
             scope: 0,
             lifetime: None,
+            peer: None,
         }
     }
 

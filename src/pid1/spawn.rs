@@ -4,11 +4,15 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, pthread_sigmask, signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -29,7 +33,27 @@ pub struct SpawnOptions<'a> {
 
 /// Starts `argv[0]` with `argv[1..]`. Returns its pid; vminit reaps it later.
 pub fn spawn(argv: &[OsString], opts: &SpawnOptions) -> Result<Pid> {
-    let program = argv[0].to_string_lossy().into_owned();
+    start(command(argv, opts), argv)
+}
+
+/// Like `spawn`, with the child's stderr going to `stderr` (a pipe vminit reads, so that a
+/// tool's complaint ends up in vminit's one-line error).
+pub fn spawn_with_stderr(argv: &[OsString], opts: &SpawnOptions, stderr: OwnedFd) -> Result<Pid> {
+    let mut cmd = command(argv, opts);
+    cmd.stderr(Stdio::from(stderr));
+    start(cmd, argv)
+}
+
+fn start(mut cmd: Command, argv: &[OsString]) -> Result<Pid> {
+    let child = cmd.spawn().map_err(|source| Error::Program {
+        what: argv[0].to_string_lossy().into_owned(),
+        source,
+    })?;
+    // The std handle is dropped without waiting: the supervisor reaps by pid.
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+fn command(argv: &[OsString], opts: &SpawnOptions) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     let mask = opts.mask;
@@ -56,12 +80,7 @@ pub fn spawn(argv: &[OsString], opts: &SpawnOptions) -> Result<Pid> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| Error::Program {
-        what: program,
-        source,
-    })?;
-    // The std handle is dropped without waiting: the supervisor reaps by pid.
-    Ok(Pid::from_raw(child.id() as i32))
+    cmd
 }
 
 /// Makes every descriptor above 2 except `keep` (sorted) close at exec, and `keep` stay
@@ -253,6 +272,26 @@ pub fn exec_shell(argv: &[OsString], mask: SigSet) -> Error {
     Error::Program {
         what: argv[0].to_string_lossy().into_owned(),
         source,
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL when it is still there after `grace`; reaps it (a
+/// child another wait reaped already is simply gone).
+pub fn stop_and_reap(pid: Pid, grace: Duration) {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                sleep(Duration::from_millis(5))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return;
+            }
+            _ => return,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
 use nix::unistd::Pid;
@@ -16,10 +17,12 @@ use crate::ipv6::announcer::Announcers;
 use crate::net::apply::Applier;
 use crate::net::monitor::Monitor;
 use crate::net::netlink::Netlink;
+use crate::pid1::health::{Handed, render_handed};
 use crate::pid1::policy::Child;
 use crate::pid1::supervise::{self, Signals};
 use crate::rundir::RunDir;
 use crate::takeover::plan::NicPlan;
+use crate::takeover::plan6::Guest6;
 
 /// The guest's NICs in the order they were taken over: the one owner of each guest NIC and
 /// of what was done to hand it over (undone newest first at the end).
@@ -57,6 +60,46 @@ impl GuestNics {
             .collect()
     }
 
+    /// Gives each guest NIC what the guest is told about IPv6 on it (`guests`, by container
+    /// NIC).
+    pub(super) fn set_guests6(&mut self, guests: &[Guest6]) {
+        for taken in &mut self.0 {
+            taken.guest6 = guests.iter().find(|g| g.lower == taken.nic.lower).cloned();
+        }
+    }
+
+    /// Each plugged-in guest NIC's IPv6 side and its container NIC and door.
+    pub(super) fn all(&self) -> impl Iterator<Item = &TakenNic> {
+        self.0.iter()
+    }
+
+    /// Writes the addresses the guest was handed (plugged-in NICs only) where `vminit health`
+    /// reads them. A failure is logged: the health check then says `starting`.
+    pub(super) fn publish(&self, run_dir: &RunDir) {
+        let handed: Vec<Handed> = self
+            .0
+            .iter()
+            .filter(|t| t.pending.is_none())
+            .flat_map(|t| {
+                let v4 = t.nic.addr.map(|a| IpAddr::V4(a.addr));
+                let v6 = t.guest6.as_ref().map(|g| IpAddr::V6(g.addr.addr));
+                v4.into_iter().chain(v6).map(|addr| Handed {
+                    lower: t.nic.lower.clone(),
+                    door: t.nic.serves_on().to_string(),
+                    mac: t.nic.mac,
+                    addr,
+                })
+            })
+            .collect();
+        let path = run_dir.guest_nics();
+        let tmp = path.with_extension("new");
+        if let Err(e) =
+            fs::write(&tmp, render_handed(&handed)).and_then(|()| fs::rename(&tmp, &path))
+        {
+            log::warn!("cannot write {} for the health check: {e}", path.display());
+        }
+    }
+
     /// Whether anything was changed in the namespace for them.
     fn changed_anything(&self) -> bool {
         self.0.iter().any(|t| !t.steps.is_empty())
@@ -78,11 +121,15 @@ pub(super) struct Guest<'a> {
     /// The guest's IPv6 announcements.
     pub(super) announcers: Option<Announcers>,
     pub(super) nics: GuestNics,
+    /// swtpm (`TPM=yes`), stopped with the guest.
+    pub(super) tpm: Option<Pid>,
     pub(super) qemu: Pid,
     /// New container NICs without an address yet, and since when (hot-plug).
     pub(super) waiting: HashMap<String, Instant>,
     /// New container NICs already reported as left to the container.
     pub(super) left: HashSet<String>,
+    /// The NIC and gateway the IPv6 default route last moved to (asked once).
+    pub(super) router6: Option<(String, Ipv6Addr)>,
 }
 
 impl Guest<'_> {
@@ -114,22 +161,27 @@ impl Guest<'_> {
             &mut self.nl,
             &self.run_dir,
             self.dnsmasq,
+            self.tpm,
             self.nics,
         );
     }
 }
 
-/// Stops dnsmasq, undoes every NIC's steps newest first, removes the tap nodes and the
+/// Stops dnsmasq and swtpm, undoes every NIC's steps newest first, removes the tap nodes and the
 /// console password's copy: the end of every boot, whether QEMU ran or not.
 pub(super) fn put_back(
     config: &Config,
     nl: &mut Netlink,
     run_dir: &RunDir,
     dnsmasq: Option<Pid>,
+    tpm: Option<Pid>,
     nics: GuestNics,
 ) {
     if let Some(pid) = dnsmasq {
         dhcp_server::stop_and_reap(pid);
+    }
+    if let Some(pid) = tpm {
+        crate::vm::tpm::stop(pid);
     }
     if nics.changed_anything() {
         log::info!("restoring the container's network");

@@ -2,9 +2,11 @@
 //! supervises them, and puts the network back. Each phase is one method of `Boot`, which
 //! consumes itself into the running `Guest` (`guest`) when QEMU starts, or, when a phase
 //! fails, puts back what it changed. What the guest does while the supervisor runs (its
-//! effects, hot-plug) is in `running`.
+//! effects, hot-plug) is in `running`; the health check, which runs beside it (`vminit
+//! health`), in `health`.
 
 mod guest;
+pub mod health;
 mod running;
 
 use guest::{Guest, GuestNics};
@@ -22,7 +24,7 @@ use nix::unistd::Pid;
 
 use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetworkError, Result};
 use crate::ipv6::announce::{Dns6, Learned};
 use crate::ipv6::announcer::Announcers;
 use crate::ipv6::packet::PacketSocket;
@@ -34,11 +36,13 @@ use crate::net::step::Step;
 use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
+use crate::takeover::plan6::Guest6;
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
 use crate::vm::devices::{self, Tap};
 use crate::{
     dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
-    pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::qemu, vm::seed,
+    pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine,
+    vm::provision, vm::qemu, vm::seed, vm::tpm,
 };
 
 /// Boots the guest and supervises it until it stops; returns vminit's exit status.
@@ -50,7 +54,7 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
     if config.command == Command::Shell {
         lock.keep_across_exec()?;
     }
-    let checked = check_inputs(config)?;
+    let checked = check_inputs(config, signals)?;
     let mut guest = Boot::new(config, signals, checked)?.start_guest()?;
     let status = guest.supervise();
     guest.put_back();
@@ -62,6 +66,14 @@ struct Checked {
     vhost: bool,
     /// The disk chain, open for QEMU.
     disk: devices::Disk,
+    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
+    extra_disks: Vec<devices::Disk>,
+    /// `BOOT_ISO`, open for QEMU, and whether the disk is new (the guest boots the ISO).
+    iso: Option<(devices::DiskFile, bool)>,
+    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables open for QEMU.
+    efi: Option<(PathBuf, devices::DiskFile)>,
+    /// `TPM=yes`: the TPM's state directory, checked writable.
+    tpm_state: Option<PathBuf>,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -72,16 +84,76 @@ struct Checked {
     datapath: Datapath,
 }
 
-/// Checks every input before anything changes: the programs, the disk, vhost-net, the
-/// debug shell, the right to create macvtap device nodes.
-fn check_inputs(config: &Config) -> Result<Checked> {
+impl Checked {
+    /// The descriptors of every file QEMU inherits: the disks, the ISO, the UEFI variables.
+    fn fds(&self) -> Vec<RawFd> {
+        let mut fds = self.disk.fds();
+        for extra in &self.extra_disks {
+            fds.extend(extra.fds());
+        }
+        let files = self
+            .iso
+            .iter()
+            .map(|(f, _)| f)
+            .chain(self.efi.iter().map(|(_, f)| f));
+        for file in files {
+            fds.push(file.read.as_raw_fd());
+            fds.extend(file.write.as_ref().map(AsRawFd::as_raw_fd));
+        }
+        fds
+    }
+
+    /// Closes them, once QEMU has its own copies.
+    fn close_files(&mut self) {
+        self.disk = devices::Disk::default();
+        self.extra_disks.clear();
+        self.iso = None;
+        self.efi = None;
+    }
+}
+
+/// Checks every input before anything changes in the network: the programs, the disk
+/// (created or grown first when asked), vhost-net, the debug shell, the right to create
+/// macvtap device nodes.
+fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     let paths = &config.paths;
+    RunDir::new(&paths.run_dir)
+        .check_sockets()
+        .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
+    check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
     if config.dhcp {
         devices::check_program(&paths.dnsmasq, "dnsmasq")?;
     }
+    let watch = provision::Watch {
+        mask: signals.original,
+        interrupted: &|| termination_pending(signals),
+    };
+    // The media first: a bad one stops vminit before the disk is made.
+    let iso = provision::open_iso(config)?;
+    let extra_disks = provision::open_extra_disks(config)?;
+    let efi = provision::open_efi_vars(config)?;
+    let tpm_state = tpm::prepare(config)?;
+    provision::create_disk(config, &watch)?;
     let disk = devices::open_disk(&paths.disk)?;
+    provision::grow_disk(config, &disk, &watch)?;
     log::info!("disk: {}", disk.describe());
+    for extra in &extra_disks {
+        log::info!("extra disk: {}", extra.describe());
+    }
+    let iso = iso.map(|iso| {
+        let new = provision::disk_is_new(&disk);
+        log::info!(
+            "BOOT_ISO: {} as a CD-ROM; the guest boots {}",
+            iso.path.display(),
+            if new {
+                "from it once, as the disk has never been written"
+            } else {
+                "from the disk, which has been written"
+            }
+        );
+        (iso, new)
+    });
     let seed = load_seed(config)?;
     let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
     let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
@@ -98,6 +170,10 @@ fn check_inputs(config: &Config) -> Result<Checked> {
     Ok(Checked {
         vhost,
         disk,
+        extra_disks,
+        iso,
+        efi,
+        tpm_state,
         seed,
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
@@ -182,6 +258,8 @@ struct Boot<'a> {
     announcers: Option<Announcers>,
     /// The guest's NICs taken over so far.
     nics: GuestNics,
+    /// swtpm (`TPM=yes`).
+    tpm: Option<Pid>,
 }
 
 /// One container NIC handed to the guest.
@@ -196,12 +274,17 @@ struct TakenNic {
     held: Option<OwnedFd>,
     /// Taken over while the guest runs and not plugged into it yet.
     pending: Option<running::Pending>,
+    /// What the guest is told about IPv6 on it, once announced.
+    guest6: Option<Guest6>,
 }
 
 impl<'a> Boot<'a> {
     fn new(config: &'a Config, signals: &'a Signals, checked: Checked) -> Result<Boot<'a>> {
         let run_dir = RunDir::new(&config.paths.run_dir);
         make_private_dir(run_dir.root())?;
+        // A restarted container keeps /run: the health check starts afresh with this guest.
+        let _ = fs::remove_file(run_dir.guest_nics());
+        let _ = fs::remove_file(run_dir.health_state());
         if let Some(vnc) = &config.display {
             console::prepare(vnc, &run_dir.vnc_password())?;
         }
@@ -224,6 +307,7 @@ impl<'a> Boot<'a> {
             dnsmasq: None,
             announcers: None,
             nics: GuestNics::default(),
+            tpm: None,
         })
     }
 
@@ -231,8 +315,13 @@ impl<'a> Boot<'a> {
     /// boot becomes the running guest. When a phase fails, what the boot changed is put
     /// back before the error is returned.
     fn start_guest(mut self) -> Result<Guest<'a>> {
-        match self.phases() {
+        let phases = self.phases();
+        if phases.is_ok() {
+            self.nics.publish(&self.run_dir);
+        }
+        match phases {
             Ok(qemu) => Ok(Guest {
+                router6: None,
                 config: self.config,
                 signals: self.signals,
                 checked: self.checked,
@@ -243,6 +332,7 @@ impl<'a> Boot<'a> {
                 dnsmasq: self.dnsmasq,
                 announcers: self.announcers,
                 nics: self.nics,
+                tpm: self.tpm,
                 qemu,
                 waiting: HashMap::new(),
                 left: HashSet::new(),
@@ -254,6 +344,7 @@ impl<'a> Boot<'a> {
                     &mut self.nl,
                     &self.run_dir,
                     self.dnsmasq,
+                    self.tpm,
                     self.nics,
                 );
                 Err(e)
@@ -265,6 +356,13 @@ impl<'a> Boot<'a> {
     fn phases(&mut self) -> Result<Pid> {
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
+        let max = qemu::max_nics(self.checked.seed.is_some());
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+            )));
+        }
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -274,8 +372,10 @@ impl<'a> Boot<'a> {
             _ => (kvm, None),
         };
         self.start_dnsmasq(&plan)?;
+        self.start_tpm()?;
         let learned = self.learn_gateways6(&plan)?;
         let taps = self.take_over(&plan)?;
+        self.nics.set_guests6(&plan.v6);
         self.open_announcers(&plan, &learned)?;
         let accel = match forced {
             Some(accel) => accel,
@@ -299,7 +399,8 @@ impl<'a> Boot<'a> {
         // Before anything changes: the announcements need packet sockets.
         PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
         let state = self.discover()?;
-        gateway6::learn(&mut self.nl, &state, &plan.v6)
+        let signals = self.signals;
+        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
@@ -319,12 +420,15 @@ impl<'a> Boot<'a> {
     /// when nothing needed recovery (the usual case), to plan from.
     fn recover(&mut self) -> Result<Option<NetState>> {
         let state = self.discover()?;
-        let steps = identity::recovery(&state);
-        if steps.is_empty() {
+        let recovery = identity::recovery(&state);
+        for warning in &recovery.warnings {
+            log::warn!("{warning}");
+        }
+        if recovery.steps.is_empty() {
             return Ok(Some(state));
         }
         log::info!("recovering the network left by an earlier run");
-        Applier::new(&mut self.nl).run_best_effort(&steps);
+        Applier::new(&mut self.nl).run_best_effort(&recovery.steps);
         Ok(None)
     }
 
@@ -437,9 +541,19 @@ impl<'a> Boot<'a> {
         Ok(())
     }
 
+    /// swtpm starts before the network changes and listens before this returns.
+    fn start_tpm(&mut self) -> Result<()> {
+        if let Some(state) = &self.checked.tpm_state {
+            let socket = self.run_dir.tpm_socket();
+            let pid = tpm::start(self.config, state, &socket, self.signals.original)?;
+            self.tpm = Some(pid);
+        }
+        Ok(())
+    }
+
     fn wait_for_dnsmasq(&self) -> Result<()> {
         match (&self.dhcp, self.dnsmasq) {
-            (Some(server), Some(pid)) => server.wait_ready(pid),
+            (Some(server), Some(pid)) => server.wait_ready(pid, &|| interrupted(self.signals)),
             _ => Ok(()),
         }
     }
@@ -490,6 +604,16 @@ impl<'a> Boot<'a> {
             console_tcp,
         );
         let disk = self.checked.disk.raw_fds();
+        let tpm_socket = self.tpm.map(|_| self.run_dir.tpm_socket());
+        let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
+        let extra_disks: Vec<_> = self
+            .checked
+            .extra_disks
+            .iter()
+            .map(|d| d.raw_fds())
+            .collect();
+        let iso = (self.checked.iso.as_ref())
+            .map(|(iso, new)| (devices::raw(iso), machine::boot_order(*new)));
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
             accel,
@@ -497,6 +621,15 @@ impl<'a> Boot<'a> {
             ram: &self.config.ram,
             cpus: self.config.cpus,
             disk: &disk,
+            extra_disks: &extra_disks,
+            cdrom: iso.as_ref().map(|(file, boot)| (file, *boot)),
+            nic_model: self.config.machine.nic_model,
+            tpm: tpm_socket.as_deref(),
+            uefi: efi.as_ref().map(|(code, vars)| qemu::Uefi {
+                code,
+                vars,
+                secure: self.config.machine.boot_mode == machine::BootMode::Secure,
+            }),
             sandbox: self.config.qemu_sandbox,
             qmp: &self.run_dir.qmp(),
             health: &self.run_dir.health(),
@@ -509,10 +642,7 @@ impl<'a> Boot<'a> {
 
     /// A `docker stop` during setup ends it here, before the guest starts.
     fn check_not_interrupted(&self) -> Result<()> {
-        match termination_pending(self.signals) {
-            Some(sig) => Err(Error::Interrupted(sig)),
-            None => Ok(()),
-        }
+        interrupted(self.signals)
     }
 
     /// Debug mode: writes the QEMU command line where the shell can run it and replaces
@@ -538,7 +668,7 @@ impl<'a> Boot<'a> {
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().map(|t| t.fd.as_raw_fd()).collect();
-        keep.extend(self.checked.disk.fds());
+        keep.extend(self.checked.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
             keep: &keep,
@@ -550,7 +680,7 @@ impl<'a> Boot<'a> {
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);
-        drop(std::mem::take(&mut self.checked.disk));
+        self.checked.close_files();
         Ok(qemu)
     }
 }
@@ -574,6 +704,7 @@ fn take_over_nic(
         node: None,
         held: None,
         pending: None,
+        guest6: None,
     };
     let paths = &config.paths;
     let tap = match nic.datapath {
@@ -623,14 +754,44 @@ fn report<T>(choice: Choice<T>) -> T {
     choice.value
 }
 
-/// `mkdir -p -m 0700 DIR`, and 0700 even if it existed.
+/// The run directory: made with mode 0700 when missing. One that exists is used as it is,
+/// never chmod-ed (it may be `/`, or a user's); one that others may write to is refused:
+/// anyone could put their own socket in QEMU's place.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|_| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
-        .map_err(|e| Error::os(format!("create {}", dir.display()), e))
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::config(
+                    "VMINIT_RUN_DIR",
+                    format!(
+                        "{} may be written by others (mode {:04o}); name a directory only root writes, or one that does not exist yet (vminit makes it 0700)",
+                        dir.display(),
+                        mode & 0o7777
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::config(
+            "VMINIT_RUN_DIR",
+            format!("{} is not a directory", dir.display()),
+        )),
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::os(format!("create {}", dir.display()), e)),
+    }
+}
+
+/// Refuses a `RAM_SIZE` this host cannot give QEMU: under the kernel's default overcommit
+/// rule, more than its memory and swap together, which QEMU fails to allocate at start.
+fn check_ram(config: &Config) -> Result<()> {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let overcommit = fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    config::check_ram_fits(&config.ram, &meminfo, &overcommit)
+        .map_err(|msg| Error::config("RAM_SIZE", msg))
 }
 
 fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
@@ -642,6 +803,14 @@ fn random_macs(n: usize) -> Result<Vec<[u8; 6]>> {
         .chunks(6)
         .map(|c| c.try_into().expect("chunks of six"))
         .collect())
+}
+
+/// `Interrupted` when a request to stop arrived while vminit was busy.
+fn interrupted(signals: &Signals) -> Result<()> {
+    match termination_pending(signals) {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while

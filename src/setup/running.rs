@@ -24,7 +24,7 @@ use crate::net::netstate::NetState;
 use crate::net::step::Step;
 use crate::pid1::policy::{self, Child, Event};
 use crate::takeover::plan::{self, NicPlan};
-use crate::takeover::plan6::Guest6;
+use crate::takeover::plan6::{self, GatewayRoutes, Guest6};
 use crate::vm::devices::Tap;
 use crate::{ipv6::gateway6, pid1::supervise, vm::qemu, vm::qmp};
 
@@ -140,6 +140,7 @@ impl supervise::Effects for Guest<'_> {
                 "{lower} now holds the container's default route: the guest's next DHCP lease on it gives the router {gateway}"
             );
         }
+        self.move_router6(&state);
         let mut plugs_pending = false;
         for (nic, steps) in &changes.added {
             self.waiting.remove(&nic.lower);
@@ -227,6 +228,10 @@ impl supervise::Effects for Guest<'_> {
                         nic.mac,
                     );
                     self.announce_too(&guests6, &learned);
+                    if let Some(taken) = self.nics.get_mut(&lower) {
+                        taken.guest6 = guests6.first().cloned();
+                    }
+                    self.nics.publish(&self.run_dir);
                 }
                 Err(e) => {
                     if let Some(taken) = self.nics.remove(&lower) {
@@ -272,8 +277,13 @@ impl Guest<'_> {
     /// One NIC into the running guest: its tap fd (`getfd`), a netdev on it, a virtio-net
     /// device with its MAC and MTU. A device QEMU refuses takes its netdev with it.
     fn hot_plug(&self, nic: &NicPlan, tap: &Tap) -> Result<()> {
-        let [getfd, netdev_add, device_add] =
-            qemu::plug_commands(nic.slot, self.checked.vhost, nic.mac, nic.mtu);
+        let [getfd, netdev_add, device_add] = qemu::plug_commands(
+            nic.slot,
+            self.checked.vhost,
+            self.config.machine.nic_model,
+            nic.mac,
+            nic.mtu,
+        );
         let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
             .map_err(|e| Error::os("connect to QMP", e))?;
         qmp.run_with_fd(&getfd, tap.fd.as_fd())
@@ -305,6 +315,7 @@ impl Guest<'_> {
         let Some(taken) = self.nics.remove(lower) else {
             return;
         };
+        self.nics.publish(&self.run_dir);
         if taken.pending.is_some() {
             log::info!("{lower} left the container before it was plugged into the guest");
         } else {
@@ -356,10 +367,78 @@ impl Guest<'_> {
         if !self.config.dhcp || guests.is_empty() {
             return Vec::new();
         }
-        gateway6::learn(&mut self.nl, state, guests).unwrap_or_else(|e| {
+        // The supervisor reads the signals itself: nothing stops this wait (3 s at most).
+        gateway6::learn(&mut self.nl, state, guests, &|| Ok(())).unwrap_or_else(|e| {
             log::warn!("{e}");
             Vec::new()
         })
+    }
+
+    /// When no guest NIC gives the guest its IPv6 default route any more (the NIC that did
+    /// left) and the container's IPv6 default route is now through a NIC that stays, that
+    /// NIC's door announces the gateway as the guest's default router: the guest's next
+    /// router advertisement on it (at once: the announcer starts afresh) gives the route.
+    fn move_router6(&mut self, state: &NetState) {
+        let gives_default = |t: &TakenNic| {
+            t.guest6
+                .as_ref()
+                .is_some_and(|g| g.gateways.iter().any(|gw| gw.default))
+        };
+        if self.nics.all().any(gives_default) {
+            return;
+        }
+        let stay: Vec<(&str, &str)> = self
+            .nics
+            .all()
+            .filter(|t| t.pending.is_none() && t.guest6.is_some())
+            .map(|t| (t.nic.lower.as_str(), t.nic.door.as_str()))
+            .collect();
+        let Some((lower, gateway, via)) = plan6::router6_moved_to(state, &stay) else {
+            return;
+        };
+        // A gateway that did not answer is not asked again at every change.
+        if self.router6.as_ref() == Some(&(lower.clone(), gateway)) {
+            return;
+        }
+        self.router6 = Some((lower.clone(), gateway));
+        let Some(taken) = self.nics.all().find(|t| t.nic.lower == lower) else {
+            return;
+        };
+        let mut guest6 = taken.guest6.clone().expect("listed above");
+        match guest6.gateways.iter_mut().find(|g| g.gateway == gateway) {
+            Some(g) => g.default = true,
+            None => guest6.gateways.push(GatewayRoutes {
+                gateway,
+                default: true,
+                routes: Vec::new(),
+            }),
+        }
+        // The gateway's link-local address and MAC, found on the link the container's route
+        // to it takes, from that link's MAC.
+        let Some(via_mac) = state.link(&via).and_then(|l| l.mac) else {
+            return;
+        };
+        let mut probe = guest6.clone();
+        probe.lower = via;
+        probe.mac = via_mac;
+        probe.gateways.retain(|g| g.gateway == gateway);
+        let mut learned = self.learn_gateways6_of(state, &[probe]);
+        for l in &mut learned {
+            l.lower = lower.clone();
+        }
+        if learned.is_empty() {
+            return;
+        }
+        if let Some(announcers) = &mut self.announcers {
+            announcers.remove(&lower);
+        }
+        self.announce_too(std::slice::from_ref(&guest6), &learned);
+        log::info!(
+            "{lower} now holds the container's IPv6 default route: its router advertisements give the guest the router {gateway}"
+        );
+        if let Some(taken) = self.nics.get_mut(&lower) {
+            taken.guest6 = Some(guest6);
+        }
     }
 
     /// Announces IPv6 on the doors of NICs plugged in while the guest runs.

@@ -20,10 +20,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::Datapath;
 use crate::net::netstate::{
-    IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState,
+    Addr6, IfAddr, IfAddr6, KernelRoute, KernelRoute6, Link, Neigh, Neigh6, NetState,
 };
 use crate::net::step::Step;
 use crate::net::types::{IpNet, Mac, Route, Route6, RouteVia};
+
+/// `IFA_F_PERMANENT`: an IPv6 address configured, not learned from the network (SLAAC).
+const IFA_F_PERMANENT: u32 = 0x80;
 
 /// Every link vminit creates carries an alias starting with this.
 pub const ALIAS_PREFIX: &str = "vminit:";
@@ -56,31 +59,188 @@ pub struct Identity {
     pub datapath: Datapath,
 }
 
-/// Whether vminit made this link (an earlier run's, or this run's): its alias says so, or
-/// it is a macvlan or macvtap with one of vminit's names and no alias yet (a run killed
-/// between creating a link and naming it in its alias).
-pub fn is_ours(link: &Link) -> bool {
-    match link.alias.as_deref() {
-        Some(alias) => alias.starts_with(ALIAS_PREFIX),
-        None => match link.kind.as_deref() {
-            Some("macvlan") => {
-                numbered(&link.name, "vmlink")
-                    || link
-                        .name
-                        .strip_prefix("vmrec")
-                        .and_then(|rest| rest.split_once('.'))
-                        .is_some_and(|(i, k)| numbered(i, "") && numbered(k, ""))
-            }
-            Some("macvtap") | Some("tun") => numbered(&link.name, "vmtap"),
-            _ => false,
-        },
+/// The links vminit makes, by role. Each role has one name pattern, its link kinds and one
+/// alias: `claim` holds a link to all of them. A new datapath adds its role here (or a kind
+/// to a role), its name in `role_by_name`, its kinds in `Role::kinds` and its alias in
+/// `alias_fits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The door: the container's bridge-mode macvlan on the NIC (`vmlinkN`), carrying the
+    /// record's first part.
+    Door,
+    /// A carrier of the record's part K (K ≥ 2): a down macvlan on the NIC (`vmrecN.K`).
+    Carrier(usize),
+    /// The guest's NIC (`vmtapN`): a macvtap on the NIC, or with the tap datapath a tap
+    /// (`tun` device) joined to the NIC by tc, which has no lower link.
+    Tap,
+}
+
+/// The kind of the tap datapath's tap: it sits on no link, its alias names the NIC.
+const TUN: &str = "tun";
+
+impl Role {
+    /// The link kinds vminit gives a link of this role.
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Role::Door | Role::Carrier(_) => &["macvlan"],
+            Role::Tap => &["macvtap", TUN],
+        }
     }
 }
 
-/// `PREFIX` followed by a decimal number.
-fn numbered(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+/// The role and slot of a name vminit gives its links (`vmlink3`: the door of slot 3,
+/// `vmrec3.2`: the carrier of part 2 of slot 3's record, `vmtap3`); `None` for any other.
+pub fn role_by_name(name: &str) -> Option<(Role, usize)> {
+    let number = |digits: &str| -> Option<usize> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())
+            .flatten()
+    };
+    if let Some(n) = name.strip_prefix("vmlink") {
+        return Some((Role::Door, number(n)?));
+    }
+    if let Some(n) = name.strip_prefix("vmtap") {
+        return Some((Role::Tap, number(n)?));
+    }
+    let (slot, k) = name.strip_prefix("vmrec")?.split_once('.')?;
+    let k = number(k)?;
+    (k >= 2).then_some((Role::Carrier(k), number(slot)?))
+}
+
+/// Whether vminit keeps `name` for its own links: a link so named is never the guest's.
+pub fn reserved_name(name: &str) -> bool {
+    role_by_name(name).is_some()
+}
+
+/// One of vminit's links, as recovery trusts it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Own {
+    pub name: String,
+    pub role: Role,
+    pub slot: usize,
+    /// The container NIC it sits on.
+    pub lower: String,
+    /// Its part of the record: part `k` of `n`, and the text (doors and carriers that have
+    /// their alias; a link of a run killed before it named the link has none).
+    part: Option<(usize, usize, String)>,
+}
+
+/// What recovery makes of one link.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// An ordinary link: nothing about it says vminit.
+    Other,
+    /// A link vminit made: its name, kind, lower link and alias are what vminit gives.
+    Ours(Own),
+    /// It bears vminit's alias but is not what vminit makes (why, as one clause): left alone.
+    Foreign(String),
+}
+
+/// Whether vminit made `link`, judged by everything vminit gives a link: a name of one of its
+/// roles, that role's kind, a lower link in this namespace that is not vminit's own, and an
+/// alias that is exactly the role's (or none: a run killed between creating the link and
+/// naming it). An alias that starts with `vminit:` proves nothing by itself: anyone with
+/// `NET_ADMIN` can set one.
+pub fn claim(link: &Link, state: &NetState) -> Claim {
+    let marked = link
+        .alias
+        .as_deref()
+        .is_some_and(|a| a.starts_with(ALIAS_PREFIX));
+    let foreign = |why: String| {
+        if marked {
+            Claim::Foreign(why)
+        } else {
+            Claim::Other
+        }
+    };
+    let Some((role, slot)) = role_by_name(&link.name) else {
+        return foreign("its name is not one vminit gives its links".into());
+    };
+    let kind = link.kind.as_deref().unwrap_or("a device without a kind");
+    if !role.kinds().contains(&kind) {
+        return foreign(format!(
+            "it is a {kind}, not a {}",
+            role.kinds().join(" or ")
+        ));
+    }
+    let lower = if kind == TUN {
+        // The tap datapath's tap: its NIC is the one its alias names.
+        let Some(alias) = link.alias.as_deref().filter(|_| marked) else {
+            return Claim::Ours(Own {
+                name: link.name.clone(),
+                role,
+                slot,
+                lower: String::new(),
+                part: None,
+            });
+        };
+        let named = alias
+            .strip_prefix(ALIAS_PREFIX)
+            .and_then(|rest| rest.strip_prefix("nic "))
+            .and_then(unescape);
+        named.and_then(|n| state.link(&n))
+    } else {
+        link.lower
+            .filter(|&i| i != link.index)
+            .and_then(|i| state.links.iter().find(|l| l.index == i))
+    };
+    let Some(lower) = lower else {
+        return foreign("it sits on no link of this namespace".into());
+    };
+    if reserved_name(&lower.name) {
+        return foreign(format!("it sits on {}, a link of vminit's own", lower.name));
+    }
+    let part = match link.alias.as_deref() {
+        None => None,
+        Some(_) if !marked => return Claim::Other,
+        Some(alias) => match alias_fits(role, &lower.name, alias) {
+            Ok(part) => part,
+            Err(why) => return Claim::Foreign(why),
+        },
+    };
+    Claim::Ours(Own {
+        name: link.name.clone(),
+        role,
+        slot,
+        lower: lower.name.clone(),
+        part,
+    })
+}
+
+/// Whether `alias` is the alias vminit gives a link of `role` on `lower`; the record's part
+/// it carries, if any.
+fn alias_fits(
+    role: Role,
+    lower: &str,
+    alias: &str,
+) -> Result<Option<(usize, usize, String)>, String> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX).unwrap_or(alias);
+    let (word, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (named, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    if unescape(named).as_deref() != Some(lower) {
+        return Err(format!(
+            "its alias names a NIC other than {lower}, the link it sits on"
+        ));
+    }
+    let part = |expected_k: Option<usize>| -> Option<(usize, usize, String)> {
+        let (kn, text) = rest.split_once(' ')?;
+        let (k, n) = kn.split_once('/')?;
+        let (k, n): (usize, usize) = (k.parse().ok()?, n.parse().ok()?);
+        let fits = match expected_k {
+            Some(expected) => k == expected && k <= n,
+            None => k == 1 && n >= 1,
+        };
+        fits.then(|| (k, n, text.to_string()))
+    };
+    let found = match (role, word) {
+        (Role::Tap, "nic") if rest.is_empty() => return Ok(None),
+        (Role::Door, "door") => part(None),
+        (Role::Carrier(k), "rec") => part(Some(k)),
+        _ => None,
+    };
+    found
+        .map(Some)
+        .ok_or_else(|| format!("its alias is not the one vminit gives its {role:?} links"))
 }
 
 /// The alias of the guest's macvtap on `lower`.
@@ -443,82 +603,230 @@ fn unescape(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// One of vminit's links, as its alias describes it.
-enum Ours {
-    /// The guest's macvtap.
-    Tap,
-    /// A door or carrier: part `k` of `n` of the record of its NIC.
-    Part { k: usize, n: usize, text: String },
+/// What recovery will do: the steps, and one warning line per link it leaves alone.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
 }
 
-/// Reads an alias made by `tap_alias` or `Identity::aliases`: the NIC and what the link is.
-fn parse_alias(alias: &str) -> Option<(String, Ours)> {
-    let rest = alias.strip_prefix(ALIAS_PREFIX)?;
-    let (role, rest) = rest.split_once(' ')?;
-    let (lower, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-    let lower = unescape(lower)?;
-    match role {
-        "nic" => Some((lower, Ours::Tap)),
-        "door" | "rec" => {
-            let (part, text) = rest.split_once(' ')?;
-            let (k, n) = part.split_once('/')?;
-            let (k, n) = (k.parse().ok()?, n.parse().ok()?);
-            (1..=n).contains(&k).then_some(())?;
-            Some((
-                lower,
-                Ours::Part {
-                    k,
-                    n,
-                    text: text.to_string(),
-                },
-            ))
-        }
-        _ => None,
+/// The records in the namespace: for each NIC and slot, the record its links carry, read
+/// and checked against the namespace (`Ok`), or why it is not trusted (`Err`, with the links
+/// it was on). A record with a part missing was never finished: its NIC was not touched
+/// yet, and it is left out.
+fn read_records(own: &[Own], state: &NetState) -> Vec<(Vec<String>, Result<Identity, String>)> {
+    let mut slots: BTreeMap<(&str, usize), Vec<&Own>> = BTreeMap::new();
+    for link in own {
+        slots
+            .entry((&link.lower, link.slot))
+            .or_default()
+            .push(link);
     }
+    let mut out = Vec::new();
+    for ((lower, _), links) in slots {
+        let parts: Vec<&(usize, usize, String)> =
+            links.iter().filter_map(|l| l.part.as_ref()).collect();
+        let Some(n) = parts.iter().find(|p| p.0 == 1).map(|p| p.1) else {
+            continue;
+        };
+        let mut chunks: BTreeMap<usize, &str> = BTreeMap::new();
+        for (k, _, text) in parts.iter().filter(|(_, m, _)| *m == n) {
+            chunks.insert(*k, text);
+        }
+        if chunks.len() != n {
+            continue;
+        }
+        let text: String = chunks.into_values().collect();
+        let names = links.iter().map(|l| l.name.clone()).collect();
+        // The guest's macvtaps on this NIC, whatever their slot.
+        let taps: Vec<&Link> = own
+            .iter()
+            .filter(|o| o.role == Role::Tap && o.lower == lower)
+            .filter_map(|o| state.link(&o.name))
+            .collect();
+        let checked = match (Identity::decode(lower, &text), state.link(lower)) {
+            (Some(id), Some(nic)) => consistent(&id, nic, &taps, state).map(|()| id),
+            (None, _) => Err("its record is not one vminit writes".to_string()),
+            (Some(_), None) => Err(format!("{lower} is gone")),
+        };
+        out.push((names, checked));
+    }
+    // Two records for one NIC: neither can be trusted.
+    let lowers: Vec<String> = out
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|id| id.lower.clone()))
+        .collect();
+    for (_, result) in &mut out {
+        if let Ok(id) = result
+            && lowers.iter().filter(|l| **l == id.lower).count() > 1
+        {
+            *result = Err(format!("{} has more than one record", id.lower));
+        }
+    }
+    out
 }
 
-/// The complete records in the namespace, by NIC. A record with a part missing was never
-/// finished: its NIC was not touched yet.
-pub fn records(state: &NetState) -> Vec<Identity> {
-    let mut parts: BTreeMap<String, (usize, BTreeMap<usize, String>)> = BTreeMap::new();
-    for alias in state.links.iter().filter_map(|l| l.alias.as_deref()) {
-        if let Some((lower, Ours::Part { k, n, text })) = parse_alias(alias) {
-            let entry = parts.entry(lower).or_insert((n, BTreeMap::new()));
-            if entry.0 == n {
-                entry.1.insert(k, text);
-            }
-        }
+/// Whether a record fits the namespace as a run of vminit leaves it, at whatever step it
+/// was killed: the NIC holds no address the record lacks (vminit never adds one); if its
+/// MAC is not the record's, vminit changed it (to a locally administered one, after taking
+/// an address off, and only the guest's macvtap may hold the record's MAC); the guest's
+/// macvtaps on the NIC hold the record's MAC; no other link holds an address the record
+/// would put back.
+fn consistent(id: &Identity, nic: &Link, taps: &[&Link], state: &NetState) -> Result<(), String> {
+    let dev = &nic.name;
+    if id.mac.0[0] & 1 == 1 || id.mac.0 == [0; 6] {
+        return Err(format!(
+            "its record gives {dev} {}, not a unicast MAC",
+            id.mac
+        ));
     }
-    parts
-        .into_iter()
-        .filter(|(_, (n, chunks))| chunks.len() == *n)
-        .filter_map(|(lower, (_, chunks))| {
-            let text: String = chunks.into_values().collect();
-            Identity::decode(&lower, &text)
+    let held = state.addrs_of(nic.index);
+    if let Some(extra) = held
+        .iter()
+        .find(|a| !id.addrs.iter().any(|r| r.net == a.net))
+    {
+        return Err(format!("{dev} holds {}, which its record lacks", extra.net));
+    }
+    let held6: Vec<&Addr6> = state
+        .addrs6
+        .iter()
+        .filter(|a| {
+            a.index == nic.index && a.addr.scope == 0 && a.reported_flags & IFA_F_PERMANENT != 0
         })
+        .collect();
+    if let Some(extra) = held6
+        .iter()
+        .find(|a| !id.addrs6.iter().any(|r| r.net == a.addr.net))
+    {
+        return Err(format!(
+            "{dev} holds {}, which its record lacks",
+            extra.addr.net
+        ));
+    }
+    if let Some(mac) = taps.iter().filter_map(|t| t.mac).find(|m| *m != id.mac) {
+        return Err(format!(
+            "the guest's macvtap has {mac}, not the record's {}",
+            id.mac
+        ));
+    }
+    if nic.mac.is_some_and(|m| m != id.mac) {
+        let gave_up_one = id
+            .addrs
+            .iter()
+            .any(|r| !held.iter().any(|a| a.net == r.net))
+            || id
+                .addrs6
+                .iter()
+                .filter(|r| r.scope == 0)
+                .any(|r| !held6.iter().any(|a| a.addr.net == r.net));
+        if !gave_up_one {
+            return Err(format!(
+                "{dev} still holds every address of its record but not its MAC {}",
+                id.mac
+            ));
+        }
+        if nic.mac.is_some_and(|m| m.0[0] & 0x03 != 0x02) {
+            return Err(format!(
+                "{dev}'s MAC is not one vminit gives (locally administered)"
+            ));
+        }
+        let holder = state
+            .links
+            .iter()
+            .find(|l| l.mac == Some(id.mac) && !taps.iter().any(|t| t.index == l.index));
+        if let Some(holder) = holder {
+            return Err(format!("{} holds the record's MAC {}", holder.name, id.mac));
+        }
+    }
+    let elsewhere = |index: u32| index != nic.index;
+    for addr in &id.addrs {
+        if let Some(a) = state
+            .addrs
+            .iter()
+            .find(|a| elsewhere(a.index) && a.addr.net.addr == addr.net.addr)
+        {
+            return Err(format!("{} is on another link ({})", addr.net, a.index));
+        }
+    }
+    for addr in id.addrs6.iter().filter(|a| a.scope == 0) {
+        if let Some(a) = state
+            .addrs6
+            .iter()
+            .find(|a| elsewhere(a.index) && a.addr.net.addr == addr.net.addr)
+        {
+            return Err(format!("{} is on another link ({})", addr.net, a.index));
+        }
+    }
+    Ok(())
+}
+
+/// The complete, trusted records in the namespace, by NIC.
+#[cfg(test)]
+fn records(state: &NetState) -> Vec<Identity> {
+    let own = own_links(state).0;
+    read_records(&own, state)
+        .into_iter()
+        .filter_map(|(_, r)| r.ok())
         .collect()
 }
 
-/// The steps that undo what an earlier vminit left in this namespace (it was killed
-/// before it could clean up): delete its links, give each NIC back its MAC, its addresses
-/// in their order, its routes and permanent neighbours. Empty when there is nothing to
+/// vminit's links in the namespace, and one warning per link that bears its alias but is
+/// not one of them.
+fn own_links(state: &NetState) -> (Vec<Own>, Vec<String>) {
+    let mut own = Vec::new();
+    let mut warnings = Vec::new();
+    for link in &state.links {
+        match claim(link, state) {
+            Claim::Ours(o) => own.push(o),
+            Claim::Foreign(why) => warnings.push(format!(
+                "leaving {} alone: its alias starts with `{ALIAS_PREFIX}`, but {why}",
+                link.name
+            )),
+            Claim::Other => {}
+        }
+    }
+    (own, warnings)
+}
+
+/// What undoes what an earlier vminit left in this namespace (it was killed before it
+/// could clean up): delete its links, give each NIC back its MAC, its addresses in their
+/// order, its routes and permanent neighbours. Only links `claim` finds vminit's are
+/// touched, and only records that fit the namespace are put back: a record that does not
+/// is left alone with its links (one warning each). No steps when there is nothing to
 /// recover. Steps that find their object already in place fail harmlessly (`EEXIST`).
-pub fn recovery(state: &NetState) -> Vec<Step> {
-    let mut steps: Vec<Step> = state
-        .links
+pub fn recovery(state: &NetState) -> Recovery {
+    let (own, mut warnings) = own_links(state);
+    let records = read_records(&own, state);
+    let mut untrusted: Vec<&str> = Vec::new();
+    for (names, result) in &records {
+        if let Err(why) = result {
+            warnings.push(format!(
+                "leaving {} alone: {why}; delete {} by hand if {} vminit's",
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" },
+                if names.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
+            ));
+            untrusted.extend(names.iter().map(String::as_str));
+        }
+    }
+    let mut steps: Vec<Step> = own
         .iter()
-        .filter(|l| is_ours(l))
-        .map(|l| Step::DelLink {
-            name: l.name.clone(),
+        .filter(|o| !untrusted.contains(&o.name.as_str()))
+        .map(|o| Step::DelLink {
+            name: o.name.clone(),
         })
         .collect();
-    for id in records(state) {
+    for id in records.iter().filter_map(|(_, r)| r.as_ref().ok()) {
         let Some(lower) = state.link(&id.lower) else {
             continue;
         };
-        steps.extend(restore(&id, lower, state));
+        steps.extend(restore(id, lower, state));
     }
-    steps
+    Recovery { steps, warnings }
 }
 
 /// Puts one NIC back as its record says.
@@ -627,7 +935,7 @@ mod tests {
     use super::*;
     use crate::net::netstate::{Addr, IFA_F_SECONDARY};
     use crate::net::types::Route6;
-    use crate::testing::{MAC0, Ns, docker_two_networks, ip, net, route};
+    use crate::testing::{MAC0, MAC1, Ns, docker_two_networks, ip, net, route};
 
     fn identity() -> Identity {
         let mut secondary = IfAddr::plain(net("172.19.0.9/24"));
@@ -698,23 +1006,57 @@ mod tests {
         let state = with_links(Ns::new().0, &aliases);
         assert!(records(&state).is_empty());
         // Its links are still deleted.
-        assert_eq!(recovery(&state).len(), aliases.len());
+        assert_eq!(recovery(&state).steps.len(), aliases.len());
     }
 
-    /// `state` with one link of ours per alias.
+    /// `state` with the links a run of vminit makes on eth0 (in slot 0), one per alias:
+    /// `vmlink0` for the door's, `vmrec0.K` for part K's, `vmtap0` for the tap's. An eth0
+    /// with the record's MAC and no address is added when there is none.
     fn with_links(mut state: NetState, aliases: &[String]) -> NetState {
-        for (i, alias) in aliases.iter().enumerate() {
-            state.links.push(Link {
-                index: 20 + i as u32,
-                name: format!("vmrec{i}"),
-                mac: None,
-                mtu: 1500,
-                kind: Some("macvlan".into()),
-                alias: Some(alias.clone()),
-                ethernet: true,
-            });
-        }
+        let lower = identity().lower;
+        with_links_on(&mut state, &lower, aliases);
         state
+    }
+
+    fn with_links_on(state: &mut NetState, lower: &str, aliases: &[String]) {
+        if state.link(lower).is_none() {
+            let mut nic = Ns::new().nic(7, lower, MAC0, &[], &[]).0;
+            state.links.push(nic.links.remove(1));
+        }
+        let index = state.link(lower).unwrap().index;
+        for (i, alias) in aliases.iter().enumerate() {
+            let words: Vec<&str> = alias.split(' ').collect();
+            let (name, kind) = match words[0] {
+                "vminit:door" => ("vmlink0".to_string(), "macvlan"),
+                "vminit:nic" => ("vmtap0".to_string(), "macvtap"),
+                _ => {
+                    let k = words[2].split('/').next().unwrap();
+                    (format!("vmrec0.{k}"), "macvlan")
+                }
+            };
+            state.links.push(own_link(&name, kind, index, Some(alias)));
+            state.links.last_mut().unwrap().index = 20 + i as u32;
+        }
+    }
+
+    /// A tap datapath's tap: a tun device on no link.
+    fn tun(name: &str, alias: Option<&str>) -> Link {
+        let mut link = own_link(name, "tun", 0, alias);
+        link.lower = None;
+        link
+    }
+
+    fn own_link(name: &str, kind: &str, lower: u32, alias: Option<&str>) -> Link {
+        Link {
+            index: 9,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            kind: Some(kind.into()),
+            alias: alias.map(str::to_string),
+            lower: Some(lower),
+            ethernet: true,
+        }
     }
 
     /// What the namespace looks like after a run was SIGKILLed once the NIC was taken over:
@@ -737,10 +1079,18 @@ mod tests {
     #[test]
     fn recovery_puts_back_the_mac_the_address_order_routes_and_neighbours() {
         let state = killed_run();
-        let ours = state.links.iter().filter(|l| is_ours(l)).count();
-        assert!(ours >= 3, "door, carrier(s), tap");
-        let cmds: Vec<String> = recovery(&state).iter().map(|s| s.to_string()).collect();
-        let dels: Vec<String> = (0..ours).map(|i| format!("ip link del vmrec{i}")).collect();
+        let ours: Vec<String> = state
+            .links
+            .iter()
+            .filter(|l| matches!(claim(l, &state), Claim::Ours(_)))
+            .map(|l| format!("ip link del {}", l.name))
+            .collect();
+        assert!(ours.len() >= 3, "door, carrier(s), tap");
+        let recovery = recovery(&state);
+        assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
+        let cmds: Vec<String> = recovery.steps.iter().map(|s| s.to_string()).collect();
+        let n = ours.len();
+        let (dels, ours) = (ours, n);
         assert_eq!(cmds[..ours], dels);
         assert_eq!(
             cmds[ours..],
@@ -764,13 +1114,18 @@ mod tests {
         assert!(text.starts_with("v1 02:42:ac:13:00:02;t;a "), "{text}");
         assert_eq!(Identity::decode("eth0", &text), Some(id.clone()));
         let tap_state = with_links(Ns::new().nic(7, "eth0", MAC0, &[], &[]).0, &id.aliases());
-        let cmds: Vec<String> = recovery(&tap_state).iter().map(|s| s.to_string()).collect();
+        let cmds: Vec<String> = recovery(&tap_state)
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(
             cmds.contains(&"tc qdisc del dev eth0 ingress".to_string()),
             "{cmds:?}"
         );
         // A macvtap run's recovery leaves the NIC's qdiscs alone (a user's, if any).
         let cmds: Vec<String> = recovery(&killed_run())
+            .steps
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -802,7 +1157,8 @@ mod tests {
             });
         }
         let state = with_links(state, &id.aliases());
-        let steps = recovery(&state);
+        let steps = recovery(&state).steps;
+        assert!(!steps.is_empty());
         assert!(
             steps.iter().all(|s| matches!(s, Step::DelLink { .. })),
             "{steps:?}"
@@ -813,34 +1169,209 @@ mod tests {
     fn names_and_labels_with_spaces_and_separators_survive_the_alias() {
         let mut id = identity();
         id.lower = "we ird;=%".into();
-        let state = with_links(Ns::new().0, &id.aliases());
+        let mut state = Ns::new().0;
+        with_links_on(&mut state, &id.lower, &id.aliases());
         assert_eq!(records(&state), vec![id]);
     }
 
     #[test]
     fn a_link_of_ours_killed_before_its_alias_is_still_ours_and_a_users_is_not() {
-        let link = |name: &str, kind: &str, alias: Option<&str>| Link {
-            index: 9,
-            name: name.into(),
-            mac: None,
-            mtu: 1500,
-            kind: Some(kind.into()),
-            alias: alias.map(str::to_string),
-            ethernet: true,
-        };
-        assert!(is_ours(&link("vmlink0", "macvlan", None)));
-        assert!(is_ours(&link("vmrec1.2", "macvlan", None)));
-        assert!(is_ours(&link("vmtap3", "macvtap", None)));
-        // The tap datapath's tap; a user's tun of another name (slirp4netns' tap0) is not.
-        assert!(is_ours(&link("vmtap3", "tun", None)));
-        assert!(!is_ours(&link("tap0", "tun", None)));
-        assert!(is_ours(&link("anything", "veth", Some("vminit:nic eth0"))));
-        assert!(!is_ours(&link("vmlink1", "veth", None)), "a user's veth");
+        let state = Ns::new().nic(7, "eth0", MAC0, &[], &[]).0;
+        let ours = |link: Link| matches!(claim(&link, &state), Claim::Ours(_));
+        assert!(ours(own_link("vmlink0", "macvlan", 7, None)));
+        assert!(ours(own_link("vmrec1.2", "macvlan", 7, None)));
+        assert!(ours(own_link("vmtap3", "macvtap", 7, None)));
+        assert!(ours(own_link(
+            "vmtap3",
+            "macvtap",
+            7,
+            Some("vminit:nic eth0")
+        )));
+        assert!(!ours(own_link("vmlink1", "veth", 7, None)), "a user's veth");
+        // The tap datapath's tap (a tun device, no lower link: the NIC its alias names); a
+        // user's tun of another name (slirp4netns' tap0) is not.
+        assert!(ours(tun("vmtap3", Some("vminit:nic eth0"))));
+        assert!(ours(tun("vmtap3", None)));
+        assert!(!ours(tun("tap0", None)));
+        assert!(!ours(tun("vmtap3", Some("vminit:nic eth9"))), "no such NIC");
         assert!(
-            !is_ours(&link("vmlink0", "macvlan", Some("mine"))),
+            !ours(own_link("vmlink0", "macvlan", 7, Some("mine"))),
             "a user's alias"
         );
-        assert!(!is_ours(&link("vmlinkx", "macvlan", None)));
+        assert!(!ours(own_link("vmlinkx", "macvlan", 7, None)));
+        assert!(
+            !ours(own_link("vmrec1.1", "macvlan", 7, None)),
+            "part 1 is the door's"
+        );
+    }
+
+    #[test]
+    fn a_vminit_alias_on_a_link_vminit_does_not_make_is_left_alone_with_a_warning() {
+        // Forged records, well-formed and garbage, on each kind of link a container has.
+        let id = identity();
+        let door = id.aliases()[0].clone();
+        let mut state = Ns::new()
+            .nic(7, "eth0", MAC0, &["172.19.0.2/24"], &[])
+            .nic(8, "eth1", MAC1, &["172.20.0.5/24"], &[])
+            .0;
+        let forged = [
+            // The container's own NIC, and a bridge, with a well-formed record.
+            ("eth0", "veth", None, door.as_str()),
+            ("br0", "bridge", None, door.as_str()),
+            // vminit's names and kinds, wrong in one thing each: the kind, the lower link,
+            // the NIC the alias names, the part number, the role, the format.
+            ("vmlink1", "bridge", Some(7), door.as_str()),
+            ("vmlink2", "macvlan", Some(8), door.as_str()),
+            ("vmlink3", "macvlan", None, door.as_str()),
+            (
+                "vmrec4.3",
+                "macvlan",
+                Some(7),
+                "vminit:rec eth0 2/3 ;r 1.2.3.0/24",
+            ),
+            (
+                "vmtap5",
+                "macvtap",
+                Some(7),
+                "vminit:door eth0 1/1 v1 02:00:00:00:00:01",
+            ),
+            ("vmtap6", "macvtap", Some(7), "vminit:nic eth1"),
+            ("mv0", "macvlan", Some(7), "vminit:nic eth0"),
+            ("vmlink7", "macvlan", Some(7), "vminit:door x"),
+            (
+                "vmlink8",
+                "macvlan",
+                Some(7),
+                "vminit:door eth0 1/1 garbage;;\u{0}",
+            ),
+        ];
+        for (i, (name, kind, lower, alias)) in forged.iter().enumerate() {
+            if let Some(link) = state.links.iter_mut().find(|l| l.name == *name) {
+                link.alias = Some(alias.to_string());
+                continue;
+            }
+            let mut link = own_link(name, kind, lower.unwrap_or(99), Some(alias));
+            link.index = 30 + i as u32;
+            link.lower = *lower;
+            state.links.push(link);
+        }
+        let recovery = recovery(&state);
+        assert!(recovery.steps.is_empty(), "{:?}", recovery.steps);
+        assert_eq!(
+            recovery.warnings.len(),
+            forged.len(),
+            "{:#?}",
+            recovery.warnings
+        );
+        for (name, ..) in forged {
+            let line = format!("leaving {name} alone: ");
+            assert!(
+                recovery.warnings.iter().any(|w| w.starts_with(&line)),
+                "{line} in {:#?}",
+                recovery.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn a_well_formed_record_that_does_not_fit_the_nic_never_changes_it() {
+        // vminit's links, shaped right, on an eth0 whose state no run of vminit leaves.
+        let id = identity();
+        let cases: [(&str, NetState); 4] = [
+            (
+                "eth0 holds an address the record lacks",
+                Ns::new().nic(7, "eth0", MAC0, &["10.0.0.5/24"], &[]).0,
+            ),
+            (
+                "another MAC while holding every recorded address",
+                Ns::new()
+                    .nic(
+                        7,
+                        "eth0",
+                        Mac([0xaa; 6]),
+                        &["172.19.0.2/24", "172.19.0.9/24"],
+                        &[],
+                    )
+                    .0,
+            ),
+            (
+                "another link holds the record's MAC",
+                Ns::new()
+                    .nic(7, "eth0", Mac([0xaa; 6]), &[], &[])
+                    .nic(8, "eth1", MAC0, &[], &[])
+                    .0,
+            ),
+            (
+                "another link holds a recorded address",
+                Ns::new()
+                    .nic(7, "eth0", MAC0, &[], &[])
+                    .nic(8, "eth1", MAC1, &["172.19.0.2/24"], &[])
+                    .0,
+            ),
+        ];
+        for (what, state) in cases {
+            let state = with_links(state, &id.aliases());
+            let recovery = recovery(&state);
+            assert!(recovery.steps.is_empty(), "{what}: {:?}", recovery.steps);
+            assert_eq!(
+                recovery.warnings.len(),
+                1,
+                "{what}: {:?}",
+                recovery.warnings
+            );
+            assert!(
+                recovery.warnings[0].starts_with("leaving vmlink0"),
+                "{what}: {:?}",
+                recovery.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_record_beside_a_real_one_is_left_alone_and_the_real_one_recovered() {
+        // After a real takeover eth0 lost an address and its MAC: a forged record that
+        // fits that much is still refuted by the guest's macvtap, which holds the real MAC.
+        let mut state = killed_run();
+        state
+            .links
+            .iter_mut()
+            .find(|l| l.name == "vmtap0")
+            .unwrap()
+            .mac = Some(MAC0);
+        let mut forged = own_link(
+            "vmlink5",
+            "macvlan",
+            7,
+            Some("vminit:door eth0 1/1 v1 02:00:00:00:00:98;a 172.19.0.9/24"),
+        );
+        forged.index = 55;
+        state.links.push(forged);
+        let recovery = recovery(&state);
+        assert_eq!(recovery.warnings.len(), 1, "{:?}", recovery.warnings);
+        assert!(recovery.warnings[0].starts_with("leaving vmlink5 alone: the guest's macvtap"));
+        let cmds: Vec<String> = recovery.steps.iter().map(|s| s.to_string()).collect();
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| c.contains("vmlink5") || c.contains(":98")),
+            "{cmds:?}"
+        );
+        assert!(cmds.contains(&"ip link set eth0 address 02:42:ac:13:00:02".to_string()));
+    }
+
+    #[test]
+    fn two_records_for_one_nic_are_both_left_alone() {
+        let mut id = identity();
+        id.routes.clear();
+        assert_eq!(id.aliases().len(), 1);
+        let mut state = with_links(Ns::new().0, &id.aliases());
+        let index = state.link("eth0").unwrap().index;
+        let mut second = own_link("vmlink4", "macvlan", index, Some(&id.aliases()[0]));
+        second.index = 44;
+        state.links.push(second);
+        let recovery = recovery(&state);
+        assert!(recovery.steps.is_empty(), "{:?}", recovery.steps);
+        assert_eq!(recovery.warnings.len(), 2, "{:?}", recovery.warnings);
     }
 
     /// The identity of a dual-stack NIC: a Docker IPv6 address and the kernel's link-local
@@ -901,11 +1432,15 @@ mod tests {
             reported_flags: 0x80,
         });
         // A record of the IPv6 identity replaces the IPv4-only one on the links.
-        state.links.retain(|l| !is_ours(l));
+        state.links.retain(|l| !reserved_name(&l.name));
         let mut aliases = id.aliases();
         aliases.push(tap_alias("eth0"));
         let state = with_links(state, &aliases);
-        let cmds: Vec<String> = recovery(&state).iter().map(|s| s.to_string()).collect();
+        let cmds: Vec<String> = recovery(&state)
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let v6: Vec<&String> = cmds.iter().filter(|c| c.starts_with("ip -6")).collect();
         assert_eq!(
             v6,
@@ -923,6 +1458,7 @@ mod tests {
 
     #[test]
     fn a_clean_namespace_needs_no_recovery() {
-        assert!(recovery(&docker_two_networks()).is_empty());
+        let recovery = recovery(&docker_two_networks());
+        assert!(recovery.steps.is_empty() && recovery.warnings.is_empty());
     }
 }

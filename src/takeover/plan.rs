@@ -313,6 +313,23 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .filter(|n| !stay.iter().any(|g| &g.lower == *n))
     {
         match candidate(name, input) {
+            Ok(one)
+                if let Some(held) = stay
+                    .iter()
+                    .find(|g| g.addr.is_some() && g.addr == one.addr.as_ref().map(|a| a.net)) =>
+            {
+                changes.refused.push((
+                    name.clone(),
+                    Error::Network(NetworkError::SameAddress(
+                        one.addr
+                            .as_ref()
+                            .map(|a| a.net.addr.to_string())
+                            .unwrap_or_default(),
+                        name.clone(),
+                        format!("the guest's {}", held.lower),
+                    )),
+                ));
+            }
             Ok(one) => fresh.push(one),
             Err(e) if e.waiting_can_help() => changes.waiting.push(name.clone()),
             Err(e) => changes.refused.push((name.clone(), e)),
@@ -387,7 +404,7 @@ pub fn attached_names(attach: &Attach, state: &NetState) -> Result<Vec<String>> 
             let mut names: Vec<String> = state
                 .links
                 .iter()
-                .filter(|l| !is_infrastructure(l) && !is_door_name(&l.name))
+                .filter(|l| !is_infrastructure(l))
                 .map(|l| l.name.clone())
                 .collect();
             names.sort_by(|a, b| natural_cmp(a, b));
@@ -436,13 +453,7 @@ pub fn is_infrastructure(link: &Link) -> bool {
     link.name == "lo"
         || !link.ethernet
         || link.kind.as_deref().is_some_and(|k| SKIP.contains(&k))
-        || identity::is_ours(link)
-}
-
-/// `vmlinkN`: the name vminit gives its doors (an unmarked one is never a user's NIC).
-fn is_door_name(name: &str) -> bool {
-    name.strip_prefix("vmlink")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || identity::reserved_name(&link.name)
 }
 
 /// Each attached NIC with the address its guest gets: the one inside `SELECTED_NETWORK`,
@@ -488,6 +499,14 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
             Error::Network(NetworkError::NoMac(name.to_string()))
         });
     };
+    if let Some(a) = addrs.iter().find(|a| a.peer.is_some()) {
+        let peer = a.peer.expect("found by its peer");
+        return Err(Error::Network(NetworkError::PointToPoint(
+            name.to_string(),
+            a.net.addr,
+            peer,
+        )));
+    }
     let nic6 = Nic6::of(state, link, mac, input.selected_network6);
     // A NIC with IPv6 alone is handed over too (IPv6-only networks); one with neither waits.
     if addrs.is_empty() && nic6.guest.is_none() {
@@ -502,6 +521,7 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
     let subnet = addr
         .as_ref()
         .and_then(|a| subnet_to_route(state, link.index, &addrs, a.net));
+    check_held_once(state, link, addr.as_ref().map(|a| a.net.addr), &nic6)?;
     Ok(Candidate {
         link,
         mac,
@@ -512,6 +532,48 @@ fn candidate<'a>(name: &str, input: &'a PlanInput) -> Result<Candidate<'a>> {
         nic6,
         subnet,
     })
+}
+
+/// Refuses a NIC whose guest addresses (`addr`, the IPv6 one of `nic6`) another link of the
+/// namespace also holds: the guest can hold an address once, and the container would
+/// answer for it beside the guest.
+fn check_held_once(
+    state: &NetState,
+    link: &Link,
+    addr: Option<Ipv4Addr>,
+    nic6: &Nic6,
+) -> Result<()> {
+    let name_of = |index: u32| {
+        state
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .map_or_else(|| index.to_string(), |l| l.name.clone())
+    };
+    let twice = |addr: String, index: u32| {
+        Err(Error::Network(NetworkError::SameAddress(
+            addr,
+            link.name.clone(),
+            name_of(index),
+        )))
+    };
+    if let Some(addr) = addr
+        && let Some(other) = state
+            .addrs
+            .iter()
+            .find(|a| a.index != link.index && a.addr.net.addr == addr)
+    {
+        return twice(addr.to_string(), other.index);
+    }
+    if let Some(guest) = &nic6.guest
+        && let Some(other) = state
+            .addrs6
+            .iter()
+            .find(|a| a.index != link.index && a.addr.net.addr == guest.net.addr)
+    {
+        return twice(guest.net.addr.to_string(), other.index);
+    }
+    Ok(())
 }
 
 /// The subnet of `guest` (an address of the NIC `index`, with `addrs`) that the door routes:
@@ -935,6 +997,41 @@ mod tests {
             random_macs: &[[0xaa; 6], [0xbb; 6]],
             datapath: Datapath::Macvtap,
         })
+    }
+
+    #[test]
+    fn a_point_to_point_address_or_an_address_on_two_links_is_refused_before_any_step() {
+        let mut state = docker_two_networks();
+        let eth0 = state.link("eth0").unwrap().index;
+        let a = state.addrs.iter_mut().find(|a| a.index == eth0).unwrap();
+        a.addr.peer = Some(ip("172.19.0.1"));
+        let e = plan_for(&state, Attach::All, None).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(
+            e.to_string().contains("point-to-point (peer 172.19.0.1)"),
+            "{e}"
+        );
+
+        let mut state = docker_two_networks();
+        let eth1 = state.link("eth1").unwrap().index;
+        let copy = state
+            .addrs
+            .iter()
+            .find(|a| a.index == eth0)
+            .unwrap()
+            .addr
+            .clone();
+        state.addrs.push(crate::net::netstate::Addr {
+            index: eth1,
+            addr: copy,
+        });
+        let e = plan_for(&state, Attach::All, None).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(
+            e.to_string()
+                .contains("172.19.0.2 is on both eth0 and eth1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1632,6 +1729,7 @@ mod tests {
             mtu: 1500,
             kind: kind.map(str::to_string),
             alias: None,
+            lower: None,
             ethernet,
         }
     }
@@ -1667,6 +1765,7 @@ mod tests {
                     mtu: nic.mtu,
                     kind: Some(kind.into()),
                     alias: Some(format!("vminit:nic {}", nic.lower)),
+                    lower: Some(index),
                     ethernet: true,
                 });
             }

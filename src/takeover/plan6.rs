@@ -144,10 +144,13 @@ pub fn release6(dev: &str, nic: &Nic6) -> Vec<Step> {
 }
 
 /// The container's IPv6 side of the door: a route to the guest's address (on `to_guest`,
-/// the door or, with the tap datapath, the tap), and the NIC's configured IPv6 routes (a
-/// gateway the door has no prefix for is `onlink`). A route's source stays only if the
-/// container keeps that address. Nothing when the door has no IPv6 (Docker): the container
-/// then reaches the guest over IPv4 only.
+/// the door or, with the tap datapath, the tap), the prefix the guest's address routed
+/// (on the door, unless the container keeps an address in it, or routes it itself), so that
+/// the network's gateway stays on-link for the container (Docker routes the container
+/// through it when another network's NIC leaves, as for IPv4), and the NIC's configured
+/// IPv6 routes (a gateway the door has no prefix for is `onlink`). A route's source stays
+/// only if the container keeps that address. Nothing when the door has no IPv6 (Docker): the
+/// container then reaches the guest over IPv4 only.
 pub fn open_door6(door: &str, to_guest: &str, nic: &Nic6) -> Vec<Step> {
     let mut steps = Vec::new();
     if !nic.door_ipv6 {
@@ -158,6 +161,22 @@ pub fn open_door6(door: &str, to_guest: &str, nic: &Nic6) -> Vec<Step> {
             to_guest.to_string(),
             KernelRoute6::main(Route6::host(guest.net.addr)),
         ));
+        let prefix = Ipv6Net::new(guest.net.network(), guest.net.prefix);
+        let kept = nic
+            .addrs
+            .iter()
+            .any(|a| a.net != guest.net && !a.net.is_link_local() && prefix.contains(a.net.addr));
+        let routed = nic.routes.iter().any(|r| r.route.dst == prefix);
+        if guest.net.prefix < 128 && !kept && !routed {
+            steps.push(Step::add_route(
+                door.to_string(),
+                KernelRoute6::main(Route6 {
+                    dst: prefix,
+                    gateway: None,
+                    metric: None,
+                }),
+            ));
+        }
     }
     for route in &nic.routes {
         let mut moved = route.clone();
@@ -263,6 +282,30 @@ pub fn guest6(
     })
 }
 
+/// Where the container's IPv6 default route went when the guest NIC that gave the guest its
+/// IPv6 default route left: Docker routes the container through another network's gateway,
+/// on the link its route to that gateway takes (that NIC, or its door where the door holds
+/// the NIC's IPv6 routes). `stay` holds each remaining guest NIC's container NIC and door.
+/// Returns that NIC (`lower`), the gateway, and the link the route is on.
+pub fn router6_moved_to(
+    state: &NetState,
+    stay: &[(&str, &str)],
+) -> Option<(String, Ipv6Addr, String)> {
+    let (_, index, gateway) = state
+        .routes6
+        .iter()
+        .filter(|r| r.route.table == RT_TABLE_MAIN && r.route.route.dst.prefix == 0)
+        .filter_map(|r| {
+            let gateway = r.route.route.gateway?;
+            Some((r.route.route.metric.unwrap_or(0), r.index, gateway))
+        })
+        .min()?;
+    let link = state.links.iter().find(|l| l.index == index)?;
+    stay.iter()
+        .find(|(lower, door)| *door == link.name || *lower == link.name)
+        .map(|(lower, _)| (lower.to_string(), gateway, link.name.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +379,8 @@ mod tests {
             commands(&open_door6("vmlink0", "vmlink0", &nic)),
             [
                 "ip -6 route add fd00:1::2/128 dev vmlink0",
+                // The prefix stays on-link for the container: its gateway too.
+                "ip -6 route add fd00:1::/64 dev vmlink0",
                 "ip -6 route add default via fd00:1::1 metric 1024 dev vmlink0 onlink",
             ]
         );
@@ -538,5 +583,28 @@ mod tests {
             ["ip -6 addr del fe80::42:acff:fe13:2/64 dev eth0"]
         );
         assert!(open_door6("vmlink0", "vmlink0", &nic).is_empty());
+    }
+
+    #[test]
+    fn the_ipv6_default_route_moved_to_a_staying_nic_is_found_on_its_door_or_on_it() {
+        let gw: Ipv6Addr = "fd00:2::1".parse().unwrap();
+        for on in ["vmlink1", "eth1"] {
+            let mut state = crate::testing::Ns::new()
+                .nic(8, "eth1", crate::testing::MAC1, &[], &[])
+                .0;
+            let mut door = state.links[1].clone();
+            door.index = 9;
+            door.name = "vmlink1".into();
+            state.links.push(door);
+            let index = state.link(on).unwrap().index;
+            let state = crate::testing::Ns(state)
+                .route6(index, "::/0", Some("fd00:2::1"))
+                .0;
+            assert_eq!(
+                router6_moved_to(&state, &[("eth1", "vmlink1")]),
+                Some(("eth1".to_string(), gw, on.to_string()))
+            );
+            assert_eq!(router6_moved_to(&state, &[("eth2", "vmlink2")]), None);
+        }
     }
 }

@@ -220,6 +220,15 @@ pub fn probe_vhost(dev: &Path) -> std::result::Result<(), String> {
 /// and opens nothing of the disk by name).
 pub type DiskFile = disk::File<OwnedFd>;
 
+/// A file with its descriptors' numbers, for QEMU's command line.
+pub fn raw(f: &DiskFile) -> disk::File<RawFd> {
+    disk::File {
+        path: f.path.clone(),
+        read: f.read.as_raw_fd(),
+        write: f.write.as_ref().map(AsRawFd::as_raw_fd),
+    }
+}
+
 /// The VM disk: every image of its backing chain, checked and open, top first.
 #[derive(Debug, Default)]
 pub struct Disk {
@@ -241,11 +250,6 @@ impl Disk {
 
     /// The chain with the descriptors' numbers, for QEMU's command line.
     pub fn raw_fds(&self) -> Vec<disk::Layer<RawFd>> {
-        let raw = |f: &DiskFile| disk::File {
-            path: f.path.clone(),
-            read: f.read.as_raw_fd(),
-            write: f.write.as_ref().map(AsRawFd::as_raw_fd),
-        };
         self.layers
             .iter()
             .map(|l| disk::Layer {
@@ -279,7 +283,7 @@ impl Disk {
 /// named, at most `MAX_LAYERS` images, no loop. Refuses with the file that breaks a rule.
 pub fn open_disk(path: &Path) -> Result<Disk> {
     let hint = format!(
-        "mount the VM disk with -v /path/to/image.qcow2:{}",
+        "mount the VM disk with -v /path/to/image.qcow2:{}, or set DISK_SIZE (such as 20G) to create one",
         path.display()
     );
     let refuse = |file: &Path, problem: String| Error::Disk {
@@ -376,6 +380,20 @@ pub fn open_disk(path: &Path) -> Result<Disk> {
         referrer = Some(layer_path);
     }
     Ok(Disk { layers })
+}
+
+/// Opens a file a machine input names (a base image, a boot ISO; the UEFI variables, also
+/// for writing) under the chain's rules: a regular, non-empty file inside `dir` (canonical).
+/// The problem is a phrase that follows the file's name.
+pub fn open_media(
+    path: &Path,
+    dir: &Path,
+    writable: bool,
+) -> std::result::Result<DiskFile, String> {
+    open_disk_file(path, dir, writable).map_err(|problem| match problem {
+        OpenProblem::Missing => format!("does not exist; put it in {}", dir.display()),
+        OpenProblem::Other(p) => p,
+    })
 }
 
 /// Why a file of the chain could not be used.
@@ -507,6 +525,8 @@ pub fn check_program(path: &Path, what: &str) -> Result<()> {
 fn env_of(what: &str) -> &'static str {
     match what {
         "dnsmasq" => "VMINIT_DNSMASQ to its path, or ENABLE_DHCP=no",
+        "qemu-img" => "VMINIT_QEMU_IMG to its path",
+        "swtpm" => "VMINIT_SWTPM to its path, or TPM=no",
         _ => "VMINIT_QEMU to its path",
     }
 }

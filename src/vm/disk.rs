@@ -76,6 +76,11 @@ const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
 /// Incompatible feature bit 2: guest data lives in an external data file.
 const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+/// Incompatible feature bit 1: QEMU found the image corrupt and opens it read-only only.
+const INCOMPAT_CORRUPT: u64 = 1 << 1;
+/// The incompatible feature bits QEMU 7.2 knows: dirty, corrupt, external data file,
+/// compression type, extended L2 entries.
+const INCOMPAT_KNOWN: u64 = 0x1f;
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -127,6 +132,7 @@ pub fn parse_header(cluster: &[u8]) -> Result<Header, String> {
     } else {
         (0, 72)
     };
+    check_openable(cluster, incompatible)?;
     // Header extensions run from the end of the header to the backing file name (or the
     // end of the cluster), as QEMU reads them.
     let ext_end = if backing_offset != 0 {
@@ -194,6 +200,37 @@ pub fn parse_header(cluster: &[u8]) -> Result<Header, String> {
         None
     };
     Ok(Header { backing, data_file })
+}
+
+/// Refuses what QEMU cannot open with the options vminit gives it: an encrypted image
+/// (QEMU needs a secret for its key), one QEMU marked corrupt, features QEMU does not know.
+fn check_openable(cluster: &[u8], incompatible: u64) -> Result<(), String> {
+    let decrypt = "decrypt it with qemu-img convert -O qcow2 --object secret,id=k,file=KEYFILE --image-opts driver=qcow2,file.filename=IMAGE,encrypt.key-secret=k PLAIN.qcow2";
+    match be32(cluster, 32) {
+        Some(0) => {}
+        Some(1) => {
+            return Err(format!(
+                "is encrypted (qcow2 AES), and QEMU needs its key as a secret vminit does not pass; {decrypt}"
+            ));
+        }
+        Some(2) => {
+            return Err(format!(
+                "is encrypted (LUKS), and QEMU needs its key as a secret vminit does not pass; {decrypt}"
+            ));
+        }
+        Some(m) => return Err(format!("has an unknown encryption method {m}")),
+        None => return Err("has a truncated qcow2 header".into()),
+    }
+    if incompatible & INCOMPAT_CORRUPT != 0 {
+        return Err("is marked corrupt by QEMU, which opens it read-only only; repair it with qemu-img check -r all".into());
+    }
+    let unknown = incompatible & !INCOMPAT_KNOWN;
+    if unknown != 0 {
+        return Err(format!(
+            "uses qcow2 features this QEMU does not know (incompatible feature bits {unknown:#x}); convert it with qemu-img convert -O qcow2"
+        ));
+    }
+    Ok(())
 }
 
 /// A name as it appears in a message: quoted, invalid UTF-8 replaced.
@@ -276,6 +313,22 @@ pub mod tests {
     #[test]
     fn a_plain_image_names_no_other_file() {
         assert_eq!(parse_header(&qcow2(None, None)), Ok(Header::default()));
+    }
+
+    #[test]
+    fn encrypted_corrupt_and_unknown_feature_images_are_refused_with_the_fix() {
+        for (at, value, needle) in [
+            (32, 1u32, "encrypted (qcow2 AES)"),
+            (32, 2, "encrypted (LUKS)"),
+            (32, 7, "unknown encryption method 7"),
+            (76, 1 << 1, "corrupt"),
+            (76, 1 << 9, "feature bits 0x200"),
+        ] {
+            let mut h = qcow2(None, None);
+            h[at..at + 4].copy_from_slice(&value.to_be_bytes());
+            let e = parse_header(&h).unwrap_err();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub fn parse(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vnc>> {
             format!("{:?} is not an absolute path", dir.display()),
         ));
     }
+    crate::rundir::check_socket_path("VNC_DIR", &dir.join(SOCKET_NAME))
+        .map_err(|msg| bad("VNC_DIR", msg))?;
     let password_file = env("VNC_PASSWORD_FILE").map(PathBuf::from);
     let listen = env("VNC_LISTEN").map(|v| parse_listen(&v)).transpose()?;
     let resolution = env("VGA_RESOLUTION")

@@ -8,6 +8,7 @@ use crate::net::types::Mac;
 use crate::takeover::slot::Slot;
 use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
+use crate::vm::machine::NicModel;
 
 /// One guest NIC as QEMU sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +28,16 @@ pub struct QemuInput<'a> {
     pub cpus: u32,
     /// The disk chain, top first, as descriptors QEMU inherits.
     pub disk: &'a [Layer<RawFd>],
+    /// The extra disks' chains (`disk2.qcow2`, ...), in the order the guest sees them.
+    pub extra_disks: &'a [Vec<Layer<RawFd>>],
+    /// The boot ISO (`BOOT_ISO`), as a descriptor, and the `-boot` option that goes with it.
+    pub cdrom: Option<(&'a File<RawFd>, &'a str)>,
+    pub nic_model: NicModel,
+    /// UEFI: the firmware's code (by name: it is part of the image), its variables (a
+    /// descriptor, read-write), and whether Secure Boot (q35, SMM) is on.
+    pub uefi: Option<Uefi<'a>>,
+    /// swtpm's control socket (`TPM=yes`): the guest gets a TPM 2.0 (TIS interface).
+    pub tpm: Option<&'a Path>,
     /// QEMU's own seccomp sandbox (`QEMU_SANDBOX`).
     pub sandbox: bool,
     pub qmp: &'a Path,
@@ -38,6 +49,14 @@ pub struct QemuInput<'a> {
     pub seed: Option<&'a Path>,
     /// CMD arguments, appended verbatim.
     pub extra: &'a [OsString],
+}
+
+/// The guest's UEFI firmware.
+#[derive(Clone, Copy, Debug)]
+pub struct Uefi<'a> {
+    pub code: &'a Path,
+    pub vars: &'a File<RawFd>,
+    pub secure: bool,
 }
 
 /// The full argv, program first.
@@ -59,6 +78,16 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             push("tcg".into());
         }
     }
+    if let Some(uefi) = &q.uefi
+        && uefi.secure
+    {
+        // Secure Boot needs SMM, so that only the firmware writes its variables; the
+        // flash takes writes only from SMM.
+        push("-machine".into());
+        push("q35,smm=on".into());
+        push("-global".into());
+        push("driver=cfi.pflash01,property=secure,value=on".into());
+    }
     push("-m".into());
     push(q.ram.to_string());
     push("-smp".into());
@@ -77,11 +106,77 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
     // Two QMP sockets: one for vminit's shutdown, one for health checks, so neither
     // waits for the other (QMP serves one client per socket).
     push("-qmp".into());
-    push(format!("unix:{},server=on,wait=off", q.qmp.display()));
+    let unix = |path: &Path| {
+        format!(
+            "unix:{},server=on,wait=off",
+            path.display().to_string().replace(',', ",,")
+        )
+    };
+    push(unix(q.qmp));
     push("-qmp".into());
-    push(format!("unix:{},server=on,wait=off", q.health.display()));
-    a.extend(disk_args(q.disk).into_iter().map(OsString::from));
+    push(unix(q.health));
+    let mut sets = 0;
+    if let Some(uefi) = &q.uefi {
+        sets += 1;
+        a.push("-drive".into());
+        a.push(
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                label(uefi.code)
+            )
+            .into(),
+        );
+        // Both modes in the set: QEMU looks at the file read-only before it opens it.
+        let vars = uefi.vars;
+        a.push("-add-fd".into());
+        a.push(
+            format!(
+                "fd={},set={sets},opaque=ro:{}",
+                vars.read,
+                label(&vars.path)
+            )
+            .into(),
+        );
+        if let Some(fd) = vars.write {
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={sets},opaque=rw:{}", label(&vars.path)).into());
+        }
+        a.push("-drive".into());
+        a.push(
+            format!("if=pflash,format=raw,unit=1,file.driver=file,file.filename=/dev/fdset/{sets}")
+                .into(),
+        );
+    }
+    a.extend(
+        disk_args(q.disk, "vm-", &mut sets)
+            .into_iter()
+            .map(OsString::from),
+    );
+    for (i, layers) in q.extra_disks.iter().enumerate() {
+        let prefix = format!("disk{}-", i + 2);
+        a.extend(
+            disk_args(layers, &prefix, &mut sets)
+                .into_iter()
+                .map(OsString::from),
+        );
+    }
     let mut push = |s: String| a.push(OsString::from(s));
+    if let Some((iso, boot)) = q.cdrom {
+        // An IDE CD-ROM, which every installer and firmware knows, read-only from its fd.
+        sets += 1;
+        push("-add-fd".into());
+        push(format!(
+            "fd={},set={sets},opaque=ro:{}",
+            iso.read,
+            label(&iso.path)
+        ));
+        push("-drive".into());
+        push(format!(
+            "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/{sets}"
+        ));
+        push("-boot".into());
+        push(boot.into());
+    }
     if let Some(dir) = q.seed {
         // QEMU presents the directory as a read-only FAT disk (its vvfat driver) labelled
         // cidata, where cloud-init's NoCloud datasource looks: no image tool needed.
@@ -91,6 +186,14 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             dir.display().to_string().replace(',', ",,"),
             crate::vm::seed::LABEL
         ));
+    }
+    if let Some(socket) = q.tpm {
+        push("-chardev".into());
+        push(format!("socket,id=tpm,path={}", label(socket)));
+        push("-tpmdev".into());
+        push("emulator,id=tpm0,chardev=tpm".into());
+        push("-device".into());
+        push("tpm-tis,tpmdev=tpm0".into());
     }
     if q.sandbox {
         // What libvirt asks for: no obsolete system calls, no setuid/setgid, no fork/exec,
@@ -107,13 +210,24 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             if q.vhost { "on" } else { "off" }
         ));
         push("-device".into());
-        push(format!(
-            "virtio-net-pci,netdev={netdev},id={device},mac={},host_mtu={}",
-            nic.mac, nic.mtu
-        ));
+        push(nic_device(q.nic_model, &netdev, &device, nic.mac, nic.mtu));
     }
     a.extend(q.extra.iter().cloned());
     a
+}
+
+/// A guest NIC's `-device`: the model, its netdev, the container NIC's MAC and (virtio) MTU.
+fn nic_device(model: NicModel, netdev: &str, device: &str, mac: Mac, mtu: u32) -> String {
+    let mut d = format!("{},netdev={netdev},id={device},mac={mac}", model.device());
+    if model.takes_host_mtu() {
+        d += &format!(",host_mtu={mtu}");
+    }
+    d
+}
+
+/// A path as an fd set's label: commas doubled (QEMU's option syntax).
+fn label(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// QEMU's seccomp sandbox with every deny option that does not break a guest.
@@ -124,12 +238,14 @@ pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,re
 /// named, and every backing file and data file is given explicitly, never taken from a
 /// header. Backing layers are `-blockdev` nodes, read-only, defined bottom first; the top
 /// stays a `-drive if=virtio` (same defaults and PCI slot as before) that refers to them.
-fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
+/// `prefix` names the disk's nodes (`vm-` for the disk, `disk2-` ...); `count` is the last fd
+/// set used so far.
+fn disk_args(layers: &[Layer<RawFd>], prefix: &str, count: &mut usize) -> Vec<String> {
     let mut a = Vec::new();
-    let mut count = 0;
     let mut add_fds = |a: &mut Vec<String>, file: &File<RawFd>| {
-        count += 1;
-        let label = file.path.display().to_string().replace(',', ",,");
+        *count += 1;
+        let count = *count;
+        let label = label(&file.path);
         a.push("-add-fd".into());
         a.push(format!("fd={},set={count},opaque=ro:{label}", file.read));
         if let Some(fd) = file.write {
@@ -156,19 +272,19 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
     };
     for (i, (layer, &(set, data))) in layers.iter().zip(&sets).enumerate().skip(1).rev() {
         a.push("-blockdev".into());
-        a.push(file_node(format!("vm-file{i}"), set, true));
+        a.push(file_node(format!("{prefix}file{i}"), set, true));
         let mut node = format!(
-            r#"{{"driver":"{}","node-name":"vm-layer{i}","file":"vm-file{i}","read-only":true"#,
+            r#"{{"driver":"{}","node-name":"{prefix}layer{i}","file":"{prefix}file{i}","read-only":true"#,
             layer.format.driver()
         );
         if let Some(data) = data {
             a.push("-blockdev".into());
-            a.push(file_node(format!("vm-data{i}"), data, true));
-            node += &format!(r#","data-file":"vm-data{i}""#);
+            a.push(file_node(format!("{prefix}data{i}"), data, true));
+            node += &format!(r#","data-file":"{prefix}data{i}""#);
         }
         if layer.format == Format::Qcow2 {
             if layer.has_backing {
-                node += &format!(r#","backing":"vm-layer{}""#, i + 1);
+                node += &format!(r#","backing":"{prefix}layer{}""#, i + 1);
             } else {
                 node += r#","backing":null"#;
             }
@@ -184,11 +300,11 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
         format!("if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/{set}");
     if let Some(data) = data {
         a.push("-blockdev".into());
-        a.push(file_node("vm-data0".into(), data, false));
-        drive += ",data-file=vm-data0";
+        a.push(file_node(format!("{prefix}data0"), data, false));
+        drive += &format!(",data-file={prefix}data0");
     }
     if layers[0].has_backing {
-        drive += ",backing=vm-layer1";
+        drive += &format!(",backing={prefix}layer1");
     }
     a.push("-drive".into());
     a.push(drive);
@@ -196,18 +312,24 @@ fn disk_args(layers: &[Layer<RawFd>]) -> Vec<String> {
 }
 
 /// The QMP commands that plug one more NIC into the running guest, in order: `getfd`
-/// names the tap descriptor passed with it, which becomes the slot's netdev, and a
-/// virtio-net-pci device with the guest's MAC and MTU goes on the machine's PCI bus, which
+/// names the tap descriptor passed with it, which becomes the slot's netdev, and a NIC of
+/// the guest's model with its MAC (and, virtio, MTU) goes on the machine's PCI bus, which
 /// the default `pc` machine hot-plugs through ACPI.
-pub fn plug_commands(slot: Slot, vhost: bool, mac: Mac, mtu: u32) -> [String; 3] {
+pub fn plug_commands(slot: Slot, vhost: bool, model: NicModel, mac: Mac, mtu: u32) -> [String; 3] {
     let (fd, netdev, device) = (slot.fd_name(), slot.netdev(), slot.device());
+    let mtu = if model.takes_host_mtu() {
+        format!(r#","host_mtu":{mtu}"#)
+    } else {
+        String::new()
+    };
     [
         format!(r#"{{"execute":"getfd","arguments":{{"fdname":"{fd}"}}}}"#),
         format!(
             r#"{{"execute":"netdev_add","arguments":{{"type":"tap","id":"{netdev}","fd":"{fd}","vhost":{vhost}}}}}"#
         ),
         format!(
-            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-net-pci","id":"{device}","netdev":"{netdev}","mac":"{mac}","host_mtu":{mtu}}}}}"#
+            r#"{{"execute":"device_add","arguments":{{"driver":"{}","id":"{device}","netdev":"{netdev}","mac":"{mac}"{mtu}}}}}"#,
+            model.device()
         ),
     ]
 }
@@ -238,6 +360,19 @@ pub fn shell_line(argv: &[OsString]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// PCI slots of the `pc` machine's root bus: 32, less the host bridge (0), the PIIX3
+/// (1: ISA, IDE, USB, ACPI as its functions) and the VGA (2), which QEMU always adds.
+const FREE_PCI_SLOTS: usize = 32 - 3;
+
+/// The most NICs the guest can have at once: a virtio-net device each, in the slots the
+/// VM disk (one virtio-blk, whatever its chain) and the seed (another) leave. Nothing is
+/// kept back for hot-plug: a NIC connected later takes a slot left free, and QEMU refuses
+/// one beyond (the NIC stays with the container). Devices in CMD's arguments are not
+/// counted.
+pub fn max_nics(seed: bool) -> usize {
+    FREE_PCI_SLOTS - 1 - usize::from(seed)
 }
 
 #[cfg(test)]
@@ -287,28 +422,86 @@ mod tests {
                 mtu: 1450,
             },
         ];
-        argv(&QemuInput {
-            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+        words(&QemuInput {
             accel,
             vhost,
             ram: "512M",
             cpus: 2,
-            disk,
             sandbox,
-            qmp: Path::new("/run/vminit/qmp.sock"),
-            health: Path::new("/run/vminit/health.sock"),
             nics: &nics,
             display: &["-display".into(), "none".into()],
-            seed: None,
             extra: &extra,
+            ..minimal(disk)
         })
-        .into_iter()
-        .map(|s| s.into_string().unwrap())
-        .collect()
+    }
+
+    /// A QEMU input with nothing but `disk`, for tests that set a few fields.
+    fn minimal(disk: &[Layer<RawFd>]) -> QemuInput<'_> {
+        QemuInput {
+            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
+            accel: Accelerator::Tcg,
+            vhost: false,
+            ram: "1G",
+            cpus: 1,
+            disk,
+            extra_disks: &[],
+            cdrom: None,
+            nic_model: NicModel::Virtio,
+            uefi: None,
+            tpm: None,
+            sandbox: true,
+            qmp: Path::new("/run/vminit/qmp.sock"),
+            health: Path::new("/run/vminit/health.sock"),
+            nics: &[],
+            display: &[],
+            seed: None,
+            extra: &[],
+        }
+    }
+
+    /// The values of every `flag` in `argv`, in order.
+    fn values_of<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn words(q: &QemuInput) -> Vec<String> {
+        argv(q)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
     }
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
         argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn qmp_socket_paths_carry_commas_escaped() {
+        let a = words(&QemuInput {
+            sandbox: false,
+            qmp: Path::new("/run/a,b/qmp.sock"),
+            health: Path::new("/run/a,b/health.sock"),
+            ..minimal(&[])
+        });
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/qmp.sock,server=on,wait=off"
+        ));
+        assert!(has_pair(
+            &a,
+            "-qmp",
+            "unix:/run/a,,b/health.sock,server=on,wait=off"
+        ));
+    }
+
+    #[test]
+    fn the_nics_get_the_pci_slots_the_disk_the_seed_and_the_vga_leave() {
+        assert_eq!(max_nics(false), 28);
+        assert_eq!(max_nics(true), 27);
     }
 
     #[test]
@@ -473,8 +666,13 @@ mod tests {
 
     #[test]
     fn a_hot_plugged_nic_is_a_netdev_on_the_passed_fd_and_a_device_with_the_mac_and_mtu() {
-        let [getfd, netdev, device] =
-            plug_commands(Slot(3), false, Mac([2, 0x42, 10, 2, 0, 5]), 1400);
+        let [getfd, netdev, device] = plug_commands(
+            Slot(3),
+            false,
+            NicModel::Virtio,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
         assert_eq!(
             getfd,
             r#"{"execute":"getfd","arguments":{"fdname":"tap3"}}"#
@@ -487,6 +685,17 @@ mod tests {
             device,
             r#"{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05","host_mtu":1400}}"#
         );
+        let [_, _, e1000e] = plug_commands(
+            Slot(3),
+            false,
+            NicModel::E1000e,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+        );
+        assert_eq!(
+            e1000e,
+            r#"{"execute":"device_add","arguments":{"driver":"e1000e","id":"nic3","netdev":"net3","mac":"02:42:0a:02:00:05"}}"#
+        );
         let [del, netdel] = unplug_commands(Slot(3));
         assert!(del.contains(r#""device_del","arguments":{"id":"nic3"}"#));
         assert!(netdel.contains(r#""netdev_del","arguments":{"id":"net3"}"#));
@@ -495,31 +704,12 @@ mod tests {
     #[test]
     fn a_seed_is_a_read_only_vvfat_disk_labelled_cidata_after_the_vm_disk() {
         let disk = plain_disk();
-        let a: Vec<String> = argv(&QemuInput {
-            qemu: Path::new("/usr/bin/qemu-system-x86_64"),
-            accel: Accelerator::Tcg,
-            vhost: false,
-            ram: "1G",
-            cpus: 1,
-            disk: &disk,
-            sandbox: true,
-            qmp: Path::new("/run/vminit/qmp.sock"),
-            health: Path::new("/run/vminit/health.sock"),
-            nics: &[],
-            display: &[],
+        let a = words(&QemuInput {
             seed: Some(Path::new("/run/a,b/seed")),
-            extra: &[],
-        })
-        .into_iter()
-        .map(|s| s.into_string().unwrap())
-        .collect();
-        let drives: Vec<&String> = a
-            .windows(2)
-            .filter(|w| w[0] == "-drive")
-            .map(|w| &w[1])
-            .collect();
+            ..minimal(&disk)
+        });
         assert_eq!(
-            drives,
+            values_of(&a, "-drive"),
             [
                 "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
                 "if=virtio,driver=vvfat,dir=/run/a,,b/seed,label=cidata,readonly=on"
@@ -534,5 +724,139 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert_eq!(shell_line(&argv), r"qemu -append 'a b' 'it'\''s'");
+    }
+
+    #[test]
+    fn extra_disks_follow_the_disk_in_order_and_the_iso_is_a_read_only_ide_cdrom() {
+        let disk = plain_disk();
+        let extra = vec![
+            vec![
+                Layer {
+                    file: file("/image/disk2.qcow2", 20, Some(21)),
+                    format: Format::Qcow2,
+                    data_file: None,
+                    has_backing: true,
+                },
+                Layer {
+                    file: file("/image/base.raw", 22, None),
+                    format: Format::Raw,
+                    data_file: None,
+                    has_backing: false,
+                },
+            ],
+            vec![Layer {
+                file: file("/image/disk3.qcow2", 23, Some(24)),
+                format: Format::Qcow2,
+                data_file: None,
+                has_backing: false,
+            }],
+        ];
+        let iso = file("/image/install.iso", 30, None);
+        let nics = [GuestNic {
+            slot: Slot(0),
+            fd: 5,
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let a = words(&QemuInput {
+            extra_disks: &extra,
+            cdrom: Some((&iso, "order=c,once=d")),
+            nic_model: NicModel::E1000e,
+            nics: &nics,
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-drive"),
+            [
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/2,backing=disk2-layer1",
+                "if=virtio,format=qcow2,file.driver=file,file.filename=/dev/fdset/4",
+                "if=ide,media=cdrom,readonly=on,format=raw,file.driver=file,file.filename=/dev/fdset/5",
+            ]
+        );
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=22,set=3,opaque=ro:/image/base.raw"
+        ));
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            r#"{"driver":"raw","node-name":"disk2-layer1","file":"disk2-file1","read-only":true}"#
+        ));
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=30,set=5,opaque=ro:/image/install.iso"
+        ));
+        assert!(
+            !a.iter()
+                .any(|w| w.starts_with("fd=30") && w.contains("rw:"))
+        );
+        assert!(has_pair(&a, "-boot", "order=c,once=d"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "e1000e,netdev=net0,id=nic0,mac=02:42:ac:13:00:02"
+        ));
+    }
+
+    #[test]
+    fn uefi_is_ovmf_in_flash_with_its_variables_as_descriptors_and_the_tpm_is_swtpms_socket() {
+        let disk = plain_disk();
+        let vars = file("/image/image.efivars.fd", 40, Some(41));
+        let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+        let uefi = Uefi {
+            code,
+            vars: &vars,
+            secure: false,
+        };
+        let a = words(&QemuInput {
+            uefi: Some(uefi),
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-drive")[..2],
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=raw,unit=1,file.driver=file,file.filename=/dev/fdset/1",
+            ]
+        );
+        assert!(has_pair(
+            &a,
+            "-add-fd",
+            "fd=41,set=1,opaque=rw:/image/image.efivars.fd"
+        ));
+        assert!(
+            values_of(&a, "-drive")[2].contains("/dev/fdset/2"),
+            "the disk's set follows"
+        );
+        assert!(
+            values_of(&a, "-machine").is_empty(),
+            "the default pc machine"
+        );
+        let a = words(&QemuInput {
+            uefi: Some(Uefi {
+                secure: true,
+                ..uefi
+            }),
+            ..minimal(&disk)
+        });
+        assert_eq!(values_of(&a, "-machine"), ["q35,smm=on"]);
+        assert_eq!(
+            values_of(&a, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
+        assert!(values_of(&a, "-tpmdev").is_empty());
+        let a = words(&QemuInput {
+            tpm: Some(Path::new("/run/vminit/swtpm.sock")),
+            ..minimal(&disk)
+        });
+        assert_eq!(
+            values_of(&a, "-chardev")[1..],
+            ["socket,id=tpm,path=/run/vminit/swtpm.sock"]
+        );
+        assert_eq!(values_of(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=tpm"]);
+        assert!(has_pair(&a, "-device", "tpm-tis,tpmdev=tpm0"));
     }
 }

@@ -370,15 +370,24 @@ pub fn network_config(nics: &[SeedNic]) -> String {
                         quote(&gw.to_string())
                     );
                 }
-                // A host on the link, written as a route via itself: cloud-init's ENI
-                // renderer (ifupdown guests) fails on a route without a gateway.
-                (None, 32) => {
-                    let _ = writeln!(
-                        y,
-                        "        via: {}\n        on-link: true",
-                        quote(&r.network.to_string())
-                    );
-                }
+                // A host on the link (the door, a /32 pod's gateway), written as a route via
+                // the guest's own address: the kernel then resolves the host itself on the
+                // link, as for `dev eth0` alone. Every renderer of cloud-init 22.4 keeps
+                // `to` and `via` (its ENI and networkd renderers drop `on-link` and `scope`,
+                // and ENI fails on a route without a gateway); `on-link` would make the
+                // kernel refuse a local gateway.
+                (None, 32) => match nic.addr {
+                    Some((own, _)) => {
+                        let _ = writeln!(y, "        via: {}", quote(&own.to_string()));
+                    }
+                    None => {
+                        let _ = writeln!(
+                            y,
+                            "        via: {}\n        on-link: true",
+                            quote(&r.network.to_string())
+                        );
+                    }
+                },
                 (None, _) => y.push_str("        scope: link\n"),
             }
         }
@@ -1042,7 +1051,7 @@ mod tests {
     #[test]
     fn network_config_matches_by_mac_and_states_the_dhcp_facts() {
         let y = network_config(&[docker_nic()]);
-        let expected = "version: 2\nethernets:\n  \"eth0\":\n    match:\n      macaddress: \"02:42:0a:01:00:02\"\n    dhcp4: false\n    addresses:\n      - \"10.1.0.2/24\"\n    mtu: 1450\n    routes:\n      - to: \"169.254.0.2/32\"\n        via: \"169.254.0.2\"\n        on-link: true\n      - to: \"10.9.0.0/16\"\n        scope: link\n      - to: \"0.0.0.0/0\"\n        via: \"10.1.0.1\"\n        on-link: true\n    nameservers:\n      addresses:\n        - \"169.254.0.2\"\n      search:\n        - \"example.test\"\n";
+        let expected = "version: 2\nethernets:\n  \"eth0\":\n    match:\n      macaddress: \"02:42:0a:01:00:02\"\n    dhcp4: false\n    addresses:\n      - \"10.1.0.2/24\"\n    mtu: 1450\n    routes:\n      - to: \"169.254.0.2/32\"\n        via: \"10.1.0.2\"\n      - to: \"10.9.0.0/16\"\n        scope: link\n      - to: \"0.0.0.0/0\"\n        via: \"10.1.0.1\"\n        on-link: true\n    nameservers:\n      addresses:\n        - \"169.254.0.2\"\n      search:\n        - \"example.test\"\n";
         assert!(y.ends_with(expected), "{y}");
     }
 

@@ -57,6 +57,15 @@ impl Capture {
         self.text_from(0)
     }
 
+    /// The lines captured so far that start with `prefix` (a guest's `GUEST-BLOCK `, say).
+    pub fn lines_starting(&self, prefix: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// What arrived at or after byte offset `from` (a mark from [`Capture::len`]), as text.
     pub fn text_from(&self, from: usize) -> String {
         let state = self.state.lock().expect("capture lock");

@@ -219,6 +219,37 @@ impl<'c> VminitBuilder<'c> {
         self
     }
 
+    /// Starts vminit and expects a refusal: an exit with `code` within `limit` of the start,
+    /// exactly one error line, holding every one of `needles`, and nothing on the console.
+    /// Returns vminit's whole log, for the caller's checks of the namespace.
+    pub fn expect_refusal(self, code: i32, needles: &[&str], limit: Duration) -> String {
+        let start = Instant::now();
+        let vm = self.spawn();
+        let status = vm
+            .wait_exit(limit + Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("vminit did not exit\n{}", vm.tails()));
+        let took = start.elapsed();
+        // Every line vminit wrote, not just what the reader thread has seen so far.
+        vm.log().wait_closed(Duration::from_secs(5));
+        let log = vm.log().text();
+        assert_eq!(status.code(), Some(code), "exit code\n{log}");
+        assert!(took <= limit, "took {took:?}, more than {limit:?}\n{log}");
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("vminit: error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "exactly one error line\n{log}");
+        for needle in needles {
+            assert!(
+                errors[0].contains(needle),
+                "{needle:?} missing from {:?}",
+                errors[0]
+            );
+        }
+        assert!(vm.console().text().is_empty(), "nothing on the console");
+        log
+    }
+
     /// Starts the binary as PID 1 and returns once it runs (or has already ended); panics,
     /// showing its output, if the container setup fails.
     pub fn spawn(self) -> Vminit<'c> {
@@ -461,6 +492,15 @@ impl Vminit<'_> {
         ];
         full.extend(argv.iter().map(AsRef::as_ref));
         run(&full)
+    }
+
+    /// `vminit health` inside the container, as `docker exec vm /vminit health` runs it (with the
+    /// container's `HEALTH_GRACE`, here `grace` seconds): its exit code and what it printed.
+    pub fn health(&self, grace: u32) -> (i32, String) {
+        let binary = super::vminit_binary();
+        let grace = format!("HEALTH_GRACE={grace}");
+        let out = self.exec_inside(&["env", &grace, binary.to_string_lossy().as_ref(), "health"]);
+        (out.status.code().unwrap_or(-1), out.stdout)
     }
 
     /// Both streams' last lines, for failure messages.

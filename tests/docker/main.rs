@@ -6,5 +6,6 @@ mod common;
 
 mod basics;
 mod console;
+mod disks;
 mod ipv6;
 mod tap;

@@ -24,6 +24,8 @@ net_failover virtio_net virtio_blk evdev button"
 # Loaded only with vminit_test_cidata=1, to read the cloud-init seed: FAT and the code pages a
 # FAT mount uses (cp437, ascii, utf8).
 cidata_modules="fat vfat nls_cp437 nls_ascii nls_utf8"
+# Loaded only when UEFI started the kernel, to read and write its variables.
+efi_modules="efivarfs"
 
 # Packages, installed only when missing (dpkg -s is fast; apt-get is not).
 missing=""
@@ -83,9 +85,11 @@ mknod -m 666 "$root/dev/null" c 1 3
 # Modules: copied uncompressed (busybox insmod reads plain .ko); built-ins are skipped.
 : >"$root/lib/modules/load-order"
 : >"$root/lib/modules/cidata-order"
-for module in $modules $cidata_modules; do
+: >"$root/lib/modules/efi-order"
+for module in $modules $cidata_modules $efi_modules; do
 	order=load-order
 	case " $cidata_modules " in *" $module "*) order=cidata-order ;; esac
+	case " $efi_modules " in *" $module "*) order=efi-order ;; esac
 	if grep -q "/$module\.ko" "$moddir/modules.builtin" 2>/dev/null; then
 		continue
 	fi

@@ -27,6 +27,14 @@
 #   GUEST-CIDATA none | done         (no such volume | all of it printed)
 #   GUEST-DISK TEXT                  (if /dev/vda exists: its first 64 bytes up to NUL/newline)
 #   GUEST-DISK-WRITTEN WORD          (after vminit_test_write=WORD was written and synced)
+#   GUEST-BLOCK NAME BYTES           (each virtio disk /dev/vd*, in name order, and its size)
+#   GUEST-FIRMWARE efi|bios          (whether the kernel was started by UEFI firmware)
+#   GUEST-SECUREBOOT 0|1             (UEFI: the SecureBoot variable)
+#   GUEST-EFIVAR WORD                (UEFI: the test variable a previous boot wrote)
+#   GUEST-EFIVAR-WRITTEN WORD        (UEFI: after vminit_test_efivar=WORD was written)
+#   GUEST-TPM none | VERSION pcr0=HEX   (the TPM the guest has, and its SHA-256 PCR 0)
+#   GUEST-PCI-NIC VENDOR:DEVICE      (each PCI network controller, driver or not, e.g. 8086:10d3)
+#   GUEST-BOOTDEV TEXT               (vminit_test_bootdev=TEXT, which a boot loader sets)
 #   GUEST-READY                      (a shell reads the console from now on)
 #   GUEST-HOTPLUG added NAME mac=MAC ip=ADDR/PREFIX|none   (vminit_test_hotplug=1: a NIC
 #                                    appeared and was configured by DHCP)
@@ -190,6 +198,47 @@ if [ -b /dev/vda ]; then
 		fi
 	fi
 fi
+
+# The disks and the firmware as the guest sees them.
+for dev in /sys/block/vd*; do
+	[ -e "$dev/size" ] && echo "GUEST-BLOCK ${dev##*/} $(($(cat "$dev/size") * 512))"
+done
+if [ -d /sys/firmware/efi ]; then
+	echo "GUEST-FIRMWARE efi"
+	for module in $(cat /lib/modules/efi-order); do
+		insmod "/lib/modules/$module.ko" || echo "GUEST-ERROR insmod $module failed"
+	done
+	vars=/sys/firmware/efi/efivars
+	mount -t efivarfs efivarfs $vars || echo "GUEST-ERROR mount efivarfs failed"
+	# Each variable's file: 4 bytes of attributes, then its value.
+	secureboot=$vars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+	[ -f $secureboot ] && echo "GUEST-SECUREBOOT $(tail -c +5 $secureboot | od -An -tu1 | tr -d ' ')"
+	testvar=$vars/VminitTest-5e1f7a52-3c8d-4b9e-a6f0-0c2d9b8e7f41
+	[ -f $testvar ] && echo "GUEST-EFIVAR $(tail -c +5 $testvar)"
+	word=$(cmdline_value vminit_test_efivar "")
+	if [ -n "$word" ] && [ ! -f $testvar ]; then
+		# Non-volatile, boot-service and runtime access (7); one write.
+		if printf '\007\000\000\000%s' "$word" >$testvar; then
+			echo "GUEST-EFIVAR-WRITTEN $word"
+		else
+			echo "GUEST-ERROR writing the EFI variable failed"
+		fi
+	fi
+else
+	echo "GUEST-FIRMWARE bios"
+fi
+if [ -c /dev/tpm0 ]; then
+	echo "GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major) pcr0=$(cat /sys/class/tpm/tpm0/pcr-sha256/0)"
+else
+	echo "GUEST-TPM none"
+fi
+for dev in /sys/bus/pci/devices/*; do
+	case $(cat "$dev/class") in
+	0x0200*) echo "GUEST-PCI-NIC $(sed 's/^0x//' "$dev/vendor"):$(sed 's/^0x//' "$dev/device")" ;;
+	esac
+done
+bootdev=$(cmdline_value vminit_test_bootdev "")
+[ -z "$bootdev" ] || echo "GUEST-BOOTDEV $bootdev"
 
 # NICs that come and go while the guest runs (PCI hot-plug), as a distribution's hot-plug
 # handling would: each new NIC is brought up and configured by DHCP.

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Container, Network, NicSpec, ScratchDisk, VminitBuilder, vminit_binary};
 
@@ -43,33 +43,8 @@ impl Fixture {
 /// needle, and the container's network unchanged.
 fn expect_refusal(f: &Fixture, vm: VminitBuilder, code: i32, needles: &[&str], limit: Duration) {
     let before = f.ctr.net_state();
-    let start = Instant::now();
-    let vm = vm.spawn();
-    let status = vm
-        .wait_exit(limit + Duration::from_secs(5))
-        .unwrap_or_else(|| {
-            panic!("vminit did not exit\n{}", vm.tails());
-        });
-    let took = start.elapsed();
-    // Every line vminit wrote, not just what the reader thread has seen so far.
-    vm.log().wait_closed(Duration::from_secs(5));
-    let log = vm.log().text();
-    assert_eq!(status.code(), Some(code), "exit code\n{log}");
-    assert!(took <= limit, "took {took:?}, more than {limit:?}\n{log}");
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("vminit: error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "exactly one error line\n{log}");
-    for needle in needles {
-        assert!(
-            errors[0].contains(needle),
-            "{needle:?} missing from {:?}",
-            errors[0]
-        );
-    }
+    let log = vm.expect_refusal(code, needles, limit);
     assert_eq!(f.ctr.net_state(), before, "the network changed\n{log}");
-    assert!(vm.console().text().is_empty(), "nothing on the console");
 }
 
 const QUICK: Duration = Duration::from_secs(2);
@@ -605,4 +580,191 @@ fn log_level_off_still_prints_a_fatal_error() {
         .env("LOG_LEVEL", "off")
         .env("VMINIT_DISK", f.scratch.dir.join("nothing.qcow2"));
     expect_refusal(&f, vm, 66, &["nothing.qcow2", "not found"], QUICK);
+}
+
+// ---- every refusal before the first change, watched by `ip monitor` ----
+
+/// `ip monitor` on the container's namespace for a whole run: every link, address, route
+/// and rule change shows, also one that is rolled back at once.
+struct Watch {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Watch {
+    fn start(f: &Fixture) -> Watch {
+        let out = f.scratch.dir.join("ip-monitor.txt");
+        let file = std::fs::File::create(&out).expect("create the monitor's output");
+        let child = std::process::Command::new("ip")
+            .args([
+                "-n",
+                f.ctr.ns().name(),
+                "monitor",
+                "link",
+                "address",
+                "route",
+                "rule",
+            ])
+            .stdout(file)
+            .spawn()
+            .expect("start ip monitor");
+        // Let it subscribe before vminit starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Watch { child, out }
+    }
+
+    /// Everything it saw.
+    fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+/// `expect_refusal`, with the namespace watched for the whole run: not even a change that
+/// was rolled back passes.
+fn expect_early_refusal(f: &Fixture, vm: VminitBuilder, code: i32, needles: &[&str]) {
+    let watch = Watch::start(f);
+    expect_refusal(f, vm, code, needles, Duration::from_secs(4));
+    let seen = watch.stop();
+    assert!(
+        seen.is_empty(),
+        "the namespace changed during the run:\n{seen}"
+    );
+}
+
+#[test]
+fn a_run_directory_too_long_for_qemus_sockets_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let long = format!("/run/{}", "d".repeat(100));
+    let vm = f.vminit().env("VMINIT_RUN_DIR", &long);
+    expect_early_refusal(
+        &f,
+        vm,
+        64,
+        &["VMINIT_RUN_DIR", "at most 107", "bytes shorter"],
+    );
+}
+
+#[test]
+fn a_vnc_directory_too_long_for_its_socket_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let long = format!("/run/{}", "v".repeat(100));
+    let vm = f.vminit().env("DISPLAY", "vnc").env("VNC_DIR", &long);
+    expect_early_refusal(&f, vm, 64, &["VNC_DIR", "at most 107"]);
+}
+
+#[test]
+fn ram_qemu_cannot_address_or_this_host_cannot_give_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let vm = f.vminit().env("RAM_SIZE", "99999999999T");
+    expect_early_refusal(
+        &f,
+        vm,
+        64,
+        &["RAM_SIZE", "more memory than QEMU can address"],
+    );
+    let vm = f.vminit().env("RAM_SIZE", "64T");
+    expect_early_refusal(
+        &f,
+        vm,
+        64,
+        &["RAM_SIZE", "64T", "memory and swap", "use at most"],
+    );
+}
+
+#[test]
+fn more_nics_than_pci_slots_are_refused_before_any_change() {
+    let f = Fixture::new();
+    // 30 veth pairs: 60 NICs with an address each, beside eth0.
+    let mut script = String::from("set -e\n");
+    for i in 0..30 {
+        script += &format!(
+            "ip link add va{i} type veth peer name vb{i}
+            ip addr add 10.200.{i}.1/24 dev va{i}
+            ip addr add 10.201.{i}.1/24 dev vb{i}\n"
+        );
+    }
+    let made = f.ctr.exec(&script);
+    assert!(made.success(), "{made}");
+    let vm = f.vminit();
+    expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28", "ATTACH_IFACES"]);
+}
+
+#[test]
+fn an_encrypted_disk_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let image = f.scratch.dir.join("encrypted.qcow2");
+    common::run_ok(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        "secret,id=k,data=letmein",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=k",
+        &image.to_string_lossy(),
+        "16M",
+    ]);
+    let vm = f.vminit().env("VMINIT_DISK", &image);
+    expect_early_refusal(
+        &f,
+        vm,
+        66,
+        &["encrypted.qcow2", "encrypted (LUKS)", "qemu-img convert"],
+    );
+}
+
+#[test]
+fn a_point_to_point_address_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let made = f
+        .ctr
+        .exec("ip addr add 10.77.0.2 peer 10.77.0.1/32 dev eth0");
+    assert!(made.success(), "{made}");
+    let vm = f.vminit();
+    expect_early_refusal(
+        &f,
+        vm,
+        65,
+        &["eth0", "10.77.0.2", "point-to-point (peer 10.77.0.1)"],
+    );
+}
+
+#[test]
+fn an_address_on_two_nics_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let other = Network::new(2);
+    f.ctr.add_nic(&other, NicSpec::docker(&other, 3));
+    let made = f.ctr.exec("ip addr add 10.1.0.2/24 dev eth1");
+    assert!(made.success(), "{made}");
+    let vm = f.vminit();
+    expect_early_refusal(&f, vm, 65, &["10.1.0.2 is on both eth0 and eth1"]);
+}
+
+#[test]
+fn a_run_directory_vminit_did_not_make_is_never_chmod_ed() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let made = f
+        .ctr
+        .exec("ip addr add 10.77.0.2 peer 10.77.0.1/32 dev eth0");
+    assert!(made.success(), "{made}");
+    // A directory of the user's (0750): used as it is, its mode kept.
+    let dir = f.scratch.dir.join("users-dir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let vm = f.vminit().env("VMINIT_RUN_DIR", &dir);
+    expect_early_refusal(&f, vm, 65, &["point-to-point"]);
+    let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o750, "the user's directory keeps its mode");
+    // One others may write to is refused, and keeps its mode too.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let vm = f.vminit().env("VMINIT_RUN_DIR", &dir);
+    expect_early_refusal(&f, vm, 64, &["VMINIT_RUN_DIR", "may be written by others"]);
+    let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o1777);
 }

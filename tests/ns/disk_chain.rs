@@ -4,30 +4,13 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Container, Network, NicSpec, Vminit, run_ok, test_guest, unique_id, vminit_binary};
+use common::{Container, Network, NicSpec, ScratchDir, Vminit, run_ok, test_guest, vminit_binary};
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_id());
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `sh -c SCRIPT` in `dir` (qemu-img stores relative names as given).
 fn sh_in(dir: &Path, script: &str) {
@@ -76,7 +59,7 @@ fn stop(vm: &Vminit) {
 
 #[test]
 fn two_vms_share_one_read_only_base_image_each_with_its_own_overlay() {
-    let s = Scratch::new();
+    let s = ScratchDir::new();
     std::fs::write(s.0.join("base.raw"), b"SHAREDBASE\n").expect("write the base's data");
     sh_in(
         &s.0,
@@ -148,7 +131,7 @@ fn two_vms_share_one_read_only_base_image_each_with_its_own_overlay() {
 
 #[test]
 fn an_external_data_file_inside_the_image_directory_holds_the_guests_writes() {
-    let s = Scratch::new();
+    let s = ScratchDir::new();
     sh_in(
         &s.0,
         "qemu-img create -q -f qcow2 -o data_file=image.data image.qcow2 16M",

@@ -412,16 +412,7 @@ fn a_gateway_that_does_not_answer_is_named_and_the_guest_still_gets_its_address_
 /// every needle, the namespace unchanged.
 fn expect_refusal(ctr: &Container, vm: VminitBuilder, code: i32, needles: &[&str]) {
     let before = ctr.net_state();
-    let vm = vm.spawn();
-    let status = vm.expect_exit(Duration::from_secs(30));
-    vm.log().wait_closed(Duration::from_secs(5));
-    let log = vm.log().text();
-    assert_eq!(status.code(), Some(code), "{log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
-    for needle in needles {
-        assert!(errors[0].contains(needle), "{needle:?} in {:?}", errors[0]);
-    }
+    let log = vm.expect_refusal(code, needles, Duration::from_secs(30));
     assert!(
         !log.lines().any(|l| l.starts_with("vminit: ip ")),
         "refused before any change:\n{log}"
@@ -817,4 +808,117 @@ fn a_dual_stack_container_whose_first_nic_is_ipv6_only_serves_each_family_on_its
     assert!(n2.peer_ping6(eth1.ip6()), "{}", vm.tails());
     stop(&vm);
     assert_restored(&ctr, &before, "after the stop");
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_ipv6_gateway_ends_setup_there_with_nothing_changed() {
+    let net = Network::dual_stack(1);
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6().clone();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2).addr6(&v6.cidr(v6.addr(2))));
+    ctr.set_default_route(net.gateway, "eth0");
+    // Nobody has fd00:1::99: vminit would wait 3 s for it.
+    ctr.set_default_route6(v6.addr(0x99), "eth0");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    vm.expect_log(
+        "asking the IPv6 gateway fd00:1::99",
+        Duration::from_secs(30),
+    );
+    let sent = std::time::Instant::now();
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{}", vm.tails());
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "stopped {:?} after the signal, not at once\n{}",
+        sent.elapsed(),
+        vm.tails()
+    );
+    assert!(
+        !vm.log().text().contains("ip link add"),
+        "nothing was taken over"
+    );
+    assert_eq!(ctr.net_state(), before);
+}
+
+#[test]
+fn health_asks_the_guest_for_its_ipv6_address_too_and_names_it_when_lost() {
+    let net = Network::dual_stack(1);
+    let ctr = Container::with_ipv6();
+    let v6 = net.net6().clone();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2).addr6(&v6.cidr(v6.addr(2))));
+    ctr.set_default_route(net.gateway, "eth0");
+    ctr.set_default_route6(v6.addr(1), "eth0");
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    report(&vm);
+    let (code, text) = vm.health(2);
+    assert_eq!(code, 0, "{text}\n{}", vm.tails());
+    assert!(
+        text.starts_with("healthy: the guest holds its 2 addresses"),
+        "{text}"
+    );
+    // (The shell repeats the typed line: only the output has the marker whole.)
+    guest_run(
+        &vm,
+        "ip -6 addr flush dev eth0 scope global; echo FLUS''HED6",
+        "FLUSHED6",
+    );
+    vm.health(2);
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, text) = vm.health(2);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "eth0: the guest does not answer for {}",
+            nic.ip6()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&nic.ip().to_string()),
+        "IPv4 still held: {text}"
+    );
+    stop(&vm);
+}
+
+#[test]
+fn when_the_ipv6_default_route_network_leaves_the_other_nic_announces_the_new_router() {
+    let (n1, n2) = (Network::dual_stack(1), Network::dual_stack(2));
+    let (ctr, _) = docker_ipv6_container(&n1, 2);
+    let v6 = n2.net6().clone();
+    let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 7).addr6(&v6.cidr(v6.addr(7))));
+    let disk = ScratchDisk::new();
+    let vm = ctr
+        .vminit_with_guest(&disk, "vminit_test_hotplug=1 vminit_test_ipv6=eth0,eth1")
+        .spawn();
+    report(&vm);
+
+    // docker network disconnect of the network with both default routes: Docker routes the
+    // container through the other network's gateways (`ip -6 route add default via GW`).
+    let mark = vm.console().len();
+    ctr.remove_nic("eth0");
+    vm.expect_console_from(mark, "GUEST-HOTPLUG removed eth0", Duration::from_secs(60));
+    let moved = ctr.exec(&format!("ip -6 route add default via {}", v6.gateway));
+    assert!(moved.success(), "{moved}");
+    vm.expect_log(
+        "eth1 now holds the container's IPv6 default route",
+        Duration::from_secs(30),
+    );
+
+    // The guest's next router advertisement on that NIC gives it the route: at once.
+    vm.type_console(
+        "for i in $(seq 30); do ip -6 route show default | grep -q 'dev eth1' && break; sleep 1; done; \
+         echo ROUTE6=$(ip -6 route show default | cut -d' ' -f1-5 | tr ' ' _)\n",
+    );
+    let line = vm
+        .console()
+        .wait_for_whole_line("ROUTE6=default_via_fe80:", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no IPv6 default route on eth1\n{}", vm.tails()));
+    assert!(line.line.contains("_dev_eth1"), "{}", line.line);
+    // Through it, the guest reaches beyond the new gateway.
+    assert!(n2.peer_ping6(eth1.ip6()), "{}", vm.tails());
+    stop(&vm);
 }

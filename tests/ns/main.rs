@@ -7,12 +7,15 @@ mod common;
 
 mod bad_input;
 mod disk_chain;
+mod disks;
 mod dns;
+mod firmware;
 mod harness_selftest;
 mod hotplug;
 mod ipv6;
 mod lifecycle;
 mod network;
+mod nic_model;
 mod restore;
 mod seed;
 mod tap;

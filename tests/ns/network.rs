@@ -350,3 +350,57 @@ fn attach_ifaces_gives_the_guest_only_the_named_nic_and_leaves_the_others_alone(
     assert!(n1.peer_ping(eth0.ip()), "the container keeps eth0");
     stop(&vm);
 }
+
+#[test]
+fn health_is_starting_until_the_guest_holds_its_addresses_then_healthy_then_unhealthy_when_one_is_lost()
+ {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "").spawn();
+
+    // QEMU runs, the guest has not configured its NIC yet: starting, and which address.
+    vm.expect_log("QEMU running", BOOT);
+    let (code, text) = vm.health(3);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.starts_with("starting"), "{text}");
+
+    report(&vm);
+    let (code, text) = vm.health(3);
+    assert_eq!(
+        (code, text.lines().next()),
+        (0, Some("healthy: the guest holds its 1 addresses")),
+        "{text}"
+    );
+
+    // The guest drops its address: tolerated for HEALTH_GRACE, then unhealthy, naming it.
+    // (The shell repeats the typed line: the marker is written so that only its output has it.)
+    guest_run(&vm, "ip addr flush dev eth0; echo FLUS''HED", "FLUSHED");
+    let (code, text) = vm.health(3);
+    assert_eq!(code, 0, "within the grace period: {text}");
+    assert!(
+        text.contains(&format!("eth0: the guest does not answer for {}", nic.ip())),
+        "{text}\n{}",
+        vm.tails()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, text) = vm.health(3);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.starts_with("unhealthy"), "{text}");
+    assert!(
+        text.contains(&format!("eth0: the guest does not answer for {}", nic.ip())),
+        "{text}"
+    );
+
+    // It takes it back: healthy again.
+    guest_run(
+        &vm,
+        &format!("ip addr add {} dev eth0; echo ADD''ED", net.cidr(nic.ip())),
+        "ADDED",
+    );
+    let (code, text) = vm.health(3);
+    assert_eq!(code, 0, "{text}");
+    stop(&vm);
+}

@@ -430,3 +430,113 @@ fn after_a_kill_at_the_riskiest_steps_the_real_guest_gets_its_identity_back() {
         assert_restored(&ctr, &before, at);
     }
 }
+
+/// Links that carry vminit's alias without being vminit's: the container NIC itself with a
+/// garbage one, a bridge and macvlans with well-formed records (the wrong kind, the wrong
+/// lower link, a record that does not fit the NIC), a macvlan with a garbage record.
+fn forge_aliases(ctr: &Container, net: &Network, nic: &Nic) {
+    // A record in vminit's format that would give eth0 another MAC and address.
+    let forged = "1/1 v1 02:00:00:00:00:99;a 10.9.9.9/24;r 0.0.0.0/0 g=10.9.9.1";
+    // One that fits eth0's addresses but not its MAC: vminit changes the MAC only after it
+    // took an address off.
+    let own = format!("1/1 v1 02:00:00:00:00:98;a {}", net.cidr(nic.ip()));
+    let script = format!(
+        "set -e
+        ip link set eth0 alias 'vminit:door x'
+        ip link add br0 type bridge
+        ip link set br0 alias 'vminit:door eth0 {forged}'
+        ip link add link eth0 name vmlink5 type macvlan mode bridge
+        ip link set vmlink5 alias 'vminit:door eth0 {own}'
+        ip link add link eth0 name vmlink6 type macvlan mode private
+        ip link set vmlink6 alias 'vminit:door eth1 {forged}'
+        ip link add link eth0 name vmrec7.2 type macvlan
+        ip link set vmrec7.2 alias \"vminit:rec eth0 2/2 $(printf 'garbage;;\\001')\"
+        ip link add link eth0 name vmlink7 type macvlan
+        ip link set vmlink7 alias 'vminit:door eth0 1/2 v1 zz'
+        ip link add link eth0 name mvx type macvlan
+        ip link set mvx alias 'vminit:nic eth0'"
+    );
+    let made = ctr.exec(&script);
+    assert!(made.success(), "{made}");
+}
+
+#[test]
+fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    forge_aliases(&ctr, &net, &nic);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+
+    // AUTO_ATTACH=no: mvx, a user's macvlan without an address, is no NIC for the guest.
+    let eth0_only = || {
+        guest_vm(&ctr, &disk)
+            .env("AUTO_ATTACH", "no")
+            .env("ATTACH_IFACES", "eth0")
+            .spawn()
+    };
+    let vm = eth0_only();
+    let r = report(&vm);
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!((&g.mac, &g.addrs), (&nic.mac, &vec![net.cidr(nic.ip())]));
+    assert!(net.peer_ping(nic.ip()), "{}", vm.tails());
+    let log = vm.log().text();
+    for link in ["eth0", "br0", "vmlink5", "vmlink6", "vmlink7", "mvx"] {
+        let names = |l: &str| -> Vec<String> {
+            let list = l
+                .split("leaving ")
+                .nth(1)
+                .and_then(|r| r.split(" alone:").next());
+            list.map(|n| n.split(", ").map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            log.lines()
+                .filter(|l| names(l).contains(&link.to_string()))
+                .count(),
+            1,
+            "one warning for {link}:\n{log}"
+        );
+    }
+    assert!(!log.contains("recovering the network"), "{log}");
+    stop(&vm);
+    assert_restored(&ctr, &before, "after a stop");
+
+    // A kill: the next run recovers its own record and still leaves the forged ones alone.
+    let vm = eth0_only();
+    report(&vm);
+    kill(vm);
+    let vm = eth0_only();
+    let r = report(&vm);
+    let g = r.nic("eth0").expect("guest eth0 after the kill");
+    assert_eq!((&g.mac, &g.addrs), (&nic.mac, &vec![net.cidr(nic.ip())]));
+    assert!(
+        vm.log()
+            .text()
+            .contains("recovering the network left by an earlier run"),
+        "{}",
+        vm.tails()
+    );
+    stop(&vm);
+    assert_restored(&ctr, &before, "after a kill, a recovering run and a stop");
+}
+
+#[test]
+fn a_run_directory_with_a_comma_reaches_qemu_escaped_and_the_stop_goes_through_qmp() {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = guest_vm(&ctr, &disk)
+        .env("VMINIT_RUN_DIR", "/run/vm,init")
+        .spawn();
+    let r = report(&vm);
+    assert_eq!(r.nic("eth0").expect("guest eth0").mac, nic.mac);
+    // The power button goes through the QMP socket in that directory: exit 0, not a kill.
+    stop(&vm);
+    assert_restored(&ctr, &before, "after the stop");
+}

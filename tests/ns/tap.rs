@@ -63,6 +63,9 @@ fn on_a_veth_the_tap_datapath_gives_the_guest_the_nic_and_the_network_reaches_it
     let g = r.nic("eth0").expect("guest eth0");
     assert_eq!(g.mac, nic.mac, "the container's MAC");
     assert_eq!(g.addrs, nic.addrs, "the container's IP and prefix");
+    // The health check asks the guest through the tap.
+    let (code, text) = vm.health(20);
+    assert_eq!(code, 0, "{text}\n{}", vm.tails());
     assert_eq!(
         r.default_routes(),
         vec![format!("default via {} dev eth0", net.gateway)]

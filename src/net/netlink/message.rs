@@ -528,6 +528,7 @@ mod tests {
             flags: 0x01 | 0x80 | 0x200,
             scope: 253,
             lifetime: Some((600, 300)),
+            peer: None,
         };
         let msg = add_addr(3, &addr);
         assert_eq!((msg.header.index, msg.header.prefix_len), (3, 24));
