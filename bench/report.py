@@ -851,13 +851,7 @@ a.set_title(f"Boot to network: PID 1 exec → first ping reply ({accel.upper()})
 a.grid(True, axis="y", alpha=0.3)
 
 a = ax[1][1]
-labels = ["veth
-(ceiling)", "vminit
-macvtap", "vminit
-tap", "hand-made
-macvtap", "vminit
-passt", "QEMU
-user-mode"]
+labels = ["veth\n(ceiling)", "vminit\nmacvtap", "vminit\ntap", "hand-made\nmacvtap", "vminit\npasst", "QEMU\nuser-mode"]
 x = range(len(PATHS))
 a.bar([i - 0.2 for i in x], [tput[p][0] for p, _ in PATHS], width=0.4, label="to the guest")
 a.bar([i + 0.2 for i in x], [tput[p][1] for p, _ in PATHS], width=0.4, label="from the guest")
