@@ -2,13 +2,14 @@
 # bench/run.sh [--quick] — measures vminit and writes BENCHMARKS.md and bench/benchmarks.png.
 #
 # What it measures, each figure next to what it is compared with, all in this one run:
-#   1. Setup latency: from vminit's exec to QEMU's exec, with 1, 2, 4 and 8 NICs, against
-#      bench/reference-startvm.sh (the same takeover done the bash-entrypoint way). QEMU is a
+#   1. Setup latency: from vminit's exec to QEMU's exec, with 1, 2, 4 and 8 NICs, with the
+#      macvtap and the tap datapath (NET_DATAPATH), against bench/reference-startvm.sh (the same takeover done the bash-entrypoint way). QEMU is a
 #      stand-in (bench/stamp.c) that records the time and checks it inherited one tap fd per NIC.
 #      vminit's stderr is timestamped line by line, which splits its time into phases.
 #   2. Boot to network: from container start to the first ping the guest answers at the
 #      container's IP (pinged every 20 ms from the network's peer), against the floor: the same
-#      guest booted by plain QEMU over a macvtap made by hand, its address set statically.
+#      guest booted by plain QEMU over a macvtap made by hand, its address set statically; vminit
+#      boots with each datapath.
 #      vminit's boots run on a dual-stack network (a Docker --ipv6 shape): the first `ping -6`
 #      at the container's IPv6 address and the guest's time to a usable IPv6 address and route
 #      are reported next to IPv4's.
@@ -19,8 +20,8 @@
 #      to the container as `docker network connect` does; from that moment to the first ping the
 #      guest answers at the new NIC's address (vminit follows, the guest configures it by DHCP).
 #   4. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
-#      a hand-made macvtap (no vminit), vminit's user mode (passt, NET_DATAPATH=user), QEMU
-#      user-mode networking, and plain veth (the ceiling).
+#      vminit's tap (the tap datapath), a hand-made macvtap (no vminit), vminit's user mode (passt,
+#      NET_DATAPATH=user), QEMU user-mode networking, and plain veth (the ceiling).
 #   4b. Multiqueue: the guest with two vCPUs and NIC_QUEUES=1 against NIC_QUEUES=2: iperf3 with
 #      4 parallel streams both ways, and short TCP connections per second (bench/connrate.py).
 #   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
@@ -36,6 +37,9 @@
 #
 # Environment: BENCH_DISTRO=no skips the distribution guest (building its images the first time
 # takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
+# BENCH_QEMU=PATH runs every guest on that QEMU (default Debian's qemu-system-x86_64), e.g. the one
+# image/build-qemu.sh builds, to compare it with Debian's; the report names the QEMU in its
+# machine section. The user-mode networking row keeps Debian's (the built one has no slirp).
 #
 # Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
 # (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
@@ -79,7 +83,8 @@ RES=$OUT/results
 VMINIT=$TARGET_DIR/x86_64-unknown-linux-musl/release/vminit
 STAMP=$OUT/bench-stamp
 STANDIN=$OUT/qemu-standin
-QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+DEBIAN_QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+QEMU=${BENCH_QEMU:-$DEBIAN_QEMU}
 GUEST=$OUT/guest
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
@@ -160,10 +165,11 @@ setup_run() {
 	t0=$WORK/t0.$id qs=$WORK/qs.$id log=$RES/setup/$tool-n$n-r$r.log
 	[[ $tool == vminit && $r == 1 ]] && before=$(ctr_state "$ctr")
 	case $tool in
-	vminit | vminit-tcg)
-		local accel=auto
+	vminit | vminit-tcg | vminit-tap)
+		local accel=auto datapath=macvtap
 		[[ $tool == vminit-tcg ]] && accel=tcg
-		ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=$accel RAM_SIZE=$RAM VMINIT_DISK="$WORK/setup.qcow2" \
+		[[ $tool == vminit-tap ]] && datapath=tap
+		ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=$accel NET_DATAPATH=$datapath RAM_SIZE=$RAM VMINIT_DISK="$WORK/setup.qcow2" \
 			VMINIT_QEMU="$STANDIN" BENCH_QEMU_STAMP="$qs" -- \
 			"$STAMP" exec "$t0" "$VMINIT" "${KERNEL_ARGS[@]}" \
 			</dev/null >"$WORK/console.$id" 2> >("${STAMP_LINES[@]}" >"$log") || rc=$?
@@ -197,13 +203,13 @@ setup_run() {
 	ctr_delete "$ctr"
 }
 
-say "setup latency: ${SETUP_RUNS} runs x ${NIC_COUNTS[*]} NICs x {vminit, reference}"
+say "setup latency: ${SETUP_RUNS} runs x ${NIC_COUNTS[*]} NICs x {vminit, vminit-tap, reference}"
 printf 'tool\tnics\trun\tt0_mono_ns\tt1_mono_ns\n' >"$RES/setup.tsv"
 printf 'nics\trestored\n' >"$RES/restore.tsv"
 for ((r = 1; r <= SETUP_RUNS; r++)); do
 	for n in "${NIC_COUNTS[@]}"; do
 		# Alternate the order so that drift does not favour one of the two.
-		if ((r % 2)); then tools=(vminit reference); else tools=(reference vminit); fi
+		if ((r % 2)); then tools=(vminit vminit-tap reference); else tools=(reference vminit-tap vminit); fi
 		for tool in "${tools[@]}"; do setup_run "$tool" "$n" "$r"; done
 	done
 	# ACCEL=tcg skips the KVM probe: the difference in the first phase is the probe's cost.
@@ -312,7 +318,7 @@ boot_run() {
 	local stop_ms="" tping6="" ping6_pid=""
 	id=$((++CTR_SEQ))
 	# vminit's bench guest runs on a dual-stack network (Docker --ipv6): its IPv6 is timed too.
-	ctr=$(ctr_create "$id" 1 "$([[ $kind == vminit ]] && echo ipv6)")
+	ctr=$(ctr_create "$id" 1 "$([[ $kind == vminit* ]] && echo ipv6)")
 	t0=$WORK/t0.$id qs=$WORK/qs.$id console=$RES/boot/$kind-r$r.console ping_log=$RES/boot/$kind-r$r.ping
 	local ram=$RAM ready=BENCH-READY boot_wait=180 stop_wait=20 kargs=("${KERNEL_ARGS[@]}")
 	local append_dhcp="console=ttyS0 quiet bench_net=dhcp"
@@ -343,13 +349,14 @@ boot_run() {
 	fi
 	bg_start ip netns exec "$PEER" stdbuf -oL ping -n -D -i 0.02 "$GUEST_IP" >"$ping_log" 2>&1
 	local ping_pid=$LAST_PID
-	if [[ $kind == vminit ]]; then
+	if [[ $kind == vminit* ]]; then
 		ip -n "$PEER" -6 neigh replace "$NET6_GUEST" lladdr "$GUEST_MAC" dev eth0 nud permanent
 		bg_start ip netns exec "$PEER" stdbuf -oL ping -6 -n -D -i 0.02 "$NET6_GUEST" >"$ping_log.6" 2>&1
 		ping6_pid=$LAST_PID
 	fi
 	case $kind in
-	vminit | distro)
+	vminit | vminit-tap | distro)
+		[[ $kind == vminit-tap ]] && vm_env+=(NET_DATAPATH=tap)
 		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$ram "${vm_env[@]}" \
 			VMINIT_DISK="$disk_vminit" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
 			BENCH_QEMU_STAMP="$qs" -- \
@@ -407,6 +414,8 @@ boot_run() {
 				done
 			} >"$RES/footprint.env"
 			iperf_pair vminit "$PEER" "$GUEST_IP"
+		elif [[ $kind == vminit-tap ]]; then
+			iperf_pair vminit-tap "$PEER" "$GUEST_IP"
 		else
 			iperf_pair floor "$PEER" "$GUEST_IP"
 		fi
@@ -439,11 +448,11 @@ boot_run() {
 	return 0
 }
 
-say "boot to network: $BOOT_RUNS boots each of vminit and the floor ($ACCEL_USED)"
+say "boot to network: $BOOT_RUNS boots each of vminit (macvtap, tap) and the floor ($ACCEL_USED)"
 printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
 printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\tg_net6\tping6_us\n' >>"$RES/boot.tsv"
 for ((r = 1; r <= BOOT_RUNS; r++)); do
-	if ((r % 2)); then kinds=(vminit floor); else kinds=(floor vminit); fi
+	if ((r % 2)); then kinds=(vminit vminit-tap floor); else kinds=(floor vminit-tap vminit); fi
 	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
 done
 
@@ -546,7 +555,7 @@ say "throughput: QEMU user-mode networking"
 USERNS=${NS_PREFIX}u
 ip netns add "$USERNS"
 ip -n "$USERNS" link set lo up
-bg_start ip netns exec "$USERNS" "$QEMU" -name guest=usernet "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
+bg_start ip netns exec "$USERNS" "$DEBIAN_QEMU" -name guest=usernet "${ACCEL_OPTS[@]}" -m $RAM -smp 1 \
 	-display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
 	-drive "file=$WORK/user.qcow2,if=virtio,format=qcow2" \
 	-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:15201-:5201 \

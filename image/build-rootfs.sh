@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# image/build-rootfs.sh ROOTFS VMINIT_BINARY — assemble the root filesystem of the `FROM scratch`
-# vminit image from this machine's Debian packages.
+# image/build-rootfs.sh [--qemu=DIR] ROOTFS VMINIT_BINARY — assemble the root filesystem of the
+# `FROM scratch` vminit image from this machine's Debian packages.
+#
+# --qemu=DIR ships DIR/bin/qemu-system-x86_64 (an output of image/build-qemu.sh: QEMU built from
+# Debian's source package for vminit's features only, TCG built in) instead of the binary of
+# Debian's qemu-system-x86 package; the firmware, ROMs and keymap still come from Debian's packages.
 #
 # The rootfs holds QEMU (x86_64 system emulator), qemu-img, swtpm, dnsmasq and passt with exactly
 # the shared libraries they load, OVMF (UEFI firmware, BOOT_MODE), the firmware and option ROMs QEMU opens for a default `pc` machine with
@@ -14,9 +18,14 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 ROOTFS VMINIT_BINARY" >&2
+    echo "usage: $0 [--qemu=DIR] ROOTFS VMINIT_BINARY" >&2
     exit 2
 }
+QEMU_BUILT=
+if [[ ${1:-} == --qemu=* ]]; then
+    QEMU_BUILT=${1#--qemu=}
+    shift
+fi
 [[ $# -eq 2 ]] || usage
 
 say() { printf 'build-rootfs: %s\n' "$*" >&2; }
@@ -29,8 +38,10 @@ ROOTFS=$(realpath -m -- "$1")
 VMINIT_BINARY=$2
 MANIFEST=$ROOTFS.manifest
 
-QEMU=/usr/bin/qemu-system-x86_64
-QEMU_IMG=/usr/bin/qemu-img
+QEMU=/usr/bin/qemu-system-x86_64 # in the rootfs, and Debian's on this machine
+QEMU_IMG=/usr/bin/qemu-img        # likewise
+QEMU_SRC=$QEMU                    # the binaries shipped there
+QEMU_IMG_SRC=$QEMU_IMG
 SWTPM=/usr/bin/swtpm
 OVMF_DIR=/usr/share/OVMF
 
@@ -110,6 +121,13 @@ ensure_package passt
 [[ -x $QEMU_IMG ]] || die "$QEMU_IMG missing after installing qemu-utils"
 [[ -x $DNSMASQ ]] || die "$DNSMASQ missing after installing dnsmasq-base"
 [[ -x $PASST && -x $PASST.avx2 ]] || die "$PASST or $PASST.avx2 missing after installing passt"
+if [[ -n $QEMU_BUILT ]]; then
+    QEMU_SRC=$QEMU_BUILT/bin/qemu-system-x86_64
+    QEMU_IMG_SRC=$QEMU_BUILT/bin/qemu-img
+    [[ -x $QEMU_SRC && -x $QEMU_IMG_SRC ]] ||
+        die "--qemu=$QEMU_BUILT holds no bin/qemu-system-x86_64 and bin/qemu-img (build them with image/build-qemu.sh)"
+    MODULES=() # built without module support: TCG is in the binary
+fi
 
 # --- a fresh ROOTFS ------------------------------------------------------------------------
 
@@ -135,8 +153,14 @@ copy() {
 # --- executables and their shared libraries --------------------------------------------------
 
 copy "$VMINIT_BINARY" /vminit 0755 "the init: PID 1 and ENTRYPOINT (static musl binary)"
-copy "$QEMU" "$QEMU" 0755 "the VM (VMINIT_QEMU default)"
-copy "$QEMU_IMG" "$QEMU_IMG" 0755 "creates and grows the VM disk (DISK_SIZE, DISK_BASE; VMINIT_QEMU_IMG default), from the same QEMU build"
+if [[ -n $QEMU_BUILT ]]; then
+    built="built from Debian's qemu $(cat "$QEMU_BUILT/VERSION") source package by image/build-qemu.sh"
+    copy "$QEMU_SRC" "$QEMU" 0755 "the VM (VMINIT_QEMU default), $built"
+    copy "$QEMU_IMG_SRC" "$QEMU_IMG" 0755 "creates and grows the VM disk (DISK_SIZE, DISK_BASE; VMINIT_QEMU_IMG default), $built"
+else
+    copy "$QEMU" "$QEMU" 0755 "the VM (VMINIT_QEMU default)"
+    copy "$QEMU_IMG" "$QEMU_IMG" 0755 "creates and grows the VM disk (DISK_SIZE, DISK_BASE; VMINIT_QEMU_IMG default), from the same QEMU build"
+fi
 copy "$SWTPM" "$SWTPM" 0755 "the guest's TPM 2.0 (TPM=yes; VMINIT_SWTPM default)"
 copy "$DNSMASQ" "$DNSMASQ" 0755 "DHCP server for the guest and DNS forwarder (VMINIT_DNSMASQ default)"
 copy "$PASST" "$PASST" 0755 "the user-mode datapath (NET_DATAPATH=user, or auto without NET_ADMIN): one per guest NIC (VMINIT_PASST default)"
@@ -182,8 +206,8 @@ add_libraries() {
     done <<<"$out"
 }
 
-add_libraries "$QEMU" qemu-system-x86_64
-add_libraries "$QEMU_IMG" qemu-img
+add_libraries "$QEMU_SRC" qemu-system-x86_64
+add_libraries "$QEMU_IMG_SRC" qemu-img
 add_libraries "$SWTPM" swtpm
 add_libraries "$DNSMASQ" dnsmasq
 add_libraries "$PASST" passt
@@ -202,8 +226,8 @@ done
 # --- firmware and option ROMs ------------------------------------------------------------------
 
 # QEMU's data dirs in its search order, e.g. /usr/bin/../share/qemu; made canonical.
-mapfile -t datadirs < <("$QEMU" -L help)
-[[ ${#datadirs[@]} -gt 0 ]] || die "'$QEMU -L help' listed no data dirs"
+mapfile -t datadirs < <("$QEMU_SRC" -L help)
+[[ ${#datadirs[@]} -gt 0 ]] || die "'$QEMU_SRC -L help' listed no data dirs"
 for entry in "${FIRMWARE[@]}"; do
     name=${entry%%|*}
     found=
@@ -248,6 +272,9 @@ done < <(find "$ROOTFS" \( -type f -o -type l \) -print0)
 
 {
     echo "# vminit image rootfs: every file and empty dir, its size in bytes, and why it is there."
+    if [[ -n $QEMU_BUILT ]]; then
+        echo "# QEMU and qemu-img built from Debian's source package qemu $(cat "$QEMU_BUILT/VERSION") by image/build-qemu.sh (configure $(cat "$QEMU_BUILT/configure-line")); firmware and keymap from the packages below."
+    fi
     echo "# Generated by image/build-rootfs.sh from $(dpkg-query -W -f='${Package} ${Version}' qemu-system-x86), $(dpkg-query -W -f='${Package} ${Version}' qemu-utils), $(dpkg-query -W -f='${Package} ${Version}' ovmf), $(dpkg-query -W -f='${Package} ${Version}' swtpm), $(dpkg-query -W -f='${Package} ${Version}' dnsmasq-base), $(dpkg-query -W -f='${Package} ${Version}' passt)."
     for path in "${!REASON[@]}"; do
         if [[ $path == */ ]]; then

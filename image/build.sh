@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# image/build.sh [TAG] — build the vminit Docker image (default tag vminit:latest).
+# image/build.sh [--qemu=debian|built] [TAG] — build the vminit Docker image (default tag
+# vminit:latest).
 #
 #   1. the static vminit binary: cargo build --release --target x86_64-unknown-linux-musl;
-#   2. the rootfs: image/build-rootfs.sh into $TARGET_DIR/image-context/rootfs (with
+#   2. with --qemu=built, QEMU built from Debian's qemu source package for vminit's features only
+#      (image/build-qemu.sh; cached under /var/cache/vminit-qemu by source version, configure
+#      line and script); with --qemu=debian, Debian's qemu-system-x86 binary package as installed;
+#   3. the rootfs: image/build-rootfs.sh into $TARGET_DIR/image-context/rootfs (with
 #      rootfs.manifest beside it: every file and why it is there);
-#   3. docker build -f Dockerfile.scratch with that context.
+#   4. docker build -f Dockerfile.scratch with that context.
 #
-# Needs a Docker daemon (scripts/dockerd.sh start gives one). Honours CARGO_TARGET_DIR.
+# --qemu defaults to $VMINIT_IMAGE_QEMU, else debian. Needs a Docker daemon (scripts/dockerd.sh
+# start gives one). Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 say() { printf 'build: %s\n' "$*" >&2; }
@@ -15,10 +20,20 @@ die() {
     exit 1
 }
 
-[[ $# -le 1 ]] || {
-    echo "usage: $0 [TAG]" >&2
+usage() {
+    echo "usage: $0 [--qemu=debian|built] [TAG]" >&2
     exit 2
 }
+QEMU_FROM=${VMINIT_IMAGE_QEMU:-debian}
+if [[ ${1:-} == --qemu=* ]]; then
+    QEMU_FROM=${1#--qemu=}
+    shift
+fi
+[[ $QEMU_FROM == debian || $QEMU_FROM == built ]] || {
+    echo "$0: --qemu (or VMINIT_IMAGE_QEMU) is '$QEMU_FROM'; use debian or built" >&2
+    exit 2
+}
+[[ $# -le 1 ]] || usage
 TAG=${1:-vminit:latest}
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=x86_64-unknown-linux-musl
@@ -37,9 +52,16 @@ say "building vminit ($TARGET, release)"
 (cd "$REPO" && cargo build --release --locked --target "$TARGET")
 [[ -x $VMINIT ]] || die "cargo did not produce $VMINIT"
 
+qemu_opt=()
+if [[ $QEMU_FROM == built ]]; then
+    say "QEMU from Debian's source package (image/build-qemu.sh)"
+    qemu_dir=$("$REPO/image/build-qemu.sh") || die "image/build-qemu.sh failed"
+    qemu_opt=(--qemu="$qemu_dir")
+fi
+
 rm -rf -- "$CONTEXT"
 mkdir -p -- "$CONTEXT"
-"$REPO/image/build-rootfs.sh" "$CONTEXT/rootfs" "$VMINIT" >/dev/null
+"$REPO/image/build-rootfs.sh" "${qemu_opt[@]}" "$CONTEXT/rootfs" "$VMINIT" >/dev/null
 
 say "docker build -t $TAG (context $CONTEXT)"
 docker build -f "$REPO/Dockerfile.scratch" -t "$TAG" "$CONTEXT"

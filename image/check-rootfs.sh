@@ -104,9 +104,11 @@ trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --dhcp-range=10.99.0.10,10.99.0.10,255.255.255.0,infinite --dhcp-broadcast \
     --dhcp-leasefile=/run/dnsmasq.leases --pid-file=/run/dnsmasq.pid
 # vminit's fixed QEMU arguments (src/vm/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
+# The NIC's backend is a hub port (always built in), not user networking: the image's QEMU may be
+# built without slirp (image/build-qemu.sh), and vminit never uses it.
 trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
-    -qmp unix:/run/qmp.sock,server=on,wait=off -nic user,model=virtio-net-pci \
+    -qmp unix:/run/qmp.sock,server=on,wait=off -netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
 # The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix socket.
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
@@ -114,7 +116,7 @@ trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -monitor none -serial none -nic none -no-reboot </dev/null
 # NIC_MODEL=e1000e and BOOT_ISO (an empty CD-ROM drive here): their devices and ROMs.
 trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
-    -display none -monitor none -serial none -nic user,model=e1000e \
+    -display none -monitor none -serial none -netdev hubport,id=n0,hubid=0 -device e1000e,netdev=n0 \
     -drive if=ide,media=cdrom,readonly=on -boot order=c,once=d -no-reboot </dev/null
 # BOOT_MODE=uefi and secure (src/vm/qemu.rs), the variables' templates as read-only flash (vminit
 # copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket.
@@ -139,7 +141,7 @@ trace passt-version 0 /usr/bin/passt --version
 if [[ -c /dev/kvm ]]; then
     trace qemu-kvm 2 /usr/bin/qemu-system-x86_64 -accel kvm -m 256M -smp 1 \
         -display none -monitor none -chardev stdio,id=console,signal=off \
-        -serial chardev:console -nic user,model=virtio-net-pci -no-reboot </dev/null
+        -serial chardev:console -netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 -no-reboot </dev/null
 fi
 EOF
 

@@ -12,6 +12,11 @@
 #
 # Installs what the tier needs first (Debian packages, the musl target). All tiers but unit
 # need root; they run against the static release binary.
+#
+# VMINIT_IMAGE_QEMU=built (default debian) runs the ns tier on the QEMU image/build-qemu.sh builds
+# from Debian's source package (VMINIT_TEST_QEMU, built or taken from its cache first) and has
+# the docker tier's image ship it (image/build.sh --qemu=built); debian runs both on Debian's
+# qemu-system-x86 binary package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +48,22 @@ if [ "$tier" != unit ]; then
     echo "== build the static binary"
     cargo build --release --locked --target x86_64-unknown-linux-musl
 fi
+
+case ${VMINIT_IMAGE_QEMU:=debian} in
+debian) ;;
+built)
+    if [ "$tier" = ns ] || [ "$tier" = all ]; then
+        echo "== QEMU from Debian's source package (image/build-qemu.sh)"
+        VMINIT_TEST_QEMU=$(image/build-qemu.sh)/bin/qemu-system-x86_64
+        export VMINIT_TEST_QEMU
+    fi
+    ;;
+*)
+    echo "scripts/test.sh: VMINIT_IMAGE_QEMU is '$VMINIT_IMAGE_QEMU'; use debian or built" >&2
+    exit 64
+    ;;
+esac
+export VMINIT_IMAGE_QEMU
 
 if [ "$tier" = all ]; then
     echo "== benchmark, quick mode"

@@ -66,6 +66,13 @@ pub fn vminit_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vminit")))
 }
 
+/// The QEMU the tests give vminit: `$VMINIT_TEST_QEMU` (e.g. the one image/build-qemu.sh built,
+/// which the image ships), else none, and vminit takes its default (Debian's
+/// /usr/bin/qemu-system-x86_64). A test that sets `VMINIT_QEMU` itself keeps its own.
+pub fn test_qemu() -> Option<OsString> {
+    std::env::var_os("VMINIT_TEST_QEMU").filter(|qemu| !qemu.is_empty())
+}
+
 /// How to start the container's PID 1; made by [`Container::vminit`].
 #[derive(Debug, Clone)]
 pub struct VminitBuilder<'c> {
@@ -312,6 +319,7 @@ impl<'c> VminitBuilder<'c> {
             )
             .env("HOSTNAME", &self.hostname)
             .env("HOME", "/root")
+            .envs(test_qemu().map(|qemu| ("VMINIT_QEMU", qemu)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
         let (parent, process) = ParentThread::spawn(command);

@@ -339,3 +339,126 @@ fn podman_kube_play_runs_the_shipped_pod_unprivileged_and_the_vm_takes_the_pods_
         play.podman(&["logs", "vm-vm"])
     );
 }
+
+/// A non-root user's Podman (slirp4netns networking, its own user namespace): the user, made
+/// once, runs `podman` through `su`; the image is copied from Docker into the user's storage.
+struct Rootless {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+const ROOTLESS_USER: &str = "vmtrootless";
+
+impl Rootless {
+    fn new(image: &str) -> Rootless {
+        let fx = common::docker::fixtures();
+        if !common::run(&["id", ROOTLESS_USER]).success() {
+            common::run_ok(&["useradd", "-m", "-s", "/bin/sh", ROOTLESS_USER]);
+        }
+        let name = common::docker::unique_name("rootless");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(dir.join("disk")).expect("the rootless directory");
+        common::make_qcow2(&dir.join("disk/image.qcow2"), "16M");
+        let tar = dir.join("image.tar");
+        common::run_ok_for(
+            &[
+                "docker",
+                "save",
+                image,
+                "-o",
+                tar.to_str().expect("a text path"),
+            ],
+            std::time::Duration::from_secs(120),
+        );
+        common::run_ok(&[
+            "cp",
+            "-r",
+            &fx.guest_dir.display().to_string(),
+            &dir.join("guest").display().to_string(),
+        ]);
+        common::run_ok(&["chown", "-R", ROOTLESS_USER, &dir.display().to_string()]);
+        common::run_ok(&["chmod", "-R", "u+rwX", &dir.display().to_string()]);
+        let r = Rootless { dir, name };
+        // Podman 4.3 raises containers' limits above what this sandbox allows (see
+        // docs/deploy.md); the user's containers.conf keeps them lower.
+        let setup = r.podman(&format!(
+            "mkdir -p ~/.config/containers && printf '[containers]\\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\\n' > ~/.config/containers/containers.conf && podman load -i {}",
+            tar.display()
+        ));
+        assert!(setup.success(), "{setup}");
+        r
+    }
+
+    /// `sh -c SCRIPT` as the user, in a login shell (its own XDG_RUNTIME_DIR and storage).
+    fn podman(&self, script: &str) -> common::CmdOutput {
+        common::run_for(
+            &[
+                "su",
+                "-",
+                ROOTLESS_USER,
+                "-c",
+                &format!("cd /tmp && {script}"),
+            ],
+            std::time::Duration::from_secs(180),
+        )
+    }
+}
+
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.podman(&format!("podman logs {}", self.name)));
+        }
+        self.podman(&format!("podman rm -f {}", self.name));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn rootless_podman_gives_the_guest_slirps_tap0_and_it_reaches_slirps_gateway() {
+    // given
+    let fx = common::docker::fixtures();
+    let user = Rootless::new(&fx.image);
+    let dir = user.dir.display().to_string();
+    // when: `podman run` as a user, with the flags docs/deploy.md names
+    let run = user.podman(&format!(
+        "podman run -d --name {name} --cap-add NET_ADMIN --cap-add NET_RAW --device /dev/net/tun \
+         -e AUTO_ATTACH=yes -e RAM_SIZE=256M -e STOP_TIMEOUT=4 -v {dir}/disk:/image -v {dir}/guest:/guest:ro \
+         localhost/{image} -kernel /guest/vmlinuz -initrd /guest/initramfs.cpio.gz \
+         -append 'console=ttyS0 quiet no_timer_check vminit_test_ipv6=eth0 vminit_test_ping6=fd00::2'",
+        name = user.name,
+        image = fx.image,
+    ));
+    assert!(run.success(), "{run}");
+    // then
+    let deadline = std::time::Instant::now() + BOOT;
+    let mut logs = String::new();
+    while !logs.contains("GUEST-PING6 fd00::2 ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ping6 report\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let out = user.podman(&format!("podman logs {} 2>&1", user.name));
+        logs = out.stdout.replace('\r', "");
+    }
+    assert!(logs.contains("datapath: tap (macvtap: "), "{logs}");
+    let report = common::GuestReport::parse(&logs).expect("a guest report");
+    let g = report.nic("eth0").expect("the guest's eth0");
+    assert_eq!(
+        g.addrs,
+        ["10.0.2.100/24"],
+        "slirp's address for the container"
+    );
+    assert!(
+        logs.contains("GUEST-PING6 fd00::2 ok"),
+        "the guest reaches slirp's gateway over IPv6:\n{logs}"
+    );
+    let stop = user.podman(&format!("podman stop -t 10 {}", user.name));
+    assert!(stop.success(), "{stop}");
+    let code = user.podman(&format!(
+        "podman inspect {} --format '{{{{.State.ExitCode}}}}'",
+        user.name
+    ));
+    assert_eq!(code.stdout.trim(), "0", "{code}");
+}
