@@ -323,7 +323,7 @@ impl<'c> VminitBuilder<'c> {
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
         let (parent, process) = ParentThread::spawn(command);
-        let ended_early = !wait_for_exec(&process, &binary, &marker);
+        let ended_early = !wait_for_exec(&process, &binary, &marker, &self.wrapper);
         if ended_early && !marker.exists() {
             let status = process.wait_exit(Duration::from_secs(5));
             panic!(
@@ -579,8 +579,11 @@ impl Drop for ParentThread {
     }
 }
 
-/// Waits until PID 1 has exec'd `binary`: true then, false when it ended first.
-fn wait_for_exec(process: &Process, binary: &Path, marker: &Path) -> bool {
+/// Waits until PID 1 has exec'd `binary`: true then, false when it ended first. Past the
+/// marker, PID 1 is the setup's shell, then `setpriv` and the wrapper, then the binary; a
+/// program that is none of those means the binary ran and exec'd another (the debug shell),
+/// which on a loaded machine can happen before the first look.
+fn wait_for_exec(process: &Process, binary: &Path, marker: &Path, wrapper: &[OsString]) -> bool {
     let pid = process.pid();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -590,7 +593,16 @@ fn wait_for_exec(process: &Process, binary: &Path, marker: &Path) -> bool {
         let argv0 = fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .and_then(|c| c.split(|&b| b == 0).next().map(<[u8]>::to_vec));
-        if marker.exists() && argv0.as_deref() == Some(binary.as_os_str().as_bytes()) {
+        let before_binary = |argv0: &[u8]| {
+            argv0 == b"/bin/sh"
+                || argv0 == b"setpriv"
+                || wrapper.first().is_some_and(|w| w.as_bytes() == argv0)
+        };
+        if marker.exists()
+            && argv0.as_deref().is_some_and(|a| {
+                a == binary.as_os_str().as_bytes() || (!a.is_empty() && !before_binary(a))
+            })
+        {
             return true;
         }
         assert!(
