@@ -310,7 +310,9 @@ impl Browser {
     /// What a person does: opens `viewer`'s noVNC page, types `password` into noVNC's
     /// password dialog when the VNC server asks for one, and waits until noVNC is connected.
     pub fn connect_novnc(&self, viewer: &Viewer, password: Option<&str>) {
-        let limit = Duration::from_secs(30);
+        // Generous: with four TCG guests booting beside it on two cores, the page, websockify
+        // and the VNC handshake took longer than 30 s once.
+        let limit = Duration::from_secs(90);
         self.open(&viewer.url());
         if let Some(password) = password {
             self.wait_for("#noVNC_credentials_dlg.noVNC_open", limit)
