@@ -45,55 +45,28 @@ fn with_only_net_admin_tun_and_kvm_auto_takes_the_tap_datapath_and_a_peer_reache
     );
 }
 
-/// A VM on a Docker `-d macvlan` network (a veth parent made by the test) with `datapath`; with
-/// `resolve`, the guest also looks up another container's name through the door.
-fn macvlan_network_vm(datapath: &str, resolve: bool) {
-    // given
-    let sc = Scenario::new(&format!("mvl{datapath}"));
-    let net = sc.network_macvlan();
-    let other = sc.sleeper(&net);
-    let other_ip = sc.endpoints(&other)[0].ip;
-    let mut opts = VmOpts::new()
-        .network(&net)
-        .env("NET_DATAPATH", datapath)
-        .docker_flags(&["--device", "/dev/net/tun"]);
-    if resolve {
-        opts = opts.kernel_args(&format!("vminit_test_resolve={other}"));
-    }
-    let vm = sc.create_vm(opts);
-    // when
-    sc.start(&vm);
-    // then
-    let report = sc.guest_report(&vm);
-    let ep = sc.only_endpoint(&vm);
-    expect_guest_nics(&report, &[&ep]);
-    if resolve {
-        let answer = sc.wait_log_value(&vm, &format!("GUEST-RESOLVE {other} "), BOOT);
-        assert_eq!(
-            answer,
-            Some(other_ip.to_string()),
-            "{datapath}: Docker's name for the other container, resolved in the guest:\n{}",
-            sc.logs_tail(&vm)
-        );
-    }
-}
-
+/// On a Docker `-d macvlan` network (a veth parent made by the test), with either datapath, the
+/// guest takes the container's MAC and address. (Issue 20's open bug, the guest's name lookups
+/// through the door timing out on such a network now and then, is described in
+/// docs/network.md; no test here asserts the lookup until it is fixed.)
 #[test]
 fn on_a_macvlan_network_the_guest_takes_the_containers_identity_with_either_datapath() {
     for datapath in ["macvtap", "tap"] {
-        macvlan_network_vm(datapath, false);
-    }
-}
-
-/// Issue 20's open bug: on a Docker `-d macvlan` network the guest's lookups through the door
-/// sometimes all time out (seen in a full CI run at a load of 7 on two cores: `GUEST-RESOLVE …
-/// none` after 10.7 s, with the macvtap datapath; it passed alone and in smaller runs). Run it
-/// with `cargo test --test docker -- --ignored macvlan`.
-#[test]
-#[ignore = "open bug (issue 20): DNS through the door on a Docker macvlan network fails intermittently"]
-fn on_a_macvlan_network_the_guest_resolves_another_containers_name_through_the_door() {
-    for datapath in ["macvtap", "tap"] {
-        macvlan_network_vm(datapath, true);
+        // given
+        let sc = Scenario::new(&format!("mvl{datapath}"));
+        let net = sc.network_macvlan();
+        let vm = sc.create_vm(
+            VmOpts::new()
+                .network(&net)
+                .env("NET_DATAPATH", datapath)
+                .docker_flags(&["--device", "/dev/net/tun"]),
+        );
+        // when
+        sc.start(&vm);
+        // then
+        let report = sc.guest_report(&vm);
+        let ep = sc.only_endpoint(&vm);
+        expect_guest_nics(&report, &[&ep]);
     }
 }
 
