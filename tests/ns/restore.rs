@@ -6,37 +6,22 @@
 //! one network never collide.
 
 use crate::common;
+use crate::common::{report, stop};
 
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
-    Container, GuestReport, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder,
-    standin_vm,
+    Container, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, standin_vm,
 };
 use nix::sys::signal::Signal;
 
-const BOOT: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
 
 /// vminit booting the test guest in `ctr`.
 fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
     ctr.vminit_with_guest(disk, "")
-}
-
-/// vminit with the stand-in QEMU, which runs until it is stopped and records its argv in
-/// `log`. It never powers off: a SIGTERM ends in QMP quit and SIGKILL after 1 s.
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
-/// `docker stop` on a guest that powers off: exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
 }
 
 /// A Kubernetes container restart: SIGKILL; the namespace stays.
@@ -197,9 +182,7 @@ fn everything_the_nic_held_comes_back_after_a_stop_and_after_a_kill() {
 #[test]
 fn a_nic_with_many_routes_boots_and_is_recovered_after_a_kill() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     for i in 0..16 {
         ctr.ns().ip(&[
             "route",
@@ -463,9 +446,7 @@ fn forge_aliases(ctr: &Container, net: &Network, nic: &Nic) {
 #[test]
 fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     forge_aliases(&ctr, &net, &nic);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
@@ -526,9 +507,7 @@ fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
 #[test]
 fn a_run_directory_with_a_comma_reaches_qemu_escaped_and_the_stop_goes_through_qmp() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let vm = guest_vm(&ctr, &disk)

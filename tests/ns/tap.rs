@@ -9,10 +9,11 @@
 //! ipvlan driver, so the tap datapath is not tested on an ipvlan lower here.
 
 use crate::common;
+use crate::common::{guest_run, report, stop};
 
 use std::time::Duration;
 
-use common::{Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder};
+use common::{Container, Network, NicSpec, ScratchDisk, VminitBuilder};
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -24,32 +25,10 @@ fn tap_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBu
         .env("NET_DATAPATH", "tap")
 }
 
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
-/// Types a command at the guest's shell and waits for `expect` in what follows.
-fn guest_run(vm: &Vminit, command: &str, expect: &str) {
-    vm.expect_console("GUEST-READY", BOOT);
-    let from = vm.console().len();
-    vm.type_console(&format!("{command}\n"));
-    vm.expect_console_from(from, expect, Duration::from_secs(30));
-}
-
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-}
-
 #[test]
 fn on_a_veth_the_tap_datapath_gives_the_guest_the_nic_and_the_network_reaches_it() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let vm = tap_vm(&ctr, &disk, "").spawn();
@@ -148,9 +127,7 @@ fn on_a_macvlan_the_tap_datapath_keeps_the_nics_mac_for_the_guest() {
 #[test]
 fn with_the_tap_datapath_the_guest_resolves_through_the_door_and_a_peers_dhcp_gets_no_answer() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let _dns = crate::network::embedded_dns(&ctr, &net);
     let disk = ScratchDisk::new();
     let vm = tap_vm(&ctr, &disk, "")
