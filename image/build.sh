@@ -3,14 +3,16 @@
 # vminit:latest).
 #
 #   1. the static vminit binary: cargo build --release --target x86_64-unknown-linux-musl;
-#   2. with --qemu=built, QEMU built from Debian's qemu source package for vminit's features only
-#      (image/build-qemu.sh; cached under /var/cache/vminit-qemu by source version, configure
-#      line and script); with --qemu=debian, Debian's qemu-system-x86 binary package as installed;
+#   2. with --qemu=built (the default), QEMU and dnsmasq built from Debian's qemu and dnsmasq
+#      source packages for vminit's features only (image/build-qemu.sh, image/build-dnsmasq.sh;
+#      cached under /var/cache/vminit-qemu and /var/cache/vminit-dnsmasq by source version and
+#      recipe); with --qemu=debian, Debian's qemu-system-x86, qemu-utils and dnsmasq-base binary
+#      packages as installed, with all their features and libraries;
 #   3. the rootfs: image/build-rootfs.sh into $TARGET_DIR/image-context/rootfs (with
 #      rootfs.manifest beside it: every file and why it is there);
 #   4. docker build -f Dockerfile.scratch with that context.
 #
-# --qemu defaults to $VMINIT_IMAGE_QEMU, else debian. Needs a Docker daemon (scripts/dockerd.sh
+# --qemu defaults to $VMINIT_IMAGE_QEMU, else built. Needs a Docker daemon (scripts/dockerd.sh
 # start gives one). Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -24,7 +26,7 @@ usage() {
     echo "usage: $0 [--qemu=debian|built] [TAG]" >&2
     exit 2
 }
-QEMU_FROM=${VMINIT_IMAGE_QEMU:-debian}
+QEMU_FROM=${VMINIT_IMAGE_QEMU:-built}
 if [[ ${1:-} == --qemu=* ]]; then
     QEMU_FROM=${1#--qemu=}
     shift
@@ -52,16 +54,17 @@ say "building vminit ($TARGET, release)"
 (cd "$REPO" && cargo build --release --locked --target "$TARGET")
 [[ -x $VMINIT ]] || die "cargo did not produce $VMINIT"
 
-qemu_opt=()
+built=()
 if [[ $QEMU_FROM == built ]]; then
-    say "QEMU from Debian's source package (image/build-qemu.sh)"
+    say "QEMU and dnsmasq from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh)"
     qemu_dir=$("$REPO/image/build-qemu.sh") || die "image/build-qemu.sh failed"
-    qemu_opt=(--qemu="$qemu_dir")
+    dnsmasq_dir=$("$REPO/image/build-dnsmasq.sh") || die "image/build-dnsmasq.sh failed"
+    built=(--qemu="$qemu_dir" --dnsmasq="$dnsmasq_dir")
 fi
 
 rm -rf -- "$CONTEXT"
 mkdir -p -- "$CONTEXT"
-"$REPO/image/build-rootfs.sh" "${qemu_opt[@]}" "$CONTEXT/rootfs" "$VMINIT" >/dev/null
+"$REPO/image/build-rootfs.sh" "${built[@]}" "$CONTEXT/rootfs" "$VMINIT" >/dev/null
 
 say "docker build -t $TAG (context $CONTEXT)"
 docker build -f "$REPO/Dockerfile.scratch" -t "$TAG" "$CONTEXT"

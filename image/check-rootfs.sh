@@ -103,12 +103,11 @@ trace dnsmasq-run 2 /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- \
     --interface=d0 --bind-interfaces --except-interface=lo \
     --dhcp-range=10.99.0.10,10.99.0.10,255.255.255.0,infinite --dhcp-broadcast \
     --dhcp-leasefile=/run/dnsmasq.leases --pid-file=/run/dnsmasq.pid
-# vminit's fixed QEMU arguments (src/vm/qemu.rs), TCG, a virtio-net-pci NIC, direct kernel boot.
-# The NIC's backend is a hub port (always built in), not user networking: the image's QEMU may be
-# built without slirp (image/build-qemu.sh), and vminit never uses it.
+# vminit's fixed QEMU arguments (src/vm/qemu.rs), TCG, a virtio-net-pci NIC on QEMU's user
+# networking (slirp: user mode's relay where passt cannot sandbox itself), direct kernel boot.
 trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
-    -qmp unix:/run/qmp.sock,server=on,wait=off -netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
+    -qmp unix:/run/qmp.sock,server=on,wait=off -netdev user,id=n0,ipv6=off,net=10.0.2.0/29 -device virtio-net-pci,netdev=n0 \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
 # The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix socket.
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
@@ -119,7 +118,8 @@ trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -monitor none -serial none -netdev hubport,id=n0,hubid=0 -device e1000e,netdev=n0 \
     -drive if=ide,media=cdrom,readonly=on -boot order=c,once=d -no-reboot </dev/null
 # BOOT_MODE=uefi and secure (src/vm/qemu.rs), the variables' templates as read-only flash (vminit
-# copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket.
+# copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket;
+# a PCIe root port, where a NIC hot-plugged under q35 goes.
 trace qemu-uefi 4 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -serial none -nic none -no-reboot \
     -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
@@ -134,7 +134,7 @@ trace qemu-secure 4 /usr/bin/qemu-system-x86_64 -machine q35,smm=on \
     -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd \
     -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.ms.fd \
     -chardev socket,id=tpm,path=/run/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm \
-    -device tpm-tis,tpmdev=tpm0 </dev/null
+    -device tpm-tis,tpmdev=tpm0 -device pcie-root-port,id=port0,chassis=1,io-reserve=0 </dev/null
 wait
 # passt and, on a CPU with AVX2, passt.avx2, which passt execs in its place.
 trace passt-version 0 /usr/bin/passt --version

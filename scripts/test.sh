@@ -13,10 +13,11 @@
 # Installs what the tier needs first (Debian packages, the musl target). All tiers but unit
 # need root; they run against the static release binary.
 #
-# VMINIT_IMAGE_QEMU=built (default debian) runs the ns tier on the QEMU image/build-qemu.sh builds
-# from Debian's source package (VMINIT_TEST_QEMU, built or taken from its cache first) and has
-# the docker tier's image ship it (image/build.sh --qemu=built); debian runs both on Debian's
-# qemu-system-x86 binary package.
+# VMINIT_IMAGE_QEMU=built (the default) runs every tier on the QEMU and dnsmasq the image ships:
+# image/build-qemu.sh and image/build-dnsmasq.sh build them from Debian's source packages (or take
+# them from their caches) first, the ns, browser and distro tiers give them to vminit
+# (VMINIT_TEST_QEMU, VMINIT_TEST_DNSMASQ) and the docker tier's image ships them (image/build.sh
+# --qemu=built). VMINIT_IMAGE_QEMU=debian runs all on Debian's qemu-system-x86 and dnsmasq-base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +50,14 @@ if [ "$tier" != unit ]; then
     cargo build --release --locked --target x86_64-unknown-linux-musl
 fi
 
-case ${VMINIT_IMAGE_QEMU:=debian} in
+case ${VMINIT_IMAGE_QEMU:=built} in
 debian) ;;
 built)
-    if [ "$tier" = ns ] || [ "$tier" = all ]; then
-        echo "== QEMU from Debian's source package (image/build-qemu.sh)"
+    if [ "$tier" != unit ]; then
+        echo "== QEMU and dnsmasq from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh)"
         VMINIT_TEST_QEMU=$(image/build-qemu.sh)/bin/qemu-system-x86_64
-        export VMINIT_TEST_QEMU
+        VMINIT_TEST_DNSMASQ=$(image/build-dnsmasq.sh)/dnsmasq
+        export VMINIT_TEST_QEMU VMINIT_TEST_DNSMASQ
     fi
     ;;
 *)
@@ -68,7 +70,7 @@ export VMINIT_IMAGE_QEMU
 if [ "$tier" = all ]; then
     echo "== benchmark, quick mode"
     BENCH_REPORT="$PWD/target/bench/BENCHMARKS-quick.md" BENCH_PLOT="$PWD/target/bench/quick.png" \
-        bench/run.sh --quick
+        BENCH_QEMU=${VMINIT_TEST_QEMU:-} bench/run.sh --quick
     sed -n '/^## Headline/,/^## Machine/p' target/bench/BENCHMARKS-quick.md | sed '$d'
 fi
 

@@ -70,7 +70,17 @@ pub fn vminit_binary() -> PathBuf {
 /// which the image ships), else none, and vminit takes its default (Debian's
 /// /usr/bin/qemu-system-x86_64). A test that sets `VMINIT_QEMU` itself keeps its own.
 pub fn test_qemu() -> Option<OsString> {
-    std::env::var_os("VMINIT_TEST_QEMU").filter(|qemu| !qemu.is_empty())
+    test_program("VMINIT_TEST_QEMU")
+}
+
+/// The dnsmasq the tests give vminit, as [`test_qemu`]: `$VMINIT_TEST_DNSMASQ` (the one
+/// image/build-dnsmasq.sh built) as `VMINIT_DNSMASQ`, else vminit's default /usr/sbin/dnsmasq.
+pub fn test_dnsmasq() -> Option<OsString> {
+    test_program("VMINIT_TEST_DNSMASQ")
+}
+
+fn test_program(var: &str) -> Option<OsString> {
+    std::env::var_os(var).filter(|path| !path.is_empty())
 }
 
 /// How to start the container's PID 1; made by [`Container::vminit`].
@@ -320,6 +330,7 @@ impl<'c> VminitBuilder<'c> {
             .env("HOSTNAME", &self.hostname)
             .env("HOME", "/root")
             .envs(test_qemu().map(|qemu| ("VMINIT_QEMU", qemu)))
+            .envs(test_dnsmasq().map(|dnsmasq| ("VMINIT_DNSMASQ", dnsmasq)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
         let (parent, process) = ParentThread::spawn(command);
