@@ -48,6 +48,7 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: false,
+            arp_ignore: Some(0),
         };
         Ns(NetState {
             links: vec![lo],
@@ -64,6 +65,7 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: true,
+            arp_ignore: Some(0),
         });
         for a in addrs {
             let n = net(a);

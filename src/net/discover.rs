@@ -9,7 +9,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecUnspec, InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -101,6 +103,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         alias: None,
         lower: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
+        arp_ignore: None,
     };
     for attr in msg.attributes {
         match attr {
@@ -117,6 +120,17 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {
                         link.kind = Some(kind_name(&k));
+                    }
+                }
+            }
+            LinkAttribute::AfSpecUnspec(families) => {
+                for family in families {
+                    if let AfSpecUnspec::Inet(inet) = family {
+                        for conf in inet {
+                            if let AfSpecInet::DevConf(c) = conf {
+                                link.arp_ignore = u32::try_from(c.arp_ignore).ok();
+                            }
+                        }
                     }
                 }
             }

@@ -22,6 +22,9 @@ pub struct Link {
     pub lower: Option<u32>,
     /// Whether the link layer is Ethernet (tunnels such as `tunl0` or `sit0` are not).
     pub ethernet: bool,
+    /// `net.ipv4.conf.LINK.arp_ignore` (from `IFLA_AF_SPEC`); `None` for a link without
+    /// IPv4.
+    pub arp_ignore: Option<u32>,
 }
 
 /// An IPv4 address as the kernel holds it on an interface, with everything needed to put

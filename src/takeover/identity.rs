@@ -57,6 +57,9 @@ pub struct Identity {
     /// The datapath that took it over: with the tap datapath, the NIC's ingress qdisc (the
     /// tc filters to the guest's tap) is vminit's too.
     pub datapath: Datapath,
+    /// Its `arp_ignore`, when vminit changed it (a macvlan NIC with macvtap: see
+    /// `plan::answer_arp_for_own_addresses_only`).
+    pub arp_ignore: Option<u32>,
 }
 
 /// The links vminit makes, by role. Each role has one name pattern, its link kinds and one
@@ -266,11 +269,14 @@ impl Identity {
     }
 
     /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`, with `;t` after the MAC
-    /// for the tap datapath.
+    /// for the tap datapath and `;i N` (the NIC's `arp_ignore`) when vminit changes it.
     pub fn encode(&self) -> String {
         let mut entries = vec![format!("v1 {}", self.mac)];
         if self.datapath == Datapath::Tap {
             entries.push("t".into());
+        }
+        if let Some(value) = self.arp_ignore {
+            entries.push(format!("i {value}"));
         }
         entries.extend(self.addrs.iter().map(encode_addr));
         entries.extend(self.routes.iter().map(encode_route));
@@ -302,11 +308,13 @@ impl Identity {
             routes6: Vec::new(),
             neighbours6: Vec::new(),
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         };
         for entry in entries {
             let mut words = entry.split(' ');
             match words.next()? {
                 "t" => id.datapath = Datapath::Tap,
+                "i" => id.arp_ignore = Some(words.next()?.parse().ok()?),
                 "a" => id.addrs.push(decode_addr(words)?),
                 "r" => id.routes.push(decode_route(words)?),
                 "n" => id.neighbours.push(Neigh {
@@ -837,6 +845,15 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
         // Its filters send the network's frames to a tap that is gone.
         steps.push(Step::DelIngress { dev: dev.clone() });
     }
+    if let Some(value) = id.arp_ignore
+        && lower.arp_ignore.is_some_and(|now| now != value)
+    {
+        steps.push(Step::SetArpIgnore {
+            dev: dev.clone(),
+            value,
+            old: lower.arp_ignore,
+        });
+    }
     let mac_changes = lower.mac.is_some_and(|m| m != id.mac);
     if let Some(current) = lower.mac.filter(|_| mac_changes) {
         steps.push(Step::SetMac {
@@ -966,6 +983,7 @@ mod tests {
             routes6: Vec::new(),
             neighbours6: Vec::new(),
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         }
     }
 
@@ -1056,6 +1074,7 @@ mod tests {
             alias: alias.map(str::to_string),
             lower: Some(lower),
             ethernet: true,
+            arp_ignore: Some(0),
         }
     }
 
@@ -1130,6 +1149,39 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(!cmds.iter().any(|c| c.starts_with("tc ")), "{cmds:?}");
+    }
+
+    #[test]
+    fn a_changed_arp_ignore_is_in_the_record_and_recovery_puts_it_back_when_it_differs() {
+        let mut id = identity();
+        id.arp_ignore = Some(0);
+        let text = id.encode();
+        assert!(text.starts_with("v1 02:42:ac:13:00:02;i 0;a "), "{text}");
+        assert_eq!(Identity::decode("eth0", &text), Some(id.clone()));
+        let killed = |now: u32| {
+            let mut state = Ns::new().nic(7, "eth0", MAC0, &[], &[]).0;
+            state.links[1].arp_ignore = Some(now);
+            let state = with_links(state, &id.aliases());
+            recovery(&state)
+                .steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<String>>()
+        };
+        let cmds = killed(1);
+        assert!(
+            cmds.contains(&"sysctl -w net.ipv4.conf.eth0.arp_ignore=0".to_string()),
+            "{cmds:?}"
+        );
+        let cmds = killed(0);
+        assert!(!cmds.iter().any(|c| c.contains("arp_ignore")), "{cmds:?}");
+        // A record without the entry (the NIC's setting was never changed) changes nothing.
+        let cmds: Vec<String> = recovery(&killed_run())
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(!cmds.iter().any(|c| c.contains("arp_ignore")), "{cmds:?}");
     }
 
     #[test]

@@ -636,7 +636,12 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 /// `random` too) is joined to the NIC last, once it serves the guest.
 fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
     let new_mac = Mac::local_from(random);
-    let mut steps = write_record(nic, guest);
+    let quiet = answer_arp_for_own_addresses_only(nic, guest);
+    let arp_ignore = match &quiet {
+        Some(Step::SetArpIgnore { dev, old, .. }) if *dev == guest.lower => *old,
+        _ => None,
+    };
+    let mut steps = write_record(nic, guest, arp_ignore);
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     if guest.datapath == Datapath::Macvtap || !keeps_mac_for_tap(nic.link) {
@@ -646,6 +651,7 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
             old: nic.mac,
         });
     }
+    steps.extend(quiet);
     let tap_mac = {
         let mut bytes = random;
         bytes.reverse();
@@ -671,6 +677,38 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
         steps.extend(join_tap(guest, tap_mac));
     }
     steps
+}
+
+/// On a macvlan NIC (Docker `-d macvlan`), the NIC, the door and the guest's macvtap are
+/// siblings on the host's NIC, each hearing the broadcasts of the others. Linux answers an
+/// ARP request on any link for any address of the namespace (`arp_ignore` 0), so the sibling
+/// that does not hold the door address answers the guest's request for it too, with its own
+/// MAC; when that reply comes first, the guest sends its DNS queries there, where dnsmasq
+/// does not serve them, and they time out. That sibling answers only for its own addresses
+/// from then on (`arp_ignore` 1): with macvtap the NIC (put back afterwards, and in the
+/// record for a recovery), with the tap datapath the door macvlan (the door address is on
+/// the tap; the setting goes with the door). A NIC that already answers only for its own
+/// addresses (1, 2, or 8: never) is left as it is. On a veth or a tap the NIC is the lower
+/// link, which does not hear its own macvlans' and macvtaps' frames: nothing changes.
+fn answer_arp_for_own_addresses_only(nic: &Candidate, guest: &NicPlan) -> Option<Step> {
+    if nic.link.kind.as_deref() != Some("macvlan") {
+        return None;
+    }
+    match guest.datapath {
+        Datapath::Macvtap | Datapath::User => {
+            let old = nic.link.arp_ignore?;
+            (!matches!(old, 1 | 2 | 8)).then(|| Step::SetArpIgnore {
+                dev: guest.lower.clone(),
+                value: 1,
+                old: Some(old),
+            })
+        }
+        Datapath::Tap => Some(Step::SetArpIgnore {
+            dev: guest.door.clone(),
+            value: 1,
+            old: None,
+        }),
+    }
 }
 
 /// Whether, with the tap datapath, the NIC keeps its MAC (the guest's): a macvlan NIC (Docker
@@ -711,8 +749,8 @@ fn join_tap(guest: &NicPlan, tap_mac: Mac) -> Vec<Step> {
 
 /// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
 /// device) with the first part of the identity record in its alias, and down carrier links
-/// for the rest of a long one.
-fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+/// for the rest of a long one. `arp_ignore`: the NIC's setting, when a later step changes it.
+fn write_record(nic: &Candidate, guest: &NicPlan, arp_ignore: Option<u32>) -> Vec<Step> {
     let identity = Identity {
         lower: guest.lower.clone(),
         mac: nic.mac,
@@ -723,6 +761,7 @@ fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         routes6: nic.nic6.routes.clone(),
         neighbours6: nic.nic6.neighbours.clone(),
         datapath: guest.datapath,
+        arp_ignore,
     };
     let mut steps = Vec::new();
     for (k, alias) in identity.aliases().into_iter().enumerate() {
@@ -1077,6 +1116,7 @@ mod tests {
             routes6: vec![],
             neighbours6: vec![],
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -1177,6 +1217,74 @@ mod tests {
         .unwrap();
         assert!(!p.steps.iter().any(|s| matches!(s, Step::SetMac { .. })));
         assert!(p.steps.iter().any(|s| matches!(s, Step::AddTap { .. })));
+    }
+
+    #[test]
+    fn on_a_macvlan_nic_only_the_link_holding_the_door_address_answers_arp_for_it() {
+        let plan_with = |kind: &str, arp_ignore: u32, datapath: Datapath| {
+            let mut state = Ns::new().nic(7, "eth0", MAC0, &["10.1.0.7/24"], &[]).0;
+            state.links[1].kind = Some(kind.into());
+            state.links[1].arp_ignore = Some(arp_ignore);
+            plan(&PlanInput {
+                attach: &Attach::All,
+                selected_network: None,
+                selected_network6: None,
+                state: &state,
+                random_macs: &[[0xaa; 6]],
+                datapath,
+            })
+            .unwrap()
+        };
+        let quiet = |p: &Plan| -> Vec<Step> {
+            p.steps
+                .iter()
+                .filter(|s| matches!(s, Step::SetArpIgnore { .. }))
+                .cloned()
+                .collect()
+        };
+        // macvtap: the NIC, before the guest's macvtap exists; recorded and undone.
+        let p = plan_with("macvlan", 0, Datapath::Macvtap);
+        let set = Step::SetArpIgnore {
+            dev: "eth0".into(),
+            value: 1,
+            old: Some(0),
+        };
+        assert_eq!(quiet(&p), std::slice::from_ref(&set));
+        let at = |f: &dyn Fn(&Step) -> bool| p.steps.iter().position(f).unwrap();
+        assert!(
+            at(&|s| *s == set)
+                < at(&|s| matches!(
+                    s,
+                    Step::AddLink {
+                        kind: MacLinkKind::Macvtap,
+                        ..
+                    }
+                ))
+        );
+        let Step::SetAlias { alias, .. } = &p.steps[1] else {
+            panic!("the record: {:?}", p.steps[1]);
+        };
+        assert!(alias.contains(";i 0;"), "{alias}");
+        assert_eq!(
+            set.inverse().map(|s| s.to_string()).as_deref(),
+            Some("sysctl -w net.ipv4.conf.eth0.arp_ignore=0")
+        );
+        // A NIC that answers only for its own addresses already is left as it is.
+        assert!(quiet(&plan_with("macvlan", 2, Datapath::Macvtap)).is_empty());
+        // The tap datapath: the door macvlan (the door address is on the tap); nothing to
+        // record or put back, it goes with the door.
+        let p = plan_with("macvlan", 0, Datapath::Tap);
+        let set = Step::SetArpIgnore {
+            dev: "vmlink0".into(),
+            value: 1,
+            old: None,
+        };
+        assert_eq!(quiet(&p), std::slice::from_ref(&set));
+        assert_eq!(set.inverse(), None);
+        // A veth is the lower link of the door and the guest's link: it does not hear them.
+        for datapath in [Datapath::Macvtap, Datapath::Tap] {
+            assert!(quiet(&plan_with("veth", 0, datapath)).is_empty());
+        }
     }
 
     #[test]
@@ -1732,6 +1840,7 @@ mod tests {
             alias: None,
             lower: None,
             ethernet,
+            arp_ignore: Some(0),
         }
     }
 
@@ -1768,6 +1877,7 @@ mod tests {
                     alias: Some(format!("vminit:nic {}", nic.lower)),
                     lower: Some(index),
                     ethernet: true,
+                    arp_ignore: Some(0),
                 });
             }
             after.addrs.push(crate::net::netstate::Addr {

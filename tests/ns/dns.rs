@@ -226,6 +226,82 @@ fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_nam
     stop(&vm);
 }
 
+/// A Docker `-d macvlan` network: the container's NIC is a macvlan on the host's NIC, and so
+/// a sibling of the door and of the guest's link there, which hears the guest's broadcasts.
+/// The guest asks, broadcasting each time, who has the door address: only the link the door
+/// address is on (`serves_on`: the door macvlan with macvtap, the tap with the tap datapath)
+/// may answer, else the guest sends its lookups to a link dnsmasq does not serve, where they
+/// time out (issue 20's macvlan DNS bug). Then a container name resolves through the door,
+/// and the namespace (the NIC's `arp_ignore` included) comes back after the stop.
+fn on_a_macvlan_network_only_the_door_answers_for_its_address(datapath: &str, serves_on: &str) {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let (mac, cidr) = ("02:42:0a:01:00:07", "10.1.0.7/24");
+    ctr.add_macvlan_nic(&net, mac, cidr);
+    ctr.set_default_route(net.gateway, "eth0");
+    let _docker = Resolver::docker(&ctr, net.peer_ip, net.addr(UPSTREAM_HOST));
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = vminit(
+        &ctr,
+        &disk,
+        &format!("vminit_test_resolve={CONTAINER_NAME}"),
+    )
+    .env("NET_DATAPATH", datapath)
+    .resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n")
+    .spawn();
+
+    let r = report(&vm);
+    let door = r.dns.first().expect("the door as resolver").clone();
+    assert!(door.starts_with("169.254."), "the door: {:?}", r.dns);
+    let all = lookups(&vm);
+    let door_mac = ctr
+        .exec(&format!("cat /sys/class/net/{serves_on}/address"))
+        .stdout
+        .trim()
+        .to_string();
+    let from = vm.console().len();
+    vm.type_console(&format!(
+        "arping -b -c 3 -w 5 -I eth0 {door} | sed -n 's/.*\\[\\(.*\\)\\].*/ARP-FROM \\1/p'; \
+         echo ARP-$((40+2))\n"
+    ));
+    vm.expect_console_from(from, "ARP-42", Duration::from_secs(30));
+    let mut answered: Vec<String> = vm
+        .console()
+        .text_from(from)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ARP-FROM "))
+        .filter(|m| m.len() == 17 && m.bytes().filter(|b| *b == b':').count() == 5)
+        .map(str::to_lowercase)
+        .collect();
+    answered.sort();
+    answered.dedup();
+    assert_eq!(
+        answered,
+        [door_mac],
+        "who answered the guest's ARP for the door {door}\n{}",
+        vm.tails()
+    );
+    assert_eq!(
+        lookup(&all, CONTAINER_NAME).addr,
+        Some(net.peer_ip.to_string()),
+        "{}",
+        vm.tails()
+    );
+    stop(&vm);
+    assert_eq!(ctr.net_state(), before, "the macvlan NIC is put back");
+}
+
+#[test]
+fn on_a_macvlan_network_only_the_door_answers_the_guests_arp_and_names_resolve_with_macvtap() {
+    on_a_macvlan_network_only_the_door_answers_for_its_address("macvtap", "vmlink0");
+}
+
+#[test]
+fn on_a_macvlan_network_only_the_tap_answers_the_guests_arp_and_names_resolve_with_tap() {
+    on_a_macvlan_network_only_the_door_answers_for_its_address("tap", "vmtap0");
+}
+
 #[test]
 fn each_nic_announces_only_the_resolvers_and_names_a_client_can_use_through_it() {
     let front = Network::new(1);

@@ -56,6 +56,7 @@ fn diff(before: &NetState, after: &NetState) -> String {
         ("neighbours", &before.neighbours, &after.neighbours),
         ("routes6", &before.routes6, &after.routes6),
         ("rules6", &before.rules6, &after.rules6),
+        ("ipv4_conf", &before.ipv4_conf, &after.ipv4_conf),
     ] {
         for line in a.lines().filter(|l| !b.lines().any(|m| m == *l)) {
             out += &format!("{what} lost:   {line}\n");
