@@ -49,6 +49,7 @@ impl Ns {
             lower: None,
             ethernet: false,
             arp_ignore: Some(0),
+            lower_netns: None,
         };
         Ns(NetState {
             links: vec![lo],
@@ -66,6 +67,7 @@ impl Ns {
             lower: None,
             ethernet: true,
             arp_ignore: Some(0),
+            lower_netns: None,
         });
         for a in addrs {
             let n = net(a);

@@ -102,6 +102,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         kind: None,
         alias: None,
         lower: None,
+        lower_netns: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
         arp_ignore: None,
     };
@@ -116,6 +117,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::Link(i) => link.lower = Some(i),
+            LinkAttribute::LinkNetNsId(id) => link.lower_netns = Some(id),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {

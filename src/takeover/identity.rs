@@ -182,6 +182,8 @@ pub fn claim(link: &Link, state: &NetState) -> Claim {
             .and_then(|rest| rest.strip_prefix("nic "))
             .and_then(unescape);
         named.and_then(|n| state.link(&n))
+    } else if link.lower_netns.is_some() {
+        nic_beside(link, link.alias.as_deref().filter(|_| marked), state)
     } else {
         link.lower
             .filter(|&i| i != link.index)
@@ -208,6 +210,32 @@ pub fn claim(link: &Link, state: &NetState) -> Claim {
         lower: lower.name.clone(),
         part,
     })
+}
+
+/// The NIC of a macvlan or macvtap that hangs on a link of another namespace. On a macvlan
+/// NIC (Docker `-d macvlan`) the kernel puts what vminit stacks on the NIC onto the NIC's own
+/// lower link, the host's NIC, so `IFLA_LINK` names that link (by its index over there), not
+/// the NIC. The NIC is then the link of this namespace, not one of vminit's, that hangs on the
+/// same link: the one `alias` names, else (a link of a run killed before it named it) the
+/// only one.
+fn nic_beside<'a>(link: &Link, alias: Option<&str>, state: &'a NetState) -> Option<&'a Link> {
+    let mut beside = state.links.iter().filter(|l| {
+        l.index != link.index
+            && !reserved_name(&l.name)
+            && l.lower == link.lower
+            && l.lower_netns == link.lower_netns
+    });
+    let named = alias
+        .and_then(|a| a.strip_prefix(ALIAS_PREFIX))
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(unescape);
+    match named {
+        Some(name) => beside.find(|l| l.name == name),
+        None => {
+            let first = beside.next()?;
+            beside.next().is_none().then_some(first)
+        }
+    }
 }
 
 /// Whether `alias` is the alias vminit gives a link of `role` on `lower`; the record's part
@@ -1075,6 +1103,7 @@ mod tests {
             lower: Some(lower),
             ethernet: true,
             arp_ignore: Some(0),
+            lower_netns: None,
         }
     }
 
@@ -1123,6 +1152,48 @@ mod tests {
                 "ip neigh add 172.19.0.1 lladdr 02:42:ac:13:00:01 nud permanent dev eth0",
             ]
         );
+    }
+
+    #[test]
+    fn on_a_macvlan_nic_vminits_links_on_the_hosts_nic_are_known_by_the_nic_beside_them() {
+        // Docker `-d macvlan`: eth0 hangs on the host's NIC (index 2 in the namespace with
+        // id 0), and so do the door, the carrier and the macvtap stacked on eth0.
+        let on_host_nic = |mut state: NetState| {
+            for l in state.links.iter_mut().filter(|l| l.name != "lo") {
+                if l.name == "eth0" {
+                    l.kind = Some("macvlan".into());
+                }
+                (l.lower, l.lower_netns) = (Some(2), Some(0));
+            }
+            state
+        };
+        let steps = |state: &NetState| -> Vec<String> {
+            let r = recovery(state);
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            r.steps.iter().map(|s| s.to_string()).collect()
+        };
+        let macvlan = on_host_nic(killed_run());
+        assert_eq!(steps(&macvlan), steps(&killed_run()));
+        // A user's macvlan on the same host NIC is not vminit's, and a link of vminit's that
+        // a killed run had not named yet is known only while one NIC hangs there.
+        let mut user = Ns::new()
+            .nic(30, "mvx", Mac([2, 0, 0, 0, 0, 0x99]), &[], &[])
+            .0
+            .links
+            .remove(1);
+        (user.kind, user.lower, user.lower_netns) = (Some("macvlan".into()), Some(2), Some(0));
+        let mut unnamed = own_link("vmtap0", "macvtap", 2, None);
+        unnamed.lower_netns = Some(0);
+        let mut state = macvlan.clone();
+        state.links.retain(|l| l.name != "vmtap0");
+        state.links.push(unnamed.clone());
+        assert!(matches!(claim(&unnamed, &state), Claim::Ours(o) if o.lower == "eth0"));
+        state.links.push(user.clone());
+        assert_eq!(claim(&user, &state), Claim::Other);
+        assert_eq!(claim(&unnamed, &state), Claim::Other);
+        let mut both = macvlan.clone();
+        both.links.push(user);
+        assert_eq!(steps(&both), steps(&killed_run()));
     }
 
     #[test]

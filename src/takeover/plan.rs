@@ -1841,6 +1841,7 @@ mod tests {
             lower: None,
             ethernet,
             arp_ignore: Some(0),
+            lower_netns: None,
         }
     }
 
@@ -1878,6 +1879,7 @@ mod tests {
                     lower: Some(index),
                     ethernet: true,
                     arp_ignore: Some(0),
+                    lower_netns: None,
                 });
             }
             after.addrs.push(crate::net::netstate::Addr {

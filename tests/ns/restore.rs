@@ -404,6 +404,33 @@ fn a_kill_during_teardown_is_recovered_by_the_next_run() {
     assert!(k > 15, "a two-NIC teardown has more steps than {k}");
 }
 
+/// A Docker `-d macvlan` NIC: the kernel hangs the door and the guest's macvtap on the host's
+/// NIC under it (in another namespace), and the macvtap takeover changes the NIC's
+/// `arp_ignore` (so that only the door answers the guest's ARP for the door address). A kill
+/// after any step of the takeover or of the teardown is recovered by the next run, which
+/// knows its links by the NIC beside them, that setting included.
+#[test]
+fn a_kill_after_any_step_on_a_macvlan_nic_is_recovered_with_its_arp_ignore() {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let nic = ctr.add_macvlan_nic(&net, "02:42:0a:01:00:07", "10.1.0.7/24");
+    ctr.set_default_route(net.gateway, "eth0");
+    let before = ctr.net_state();
+    assert!(before.ipv4_conf.contains("./eth0/arp_ignore:0\n"));
+    let disk = ScratchDisk::new();
+    let log = disk.dir.join("standin.log");
+    for phase in ["setup", "teardown"] {
+        let mut k = 1;
+        while kill_at(&ctr, &disk, &log, &format!("{phase}:{k}")) {
+            let at = format!("killed after {phase} step {k}");
+            recover_and_check(&ctr, &disk, &log, std::slice::from_ref(&nic), &at);
+            assert_restored(&ctr, &before, &at);
+            k += 1;
+        }
+        assert!(k > 8, "a macvlan NIC's {phase} has more steps than {k}");
+    }
+}
+
 #[test]
 fn after_a_kill_at_the_riskiest_steps_the_real_guest_gets_its_identity_back() {
     let (n1, n2) = (Network::new(1), Network::new(2));
