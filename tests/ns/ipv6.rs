@@ -439,21 +439,7 @@ fn a_kill_after_any_step_of_a_dual_stack_takeover_is_recovered_by_the_next_run()
     let disk = ScratchDisk::new();
     let log = disk.dir.join("standin.log");
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-            .spawn();
-        let paused = format!("test hook: paused after setup step {k}:");
-        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-            t.contains(&paused) || t.contains("QEMU running")
-        });
-        assert!(reached, "{}", vm.tails());
-        let was_paused = vm.log().text().contains(&paused);
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        if !was_paused {
-            break;
-        }
+    while standin_vm(&ctr, &disk, &log).killed_at(&format!("setup:{k}")) {
         // The next run recovers, and a stop puts everything back.
         let vm = standin_vm(&ctr, &disk, &log).spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
@@ -654,21 +640,7 @@ fn an_ipv6_only_nic_comes_back_exactly_after_a_stop_a_sigkill_and_a_kill_after_a
 
     // A kill after each step of the takeover.
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-            .spawn();
-        let paused = format!("test hook: paused after setup step {k}:");
-        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-            t.contains(&paused) || t.contains("QEMU running")
-        });
-        assert!(reached, "{}", vm.tails());
-        let was_paused = vm.log().text().contains(&paused);
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        if !was_paused {
-            break;
-        }
+    while standin_vm(&ctr, &disk, &log).killed_at(&format!("setup:{k}")) {
         let vm = standin_vm(&ctr, &disk, &log).spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
         vm.kill(Signal::SIGTERM);

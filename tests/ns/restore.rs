@@ -279,37 +279,7 @@ fn two_nic_container(n1: &Network, n2: &Network) -> (Container, Vec<Nic>) {
 /// Starts vminit (stand-in QEMU) paused after `at` (`setup:K` or `teardown:K`), kills it
 /// there, and says whether the pause was reached (false: there are fewer steps than K).
 fn kill_at(ctr: &Container, disk: &ScratchDisk, log: &Path, at: &str) -> bool {
-    let (phase, k) = at.split_once(':').expect("phase:step");
-    let vm = standin_vm(ctr, disk, log)
-        .env("VMINIT_TEST_PAUSE", at)
-        .spawn();
-    let paused = format!("test hook: paused after {phase} step {k}:");
-    if phase == "teardown" {
-        wait_standin(&vm);
-        vm.kill(Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = vm.log().text();
-        if text.contains(&paused) {
-            kill(vm);
-            return true;
-        }
-        let done = match phase {
-            "setup" => text.contains("QEMU running"),
-            _ => vm.wait_exit(Duration::ZERO).is_some(),
-        };
-        if done {
-            kill(vm);
-            return false;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never paused at {at}\n{}",
-            vm.tails()
-        );
-        sleep(Duration::from_millis(20));
-    }
+    standin_vm(ctr, disk, log).killed_at(at)
 }
 
 /// The next run recovers: QEMU gets every NIC's original MAC, dnsmasq serves it the
