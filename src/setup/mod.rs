@@ -466,7 +466,13 @@ impl<'a> Boot<'a> {
         let state = self.discover()?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
-        self.announcers = Some(Announcers::open(&plan.v6, learned, &state, &dns)?);
+        let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
+        self.announcers = Some(Announcers::open(
+            &plan.v6,
+            learned,
+            &state,
+            (&dns, dhcp4_dns),
+        )?);
         Ok(())
     }
 
