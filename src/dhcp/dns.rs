@@ -2,7 +2,7 @@
 //! forwards on the door, which NIC announces what, and the hostname, domain and search list,
 //! each checked so that it reaches the guest as what it is, or is left out with a warning.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dhcp::resolv::Resolv;
 use crate::takeover::plan::NicPlan;
@@ -181,6 +181,27 @@ impl Dns {
             format!(
                 "DNS: no guest NIC has IPv4, so the guest cannot ask the door, which forwards to                  the container's loopback resolvers ({}): names only they know (container                  names) do not resolve in the guest, which gets the container's IPv6 resolvers                  only",
                 lost.join(" ")
+            )
+        })
+    }
+
+    /// One line when the container has resolvers but the guest gets none: none by DHCPv4 on
+    /// `nics`, and none in `ipv6` (what the IPv6 announcements carry): the container's are
+    /// then IPv6 ones, and no guest NIC has IPv6 to reach them by.
+    pub fn no_resolver(
+        &self,
+        resolv: &Resolv,
+        nics: &[NicPlan],
+        ipv6: &[Ipv6Addr],
+    ) -> Option<String> {
+        let theirs: Vec<String> = resolv.nameservers.iter().map(IpAddr::to_string).collect();
+        let none = !theirs.is_empty() && ipv6.is_empty() && !self.gives_resolvers(nics);
+        none.then(|| {
+            format!(
+                "DNS: the guest gets no resolver: the container's ({}) are neither loopback ones \
+                 the door forwards to nor ones the guest can reach (IPv4, or IPv6 through a NIC \
+                 with IPv6); set GUEST_DNS=ip[,ip...] to resolvers the guest can ask",
+                theirs.join(" ")
             )
         })
     }
@@ -459,10 +480,25 @@ mod tests {
         let nics = [nic(0, "10.1.0.2/24", Some("10.1.0.1"), &[])];
         assert_eq!(dns.announcements(&nics)[0].servers, [nics[0].door_addr]);
         assert!(dns.gives_resolvers(&nics));
+        assert_eq!(
+            dns.no_resolver(&parse("nameserver ::1\n"), &nics, &[]),
+            None
+        );
         // Only non-loopback IPv6 ones: nothing by DHCPv4 (the guest gets them by IPv6).
+        let resolv = parse("nameserver fd00:1::53\n");
         let dns = decide("nameserver fd00:1::53\n", &[]);
         assert!(dns.forward_to.is_empty() && dns.direct.is_empty());
         assert!(!dns.gives_resolvers(&nics));
+        let v6: std::net::Ipv6Addr = "fd00:1::53".parse().unwrap();
+        assert_eq!(dns.no_resolver(&resolv, &nics, &[v6]), None);
+        // ... and a guest without IPv6 to reach them by: one line naming GUEST_DNS.
+        let warning = dns.no_resolver(&resolv, &nics, &[]).expect("a warning");
+        assert!(
+            warning.contains("fd00:1::53") && warning.contains("GUEST_DNS="),
+            "{warning}"
+        );
+        let nothing = Resolv::default();
+        assert_eq!(decide("", &[]).no_resolver(&nothing, &nics, &[]), None);
     }
 
     #[test]

@@ -140,6 +140,15 @@ pub fn router_nic(guests: &[Guest6]) -> Option<&str> {
         .map(|g| g.lower.as_str())
 }
 
+/// Every resolver the advertisements announce to the guest, on any NIC.
+pub fn announced_servers(guests: &[Guest6], dns: &Dns6) -> Vec<Ipv6Addr> {
+    let router = router_nic(guests);
+    guests
+        .iter()
+        .flat_map(|g| dns.for_nic(g, router == Some(g.lower.as_str())).servers)
+        .collect()
+}
+
 /// Adds to the cloud-init seed's NICs (matched by their container NIC's name) what the
 /// announcements give each in IPv6: its address and prefix, the default route on the router
 /// NIC only, its other on-link prefixes and routes, its resolvers and search list.

@@ -244,6 +244,35 @@ fn a_container_with_only_ipv6_resolvers_gives_the_guest_the_door_to_its_loopback
     stop(&vm);
 }
 
+/// Only an IPv6 resolver that is not the container's own, and no IPv6 in the guest: nothing
+/// the guest could ask, which vminit says in one line naming GUEST_DNS.
+#[test]
+fn when_the_guest_can_reach_none_of_the_containers_resolvers_one_warning_names_guest_dns() {
+    let net = Network::new(1);
+    let ctr = Container::with_ipv6();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "")
+        .resolv_conf("nameserver fd00:9::53\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert!(r.dns.is_empty(), "{:?}", r.dns);
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the guest gets no resolver"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("fd00:9::53") && warnings[0].contains("GUEST_DNS="),
+        "{}",
+        warnings[0]
+    );
+    stop(&vm);
+}
+
 #[test]
 fn each_nic_announces_only_the_resolvers_and_names_a_client_can_use_through_it() {
     let front = Network::new(1);
