@@ -179,7 +179,10 @@ impl Dns {
         let lost: Vec<String> = self.forward_to.iter().map(IpAddr::to_string).collect();
         (!lost.is_empty() && !nics.is_empty() && primary_nic(nics).is_none()).then(|| {
             format!(
-                "DNS: no guest NIC has IPv4, so the guest cannot ask the door, which forwards to                  the container's loopback resolvers ({}): names only they know (container                  names) do not resolve in the guest, which gets the container's IPv6 resolvers                  only",
+                "DNS: no guest NIC has IPv4, so the guest cannot ask the door, which forwards to \
+                 the container's loopback resolvers ({}): names only they know (container \
+                 names) do not resolve in the guest, which gets the container's IPv6 resolvers \
+                 only",
                 lost.join(" ")
             )
         })
