@@ -48,6 +48,7 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: false,
+            up: true,
         };
         Ns(NetState {
             links: vec![lo],
@@ -64,6 +65,7 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: true,
+            up: true,
         });
         for a in addrs {
             let n = net(a);

@@ -9,7 +9,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -101,6 +103,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         alias: None,
         lower: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
+        up: msg.header.flags.contains(LinkFlags::Up),
     };
     for attr in msg.attributes {
         match attr {

@@ -22,6 +22,9 @@ pub struct Link {
     pub lower: Option<u32>,
     /// Whether the link layer is Ethernet (tunnels such as `tunl0` or `sit0` are not).
     pub ethernet: bool,
+    /// Whether it is up (`IFF_UP`): Docker and CNI plugins bring a new NIC up after its
+    /// addresses, so a NIC that joins is taken over once it is up.
+    pub up: bool,
 }
 
 /// An IPv4 address as the kernel holds it on an interface, with everything needed to put

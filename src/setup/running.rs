@@ -190,7 +190,7 @@ impl supervise::Effects for Guest<'_> {
                 again_in = Some(Duration::from_millis(100));
             } else if self.left.insert(name.clone()) {
                 log::warn!(
-                    "{name} has no IPv4 or IPv6 address after {waited:?}; it stays with the container"
+                    "{name} is not up with an IPv4 or IPv6 address after {waited:?}; it stays with the container"
                 );
             }
         }

@@ -1056,6 +1056,7 @@ mod tests {
             alias: alias.map(str::to_string),
             lower: Some(lower),
             ethernet: true,
+            up: true,
         }
     }
 

@@ -214,7 +214,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::helper::{BACKOFF_MIN, POLL};
-    use super::hotplug::{PLUG_WAIT, SETTLE};
+    use super::hotplug::{LONGEST, PLUG_WAIT, QUIET};
     use super::stop::{GRACE, POWERDOWN_RETRY, PRESS_AGAIN, SIGRTMIN_PLUS_3};
     use super::*;
 
@@ -585,15 +585,15 @@ mod tests {
         assert_eq!(p.next_deadline(), None);
     }
     #[test]
-    fn network_changes_are_followed_once_they_settle() {
+    fn network_changes_are_followed_once_they_pause() {
         let (mut p, t0) = start();
         assert_eq!(p.handle(Event::NetworkChanged, t0), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
-        // More changes of the same burst do not push it further away.
-        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE / 2), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![Action::Reconcile]);
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE * 2), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + QUIET));
+        let t1 = t0 + QUIET / 2;
+        assert_eq!(p.handle(Event::NetworkChanged, t1), vec![]);
+        assert_eq!(p.next_deadline(), Some(t1 + QUIET));
+        assert_eq!(p.handle(Event::Tick, t1 + QUIET), vec![Action::Reconcile]);
+        assert_eq!(p.handle(Event::Tick, t0 + LONGEST), vec![]);
     }
 
     #[test]
@@ -636,8 +636,8 @@ mod tests {
         let (mut p, t0) = start();
         p.handle(Event::NetworkChanged, t0);
         p.handle(Event::Signal(libc::SIGTERM), t0);
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![]);
-        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE), vec![]);
+        assert_eq!(p.handle(Event::Tick, t0 + LONGEST), vec![]);
+        assert_eq!(p.handle(Event::NetworkChanged, t0 + LONGEST), vec![]);
         for ms in [200, 400, 2000] {
             let actions = p.handle(Event::Tick, t0 + Duration::from_millis(ms));
             assert!(!actions.contains(&Action::Reconcile), "{actions:?}");
