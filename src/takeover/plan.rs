@@ -1989,7 +1989,11 @@ mod tests {
         more.links.iter_mut().for_each(|l| l.up = false);
         connect(&mut now, more);
         let c = changes(&now, Attach::All, &p.nics);
-        assert_eq!(c.waiting, ["eth1"], "its addresses are there, but it is down");
+        assert_eq!(
+            c.waiting,
+            ["eth1"],
+            "its addresses are there, but it is down"
+        );
         assert!(c.added.is_empty());
         now.links.iter_mut().for_each(|l| l.up = true);
         let c = changes(&now, Attach::All, &p.nics);
