@@ -426,6 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_loopback_resolver_is_forwarded_too_and_the_guest_gets_the_door() {
+        let resolv = resolv::parse("nameserver ::1\nnameserver fd00:1::53\n");
+        let c = render_for(&[nic(0, "172.19.0.2/24", Some("172.19.0.1"))], &resolv);
+        assert!(c.contains("server=::1\n"), "{c}");
+        assert!(!c.contains("fd00:1::53"), "{c}");
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:dns-server,169.254.1.10\n"));
+        let guest_dns = ["10.1.0.53".parse().unwrap()];
+        let c = render_dns(
+            &[nic(0, "10.1.0.2/24", Some("10.1.0.1"))],
+            &dns_for(&resolv, &guest_dns, "vm1"),
+        );
+        assert!(c.contains("server=//::1\nserver=255.255.255.255\n"), "{c}");
+    }
+
+    #[test]
     fn with_direct_resolvers_the_door_forwards_only_unqualified_names() {
         let guest_dns = ["10.1.0.53".parse().unwrap()];
         let dns = dns_for(&docker_resolv(), &guest_dns, "vm1");

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::guest::Guest;
 use super::{TakenNic, random_macs, read_namespace, take_over_nic};
-use crate::dhcp::dhcp_server::{DhcpServer, Reconfigured};
+use crate::dhcp::dhcp_server::{self, DhcpServer, Reconfigured};
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
 use crate::ipv6::announcer::Announcers;
@@ -472,10 +472,12 @@ impl Guest<'_> {
         let added = read_namespace(&mut self.nl).and_then(|state| {
             let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
             let dns = Dns6::from_resolv_conf(&resolv);
+            let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&self.nics.plans());
+            let dns = (&dns, dhcp4_dns);
             match &mut self.announcers {
-                Some(announcers) => announcers.add(guests, learned, &state, &dns),
+                Some(announcers) => announcers.add(guests, learned, &state, dns),
                 None => {
-                    self.announcers = Some(Announcers::open(guests, learned, &state, &dns)?);
+                    self.announcers = Some(Announcers::open(guests, learned, &state, dns)?);
                     Ok(())
                 }
             }

@@ -1,7 +1,8 @@
 //! The guest's DNS end to end, in network namespaces, with the real dnsmasq, QEMU (TCG) and
 //! test guest: container names and external names both resolve when an upstream is known
 //! (Docker 25's `ExtServers`, `GUEST_DNS`), without waiting out a forwarding timeout; one
-//! warning when nothing names an upstream; each NIC announces only what a client can use
+//! warning when nothing names an upstream; a container's IPv6 loopback resolver is forwarded
+//! by the door; each NIC announces only what a client can use
 //! through it; hostnames dnsmasq would misread reach the guest as hostnames.
 //!
 //! Docker's embedded DNS server is played by a dnsmasq on 127.0.0.11 in the container's
@@ -13,12 +14,13 @@
 use crate::common;
 use crate::common::{report, stop};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    Container, GuestLookup, Netns, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, unique_id,
+    Container, DnsServer, GuestLookup, Netns, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder,
+    unique_id,
 };
 use nix::sys::signal::Signal;
 
@@ -203,6 +205,68 @@ fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_nam
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
         warnings[0].starts_with("vminit: warning: "),
+        "{}",
+        warnings[0]
+    );
+    stop(&vm);
+}
+
+/// A container whose only resolvers are IPv6: a resolver of the pod on `::1` (a caching
+/// sidecar), then one on the network. The guest, IPv4 only, gets the door, which forwards to
+/// `::1` over the container's loopback; the network's IPv6 resolver is not handed to a guest
+/// with no IPv6.
+#[test]
+fn a_container_with_only_ipv6_resolvers_gives_the_guest_the_door_to_its_loopback_one() {
+    let net = Network::new(1);
+    let ctr = Container::with_ipv6();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let _sidecar = DnsServer::start(
+        ctr.ns(),
+        Ipv6Addr::LOCALHOST,
+        &[(EXTERNAL_NAME, net.peer_ip)],
+    );
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, &format!("vminit_test_resolve={EXTERNAL_NAME}"))
+        .resolv_conf("nameserver ::1\nnameserver fd00:9::53\noptions ndots:0\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert_eq!(r.dns.len(), 1, "the door only: {:?}", r.dns);
+    assert!(r.dns[0].starts_with("169.254."), "the door: {:?}", r.dns);
+    let all = lookups(&vm);
+    assert_eq!(
+        lookup(&all, EXTERNAL_NAME).addr,
+        Some(net.peer_ip.to_string()),
+        "{}",
+        vm.tails()
+    );
+    stop(&vm);
+}
+
+/// Only an IPv6 resolver that is not the container's own, and no IPv6 in the guest: nothing
+/// the guest could ask, which vminit says in one line naming GUEST_DNS.
+#[test]
+fn when_the_guest_can_reach_none_of_the_containers_resolvers_one_warning_names_guest_dns() {
+    let net = Network::new(1);
+    let ctr = Container::with_ipv6();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "")
+        .resolv_conf("nameserver fd00:9::53\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert!(r.dns.is_empty(), "{:?}", r.dns);
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the guest gets no resolver"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("fd00:9::53") && warnings[0].contains("GUEST_DNS="),
         "{}",
         warnings[0]
     );

@@ -292,9 +292,13 @@ fn a_calico_pod_guest_gets_its_slash_128_and_a_default_route_through_the_link_lo
             .as_deref(),
         Some(v6.gateway_mac.as_str())
     );
-    // The pod's IPv6 resolver reaches the guest (DHCPv6), next to the IPv4 one.
-    assert!(r.dns.contains(&"fd00:1::53".to_string()), "{:?}", r.dns);
-    assert!(r.dns.iter().all(|d| d != "::1" && !d.starts_with("127.")));
+    // DHCPv4 gives the guest a resolver (the cluster's 10.96.0.10), so DHCPv6 carries none: a
+    // client that writes resolv.conf from its last lease alone (Debian's dhclient-script) keeps
+    // DHCPv4's. The pod's IPv6 resolver goes by the advertisements' RDNSS only, which this
+    // guest's kernel ignores (systemd-networkd and NetworkManager read it: tests/distro).
+    assert_eq!(r.dns, ["10.96.0.10"], "{r:#?}");
+    assert_eq!(r.dhcp6["eth0"]["dns6"], "", "{:?}", r.dhcp6);
+    assert_eq!(r.dhcp6["eth0"]["ip6"], pod6.to_string(), "{:?}", r.dhcp6);
 
     assert!(net.peer_ping6(pod6), "{}", vm.tails());
     assert_eq!(
@@ -532,11 +536,24 @@ fn an_ipv6_only_nic_gives_the_guest_its_ipv6_address_route_and_mac_and_nothing_o
     let before = ctr.net_state();
     let listener = net.peer_listen(ANNOUNCEMENTS);
     let disk = ScratchDisk::new();
-    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    let vm = guest_vm(&ctr, &disk, "eth0")
+        .resolv_conf("nameserver 127.0.0.11\nnameserver fd00:1::53\n")
+        .spawn();
 
     let r = report(&vm);
     assert_no_ipv4(&r, "eth0", &nic);
     assert_eq!(r.nic("eth0").map(|n| n.mtu), Some(nic.mtu));
+    // No DHCPv4 resolver: DHCPv6 carries the IPv6 one (and the advertisements' RDNSS). The
+    // door cannot be asked without IPv4: one warning says what the guest loses.
+    assert_eq!(r.dhcp6["eth0"]["dns6"], "fd00:1::53", "{:?}", r.dhcp6);
+    assert_eq!(r.dns, ["fd00:1::53"], "{r:#?}");
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot ask the door"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("127.0.0.11"), "{}", warnings[0]);
     let global: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
     assert_eq!(global, [format!("{}/128", nic.ip6())], "{r:#?}");
     assert!(
