@@ -50,6 +50,7 @@ impl Ns {
             ethernet: false,
             arp_ignore: Some(0),
             lower_netns: None,
+            up: true,
         };
         Ns(NetState {
             links: vec![lo],
@@ -68,6 +69,7 @@ impl Ns {
             ethernet: true,
             arp_ignore: Some(0),
             lower_netns: None,
+            up: true,
         });
         for a in addrs {
             let n = net(a);

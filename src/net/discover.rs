@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
+    LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -105,6 +106,7 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         lower_netns: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
         arp_ignore: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
     };
     for attr in msg.attributes {
         match attr {

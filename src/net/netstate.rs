@@ -28,6 +28,9 @@ pub struct Link {
     /// `net.ipv4.conf.LINK.arp_ignore` (from `IFLA_AF_SPEC`); `None` for a link without
     /// IPv4.
     pub arp_ignore: Option<u32>,
+    /// Whether it is up (`IFF_UP`): Docker and CNI plugins bring a new NIC up after its
+    /// addresses, so a NIC that joins is taken over once it is up.
+    pub up: bool,
 }
 
 /// An IPv4 address as the kernel holds it on an interface, with everything needed to put

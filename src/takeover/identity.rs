@@ -1104,6 +1104,7 @@ mod tests {
             ethernet: true,
             arp_ignore: Some(0),
             lower_netns: None,
+            up: true,
         }
     }
 

@@ -291,7 +291,8 @@ pub struct Changes {
 /// left, and NICs that joined and are to be attached by the same rules as at start
 /// (`AUTO_ATTACH`, `ATTACH_IFACES`, `SELECTED_NETWORK`). A joining NIC gets the lowest free
 /// slot, a door address no one uses, and the router only if it holds the container's
-/// default route and no guest NIC gives one already: the guest keeps exactly one.
+/// default route and no guest NIC gives one already: the guest keeps exactly one. A
+/// joining NIC that is not up yet, or has no address yet, is `waiting`.
 pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
     let state = input.state;
     let mut changes = Changes::default();
@@ -313,6 +314,12 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .iter()
         .filter(|n| !stay.iter().any(|g| &g.lower == *n))
     {
+        // Docker (and CNI plugins) give a new NIC its MAC and addresses, then bring it up:
+        // until the kernel says it is up, it is not finished.
+        if state.link(name).is_some_and(|l| !l.up) {
+            changes.waiting.push(name.clone());
+            continue;
+        }
         match candidate(name, input) {
             Ok(one)
                 if let Some(held) = stay
@@ -1842,6 +1849,7 @@ mod tests {
             ethernet,
             arp_ignore: Some(0),
             lower_netns: None,
+            up: true,
         }
     }
 
@@ -1880,6 +1888,7 @@ mod tests {
                     ethernet: true,
                     arp_ignore: Some(0),
                     lower_netns: None,
+                    up: true,
                 });
             }
             after.addrs.push(crate::net::netstate::Addr {
@@ -2081,6 +2090,27 @@ mod tests {
         both.routes
             .extend(now.routes.iter().filter(|r| r.index == door1).cloned());
         assert_eq!(changes(&both, Attach::All, &p.nics).router, None);
+    }
+
+    #[test]
+    fn a_joining_nic_is_taken_over_only_once_it_is_up() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let mut more = Ns::new().nic(9, "eth1", MAC1, &["10.9.0.2/24"], &[]).0;
+        more.links.iter_mut().for_each(|l| l.up = false);
+        connect(&mut now, more);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(
+            c.waiting,
+            ["eth1"],
+            "its addresses are there, but it is down"
+        );
+        assert!(c.added.is_empty());
+        now.links.iter_mut().for_each(|l| l.up = true);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert!(c.waiting.is_empty());
+        assert_eq!(c.added[0].0.lower, "eth1");
     }
 
     #[test]

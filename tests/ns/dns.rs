@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 const BOOT: Duration = Duration::from_secs(120);
 
 /// The container name Docker's stand-in knows.
-const CONTAINER_NAME: &str = "web";
+pub(crate) const CONTAINER_NAME: &str = "web";
 /// The name only the upstream knows.
 const EXTERNAL_NAME: &str = "ext.test";
 /// Host number of the upstream resolver on the network (10.N.0.53).
@@ -53,7 +53,7 @@ fn lookup<'a>(all: &'a [GuestLookup], name: &str) -> &'a GuestLookup {
 }
 
 /// A dnsmasq serving DNS in a namespace, stopped on drop.
-struct Resolver {
+pub(crate) struct Resolver {
     pidfile: PathBuf,
 }
 
@@ -72,7 +72,7 @@ impl Resolver {
     /// Docker's embedded DNS server in the container: 127.0.0.11 knows `CONTAINER_NAME` (and
     /// has no IPv6 address for it, as Docker answers) and asks `upstream` for everything
     /// else, from the container's namespace.
-    fn docker(ctr: &Container, name_addr: Ipv4Addr, upstream: Ipv4Addr) -> Resolver {
+    pub(crate) fn docker(ctr: &Container, name_addr: Ipv4Addr, upstream: Ipv4Addr) -> Resolver {
         ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
         Resolver::start(
             ctr.ns(),
