@@ -241,19 +241,9 @@ fn with_the_tap_datapath_a_network_connected_while_the_guest_runs_joins_and_leav
 /// (then kills it) or starts QEMU; whether it paused.
 fn killed_at(ctr: &Container, disk: &ScratchDisk, datapath: &str, k: usize) -> bool {
     let log = disk.dir.join("standin.log");
-    let vm = common::standin_vm(ctr, disk, &log)
+    common::standin_vm(ctr, disk, &log)
         .env("NET_DATAPATH", datapath)
-        .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-        .spawn();
-    let paused = format!("test hook: paused after setup step {k}:");
-    let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-        t.contains(&paused) || t.contains("QEMU running")
-    });
-    assert!(reached, "{}", vm.tails());
-    let was_paused = vm.log().text().contains(&paused);
-    vm.kill(Signal::SIGKILL);
-    vm.expect_exit(Duration::from_secs(10));
-    was_paused
+        .killed_at(&format!("setup:{k}"))
 }
 
 #[test]
@@ -303,40 +293,17 @@ fn a_kill_during_a_tap_teardown_is_recovered_by_the_next_run() {
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let log = disk.dir.join("standin.log");
+    let tap_vm = || standin_vm(&ctr, &disk, &log).env("NET_DATAPATH", "tap");
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("NET_DATAPATH", "tap")
-            .env("VMINIT_TEST_PAUSE", format!("teardown:{k}"))
-            .spawn();
-        vm.expect_log("QEMU running", Duration::from_secs(30));
-        vm.kill(Signal::SIGTERM);
-        let paused = format!("test hook: paused after teardown step {k}:");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let was_paused = loop {
-            if vm.log().text().contains(&paused) {
-                break true;
-            }
-            if vm.wait_exit(Duration::from_millis(20)).is_some() {
-                break false;
-            }
-            assert!(std::time::Instant::now() < deadline, "{}", vm.tails());
-        };
-        if !was_paused {
-            assert_restored(&ctr, &before, "after the last teardown step");
-            break;
-        }
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("NET_DATAPATH", "tap")
-            .spawn();
+    while tap_vm().killed_at(&format!("teardown:{k}")) {
+        let vm = tap_vm().spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
         vm.kill(Signal::SIGTERM);
         vm.expect_exit(STOP);
         assert_restored(&ctr, &before, &format!("killed after teardown step {k}"));
         k += 1;
     }
+    assert_restored(&ctr, &before, "after the last teardown step");
     assert!(k > 10, "a dual-stack tap teardown has more steps than {k}");
 }
 
