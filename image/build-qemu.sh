@@ -39,9 +39,11 @@ DEVICES=$IMAGE_DIR/qemu-devices.mak
 # What vminit uses, and nothing else Debian enables: KVM and TCG (built in, no modules), VNC
 # (DISPLAY=vnc), the seccomp sandbox (-sandbox on), device trees (needed by the x86 target's
 # build), tap and stream netdevs with vhost-net, user networking (slirp: user mode's relay where
-# passt cannot build its sandbox), the TPM emulator backend (TPM=yes), the vvfat
-# seed driver, qemu-img (the disk feature); the devices of image/qemu-devices.mak only; no trace
-# points (the nop backend: QEMU's -trace has nothing to print, -d still works).
+# passt cannot build its sandbox), nettle as the cipher backend (VNC_PASSWORD_FILE: VNC's
+# password authentication needs DES, which QEMU has no built-in cipher for), the TPM emulator
+# backend (TPM=yes), the vvfat seed driver, qemu-img (the disk feature); the devices of
+# image/qemu-devices.mak only; no trace points (the nop backend: QEMU's -trace has nothing to
+# print, -d still works).
 # Prefix /usr and Debian's firmware path: QEMU looks for its data and firmware dirs relative to
 # its binary (BIN/../share/qemu, BIN/../share/seabios, BIN/../lib/ipxe/qemu), so in the rootfs
 # (/usr/bin) they are where Debian's qemu-system-data, seabios and ipxe-qemu packages put the
@@ -59,6 +61,7 @@ CONFIGURE=(
     --enable-fdt=system
     --enable-vhost-net --enable-vhost-kernel
     --enable-slirp
+    --enable-nettle
     --enable-tpm
     --enable-vvfat
     --enable-tools
@@ -66,7 +69,7 @@ CONFIGURE=(
     --disable-werror
 )
 BUILD_DEPS=(dpkg-dev build-essential python3 python3-venv ninja-build meson pkg-config
-    libglib2.0-dev libpixman-1-dev libseccomp-dev libfdt-dev zlib1g-dev libslirp-dev flex bison)
+    libglib2.0-dev libpixman-1-dev libseccomp-dev libfdt-dev zlib1g-dev libslirp-dev nettle-dev flex bison)
 
 version=$(source_version qemu-system-x86)
 OUT=$(cache_dir "$CACHE_ROOT" "$version" "${CONFIGURE[*]}" "$(cat -- "$DEVICES")")

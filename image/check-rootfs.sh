@@ -10,8 +10,8 @@
 #   2. dnsmasq as vminit runs it: foreground, DNS and DHCP on one interface, dropping to nobody;
 #   3. QEMU booting KERNEL under TCG for a few seconds with vminit's fixed arguments and a
 #      virtio-net-pci NIC (default `pc` machine), until the kernel prints its banner;
-#   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket) for three
-#      seconds (it only has to start);
+#   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket with a
+#      password) for three seconds (it only has to start);
 #   5. QEMU with an e1000e NIC and an IDE CD-ROM (NIC_MODEL=e1000e, BOOT_ISO) for three seconds;
 #      QEMU under OVMF (BOOT_MODE=uefi), and with Secure Boot on q35 and a TPM from swtpm
 #      (BOOT_MODE=secure, TPM=yes), four seconds each;
@@ -109,9 +109,12 @@ trace qemu-tcg 6 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -chardev stdio,id=console,signal=off -serial chardev:console \
     -qmp unix:/run/qmp.sock,server=on,wait=off -netdev user,id=n0,ipv6=off,net=10.0.2.0/29 -device virtio-net-pci,netdev=n0 \
     -kernel /image/vmlinuz -append 'console=ttyS0 panic=-1' -no-reboot </dev/null
-# The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix socket.
+# The graphical console (DISPLAY=vnc, src/vm/display.rs): std VGA, USB tablet, VNC on a Unix
+# socket with a password (VNC_PASSWORD_FILE: QEMU refuses to start without a DES cipher).
+echo check >"$ROOTFS/run/vnc.password"
 trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
-    -display none -vga std -usb -device usb-tablet -vnc unix:/run/vnc.sock \
+    -display none -vga std -usb -device usb-tablet -object secret,id=vncpassword,file=/run/vnc.password \
+    -vnc unix:/run/vnc.sock,password-secret=vncpassword \
     -monitor none -serial none -nic none -no-reboot </dev/null
 # NIC_MODEL=e1000e and BOOT_ISO (an empty CD-ROM drive here): their devices and ROMs.
 trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \

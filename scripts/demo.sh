@@ -4,8 +4,9 @@
 #   1. installs what is missing: docker.io, qemu-system-x86, qemu-utils, dnsmasq-base,
 #      busybox-static, linux-image-cloud-amd64, cpio (apt-get), and the Rust musl target;
 #   2. starts a Docker daemon if none answers (scripts/dockerd.sh);
-#   3. builds the image vminit:latest (image/build.sh) and a small test guest
-#      (tests/guest/build-guest.sh: Debian's cloud kernel and a busybox initramfs);
+#   3. builds the image vminit:latest (image/build.sh: the first run also builds QEMU and dnsmasq
+#      from Debian's source packages, minutes; later runs take them from their caches) and a
+#      small test guest (tests/guest/build-guest.sh: Debian's cloud kernel and a busybox initramfs);
 #   4. creates two Docker networks, creates the VM container on the first, connects it to the
 #      second, starts it, and waits for the guest's report: the guest got the container's MACs
 #      and IPs on both networks by DHCP;
@@ -138,7 +139,7 @@ remove_demo # whatever an earlier run (or an earlier --keep) left
 # --- 3. the image and the guest -------------------------------------------------------------------
 
 mkdir -p "$DEMO_DIR"
-say "building the image $IMAGE (image/build.sh; full log in $DEMO_DIR/build.log)"
+say "building the image $IMAGE (image/build.sh, the first time with QEMU from Debian's source: minutes; full log in $DEMO_DIR/build.log)"
 if ! "$REPO/image/build.sh" "$IMAGE" >"$DEMO_DIR/build.log" 2>&1; then
     tail -n 30 "$DEMO_DIR/build.log" >&2
     die "image/build.sh failed; full log: $DEMO_DIR/build.log"

@@ -73,6 +73,14 @@ pub fn test_qemu() -> Option<OsString> {
     test_program("VMINIT_TEST_QEMU")
 }
 
+/// The qemu-img of the same build as [`test_qemu`]'s QEMU (the `qemu-img` beside it, which
+/// image/build-qemu.sh puts there and the image ships), given to vminit as `VMINIT_QEMU_IMG`;
+/// none when there is no such file, and vminit takes Debian's /usr/bin/qemu-img.
+pub fn test_qemu_img() -> Option<OsString> {
+    let img = PathBuf::from(test_qemu()?).with_file_name("qemu-img");
+    img.is_file().then(|| img.into_os_string())
+}
+
 /// The dnsmasq the tests give vminit, as [`test_qemu`]: `$VMINIT_TEST_DNSMASQ` (the one
 /// image/build-dnsmasq.sh built) as `VMINIT_DNSMASQ`, else vminit's default /usr/sbin/dnsmasq.
 pub fn test_dnsmasq() -> Option<OsString> {
@@ -373,6 +381,7 @@ impl<'c> VminitBuilder<'c> {
             .env("HOSTNAME", &self.hostname)
             .env("HOME", "/root")
             .envs(test_qemu().map(|qemu| ("VMINIT_QEMU", qemu)))
+            .envs(test_qemu_img().map(|img| ("VMINIT_QEMU_IMG", img)))
             .envs(test_dnsmasq().map(|dnsmasq| ("VMINIT_DNSMASQ", dnsmasq)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
