@@ -27,8 +27,8 @@ use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, 
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::dhcp::resolv;
 use crate::error::{Error, NetworkError, Result};
-use crate::ipv6::announce::{Dns6, Learned};
-use crate::ipv6::announcer::Announcers;
+use crate::ipv6::announce::Dns6;
+use crate::ipv6::announcer::{Announcers, Listening};
 use crate::ipv6::packet::PacketSocket;
 use crate::net::apply::Applier;
 use crate::net::monitor::Monitor;
@@ -391,7 +391,7 @@ impl<'a> Boot<'a> {
         };
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
-        let learned = self.learn_gateways6(&plan)?;
+        self.check_packet_sockets(&plan)?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
         let accel = match forced {
@@ -404,11 +404,12 @@ impl<'a> Boot<'a> {
             .map(|t| qemu::Netdev::Tap(t.raw_fds()))
             .collect();
         let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
-        // The announcers are nothing the guest can use before it has booted, so they open
-        // while QEMU starts: a guest solicits routers and asks DHCPv6 only once its
-        // link-local address has passed duplicate address detection (a second at least, RFC
-        // 4862), and what it sends after this line waits in the sockets for the supervisor.
-        if let Err(e) = self.open_announcers(&plan, &learned) {
+        // The announcers and the IPv6 gateways' facts are nothing the guest can use before
+        // it has booted, so they are had while QEMU starts: a guest solicits routers and asks
+        // DHCPv6 only once its link-local address has passed duplicate address detection (a
+        // second at least, RFC 4862), and what it sends after the doors' sockets opened
+        // waits in them until the supervisor reads it, announcers made.
+        if let Err(e) = self.announce6(&plan) {
             stop_at_once(qemu);
             return Err(e);
         }
@@ -445,35 +446,32 @@ impl<'a> Boot<'a> {
         self.start_qemu(&argv, taps)
     }
 
-    /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
-    /// still has its addresses: the guest's router advertisements speak for them.
-    fn learn_gateways6(&mut self, plan: &Plan) -> Result<Vec<Learned>> {
+    /// Before anything changes: the IPv6 announcements need packet sockets.
+    fn check_packet_sockets(&self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        // Before anything changes: the announcements need packet sockets.
-        PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
-        let state = self.discover()?;
-        let signals = self.signals;
-        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
+        PacketSocket::probe().map_err(gateway6::raw_socket_error)
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
-    /// advertisements, DHCPv6), which the supervisor then serves.
-    fn open_announcers(&mut self, plan: &Plan, learned: &[Learned]) -> Result<()> {
+    /// advertisements, DHCPv6), finds the IPv6 gateways' link-local addresses and MACs on
+    /// the container NICs (up to `gateway6::TIMEOUT`; a request to stop ends the wait, and the
+    /// supervisor then stops the guest), and makes the announcers the supervisor serves.
+    fn announce6(&mut self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
             return Ok(());
         }
         let state = self.discover()?;
+        let listening = Listening::open(&plan.v6, &state)?;
+        let signals = self.signals;
+        let learned = gateway6::learn(&state, &plan.v6, &|| stop_waiting(signals))?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
         let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
-        self.announcers = Some(Announcers::open(
-            &plan.v6,
-            learned,
-            &state,
-            (&dns, dhcp4_dns),
-        )?);
+        let mut announcers = Announcers::none();
+        announcers.start(listening, &learned, (&dns, dhcp4_dns));
+        self.announcers = Some(announcers);
         Ok(())
     }
 
@@ -885,6 +883,14 @@ fn interrupted(signals: &Signals) -> Result<()> {
         Some(sig) => Err(Error::Interrupted(sig)),
         None => Ok(()),
     }
+}
+
+/// Whether a request to stop waits to be read (left for the supervisor to read and act on).
+fn stop_waiting(signals: &Signals) -> bool {
+    signals
+        .waiting()
+        .into_iter()
+        .any(|s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while
