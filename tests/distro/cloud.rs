@@ -10,7 +10,10 @@ use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Container, Network, NicSpec, ScratchDir, distro_uefi_disk, run_ok, vminit_binary};
+use common::{
+    Container, Network, NicSpec, ScratchDir, SshKey, distro_uefi_disk, run_ok, sha256,
+    vminit_binary,
+};
 use nix::sys::signal::Signal;
 
 /// OVMF, shim, GRUB, systemd and cloud-init's first boot under TCG.
@@ -18,65 +21,18 @@ const BOOT: Duration = Duration::from_secs(600);
 /// systemd's poweroff under TCG.
 const STOP: Duration = Duration::from_secs(240);
 
+/// How long sshd may take to let the key in once cloud-init said it finished.
+const LOGIN: Duration = Duration::from_secs(180);
+
 /// The base's size as built (tests/distro/build-images.sh, ROOT_SIZE) and the overlay's.
 const BASE_SIZE: u64 = 2 << 30;
 const DISK_SIZE: u64 = 3 << 30;
-
-/// `sha256sum FILE`'s hash.
-fn sha256(file: &Path) -> String {
-    let out = run_ok(&["sha256sum", &file.to_string_lossy()]);
-    out.split_whitespace()
-        .next()
-        .expect("sha256sum prints a hash")
-        .to_owned()
-}
-
-/// A fresh ed25519 key pair in `dir`: the private key's path and the public key's line.
-fn ssh_key(dir: &Path) -> (String, String) {
-    let key = dir.join("id_ed25519").to_string_lossy().into_owned();
-    run_ok(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-C",
-        "test@peer",
-        "-f",
-        &key,
-    ]);
-    let public = std::fs::read_to_string(format!("{key}.pub")).expect("read the public key");
-    (key, public.trim().to_owned())
-}
-
-/// Runs `command` as `user@ip` over SSH from the network's peer with `key` (no password, no
-/// known-hosts file: the guest's host key is new), retrying while sshd is not up yet.
-pub fn ssh_from_peer(net: &Network, key: &str, user: &str, ip: &str, command: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let out = net.peer_exec(&format!(
-            "ssh -i {key} -o BatchMode=yes -o StrictHostKeyChecking=no \
-             -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=20 \
-             {user}@{ip} '{command}'"
-        ));
-        if out.success() {
-            return out.stdout;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SSH login as {user}@{ip}: {out}"
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
 
 #[test]
 fn a_cloud_image_as_disk_base_boots_under_secure_boot_grows_its_root_and_takes_an_ssh_login_from_a_peer()
  {
     // given the cloud disk as a read-only base in the image directory, and a key
     let image = ScratchDir::new();
-    let keys = ScratchDir::new();
     let base = image.path("base.qcow2");
     std::fs::copy(distro_uefi_disk("cloud"), &base).expect("copy the cloud image");
     let before = sha256(&base);
@@ -85,7 +41,7 @@ fn a_cloud_image_as_disk_base_boots_under_secure_boot_grows_its_root_and_takes_a
         info.contains(&format!("\"virtual-size\": {BASE_SIZE},")),
         "the base is smaller than DISK_SIZE: {info}"
     );
-    let (key, public) = ssh_key(&keys.0);
+    let key = SshKey::new();
     let net = Network::new(1);
     let ctr = Container::new();
     let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
@@ -104,7 +60,7 @@ fn a_cloud_image_as_disk_base_boots_under_secure_boot_grows_its_root_and_takes_a
         .env("DISK_BASE", "base.qcow2")
         .env("DISK_SIZE", "3G")
         .env("BOOT_MODE", "secure")
-        .env("CLOUD_INIT_SSH_KEYS", &public)
+        .env("CLOUD_INIT_SSH_KEYS", &key.public)
         .bind(&image.0, Path::new("/run/image"))
         .spawn();
 
@@ -116,13 +72,13 @@ fn a_cloud_image_as_disk_base_boots_under_secure_boot_grows_its_root_and_takes_a
         started.elapsed().as_secs_f64()
     );
     let ip = nic.ip().to_string();
-    let out = ssh_from_peer(
-        &net,
-        &key,
+    let out = key.login(
+        |script| net.peer_exec(script),
         "debian",
         &ip,
         "hostname; cat /sys/block/vda/size; df -B1 --output=size / | tail -n 1; \
-         mokutil --sb-state; cat /proc/cmdline",
+         mokutil --sb-state",
+        LOGIN,
     );
     eprintln!(
         "logged in {:.0} s after vminit started:\n{out}",
