@@ -176,7 +176,7 @@ impl fmt::Display for NetworkError {
             ),
             NetworkError::TooManyNics(n, max) => write!(
                 f,
-                "{n} NICs to attach, but the guest has PCI slots for at most {max} (beside its disk, the seed and the VGA); leave some out with AUTO_ATTACH=no and ATTACH_IFACES"
+                "{n} NICs to attach, but the guest has PCI slots for at most {max} (beside its disk, the seed, the VGA and, with BOOT_MODE=secure, the empty PCIe root ports kept for hot-plug); leave some out with AUTO_ATTACH=no and ATTACH_IFACES"
             ),
         }
     }

@@ -373,7 +373,10 @@ impl<'a> Boot<'a> {
         }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
-        let max = qemu::max_nics(self.checked.seed.is_some());
+        let max = qemu::max_nics(
+            self.checked.seed.is_some(),
+            self.config.machine.boot_mode.q35(),
+        );
         if plan.nics.len() > max {
             return Err(Error::Network(NetworkError::TooManyNics(
                 plan.nics.len(),
