@@ -117,6 +117,15 @@ impl Container {
         Container::build(false)
     }
 
+    /// A container on a Docker network: `eth0` with 10.N.0.2/24 and its Docker MAC, the
+    /// default route through the network's gateway.
+    pub fn docker_on(net: &Network) -> (Container, Nic) {
+        let ctr = Container::new();
+        let nic = ctr.add_nic(net, NicSpec::docker(net, 2));
+        ctr.set_default_route(net.gateway, "eth0");
+        (ctr, nic)
+    }
+
     /// An empty namespace with only `lo` and IPv6 enabled, like a container on a Docker
     /// `--ipv6` network (or a dual-stack pod) before its NICs are attached.
     pub fn with_ipv6() -> Container {

@@ -11,19 +11,18 @@
 //! Docker's does. The upstream is a dnsmasq on the network that answers one name of its own.
 
 use crate::common;
+use crate::common::{report, stop};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    Container, GuestLookup, GuestReport, Netns, Network, NicSpec, ScratchDisk, Vminit,
-    VminitBuilder, unique_id,
+    Container, GuestLookup, Netns, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, unique_id,
 };
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
-const STOP: Duration = Duration::from_secs(30);
 
 /// The container name Docker's stand-in knows.
 const CONTAINER_NAME: &str = "web";
@@ -39,11 +38,6 @@ fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBu
     ctr.vminit_with_guest(disk, cmdline)
 }
 
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
 /// The guest's lookups, once it has made them all (its shell starts after them).
 fn lookups(vm: &Vminit) -> Vec<GuestLookup> {
     vm.expect_console("GUEST-READY", BOOT);
@@ -54,13 +48,6 @@ fn lookup<'a>(all: &'a [GuestLookup], name: &str) -> &'a GuestLookup {
     all.iter()
         .find(|l| l.name == name)
         .unwrap_or_else(|| panic!("no lookup of {name} in {all:?}"))
-}
-
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
 }
 
 /// A dnsmasq serving DNS in a namespace, stopped on drop.
@@ -127,9 +114,7 @@ impl Drop for Resolver {
 /// and the external name, the latter without waiting out a timeout.
 fn both_names_resolve(resolv_conf: &str, guest_dns: Option<&str>) {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     // Each name points at a host that answers the guest's ping.
     let (_upstream, upstream) = Resolver::upstream(&net, net.gateway);
     let _docker = Resolver::docker(&ctr, net.peer_ip, upstream);
@@ -195,9 +180,7 @@ fn with_guest_dns_on_docker_20_10_the_guest_resolves_container_and_external_name
 #[test]
 fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_names_resolve() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let _docker = Resolver::docker(&ctr, net.peer_ip, net.addr(UPSTREAM_HOST));
     let disk = ScratchDisk::new();
     let vm = vminit(
@@ -272,9 +255,7 @@ fn each_nic_announces_only_the_resolvers_and_names_a_client_can_use_through_it()
 /// Boots the guest in a container whose hostname is `hostname` and returns the guest's.
 fn guest_hostname(hostname: &str) -> String {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "").hostname(hostname).spawn();
     let r = report(&vm);

@@ -4,6 +4,7 @@
 //! dnsmasq and the test guest, whose /init configures NICs that appear later.
 
 use crate::common;
+use crate::common::stop;
 
 use std::time::{Duration, Instant};
 
@@ -38,12 +39,6 @@ pub(crate) fn expect_added(vm: &Vminit, mac: &str) -> String {
         .line;
     assert!(line.contains("GUEST-HOTPLUG added "), "{line}");
     line.rsplit("ip=").next().unwrap_or("").trim().to_string()
-}
-
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{}", vm.tails());
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! neighbour hears nothing vminit announces, and the namespace comes back exactly.
 
 use crate::common;
+use crate::common::{guest_run, stop};
 
 use std::time::Duration;
 
@@ -42,21 +43,6 @@ pub(crate) fn report(vm: &Vminit) -> GuestReport {
     let text = vm.console().text();
     assert!(!text.contains("GUEST-ERROR"), "{}", vm.tails());
     GuestReport::parse(&text).expect("a complete guest report")
-}
-
-/// Types a command at the guest's shell and waits for `expect` in what follows.
-fn guest_run(vm: &Vminit, command: &str, expect: &str) {
-    vm.expect_console("GUEST-READY", BOOT);
-    let from = vm.console().len();
-    vm.type_console(&format!("{command}\n"));
-    vm.expect_console_from(from, expect, Duration::from_secs(30));
-}
-
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
 }
 
 /// vminit with the stand-in QEMU, which runs until it is stopped.
@@ -224,8 +210,8 @@ fn on_a_docker_ipv6_network_the_guest_gets_the_containers_address_and_routes_thr
     // The guest reaches a host beyond the gateway.
     guest_run(
         &vm,
-        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
-        "PING6-OK",
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-$((40+2))", v6.far),
+        "PING6-42",
     );
     // The container reaches the guest over IPv6 from its door.
     let ping = ctr.exec(&format!("ping -6 -n -c 2 -W 2 {}", nic.ip6()));
@@ -317,8 +303,8 @@ fn a_calico_pod_guest_gets_its_slash_128_and_a_default_route_through_the_link_lo
     );
     guest_run(
         &vm,
-        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
-        "PING6-OK",
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-$((40+2))", v6.far),
+        "PING6-42",
     );
     let heard = listener.stop();
     assert!(heard.is_empty(), "{heard:#?}");
@@ -453,21 +439,7 @@ fn a_kill_after_any_step_of_a_dual_stack_takeover_is_recovered_by_the_next_run()
     let disk = ScratchDisk::new();
     let log = disk.dir.join("standin.log");
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-            .spawn();
-        let paused = format!("test hook: paused after setup step {k}:");
-        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-            t.contains(&paused) || t.contains("QEMU running")
-        });
-        assert!(reached, "{}", vm.tails());
-        let was_paused = vm.log().text().contains(&paused);
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        if !was_paused {
-            break;
-        }
+    while standin_vm(&ctr, &disk, &log).killed_at(&format!("setup:{k}")) {
         // The next run recovers, and a stop puts everything back.
         let vm = standin_vm(&ctr, &disk, &log).spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
@@ -608,8 +580,8 @@ fn an_ipv6_only_nic_gives_the_guest_its_ipv6_address_route_and_mac_and_nothing_o
     );
     guest_run(
         &vm,
-        &format!("ping -6 -c 2 -W 2 {} && echo PING6-OK", v6.far),
-        "PING6-OK",
+        &format!("ping -6 -c 2 -W 2 {} && echo PING6-$((40+2))", v6.far),
+        "PING6-42",
     );
     let heard = listener.stop();
     assert!(heard.is_empty(), "{heard:#?}");
@@ -668,21 +640,7 @@ fn an_ipv6_only_nic_comes_back_exactly_after_a_stop_a_sigkill_and_a_kill_after_a
 
     // A kill after each step of the takeover.
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-            .spawn();
-        let paused = format!("test hook: paused after setup step {k}:");
-        let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-            t.contains(&paused) || t.contains("QEMU running")
-        });
-        assert!(reached, "{}", vm.tails());
-        let was_paused = vm.log().text().contains(&paused);
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        if !was_paused {
-            break;
-        }
+    while standin_vm(&ctr, &disk, &log).killed_at(&format!("setup:{k}")) {
         let vm = standin_vm(&ctr, &disk, &log).spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
         vm.kill(Signal::SIGTERM);

@@ -6,37 +6,22 @@
 //! one network never collide.
 
 use crate::common;
+use crate::common::{report, stop};
 
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
-    Container, GuestReport, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder,
-    standin_vm,
+    Container, NetState, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, standin_vm,
 };
 use nix::sys::signal::Signal;
 
-const BOOT: Duration = Duration::from_secs(120);
 const STOP: Duration = Duration::from_secs(30);
 
 /// vminit booting the test guest in `ctr`.
 fn guest_vm<'c>(ctr: &'c Container, disk: &ScratchDisk) -> VminitBuilder<'c> {
     ctr.vminit_with_guest(disk, "")
-}
-
-/// vminit with the stand-in QEMU, which runs until it is stopped and records its argv in
-/// `log`. It never powers off: a SIGTERM ends in QMP quit and SIGKILL after 1 s.
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
-/// `docker stop` on a guest that powers off: exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
 }
 
 /// A Kubernetes container restart: SIGKILL; the namespace stays.
@@ -197,9 +182,7 @@ fn everything_the_nic_held_comes_back_after_a_stop_and_after_a_kill() {
 #[test]
 fn a_nic_with_many_routes_boots_and_is_recovered_after_a_kill() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     for i in 0..16 {
         ctr.ns().ip(&[
             "route",
@@ -296,37 +279,7 @@ fn two_nic_container(n1: &Network, n2: &Network) -> (Container, Vec<Nic>) {
 /// Starts vminit (stand-in QEMU) paused after `at` (`setup:K` or `teardown:K`), kills it
 /// there, and says whether the pause was reached (false: there are fewer steps than K).
 fn kill_at(ctr: &Container, disk: &ScratchDisk, log: &Path, at: &str) -> bool {
-    let (phase, k) = at.split_once(':').expect("phase:step");
-    let vm = standin_vm(ctr, disk, log)
-        .env("VMINIT_TEST_PAUSE", at)
-        .spawn();
-    let paused = format!("test hook: paused after {phase} step {k}:");
-    if phase == "teardown" {
-        wait_standin(&vm);
-        vm.kill(Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = vm.log().text();
-        if text.contains(&paused) {
-            kill(vm);
-            return true;
-        }
-        let done = match phase {
-            "setup" => text.contains("QEMU running"),
-            _ => vm.wait_exit(Duration::ZERO).is_some(),
-        };
-        if done {
-            kill(vm);
-            return false;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never paused at {at}\n{}",
-            vm.tails()
-        );
-        sleep(Duration::from_millis(20));
-    }
+    standin_vm(ctr, disk, log).killed_at(at)
 }
 
 /// The next run recovers: QEMU gets every NIC's original MAC, dnsmasq serves it the
@@ -463,9 +416,7 @@ fn forge_aliases(ctr: &Container, net: &Network, nic: &Nic) {
 #[test]
 fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     forge_aliases(&ctr, &net, &nic);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
@@ -526,9 +477,7 @@ fn forged_vminit_aliases_change_nothing_and_the_guest_boots_normally() {
 #[test]
 fn a_run_directory_with_a_comma_reaches_qemu_escaped_and_the_stop_goes_through_qmp() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let vm = guest_vm(&ctr, &disk)
