@@ -292,9 +292,13 @@ fn a_calico_pod_guest_gets_its_slash_128_and_a_default_route_through_the_link_lo
             .as_deref(),
         Some(v6.gateway_mac.as_str())
     );
-    // The pod's IPv6 resolver reaches the guest (DHCPv6), next to the IPv4 one.
-    assert!(r.dns.contains(&"fd00:1::53".to_string()), "{:?}", r.dns);
-    assert!(r.dns.iter().all(|d| d != "::1" && !d.starts_with("127.")));
+    // DHCPv4 gives the guest a resolver (the cluster's 10.96.0.10), so DHCPv6 carries none: a
+    // client that writes resolv.conf from its last lease alone (Debian's dhclient-script) keeps
+    // DHCPv4's. The pod's IPv6 resolver goes by the advertisements' RDNSS only, which this
+    // guest's kernel ignores (systemd-networkd and NetworkManager read it: tests/distro).
+    assert_eq!(r.dns, ["10.96.0.10"], "{r:#?}");
+    assert_eq!(r.dhcp6["eth0"]["dns6"], "", "{:?}", r.dhcp6);
+    assert_eq!(r.dhcp6["eth0"]["ip6"], pod6.to_string(), "{:?}", r.dhcp6);
 
     assert!(net.peer_ping6(pod6), "{}", vm.tails());
     assert_eq!(
@@ -532,11 +536,24 @@ fn an_ipv6_only_nic_gives_the_guest_its_ipv6_address_route_and_mac_and_nothing_o
     let before = ctr.net_state();
     let listener = net.peer_listen(ANNOUNCEMENTS);
     let disk = ScratchDisk::new();
-    let vm = guest_vm(&ctr, &disk, "eth0").spawn();
+    let vm = guest_vm(&ctr, &disk, "eth0")
+        .resolv_conf("nameserver 127.0.0.11\nnameserver fd00:1::53\n")
+        .spawn();
 
     let r = report(&vm);
     assert_no_ipv4(&r, "eth0", &nic);
     assert_eq!(r.nic("eth0").map(|n| n.mtu), Some(nic.mtu));
+    // No DHCPv4 resolver: DHCPv6 carries the IPv6 one (and the advertisements' RDNSS). The
+    // door cannot be asked without IPv4: one warning says what the guest loses.
+    assert_eq!(r.dhcp6["eth0"]["dns6"], "fd00:1::53", "{:?}", r.dhcp6);
+    assert_eq!(r.dns, ["fd00:1::53"], "{r:#?}");
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot ask the door"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("127.0.0.11"), "{}", warnings[0]);
     let global: Vec<&str> = r.global6("eth0").iter().map(|a| a.addr.as_str()).collect();
     assert_eq!(global, [format!("{}/128", nic.ip6())], "{r:#?}");
     assert!(
@@ -556,18 +573,20 @@ fn an_ipv6_only_nic_gives_the_guest_its_ipv6_address_route_and_mac_and_nothing_o
         r.neighbour6(&v6.gateway_ll.to_string(), "eth0").as_deref(),
         Some(v6.gateway_mac.as_str())
     );
-    // dnsmasq has nothing for it: no range, no host, no DNS; it did not answer the guest's
-    // DHCPv4 discovers.
+    // dnsmasq has nothing for it: no host, no DNS; it did not answer the guest's DHCPv4
+    // discovers.
     let conf = std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf"))
         .expect("dnsmasq.conf");
+    let hosts = std::fs::read_to_string(vm.container_path("/run/vminit.dhcp/hosts"))
+        .expect("the DHCP hosts");
     assert!(
-        !conf.contains(&nic.mac) && !conf.contains("dhcp-range=") && conf.contains("port=0\n"),
-        "{conf}"
+        !hosts.contains(&nic.mac) && conf.contains("port=0\n"),
+        "{conf}\n{hosts}"
     );
     let log = vm.log().text();
     assert!(
-        !log.contains("DHCPOFFER") && !log.contains("DHCPDISCOVER"),
-        "dnsmasq does not even listen there: {}",
+        !log.contains("DHCPOFFER") && !log.contains("DHCPACK"),
+        "dnsmasq answers nothing there: {}",
         vm.tails()
     );
 
@@ -690,9 +709,9 @@ fn an_ipv6_only_network_connected_while_the_guest_runs_becomes_a_guest_nic() {
         n2.peer_neighbour_mac_of(&eth1.ip6().to_string()).as_deref(),
         Some(eth1.mac.as_str())
     );
-    let conf = std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf"))
-        .expect("dnsmasq.conf");
-    assert!(!conf.contains(&eth1.mac), "{conf}");
+    let hosts = std::fs::read_to_string(vm.container_path("/run/vminit.dhcp/hosts"))
+        .expect("the DHCP hosts");
+    assert!(!hosts.contains(&eth1.mac), "{hosts}");
     assert!(n1.peer_ping(eth0.ip()), "the first NIC's IPv4 still works");
     assert!(n1.peer_ping6(eth0.ip6()), "and its IPv6");
     stop(&vm);

@@ -1138,7 +1138,17 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
     // Each NIC, matched by MAC: the addresses, MTU and resolvers the guest got by DHCPv4 and
     // DHCPv6. The guest holds the DHCPv6 address as a /128 with the container's prefix on-link
     // (from the router advertisement); the seed states it with that prefix.
-    for (nic, ip6) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())] {
+    // DHCPv4 gives the guest a resolver (the door on eth0), so DHCPv6 carries no resolver and no
+    // search list (a client that writes resolv.conf from its last lease alone would lose the
+    // door): the IPv6 resolver and the search list go by the router advertisements (RDNSS,
+    // DNSSL) alone, which this guest's kernel ignores. What they say, per NIC: fd00:2::53 is in
+    // eth1's prefix, and eth1, the IPv6 default-route NIC, has the search list.
+    let advertised: [(&[&str], &[&str]); 2] =
+        [(&[], &[]), (&["fd00:2::53"], &["corp.example.test"])];
+    for ((nic, ip6), (rdnss, dnssl)) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())]
+        .into_iter()
+        .zip(advertised)
+    {
         let guest = report
             .nics
             .iter()
@@ -1174,15 +1184,19 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
         assert_eq!(unit.values("Link", "MTUBytes"), [guest.mtu.to_string()]);
         assert_eq!(unit.values("Network", "IPv6AcceptRA"), ["no"]);
         let dhcp6 = &report.dhcp6[&guest.name];
+        assert_eq!(
+            (dhcp6["dns6"].as_str(), dhcp6["search6"].as_str()),
+            ("", ""),
+            "{}: DHCPv6 carries no resolver",
+            guest.name
+        );
         let mut dns = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["dns"]));
-        dns.extend(list(&dhcp6["dns6"]));
+        dns.extend(rdnss.iter().map(|s| s.to_string()));
         assert_eq!(unit.values("Network", "DNS"), dns, "{}", guest.name);
         let mut search = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["search"]));
-        // dhclient writes the DHCPv6 search list as absolute names (`corp.example.test.`).
-        for name in list(&dhcp6["search6"]) {
-            let name = name.trim_end_matches('.').to_owned();
-            if !search.contains(&name) {
-                search.push(name);
+        for name in dnssl {
+            if !search.iter().any(|s| s == name) {
+                search.push(name.to_string());
             }
         }
         assert_eq!(unit.values("Network", "Domains"), search, "{}", guest.name);
