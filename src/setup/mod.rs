@@ -374,16 +374,7 @@ impl<'a> Boot<'a> {
         }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
-        let max = qemu::max_nics(
-            self.checked.seed.is_some(),
-            self.config.machine.boot_mode.q35(),
-        );
-        if plan.nics.len() > max {
-            return Err(Error::Network(NetworkError::TooManyNics(
-                plan.nics.len(),
-                max,
-            )));
-        }
+        self.check_slots(&plan)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -498,6 +489,25 @@ impl<'a> Boot<'a> {
 
     fn discover(&mut self) -> Result<NetState> {
         read_namespace(&mut self.nl)
+    }
+
+    /// Refuses more NICs than the guest has PCI slots for, counting what else takes slots.
+    fn check_slots(&self, plan: &Plan) -> Result<()> {
+        let slots = qemu::SlotUse {
+            extra_disks: self.checked.extra_disks.len(),
+            seed: self.checked.seed.is_some(),
+            q35: self.config.machine.boot_mode.q35(),
+            usb: self.config.display.is_some(),
+        };
+        let max = slots.max_nics();
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+                slots.describe(),
+            )));
+        }
+        Ok(())
     }
 
     /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that

@@ -462,8 +462,9 @@ pub fn shell_line(argv: &[OsString]) -> String {
         .join(" ")
 }
 
-/// PCI slots of the `pc` machine's root bus: 32, less the host bridge (0), the PIIX3
-/// (1: ISA, IDE, USB, ACPI as its functions) and the VGA (2), which QEMU always adds.
+/// PCI slots of the root bus: 32, less on `pc` the host bridge (0), the PIIX3 (1: ISA, IDE,
+/// USB, ACPI as its functions) and the VGA (2), which QEMU always adds; on `q35` the host
+/// bridge (0), the VGA (1) and the ICH9 (0x1f: LPC, AHCI, SMBus as its functions).
 const FREE_PCI_SLOTS: usize = 32 - 3;
 
 /// PCIe root ports kept empty on `q35` for NICs connected while the guest runs (its root
@@ -477,16 +478,64 @@ fn root_ports(nics: &[GuestNic]) -> usize {
     slots.max(nics.len()) + HOTPLUG_PORTS
 }
 
-/// The most NICs the guest can start with: a virtio-net device each, in the slots the
-/// VM disk (one virtio-blk, whatever its chain) and the seed (another) leave. On `pc`
-/// nothing is kept back for hot-plug: a NIC connected later takes a slot left free, and QEMU
-/// refuses one beyond (the NIC stays with the container). On `q35` (the same 29 free slots
-/// of its root bus: the host bridge, the VGA and the ICH9's functions take the others) each
-/// NIC is behind a root port of its own, and [`HOTPLUG_PORTS`] empty ones take slots too.
-/// Devices in CMD's arguments are not counted.
-pub fn max_nics(seed: bool, q35: bool) -> usize {
-    let reserve = if q35 { HOTPLUG_PORTS } else { 0 };
-    FREE_PCI_SLOTS - 1 - usize::from(seed) - reserve
+/// What takes slots of the guest's PCI root bus beside its NICs (the host bridge, the
+/// chipset and the VGA, which every guest has, are left out of [`FREE_PCI_SLOTS`] already).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlotUse {
+    /// The extra disks (`disk2.qcow2` …): a virtio-blk device each, like the VM disk.
+    pub extra_disks: usize,
+    /// The cloud-init seed: another virtio-blk.
+    pub seed: bool,
+    /// The `q35` machine (`BOOT_MODE=secure`): each NIC behind a root port of its own, and
+    /// [`HOTPLUG_PORTS`] empty ones.
+    pub q35: bool,
+    /// The VNC console's USB controller (`-usb`): a function of the PIIX3 on `pc`, but a
+    /// slot of its own (the ICH9's EHCI with its UHCI companions) on `q35`.
+    pub usb: bool,
+}
+
+impl SlotUse {
+    /// The most NICs the guest can start with: a device each (on `q35`, a root port each)
+    /// in the slots the VM disk (one virtio-blk, whatever its chain), the extra disks, the
+    /// seed, on `q35` the hot-plug ports and the VNC console's USB controller leave. On `pc`
+    /// nothing is kept back for hot-plug: a NIC connected later takes a slot left free, and
+    /// QEMU refuses one beyond (the NIC stays with the container). Devices in CMD's
+    /// arguments are not counted.
+    pub fn max_nics(self) -> usize {
+        let q35_only = if self.q35 {
+            HOTPLUG_PORTS + usize::from(self.usb)
+        } else {
+            0
+        };
+        let taken = 1 + self.extra_disks + usize::from(self.seed) + q35_only;
+        FREE_PCI_SLOTS.saturating_sub(taken)
+    }
+
+    /// What the free slots go to beside the NICs, for the refusal: `the VM disk, 2 extra
+    /// disks, the seed, …`.
+    pub fn describe(self) -> String {
+        let mut parts = vec!["the VM disk".to_string()];
+        match self.extra_disks {
+            0 => {}
+            1 => parts.push("1 extra disk".into()),
+            n => parts.push(format!("{n} extra disks")),
+        }
+        if self.seed {
+            parts.push("the cloud-init seed".into());
+        }
+        if self.q35 {
+            parts.push(format!(
+                "{HOTPLUG_PORTS} PCIe root ports kept empty for hot-plug (BOOT_MODE=secure)"
+            ));
+            if self.usb {
+                parts.push("the VNC console's USB controller".into());
+            }
+        }
+        format!(
+            "of the {FREE_PCI_SLOTS} the chipset and the VGA leave, less {}",
+            parts.join(", ")
+        )
+    }
 }
 
 #[cfg(test)]
@@ -645,10 +694,52 @@ mod tests {
     }
 
     #[test]
-    fn the_nics_get_the_pci_slots_the_disk_the_seed_and_the_vga_leave() {
-        assert_eq!(max_nics(false, false), 28);
-        assert_eq!(max_nics(true, false), 27);
-        assert_eq!(max_nics(true, true), 23);
+    fn the_nics_get_the_pci_slots_the_disks_the_seed_the_hot_plug_ports_and_usb_leave() {
+        // QEMU 7.2 with this command line's devices (`-S`, every combination tried): on `pc`
+        // 28 virtio-net devices beside one virtio-blk, 27 beside two, 26 beside three, with
+        // or without `-usb`; on `q35`, with a root port per NIC and 4 more, 24, 23, 22, and
+        // one fewer with `-usb`. One more NIC: "PCI: no slot/function available".
+        let max = |extra_disks, seed, q35, usb| {
+            SlotUse {
+                extra_disks,
+                seed,
+                q35,
+                usb,
+            }
+            .max_nics()
+        };
+        assert_eq!(max(0, false, false, false), 28);
+        assert_eq!(max(0, true, false, false), 27);
+        assert_eq!(max(2, false, false, false), 26);
+        assert_eq!(max(2, true, false, true), 25, "USB is the PIIX3's on pc");
+        assert_eq!(max(0, false, true, false), 24);
+        assert_eq!(max(0, true, true, false), 23);
+        assert_eq!(max(1, false, true, false), 23);
+        assert_eq!(max(2, false, true, true), 21);
+        assert_eq!(max(8, true, true, true), 14, "disk2 to disk9");
+    }
+
+    #[test]
+    fn the_refusal_names_what_takes_the_slots() {
+        let pc = SlotUse {
+            extra_disks: 2,
+            seed: true,
+            ..SlotUse::default()
+        };
+        assert_eq!(
+            pc.describe(),
+            "of the 29 the chipset and the VGA leave, less the VM disk, 2 extra disks, the cloud-init seed"
+        );
+        let q35 = SlotUse {
+            extra_disks: 1,
+            q35: true,
+            usb: true,
+            ..SlotUse::default()
+        };
+        assert_eq!(
+            q35.describe(),
+            "of the 29 the chipset and the VGA leave, less the VM disk, 1 extra disk, 4 PCIe root ports kept empty for hot-plug (BOOT_MODE=secure), the VNC console's USB controller"
+        );
     }
 
     #[test]

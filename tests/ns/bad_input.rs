@@ -669,12 +669,11 @@ fn ram_qemu_cannot_address_or_this_host_cannot_give_is_refused_before_any_change
     );
 }
 
-#[test]
-fn more_nics_than_pci_slots_are_refused_before_any_change() {
-    let f = Fixture::new();
-    // 30 veth pairs: 60 NICs with an address each, beside eth0.
+/// Gives the container `pairs` veth pairs, each end with an address: 2 × `pairs` more NICs
+/// to attach beside eth0.
+fn add_veth_pairs(f: &Fixture, pairs: usize) {
     let mut script = String::from("set -e\n");
-    for i in 0..30 {
+    for i in 0..pairs {
         script += &format!(
             "ip link add va{i} type veth peer name vb{i}
             ip addr add 10.200.{i}.1/24 dev va{i}
@@ -683,8 +682,56 @@ fn more_nics_than_pci_slots_are_refused_before_any_change() {
     }
     let made = f.ctr.exec(&script);
     assert!(made.success(), "{made}");
+}
+
+#[test]
+fn more_nics_than_pci_slots_are_refused_before_any_change() {
+    let f = Fixture::new();
+    add_veth_pairs(&f, 30);
     let vm = f.vminit();
     expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28", "ATTACH_IFACES"]);
+    // user mode too, before any passt starts
+    let vm = f.vminit().env("NET_DATAPATH", "user");
+    expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28"]);
+}
+
+#[test]
+fn extra_disks_hot_plug_ports_and_the_vnc_consoles_usb_count_against_the_nics_pci_slots() {
+    let f = Fixture::new();
+    // 27 NICs: one more than pc's 29 free slots leave beside the VM disk and two extra disks
+    add_veth_pairs(&f, 13);
+    for extra in ["disk2.qcow2", "disk3.qcow2"] {
+        common::make_qcow2(&f.scratch.dir.join(extra), "1M");
+    }
+    expect_early_refusal(
+        &f,
+        f.vminit(),
+        65,
+        &[
+            "27 NICs",
+            "at most 26",
+            "the VM disk, 2 extra disks",
+            "ATTACH_IFACES",
+        ],
+    );
+    // q35 (BOOT_MODE=secure) keeps 4 root ports for hot-plug, and its USB controller (the
+    // VNC console's) takes a slot of its own: 21 beside the disk and the two extra disks
+    let vm = f
+        .vminit()
+        .env("BOOT_MODE", "secure")
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc");
+    expect_early_refusal(
+        &f,
+        vm,
+        65,
+        &[
+            "27 NICs",
+            "at most 21",
+            "4 PCIe root ports kept empty for hot-plug",
+            "the VNC console's USB controller",
+        ],
+    );
 }
 
 #[test]
