@@ -39,7 +39,7 @@ mod vminit;
 pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
-pub use disk::{ScratchDir, ScratchDisk};
+pub use disk::{ScratchDir, ScratchDisk, dir_names};
 pub use distro::{DistroGuest, OverlayDisk, distro_guest, distro_uefi_disk};
 pub use distro_report::{DistroAddr6, DistroNic, DistroReport, Resolver, RouteGet};
 pub use dns::DnsServer;

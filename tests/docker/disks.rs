@@ -46,17 +46,10 @@ fn an_empty_image_directory_and_disk_size_boot_under_secure_boot_with_a_tpm() {
     expect_guest_nics(&report, &[&ep]);
     sc.expect_answered(&net, ep.ip, &ep.mac, "the guest");
     sc.docker_ok(&["stop", &vm]);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("read the image directory")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    assert_eq!(names, ["image.efivars.fd", "image.qcow2", "image.tpm"]);
+    assert_eq!(
+        common::dir_names(&dir),
+        ["image.efivars.fd", "image.qcow2", "image.tpm"]
+    );
 }
 
 #[test]

@@ -681,6 +681,26 @@ fn more_nics_than_pci_slots_are_refused_before_any_change() {
 }
 
 #[test]
+fn a_refusal_after_the_disk_was_made_takes_back_the_disk_the_uefi_variables_and_the_tpm_state() {
+    // The NIC count is known only once the network has been read, after DISK_SIZE made the
+    // disk, BOOT_MODE its UEFI variables and TPM its state directory: the refusal removes
+    // them, so the image directory is as the user left it.
+    let f = Fixture::new();
+    f.ctr.add_veth_pairs(30);
+    let dir = f.scratch.dir.join("fresh");
+    std::fs::create_dir(&dir).expect("make the image directory");
+    std::fs::write(dir.join("notes.txt"), "the user's").expect("write a file of the user's");
+    let vm = f
+        .vminit()
+        .env("VMINIT_DISK", dir.join("image.qcow2"))
+        .env("DISK_SIZE", "1G")
+        .env("BOOT_MODE", "uefi")
+        .env("TPM", "yes");
+    expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28"]);
+    assert_eq!(common::dir_names(&dir), ["notes.txt"]);
+}
+
+#[test]
 fn under_q35_the_hot_plug_ports_and_the_vnc_consoles_usb_count_against_the_nics_pci_slots() {
     let f = Fixture::new();
     // 23 NICs and one extra disk: BOOT_MODE=secure (q35) keeps 4 root ports for hot-plug,
