@@ -63,6 +63,38 @@ fn docker_container(net: &Network) -> Container {
     ctr
 }
 
+/// Docker's embedded resolver (127.0.0.11), which the guest's queries are relayed to: it
+/// answers `web` with the peer's address.
+fn docker_resolver(ctr: &Container, net: &Network) -> DnsServer {
+    ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
+    DnsServer::start(
+        ctr.ns(),
+        Ipv4Addr::new(127, 0, 0, 11),
+        &[("web", net.peer_ip)],
+    )
+}
+
+/// A peer reaches the guest's TCP and UDP `PORT` on `addr`, and the guest resolved `web`
+/// through Docker's resolver (`docker_resolver`).
+fn guest_serves_and_resolves(vm: &Vminit, net: &Network, addr: Ipv4Addr, r: &GuestReport) {
+    let (tcp, udp) = peer_talks_to(net, addr, PORT);
+    assert_eq!(tcp, format!("GUEST-TCP {PORT}"), "{}", vm.tails());
+    assert_eq!(udp, format!("GUEST-UDP {PORT} ping"), "{}", vm.tails());
+    vm.expect_console("GUEST-READY", BOOT);
+    let lookups = GuestLookup::parse_all(&vm.console().text());
+    let web = lookups
+        .iter()
+        .find(|l| l.name == "web")
+        .expect("the lookup");
+    assert_eq!(
+        web.addr,
+        Some(net.peer_ip.to_string()),
+        "Docker's resolver answers the guest (resolvers {:?})\n{}",
+        r.dns,
+        vm.tails()
+    );
+}
+
 /// What a peer on the network reads from `addr`:`port` over TCP once it has said `ping`,
 /// and gets back for a UDP datagram `ping` (bash's /dev/tcp and /dev/udp; empty when nothing
 /// answers). The client speaks first: the passt of Debian 12 acknowledges the guest's side
@@ -84,13 +116,7 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
     let net = Network::new(1);
     let ctr = docker_container(&net);
     let nic = ctr.nics()[0].clone();
-    // Docker's embedded resolver, which passt relays the guest's queries to.
-    ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
-    let _docker_dns = DnsServer::start(
-        ctr.ns(),
-        Ipv4Addr::new(127, 0, 0, 11),
-        &[("web", net.peer_ip)],
-    );
+    let _docker_dns = docker_resolver(&ctr, &net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let vm = without_capabilities(
@@ -129,23 +155,7 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
     let (code, text) = vm.health(20);
     assert_eq!(code, 0, "{text}\n{}", vm.tails());
 
-    let (tcp, udp) = peer_talks_to(&net, nic.ip(), PORT);
-    assert_eq!(tcp, format!("GUEST-TCP {PORT}"), "{}", vm.tails());
-    assert_eq!(udp, format!("GUEST-UDP {PORT} ping"), "{}", vm.tails());
-
-    vm.expect_console("GUEST-READY", BOOT);
-    let lookups = GuestLookup::parse_all(&vm.console().text());
-    let web = lookups
-        .iter()
-        .find(|l| l.name == "web")
-        .expect("the lookup");
-    assert_eq!(
-        web.addr,
-        Some(net.peer_ip.to_string()),
-        "Docker's resolver answers the guest (resolvers {:?})\n{}",
-        r.dns,
-        vm.tails()
-    );
+    guest_serves_and_resolves(&vm, &net, nic.ip(), &r);
 
     // docker stop: the guest powers off, passt stops after QEMU, all within Docker's 10 s.
     let asked = Instant::now();
@@ -273,4 +283,83 @@ fn with_net_admin_but_neither_macvtap_nor_tap_auto_takes_user_mode_naming_both_f
         assert!(line.line.contains(words), "{words}: {}", line.line);
     }
     stop_cleanly(&vm);
+}
+
+/// vminit under the seccomp profile of a default `docker run` as far as user mode meets it
+/// (`unshare` refused: passt cannot build its sandbox), with no capability at all.
+fn under_default_seccomp<'c>(
+    ctr: &'c Container,
+    disk: &ScratchDisk,
+    cmdline: &str,
+) -> VminitBuilder<'c> {
+    let no_unshare = common::standin_tool("no_unshare");
+    ctr.vminit_with_guest(disk, cmdline).wrapped_by(&[
+        "setpriv".as_ref(),
+        "--inh-caps=-all".as_ref(),
+        "--ambient-caps=-all".as_ref(),
+        "--bounding-set=-all".as_ref(),
+        "--".as_ref(),
+        no_unshare.as_os_str(),
+    ])
+}
+
+#[test]
+fn where_passt_cannot_sandbox_itself_slirp_gives_the_guest_the_containers_address_and_ports() {
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let nic = ctr.nics()[0].clone();
+    let _docker_dns = docker_resolver(&ctr, &net);
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = under_default_seccomp(
+        &ctr,
+        &disk,
+        &format!("vminit_test_serve={PORT} vminit_test_resolve=web"),
+    )
+    .spawn();
+
+    let r = report(&vm);
+    let line = vm.expect_log(
+        "user mode: QEMU's user networking (slirp)",
+        Duration::from_secs(5),
+    );
+    for words in [
+        "unshare(CLONE_NEWUSER): Operation not permitted",
+        "/29",
+        "no IPv6",
+        "--security-opt seccomp=unconfined",
+    ] {
+        assert!(line.line.contains(words), "{words}: {}", line.line);
+    }
+    assert!(
+        !vm.log().text().contains("starting passt") && !vm.log().text().contains("/passt "),
+        "no passt is started:\n{}",
+        vm.log().text()
+    );
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!(g.mac, nic.mac, "the container's MAC");
+    assert_eq!(
+        g.addrs,
+        vec![format!("{}/29", nic.ip())],
+        "the container's IP, in slirp's /29"
+    );
+    assert_eq!(
+        r.default_routes(),
+        vec![format!("default via {} dev eth0", net.gateway)],
+        "the container's router, which lies in the /29"
+    );
+    assert_eq!(ctr.net_state(), before, "nothing in the namespace changes");
+
+    guest_serves_and_resolves(&vm, &net, nic.ip(), &r);
+
+    let asked = Instant::now();
+    vm.kill(Signal::SIGTERM);
+    let status = vm.expect_exit(DOCKER_STOP + Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
+    assert!(
+        asked.elapsed() < DOCKER_STOP,
+        "the stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(ctr.net_state(), before);
 }
