@@ -8,6 +8,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::tap::KubePlay;
 use common::docker::{Scenario, VmOpts, expect_default_route_via, expect_guest_nics};
 
 #[test]
@@ -120,4 +121,51 @@ fn with_no_flag_at_all_slirp_boots_the_guest_with_the_containers_ip_and_a_publis
     // and the published port reaches the guest's service; docker stop is clean
     expect_published_port_reaches_the_guest(&sc, &vm);
     expect_clean_stop(&sc, &vm);
+}
+
+#[test]
+fn podman_kube_play_runs_the_restricted_pod_as_a_user_without_capabilities_and_the_vm_takes_the_pods_address()
+ {
+    // given: the shipped Restricted-profile manifest (UID 1000, all capabilities dropped, no
+    // privilege escalation, seccomp RuntimeDefault), its disk owned by that user
+    let fx = common::docker::fixtures();
+    let play = KubePlay::new(&fx.image, "pod-restricted.yaml", (1000, 1000));
+    let manifest = play.manifest.display().to_string();
+    // when
+    let up = play.podman(&["kube", "play", &manifest]);
+    assert!(up.success(), "{up}");
+    // then: vminit runs as 1000 with no capability, without privilege escalation
+    let logs = play.guest_report_logs();
+    let pid = play.podman(&["inspect", "vm-vm", "--format", "{{.State.Pid}}"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.stdout.trim()))
+        .expect("vminit's status");
+    for line in [
+        "Uid:\t1000\t1000\t1000\t1000",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(status.contains(line), "{line}:\n{status}");
+    }
+    assert!(logs.contains("user mode: "), "which relay is said\n{logs}");
+    // and the guest has the pod's MAC and address, and a peer reaches its service
+    let f = play.pod_network();
+    let (network, ip, mac) = (f[0].as_str(), f[1].as_str(), f[3].as_str());
+    let report = common::GuestReport::parse(&logs).expect("a guest report");
+    let g = report.nic("eth0").expect("the guest's eth0");
+    assert_eq!(g.mac, mac, "the pod's MAC");
+    assert_eq!(
+        g.addrs
+            .iter()
+            .map(|a| a.split('/').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        vec![ip],
+        "the pod's address"
+    );
+    let answer = play.peer(
+        network,
+        &format!("for i in 1 2 3 4 5; do r=$(echo ping | /bin/busybox timeout 5 /bin/busybox nc {ip} 80) && [ -n \"$r\" ] && {{ echo \"$r\"; exit 0; }}; sleep 1; done; exit 1"),
+    );
+    assert_eq!(answer.stdout.trim(), "GUEST-TCP 80", "{answer}\n{logs}");
+    // The pod stops within its grace period, vminit exiting 0.
+    assert_eq!(play.stop(), "0", "{}", play.podman(&["logs", "vm-vm"]));
 }

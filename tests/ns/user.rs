@@ -363,3 +363,96 @@ fn where_passt_cannot_sandbox_itself_slirp_gives_the_guest_the_containers_addres
     );
     assert_eq!(ctr.net_state(), before);
 }
+
+#[test]
+fn two_networks_get_one_passt_each_and_each_networks_peer_reaches_the_guest_there() {
+    let (front, back) = (Network::new(1), Network::new(2));
+    let ctr = docker_container(&front);
+    ctr.add_nic(&back, NicSpec::docker(&back, 2));
+    let nics = ctr.nics();
+    let disk = ScratchDisk::new();
+    let vm = without_capabilities(&ctr, &disk, &format!("vminit_test_serve={PORT}")).spawn();
+    let r = report(&vm);
+    for nic in &nics {
+        let g = r
+            .nic(&nic.name)
+            .unwrap_or_else(|| panic!("guest {}", nic.name));
+        assert_eq!((&g.mac, &g.addrs), (&nic.mac, &nic.addrs), "{}", nic.name);
+        vm.expect_log(
+            &format!("passt for {} running", nic.name),
+            Duration::from_secs(5),
+        );
+    }
+    // One default route, the container's; the other NIC's router serves that NIC only.
+    assert_eq!(
+        r.default_routes(),
+        vec![format!("default via {} dev eth0", front.gateway)]
+    );
+    for (net, nic) in [(&front, &nics[0]), (&back, &nics[1])] {
+        let (tcp, udp) = peer_talks_to(net, nic.ip(), PORT);
+        assert_eq!(
+            tcp,
+            format!("GUEST-TCP {PORT}"),
+            "{}: {}",
+            nic.name,
+            vm.tails()
+        );
+        assert_eq!(
+            udp,
+            format!("GUEST-UDP {PORT} ping"),
+            "{}: {}",
+            nic.name,
+            vm.tails()
+        );
+    }
+    stop_cleanly(&vm);
+}
+
+#[test]
+fn as_a_user_other_than_root_with_no_capability_the_guest_boots_with_the_containers_address() {
+    // Kubernetes' runAsNonRoot: UID and GID 1000, no supplementary group, no capability, the
+    // run directory under /tmp (the image's /run is root's), the disk the user's own.
+    let net = Network::new(1);
+    let ctr = docker_container(&net);
+    let nic = ctr.nics()[0].clone();
+    let disk = ScratchDisk::new();
+    common::run_ok(&["chown", "-R", "1000:1000", &disk.dir.display().to_string()]);
+    let vm = ctr
+        .vminit_with_guest(&disk, &format!("vminit_test_serve={PORT}"))
+        .env("VMINIT_RUN_DIR", "/tmp/vminit")
+        .wrapped_by(&[
+            "setpriv",
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ])
+        .spawn();
+    let r = report(&vm);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).unwrap_or_default();
+    for line in ["Uid:\t1000\t1000\t1000\t1000", "CapEff:\t0000000000000000"] {
+        assert!(status.contains(line), "{line}:\n{status}");
+    }
+    let g = r.nic("eth0").expect("guest eth0");
+    assert_eq!((&g.mac, &g.addrs), (&nic.mac, &nic.addrs));
+    let (tcp, _) = peer_talks_to(&net, nic.ip(), PORT);
+    assert_eq!(tcp, format!("GUEST-TCP {PORT}"), "{}", vm.tails());
+    // The readiness probe, with the container's environment as Kubernetes runs it.
+    let binary = common::vminit_binary();
+    let health = vm.exec_inside(&[
+        "env",
+        "VMINIT_RUN_DIR=/tmp/vminit",
+        "HEALTH_GRACE=20",
+        &binary.to_string_lossy(),
+        "health",
+    ]);
+    assert!(
+        health.success(),
+        "`vminit health` finds the run directory: {health}"
+    );
+    stop_cleanly(&vm);
+}
