@@ -10,6 +10,8 @@
 #      container's IP (pinged every 20 ms from the network's peer), against the floor: the same
 #      guest booted by plain QEMU over a macvtap made by hand, its address set statically; vminit
 #      boots with each datapath.
+#      vminit also boots with 2 and 8 NICs (vminit-n2, vminit-n8) for its share at those counts,
+#      and its RSS with 8 NICs.
 #      vminit's boots run on a dual-stack network (a Docker --ipv6 shape): the first `ping -6`
 #      at the container's IPv6 address and the guest's time to a usable IPv6 address and route
 #      are reported next to IPv4's.
@@ -315,10 +317,13 @@ iperf_pair() {
 # tests/distro/), whose static address comes from ip= on the kernel command line.
 boot_run() {
 	local kind=$1 r=$2 id ctr t0 qs console ping_log ctr_pid pid1 t_from tping t0_mono t0_real
-	local stop_ms="" tping6="" ping6_pid=""
+	local stop_ms="" tping6="" ping6_pid="" nics=1
 	id=$((++CTR_SEQ))
+	# vminit-nN: the same as vminit with N NICs (eth0 on the dual-stack network, the others
+	# IPv4 networks 1 … N-1), for vminit's share of the boot at 2 and 8 NICs.
+	[[ $kind =~ ^vminit-n([0-9]+)$ ]] && nics=${BASH_REMATCH[1]}
 	# vminit's bench guest runs on a dual-stack network (Docker --ipv6): its IPv6 is timed too.
-	ctr=$(ctr_create "$id" 1 "$([[ $kind == vminit* ]] && echo ipv6)")
+	ctr=$(ctr_create "$id" "$nics" "$([[ $kind == vminit* ]] && echo ipv6)")
 	t0=$WORK/t0.$id qs=$WORK/qs.$id console=$RES/boot/$kind-r$r.console ping_log=$RES/boot/$kind-r$r.ping
 	local ram=$RAM ready=BENCH-READY boot_wait=180 stop_wait=20 kargs=("${KERNEL_ARGS[@]}")
 	local append_dhcp="console=ttyS0 quiet bench_net=dhcp"
@@ -355,7 +360,7 @@ boot_run() {
 		ping6_pid=$LAST_PID
 	fi
 	case $kind in
-	vminit | vminit-tap | distro)
+	vminit | vminit-tap | vminit-n* | distro)
 		[[ $kind == vminit-tap ]] && vm_env+=(NET_DATAPATH=tap)
 		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$ram "${vm_env[@]}" \
 			VMINIT_DISK="$disk_vminit" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
@@ -416,6 +421,10 @@ boot_run() {
 			iperf_pair vminit "$PEER" "$GUEST_IP"
 		elif [[ $kind == vminit-tap ]]; then
 			iperf_pair vminit-tap "$PEER" "$GUEST_IP"
+		elif [[ $kind == vminit-n8 ]]; then
+			echo "vminit_rss_kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid1/status")" >"$RES/footprint-n8.env"
+		elif [[ $kind == vminit-n* ]]; then
+			:
 		else
 			iperf_pair floor "$PEER" "$GUEST_IP"
 		fi
@@ -452,7 +461,7 @@ say "boot to network: $BOOT_RUNS boots each of vminit (macvtap, tap) and the flo
 printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
 printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\tg_net6\tping6_us\n' >>"$RES/boot.tsv"
 for ((r = 1; r <= BOOT_RUNS; r++)); do
-	if ((r % 2)); then kinds=(vminit vminit-tap floor); else kinds=(floor vminit-tap vminit); fi
+	if ((r % 2)); then kinds=(vminit vminit-tap floor vminit-n2 vminit-n8); else kinds=(vminit-n8 vminit-n2 floor vminit-tap vminit); fi
 	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
 done
 

@@ -1,8 +1,10 @@
 //! Every path under vminit's private run directory, in one place (pure).
 //!
 //! The directory itself (mode 0700) is created by `setup`; everything vminit and its
-//! children write at run time lives in it.
+//! children write at run time lives in it, but for what dnsmasq reads after dropping its
+//! privileges (`dhcp_dir`, beside it).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The run directory (`VMINIT_RUN_DIR`, default `/run/vminit`) and the files in it.
@@ -47,6 +49,29 @@ impl RunDir {
     /// dnsmasq's generated configuration.
     pub fn dnsmasq_conf(&self) -> PathBuf {
         self.root.join("dnsmasq.conf")
+    }
+
+    /// The directory of the files dnsmasq reads again on SIGHUP, beside this one
+    /// (`/run/vminit.dhcp`): it reads them after dropping its privileges, and this
+    /// directory is private (0700).
+    pub fn dhcp_dir(&self) -> PathBuf {
+        let mut name = self
+            .root
+            .file_name()
+            .map(OsString::from)
+            .unwrap_or_else(|| OsString::from("vminit"));
+        name.push(".dhcp");
+        self.root.with_file_name(name)
+    }
+
+    /// The guest NICs' DHCP hosts, which dnsmasq reads again on SIGHUP.
+    pub fn dnsmasq_hosts(&self) -> PathBuf {
+        self.dhcp_dir().join("hosts")
+    }
+
+    /// The guest NICs' DHCP options, which dnsmasq reads again on SIGHUP.
+    pub fn dnsmasq_opts(&self) -> PathBuf {
+        self.dhcp_dir().join("opts")
     }
 
     /// dnsmasq writes its pid here once its sockets are bound: the sign that it serves.
@@ -102,5 +127,22 @@ impl RunDir {
     /// The VNC password (`VNC_PASSWORD_FILE` without its newline), as QEMU reads it; 0600.
     pub fn vnc_password(&self) -> PathBuf {
         self.root.join("vnc-password")
+    }
+}
+
+#[cfg(test)]
+mod dhcp_dir_tests {
+    use super::*;
+
+    #[test]
+    fn the_dhcp_directory_is_beside_the_run_directory_never_in_it() {
+        for (root, dir) in [
+            ("/run/vminit", "/run/vminit.dhcp"),
+            ("/run/vminit/", "/run/vminit.dhcp"),
+            ("/var/run/my vm", "/var/run/my vm.dhcp"),
+            ("/", "/vminit.dhcp"),
+        ] {
+            assert_eq!(RunDir::new(root).dhcp_dir(), PathBuf::from(dir), "{root}");
+        }
     }
 }

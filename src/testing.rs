@@ -48,6 +48,9 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: false,
+            arp_ignore: Some(0),
+            lower_netns: None,
+            up: true,
         };
         Ns(NetState {
             links: vec![lo],
@@ -64,6 +67,9 @@ impl Ns {
             alias: None,
             lower: None,
             ethernet: true,
+            arp_ignore: Some(0),
+            lower_netns: None,
+            up: true,
         });
         for a in addrs {
             let n = net(a);

@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::dhcp::dns::{Dns, DnsInput};
-use crate::dhcp::dnsmasq::{self, DnsmasqInput};
+use crate::dhcp::dnsmasq::{self, DnsmasqInput, Rendered};
 use crate::error::{Error, Result};
 use crate::rundir::RunDir;
 use crate::takeover::plan::NicPlan;
@@ -31,6 +33,31 @@ pub struct DhcpServer {
     run_dir: RunDir,
     /// The signal mask children start with.
     mask: SigSet,
+    /// The files as last written.
+    files: Rendered,
+}
+
+/// What a running dnsmasq needs for a new configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reconfigured {
+    Unchanged,
+    /// Only the hosts and options files changed: it reads them again on SIGHUP.
+    Reload,
+    /// Its configuration file changed: it must be started again.
+    Restart,
+}
+
+impl Reconfigured {
+    /// What going from the files `old` to `new` needs.
+    pub fn between(old: &Rendered, new: &Rendered) -> Reconfigured {
+        if old.conf != new.conf {
+            Reconfigured::Restart
+        } else if old != new {
+            Reconfigured::Reload
+        } else {
+            Reconfigured::Unchanged
+        }
+    }
 }
 
 impl DhcpServer {
@@ -43,28 +70,61 @@ impl DhcpServer {
         run_dir: &RunDir,
         mask: SigSet,
     ) -> Result<DhcpServer> {
-        DhcpServer::write(config, nics, run_dir, mask, true)
+        let files = DhcpServer::render(config, nics, run_dir, true);
+        make_dhcp_dir(&run_dir.dhcp_dir())?;
+        write_file(&run_dir.dnsmasq_conf(), &files.conf)?;
+        write_file(&run_dir.dnsmasq_hosts(), &files.hosts)?;
+        write_file(&run_dir.dnsmasq_opts(), &files.opts)?;
+        log::info!("wrote {}", run_dir.dnsmasq_conf().display());
+        Ok(DhcpServer {
+            argv: vec![
+                config.paths.dnsmasq.clone().into_os_string(),
+                OsString::from(format!("--conf-file={}", run_dir.dnsmasq_conf().display())),
+            ],
+            run_dir: run_dir.clone(),
+            mask,
+            files,
+        })
     }
 
-    /// Writes the configuration again for the guest's NICs as they are now (hot-plug);
-    /// what `configure` warned about is not said again.
-    pub fn reconfigure(&self, config: &Config, nics: &[NicPlan]) -> Result<DhcpServer> {
-        DhcpServer::write(config, nics, &self.run_dir, self.mask, false)
-    }
-
-    fn write(
+    /// Writes the configuration again for the guest's NICs as they are now (hot-plug),
+    /// only the files that changed, each replaced whole (a rename: dnsmasq never reads
+    /// half of one); what `configure` warned about is not said again. Also says what the
+    /// running dnsmasq needs to serve it.
+    pub fn reconfigure(
+        &self,
         config: &Config,
         nics: &[NicPlan],
-        run_dir: &RunDir,
-        mask: SigSet,
-        warn: bool,
-    ) -> Result<DhcpServer> {
+    ) -> Result<(DhcpServer, Reconfigured)> {
+        let files = DhcpServer::render(config, nics, &self.run_dir, false);
+        let change = Reconfigured::between(&self.files, &files);
+        let run_dir = &self.run_dir;
+        for (path, old, new) in [
+            (run_dir.dnsmasq_hosts(), &self.files.hosts, &files.hosts),
+            (run_dir.dnsmasq_opts(), &self.files.opts, &files.opts),
+            (run_dir.dnsmasq_conf(), &self.files.conf, &files.conf),
+        ] {
+            if old != new {
+                write_file(&path, new)?;
+                log::info!("wrote {}", path.display());
+            }
+        }
+        let server = DhcpServer {
+            files,
+            ..self.clone()
+        };
+        Ok((server, change))
+    }
+
+    /// The files for the guest's NICs (the container's resolvers and `GUEST_DNS`, its
+    /// hostname, the user dnsmasq can drop to); `warn`: log what the guest will not get.
+    fn render(config: &Config, nics: &[NicPlan], run_dir: &RunDir, warn: bool) -> Rendered {
         let paths = &config.paths;
         let dns = guest_dns(config);
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
         if warn {
-            for warning in &dns.warnings {
+            for warning in dns.warnings.iter().chain(&dns.door_unreachable(nics)) {
                 log::warn!("{warning}");
             }
             if user == "root" {
@@ -74,22 +134,11 @@ impl DhcpServer {
                 );
             }
         }
-        let text = dnsmasq::render(&DnsmasqInput {
+        dnsmasq::render(&DnsmasqInput {
             nics,
             dns: &dns,
             run_dir,
             user,
-        });
-        let conf = run_dir.dnsmasq_conf();
-        fs::write(&conf, text).map_err(|e| Error::os(format!("write {}", conf.display()), e))?;
-        log::info!("wrote {}", conf.display());
-        Ok(DhcpServer {
-            argv: vec![
-                paths.dnsmasq.clone().into_os_string(),
-                OsString::from(format!("--conf-file={}", conf.display())),
-            ],
-            run_dir: run_dir.clone(),
-            mask,
         })
     }
 
@@ -158,7 +207,57 @@ pub fn guest_dns(config: &Config) -> Dns {
     })
 }
 
+/// Replaces `path` whole with `text` (written beside it, then renamed over it), readable by
+/// all (dnsmasq reads its hosts and options after dropping its privileges; nothing in them
+/// is secret: the guest gets it all by DHCP).
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, text)
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)))
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| Error::os(format!("write {}", path.display()), e))
+}
+
+/// Makes the directory of dnsmasq's hosts and options (0755), or checks the one there: a
+/// directory (not a link) that only root writes.
+fn make_dhcp_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0 => Ok(()),
+        Ok(_) => Err(Error::DnsmasqStart(format!(
+            "cannot use {}: not a directory only root writes; remove it",
+            dir.display()
+        ))),
+        Err(_) => fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
+            .map_err(|e| Error::os(format!("create {}", dir.display()), e)),
+    }
+}
+
 /// Stops dnsmasq: SIGTERM, then SIGKILL after `STOP_GRACE`; reaps it.
 pub fn stop_and_reap(pid: Pid) {
     spawn::stop_and_reap(pid, STOP_GRACE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_changed_configuration_file_restarts_dnsmasq() {
+        let files = |conf: &str, hosts: &str, opts: &str| Rendered {
+            conf: conf.into(),
+            hosts: hosts.into(),
+            opts: opts.into(),
+        };
+        let old = files("c", "h", "o");
+        let between = |new| Reconfigured::between(&old, &new);
+        assert_eq!(between(files("c", "h", "o")), Reconfigured::Unchanged);
+        assert_eq!(between(files("c", "h2", "o")), Reconfigured::Reload);
+        assert_eq!(between(files("c", "h", "o2")), Reconfigured::Reload);
+        assert_eq!(between(files("c2", "h2", "o")), Reconfigured::Restart);
+    }
 }

@@ -2,7 +2,7 @@
 //! forwards on the door, which NIC announces what, and the hostname, domain and search list,
 //! each checked so that it reaches the guest as what it is, or is left out with a warning.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dhcp::resolv::Resolv;
 use crate::takeover::plan::NicPlan;
@@ -38,9 +38,10 @@ pub enum Forward {
 /// The guest's DNS, decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dns {
-    /// Loopback resolvers (Docker's 127.0.0.11) that dnsmasq forwards to from the door:
-    /// the guest cannot reach them itself. Empty: dnsmasq serves no DNS.
-    pub forward_to: Vec<Ipv4Addr>,
+    /// Loopback resolvers of either family (Docker's 127.0.0.11, a resolver of the pod on
+    /// `::1`) that dnsmasq forwards to from the door: the guest cannot reach them itself.
+    /// Empty: dnsmasq serves no DNS.
+    pub forward_to: Vec<IpAddr>,
     pub forward: Forward,
     /// Resolvers the guest asks itself, through its own routes and address, in order: the
     /// container's non-loopback ones, then `GUEST_DNS`, or without it the upstreams Docker
@@ -76,10 +77,12 @@ impl Dns {
         let mut forward_to = Vec::new();
         let mut direct = Vec::new();
         for &ip in &resolv.nameservers {
-            if ip.is_loopback() {
-                push_new(&mut forward_to, ip);
-            } else if is_host(ip) {
-                push_new(&mut direct, ip);
+            match ip {
+                _ if ip.is_loopback() => push_new(&mut forward_to, ip),
+                IpAddr::V4(ip) if is_host(ip) => push_new(&mut direct, ip),
+                // Non-loopback IPv6 resolvers go to the guest by IPv6 (`ipv6::announce`): the
+                // container has no global IPv6 source address left to forward them from.
+                _ => {}
             }
         }
         // An explicit GUEST_DNS replaces what vminit would infer from Docker's comment.
@@ -103,7 +106,7 @@ impl Dns {
         } else {
             Forward::Unqualified
         };
-        if forward_to.contains(&DOCKER_DNS)
+        if forward_to.contains(&IpAddr::V4(DOCKER_DNS))
             && direct.is_empty()
             && !resolv.ext_servers.iter().any(|e| e.from_host)
         {
@@ -167,6 +170,50 @@ impl Dns {
             search,
             warnings,
         }
+    }
+
+    /// One line when the guest cannot ask the door on `nics` although it forwards to the
+    /// container's loopback resolvers: no NIC has IPv4 (the door is announced by DHCPv4
+    /// only, see docs/dns.md).
+    pub fn door_unreachable(&self, nics: &[NicPlan]) -> Option<String> {
+        let lost: Vec<String> = self.forward_to.iter().map(IpAddr::to_string).collect();
+        (!lost.is_empty() && !nics.is_empty() && primary_nic(nics).is_none()).then(|| {
+            format!(
+                "DNS: no guest NIC has IPv4, so the guest cannot ask the door, which forwards to \
+                 the container's loopback resolvers ({}): names only they know (container \
+                 names) do not resolve in the guest, which gets the container's IPv6 resolvers \
+                 only",
+                lost.join(" ")
+            )
+        })
+    }
+
+    /// One line when the container has resolvers but the guest gets none: none by DHCPv4 on
+    /// `nics`, and none in `ipv6` (what the IPv6 announcements carry): the container's are
+    /// then IPv6 ones, and no guest NIC has IPv6 to reach them by.
+    pub fn no_resolver(
+        &self,
+        resolv: &Resolv,
+        nics: &[NicPlan],
+        ipv6: &[Ipv6Addr],
+    ) -> Option<String> {
+        let theirs: Vec<String> = resolv.nameservers.iter().map(IpAddr::to_string).collect();
+        let none = !theirs.is_empty() && ipv6.is_empty() && !self.gives_resolvers(nics);
+        none.then(|| {
+            format!(
+                "DNS: the guest gets no resolver: the container's ({}) are neither loopback ones \
+                 the door forwards to nor ones the guest can reach (IPv4, or IPv6 through a NIC \
+                 with IPv6); set GUEST_DNS=ip[,ip...] to resolvers the guest can ask",
+                theirs.join(" ")
+            )
+        })
+    }
+
+    /// Whether DHCPv4 gives the guest at least one resolver on `nics`.
+    pub fn gives_resolvers(&self, nics: &[NicPlan]) -> bool {
+        self.announcements(nics)
+            .iter()
+            .any(|a| !a.servers.is_empty())
     }
 
     /// What each NIC announces, in `nics` order. The door resolver, hostname, domain and
@@ -346,12 +393,15 @@ mod tests {
         let only = [v6only(0)];
         assert_eq!(primary_nic(&only), None);
         assert_eq!(dns.announcements(&only), [Announcement::default()]);
+        assert!(dns.door_unreachable(&nics).is_none());
+        let warning = dns.door_unreachable(&only).expect("a warning");
+        assert!(warning.contains("127.0.0.11"), "{warning}");
     }
 
     #[test]
     fn docker_20_10_user_network_forwards_everything_and_warns_naming_guest_dns() {
         let dns = decide("nameserver 127.0.0.11\noptions ndots:0\n", &[]);
-        assert_eq!(dns.forward_to, vec![DOCKER_DNS]);
+        assert_eq!(dns.forward_to, [IpAddr::V4(DOCKER_DNS)]);
         assert_eq!(dns.forward, Forward::All);
         assert!(dns.direct.is_empty());
         assert_eq!(dns.warnings.len(), 1, "{:?}", dns.warnings);
@@ -411,8 +461,47 @@ mod tests {
             "nameserver 127.0.0.53\nnameserver 0.0.0.0\n# ExtServers: [127.0.0.1]\n",
             &[],
         );
-        assert_eq!(dns.forward_to, vec![ip("127.0.0.53")]);
+        assert_eq!(dns.forward_to, [IpAddr::from(ip("127.0.0.53"))]);
         assert!(dns.direct.is_empty());
+    }
+
+    #[test]
+    fn a_container_with_only_ipv6_resolvers_gives_the_guest_the_door_for_its_loopback_one() {
+        // A resolver of the pod on ::1 (a caching sidecar): the door forwards to it, over
+        // the container's loopback, and DHCPv4 announces the door.
+        let dns = decide("nameserver ::1\nnameserver fd00:1::53\n", &[]);
+        assert_eq!(
+            dns.forward_to,
+            [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
+        );
+        assert!(
+            dns.direct.is_empty(),
+            "fd00:1::53 goes by IPv6: {:?}",
+            dns.direct
+        );
+        assert_eq!(dns.forward, Forward::All);
+        let nics = [nic(0, "10.1.0.2/24", Some("10.1.0.1"), &[])];
+        assert_eq!(dns.announcements(&nics)[0].servers, [nics[0].door_addr]);
+        assert!(dns.gives_resolvers(&nics));
+        assert_eq!(
+            dns.no_resolver(&parse("nameserver ::1\n"), &nics, &[]),
+            None
+        );
+        // Only non-loopback IPv6 ones: nothing by DHCPv4 (the guest gets them by IPv6).
+        let resolv = parse("nameserver fd00:1::53\n");
+        let dns = decide("nameserver fd00:1::53\n", &[]);
+        assert!(dns.forward_to.is_empty() && dns.direct.is_empty());
+        assert!(!dns.gives_resolvers(&nics));
+        let v6: std::net::Ipv6Addr = "fd00:1::53".parse().unwrap();
+        assert_eq!(dns.no_resolver(&resolv, &nics, &[v6]), None);
+        // ... and a guest without IPv6 to reach them by: one line naming GUEST_DNS.
+        let warning = dns.no_resolver(&resolv, &nics, &[]).expect("a warning");
+        assert!(
+            warning.contains("fd00:1::53") && warning.contains("GUEST_DNS="),
+            "{warning}"
+        );
+        let nothing = Resolv::default();
+        assert_eq!(decide("", &[]).no_resolver(&nothing, &nics, &[]), None);
     }
 
     #[test]

@@ -30,8 +30,52 @@ pub struct DnsmasqInput<'a> {
 /// ignore unless some default server exists, while every other name is still refused.
 const NO_SERVER: Ipv4Addr = Ipv4Addr::BROADCAST;
 
-/// The dnsmasq.conf text.
-pub fn render(input: &DnsmasqInput) -> String {
+/// dnsmasq's configuration in three files: `conf`, read once when it starts, and the guest
+/// NICs' hosts (`dhcp-hostsfile`) and options (`dhcp-optsfile`), read again on SIGHUP. A NIC
+/// joining or leaving changes only the latter two (unless no door range serves its address,
+/// see `DOOR_RANGES`), so dnsmasq is told to read them again instead of being restarted: the
+/// other NICs' DHCP and the DNS it forwards never pause.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub conf: String,
+    /// One `dhcp-host` value a line (no `set:` tag: dnsmasq 2.90 crashes on SIGHUP with
+    /// one in a hosts file once a lease exists).
+    pub hosts: String,
+    /// One `dhcp-option` value a line, each for the interface it serves on: dnsmasq tags a
+    /// request with the name of the interface it came in on.
+    pub opts: String,
+}
+
+/// The doors' DHCP ranges, one per bit of their first octet (169: every door is in
+/// 169.254.1.0 to 169.254.254.255), each with that bit alone as its netmask.
+///
+/// dnsmasq answers a request with the ranges that hold the address of the interface it came
+/// in on, and gives a `dhcp-host` its address only inside one of them; `shared-network`,
+/// which ties another subnet to a door, is read only when dnsmasq starts. Every door holds
+/// each of these ranges (a door has each bit as the range does), and every IPv4 address is
+/// inside one, unless its first octet has every bit unlike 169's (86.x.x.x): whatever the
+/// address of a NIC that joins, a range already serves it, with its own door as the server
+/// identifier. The netmask and broadcast address a NIC gets are options of its own.
+const DOOR_RANGES: u32 = 8;
+
+/// The door ranges' common address: every door's first octet.
+const DOOR_NET: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 0);
+
+/// The netmask of door range `bit` (0: the first octet's highest).
+fn door_range_mask(bit: u32) -> Ipv4Addr {
+    Ipv4Addr::from(1u32 << (31 - bit))
+}
+
+/// Whether a door range serves `addr`: it has one bit of its first octet as the doors have it.
+pub fn door_ranges_serve(addr: Ipv4Addr) -> bool {
+    (0..DOOR_RANGES).any(|bit| {
+        let mask = u32::from(door_range_mask(bit));
+        u32::from(addr) & mask == u32::from(DOOR_NET) & mask
+    })
+}
+
+/// Renders the three files.
+pub fn render(input: &DnsmasqInput) -> Rendered {
     let mut c = String::new();
     let mut line = |s: String| {
         c.push_str(&s);
@@ -52,9 +96,13 @@ pub fn render(input: &DnsmasqInput) -> String {
     line("no-hosts".into());
     line("no-resolv".into());
     line("no-poll".into());
-    // dnsmasq starts while vminit creates the doors; it binds to them as they appear.
+    // dnsmasq starts while vminit creates the doors, and doors come with NICs that join: it
+    // binds to them as they appear.
     line("bind-dynamic".into());
     line("except-interface=lo".into());
+    // Every door (a NIC's macvlan, or its tap with the tap datapath), present and to come.
+    line("interface=vmlink*".into());
+    line("interface=vmtap*".into());
     let dns = input.dns;
     // The door resolver is announced by DHCPv4 only: without a NIC that has IPv4, no DNS.
     let dhcp4 = input.nics.iter().any(|n| n.addr.is_some());
@@ -82,41 +130,77 @@ pub fn render(input: &DnsmasqInput) -> String {
     // Unicast offers to an unconfigured client were seen lost on macvlan <-> macvtap.
     line("dhcp-broadcast".into());
     line("dhcp-authoritative".into());
-    let announcements = dns.announcements(input.nics);
-    for (i, (nic, says)) in input.nics.iter().zip(&announcements).enumerate() {
-        let tag = nic.slot.dhcp_tag();
-        // An IPv6-only NIC gets nothing by DHCPv4: dnsmasq does not even listen on its door
-        // (vminit's own announcements give it IPv6).
-        let Some(addr) = nic.addr else {
+    line("# The doors' ranges (see vminit's src/dhcp/dnsmasq.rs, DOOR_RANGES).".into());
+    for bit in 0..DOOR_RANGES {
+        line(format!(
+            "dhcp-range={DOOR_NET},static,{},infinite",
+            door_range_mask(bit)
+        ));
+    }
+    for nic in input.nics {
+        // An address no door range serves gets a range of its own, tied to its door (by
+        // address: the door does not exist yet when dnsmasq reads this).
+        if let Some(addr) = nic.addr.filter(|a| !door_ranges_serve(a.addr)) {
             line(format!(
-                "# {} -> guest NIC {i}: IPv6 only, no DHCPv4",
+                "# {}: no door range serves {}",
+                nic.lower, addr.addr
+            ));
+            line(format!("shared-network={},{}", nic.door_addr, addr.addr));
+            line(format!(
+                "dhcp-range={},static,{},infinite",
+                addr.addr,
+                addr.netmask()
+            ));
+        }
+    }
+    line(format!(
+        "dhcp-hostsfile={}",
+        quoted_path(&input.run_dir.dnsmasq_hosts())
+    ));
+    line(format!(
+        "dhcp-optsfile={}",
+        quoted_path(&input.run_dir.dnsmasq_opts())
+    ));
+    let (hosts, opts) = render_nics(input.nics, dns);
+    Rendered {
+        conf: c,
+        hosts,
+        opts,
+    }
+}
+
+/// The guest NICs' `dhcp-host` and `dhcp-option` values (the hosts and options files).
+fn render_nics(nics: &[NicPlan], dns: &Dns) -> (String, String) {
+    let (mut hosts, mut opts) = (String::new(), String::new());
+    let announcements = dns.announcements(nics);
+    for (i, (nic, says)) in nics.iter().zip(&announcements).enumerate() {
+        // An IPv6-only NIC gets nothing by DHCPv4 (vminit's own announcements give it IPv6).
+        let Some(addr) = nic.addr else {
+            hosts.push_str(&format!(
+                "# {} -> guest NIC {i}: IPv6 only, no DHCPv4\n",
                 nic.lower
             ));
             continue;
         };
-        line(format!("# {} -> guest NIC {i}", nic.lower));
-        line(format!("interface={}", nic.serves_on()));
-        // The door holds a link-local address; serve the guest's subnet on it anyway. (By
-        // address, not name: the door does not exist yet when dnsmasq reads this.)
-        line(format!("shared-network={},{}", nic.door_addr, addr.addr));
-        line(format!(
-            "dhcp-range=set:{tag},{},static,{},infinite",
-            addr.addr,
-            addr.netmask()
-        ));
+        hosts.push_str(&format!("# {} -> guest NIC {i}\n", nic.lower));
+        opts.push_str(&format!("# {} -> guest NIC {i}\n", nic.lower));
+        let mut opt = |s: String| {
+            opts.push_str(&format!("tag:{},{s}\n", nic.serves_on()));
+        };
         let name = says
             .hostname
             .as_deref()
             .map(|h| format!(",{}", quoted(h)))
             .unwrap_or_default();
-        line(format!(
-            "dhcp-host={},set:{tag},{}{name},infinite",
-            nic.mac, addr.addr
-        ));
+        hosts.push_str(&format!("{},{}{name},infinite\n", nic.mac, addr.addr));
+        opt(format!("option:netmask,{}", addr.netmask()));
+        // Option 28, the broadcast address (dnsmasq has no name for it).
+        let broadcast = Ipv4Addr::from(u32::from(addr.addr) | !u32::from(addr.netmask()));
+        opt(format!("28,{broadcast}"));
         match nic.gateway {
-            Some(gw) => line(format!("dhcp-option=tag:{tag},option:router,{gw}")),
+            Some(gw) => opt(format!("option:router,{gw}")),
             // An empty value stops dnsmasq from offering itself as the router.
-            None => line(format!("dhcp-option=tag:{tag},option:router")),
+            None => opt("option:router".into()),
         }
         let routes: Vec<String> = nic
             .guest_routes
@@ -130,32 +214,23 @@ pub fn render(input: &DnsmasqInput) -> String {
                 )
             })
             .collect();
-        line(format!(
-            "dhcp-option=tag:{tag},option:classless-static-route,{}",
+        opt(format!(
+            "option:classless-static-route,{}",
             routes.join(",")
         ));
-        line(format!("dhcp-option=tag:{tag},option:mtu,{}", nic.mtu));
+        opt(format!("option:mtu,{}", nic.mtu));
         // An empty value stops dnsmasq from offering itself as the DNS server.
         let servers: Vec<String> = says.servers.iter().map(|s| format!(",{s}")).collect();
-        line(format!(
-            "dhcp-option=tag:{tag},option:dns-server{}",
-            servers.concat()
-        ));
+        opt(format!("option:dns-server{}", servers.concat()));
         if let Some(domain) = &says.domain {
-            line(format!(
-                "dhcp-option=tag:{tag},option:domain-name,{}",
-                quoted(domain)
-            ));
+            opt(format!("option:domain-name,{}", quoted(domain)));
         }
         if !says.search.is_empty() {
             let list: Vec<String> = says.search.iter().map(|d| quoted(d)).collect();
-            line(format!(
-                "dhcp-option=tag:{tag},option:domain-search,{}",
-                list.join(",")
-            ));
+            opt(format!("option:domain-search,{}", list.join(",")));
         }
     }
-    c
+    (hosts, opts)
 }
 
 /// `value` as a dnsmasq quoted string: inside quotes dnsmasq reads `\\` and `\"` as the
@@ -265,13 +340,33 @@ mod tests {
         })
     }
 
+    /// The three files as one dnsmasq.conf: the hosts and options inline (`dhcp-host=`,
+    /// `dhcp-option=`: one parser reads both forms), for assertions and `dnsmasq --test`.
+    fn inline(r: &Rendered) -> String {
+        let mut c: String = r
+            .conf
+            .lines()
+            .filter(|l| !l.starts_with("dhcp-hostsfile=") && !l.starts_with("dhcp-optsfile="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (option, text) in [("dhcp-host", &r.hosts), ("dhcp-option", &r.opts)] {
+            for l in text.lines() {
+                match l.starts_with('#') {
+                    true => c.push_str(&format!("{l}\n")),
+                    false => c.push_str(&format!("{option}={l}\n")),
+                }
+            }
+        }
+        c
+    }
+
     fn render_dns(nics: &[NicPlan], dns: &Dns) -> String {
-        render(&DnsmasqInput {
+        inline(&render(&DnsmasqInput {
             nics,
             dns,
             run_dir: &RunDir::new("/run/vminit"),
             user: "nobody",
-        })
+        }))
     }
 
     fn render_for(nics: &[NicPlan], resolv: &Resolv) -> String {
@@ -285,9 +380,13 @@ mod tests {
             &docker_resolv(),
         );
         assert!(c.contains("dhcp-ignore=tag:!known\n"));
-        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,\"vm1\",infinite\n"));
-        assert!(c.contains("dhcp-range=set:vm0,172.19.0.2,static,255.255.255.0,infinite\n"));
-        assert!(c.contains("interface=vmlink0\nshared-network=169.254.1.10,172.19.0.2\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,172.19.0.2,\"vm1\",infinite\n"));
+        assert!(c.contains("interface=vmlink*\ninterface=vmtap*\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:netmask,255.255.255.0\n"));
+        assert!(
+            c.contains("dhcp-option=tag:vmlink0,28,172.19.0.255\n"),
+            "{c}"
+        );
         assert!(c.contains("bind-dynamic\n") && c.contains("dhcp-broadcast\n"));
         assert!(c.contains("keep-in-foreground\n"));
         assert!(c.contains("pid-file=\"/run/vminit/dnsmasq.pid\"\n"));
@@ -302,15 +401,15 @@ mod tests {
             ],
             &docker_resolv(),
         );
-        assert!(c.contains("dhcp-option=tag:vm0,option:router,172.19.0.1\n"));
-        assert!(c.contains("dhcp-option=tag:vm1,option:router\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:router,172.19.0.1\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink1,option:router\n"));
         assert!(c.contains(
-            "dhcp-option=tag:vm0,option:classless-static-route,169.254.1.10/32,0.0.0.0,0.0.0.0/0,172.19.0.1\n"
+            "dhcp-option=tag:vmlink0,option:classless-static-route,169.254.1.10/32,0.0.0.0,0.0.0.0/0,172.19.0.1\n"
         ));
         assert!(c.contains(
-            "dhcp-option=tag:vm1,option:classless-static-route,169.254.1.11/32,0.0.0.0\n"
+            "dhcp-option=tag:vmlink1,option:classless-static-route,169.254.1.11/32,0.0.0.0\n"
         ));
-        assert!(c.contains("dhcp-option=tag:vm1,option:mtu,1450\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink1,option:mtu,1450\n"));
     }
 
     #[test]
@@ -320,10 +419,25 @@ mod tests {
             &docker_resolv(),
         );
         assert!(c.contains("server=127.0.0.11\n"));
-        assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,169.254.1.10\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:dns-server,169.254.1.10\n"));
         assert!(!c.contains("dns-server,127."));
         assert!(c.contains("option:domain-search,\"example.test\"\n"));
         assert!(c.contains("option:domain-name,\"example.test\"\n"));
+    }
+
+    #[test]
+    fn an_ipv6_loopback_resolver_is_forwarded_too_and_the_guest_gets_the_door() {
+        let resolv = resolv::parse("nameserver ::1\nnameserver fd00:1::53\n");
+        let c = render_for(&[nic(0, "172.19.0.2/24", Some("172.19.0.1"))], &resolv);
+        assert!(c.contains("server=::1\n"), "{c}");
+        assert!(!c.contains("fd00:1::53"), "{c}");
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:dns-server,169.254.1.10\n"));
+        let guest_dns = ["10.1.0.53".parse().unwrap()];
+        let c = render_dns(
+            &[nic(0, "10.1.0.2/24", Some("10.1.0.1"))],
+            &dns_for(&resolv, &guest_dns, "vm1"),
+        );
+        assert!(c.contains("server=//::1\nserver=255.255.255.255\n"), "{c}");
     }
 
     #[test]
@@ -336,7 +450,7 @@ mod tests {
             "{c}"
         );
         assert!(!c.contains("server=127.0.0.11\n"));
-        assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,169.254.1.10,10.1.0.53\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:dns-server,169.254.1.10,10.1.0.53\n"));
     }
 
     #[test]
@@ -348,9 +462,9 @@ mod tests {
             ],
             &docker_resolv(),
         );
-        assert!(c.contains("dhcp-option=tag:vm1,option:dns-server\n"));
-        assert!(c.contains("dhcp-host=02:42:ac:13:00:03,set:vm1,172.20.0.5,infinite\n"));
-        assert!(!c.contains("tag:vm1,option:domain"));
+        assert!(c.contains("dhcp-option=tag:vmlink1,option:dns-server\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:03,172.20.0.5,infinite\n"));
+        assert!(!c.contains("tag:vmlink1,option:domain"));
     }
 
     #[test]
@@ -360,8 +474,8 @@ mod tests {
         );
         let c = render_for(&[nic(0, "10.244.1.7/32", Some("169.254.1.1"))], &resolv);
         assert!(c.contains("port=0\n"), "no DNS service needed");
-        assert!(c.contains("dhcp-option=tag:vm0,option:dns-server,10.96.0.10\n"));
-        assert!(c.contains("dhcp-range=set:vm0,10.244.1.7,static,255.255.255.255,infinite\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:dns-server,10.96.0.10\n"));
+        assert!(c.contains("dhcp-option=tag:vmlink0,option:netmask,255.255.255.255\n"));
     }
 
     #[test]
@@ -385,7 +499,8 @@ mod tests {
             dns: &dns_for(&docker_resolv(), &[], "vm1"),
             run_dir: &RunDir::new("/run/my vm #1 \"x\\"),
             user: "nobody",
-        });
+        })
+        .conf;
         assert!(
             c.contains("pid-file=\"/run/my vm #1 \\\"x\\\\/dnsmasq.pid\"\n"),
             "{c}"
@@ -408,27 +523,26 @@ mod tests {
             &[nic(0, "172.19.0.2/24", Some("172.19.0.1")), ipv6_only(1)],
             &docker_resolv(),
         );
-        assert!(!c.contains("interface=vmlink1\n"), "{c}");
+
         assert!(
-            !c.contains("02:42:ac:13:00:03") && !c.contains("tag:vm1"),
+            !c.contains("02:42:ac:13:00:03") && !c.contains("tag:vmlink1"),
             "{c}"
         );
         assert!(c.contains("# eth1 -> guest NIC 1: IPv6 only, no DHCPv4\n"));
-        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,set:vm0,172.19.0.2,\"vm1\",infinite\n"));
+        assert!(c.contains("dhcp-host=02:42:ac:13:00:02,172.19.0.2,\"vm1\",infinite\n"));
         assert!(c.contains("server=127.0.0.11\n"));
     }
 
     /// With IPv6-only NICs alone, dnsmasq has nothing to do (no DHCPv4; the door resolver,
     /// announced by DHCPv4 only, would reach no one), and its own parser still accepts that:
-    /// it starts, and listens nowhere.
+    /// it starts, and hands nothing out.
     #[test]
     fn with_only_ipv6_only_nics_dnsmasq_serves_nothing_and_still_starts() {
         let c = render_for(&[ipv6_only(0)], &docker_resolv());
         assert!(c.contains("port=0\n") && !c.contains("server="), "{c}");
         assert!(
-            !c.lines().any(|l| l.starts_with("interface=")
-                || l.starts_with("dhcp-range=")
-                || l.starts_with("dhcp-host=")),
+            !c.lines()
+                .any(|l| l.starts_with("dhcp-host=") || l.starts_with("dhcp-option=")),
             "{c}"
         );
         let dir = std::env::temp_dir().join(format!("vminit-dnsmasq-v6-{}", std::process::id()));
@@ -446,6 +560,62 @@ mod tests {
             out.status.success() && said.contains("syntax check OK"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_nic_that_joins_changes_only_the_hosts_and_options_unless_no_door_range_serves_it() {
+        let dns = dns_for(&docker_resolv(), &[], "vm1");
+        let files = |nics: &[NicPlan]| {
+            render(&DnsmasqInput {
+                nics,
+                dns: &dns,
+                run_dir: &RunDir::new("/run/vminit"),
+                user: "nobody",
+            })
+        };
+        let one = files(&[nic(0, "172.19.0.2/24", Some("172.19.0.1"))]);
+        for joining in [
+            "172.20.0.5/16",
+            "10.9.0.7/24",
+            "192.168.5.3/24",
+            "100.64.0.9/10",
+        ] {
+            let two = files(&[
+                nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+                nic(1, joining, None),
+            ]);
+            assert_eq!(one.conf, two.conf, "{joining}");
+            assert_ne!(one.hosts, two.hosts);
+            assert_ne!(one.opts, two.opts);
+        }
+        let unserved = files(&[
+            nic(0, "172.19.0.2/24", Some("172.19.0.1")),
+            nic(1, "86.1.0.5/24", None),
+        ]);
+        assert!(
+            unserved
+                .conf
+                .contains("shared-network=169.254.1.11,86.1.0.5\ndhcp-range=86.1.0.5,static,255.255.255.0,infinite\n"),
+            "{}",
+            unserved.conf
+        );
+    }
+
+    #[test]
+    fn the_door_ranges_serve_every_address_but_those_whose_first_octet_is_unlike_the_doors() {
+        let mut rng = Rng::new(0xd00f);
+        for _ in 0..100_000 {
+            let addr = Ipv4Addr::from(rng.next() as u32);
+            assert_eq!(door_ranges_serve(addr), addr.octets()[0] != 86, "{addr}");
+        }
+        // Every door holds every range: its address is in each.
+        for door in ["169.254.1.0", "169.254.254.255", "169.254.77.3"] {
+            let door: Ipv4Addr = door.parse().unwrap();
+            for bit in 0..DOOR_RANGES {
+                let mask = u32::from(door_range_mask(bit));
+                assert_eq!(u32::from(door) & mask, u32::from(DOOR_NET) & mask);
+            }
+        }
     }
 
     #[test]
@@ -680,12 +850,19 @@ mod tests {
                 .map(|_| Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0xffff)))
                 .collect();
             let dns = dns_for(&resolv, &guest_dns, &rng.word(70));
-            let conf = render(&DnsmasqInput {
+            let rendered = render(&DnsmasqInput {
                 nics: &nics,
                 dns: &dns,
                 run_dir: &RunDir::new(run_dirs[case % run_dirs.len()]),
                 user: "nobody",
             });
+            // The paths of the hosts and options files are quoted as the pid file's is.
+            assert!(
+                rendered.conf.contains("dhcp-hostsfile=\""),
+                "{}",
+                rendered.conf
+            );
+            let conf = inline(&rendered);
             let path = dir.join("dnsmasq.conf");
             std::fs::write(&path, &conf).unwrap();
             let out = std::process::Command::new("dnsmasq")

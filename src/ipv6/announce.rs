@@ -73,6 +73,26 @@ impl Dns6 {
         dns
     }
 
+    /// What `guest`'s NIC announces of these, by each means: its advertisements (RDNSS,
+    /// DNSSL) carry what `for_nic` gives it; its DHCPv6 answers carry the same, or nothing
+    /// when DHCPv4 already gives the guest a resolver (`dhcp4_gives_resolvers`). A client
+    /// that writes `/etc/resolv.conf` from its last lease alone (isc-dhcp-client's
+    /// dhclient-script under Debian's ifupdown) would otherwise replace DHCPv4's resolvers,
+    /// the door among them, with DHCPv6's; a DHCPv6 lease without resolvers or search list
+    /// leaves the file as it is. Clients that read advertisements (systemd-networkd,
+    /// NetworkManager, Windows) still get the IPv6 resolvers by RDNSS. Without a DHCPv4
+    /// resolver (an IPv6-only guest, a container with only IPv6 resolvers), DHCPv6 carries
+    /// them too, for clients that read no RDNSS.
+    pub fn announced(&self, guest: &Guest6, router: bool, dhcp4_gives_resolvers: bool) -> NicDns6 {
+        let advert = self.for_nic(guest, router);
+        let dhcp6 = if dhcp4_gives_resolvers {
+            Dns6::default()
+        } else {
+            advert.clone()
+        };
+        NicDns6 { advert, dhcp6 }
+    }
+
     /// The resolvers `guest` reaches on its own link or through its routes; the default-route
     /// NIC (`router`) also gets those no NIC's prefix holds, and the search list.
     pub fn for_nic(&self, guest: &Guest6, router: bool) -> Dns6 {
@@ -102,6 +122,15 @@ impl Dns6 {
     }
 }
 
+/// The resolvers and search list one NIC announces, by each means (`Dns6::announced`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NicDns6 {
+    /// In router advertisements (RDNSS, DNSSL).
+    pub advert: Dns6,
+    /// In DHCPv6 answers (options 23, 24).
+    pub dhcp6: Dns6,
+}
+
 /// The guest NIC (by its container NIC's name) whose advertisements give the guest its IPv6
 /// default route; it also announces the resolvers no NIC's prefix holds, and the search list.
 pub fn router_nic(guests: &[Guest6]) -> Option<&str> {
@@ -109,6 +138,15 @@ pub fn router_nic(guests: &[Guest6]) -> Option<&str> {
         .iter()
         .find(|g| g.gateways.iter().any(|gw| gw.default))
         .map(|g| g.lower.as_str())
+}
+
+/// Every resolver the advertisements announce to the guest, on any NIC.
+pub fn announced_servers(guests: &[Guest6], dns: &Dns6) -> Vec<Ipv6Addr> {
+    let router = router_nic(guests);
+    guests
+        .iter()
+        .flat_map(|g| dns.for_nic(g, router == Some(g.lower.as_str())).servers)
+        .collect()
 }
 
 /// Adds to the cloud-init seed's NICs (matched by their container NIC's name) what the
@@ -193,7 +231,7 @@ impl Announcer {
         guest: &Guest6,
         learned: &[Learned],
         door: Door,
-        dns: &Dns6,
+        dns: &NicDns6,
         now: Instant,
     ) -> Announcer {
         let mut adverts = Vec::new();
@@ -237,8 +275,8 @@ impl Announcer {
         }
         // The prefixes and resolvers go once, with the first router.
         adverts[0].onlink = guest.onlink.clone();
-        adverts[0].dns = dns.servers.clone();
-        adverts[0].search = dns.search.clone();
+        adverts[0].dns = dns.advert.servers.clone();
+        adverts[0].search = dns.advert.search.clone();
         Announcer {
             lower: guest.lower.clone(),
             door_name: guest.door.clone(),
@@ -248,8 +286,8 @@ impl Announcer {
             lease: Lease {
                 server_id: Lease::duid_ll(door.mac),
                 addr: guest.addr.addr,
-                dns: dns.servers.clone(),
-                search: dns.search.clone(),
+                dns: dns.dhcp6.servers.clone(),
+                search: dns.dhcp6.search.clone(),
             },
             next: now,
             sent: 0,
@@ -442,7 +480,7 @@ mod tests {
     #[test]
     fn the_default_router_is_the_real_gateway_with_its_mac_and_the_frame_goes_to_the_guest_only() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &Dns6::default(), t0);
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &NicDns6::default(), t0);
         let out = a.on_frame(&solicitation(), t0);
         assert_eq!(out.len(), 1);
         let p = Packet::parse(&out[0].frame).unwrap();
@@ -465,7 +503,7 @@ mod tests {
     #[test]
     fn frames_from_any_other_mac_get_no_answer() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &Dns6::default(), t0);
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &NicDns6::default(), t0);
         let mut other = solicitation();
         other[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
         assert!(a.on_frame(&other, t0).is_empty());
@@ -475,7 +513,7 @@ mod tests {
     #[test]
     fn a_gateway_that_was_not_found_gives_no_route_and_the_door_still_advertises_the_prefix() {
         let t0 = Instant::now();
-        let a = Announcer::new(&docker_guest(), &[], DOOR, &Dns6::default(), t0);
+        let a = Announcer::new(&docker_guest(), &[], DOOR, &NicDns6::default(), t0);
         let ra = &a.adverts()[0];
         assert_eq!(
             (ra.router, ra.router_mac, ra.lifetime),
@@ -487,7 +525,7 @@ mod tests {
     #[test]
     fn unsolicited_advertisements_come_soon_then_rarely_and_answers_are_spaced() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &Dns6::default(), t0);
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &NicDns6::default(), t0);
         assert_eq!(a.due(t0, 0).len(), 1, "at once");
         assert!(a.due(t0 + Duration::from_secs(1), 0).is_empty());
         assert_eq!(a.next_wakeup(), t0 + Duration::from_secs(2));
@@ -506,14 +544,8 @@ mod tests {
         assert_eq!(a.next_wakeup(), t + Duration::from_secs(207));
     }
 
-    #[test]
-    fn a_dhcpv6_solicit_is_answered_from_the_doors_link_local_address_to_the_guest() {
-        let t0 = Instant::now();
-        let dns = Dns6 {
-            servers: vec![ip("fd00:1::53")],
-            search: vec!["example.test".into()],
-        };
-        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
+    /// The guest's DHCPv6 Solicit for one address (IA_NA), as a frame on the door.
+    fn dhcp6_solicit() -> Vec<u8> {
         let mut solicit = vec![1, 0x12, 0x34, 0x56, 0, 1, 0, 10, 0, 3, 0, 1];
         solicit.extend(GUEST.0);
         solicit.extend([0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -521,7 +553,7 @@ mod tests {
         udp.extend(((8 + solicit.len()) as u16).to_be_bytes());
         udp.extend([0, 0]);
         udp.extend(&solicit);
-        let frame = ndp::ipv6_frame(
+        ndp::ipv6_frame(
             ndp::DHCP6_SERVERS_MAC,
             GUEST,
             1,
@@ -529,8 +561,34 @@ mod tests {
             ip("ff02::1:2"),
             PROTO_UDP,
             udp,
-        );
-        let out = a.on_frame(&frame, t0);
+        )
+    }
+
+    /// The codes of a DHCPv6 message's top-level options (the UDP payload after its header).
+    fn dhcp6_option_codes(udp: &[u8]) -> Vec<u16> {
+        let mut codes = Vec::new();
+        let mut rest = &udp[8 + 4..];
+        while rest.len() >= 4 {
+            codes.push(u16::from_be_bytes([rest[0], rest[1]]));
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            rest = &rest[4 + len..];
+        }
+        codes
+    }
+
+    fn resolver_and_search() -> Dns6 {
+        Dns6 {
+            servers: vec![ip("fd00:1::53")],
+            search: vec!["example.test".into()],
+        }
+    }
+
+    #[test]
+    fn a_dhcpv6_solicit_is_answered_from_the_doors_link_local_address_to_the_guest() {
+        let t0 = Instant::now();
+        let dns = resolver_and_search().announced(&docker_guest(), true, false);
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
+        let out = a.on_frame(&dhcp6_solicit(), t0);
         assert_eq!(out.len(), 1);
         let p = Packet::parse(&out[0].frame).unwrap();
         assert_eq!(
@@ -544,6 +602,24 @@ mod tests {
             Some("eth0: DHCPv6: offered fd00:1::2")
         );
         assert_eq!(a.adverts()[0].dns, [ip("fd00:1::53")]);
+        let codes = dhcp6_option_codes(p.payload);
+        assert!(codes.contains(&23) && codes.contains(&24), "{codes:?}");
+    }
+
+    #[test]
+    fn when_dhcpv4_gives_the_guest_a_resolver_ipv6_resolvers_go_by_rdnss_only() {
+        // dhclient-script would replace DHCPv4's resolv.conf (the door) with DHCPv6's.
+        let t0 = Instant::now();
+        let dns = resolver_and_search().announced(&docker_guest(), true, true);
+        assert_eq!(dns.dhcp6, Dns6::default());
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
+        assert_eq!(a.adverts()[0].dns, [ip("fd00:1::53")]);
+        assert_eq!(a.adverts()[0].search, ["example.test"]);
+        let out = a.on_frame(&dhcp6_solicit(), t0);
+        let p = Packet::parse(&out[0].frame).unwrap();
+        let codes = dhcp6_option_codes(p.payload);
+        assert!(codes.contains(&3), "the address still: {codes:?}");
+        assert!(!codes.contains(&23) && !codes.contains(&24), "{codes:?}");
     }
 
     #[test]

@@ -24,17 +24,18 @@ pub struct Announcers {
 impl Announcers {
     /// Opens a socket on each guest's door (the takeover made them; `state` is read after
     /// it) that hears the guest's router solicitations and DHCPv6 messages, and nothing else.
+    /// `dhcp4_dns`: DHCPv4 gives the guest a resolver (see `Dns6::announced`).
     pub fn open(
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        dns: &Dns6,
+        (dns, dhcp4_dns): (&Dns6, bool),
     ) -> Result<Announcers> {
         let mut announcers = Announcers {
             doors: Vec::new(),
             random: std::process::id() | 1,
         };
-        announcers.add(guests, learned, state, dns)?;
+        announcers.add(guests, learned, state, (dns, dhcp4_dns))?;
         Ok(announcers)
     }
 
@@ -44,7 +45,7 @@ impl Announcers {
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        dns: &Dns6,
+        (dns, dhcp4_dns): (&Dns6, bool),
     ) -> Result<()> {
         let now = Instant::now();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
@@ -66,7 +67,7 @@ impl Announcers {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            let nic_dns = dns.for_nic(guest, router == Some(guest.lower.as_str()));
+            let nic_dns = dns.announced(guest, router == Some(guest.lower.as_str()), dhcp4_dns);
             let announcer = Announcer::new(guest, learned, Door { mac, link_local }, &nic_dns, now);
             log::info!("{}", announcer.describe());
             self.doors.push((socket, announcer));

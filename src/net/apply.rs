@@ -292,6 +292,10 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.set_up_allmulticast(i)
             }
+            Step::SetArpIgnore { dev, value, .. } => {
+                let i = self.index(dev)?;
+                self.nl.set_arp_ignore(i, *value)
+            }
             Step::TxChecksumOff { dev } => match self.nl.tx_checksum_off(dev) {
                 // A nicety for old DHCP clients, not a requirement: macvlans on veth
                 // cannot change it.
@@ -436,6 +440,9 @@ mod tests {
         }
         fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
             self.call(format!("link set {index} allmulticast on up"))
+        }
+        fn set_arp_ignore(&mut self, index: u32, value: u32) -> io::Result<()> {
+            self.call(format!("link set {index} arp_ignore {value}"))
         }
         fn add_tap(&mut self, _tun: &Path, name: &str, _multi_queue: bool) -> io::Result<OwnedFd> {
             self.call(format!("tuntap add {name}"))?;

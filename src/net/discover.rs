@@ -9,7 +9,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecUnspec, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
+    LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -100,7 +103,10 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
         kind: None,
         alias: None,
         lower: None,
+        lower_netns: None,
         ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
+        arp_ignore: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
     };
     for attr in msg.attributes {
         match attr {
@@ -113,10 +119,22 @@ fn link_of(msg: LinkMessage) -> Option<Link> {
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::Link(i) => link.lower = Some(i),
+            LinkAttribute::LinkNetNsId(id) => link.lower_netns = Some(id),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {
                         link.kind = Some(kind_name(&k));
+                    }
+                }
+            }
+            LinkAttribute::AfSpecUnspec(families) => {
+                for family in families {
+                    if let AfSpecUnspec::Inet(inet) = family {
+                        for conf in inet {
+                            if let AfSpecInet::DevConf(c) = conf {
+                                link.arp_ignore = u32::try_from(c.arp_ignore).ok();
+                            }
+                        }
                     }
                 }
             }

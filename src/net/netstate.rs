@@ -20,8 +20,17 @@ pub struct Link {
     /// `IFLA_LINK`: the link this one sits on (a macvlan's or macvtap's NIC). A veth's is
     /// its peer's index, which may be in another namespace.
     pub lower: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when `lower` is an index in another namespace (a veth's
+    /// peer; the host's NIC under a macvlan NIC and under everything stacked on it).
+    pub lower_netns: Option<i32>,
     /// Whether the link layer is Ethernet (tunnels such as `tunl0` or `sit0` are not).
     pub ethernet: bool,
+    /// `net.ipv4.conf.LINK.arp_ignore` (from `IFLA_AF_SPEC`); `None` for a link without
+    /// IPv4.
+    pub arp_ignore: Option<u32>,
+    /// Whether it is up (`IFF_UP`): Docker and CNI plugins bring a new NIC up after its
+    /// addresses, so a NIC that joins is taken over once it is up.
+    pub up: bool,
 }
 
 /// An IPv4 address as the kernel holds it on an interface, with everything needed to put

@@ -99,6 +99,14 @@ pub enum Step {
         mac: Mac,
         mtu: u32,
     },
+    /// `arp_ignore` of a link: 1 answers ARP requests only for the link's own addresses.
+    /// `old` is what the link had, put back by the inverse; `None` for a link of vminit's
+    /// own, whose setting goes with it.
+    SetArpIgnore {
+        dev: String,
+        value: u32,
+        old: Option<u32>,
+    },
     /// An ingress qdisc, where a link's tc filters hang.
     AddIngress {
         dev: String,
@@ -179,6 +187,15 @@ impl Step {
             },
             Step::AddLink { name, .. } | Step::AddTap { name, .. } => Step::DelLink { name },
             Step::AddIngress { dev } => Step::DelIngress { dev },
+            Step::SetArpIgnore {
+                dev,
+                value,
+                old: Some(old),
+            } => Step::SetArpIgnore {
+                dev,
+                value: old,
+                old: Some(value),
+            },
             // Deleting a link cannot be undone; only recovery deletes links. An alias and
             // the offload setting go with the link.
             Step::DelLink { .. }
@@ -187,6 +204,7 @@ impl Step {
             | Step::NoAddrGen { .. }
             | Step::SetUpAllMulticast { .. }
             | Step::DelIngress { .. }
+            | Step::SetArpIgnore { old: None, .. }
             | Step::AddFilter { .. } => {
                 return None;
             }
@@ -319,6 +337,9 @@ impl fmt::Display for Step {
                 f,
                 "ip tuntap add dev {name} mode tap vnet_hdr && ip link set {name} address {mac} mtu {mtu} up"
             ),
+            Step::SetArpIgnore { dev, value, .. } => {
+                write!(f, "sysctl -w net.ipv4.conf.{dev}.arp_ignore={value}")
+            }
             Step::AddIngress { dev } => write!(f, "tc qdisc add dev {dev} ingress"),
             Step::DelIngress { dev } => write!(f, "tc qdisc del dev {dev} ingress"),
             Step::AddFilter { dev, filter } => write!(f, "tc filter add dev {dev} {filter}"),

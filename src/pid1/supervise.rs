@@ -268,6 +268,13 @@ fn carry_out(
             }
             None
         }
+        Action::Reload(child) => {
+            if let Some(pid) = children.pid(child) {
+                log::info!("{child} (pid {pid}) reads its hosts and options again (SIGHUP)");
+                effects.signal(pid, Signal::SIGHUP);
+            }
+            None
+        }
         Action::Reconcile => Some(effects.reconcile()),
         Action::Plug => Some(effects.plug()),
         Action::Exit(status) => return ControlFlow::Break(status),
@@ -337,6 +344,7 @@ mod tests {
             Event::Reconciled {
                 again_in: None,
                 reconfigured: Vec::new(),
+                reloaded: Vec::new(),
                 plugs_pending: false,
             }
         }
@@ -345,6 +353,7 @@ mod tests {
             Event::Reconciled {
                 again_in: None,
                 reconfigured: Vec::new(),
+                reloaded: Vec::new(),
                 plugs_pending: false,
             }
         }
@@ -374,6 +383,7 @@ mod tests {
         let reconfigured = Event::Reconciled {
             again_in: None,
             reconfigured: vec![D],
+            reloaded: Vec::new(),
             plugs_pending: false,
         };
         assert_eq!(

@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 
 use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, Vhost};
 use crate::dhcp::dhcp_server::{self, DhcpServer};
+use crate::dhcp::resolv;
 use crate::error::{Error, NetworkError, Result};
 use crate::ipv6::announce::{Dns6, Learned};
 use crate::ipv6::announcer::Announcers;
@@ -480,7 +481,13 @@ impl<'a> Boot<'a> {
         let state = self.discover()?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
-        self.announcers = Some(Announcers::open(&plan.v6, learned, &state, &dns)?);
+        let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
+        self.announcers = Some(Announcers::open(
+            &plan.v6,
+            learned,
+            &state,
+            (&dns, dhcp4_dns),
+        )?);
         Ok(())
     }
 
@@ -604,6 +611,12 @@ impl<'a> Boot<'a> {
             &self.run_dir,
             self.signals.original,
         )?;
+        let text = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
+        let ipv6 = announce::announced_servers(&plan.v6, &Dns6::from_resolv_conf(&text));
+        let dns = dhcp_server::guest_dns(self.config);
+        if let Some(warning) = dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6) {
+            log::warn!("{warning}");
+        }
         self.dnsmasq = Some(server.spawn()?);
         self.dhcp = Some(server);
         Ok(())

@@ -3,9 +3,11 @@
 //! and `disconnect`.
 //!
 //! A new container NIC goes to the guest in two steps. `reconcile` takes it over (the same
-//! steps as at start, its /dev/tapN opened) and writes dnsmasq's configuration with it;
-//! once the restarted dnsmasq serves it, `plug` hands the tap to QEMU. The guest's first
-//! DHCP request on the new NIC is then answered, not lost to a dnsmasq still starting.
+//! steps as at start, its /dev/tapN opened) and writes dnsmasq's hosts and options with it
+//! (dnsmasq reads them again on SIGHUP, sent before the plug); then `plug` hands the tap to
+//! QEMU. When dnsmasq's configuration file itself changed (rarely, see `dhcp::dnsmasq`),
+//! dnsmasq is restarted and the plug waits until it serves, so that the guest's first DHCP
+//! request on the new NIC is answered, not lost to a dnsmasq still starting.
 
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -15,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::guest::Guest;
 use super::{TakenNic, random_macs, read_namespace, take_over_nic};
-use crate::dhcp::dhcp_server::DhcpServer;
+use crate::dhcp::dhcp_server::{self, DhcpServer, Reconfigured};
 use crate::error::{Error, Result};
 use crate::ipv6::announce::{Dns6, Learned};
 use crate::ipv6::announcer::Announcers;
@@ -110,6 +112,7 @@ impl supervise::Effects for Guest<'_> {
         let nothing = Event::Reconciled {
             again_in: None,
             reconfigured: Vec::new(),
+            reloaded: Vec::new(),
             plugs_pending: false,
         };
         let state = match read_namespace(&mut self.nl) {
@@ -190,7 +193,7 @@ impl supervise::Effects for Guest<'_> {
                 again_in = Some(Duration::from_millis(100));
             } else if self.left.insert(name.clone()) {
                 log::warn!(
-                    "{name} has no IPv4 or IPv6 address after {waited:?}; it stays with the container"
+                    "{name} is not up with an IPv4 or IPv6 address after {waited:?}; it stays with the container"
                 );
             }
         }
@@ -203,10 +206,15 @@ impl supervise::Effects for Guest<'_> {
         self.left.retain(|name| state.link(name).is_some());
         self.waiting
             .retain(|name, _| changes.waiting.contains(name));
-        let dnsmasq_changed = changed && self.reconfigure_dnsmasq();
+        let dnsmasq = if changed {
+            self.reconfigure_dnsmasq()
+        } else {
+            Reconfigured::Unchanged
+        };
         Event::Reconciled {
             again_in,
-            reconfigured: dnsmasq_if(dnsmasq_changed),
+            reconfigured: dnsmasq_if(dnsmasq == Reconfigured::Restart),
+            reloaded: dnsmasq_if(dnsmasq == Reconfigured::Reload),
             plugs_pending,
         }
     }
@@ -215,7 +223,7 @@ impl supervise::Effects for Guest<'_> {
     /// virtio-net devices on the guest's PCI bus. A NIC that QEMU refuses is given back to
     /// the container and left there, and dnsmasq's configuration is written without it.
     fn plug(&mut self) -> Event {
-        let mut dnsmasq_changed = false;
+        let mut dnsmasq = Reconfigured::Unchanged;
         for lower in self.nics.pending() {
             let taken = self.nics.get_mut(&lower).expect("listed as pending");
             let Some(Pending {
@@ -246,7 +254,7 @@ impl supervise::Effects for Guest<'_> {
                     if let Some(taken) = self.nics.remove(&lower) {
                         self.give_back(taken);
                     }
-                    dnsmasq_changed |= self.reconfigure_dnsmasq();
+                    dnsmasq = dnsmasq.max(self.reconfigure_dnsmasq());
                     log::warn!("{}: {e}; it stays with the container", nic.lower);
                     self.left.insert(nic.lower);
                 }
@@ -254,7 +262,8 @@ impl supervise::Effects for Guest<'_> {
         }
         Event::Reconciled {
             again_in: None,
-            reconfigured: dnsmasq_if(dnsmasq_changed),
+            reconfigured: dnsmasq_if(dnsmasq == Reconfigured::Restart),
+            reloaded: dnsmasq_if(dnsmasq == Reconfigured::Reload),
             plugs_pending: false,
         }
     }
@@ -353,23 +362,24 @@ impl Guest<'_> {
     }
 
     /// Writes dnsmasq's configuration for the guest's NICs as they are now (those waiting
-    /// to be plugged in included); whether dnsmasq must be restarted to serve it.
-    fn reconfigure_dnsmasq(&mut self) -> bool {
+    /// to be plugged in included); what dnsmasq needs to serve it (mostly a SIGHUP, to read
+    /// its hosts and options again; a restart only when its configuration file changed).
+    fn reconfigure_dnsmasq(&mut self) -> Reconfigured {
         if !self.config.dhcp {
-            return false;
+            return Reconfigured::Unchanged;
         }
         let nics = self.nics.plans();
         let Some(server) = &self.dhcp else {
-            return false;
+            return Reconfigured::Unchanged;
         };
         match server.reconfigure(self.config, &nics) {
-            Ok(server) => {
+            Ok((server, change)) => {
                 self.dhcp = Some(server);
-                true
+                change
             }
             Err(e) => {
                 log::warn!("{e}");
-                false
+                Reconfigured::Unchanged
             }
         }
     }
@@ -462,10 +472,12 @@ impl Guest<'_> {
         let added = read_namespace(&mut self.nl).and_then(|state| {
             let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
             let dns = Dns6::from_resolv_conf(&resolv);
+            let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&self.nics.plans());
+            let dns = (&dns, dhcp4_dns);
             match &mut self.announcers {
-                Some(announcers) => announcers.add(guests, learned, &state, &dns),
+                Some(announcers) => announcers.add(guests, learned, &state, dns),
                 None => {
-                    self.announcers = Some(Announcers::open(guests, learned, &state, &dns)?);
+                    self.announcers = Some(Announcers::open(guests, learned, &state, dns)?);
                     Ok(())
                 }
             }

@@ -185,14 +185,16 @@ impl Boot<'_> {
         let resolv = self.resolv();
         // passt reads the container's resolv.conf itself; a loopback resolver (Docker's
         // 127.0.0.11) reaches the guest only as the gateway's address, which passt relays.
-        let map_gateway = resolv
+        // (The first IPv4 one decides: the guest gets its IPv4 DNS from passt's DHCP.)
+        let loopback = resolv
             .nameservers
-            .first()
-            .is_some_and(|ip| ip.is_loopback());
-        if map_gateway {
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .filter(|ip| ip.is_loopback());
+        let map_gateway = loopback.is_some();
+        if let Some(ip) = loopback {
             log::info!(
-                "DNS: the guest asks its gateway's address, which passt relays to {}; the guest's other connections to that address reach the container's loopback",
-                resolv.nameservers[0]
+                "DNS: the guest asks its gateway's address, which passt relays to {ip}; the guest's other connections to that address reach the container's loopback"
             );
         }
         self.warn_guest_dns();

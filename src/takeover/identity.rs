@@ -57,6 +57,9 @@ pub struct Identity {
     /// The datapath that took it over: with the tap datapath, the NIC's ingress qdisc (the
     /// tc filters to the guest's tap) is vminit's too.
     pub datapath: Datapath,
+    /// Its `arp_ignore`, when vminit changed it (a macvlan NIC with macvtap: see
+    /// `plan::answer_arp_for_own_addresses_only`).
+    pub arp_ignore: Option<u32>,
 }
 
 /// The links vminit makes, by role. Each role has one name pattern, its link kinds and one
@@ -179,6 +182,8 @@ pub fn claim(link: &Link, state: &NetState) -> Claim {
             .and_then(|rest| rest.strip_prefix("nic "))
             .and_then(unescape);
         named.and_then(|n| state.link(&n))
+    } else if link.lower_netns.is_some() {
+        nic_beside(link, link.alias.as_deref().filter(|_| marked), state)
     } else {
         link.lower
             .filter(|&i| i != link.index)
@@ -205,6 +210,32 @@ pub fn claim(link: &Link, state: &NetState) -> Claim {
         lower: lower.name.clone(),
         part,
     })
+}
+
+/// The NIC of a macvlan or macvtap that hangs on a link of another namespace. On a macvlan
+/// NIC (Docker `-d macvlan`) the kernel puts what vminit stacks on the NIC onto the NIC's own
+/// lower link, the host's NIC, so `IFLA_LINK` names that link (by its index over there), not
+/// the NIC. The NIC is then the link of this namespace, not one of vminit's, that hangs on the
+/// same link: the one `alias` names, else (a link of a run killed before it named it) the
+/// only one.
+fn nic_beside<'a>(link: &Link, alias: Option<&str>, state: &'a NetState) -> Option<&'a Link> {
+    let mut beside = state.links.iter().filter(|l| {
+        l.index != link.index
+            && !reserved_name(&l.name)
+            && l.lower == link.lower
+            && l.lower_netns == link.lower_netns
+    });
+    let named = alias
+        .and_then(|a| a.strip_prefix(ALIAS_PREFIX))
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(unescape);
+    match named {
+        Some(name) => beside.find(|l| l.name == name),
+        None => {
+            let first = beside.next()?;
+            beside.next().is_none().then_some(first)
+        }
+    }
 }
 
 /// Whether `alias` is the alias vminit gives a link of `role` on `lower`; the record's part
@@ -266,11 +297,14 @@ impl Identity {
     }
 
     /// The record as text: `v1 MAC;a …;r …;n …;a6 …;r6 …;n6 …`, with `;t` after the MAC
-    /// for the tap datapath.
+    /// for the tap datapath and `;i N` (the NIC's `arp_ignore`) when vminit changes it.
     pub fn encode(&self) -> String {
         let mut entries = vec![format!("v1 {}", self.mac)];
         if self.datapath == Datapath::Tap {
             entries.push("t".into());
+        }
+        if let Some(value) = self.arp_ignore {
+            entries.push(format!("i {value}"));
         }
         entries.extend(self.addrs.iter().map(encode_addr));
         entries.extend(self.routes.iter().map(encode_route));
@@ -302,11 +336,13 @@ impl Identity {
             routes6: Vec::new(),
             neighbours6: Vec::new(),
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         };
         for entry in entries {
             let mut words = entry.split(' ');
             match words.next()? {
                 "t" => id.datapath = Datapath::Tap,
+                "i" => id.arp_ignore = Some(words.next()?.parse().ok()?),
                 "a" => id.addrs.push(decode_addr(words)?),
                 "r" => id.routes.push(decode_route(words)?),
                 "n" => id.neighbours.push(Neigh {
@@ -837,6 +873,15 @@ fn restore(id: &Identity, lower: &Link, state: &NetState) -> Vec<Step> {
         // Its filters send the network's frames to a tap that is gone.
         steps.push(Step::DelIngress { dev: dev.clone() });
     }
+    if let Some(value) = id.arp_ignore
+        && lower.arp_ignore.is_some_and(|now| now != value)
+    {
+        steps.push(Step::SetArpIgnore {
+            dev: dev.clone(),
+            value,
+            old: lower.arp_ignore,
+        });
+    }
     let mac_changes = lower.mac.is_some_and(|m| m != id.mac);
     if let Some(current) = lower.mac.filter(|_| mac_changes) {
         steps.push(Step::SetMac {
@@ -966,6 +1011,7 @@ mod tests {
             routes6: Vec::new(),
             neighbours6: Vec::new(),
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         }
     }
 
@@ -1056,6 +1102,9 @@ mod tests {
             alias: alias.map(str::to_string),
             lower: Some(lower),
             ethernet: true,
+            arp_ignore: Some(0),
+            lower_netns: None,
+            up: true,
         }
     }
 
@@ -1107,6 +1156,48 @@ mod tests {
     }
 
     #[test]
+    fn on_a_macvlan_nic_vminits_links_on_the_hosts_nic_are_known_by_the_nic_beside_them() {
+        // Docker `-d macvlan`: eth0 hangs on the host's NIC (index 2 in the namespace with
+        // id 0), and so do the door, the carrier and the macvtap stacked on eth0.
+        let on_host_nic = |mut state: NetState| {
+            for l in state.links.iter_mut().filter(|l| l.name != "lo") {
+                if l.name == "eth0" {
+                    l.kind = Some("macvlan".into());
+                }
+                (l.lower, l.lower_netns) = (Some(2), Some(0));
+            }
+            state
+        };
+        let steps = |state: &NetState| -> Vec<String> {
+            let r = recovery(state);
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            r.steps.iter().map(|s| s.to_string()).collect()
+        };
+        let macvlan = on_host_nic(killed_run());
+        assert_eq!(steps(&macvlan), steps(&killed_run()));
+        // A user's macvlan on the same host NIC is not vminit's, and a link of vminit's that
+        // a killed run had not named yet is known only while one NIC hangs there.
+        let mut user = Ns::new()
+            .nic(30, "mvx", Mac([2, 0, 0, 0, 0, 0x99]), &[], &[])
+            .0
+            .links
+            .remove(1);
+        (user.kind, user.lower, user.lower_netns) = (Some("macvlan".into()), Some(2), Some(0));
+        let mut unnamed = own_link("vmtap0", "macvtap", 2, None);
+        unnamed.lower_netns = Some(0);
+        let mut state = macvlan.clone();
+        state.links.retain(|l| l.name != "vmtap0");
+        state.links.push(unnamed.clone());
+        assert!(matches!(claim(&unnamed, &state), Claim::Ours(o) if o.lower == "eth0"));
+        state.links.push(user.clone());
+        assert_eq!(claim(&user, &state), Claim::Other);
+        assert_eq!(claim(&unnamed, &state), Claim::Other);
+        let mut both = macvlan.clone();
+        both.links.push(user);
+        assert_eq!(steps(&both), steps(&killed_run()));
+    }
+
+    #[test]
     fn a_tap_record_says_so_and_only_its_recovery_deletes_the_nics_ingress_qdisc() {
         let mut id = identity();
         id.datapath = Datapath::Tap;
@@ -1130,6 +1221,39 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(!cmds.iter().any(|c| c.starts_with("tc ")), "{cmds:?}");
+    }
+
+    #[test]
+    fn a_changed_arp_ignore_is_in_the_record_and_recovery_puts_it_back_when_it_differs() {
+        let mut id = identity();
+        id.arp_ignore = Some(0);
+        let text = id.encode();
+        assert!(text.starts_with("v1 02:42:ac:13:00:02;i 0;a "), "{text}");
+        assert_eq!(Identity::decode("eth0", &text), Some(id.clone()));
+        let killed = |now: u32| {
+            let mut state = Ns::new().nic(7, "eth0", MAC0, &[], &[]).0;
+            state.links[1].arp_ignore = Some(now);
+            let state = with_links(state, &id.aliases());
+            recovery(&state)
+                .steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<String>>()
+        };
+        let cmds = killed(1);
+        assert!(
+            cmds.contains(&"sysctl -w net.ipv4.conf.eth0.arp_ignore=0".to_string()),
+            "{cmds:?}"
+        );
+        let cmds = killed(0);
+        assert!(!cmds.iter().any(|c| c.contains("arp_ignore")), "{cmds:?}");
+        // A record without the entry (the NIC's setting was never changed) changes nothing.
+        let cmds: Vec<String> = recovery(&killed_run())
+            .steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(!cmds.iter().any(|c| c.contains("arp_ignore")), "{cmds:?}");
     }
 
     #[test]

@@ -291,7 +291,8 @@ pub struct Changes {
 /// left, and NICs that joined and are to be attached by the same rules as at start
 /// (`AUTO_ATTACH`, `ATTACH_IFACES`, `SELECTED_NETWORK`). A joining NIC gets the lowest free
 /// slot, a door address no one uses, and the router only if it holds the container's
-/// default route and no guest NIC gives one already: the guest keeps exactly one.
+/// default route and no guest NIC gives one already: the guest keeps exactly one. A
+/// joining NIC that is not up yet, or has no address yet, is `waiting`.
 pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
     let state = input.state;
     let mut changes = Changes::default();
@@ -313,6 +314,12 @@ pub fn plan_changes(input: &PlanInput, guest: &[NicPlan]) -> Changes {
         .iter()
         .filter(|n| !stay.iter().any(|g| &g.lower == *n))
     {
+        // Docker (and CNI plugins) give a new NIC its MAC and addresses, then bring it up:
+        // until the kernel says it is up, it is not finished.
+        if state.link(name).is_some_and(|l| !l.up) {
+            changes.waiting.push(name.clone());
+            continue;
+        }
         match candidate(name, input) {
             Ok(one)
                 if let Some(held) = stay
@@ -636,7 +643,12 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
 /// `random` too) is joined to the NIC last, once it serves the guest.
 fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
     let new_mac = Mac::local_from(random);
-    let mut steps = write_record(nic, guest);
+    let quiet = answer_arp_for_own_addresses_only(nic, guest);
+    let arp_ignore = match &quiet {
+        Some(Step::SetArpIgnore { dev, old, .. }) if *dev == guest.lower => *old,
+        _ => None,
+    };
+    let mut steps = write_record(nic, guest, arp_ignore);
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     if guest.datapath == Datapath::Macvtap || !keeps_mac_for_tap(nic.link) {
@@ -646,6 +658,7 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
             old: nic.mac,
         });
     }
+    steps.extend(quiet);
     let tap_mac = {
         let mut bytes = random;
         bytes.reverse();
@@ -671,6 +684,38 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
         steps.extend(join_tap(guest, tap_mac));
     }
     steps
+}
+
+/// On a macvlan NIC (Docker `-d macvlan`), the NIC, the door and the guest's macvtap are
+/// siblings on the host's NIC, each hearing the broadcasts of the others. Linux answers an
+/// ARP request on any link for any address of the namespace (`arp_ignore` 0), so the sibling
+/// that does not hold the door address answers the guest's request for it too, with its own
+/// MAC; when that reply comes first, the guest sends its DNS queries there, where dnsmasq
+/// does not serve them, and they time out. That sibling answers only for its own addresses
+/// from then on (`arp_ignore` 1): with macvtap the NIC (put back afterwards, and in the
+/// record for a recovery), with the tap datapath the door macvlan (the door address is on
+/// the tap; the setting goes with the door). A NIC that already answers only for its own
+/// addresses (1, 2, or 8: never) is left as it is. On a veth or a tap the NIC is the lower
+/// link, which does not hear its own macvlans' and macvtaps' frames: nothing changes.
+fn answer_arp_for_own_addresses_only(nic: &Candidate, guest: &NicPlan) -> Option<Step> {
+    if nic.link.kind.as_deref() != Some("macvlan") {
+        return None;
+    }
+    match guest.datapath {
+        Datapath::Macvtap | Datapath::User => {
+            let old = nic.link.arp_ignore?;
+            (!matches!(old, 1 | 2 | 8)).then(|| Step::SetArpIgnore {
+                dev: guest.lower.clone(),
+                value: 1,
+                old: Some(old),
+            })
+        }
+        Datapath::Tap => Some(Step::SetArpIgnore {
+            dev: guest.door.clone(),
+            value: 1,
+            old: None,
+        }),
+    }
 }
 
 /// Whether, with the tap datapath, the NIC keeps its MAC (the guest's): a macvlan NIC (Docker
@@ -711,8 +756,8 @@ fn join_tap(guest: &NicPlan, tap_mac: Mac) -> Vec<Step> {
 
 /// The door (a bridge-mode macvlan on the NIC: a macvtap cannot talk to its own lower
 /// device) with the first part of the identity record in its alias, and down carrier links
-/// for the rest of a long one.
-fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
+/// for the rest of a long one. `arp_ignore`: the NIC's setting, when a later step changes it.
+fn write_record(nic: &Candidate, guest: &NicPlan, arp_ignore: Option<u32>) -> Vec<Step> {
     let identity = Identity {
         lower: guest.lower.clone(),
         mac: nic.mac,
@@ -723,6 +768,7 @@ fn write_record(nic: &Candidate, guest: &NicPlan) -> Vec<Step> {
         routes6: nic.nic6.routes.clone(),
         neighbours6: nic.nic6.neighbours.clone(),
         datapath: guest.datapath,
+        arp_ignore,
     };
     let mut steps = Vec::new();
     for (k, alias) in identity.aliases().into_iter().enumerate() {
@@ -1077,6 +1123,7 @@ mod tests {
             routes6: vec![],
             neighbours6: vec![],
             datapath: Datapath::Macvtap,
+            arp_ignore: None,
         };
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -1177,6 +1224,74 @@ mod tests {
         .unwrap();
         assert!(!p.steps.iter().any(|s| matches!(s, Step::SetMac { .. })));
         assert!(p.steps.iter().any(|s| matches!(s, Step::AddTap { .. })));
+    }
+
+    #[test]
+    fn on_a_macvlan_nic_only_the_link_holding_the_door_address_answers_arp_for_it() {
+        let plan_with = |kind: &str, arp_ignore: u32, datapath: Datapath| {
+            let mut state = Ns::new().nic(7, "eth0", MAC0, &["10.1.0.7/24"], &[]).0;
+            state.links[1].kind = Some(kind.into());
+            state.links[1].arp_ignore = Some(arp_ignore);
+            plan(&PlanInput {
+                attach: &Attach::All,
+                selected_network: None,
+                selected_network6: None,
+                state: &state,
+                random_macs: &[[0xaa; 6]],
+                datapath,
+            })
+            .unwrap()
+        };
+        let quiet = |p: &Plan| -> Vec<Step> {
+            p.steps
+                .iter()
+                .filter(|s| matches!(s, Step::SetArpIgnore { .. }))
+                .cloned()
+                .collect()
+        };
+        // macvtap: the NIC, before the guest's macvtap exists; recorded and undone.
+        let p = plan_with("macvlan", 0, Datapath::Macvtap);
+        let set = Step::SetArpIgnore {
+            dev: "eth0".into(),
+            value: 1,
+            old: Some(0),
+        };
+        assert_eq!(quiet(&p), std::slice::from_ref(&set));
+        let at = |f: &dyn Fn(&Step) -> bool| p.steps.iter().position(f).unwrap();
+        assert!(
+            at(&|s| *s == set)
+                < at(&|s| matches!(
+                    s,
+                    Step::AddLink {
+                        kind: MacLinkKind::Macvtap,
+                        ..
+                    }
+                ))
+        );
+        let Step::SetAlias { alias, .. } = &p.steps[1] else {
+            panic!("the record: {:?}", p.steps[1]);
+        };
+        assert!(alias.contains(";i 0;"), "{alias}");
+        assert_eq!(
+            set.inverse().map(|s| s.to_string()).as_deref(),
+            Some("sysctl -w net.ipv4.conf.eth0.arp_ignore=0")
+        );
+        // A NIC that answers only for its own addresses already is left as it is.
+        assert!(quiet(&plan_with("macvlan", 2, Datapath::Macvtap)).is_empty());
+        // The tap datapath: the door macvlan (the door address is on the tap); nothing to
+        // record or put back, it goes with the door.
+        let p = plan_with("macvlan", 0, Datapath::Tap);
+        let set = Step::SetArpIgnore {
+            dev: "vmlink0".into(),
+            value: 1,
+            old: None,
+        };
+        assert_eq!(quiet(&p), std::slice::from_ref(&set));
+        assert_eq!(set.inverse(), None);
+        // A veth is the lower link of the door and the guest's link: it does not hear them.
+        for datapath in [Datapath::Macvtap, Datapath::Tap] {
+            assert!(quiet(&plan_with("veth", 0, datapath)).is_empty());
+        }
     }
 
     #[test]
@@ -1732,6 +1847,9 @@ mod tests {
             alias: None,
             lower: None,
             ethernet,
+            arp_ignore: Some(0),
+            lower_netns: None,
+            up: true,
         }
     }
 
@@ -1768,6 +1886,9 @@ mod tests {
                     alias: Some(format!("vminit:nic {}", nic.lower)),
                     lower: Some(index),
                     ethernet: true,
+                    arp_ignore: Some(0),
+                    lower_netns: None,
+                    up: true,
                 });
             }
             after.addrs.push(crate::net::netstate::Addr {
@@ -1969,6 +2090,27 @@ mod tests {
         both.routes
             .extend(now.routes.iter().filter(|r| r.index == door1).cloned());
         assert_eq!(changes(&both, Attach::All, &p.nics).router, None);
+    }
+
+    #[test]
+    fn a_joining_nic_is_taken_over_only_once_it_is_up() {
+        let start = one_nic();
+        let p = plan_for(&start, Attach::All, None).unwrap();
+        let mut now = taken_over(&start, &p);
+        let mut more = Ns::new().nic(9, "eth1", MAC1, &["10.9.0.2/24"], &[]).0;
+        more.links.iter_mut().for_each(|l| l.up = false);
+        connect(&mut now, more);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert_eq!(
+            c.waiting,
+            ["eth1"],
+            "its addresses are there, but it is down"
+        );
+        assert!(c.added.is_empty());
+        now.links.iter_mut().for_each(|l| l.up = true);
+        let c = changes(&now, Attach::All, &p.nics);
+        assert!(c.waiting.is_empty());
+        assert_eq!(c.added[0].0.lower, "eth1");
     }
 
     #[test]

@@ -52,11 +52,6 @@ impl Slot {
     pub fn fd_name(self, queue: usize) -> String {
         format!("tap{}.{queue}", self.0)
     }
-
-    /// dnsmasq's tag for what it tells this NIC's guest.
-    pub fn dhcp_tag(self) -> String {
-        format!("vm{}", self.0)
-    }
 }
 
 impl fmt::Display for Slot {
@@ -80,11 +75,8 @@ mod tests {
                 s.netdev(),
                 s.device(),
                 s.fd_name(1),
-                s.dhcp_tag()
             ],
-            [
-                "vmtap3", "vmlink3", "vmrec3.2", "net3", "nic3", "tap3.1", "vm3"
-            ]
+            ["vmtap3", "vmlink3", "vmrec3.2", "net3", "nic3", "tap3.1"]
         );
     }
 

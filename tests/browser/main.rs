@@ -43,9 +43,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let net = Network::new(1);
-        let ctr = Container::new();
-        ctr.add_nic(&net, NicSpec::docker(&net, 2));
-        ctr.set_default_route(net.gateway, "eth0");
+        let (ctr, _) = Container::docker_on(&net);
         let scratch = ScratchDisk::new();
         let vnc_dir = scratch.dir.join("console");
         fs::create_dir(&vnc_dir).expect("create the console directory");

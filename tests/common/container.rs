@@ -117,6 +117,15 @@ impl Container {
         Container::build(false)
     }
 
+    /// A container on a Docker network: `eth0` with 10.N.0.2/24 and its Docker MAC, the
+    /// default route through the network's gateway.
+    pub fn docker_on(net: &Network) -> (Container, Nic) {
+        let ctr = Container::new();
+        let nic = ctr.add_nic(net, NicSpec::docker(net, 2));
+        ctr.set_default_route(net.gateway, "eth0");
+        (ctr, nic)
+    }
+
     /// An empty namespace with only `lo` and IPv6 enabled, like a container on a Docker
     /// `--ipv6` network (or a dual-stack pod) before its NICs are attached.
     pub fn with_ipv6() -> Container {
@@ -211,8 +220,8 @@ impl Container {
 
     /// Gives the container an `eth0` as `docker network create -d macvlan -o parent=HOSTNIC`
     /// does: a bridge-mode macvlan on a NIC of the host (here the network's bridge), moved
-    /// into the container, with `mac` and the address `cidr`, up.
-    pub fn add_macvlan_nic(&self, net: &Network, mac: &str, cidr: &str) {
+    /// into the container, with `mac` and the address `cidr`, up. (It has no `port`.)
+    pub fn add_macvlan_nic(&self, net: &Network, mac: &str, cidr: &str) -> Nic {
         let made = format!("mv{}", unique_id());
         let moved = net.host_exec(&format!(
             "ip link add link {} name {made} type macvlan mode bridge && ip link set {made} netns {}",
@@ -225,6 +234,14 @@ impl Container {
         self.ns
             .ip(&["addr", "add", cidr, "brd", "+", "dev", "eth0"]);
         self.ns.ip(&["link", "set", "eth0", "up"]);
+        Nic {
+            name: "eth0".into(),
+            mac: mac.into(),
+            addrs: vec![cidr.into()],
+            addrs6: Vec::new(),
+            mtu: 1500,
+            port: String::new(),
+        }
     }
 
     /// Detaches the NIC `name`, as `docker network disconnect` does: its veth pair is deleted
@@ -304,8 +321,9 @@ impl Container {
         self.ns.exec(script)
     }
 
-    /// The container's links, addresses, routes of every table, policy rules and permanent
-    /// neighbours now, normalised so that two snapshots compare equal when nothing changed.
+    /// The container's links, addresses, routes of every table, policy rules, permanent
+    /// neighbours and every link's IPv4 settings (`net.ipv4.conf.*`) now, normalised so that
+    /// two snapshots compare equal when nothing changed.
     pub fn net_state(&self) -> NetState {
         // An IPv6 address put back runs duplicate address detection (about a second) before it
         // is usable: wait for it, as a user would, rather than compare a passing state.
@@ -323,13 +341,17 @@ impl Container {
             neighbours: normalise(&self.ns.ip(&["neigh", "show", "nud", "permanent"])),
             routes6: normalise(&self.ns.ip(&["-6", "route", "show", "table", "all"])),
             rules6: normalise(&self.ns.ip(&["-6", "rule", "show"])),
+            // sysctl -a -r '^net.ipv4.conf.' (per namespace: /proc/sys/net is the reader's)
+            ipv4_conf: self
+                .ns
+                .exec_ok("cd /proc/sys/net/ipv4/conf && grep -r . . | sort"),
         }
     }
 }
 
 /// A snapshot of a namespace's network configuration (`ip -d link`, `ip addr` (both families),
 /// `ip route show table all`, `ip rule`, `ip neigh show nud permanent` (both families), `ip -6
-/// route show table all`, `ip -6 rule`), for `assert_eq!(before, after)`.
+/// route show table all`, `ip -6 rule`, `net.ipv4.conf.*`), for `assert_eq!(before, after)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetState {
     pub links: String,
@@ -339,6 +361,9 @@ pub struct NetState {
     pub neighbours: String,
     pub routes6: String,
     pub rules6: String,
+    /// `net.ipv4.conf.LINK.KEY` of every link (and `all`, `default`), one `./LINK/KEY:VALUE` a
+    /// line: vminit changes `arp_ignore` of a macvlan NIC and must put it back.
+    pub ipv4_conf: String,
 }
 
 /// Whitespace collapsed, address lifetimes and route expiry times (which count down) dropped.

@@ -31,6 +31,7 @@ mod netns;
 mod network;
 mod process;
 mod qmp;
+mod running;
 mod standin;
 mod vminit;
 
@@ -49,5 +50,6 @@ pub use netns::Netns;
 pub use network::{CALICO_GATEWAY6, K8S_GATEWAY, Listener, Net6, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
+pub use running::{guest_run, report, stop};
 pub use standin::{recorder, standin_script, standin_tool, standin_vm};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};

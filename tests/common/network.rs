@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::cmd::CmdOutput;
 use super::names::{ifname, unique_id};
@@ -58,7 +59,7 @@ impl Listener {
     /// Stops listening; returns the lines of what it heard (empty when it heard nothing).
     pub fn stop(self) -> Vec<String> {
         self.process.signal(nix::sys::signal::Signal::SIGINT);
-        self.process.wait_exit(std::time::Duration::from_secs(10));
+        self.process.wait_exit(Duration::from_secs(10));
         self.process
             .stdout()
             .wait_closed(std::time::Duration::from_secs(5));
@@ -239,17 +240,31 @@ impl Network {
             .exec_ok(&format!("cat /sys/class/net/{}/address", self.bridge))
             .trim()
             .to_string();
-        let gateway_ll = self
-            .host
-            .exec_ok(&format!(
-                "ip -6 -o addr show dev {} scope link | awk '{{print $4}}'",
-                self.bridge
-            ))
-            .trim()
-            .split('/')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .expect("the bridge's link-local address");
+        // The bridge gets its link-local address once it is up with a port; on a loaded
+        // machine that can come a moment after the peer's port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let gateway_ll: Ipv6Addr = loop {
+            let found = self
+                .host
+                .exec_ok(&format!(
+                    "ip -6 -o addr show dev {} scope link | awk '{{print $4}}'",
+                    self.bridge
+                ))
+                .trim()
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok());
+            match found {
+                Some(ll) => break ll,
+                None if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None => panic!(
+                    "the bridge {} has no link-local address after 10 s",
+                    self.bridge
+                ),
+            }
+        };
         self.v6 = Some(Net6 {
             gateway,
             prefix: 64,

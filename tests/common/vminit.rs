@@ -257,6 +257,49 @@ impl<'c> VminitBuilder<'c> {
         log
     }
 
+    /// Runs vminit (a QEMU that runs until stopped, such as the stand-in) with the test hook
+    /// that pauses it after step K of a phase (`at` = `setup:K` or `teardown:K`; teardown
+    /// starts with a SIGTERM once QEMU runs), SIGKILLs it there, and says whether the pause was
+    /// reached: false when the phase has fewer than K steps (then vminit is killed once QEMU
+    /// runs, or has exited after its teardown).
+    pub fn killed_at(self, at: &str) -> bool {
+        const LIMIT: Duration = Duration::from_secs(30);
+        let (phase, k) = at.split_once(':').expect("at is PHASE:STEP");
+        let vm = self.env("VMINIT_TEST_PAUSE", at).spawn();
+        let paused = format!("test hook: paused after {phase} step {k}:");
+        let was_paused = match phase {
+            "setup" => {
+                let reached = vm.log().wait_until(0, LIMIT, |t| {
+                    t.contains(&paused) || t.contains("QEMU running")
+                });
+                assert!(reached, "never paused at {at}\n{}", vm.tails());
+                vm.log().text().contains(&paused)
+            }
+            "teardown" => {
+                vm.expect_log("QEMU running", LIMIT);
+                vm.kill(Signal::SIGTERM);
+                let deadline = Instant::now() + LIMIT;
+                loop {
+                    if vm.log().text().contains(&paused) {
+                        break true;
+                    }
+                    if vm.wait_exit(Duration::from_millis(20)).is_some() {
+                        break false;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "never paused at {at}\n{}",
+                        vm.tails()
+                    );
+                }
+            }
+            _ => panic!("at is setup:K or teardown:K, not {at}"),
+        };
+        vm.kill(Signal::SIGKILL);
+        vm.expect_exit(Duration::from_secs(10));
+        was_paused
+    }
+
     /// Starts the binary as PID 1 and returns once it runs (or has already ended); panics,
     /// showing its output, if the container setup fails.
     pub fn spawn(self) -> Vminit<'c> {

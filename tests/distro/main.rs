@@ -426,7 +426,13 @@ fn two_networks(client: &str) {
     // Docker's embedded DNS server: 127.0.0.11 in the container, knowing the peer's name.
     ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
     let embedded = Ipv4Addr::new(127, 0, 0, 11);
-    let dns = DnsServer::start(ctr.ns(), embedded, &[("peer.test", front.peer_ip)]);
+    // It also knows a name the IPv6 resolver does not (as Docker's knows container names).
+    let container_name = "web.test";
+    let dns = DnsServer::start(
+        ctr.ns(),
+        embedded,
+        &[("peer.test", front.peer_ip), (container_name, back.peer_ip)],
+    );
     // ip -6 addr add fd00:1::53/64 dev eth0 nodad (in the peer)
     let resolver6 = v6.addr(0x53);
     front.peer_ns().ip(&[
@@ -445,7 +451,7 @@ fn two_networks(client: &str) {
         &ctr,
         &guest,
         &disk,
-        "distro_report.resolve=peer.test distro_report.ipv6=1",
+        &format!("distro_report.resolve=peer.test,{container_name} distro_report.ipv6=1"),
     )
     .resolv_conf(&format!(
         "nameserver 127.0.0.11\nnameserver {resolver6}\noptions ndots:0\n"
@@ -475,22 +481,43 @@ fn two_networks(client: &str) {
         "the back network has no IPv6: {:#?}",
         r.addrs6
     );
-    // What each client makes of the resolvers of its two leases (docs/testing.md, "Distribution
-    // guests"): systemd-networkd and NetworkManager keep both the door (Docker's resolver,
-    // forwarded; from DHCPv4) and the IPv6 resolver (DHCPv6, router advertisement); Debian's
-    // dhclient-script writes resolv.conf from the last lease alone, here DHCPv6's, so the door
-    // is gone there (fd00:1::53 knows peer.test too, so the name still resolves).
+    // What each client makes of the resolvers (docs/testing.md, "Distribution guests"): every
+    // client keeps the door (Docker's resolver, forwarded; from DHCPv4), first. The IPv6
+    // resolver goes by the router advertisements' RDNSS alone (DHCPv6 carries none while DHCPv4
+    // gives a resolver), which systemd-networkd and NetworkManager read; Debian's
+    // dhclient-script does not, and writes resolv.conf from its last lease alone, so a DHCPv6
+    // resolver would have replaced the door there.
     let (v4, v6_servers): (Vec<String>, Vec<String>) = r
         .dns_servers()
         .into_iter()
         .partition(|s| s.parse::<Ipv4Addr>().is_ok());
-    let doors = if client == "ifupdown" { 0 } else { 1 };
+    let want6 = if client == "ifupdown" {
+        vec![]
+    } else {
+        vec![resolver6.to_string()]
+    };
     assert_eq!(
         (v4.len(), v6_servers),
-        (doors, vec![resolver6.to_string()]),
+        (1, want6),
         "{}: the guest's IPv4 resolvers (the door) and IPv6 resolvers\n{}",
         r.client,
         r.dns_summary()
+    );
+    assert_eq!(
+        r.dns_servers().first(),
+        v4.first(),
+        "the door comes first\n{}",
+        r.dns_summary()
+    );
+    // What a user checks: a name only Docker's resolver knows resolves, through the door.
+    assert_eq!(
+        r.resolved.get(container_name),
+        Some(&vec![back.peer_ip.to_string()]),
+        "{}: the guest resolves {container_name} (Docker's resolver only)\n{}--- Docker's \
+         resolver's log\n{}",
+        r.client,
+        r.dns_summary(),
+        dns.log()
     );
     assert_peer_reaches(&front, &eth0, &vm);
     assert_peer_reaches(&back, &eth1, &vm);

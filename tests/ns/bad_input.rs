@@ -18,9 +18,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let net = Network::new(1);
-        let ctr = Container::new();
-        ctr.add_nic(&net, NicSpec::docker(&net, 2));
-        ctr.set_default_route(net.gateway, "eth0");
+        let (ctr, _) = Container::docker_on(&net);
         Fixture {
             _net: net,
             ctr,

@@ -3,12 +3,12 @@
 //! guests read and write through the chain that vminit opened and pinned for QEMU.
 
 use crate::common;
+use crate::common::stop;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Container, Network, NicSpec, ScratchDir, Vminit, run_ok, test_guest, vminit_binary};
-use nix::sys::signal::Signal;
+use common::{Container, Network, NicSpec, ScratchDir, run_ok, test_guest, vminit_binary};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -49,12 +49,6 @@ fn vm<'c>(ctr: &'c Container, cmdline: &str) -> common::VminitBuilder<'c> {
         .env("RAM_SIZE", "256M")
         .env("VMINIT_DISK", "/run/image/image.qcow2")
         .args(test_guest().qemu_args(cmdline))
-}
-
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let code = vm.expect_exit(Duration::from_secs(30)).code();
-    assert_eq!(code, Some(0), "{}", vm.tails());
 }
 
 #[test]
@@ -137,9 +131,7 @@ fn an_external_data_file_inside_the_image_directory_holds_the_guests_writes() {
         "qemu-img create -q -f qcow2 -o data_file=image.data image.qcow2 16M",
     );
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let guest = vm(&ctr, "vminit_test_write=INDATAFILE")
         .bind(&s.0, Path::new("/run/image"))
         .spawn();

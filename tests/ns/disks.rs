@@ -5,15 +5,15 @@
 //! in a stable order under the same chain rules. Real QEMU (TCG), qemu-img and the test guest, in namespaces.
 
 use crate::common;
+use crate::common::stop;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    BUILD_TIMEOUT, Container, Network, NicSpec, ScratchDir, Vminit, VminitBuilder, run, run_ok,
-    run_ok_for, test_guest, vminit_binary,
+    BUILD_TIMEOUT, Container, Network, ScratchDir, VminitBuilder, run, run_ok, run_ok_for,
+    test_guest, vminit_binary,
 };
-use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -29,9 +29,7 @@ struct Vm {
 impl Vm {
     fn new(n: u8) -> Vm {
         let net = Network::new(n);
-        let ctr = Container::new();
-        ctr.add_nic(&net, NicSpec::docker(&net, 2));
-        ctr.set_default_route(net.gateway, "eth0");
+        let (ctr, _) = Container::docker_on(&net);
         Vm { _net: net, ctr }
     }
 
@@ -60,12 +58,6 @@ impl Vm {
     fn guest(&self, dir: &Path, cmdline: &str) -> VminitBuilder<'_> {
         self.vminit(dir).args(test_guest().qemu_args(cmdline))
     }
-}
-
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let code = vm.expect_exit(Duration::from_secs(30)).code();
-    assert_eq!(code, Some(0), "{}", vm.tails());
 }
 
 /// A field of `qemu-img info --output=json` (a number or a string, as text).

@@ -1,7 +1,8 @@
 //! The guest's DNS end to end, in network namespaces, with the real dnsmasq, QEMU (TCG) and
 //! test guest: container names and external names both resolve when an upstream is known
 //! (Docker 25's `ExtServers`, `GUEST_DNS`), without waiting out a forwarding timeout; one
-//! warning when nothing names an upstream; each NIC announces only what a client can use
+//! warning when nothing names an upstream; a container's IPv6 loopback resolver is forwarded
+//! by the door; each NIC announces only what a client can use
 //! through it; hostnames dnsmasq would misread reach the guest as hostnames.
 //!
 //! Docker's embedded DNS server is played by a dnsmasq on 127.0.0.11 in the container's
@@ -11,22 +12,22 @@
 //! Docker's does. The upstream is a dnsmasq on the network that answers one name of its own.
 
 use crate::common;
+use crate::common::{report, stop};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    Container, GuestLookup, GuestReport, Netns, Network, NicSpec, ScratchDisk, Vminit,
-    VminitBuilder, unique_id,
+    Container, DnsServer, GuestLookup, Netns, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder,
+    unique_id,
 };
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
-const STOP: Duration = Duration::from_secs(30);
 
 /// The container name Docker's stand-in knows.
-const CONTAINER_NAME: &str = "web";
+pub(crate) const CONTAINER_NAME: &str = "web";
 /// The name only the upstream knows.
 const EXTERNAL_NAME: &str = "ext.test";
 /// Host number of the upstream resolver on the network (10.N.0.53).
@@ -37,11 +38,6 @@ const NO_TIMEOUT: u64 = 2000;
 /// vminit as a user would run it, booting the test guest with `cmdline`.
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
     ctr.vminit_with_guest(disk, cmdline)
-}
-
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
 }
 
 /// The guest's lookups, once it has made them all (its shell starts after them).
@@ -56,15 +52,8 @@ fn lookup<'a>(all: &'a [GuestLookup], name: &str) -> &'a GuestLookup {
         .unwrap_or_else(|| panic!("no lookup of {name} in {all:?}"))
 }
 
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-}
-
 /// A dnsmasq serving DNS in a namespace, stopped on drop.
-struct Resolver {
+pub(crate) struct Resolver {
     pidfile: PathBuf,
 }
 
@@ -83,7 +72,7 @@ impl Resolver {
     /// Docker's embedded DNS server in the container: 127.0.0.11 knows `CONTAINER_NAME` (and
     /// has no IPv6 address for it, as Docker answers) and asks `upstream` for everything
     /// else, from the container's namespace.
-    fn docker(ctr: &Container, name_addr: Ipv4Addr, upstream: Ipv4Addr) -> Resolver {
+    pub(crate) fn docker(ctr: &Container, name_addr: Ipv4Addr, upstream: Ipv4Addr) -> Resolver {
         ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
         Resolver::start(
             ctr.ns(),
@@ -127,9 +116,7 @@ impl Drop for Resolver {
 /// and the external name, the latter without waiting out a timeout.
 fn both_names_resolve(resolv_conf: &str, guest_dns: Option<&str>) {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     // Each name points at a host that answers the guest's ping.
     let (_upstream, upstream) = Resolver::upstream(&net, net.gateway);
     let _docker = Resolver::docker(&ctr, net.peer_ip, upstream);
@@ -195,9 +182,7 @@ fn with_guest_dns_on_docker_20_10_the_guest_resolves_container_and_external_name
 #[test]
 fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_names_resolve() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let _docker = Resolver::docker(&ctr, net.peer_ip, net.addr(UPSTREAM_HOST));
     let disk = ScratchDisk::new();
     let vm = vminit(
@@ -220,6 +205,144 @@ fn without_a_known_upstream_vminit_warns_once_naming_guest_dns_and_container_nam
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
         warnings[0].starts_with("vminit: warning: "),
+        "{}",
+        warnings[0]
+    );
+    stop(&vm);
+}
+
+/// A Docker `-d macvlan` network: the container's NIC is a macvlan on the host's NIC, and so
+/// a sibling of the door and of the guest's link there, which hears the guest's broadcasts.
+/// The guest asks, broadcasting each time, who has the door address: only the link the door
+/// address is on (`serves_on`: the door macvlan with macvtap, the tap with the tap datapath)
+/// may answer, else the guest sends its lookups to a link dnsmasq does not serve, where they
+/// time out (issue 20's macvlan DNS bug). Then a container name resolves through the door,
+/// and the namespace (the NIC's `arp_ignore` included) comes back after the stop.
+fn on_a_macvlan_network_only_the_door_answers_for_its_address(datapath: &str, serves_on: &str) {
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let (mac, cidr) = ("02:42:0a:01:00:07", "10.1.0.7/24");
+    ctr.add_macvlan_nic(&net, mac, cidr);
+    ctr.set_default_route(net.gateway, "eth0");
+    let _docker = Resolver::docker(&ctr, net.peer_ip, net.addr(UPSTREAM_HOST));
+    let before = ctr.net_state();
+    let disk = ScratchDisk::new();
+    let vm = vminit(
+        &ctr,
+        &disk,
+        &format!("vminit_test_resolve={CONTAINER_NAME}"),
+    )
+    .env("NET_DATAPATH", datapath)
+    .resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n")
+    .spawn();
+
+    let r = report(&vm);
+    let door = r.dns.first().expect("the door as resolver").clone();
+    assert!(door.starts_with("169.254."), "the door: {:?}", r.dns);
+    let all = lookups(&vm);
+    let door_mac = ctr
+        .exec(&format!("cat /sys/class/net/{serves_on}/address"))
+        .stdout
+        .trim()
+        .to_string();
+    let from = vm.console().len();
+    vm.type_console(&format!(
+        "arping -b -c 3 -w 5 -I eth0 {door} | sed -n 's/.*\\[\\(.*\\)\\].*/ARP-FROM \\1/p'; \
+         echo ARP-$((40+2))\n"
+    ));
+    vm.expect_console_from(from, "ARP-42", Duration::from_secs(30));
+    let mut answered: Vec<String> = vm
+        .console()
+        .text_from(from)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ARP-FROM "))
+        .filter(|m| m.len() == 17 && m.bytes().filter(|b| *b == b':').count() == 5)
+        .map(str::to_lowercase)
+        .collect();
+    answered.sort();
+    answered.dedup();
+    assert_eq!(
+        answered,
+        [door_mac],
+        "who answered the guest's ARP for the door {door}\n{}",
+        vm.tails()
+    );
+    assert_eq!(
+        lookup(&all, CONTAINER_NAME).addr,
+        Some(net.peer_ip.to_string()),
+        "{}",
+        vm.tails()
+    );
+    stop(&vm);
+    assert_eq!(ctr.net_state(), before, "the macvlan NIC is put back");
+}
+
+#[test]
+fn on_a_macvlan_network_only_the_door_answers_the_guests_arp_and_names_resolve_with_macvtap() {
+    on_a_macvlan_network_only_the_door_answers_for_its_address("macvtap", "vmlink0");
+}
+
+#[test]
+fn on_a_macvlan_network_only_the_tap_answers_the_guests_arp_and_names_resolve_with_tap() {
+    on_a_macvlan_network_only_the_door_answers_for_its_address("tap", "vmtap0");
+}
+
+/// A container whose only resolvers are IPv6: a resolver of the pod on `::1` (a caching
+/// sidecar), then one on the network. The guest, IPv4 only, gets the door, which forwards to
+/// `::1` over the container's loopback; the network's IPv6 resolver is not handed to a guest
+/// with no IPv6.
+#[test]
+fn a_container_with_only_ipv6_resolvers_gives_the_guest_the_door_to_its_loopback_one() {
+    let net = Network::new(1);
+    let ctr = Container::with_ipv6();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let _sidecar = DnsServer::start(
+        ctr.ns(),
+        Ipv6Addr::LOCALHOST,
+        &[(EXTERNAL_NAME, net.peer_ip)],
+    );
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, &format!("vminit_test_resolve={EXTERNAL_NAME}"))
+        .resolv_conf("nameserver ::1\nnameserver fd00:9::53\noptions ndots:0\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert_eq!(r.dns.len(), 1, "the door only: {:?}", r.dns);
+    assert!(r.dns[0].starts_with("169.254."), "the door: {:?}", r.dns);
+    let all = lookups(&vm);
+    assert_eq!(
+        lookup(&all, EXTERNAL_NAME).addr,
+        Some(net.peer_ip.to_string()),
+        "{}",
+        vm.tails()
+    );
+    stop(&vm);
+}
+
+/// Only an IPv6 resolver that is not the container's own, and no IPv6 in the guest: nothing
+/// the guest could ask, which vminit says in one line naming GUEST_DNS.
+#[test]
+fn when_the_guest_can_reach_none_of_the_containers_resolvers_one_warning_names_guest_dns() {
+    let net = Network::new(1);
+    let ctr = Container::with_ipv6();
+    ctr.add_nic(&net, NicSpec::docker(&net, 2));
+    ctr.set_default_route(net.gateway, "eth0");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "")
+        .resolv_conf("nameserver fd00:9::53\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert!(r.dns.is_empty(), "{:?}", r.dns);
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the guest gets no resolver"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("fd00:9::53") && warnings[0].contains("GUEST_DNS="),
         "{}",
         warnings[0]
     );
@@ -272,9 +395,7 @@ fn each_nic_announces_only_the_resolvers_and_names_a_client_can_use_through_it()
 /// Boots the guest in a container whose hostname is `hostname` and returns the guest's.
 fn guest_hostname(hostname: &str) -> String {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "").hostname(hostname).spawn();
     let r = report(&vm);

@@ -4,12 +4,12 @@
 //! Boot on (q35, SMM, Microsoft's keys). Real QEMU (TCG), Debian's ovmf, the test guest.
 
 use crate::common;
+use crate::common::stop;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Container, Network, NicSpec, ScratchDir, Vminit, VminitBuilder};
-use nix::sys::signal::Signal;
+use common::{Container, Network, ScratchDir, VminitBuilder};
 
 /// OVMF under TCG takes longer than SeaBIOS to reach the kernel.
 const BOOT: Duration = Duration::from_secs(240);
@@ -27,17 +27,9 @@ fn vm<'c>(ctr: &'c Container, dir: &Path, cmdline: &str) -> VminitBuilder<'c> {
         .args(common::test_guest().qemu_args(cmdline))
 }
 
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let code = vm.expect_exit(Duration::from_secs(30)).code();
-    assert_eq!(code, Some(0), "{}", vm.tails());
-}
-
 fn container() -> (Network, Container) {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     (net, ctr)
 }
 

@@ -4,6 +4,7 @@
 //! dnsmasq and the test guest, whose /init configures NICs that appear later.
 
 use crate::common;
+use crate::common::stop;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,8 @@ use common::{
     vminit_binary,
 };
 use nix::sys::signal::Signal;
+
+use crate::dns::{self, Resolver};
 
 const BOOT: Duration = Duration::from_secs(120);
 pub(crate) const PLUG: Duration = Duration::from_secs(60);
@@ -38,12 +41,6 @@ pub(crate) fn expect_added(vm: &Vminit, mac: &str) -> String {
         .line;
     assert!(line.contains("GUEST-HOTPLUG added "), "{line}");
     line.rsplit("ip=").next().unwrap_or("").trim().to_string()
-}
-
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{}", vm.tails());
 }
 
 #[test]
@@ -92,9 +89,12 @@ fn a_network_connected_while_the_guest_runs_becomes_a_guest_nic_and_leaves_again
         vm.wait_exit(Duration::from_millis(10)).is_none(),
         "the VM keeps running"
     );
-    let conf =
-        std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf")).unwrap_or_default();
-    assert!(!conf.contains(&eth1.mac), "dnsmasq forgot the MAC:\n{conf}");
+    let hosts =
+        std::fs::read_to_string(vm.container_path("/run/vminit.dhcp/hosts")).unwrap_or_default();
+    assert!(
+        !hosts.contains(&eth1.mac),
+        "dnsmasq forgot the MAC:\n{hosts}"
+    );
     stop(&vm);
 }
 
@@ -118,6 +118,134 @@ fn two_networks_connected_at_once_both_reach_the_guest() {
     vm.type_console("echo DEFAULTS=$(ip -4 route | grep -c ^default)\n");
     vm.expect_console_from(mark, "DEFAULTS=1", Duration::from_secs(20));
     stop(&vm);
+}
+
+/// Asks `server` for the A record of `name` over and over from the container's namespace
+/// (a new query 1 ms after the last is answered, each given 2 s), until `stop` exists: how many
+/// were asked, how many were answered with an address, and the first failure.
+const DNS_LOOP: &str = r#"
+import os, socket, struct, sys, time
+server, name, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+asked = answered = 0
+failure = ""
+query_id = 0
+end = time.time() + 300
+while not os.path.exists(stop) and time.time() < end:
+    query_id = (query_id + 1) & 0xffff
+    q = struct.pack(">HHHHHH", query_id, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    asked += 1
+    try:
+        s.connect((server, 53))
+        s.send(q)
+        r = s.recv(512)
+        rid, flags, _, ancount = struct.unpack(">HHHH", r[:8])
+        if rid == query_id and flags & 0xf == 0 and ancount > 0:
+            answered += 1
+        elif not failure:
+            failure = "query %d: rcode %d, %d answers" % (asked, flags & 0xf, ancount)
+    except OSError as e:
+        if not failure:
+            failure = "query %d: %s" % (asked, e)
+    s.close()
+    time.sleep(0.001)
+print("asked=%d answered=%d failure=%s" % (asked, answered, failure))
+"#;
+
+#[test]
+fn a_nic_plugged_in_while_dns_and_dhcp_are_asked_continuously_loses_none_of_their_answers() {
+    let (n1, n2) = (Network::new(1), Network::new(2));
+    let ctr = Container::new();
+    ctr.add_nic(&n1, NicSpec::docker(&n1, 2));
+    ctr.set_default_route(n1.gateway, "eth0");
+    // Docker's embedded DNS server, which knows the container name; dnsmasq forwards to it.
+    let _docker = Resolver::docker(&ctr, n1.peer_ip, n1.gateway);
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk).spawn();
+    vm.expect_console("GUEST-READY", BOOT);
+    let door = ctr
+        .exec("ip -4 -o addr show dev vmlink0")
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next().map(str::to_string))
+        .expect("the door's address");
+
+    // The guest asks for its lease on the first NIC again and again (a script that changes
+    // nothing), in the background; the container asks the door's resolver, as the guest does.
+    let mark = vm.console().len();
+    vm.type_console(
+        "printf '#!/bin/sh\\n' >/tmp/nop; chmod +x /tmp/nop; \
+         (n=0; l=0; while [ ! -e /tmp/stop ]; do n=$((n+1)); \
+         udhcpc -i eth0 -n -q -t 1 -T 3 -s /tmp/nop >/dev/null 2>&1 || l=$((l+1)); \
+         echo DHCP-\"ASKED=$n\"; done; echo DHCP-\"DONE asked=$n lost=$l\") &\n",
+    );
+    vm.expect_console_from(mark, "DHCP-ASKED=2", PLUG);
+    let stop_file = std::env::temp_dir().join(format!("vminit-dns-loop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop_file);
+    let script = format!(
+        "python3 -c '{}' {door} {} {}",
+        DNS_LOOP.replace('\'', "\"'\"'"),
+        dns::CONTAINER_NAME,
+        stop_file.display()
+    );
+    let (dhcp, dns) = std::thread::scope(|s| {
+        let dns_loop = s.spawn(|| ctr.ns().exec(&script));
+        std::thread::sleep(Duration::from_secs(1));
+
+        // docker network connect, while both are asked.
+        let eth1 = ctr.add_nic(&n2, NicSpec::docker(&n2, 7));
+        let ip = expect_added(&vm, &eth1.mac);
+        let after = vm.console().len();
+        vm.expect_console_from(after, "DHCP-ASKED=", PLUG);
+        std::thread::sleep(Duration::from_secs(1));
+        std::fs::write(&stop_file, "").unwrap();
+        vm.type_console("touch /tmp/stop\n");
+        let dhcp = vm
+            .console()
+            .wait_for_whole_line("DHCP-DONE ", Duration::from_secs(30))
+            .map(|m| m.line);
+        let dns = dns_loop.join().expect("the DNS loop").stdout;
+        assert_eq!(ip, eth1.addrs[0], "{}", vm.tails());
+        (dhcp, dns)
+    });
+    let _ = std::fs::remove_file(&stop_file);
+    let dhcp = dhcp.unwrap_or_else(|| panic!("the guest's DHCP loop did not end\n{}", vm.tails()));
+
+    eprintln!("{dhcp}\n{dns}");
+    assert!(
+        dhcp.contains(" lost=0"),
+        "every lease was given: {dhcp}\n{}",
+        vm.tails()
+    );
+    let asked: u32 = field(&dns, "asked=");
+    assert!(asked >= 20, "{dns}");
+    assert_eq!(
+        field::<u32>(&dns, "answered="),
+        asked,
+        "every DNS query was answered: {dns}\n{}",
+        vm.tails()
+    );
+    let log = vm.log().text();
+    assert!(
+        log.contains("reads its hosts and options again") && !log.contains("dnsmasq restarted"),
+        "dnsmasq read its files again instead of restarting\n{}",
+        vm.tails()
+    );
+    stop(&vm);
+}
+
+/// The number after `key` in `text`.
+fn field<T: std::str::FromStr>(text: &str, key: &str) -> T {
+    text.split(key)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text:?}"))
 }
 
 #[test]
@@ -192,10 +320,10 @@ fn a_nic_qemu_cannot_take_stays_with_the_container_and_the_vm_runs_on() {
         "{links}"
     );
     assert!(n2.peer_ping(eth1.ip()), "the container keeps eth1");
-    // dnsmasq, restarted to serve eth1 before the plug, is told to forget it again.
+    // dnsmasq, told to serve eth1 before the plug, is told to forget it again.
     // (It is written before the warning above is logged.)
     let conf =
-        std::fs::read_to_string(vm.container_path("/run/vminit/dnsmasq.conf")).unwrap_or_default();
+        std::fs::read_to_string(vm.container_path("/run/vminit.dhcp/hosts")).unwrap_or_default();
     assert!(
         conf.contains(&eth0.mac) && !conf.contains(&eth1.mac),
         "dnsmasq serves eth0 only:\n{conf}"

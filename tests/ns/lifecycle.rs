@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Container, GuestReport, Network, Nic, NicSpec, ScratchDisk, Vminit, VminitBuilder, recorder,
-    run, standin_script, standin_tool, test_guest, vminit_binary,
+    Container, GuestReport, Network, Nic, ScratchDisk, Vminit, VminitBuilder, recorder, run,
+    standin_script, standin_tool, test_guest, vminit_binary,
 };
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
@@ -29,9 +29,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let net = Network::new(1);
-        let ctr = Container::new();
-        let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-        ctr.set_default_route(net.gateway, "eth0");
+        let (ctr, nic) = Container::docker_on(&net);
         Fixture {
             net,
             ctr,

@@ -4,12 +4,12 @@
 //! QEMU (TCG), dnsmasq and the test guest, asked over its console.
 
 use crate::common;
+use crate::common::stop;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Container, Network, NicSpec, ScratchDisk, Vminit};
-use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(180);
 const ASK: Duration = Duration::from_secs(60);
@@ -145,12 +145,6 @@ fn assert_traffic_on_every_queue(
             vm.tails()
         );
     }
-}
-
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{}", vm.tails());
 }
 
 #[test]

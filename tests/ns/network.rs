@@ -3,13 +3,12 @@
 //! the networks' peers reach it there.
 
 use crate::common;
+use crate::common::{guest_run, report};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{
-    Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, unique_id,
-};
+use common::{Container, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder, unique_id};
 use nix::sys::signal::Signal;
 
 /// TCG boots the guest to its report in a few seconds; parallel tests share two cores.
@@ -19,20 +18,6 @@ const STOP: Duration = Duration::from_secs(30);
 /// vminit as a user would run it, booting the test guest.
 fn vminit<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBuilder<'c> {
     ctr.vminit_with_guest(disk, cmdline)
-}
-
-/// Waits for the guest's report and parses it.
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
-/// Types a command at the guest's shell and waits for `expect` in what follows.
-fn guest_run(vm: &Vminit, command: &str, expect: &str) {
-    vm.expect_console("GUEST-READY", BOOT);
-    let from = vm.console().len();
-    vm.type_console(&format!("{command}\n"));
-    vm.expect_console_from(from, expect, Duration::from_secs(30));
 }
 
 /// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
@@ -50,9 +35,7 @@ fn stop(vm: &Vminit) {
 #[test]
 fn the_guest_takes_over_a_docker_nic_and_the_network_reaches_it_there() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     // ACCEL=auto with /dev/kvm present: vminit must choose honestly (TCG on this machine).
@@ -97,8 +80,8 @@ fn the_guest_takes_over_a_docker_nic_and_the_network_reaches_it_there() {
     // And the guest reaches the network through its gateway.
     guest_run(
         &vm,
-        &format!("ping -c 2 -W 2 {} && echo PING-OK", net.peer_ip),
-        "PING-OK",
+        &format!("ping -c 2 -W 2 {} && echo PING-$((40+2))", net.peer_ip),
+        "PING-42",
     );
     // The container's own addresses do not collide with the guest's.
     let addrs = ctr.exec("ip -4 -o addr show").stdout;
@@ -181,9 +164,7 @@ fn a_docker_macvlan_network_nic_is_taken_over_like_a_veth() {
 #[test]
 fn the_guest_resolves_names_through_the_containers_loopback_resolver() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let _dns = embedded_dns(&ctr, &net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "")
@@ -288,8 +269,8 @@ fn a_slash_32_pod_guest_gets_a_working_default_route_through_an_on_link_gateway(
     );
     guest_run(
         &vm,
-        &format!("ping -c 2 -W 2 {} && echo PING-OK", net.peer_ip),
-        "PING-OK",
+        &format!("ping -c 2 -W 2 {} && echo PING-$((40+2))", net.peer_ip),
+        "PING-42",
     );
     stop(&vm);
 }
@@ -355,9 +336,7 @@ fn attach_ifaces_gives_the_guest_only_the_named_nic_and_leaves_the_others_alone(
 fn health_is_starting_until_the_guest_holds_its_addresses_then_healthy_then_unhealthy_when_one_is_lost()
  {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk, "").spawn();
 

@@ -5,6 +5,7 @@
 //! instance id that survives a restart of the container.
 
 use crate::common;
+use crate::common::stop;
 
 // The very module vminit is built from: std only, so it compiles here as it is.
 #[path = "../../src/vm/seed.rs"]
@@ -22,11 +23,9 @@ use common::{
     Cidata, CmdOutput, Container, GuestNic, GuestReport, Network, NicSpec, ScratchDisk, Vminit,
     VminitBuilder, run, run_ok, test_guest, unique_id, vminit_binary,
 };
-use nix::sys::signal::Signal;
 
 /// TCG boots the guest to its report in a few seconds; parallel tests share two cores.
 const BOOT: Duration = Duration::from_secs(120);
-const STOP: Duration = Duration::from_secs(30);
 /// Debian's own Python, with python3-yaml and cloud-init's modules (not a pyenv on PATH).
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -992,13 +991,6 @@ fn cidata(vm: &Vminit) -> Cidata {
     found
 }
 
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-}
-
 /// The routes DHCP gave (`staticroutes=DST,GW,DST,GW,...`) as (destination, gateway) pairs.
 fn dhcp_routes(nic: &GuestNic) -> Vec<(String, String)> {
     let dhcp = nic.dhcp.as_ref().expect("a DHCP lease");
@@ -1146,7 +1138,17 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
     // Each NIC, matched by MAC: the addresses, MTU and resolvers the guest got by DHCPv4 and
     // DHCPv6. The guest holds the DHCPv6 address as a /128 with the container's prefix on-link
     // (from the router advertisement); the seed states it with that prefix.
-    for (nic, ip6) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())] {
+    // DHCPv4 gives the guest a resolver (the door on eth0), so DHCPv6 carries no resolver and no
+    // search list (a client that writes resolv.conf from its last lease alone would lose the
+    // door): the IPv6 resolver and the search list go by the router advertisements (RDNSS,
+    // DNSSL) alone, which this guest's kernel ignores. What they say, per NIC: fd00:2::53 is in
+    // eth1's prefix, and eth1, the IPv6 default-route NIC, has the search list.
+    let advertised: [(&[&str], &[&str]); 2] =
+        [(&[], &[]), (&["fd00:2::53"], &["corp.example.test"])];
+    for ((nic, ip6), (rdnss, dnssl)) in [(&eth0, eth0.ip6()), (&eth1, eth1.ip6())]
+        .into_iter()
+        .zip(advertised)
+    {
         let guest = report
             .nics
             .iter()
@@ -1182,15 +1184,19 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
         assert_eq!(unit.values("Link", "MTUBytes"), [guest.mtu.to_string()]);
         assert_eq!(unit.values("Network", "IPv6AcceptRA"), ["no"]);
         let dhcp6 = &report.dhcp6[&guest.name];
+        assert_eq!(
+            (dhcp6["dns6"].as_str(), dhcp6["search6"].as_str()),
+            ("", ""),
+            "{}: DHCPv6 carries no resolver",
+            guest.name
+        );
         let mut dns = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["dns"]));
-        dns.extend(list(&dhcp6["dns6"]));
+        dns.extend(rdnss.iter().map(|s| s.to_string()));
         assert_eq!(unit.values("Network", "DNS"), dns, "{}", guest.name);
         let mut search = guest.dhcp.as_ref().map_or(vec![], |d| list(&d["search"]));
-        // dhclient writes the DHCPv6 search list as absolute names (`corp.example.test.`).
-        for name in list(&dhcp6["search6"]) {
-            let name = name.trim_end_matches('.').to_owned();
-            if !search.contains(&name) {
-                search.push(name);
+        for name in dnssl {
+            if !search.iter().any(|s| s == name) {
+                search.push(name.to_string());
             }
         }
         assert_eq!(unit.values("Network", "Domains"), search, "{}", guest.name);
@@ -1246,9 +1252,7 @@ fn the_seed_states_each_nics_ipv6_as_the_guest_gets_it_on_a_dual_stack_nic_and_a
 #[test]
 fn without_cloud_init_inputs_the_guest_gets_no_seed() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let disk = ScratchDisk::new();
     let vm = vminit(&ctr, &disk).spawn();
     vm.expect_console("GUEST-CIDATA none", BOOT);
@@ -1275,9 +1279,7 @@ fn a_bootable_vm_disk_still_boots_first_with_the_seed_attached() {
         &disk,
     ]);
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let vm = ctr
         .vminit(&vminit_binary())
         .env("AUTO_ATTACH", "yes")
@@ -1349,9 +1351,7 @@ fn the_instance_id_survives_a_restart_of_the_container_and_differs_in_another_co
 /// line containing every needle, no console output (no QEMU) and the network unchanged.
 fn expect_refusal(settings: &[(&str, &str)], needles: &[&str]) {
     let net = Network::new(1);
-    let ctr = Container::new();
-    ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, _) = Container::docker_on(&net);
     let disk = ScratchDisk::new();
     let before = ctr.net_state();
     let mut builder = vminit(&ctr, &disk);

@@ -9,10 +9,11 @@
 //! ipvlan driver, so the tap datapath is not tested on an ipvlan lower here.
 
 use crate::common;
+use crate::common::{guest_run, report, stop};
 
 use std::time::Duration;
 
-use common::{Container, GuestReport, Network, NicSpec, ScratchDisk, Vminit, VminitBuilder};
+use common::{Container, Network, NicSpec, ScratchDisk, VminitBuilder};
 use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -24,32 +25,10 @@ fn tap_vm<'c>(ctr: &'c Container, disk: &ScratchDisk, cmdline: &str) -> VminitBu
         .env("NET_DATAPATH", "tap")
 }
 
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
-}
-
-/// Types a command at the guest's shell and waits for `expect` in what follows.
-fn guest_run(vm: &Vminit, command: &str, expect: &str) {
-    vm.expect_console("GUEST-READY", BOOT);
-    let from = vm.console().len();
-    vm.type_console(&format!("{command}\n"));
-    vm.expect_console_from(from, expect, Duration::from_secs(30));
-}
-
-/// `docker stop`: SIGTERM, a clean guest poweroff, exit 0.
-fn stop(vm: &Vminit) {
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(STOP);
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-}
-
 #[test]
 fn on_a_veth_the_tap_datapath_gives_the_guest_the_nic_and_the_network_reaches_it() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let vm = tap_vm(&ctr, &disk, "").spawn();
@@ -148,9 +127,7 @@ fn on_a_macvlan_the_tap_datapath_keeps_the_nics_mac_for_the_guest() {
 #[test]
 fn with_the_tap_datapath_the_guest_resolves_through_the_door_and_a_peers_dhcp_gets_no_answer() {
     let net = Network::new(1);
-    let ctr = Container::new();
-    let nic = ctr.add_nic(&net, NicSpec::docker(&net, 2));
-    ctr.set_default_route(net.gateway, "eth0");
+    let (ctr, nic) = Container::docker_on(&net);
     let _dns = crate::network::embedded_dns(&ctr, &net);
     let disk = ScratchDisk::new();
     let vm = tap_vm(&ctr, &disk, "")
@@ -264,19 +241,9 @@ fn with_the_tap_datapath_a_network_connected_while_the_guest_runs_joins_and_leav
 /// (then kills it) or starts QEMU; whether it paused.
 fn killed_at(ctr: &Container, disk: &ScratchDisk, datapath: &str, k: usize) -> bool {
     let log = disk.dir.join("standin.log");
-    let vm = common::standin_vm(ctr, disk, &log)
+    common::standin_vm(ctr, disk, &log)
         .env("NET_DATAPATH", datapath)
-        .env("VMINIT_TEST_PAUSE", format!("setup:{k}"))
-        .spawn();
-    let paused = format!("test hook: paused after setup step {k}:");
-    let reached = vm.log().wait_until(0, Duration::from_secs(30), |t| {
-        t.contains(&paused) || t.contains("QEMU running")
-    });
-    assert!(reached, "{}", vm.tails());
-    let was_paused = vm.log().text().contains(&paused);
-    vm.kill(Signal::SIGKILL);
-    vm.expect_exit(Duration::from_secs(10));
-    was_paused
+        .killed_at(&format!("setup:{k}"))
 }
 
 #[test]
@@ -326,40 +293,17 @@ fn a_kill_during_a_tap_teardown_is_recovered_by_the_next_run() {
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let log = disk.dir.join("standin.log");
+    let tap_vm = || standin_vm(&ctr, &disk, &log).env("NET_DATAPATH", "tap");
     let mut k = 1;
-    loop {
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("NET_DATAPATH", "tap")
-            .env("VMINIT_TEST_PAUSE", format!("teardown:{k}"))
-            .spawn();
-        vm.expect_log("QEMU running", Duration::from_secs(30));
-        vm.kill(Signal::SIGTERM);
-        let paused = format!("test hook: paused after teardown step {k}:");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let was_paused = loop {
-            if vm.log().text().contains(&paused) {
-                break true;
-            }
-            if vm.wait_exit(Duration::from_millis(20)).is_some() {
-                break false;
-            }
-            assert!(std::time::Instant::now() < deadline, "{}", vm.tails());
-        };
-        if !was_paused {
-            assert_restored(&ctr, &before, "after the last teardown step");
-            break;
-        }
-        vm.kill(Signal::SIGKILL);
-        vm.expect_exit(Duration::from_secs(10));
-        let vm = standin_vm(&ctr, &disk, &log)
-            .env("NET_DATAPATH", "tap")
-            .spawn();
+    while tap_vm().killed_at(&format!("teardown:{k}")) {
+        let vm = tap_vm().spawn();
         vm.expect_log("QEMU running", Duration::from_secs(30));
         vm.kill(Signal::SIGTERM);
         vm.expect_exit(STOP);
         assert_restored(&ctr, &before, &format!("killed after teardown step {k}"));
         k += 1;
     }
+    assert_restored(&ctr, &before, "after the last teardown step");
     assert!(k > 10, "a dual-stack tap teardown has more steps than {k}");
 }
 

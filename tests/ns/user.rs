@@ -7,6 +7,7 @@
 //! names the flags.
 
 use crate::common;
+use crate::common::report;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -46,11 +47,6 @@ fn stop_cleanly(vm: &Vminit) {
     vm.kill(Signal::SIGTERM);
     let status = vm.expect_exit(DOCKER_STOP);
     assert_eq!(status.code(), Some(0), "{}", vm.tails());
-}
-
-fn report(vm: &Vminit) -> GuestReport {
-    vm.expect_console("GUEST-REPORT done", BOOT);
-    GuestReport::parse(&vm.console().text()).expect("a complete guest report")
 }
 
 /// A Docker-style container on `net` (10.N.0.2/24 via 10.N.0.1), where unprivileged

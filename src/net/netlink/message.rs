@@ -5,13 +5,16 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{DecodeError, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
+use netlink_packet_core::{
+    DecodeError, DefaultNla, NLA_F_NESTED, NlaBuffer, NlasIterator, Parseable,
+    ParseableParametrized,
+};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeader, AddressMessage, AddressScope, CacheInfo,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoMacVtap, LinkAttribute, LinkFlags, LinkHeader, LinkInfo,
-    LinkMessage, MacVlanMode,
+    AfSpecInet, AfSpecUnspec, InfoData, InfoKind, InfoMacVlan, InfoMacVtap, LinkAttribute,
+    LinkFlags, LinkHeader, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage, NeighbourState,
@@ -95,6 +98,31 @@ pub fn set_mtu_up(index: u32, mtu: u32) -> LinkMessage {
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
     msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg
+}
+
+/// `IFLA_INET_CONF`: the part of a link's `IFLA_AF_SPEC` `AF_INET` that holds its IPv4
+/// settings (`net.ipv4.conf.LINK.*`).
+const IFLA_INET_CONF: u16 = 1;
+/// `IPV4_DEVCONF_ARP_IGNORE` (linux/ip.h): `arp_ignore`'s number among those settings.
+const IPV4_DEVCONF_ARP_IGNORE: u16 = 19;
+
+/// `sysctl -w net.ipv4.conf.DEV.arp_ignore=VALUE`, as `IFLA_AF_SPEC` → `AF_INET` →
+/// `IFLA_INET_CONF` (nested) → one setting. netlink-packet-route's `DevConfRequest` leaves
+/// out every setting whose value is 0, so it could not put a 0 back: the setting is written
+/// here, as the kernel reads it (`struct nlattr` then a `u32`, in host order).
+pub fn set_arp_ignore(index: u32, value: u32) -> LinkMessage {
+    let mut setting = Vec::with_capacity(8);
+    setting.extend_from_slice(&8u16.to_ne_bytes());
+    setting.extend_from_slice(&IPV4_DEVCONF_ARP_IGNORE.to_ne_bytes());
+    setting.extend_from_slice(&value.to_ne_bytes());
+    let conf = DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, setting);
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::Other(conf),
+        ])]));
     msg
 }
 
@@ -516,6 +544,22 @@ mod tests {
         );
         let del = del_link(9);
         assert_eq!((del.header.index, del.attributes.len()), (9, 0));
+    }
+
+    #[test]
+    fn arp_ignore_is_one_nested_ipv4_setting_and_a_zero_is_sent_too() {
+        use netlink_packet_core::Emitable;
+        for value in [0u32, 1] {
+            let msg = set_arp_ignore(9, value);
+            assert_eq!(msg.header.index, 9);
+            let mut bytes = vec![0; msg.buffer_len()];
+            msg.emit(&mut bytes);
+            // After the 16-byte link header: IFLA_AF_SPEC (26) → AF_INET (2) →
+            // IFLA_INET_CONF (1, nested) → IPV4_DEVCONF_ARP_IGNORE (19) = value.
+            let mut expected = vec![20, 0, 26, 0, 16, 0, 2, 0, 12, 0, 1, 0x80, 8, 0, 19, 0];
+            expected.extend_from_slice(&value.to_ne_bytes());
+            assert_eq!(&bytes[16..], expected.as_slice(), "arp_ignore={value}");
+        }
     }
 
     #[test]

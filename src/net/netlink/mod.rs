@@ -56,6 +56,9 @@ pub trait Rtnetlink {
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
     /// `ip link set DEV allmulticast on up`
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()>;
+    /// `sysctl -w net.ipv4.conf.DEV.arp_ignore=VALUE`, over netlink (`/proc/sys` is
+    /// read-only in a container)
+    fn set_arp_ignore(&mut self, index: u32, value: u32) -> io::Result<()>;
     /// `ip tuntap add dev NAME mode tap vnet_hdr [multi_queue]` on the tun device `tun`: the
     /// tap lives as long as the returned descriptor (or a copy of it) is open.
     fn add_tap(&mut self, tun: &Path, name: &str, multi_queue: bool) -> io::Result<OwnedFd>;
@@ -396,6 +399,11 @@ impl Rtnetlink for Netlink {
 
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
         let msg = message6::set_up_allmulticast(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn set_arp_ignore(&mut self, index: u32, value: u32) -> io::Result<()> {
+        let msg = message::set_arp_ignore(index, value);
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 

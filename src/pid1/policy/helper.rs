@@ -159,6 +159,25 @@ impl Helper {
         }
     }
 
+    /// Its files changed, and it reads them again when told: a serving one is told
+    /// (`Action::Reload`); one not serving yet may have read them already, and is started
+    /// again instead; one to be started reads them then. Whether the reload alone does it
+    /// (false: wait for it to serve).
+    pub fn reload(&mut self, now: Instant, actions: &mut Vec<Action>) -> bool {
+        match self.state {
+            State::Running { .. } => {
+                actions.push(Action::Reload(self.child));
+                true
+            }
+            State::Starting { .. } | State::GivenUp { .. } => {
+                self.reconfigure(now, actions);
+                false
+            }
+            State::RestartPending { .. } | State::Reconfiguring => false,
+            State::Stopping { .. } | State::Stopped => true,
+        }
+    }
+
     /// QEMU is gone: SIGTERM, SIGKILL after `STOP_GRACE`; no more restarts.
     pub fn stop(&mut self, now: Instant, actions: &mut Vec<Action>) {
         match self.state {

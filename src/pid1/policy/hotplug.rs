@@ -1,14 +1,22 @@
-//! When to follow the container's network changes: once a burst of them settles, again for a
-//! NIC still waiting for its address, and when to plug new NICs into the guest (once the
-//! helpers restarted for them serve, `PLUG_WAIT` at the latest).
+//! When to follow the container's network changes: once a burst of the kernel's
+//! notifications pauses (`QUIET`, `LONGEST` after its first at the latest), again for a NIC
+//! still waiting to be up with an address, and when to plug new NICs into the guest (at
+//! once, or once the helpers restarted for them serve, `PLUG_WAIT` at the latest).
+//!
+//! No fixed settle: whether a new NIC is finished is the kernel's word, read in the
+//! reconciliation (`plan::plan_changes`: Docker brings a NIC up after its MAC and addresses;
+//! a NIC not up yet waits, and its coming up is the next notification). The pause only
+//! folds a burst of notifications into one look at the namespace.
 
 use std::time::{Duration, Instant};
 
 use super::{Action, Child};
 
-/// How long to let a burst of network changes settle before following them: Docker adds a
-/// NIC's link, MAC, address and routes in a few quick steps.
-pub const SETTLE: Duration = Duration::from_millis(150);
+/// How long the notifications must pause before the namespace is read again: Docker makes a
+/// NIC's changes (name, MAC, addresses, up) within a millisecond of each other.
+pub const QUIET: Duration = Duration::from_millis(5);
+/// The longest a burst of notifications delays the look, however long it goes on.
+pub const LONGEST: Duration = Duration::from_millis(150);
 /// The longest new NICs wait for the restarted helpers before they are plugged in anyway
 /// (the guest's DHCP client then asks again).
 pub const PLUG_WAIT: Duration = Duration::from_secs(2);
@@ -16,8 +24,10 @@ pub const PLUG_WAIT: Duration = Duration::from_secs(2);
 /// Hot-plug's two deadlines: the next reconciliation and the next plug.
 #[derive(Debug, Default)]
 pub struct Hotplug {
-    /// When to bring the guest's NICs in line with the container's.
+    /// When to bring the guest's NICs in line with the container's (to look again).
     reconcile_at: Option<Instant>,
+    /// The burst of notifications going on: when it started, and when to follow it.
+    burst: Option<(Instant, Instant)>,
     /// When to plug the NICs taken over into the guest at the latest (sooner once the
     /// helpers in `waiting_for` serve).
     plug_at: Option<Instant>,
@@ -27,13 +37,18 @@ pub struct Hotplug {
 
 impl Hotplug {
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.reconcile_at.into_iter().chain(self.plug_at).min()
+        let burst = self.burst.map(|(_, due)| due);
+        [self.reconcile_at, burst, self.plug_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// The kernel reported a change: follow it once the burst settles (more changes of the
-    /// same burst do not push it further away).
+    /// The kernel reported a change: follow it once the notifications pause for `QUIET`,
+    /// `LONGEST` after the burst's first at the latest.
     pub fn network_changed(&mut self, now: Instant) {
-        no_later_than(&mut self.reconcile_at, now + SETTLE);
+        let first = self.burst.map_or(now, |(first, _)| first);
+        self.burst = Some((first, (now + QUIET).min(first + LONGEST)));
     }
 
     /// A reconciliation is done: look again in `again_in` (a NIC waits for its address);
@@ -77,8 +92,10 @@ impl Hotplug {
 
     /// Acts on the deadlines passed by `now`: reconcile, plug.
     pub fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if self.reconcile_at.is_some_and(|t| now >= t) {
+        let burst_due = self.burst.is_some_and(|(_, due)| now >= due);
+        if burst_due || self.reconcile_at.is_some_and(|t| now >= t) {
             self.reconcile_at = None;
+            self.burst = None;
             actions.push(Action::Reconcile);
         }
         if self.plug_at.is_some_and(|t| now >= t) {
@@ -107,24 +124,39 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_of_changes_is_followed_once_150_ms_after_its_first() {
+    fn a_burst_of_changes_is_followed_once_it_pauses() {
         let mut h = Hotplug::default();
         let t0 = Instant::now();
         assert_eq!(h.next_deadline(), None);
         h.network_changed(t0);
-        h.network_changed(t0 + SETTLE / 3);
-        h.network_changed(t0 + SETTLE / 2);
-        assert_eq!(h.next_deadline(), Some(t0 + SETTLE));
-        assert_eq!(tick(&mut h, t0 + SETTLE / 2), vec![]);
-        assert_eq!(tick(&mut h, t0 + SETTLE), vec![Action::Reconcile]);
+        assert_eq!(h.next_deadline(), Some(t0 + QUIET));
+        let t1 = t0 + QUIET / 2;
+        h.network_changed(t1);
+        assert_eq!(tick(&mut h, t0 + QUIET), vec![], "it went on");
+        assert_eq!(tick(&mut h, t1 + QUIET), vec![Action::Reconcile]);
         assert_eq!(h.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_burst_that_goes_on_is_followed_longest_after_its_first() {
+        let mut h = Hotplug::default();
+        let t0 = Instant::now();
+        let mut now = t0;
+        while now < t0 + LONGEST {
+            h.network_changed(now);
+            assert!(h.next_deadline() <= Some(t0 + LONGEST));
+            now += QUIET / 2;
+        }
+        assert_eq!(h.next_deadline(), Some(t0 + LONGEST));
+        assert_eq!(tick(&mut h, t0 + LONGEST), vec![Action::Reconcile]);
+        h.network_changed(t0 + LONGEST);
+        assert_eq!(h.next_deadline(), Some(t0 + LONGEST + QUIET), "a new burst");
     }
 
     #[test]
     fn a_sooner_look_again_wins_over_a_later_one() {
         let mut h = Hotplug::default();
         let t0 = Instant::now();
-        h.network_changed(t0);
         h.reconciled(t0, Some(Duration::from_millis(100)), &[], false);
         assert_eq!(h.next_deadline(), Some(t0 + Duration::from_millis(100)));
         h.reconciled(t0, Some(Duration::from_secs(1)), &[], false);

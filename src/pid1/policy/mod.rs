@@ -66,6 +66,8 @@ pub enum Event {
         again_in: Option<Duration>,
         /// The helpers whose configuration changed: each must be restarted to serve it.
         reconfigured: Vec<Child>,
+        /// The helpers that read their changed files again when told (dnsmasq: SIGHUP).
+        reloaded: Vec<Child>,
         /// New NICs are taken over and wait to be plugged into the guest: once the helpers
         /// reconfigured for them serve, so that the guest's first DHCP request is answered.
         plugs_pending: bool,
@@ -89,6 +91,8 @@ pub enum Action {
     Check(Child),
     /// SIGKILL a restarted helper that did not come up in time; its exit restarts it.
     Abandon(Child),
+    /// Tell the helper to read its files again (dnsmasq: SIGHUP).
+    Reload(Child),
     /// SIGTERM the helper (`kill`: SIGKILL).
     Signal {
         child: Child,
@@ -176,15 +180,25 @@ impl Policy {
             Event::Reconciled {
                 again_in,
                 reconfigured,
+                reloaded,
                 plugs_pending,
             } if running => {
+                // The helpers the new NICs must wait for: those started again.
+                let mut restarted = reconfigured.clone();
+                for &child in &reloaded {
+                    if let Some(helper) = self.helper(child)
+                        && !helper.reload(now, &mut actions)
+                    {
+                        restarted.push(child);
+                    }
+                }
                 for &child in &reconfigured {
                     if let Some(helper) = self.helper(child) {
                         helper.reconfigure(now, &mut actions);
                     }
                 }
                 self.hotplug
-                    .reconciled(now, again_in, &reconfigured, plugs_pending);
+                    .reconciled(now, again_in, &restarted, plugs_pending);
             }
             Event::NetworkChanged | Event::Reconciled { .. } | Event::Tick => {}
         }
@@ -214,7 +228,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::helper::{BACKOFF_MIN, POLL};
-    use super::hotplug::{PLUG_WAIT, SETTLE};
+    use super::hotplug::{LONGEST, PLUG_WAIT, QUIET};
     use super::stop::{GRACE, POWERDOWN_RETRY, PRESS_AGAIN, SIGRTMIN_PLUS_3};
     use super::*;
 
@@ -585,15 +599,15 @@ mod tests {
         assert_eq!(p.next_deadline(), None);
     }
     #[test]
-    fn network_changes_are_followed_once_they_settle() {
+    fn network_changes_are_followed_once_they_pause() {
         let (mut p, t0) = start();
         assert_eq!(p.handle(Event::NetworkChanged, t0), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
-        // More changes of the same burst do not push it further away.
-        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE / 2), vec![]);
-        assert_eq!(p.next_deadline(), Some(t0 + SETTLE));
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![Action::Reconcile]);
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE * 2), vec![]);
+        assert_eq!(p.next_deadline(), Some(t0 + QUIET));
+        let t1 = t0 + QUIET / 2;
+        assert_eq!(p.handle(Event::NetworkChanged, t1), vec![]);
+        assert_eq!(p.next_deadline(), Some(t1 + QUIET));
+        assert_eq!(p.handle(Event::Tick, t1 + QUIET), vec![Action::Reconcile]);
+        assert_eq!(p.handle(Event::Tick, t0 + LONGEST), vec![]);
     }
 
     #[test]
@@ -602,18 +616,22 @@ mod tests {
         let reconciled = Event::Reconciled {
             again_in: None,
             reconfigured: vec![D],
+            reloaded: vec![],
             plugs_pending: false,
         };
+        restarts_at_once(&mut p, reconciled, t0);
+    }
+
+    /// `event` at `t` stops dnsmasq (SIGTERM) to start it again, at once once it exited (no
+    /// backoff: this exit was asked for).
+    fn restarts_at_once(p: &mut Policy, event: Event, t: Instant) {
+        let sigterm = Action::Signal {
+            child: D,
+            kill: false,
+        };
+        assert_eq!(p.handle(event, t), vec![sigterm]);
         assert_eq!(
-            p.handle(reconciled, t0),
-            vec![Action::Signal {
-                child: D,
-                kill: false
-            }]
-        );
-        // No backoff: this exit was asked for.
-        assert_eq!(
-            p.handle(Event::ChildExited(D, Exit::Signal(15)), t0),
+            p.handle(Event::ChildExited(D, Exit::Signal(15)), t),
             vec![Action::Start(D)]
         );
     }
@@ -625,6 +643,7 @@ mod tests {
         let reconciled = Event::Reconciled {
             again_in: Some(later),
             reconfigured: vec![],
+            reloaded: vec![],
             plugs_pending: false,
         };
         assert_eq!(p.handle(reconciled, t0), vec![]);
@@ -636,8 +655,8 @@ mod tests {
         let (mut p, t0) = start();
         p.handle(Event::NetworkChanged, t0);
         p.handle(Event::Signal(libc::SIGTERM), t0);
-        assert_eq!(p.handle(Event::Tick, t0 + SETTLE), vec![]);
-        assert_eq!(p.handle(Event::NetworkChanged, t0 + SETTLE), vec![]);
+        assert_eq!(p.handle(Event::Tick, t0 + LONGEST), vec![]);
+        assert_eq!(p.handle(Event::NetworkChanged, t0 + LONGEST), vec![]);
         for ms in [200, 400, 2000] {
             let actions = p.handle(Event::Tick, t0 + Duration::from_millis(ms));
             assert!(!actions.contains(&Action::Reconcile), "{actions:?}");
@@ -648,6 +667,7 @@ mod tests {
         Event::Reconciled {
             again_in: None,
             reconfigured: if dnsmasq_changed { vec![D] } else { vec![] },
+            reloaded: vec![],
             plugs_pending: true,
         }
     }
@@ -672,6 +692,39 @@ mod tests {
         assert_eq!(p.handle(Event::Tick, t2), vec![Action::Check(D)]);
         assert_eq!(p.handle(Event::Ready(D), t2), vec![Action::Plug]);
         assert_eq!(p.handle(Event::Tick, t2 + PLUG_WAIT), vec![]);
+    }
+
+    fn reloads() -> Event {
+        Event::Reconciled {
+            again_in: None,
+            reconfigured: vec![],
+            reloaded: vec![D],
+            plugs_pending: true,
+        }
+    }
+
+    #[test]
+    fn new_nics_are_plugged_in_at_once_after_telling_a_serving_dnsmasq_to_read_its_files() {
+        let (mut p, t0) = start();
+        assert_eq!(
+            p.handle(reloads(), t0),
+            vec![Action::Reload(D), Action::Plug],
+            "no restart, and the SIGHUP before the plug"
+        );
+        assert!(!p.stopping(D));
+    }
+
+    #[test]
+    fn a_dnsmasq_not_serving_yet_is_started_again_for_new_files_and_waited_for() {
+        let (mut p, t0) = start();
+        p.handle(Event::ChildExited(D, Exit::Code(1)), t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(p.handle(Event::Tick, t1), vec![Action::Start(D)]);
+        // Starting: it may have read the files before they changed.
+        restarts_at_once(&mut p, reloads(), t1);
+        let t2 = t1 + POLL;
+        assert_eq!(p.handle(Event::Tick, t2), vec![Action::Check(D)]);
+        assert_eq!(p.handle(Event::Ready(D), t2), vec![Action::Plug]);
     }
 
     #[test]
