@@ -149,7 +149,7 @@ pub fn choose_datapath(
 }
 
 /// What the guest loses in user mode, said wherever user mode is chosen for want of better.
-const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
+const USER_LOSES: &str = "the guest keeps the container's addresses, but its TCP, UDP and ping are relayed at socket level (by passt, or by slirp where passt cannot sandbox itself: the next line says which): its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
 
 /// The flags that give the datapaths which hand the NIC itself to the guest.
 pub const BETTER_FLAGS: &str = "--cap-add NET_ADMIN with --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap, or with --device /dev/net/tun for tap";
@@ -165,14 +165,14 @@ pub fn choose_user(
     let user = |why: String| {
         Ok(Choice {
             value: Datapath::User,
-            report: format!("datapath: user mode, passt ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
+            report: format!("datapath: user mode ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
             warning: true,
         })
     };
     match (want, net_admin) {
         (NetDatapath::User, _) => Ok(Choice {
             value: Datapath::User,
-            report: format!("datapath: user mode, passt (NET_DATAPATH=user): {USER_LOSES}"),
+            report: format!("datapath: user mode (NET_DATAPATH=user): {USER_LOSES}"),
             warning: false,
         }),
         (NetDatapath::Auto, false) => user("this container lacks the capability NET_ADMIN".into()),

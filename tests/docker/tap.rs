@@ -172,11 +172,29 @@ fn the_shipped_compose_file_boots_a_vm_on_two_networks_and_down_stops_it_cleanly
     assert!(down.success(), "{down}");
 }
 
+/// The `name`/`value` pairs of a manifest's `sysctls:` list (quotes dropped).
+fn pod_sysctls(manifest: &str) -> Vec<(String, String)> {
+    let mut lines = manifest
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "sysctls:")
+        .skip(1);
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (lines.next(), lines.next()) {
+        match (name.strip_prefix("- name: "), value.strip_prefix("value: ")) {
+            (Some(n), Some(v)) => out.push((n.to_owned(), v.trim_matches('"').to_owned())),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// A `podman kube play` of a shipped manifest (`deploy/kubernetes/NAME`): the image copied
 /// from Docker, the test guest as the container's args and the disk on a hostPath (in place of
 /// the claim of `pod-restricted.yaml`), owned by `owner` (UID, GID). Podman 4.3 raises
 /// containers' limits above what root may set in this sandbox, so its `containers.conf` sets
-/// them lower. Played down when dropped.
+/// them lower, and gives the pod the manifest's sysctls, which Podman 4.3's kube play ignores.
+/// Played down when dropped.
 pub(crate) struct KubePlay {
     pub(crate) dir: std::path::PathBuf,
     pub(crate) manifest: std::path::PathBuf,
@@ -196,9 +214,24 @@ impl KubePlay {
         ] {
             std::fs::create_dir_all(dir.join(sub)).expect("a directory of the play");
         }
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/kubernetes")
+                .join(name),
+        )
+        .expect("the shipped manifest");
+        // Podman 4.3 ignores a pod's securityContext.sysctls (kube play reads them from 4.5
+        // on): the manifest's reach the pod's containers through containers.conf instead.
+        let sysctls: Vec<String> = pod_sysctls(&shipped)
+            .iter()
+            .map(|(k, v)| format!("\"{k}={v}\""))
+            .collect();
         std::fs::write(
             dir.join("containers.conf"),
-            "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n",
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\ndefault_sysctls = [{}]\n",
+                sysctls.join(", ")
+            ),
         )
         .expect("containers.conf");
         common::make_qcow2(&dir.join("disk/image.qcow2"), "16M");
@@ -211,12 +244,6 @@ impl KubePlay {
             &format!("{}:{}", owner.0, owner.1),
             &disk.display().to_string(),
         ]);
-        let shipped = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("deploy/kubernetes")
-                .join(name),
-        )
-        .expect("the shipped manifest");
         let manifest = shipped
             .replace(
                 "persistentVolumeClaim:\n        claimName: vm-disk",

@@ -37,7 +37,7 @@ fn without_any_cap_add_the_guest_boots_with_the_containers_ip_and_a_published_po
     expect_default_route_via(&report, &ep);
     let logs = sc.logs(&vm);
     assert!(
-        logs.contains("datapath: user mode, passt (this container lacks the capability NET_ADMIN)"),
+        logs.contains("datapath: user mode (this container lacks the capability NET_ADMIN)"),
         "{logs}"
     );
     // and the published port reaches the guest's service (the client speaks first: see
@@ -175,7 +175,7 @@ fn podman_kube_play_runs_the_restricted_pod_as_a_user_without_capabilities_and_t
     );
     let answer = play.peer(
         network,
-        &format!("for i in 1 2 3 4 5; do r=$(echo ping | /bin/busybox timeout 5 /bin/busybox nc {ip} 80) && [ -n \"$r\" ] && {{ echo \"$r\"; exit 0; }}; sleep 1; done; exit 1"),
+        &format!("for i in 1 2 3 4 5; do r=$(echo ping | /bin/busybox timeout 10 /bin/busybox nc {ip} 80) && [ -n \"$r\" ] && {{ echo \"$r\"; exit 0; }}; sleep 1; done; exit 1"),
     );
     assert_eq!(answer.stdout.trim(), "GUEST-TCP 80", "{answer}\n{logs}");
     // The pod stops within its grace period, vminit exiting 0.

@@ -128,7 +128,7 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
     let r = report(&vm);
     let log = vm.log().text();
     assert!(
-        log.contains("datapath: user mode, passt (this container lacks the capability NET_ADMIN)")
+        log.contains("datapath: user mode (this container lacks the capability NET_ADMIN)")
             && log.contains("--cap-add NET_ADMIN"),
         "one line says why user mode and which flags give better:\n{log}"
     );
@@ -273,7 +273,7 @@ fn with_net_admin_but_neither_macvtap_nor_tap_auto_takes_user_mode_naming_both_f
         .dev_net_tun(false)
         .spawn();
     report(&vm);
-    let line = vm.expect_log("datapath: user mode, passt (", Duration::from_secs(5));
+    let line = vm.expect_log("datapath: user mode (", Duration::from_secs(5));
     for words in [
         "--device-cgroup-rule 'c ",
         "--device /dev/net/tun",
