@@ -39,8 +39,9 @@ use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::takeover::plan6::Guest6;
-use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
+use crate::vm::accel::{self, Accelerator, Choice, KvmStatus, UserBackend};
 use crate::vm::devices::{self, Tap};
+use crate::vm::{sandbox, slirp};
 use crate::{
     dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
     pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine,
@@ -81,6 +82,8 @@ struct Checked {
     tap_major: Option<u64>,
     /// The datapath every NIC gets.
     datapath: Datapath,
+    /// User mode's relay (passt, or slirp where passt cannot sandbox itself).
+    user_backend: UserBackend,
     /// vminit's effective capabilities (bit N: capability N).
     caps: u64,
 }
@@ -143,7 +146,13 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
     check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
+    // Probed before anything starts: a passt that cannot sandbox itself exits at once.
+    let user_backend = match datapath {
+        Datapath::User => report(accel::choose_user_backend(sandbox::probe_sandbox())),
+        Datapath::Macvtap | Datapath::Tap => UserBackend::Passt,
+    };
     match datapath {
+        Datapath::User if user_backend == UserBackend::Slirp => {}
         Datapath::User => devices::check_program(&paths.passt, "passt")?,
         Datapath::Macvtap | Datapath::Tap if config.dhcp => {
             devices::check_program(&paths.dnsmasq, "dnsmasq")?
@@ -174,6 +183,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
         datapath,
+        user_backend,
         caps,
     })
 }
@@ -451,9 +461,13 @@ impl<'a> Boot<'a> {
             .zip(netdevs)
             .map(|(n, netdev)| qemu::GuestNic {
                 slot: n.slot,
+                // slirp's own MTU is 1500: a larger one would be the guest's alone.
+                mtu: match netdev {
+                    qemu::Netdev::Slirp(_) => n.mtu.min(1500),
+                    _ => n.mtu,
+                },
                 netdev,
                 mac: n.mac,
-                mtu: n.mtu,
             })
             .collect();
         let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
@@ -753,7 +767,7 @@ impl<'a> Boot<'a> {
     }
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
-        log::info!("starting {}", qemu::shell_line(argv));
+        log::info!("starting {}", slirp::abbreviate(&qemu::shell_line(argv)));
         let mut keep: Vec<RawFd> = taps.iter().flat_map(Tap::raw_fds).collect();
         keep.extend(self.checked.media.fds());
         let options = spawn::SpawnOptions {
