@@ -21,35 +21,18 @@ pub struct Announcers {
     random: u32,
 }
 
-impl Announcers {
+/// The doors' sockets, open and hearing the guest, before their announcers are made: what
+/// the guest sends meanwhile waits in them.
+#[derive(Debug)]
+pub struct Listening {
+    doors: Vec<(Guest6, PacketSocket, Door)>,
+}
+
+impl Listening {
     /// Opens a socket on each guest's door (the takeover made them; `state` is read after
     /// it) that hears the guest's router solicitations and DHCPv6 messages, and nothing else.
-    /// `dhcp4_dns`: DHCPv4 gives the guest a resolver (see `Dns6::announced`).
-    pub fn open(
-        guests: &[Guest6],
-        learned: &[Learned],
-        state: &NetState,
-        (dns, dhcp4_dns): (&Dns6, bool),
-    ) -> Result<Announcers> {
-        let mut announcers = Announcers {
-            doors: Vec::new(),
-            random: std::process::id() | 1,
-        };
-        announcers.add(guests, learned, state, (dns, dhcp4_dns))?;
-        Ok(announcers)
-    }
-
-    /// Adds the doors of `guests` (NICs plugged in while the guest runs).
-    pub fn add(
-        &mut self,
-        guests: &[Guest6],
-        learned: &[Learned],
-        state: &NetState,
-        (dns, dhcp4_dns): (&Dns6, bool),
-    ) -> Result<()> {
-        let now = Instant::now();
-        // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
-        let router = router_nic(guests);
+    pub fn open(guests: &[Guest6], state: &NetState) -> Result<Listening> {
+        let mut doors = Vec::new();
         for guest in guests {
             let Some(link) = state.link(&guest.door) else {
                 continue;
@@ -67,12 +50,63 @@ impl Announcers {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            let nic_dns = dns.announced(guest, router == Some(guest.lower.as_str()), dhcp4_dns);
-            let announcer = Announcer::new(guest, learned, Door { mac, link_local }, &nic_dns, now);
+            doors.push((guest.clone(), socket, Door { mac, link_local }));
+        }
+        Ok(Listening { doors })
+    }
+}
+
+impl Announcers {
+    /// Announces on each guest's door (see `Listening::open`). `dhcp4_dns`: DHCPv4 gives
+    /// the guest a resolver (see `Dns6::announced`).
+    pub fn open(
+        guests: &[Guest6],
+        learned: &[Learned],
+        state: &NetState,
+        dns: (&Dns6, bool),
+    ) -> Result<Announcers> {
+        let mut announcers = Announcers::none();
+        announcers.add(guests, learned, state, dns)?;
+        Ok(announcers)
+    }
+
+    /// No door yet.
+    pub fn none() -> Announcers {
+        Announcers {
+            doors: Vec::new(),
+            random: std::process::id() | 1,
+        }
+    }
+
+    /// Adds the doors of `guests` (NICs plugged in while the guest runs).
+    pub fn add(
+        &mut self,
+        guests: &[Guest6],
+        learned: &[Learned],
+        state: &NetState,
+        dns: (&Dns6, bool),
+    ) -> Result<()> {
+        self.start(Listening::open(guests, state)?, learned, dns);
+        Ok(())
+    }
+
+    /// Starts announcing on doors already listening, with the gateways `learned` meanwhile.
+    pub fn start(
+        &mut self,
+        listening: Listening,
+        learned: &[Learned],
+        (dns, dhcp4_dns): (&Dns6, bool),
+    ) {
+        let now = Instant::now();
+        let guests: Vec<Guest6> = listening.doors.iter().map(|(g, _, _)| g.clone()).collect();
+        // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
+        let router = router_nic(&guests);
+        for (guest, socket, door) in listening.doors {
+            let nic_dns = dns.announced(&guest, router == Some(guest.lower.as_str()), dhcp4_dns);
+            let announcer = Announcer::new(&guest, learned, door, &nic_dns, now);
             log::info!("{}", announcer.describe());
             self.doors.push((socket, announcer));
         }
-        Ok(())
     }
 
     /// Stops announcing on the door of the container NIC `lower` (it left).

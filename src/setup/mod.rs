@@ -27,8 +27,8 @@ use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, 
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::dhcp::resolv;
 use crate::error::{Error, NetworkError, Result};
-use crate::ipv6::announce::{Dns6, Learned};
-use crate::ipv6::announcer::Announcers;
+use crate::ipv6::announce::Dns6;
+use crate::ipv6::announcer::{Announcers, Listening};
 use crate::ipv6::packet::PacketSocket;
 use crate::net::apply::Applier;
 use crate::net::monitor::Monitor;
@@ -39,8 +39,9 @@ use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::takeover::plan6::Guest6;
-use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
+use crate::vm::accel::{self, Accelerator, Choice, KvmStatus, UserBackend};
 use crate::vm::devices::{self, Tap};
+use crate::vm::{sandbox, slirp};
 use crate::{
     dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
     pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine,
@@ -57,7 +58,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
         lock.keep_across_exec()?;
     }
     let checked = check_inputs(config, signals)?;
-    let mut guest = Boot::new(config, signals, checked)?.start_guest()?;
+    // A run whose guest never starts leaves the image directory as it found it.
+    let made = checked.made.clone();
+    let started = Boot::new(config, signals, checked).and_then(Boot::start_guest);
+    let mut guest = started.inspect_err(|_| made.undo())?;
     let status = guest.supervise();
     guest.put_back();
     Ok(status)
@@ -66,16 +70,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 /// What the checks found, for the phases that follow.
 struct Checked {
     vhost: bool,
-    /// The disk chain, open for QEMU.
-    disk: devices::Disk,
-    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
-    extra_disks: Vec<devices::Disk>,
-    /// `BOOT_ISO`, open for QEMU, and whether the disk is new (the guest boots the ISO).
-    iso: Option<(devices::DiskFile, bool)>,
-    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables open for QEMU.
-    efi: Option<(PathBuf, devices::DiskFile)>,
-    /// `TPM=yes`: the TPM's state directory, checked writable.
-    tpm_state: Option<PathBuf>,
+    /// The guest's disks and firmware files.
+    media: Media,
+    /// What this run made beside the disk, to remove again if the guest never starts.
+    made: provision::Made,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -84,11 +82,27 @@ struct Checked {
     tap_major: Option<u64>,
     /// The datapath every NIC gets.
     datapath: Datapath,
+    /// User mode's relay (passt, or slirp where passt cannot sandbox itself).
+    user_backend: UserBackend,
     /// vminit's effective capabilities (bit N: capability N).
     caps: u64,
 }
 
-impl Checked {
+/// The guest's media, open for QEMU.
+struct Media {
+    /// The disk chain.
+    disk: devices::Disk,
+    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
+    extra_disks: Vec<devices::Disk>,
+    /// `BOOT_ISO`, and whether the disk is new (the guest boots the ISO).
+    iso: Option<(devices::DiskFile, bool)>,
+    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables.
+    efi: Option<(PathBuf, devices::DiskFile)>,
+    /// `TPM=yes`: the TPM's state directory, checked writable.
+    tpm_state: Option<PathBuf>,
+}
+
+impl Media {
     /// The descriptors of every file QEMU inherits: the disks, the ISO, the UEFI variables.
     fn fds(&self) -> Vec<RawFd> {
         let mut fds = self.disk.fds();
@@ -132,13 +146,51 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
     check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
+    // Probed before anything starts: a passt that cannot sandbox itself exits at once.
+    let user_backend = match datapath {
+        Datapath::User => report(accel::choose_user_backend(sandbox::probe_sandbox())),
+        Datapath::Macvtap | Datapath::Tap => UserBackend::Passt,
+    };
     match datapath {
+        Datapath::User if user_backend == UserBackend::Slirp => {}
         Datapath::User => devices::check_program(&paths.passt, "passt")?,
         Datapath::Macvtap | Datapath::Tap if config.dhcp => {
             devices::check_program(&paths.dnsmasq, "dnsmasq")?
         }
         Datapath::Macvtap | Datapath::Tap => {}
     }
+    // Everything that changes nothing comes first: a bad seed, vhost-net or debug shell
+    // stops vminit before a disk is made.
+    let seed = load_seed(config)?;
+    let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
+    let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
+    let shell = match config.command {
+        Command::Shell => Some(
+            config::debug_shell(&|p| Path::new(p).exists()).ok_or_else(|| Error::Program {
+                what: "a debug shell (none of /bin/bash, /bin/sh, /bin/busybox; mount a static busybox with -v /path/to/busybox:/bin/busybox:ro)".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })?,
+        ),
+        _ => None,
+    };
+    let mut made = provision::Made::default();
+    let media = open_media(config, signals, &mut made).inspect_err(|_| made.undo())?;
+    Ok(Checked {
+        vhost,
+        media,
+        made,
+        seed,
+        shell,
+        tap_major: devices::macvtap_major(&paths.proc_devices),
+        datapath,
+        user_backend,
+        caps,
+    })
+}
+
+/// The guest's media, opened (and the disk, UEFI variables and TPM state made or grown first
+/// when asked; what is made is recorded in `made`).
+fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) -> Result<Media> {
     let watch = provision::Watch {
         mask: signals.original,
         interrupted: &|| termination_pending(signals),
@@ -146,10 +198,10 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     // The media first: a bad one stops vminit before the disk is made.
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
-    let efi = provision::open_efi_vars(config)?;
-    let tpm_state = tpm::prepare(config)?;
-    provision::create_disk(config, &watch)?;
-    let disk = devices::open_disk(&paths.disk)?;
+    let efi = provision::open_efi_vars(config, made)?;
+    let tpm_state = tpm::prepare(config, made)?;
+    provision::create_disk(config, &watch, made)?;
+    let disk = devices::open_disk(&config.paths.disk)?;
     provision::grow_disk(config, &disk, &watch)?;
     log::info!("disk: {}", disk.describe());
     for extra in &extra_disks {
@@ -168,30 +220,12 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         );
         (iso, new)
     });
-    let seed = load_seed(config)?;
-    let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
-    let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
-    let shell = match config.command {
-        Command::Shell => Some(
-            config::debug_shell(&|p| Path::new(p).exists()).ok_or_else(|| Error::Program {
-                what: "a debug shell (none of /bin/bash, /bin/sh, /bin/busybox; mount a static busybox with -v /path/to/busybox:/bin/busybox:ro)".into(),
-                source: std::io::Error::from_raw_os_error(libc::ENOENT),
-            })?,
-        ),
-        _ => None,
-    };
-    Ok(Checked {
-        vhost,
+    Ok(Media {
         disk,
         extra_disks,
         iso,
         efi,
         tpm_state,
-        seed,
-        shell,
-        tap_major: devices::macvtap_major(&paths.proc_devices),
-        datapath,
-        caps,
     })
 }
 
@@ -374,13 +408,7 @@ impl<'a> Boot<'a> {
         }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
-        let max = qemu::max_nics(self.checked.seed.is_some());
-        if plan.nics.len() > max {
-            return Err(Error::Network(NetworkError::TooManyNics(
-                plan.nics.len(),
-                max,
-            )));
-        }
+        self.check_slots(&plan)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -391,7 +419,7 @@ impl<'a> Boot<'a> {
         };
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
-        let learned = self.learn_gateways6(&plan)?;
+        self.check_packet_sockets(&plan)?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
         let accel = match forced {
@@ -404,11 +432,12 @@ impl<'a> Boot<'a> {
             .map(|t| qemu::Netdev::Tap(t.raw_fds()))
             .collect();
         let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
-        // The announcers are nothing the guest can use before it has booted, so they open
-        // while QEMU starts: a guest solicits routers and asks DHCPv6 only once its
-        // link-local address has passed duplicate address detection (a second at least, RFC
-        // 4862), and what it sends after this line waits in the sockets for the supervisor.
-        if let Err(e) = self.open_announcers(&plan, &learned) {
+        // The announcers and the IPv6 gateways' facts are nothing the guest can use before
+        // it has booted, so they are had while QEMU starts: a guest solicits routers and asks
+        // DHCPv6 only once its link-local address has passed duplicate address detection (a
+        // second at least, RFC 4862), and what it sends after the doors' sockets opened
+        // waits in them until the supervisor reads it, announcers made.
+        if let Err(e) = self.announce6(&plan) {
             stop_at_once(qemu);
             return Err(e);
         }
@@ -432,9 +461,13 @@ impl<'a> Boot<'a> {
             .zip(netdevs)
             .map(|(n, netdev)| qemu::GuestNic {
                 slot: n.slot,
+                // slirp's own MTU is 1500: a larger one would be the guest's alone.
+                mtu: match netdev {
+                    qemu::Netdev::Slirp(_) => n.mtu.min(1500),
+                    _ => n.mtu,
+                },
                 netdev,
                 mac: n.mac,
-                mtu: n.mtu,
             })
             .collect();
         let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
@@ -445,35 +478,32 @@ impl<'a> Boot<'a> {
         self.start_qemu(&argv, taps)
     }
 
-    /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
-    /// still has its addresses: the guest's router advertisements speak for them.
-    fn learn_gateways6(&mut self, plan: &Plan) -> Result<Vec<Learned>> {
+    /// Before anything changes: the IPv6 announcements need packet sockets.
+    fn check_packet_sockets(&self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        // Before anything changes: the announcements need packet sockets.
-        PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
-        let state = self.discover()?;
-        let signals = self.signals;
-        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
+        PacketSocket::probe().map_err(gateway6::raw_socket_error)
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
-    /// advertisements, DHCPv6), which the supervisor then serves.
-    fn open_announcers(&mut self, plan: &Plan, learned: &[Learned]) -> Result<()> {
+    /// advertisements, DHCPv6), finds the IPv6 gateways' link-local addresses and MACs on
+    /// the container NICs (up to `gateway6::TIMEOUT`; a request to stop ends the wait, and the
+    /// supervisor then stops the guest), and makes the announcers the supervisor serves.
+    fn announce6(&mut self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
             return Ok(());
         }
         let state = self.discover()?;
+        let listening = Listening::open(&plan.v6, &state)?;
+        let signals = self.signals;
+        let learned = gateway6::learn(&state, &plan.v6, &|| stop_waiting(signals))?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
         let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
-        self.announcers = Some(Announcers::open(
-            &plan.v6,
-            learned,
-            &state,
-            (&dns, dhcp4_dns),
-        )?);
+        let mut announcers = Announcers::none();
+        announcers.start(listening, &learned, (&dns, dhcp4_dns));
+        self.announcers = Some(announcers);
         Ok(())
     }
 
@@ -495,6 +525,25 @@ impl<'a> Boot<'a> {
 
     fn discover(&mut self) -> Result<NetState> {
         read_namespace(&mut self.nl)
+    }
+
+    /// Refuses more NICs than the guest has PCI slots for, counting what else takes slots.
+    fn check_slots(&self, plan: &Plan) -> Result<()> {
+        let slots = qemu::SlotUse {
+            extra_disks: self.checked.media.extra_disks.len(),
+            seed: self.checked.seed.is_some(),
+            q35: self.config.machine.boot_mode.q35(),
+            usb: self.config.display.is_some(),
+        };
+        let max = slots.max_nics();
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+                slots.describe(),
+            )));
+        }
+        Ok(())
     }
 
     /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
@@ -610,7 +659,7 @@ impl<'a> Boot<'a> {
 
     /// swtpm starts before the network changes and listens before this returns.
     fn start_tpm(&mut self) -> Result<()> {
-        if let Some(state) = &self.checked.tpm_state {
+        if let Some(state) = &self.checked.media.tpm_state {
             let socket = self.run_dir.tpm_socket();
             let pid = tpm::start(self.config, state, &socket, self.signals.original)?;
             self.tpm = Some(pid);
@@ -658,16 +707,13 @@ impl<'a> Boot<'a> {
             &self.run_dir.vnc_password(),
             console_tcp,
         );
-        let disk = self.checked.disk.raw_fds();
+        let disk = self.checked.media.disk.raw_fds();
         let tpm_socket = self.tpm.map(|_| self.run_dir.tpm_socket());
-        let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
-        let extra_disks: Vec<_> = self
-            .checked
-            .extra_disks
-            .iter()
+        let efi = (self.checked.media.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
+        let extra_disks: Vec<_> = (self.checked.media.extra_disks.iter())
             .map(|d| d.raw_fds())
             .collect();
-        let iso = (self.checked.iso.as_ref())
+        let iso = (self.checked.media.iso.as_ref())
             .map(|(iso, new)| (devices::raw(iso), machine::boot_order(*new)));
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
@@ -721,9 +767,9 @@ impl<'a> Boot<'a> {
     }
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
-        log::info!("starting {}", qemu::shell_line(argv));
+        log::info!("starting {}", slirp::abbreviate(&qemu::shell_line(argv)));
         let mut keep: Vec<RawFd> = taps.iter().flat_map(Tap::raw_fds).collect();
-        keep.extend(self.checked.fds());
+        keep.extend(self.checked.media.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
             keep: &keep,
@@ -735,7 +781,7 @@ impl<'a> Boot<'a> {
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);
-        self.checked.close_files();
+        self.checked.media.close_files();
         Ok(qemu)
     }
 }
@@ -885,6 +931,14 @@ fn interrupted(signals: &Signals) -> Result<()> {
         Some(sig) => Err(Error::Interrupted(sig)),
         None => Ok(()),
     }
+}
+
+/// Whether a request to stop waits to be read (left for the supervisor to read and act on).
+fn stop_waiting(signals: &Signals) -> bool {
+    signals
+        .waiting()
+        .into_iter()
+        .any(|s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while
