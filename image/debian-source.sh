@@ -9,8 +9,8 @@
 #   ensure_build_deps PACKAGE...       -> apt-get installs the missing ones
 #   fetch_source SOURCE VERSION WORK   -> apt-get source into WORK (dpkg-source applies Debian's
 #                                         patches); prints the unpacked directory
-#   publish TMP OUT                    -> moves the finished TMP into place as OUT (atomically
-#                                         enough: a half-built directory is never OUT)
+#   publish TMP OUT                    -> makes the finished TMP readable by all and moves it
+#                                         into place as OUT (a half-built directory is never OUT)
 # `apt-get source` needs a deb-src entry: when none answers, fetch_source adds its own file,
 # /etc/apt/sources.list.d/vminit-qemu-src.sources (deb822, deb-src only, Debian and Debian
 # security of this release); the machine's own apt files are not touched.
@@ -73,6 +73,9 @@ EOF
 
 publish() {
     local tmp=$1 out=$2
+    # mktemp made it 0700; the programs are run by other users too (USER in the tests, as in the
+    # image, where they are 0755).
+    chmod 0755 -- "$tmp"
     rm -rf -- "$out"
     mv -- "$tmp" "$out"
     say "built $NAME into $out"
