@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::ipv6::announce::{Announcer, Dns6, Door, Learned, router_nic};
+use crate::ipv6::announce::{Announcer, Dns4, Dns6, Door, Learned, door_nic, router_nic};
 use crate::ipv6::gateway6::raw_socket_error;
 use crate::ipv6::ndp::{ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
 use crate::ipv6::packet::PacketSocket;
@@ -24,18 +24,18 @@ pub struct Announcers {
 impl Announcers {
     /// Opens a socket on each guest's door (the takeover made them; `state` is read after
     /// it) that hears the guest's router solicitations and DHCPv6 messages, and nothing else.
-    /// `dhcp4_dns`: DHCPv4 gives the guest a resolver (see `Dns6::announced`).
+    /// `dns4`: what DNS over IPv4 leaves to IPv6 (see `Dns6::announced`).
     pub fn open(
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        (dns, dhcp4_dns): (&Dns6, bool),
+        (dns, dns4): (&Dns6, Dns4),
     ) -> Result<Announcers> {
         let mut announcers = Announcers {
             doors: Vec::new(),
             random: std::process::id() | 1,
         };
-        announcers.add(guests, learned, state, (dns, dhcp4_dns))?;
+        announcers.add(guests, learned, state, (dns, dns4))?;
         Ok(announcers)
     }
 
@@ -45,11 +45,12 @@ impl Announcers {
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        (dns, dhcp4_dns): (&Dns6, bool),
+        (dns, dns4): (&Dns6, Dns4),
     ) -> Result<()> {
         let now = Instant::now();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
         let router = router_nic(guests);
+        let door_dns = door_nic(guests);
         for guest in guests {
             let Some(link) = state.link(&guest.door) else {
                 continue;
@@ -57,17 +58,22 @@ impl Announcers {
             let Some(mac) = link.mac else {
                 continue;
             };
-            let link_local = state
+            // The kernel's link-local address of the door, where it has IPv6 (dnsmasq answers
+            // DNS there); without, vminit answers for the one its MAC gives.
+            let kernel_ll = state
                 .addrs6
                 .iter()
                 .find(|a| a.index == link.index && a.addr.net.is_link_local())
-                .map_or_else(|| mac.link_local(), |a| a.addr.net.addr);
+                .map(|a| a.addr.net.addr);
+            let link_local = kernel_ll.unwrap_or_else(|| mac.link_local());
             let socket = PacketSocket::open(link.index).map_err(raw_socket_error)?;
             for group in [ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC] {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            let nic_dns = dns.announced(guest, router == Some(guest.lower.as_str()), dhcp4_dns);
+            let door = kernel_ll.filter(|_| door_dns == Some(guest.lower.as_str()));
+            let router = router == Some(guest.lower.as_str());
+            let nic_dns = dns.announced(guest, router, dns4, door);
             let announcer = Announcer::new(guest, learned, Door { mac, link_local }, &nic_dns, now);
             log::info!("{}", announcer.describe());
             self.doors.push((socket, announcer));

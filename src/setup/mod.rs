@@ -467,13 +467,8 @@ impl<'a> Boot<'a> {
         let state = self.discover()?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
-        let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
-        self.announcers = Some(Announcers::open(
-            &plan.v6,
-            learned,
-            &state,
-            (&dns, dhcp4_dns),
-        )?);
+        let dns4 = dhcp_server::guest_dns(self.config).left_to_ipv6(&plan.nics);
+        self.announcers = Some(Announcers::open(&plan.v6, learned, &state, (&dns, dns4))?);
         Ok(())
     }
 
@@ -600,7 +595,11 @@ impl<'a> Boot<'a> {
         let text = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let ipv6 = announce::announced_servers(&plan.v6, &Dns6::from_resolv_conf(&text));
         let dns = dhcp_server::guest_dns(self.config);
-        if let Some(warning) = dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6) {
+        let warnings = [
+            dns.door_unreachable(&plan.nics, &plan.v6),
+            dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6),
+        ];
+        for warning in warnings.iter().flatten() {
             log::warn!("{warning}");
         }
         self.dnsmasq = Some(server.spawn()?);
