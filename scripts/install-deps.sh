@@ -9,7 +9,7 @@ PACKAGES=(
     chromium chromium-driver novnc websockify tesseract-ocr
     cloud-init netplan.io python3-yaml
     isc-dhcp-client tcpdump slirp4netns docker-compose podman catatonit
-    grub-pc-bin grub-common xorriso ovmf swtpm
+    grub-pc-bin grub-efi-amd64-bin grub-common xorriso ovmf swtpm openssh-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

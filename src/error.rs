@@ -51,8 +51,9 @@ pub enum NetworkError {
     PointToPoint(String, std::net::Ipv4Addr, std::net::Ipv4Addr),
     /// An address the guest would take is on two links: the address, and the two links.
     SameAddress(String, String, String),
-    /// More NICs than the guest has PCI slots for: how many, and the most it can have.
-    TooManyNics(usize, usize),
+    /// More NICs than the guest has PCI slots for: how many, the most it can have, and what
+    /// takes the other slots (`qemu::SlotUse::describe`).
+    TooManyNics(usize, usize, String),
 }
 
 /// Everything that can stop vminit, named after the operation that failed.
@@ -174,9 +175,9 @@ impl fmt::Display for NetworkError {
                 f,
                 "{addr} is on both {a} and {b}, and the guest can hold it only once; remove it from one, or leave {b} out with AUTO_ATTACH=no and ATTACH_IFACES"
             ),
-            NetworkError::TooManyNics(n, max) => write!(
+            NetworkError::TooManyNics(n, max, taken) => write!(
                 f,
-                "{n} NICs to attach, but the guest has PCI slots for at most {max} (beside its disk, the seed and the VGA); leave some out with AUTO_ATTACH=no and ATTACH_IFACES"
+                "{n} NICs to attach, but the guest has PCI slots for at most {max} ({taken}); leave some out with AUTO_ATTACH=no and ATTACH_IFACES (or give the guest fewer of the others)"
             ),
         }
     }

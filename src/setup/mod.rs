@@ -57,7 +57,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
         lock.keep_across_exec()?;
     }
     let checked = check_inputs(config, signals)?;
-    let mut guest = Boot::new(config, signals, checked)?.start_guest()?;
+    // A run whose guest never starts leaves the image directory as it found it.
+    let made = checked.made.clone();
+    let started = Boot::new(config, signals, checked).and_then(Boot::start_guest);
+    let mut guest = started.inspect_err(|_| made.undo())?;
     let status = guest.supervise();
     guest.put_back();
     Ok(status)
@@ -66,16 +69,10 @@ pub fn run(config: &Config, signals: &Signals) -> Result<i32> {
 /// What the checks found, for the phases that follow.
 struct Checked {
     vhost: bool,
-    /// The disk chain, open for QEMU.
-    disk: devices::Disk,
-    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
-    extra_disks: Vec<devices::Disk>,
-    /// `BOOT_ISO`, open for QEMU, and whether the disk is new (the guest boots the ISO).
-    iso: Option<(devices::DiskFile, bool)>,
-    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables open for QEMU.
-    efi: Option<(PathBuf, devices::DiskFile)>,
-    /// `TPM=yes`: the TPM's state directory, checked writable.
-    tpm_state: Option<PathBuf>,
+    /// The guest's disks and firmware files.
+    media: Media,
+    /// What this run made beside the disk, to remove again if the guest never starts.
+    made: provision::Made,
     /// The cloud-init seed the `CLOUD_INIT_*` inputs ask for, its files read and checked.
     seed: Option<seed::Seed>,
     /// The debug shell to exec instead of QEMU (CMD `bash`/`sh`).
@@ -88,7 +85,21 @@ struct Checked {
     caps: u64,
 }
 
-impl Checked {
+/// The guest's media, open for QEMU.
+struct Media {
+    /// The disk chain.
+    disk: devices::Disk,
+    /// The extra disks' chains (`disk2.qcow2`, ...), in order.
+    extra_disks: Vec<devices::Disk>,
+    /// `BOOT_ISO`, and whether the disk is new (the guest boots the ISO).
+    iso: Option<(devices::DiskFile, bool)>,
+    /// UEFI (`BOOT_MODE`): the firmware's code, and its variables.
+    efi: Option<(PathBuf, devices::DiskFile)>,
+    /// `TPM=yes`: the TPM's state directory, checked writable.
+    tpm_state: Option<PathBuf>,
+}
+
+impl Media {
     /// The descriptors of every file QEMU inherits: the disks, the ISO, the UEFI variables.
     fn fds(&self) -> Vec<RawFd> {
         let mut fds = self.disk.fds();
@@ -139,6 +150,37 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         }
         Datapath::Macvtap | Datapath::Tap => {}
     }
+    // Everything that changes nothing comes first: a bad seed, vhost-net or debug shell
+    // stops vminit before a disk is made.
+    let seed = load_seed(config)?;
+    let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
+    let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
+    let shell = match config.command {
+        Command::Shell => Some(
+            config::debug_shell(&|p| Path::new(p).exists()).ok_or_else(|| Error::Program {
+                what: "a debug shell (none of /bin/bash, /bin/sh, /bin/busybox; mount a static busybox with -v /path/to/busybox:/bin/busybox:ro)".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })?,
+        ),
+        _ => None,
+    };
+    let mut made = provision::Made::default();
+    let media = open_media(config, signals, &mut made).inspect_err(|_| made.undo())?;
+    Ok(Checked {
+        vhost,
+        media,
+        made,
+        seed,
+        shell,
+        tap_major: devices::macvtap_major(&paths.proc_devices),
+        datapath,
+        caps,
+    })
+}
+
+/// The guest's media, opened (and the disk, UEFI variables and TPM state made or grown first
+/// when asked; what is made is recorded in `made`).
+fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) -> Result<Media> {
     let watch = provision::Watch {
         mask: signals.original,
         interrupted: &|| termination_pending(signals),
@@ -146,10 +188,10 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
     // The media first: a bad one stops vminit before the disk is made.
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
-    let efi = provision::open_efi_vars(config)?;
-    let tpm_state = tpm::prepare(config)?;
-    provision::create_disk(config, &watch)?;
-    let disk = devices::open_disk(&paths.disk)?;
+    let efi = provision::open_efi_vars(config, made)?;
+    let tpm_state = tpm::prepare(config, made)?;
+    provision::create_disk(config, &watch, made)?;
+    let disk = devices::open_disk(&config.paths.disk)?;
     provision::grow_disk(config, &disk, &watch)?;
     log::info!("disk: {}", disk.describe());
     for extra in &extra_disks {
@@ -168,30 +210,12 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         );
         (iso, new)
     });
-    let seed = load_seed(config)?;
-    let vhost_probe = (config.vhost != Vhost::Off).then(|| devices::probe_vhost(&paths.dev));
-    let vhost = report(accel::choose_vhost(config.vhost, vhost_probe)?);
-    let shell = match config.command {
-        Command::Shell => Some(
-            config::debug_shell(&|p| Path::new(p).exists()).ok_or_else(|| Error::Program {
-                what: "a debug shell (none of /bin/bash, /bin/sh, /bin/busybox; mount a static busybox with -v /path/to/busybox:/bin/busybox:ro)".into(),
-                source: std::io::Error::from_raw_os_error(libc::ENOENT),
-            })?,
-        ),
-        _ => None,
-    };
-    Ok(Checked {
-        vhost,
+    Ok(Media {
         disk,
         extra_disks,
         iso,
         efi,
         tpm_state,
-        seed,
-        shell,
-        tap_major: devices::macvtap_major(&paths.proc_devices),
-        datapath,
-        caps,
     })
 }
 
@@ -374,13 +398,7 @@ impl<'a> Boot<'a> {
         }
         let known = self.recover()?;
         let plan = self.wait_for_plan(known)?;
-        let max = qemu::max_nics(self.checked.seed.is_some());
-        if plan.nics.len() > max {
-            return Err(Error::Network(NetworkError::TooManyNics(
-                plan.nics.len(),
-                max,
-            )));
-        }
+        self.check_slots(&plan)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
@@ -490,6 +508,25 @@ impl<'a> Boot<'a> {
 
     fn discover(&mut self) -> Result<NetState> {
         read_namespace(&mut self.nl)
+    }
+
+    /// Refuses more NICs than the guest has PCI slots for, counting what else takes slots.
+    fn check_slots(&self, plan: &Plan) -> Result<()> {
+        let slots = qemu::SlotUse {
+            extra_disks: self.checked.media.extra_disks.len(),
+            seed: self.checked.seed.is_some(),
+            q35: self.config.machine.boot_mode.q35(),
+            usb: self.config.display.is_some(),
+        };
+        let max = slots.max_nics();
+        if plan.nics.len() > max {
+            return Err(Error::Network(NetworkError::TooManyNics(
+                plan.nics.len(),
+                max,
+                slots.describe(),
+            )));
+        }
+        Ok(())
     }
 
     /// Plans the takeover, waiting up to IFACE_WAIT for interfaces and addresses that
@@ -609,7 +646,7 @@ impl<'a> Boot<'a> {
 
     /// swtpm starts before the network changes and listens before this returns.
     fn start_tpm(&mut self) -> Result<()> {
-        if let Some(state) = &self.checked.tpm_state {
+        if let Some(state) = &self.checked.media.tpm_state {
             let socket = self.run_dir.tpm_socket();
             let pid = tpm::start(self.config, state, &socket, self.signals.original)?;
             self.tpm = Some(pid);
@@ -657,16 +694,13 @@ impl<'a> Boot<'a> {
             &self.run_dir.vnc_password(),
             console_tcp,
         );
-        let disk = self.checked.disk.raw_fds();
+        let disk = self.checked.media.disk.raw_fds();
         let tpm_socket = self.tpm.map(|_| self.run_dir.tpm_socket());
-        let efi = (self.checked.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
-        let extra_disks: Vec<_> = self
-            .checked
-            .extra_disks
-            .iter()
+        let efi = (self.checked.media.efi.as_ref()).map(|(code, vars)| (code, devices::raw(vars)));
+        let extra_disks: Vec<_> = (self.checked.media.extra_disks.iter())
             .map(|d| d.raw_fds())
             .collect();
-        let iso = (self.checked.iso.as_ref())
+        let iso = (self.checked.media.iso.as_ref())
             .map(|(iso, new)| (devices::raw(iso), machine::boot_order(*new)));
         qemu::argv(&qemu::QemuInput {
             qemu: &self.config.paths.qemu,
@@ -722,7 +756,7 @@ impl<'a> Boot<'a> {
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
         log::info!("starting {}", qemu::shell_line(argv));
         let mut keep: Vec<RawFd> = taps.iter().flat_map(Tap::raw_fds).collect();
-        keep.extend(self.checked.fds());
+        keep.extend(self.checked.media.fds());
         let options = spawn::SpawnOptions {
             mask: self.signals.original,
             keep: &keep,
@@ -734,7 +768,7 @@ impl<'a> Boot<'a> {
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);
-        self.checked.close_files();
+        self.checked.media.close_files();
         Ok(qemu)
     }
 }

@@ -302,6 +302,7 @@ impl Guest<'_> {
             self.config.machine.nic_model,
             nic.mac,
             nic.mtu,
+            self.config.machine.boot_mode.q35(),
         );
         let mut qmp = qmp::Session::open(&self.run_dir.qmp(), QMP_TIMEOUT)
             .map_err(|e| Error::os("connect to QMP", e))?;

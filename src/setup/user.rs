@@ -71,6 +71,7 @@ impl Boot<'_> {
         // with the container.
         self.monitor = None;
         let plan = self.wait_for_plan(None)?;
+        self.check_slots(&plan)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();

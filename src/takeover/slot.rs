@@ -47,6 +47,12 @@ impl Slot {
         format!("nic{}", self.0)
     }
 
+    /// The PCIe root port this NIC sits on under the `q35` machine (`-device
+    /// pcie-root-port,id=…`), whose root bus hot-plugs nothing: one per slot.
+    pub fn root_port(self) -> String {
+        format!("port{}", self.0)
+    }
+
     /// The name QMP `getfd` gives the descriptor of queue `queue` (0, 1, …) of a
     /// hot-plugged NIC's tap.
     pub fn fd_name(self, queue: usize) -> String {

@@ -41,6 +41,11 @@ pub enum BootMode {
 pub const OVMF_DIR: &str = "/usr/share/OVMF";
 
 impl BootMode {
+    /// Whether the guest runs on the `q35` machine (PCI Express), which Secure Boot needs.
+    pub fn q35(self) -> bool {
+        self == BootMode::Secure
+    }
+
     /// The firmware's code and the template of its variables (in `OVMF_DIR`), for UEFI.
     pub fn ovmf(self) -> Option<(&'static str, &'static str)> {
         match self {

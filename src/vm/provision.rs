@@ -33,6 +33,34 @@ pub struct Watch<'a> {
     pub interrupted: &'a dyn Fn() -> Option<i32>,
 }
 
+/// The files and directories this run made beside the disk (a new disk, the UEFI variables,
+/// the TPM's state directory): a run that stops before its guest boots removes them again, so
+/// a refusal leaves the image directory as it found it.
+#[derive(Debug, Default, Clone)]
+pub struct Made(Vec<PathBuf>);
+
+impl Made {
+    /// Records that this run made `path`.
+    pub fn add(&mut self, path: PathBuf) {
+        self.0.push(path);
+    }
+
+    /// Removes what this run made, newest first; a directory only while it is empty.
+    pub fn undo(&self) {
+        for path in self.0.iter().rev() {
+            let removed = match fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => fs::remove_dir(path),
+                Ok(_) => fs::remove_file(path),
+                Err(_) => continue,
+            };
+            match removed {
+                Ok(()) => log::info!("removed {}, which this run made", path.display()),
+                Err(e) => log::warn!("cannot remove {}, which this run made: {e}", path.display()),
+            }
+        }
+    }
+}
+
 /// The image directory: the canonical directory of the disk.
 pub fn image_dir(disk: &Path) -> Result<PathBuf> {
     let parent = match disk.parent() {
@@ -51,8 +79,8 @@ pub fn image_dir(disk: &Path) -> Result<PathBuf> {
 
 /// Creates the disk when it is missing and `DISK_SIZE` or `DISK_BASE` asks for one: into a
 /// new file beside it, which becomes the disk only once `qemu-img` succeeded (a failure, a
-/// full filesystem among them, leaves nothing behind).
-pub fn create_disk(config: &Config, watch: &Watch) -> Result<()> {
+/// full filesystem among them, leaves nothing behind), recorded in `made`.
+pub fn create_disk(config: &Config, watch: &Watch, made: &mut Made) -> Result<()> {
     let m = &config.machine;
     let path = &config.paths.disk;
     if m.disk_size.is_none() && m.disk_base.is_none() {
@@ -102,6 +130,7 @@ pub fn create_disk(config: &Config, watch: &Watch) -> Result<()> {
             new.display()
         )));
     }
+    made.add(target.clone());
     match action {
         DiskAction::Overlay { base, format, size } => log::info!(
             "created {} ({}), a qcow2 overlay on {} ({})",
@@ -267,8 +296,8 @@ pub fn open_iso(config: &Config) -> Result<Option<DiskFile>> {
 
 /// The UEFI firmware `BOOT_MODE` asks for: its code (in the image) and its variables, kept
 /// beside the disk (`image.efivars.fd`, made from OVMF's template on the first UEFI start,
-/// under a temporary name renamed once complete), open read-write.
-pub fn open_efi_vars(config: &Config) -> Result<Option<(PathBuf, DiskFile)>> {
+/// under a temporary name renamed once complete, and recorded in `made`), open read-write.
+pub fn open_efi_vars(config: &Config, made: &mut Made) -> Result<Option<(PathBuf, DiskFile)>> {
     let Some((code, template)) = config.machine.boot_mode.ovmf() else {
         return Ok(None);
     };
@@ -300,6 +329,7 @@ pub fn open_efi_vars(config: &Config) -> Result<Option<(PathBuf, DiskFile)>> {
                 full_hint(&e.to_string(), &dir)
             )));
         }
+        made.add(path.clone());
         log::info!(
             "made {} from {} for the guest's UEFI variables",
             path.display(),

@@ -211,6 +211,21 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         push("-sandbox".into());
         push(SANDBOX.into());
     }
+    let q35 = q.uefi.is_some_and(|u| u.secure);
+    if q35 {
+        // q35's root bus (pcie.0) hot-plugs nothing: every NIC gets a PCIe root port of its
+        // own (the NIC in slot i on port i), and HOTPLUG_PORTS more stay empty for NICs
+        // connected later. No I/O window (io-reserve=0): virtio NICs behind PCIe ports use
+        // memory only, and the 64 KiB I/O space would not go round many ports.
+        for i in 0..root_ports(q.nics) {
+            push("-device".into());
+            push(format!(
+                "pcie-root-port,id={},chassis={},io-reserve=0",
+                Slot(i).root_port(),
+                i + 1
+            ));
+        }
+    }
     for nic in q.nics {
         let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
         let queues = match &nic.netdev {
@@ -230,14 +245,11 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
             ),
         });
         push("-device".into());
-        push(nic_device(
-            q.nic_model,
-            &netdev,
-            &device,
-            nic.mac,
-            nic.mtu,
-            queues,
-        ));
+        let mut d = nic_device(q.nic_model, &netdev, &device, nic.mac, nic.mtu, queues);
+        if q35 {
+            d += &format!(",bus={}", nic.slot.root_port());
+        }
+        push(d);
     }
     a.extend(q.extra.iter().cloned());
     a
@@ -375,7 +387,7 @@ pub struct Plug {
     pub netdev_add: String,
     /// A NIC of the guest's model with its MAC (and, virtio, MTU and multiqueue for several
     /// queues) on the machine's PCI bus, which the default `pc` machine hot-plugs through
-    /// ACPI.
+    /// ACPI; on `q35`, on the slot's PCIe root port.
     pub device_add: String,
 }
 
@@ -388,6 +400,7 @@ pub fn plug_commands(
     model: NicModel,
     mac: Mac,
     mtu: u32,
+    q35: bool,
 ) -> Plug {
     let (netdev, device) = (slot.netdev(), slot.device());
     let names: Vec<String> = (0..queues.max(1)).map(|q| slot.fd_name(q)).collect();
@@ -399,6 +412,12 @@ pub fn plug_commands(
         (false, _) => String::new(),
         (true, 1) => format!(r#","host_mtu":{mtu}"#),
         (true, n) => format!(r#","host_mtu":{mtu},"mq":true,"vectors":{}"#, 2 * n + 2),
+    };
+    // On q35, the slot's own root port (empty: the slot is free); QEMU refuses a port
+    // beyond those made at start, and the NIC stays with the container.
+    let extra = match q35 {
+        true => format!(r#"{extra},"bus":"{}""#, slot.root_port()),
+        false => extra,
     };
     Plug {
         getfd: names
@@ -443,17 +462,80 @@ pub fn shell_line(argv: &[OsString]) -> String {
         .join(" ")
 }
 
-/// PCI slots of the `pc` machine's root bus: 32, less the host bridge (0), the PIIX3
-/// (1: ISA, IDE, USB, ACPI as its functions) and the VGA (2), which QEMU always adds.
+/// PCI slots of the root bus: 32, less on `pc` the host bridge (0), the PIIX3 (1: ISA, IDE,
+/// USB, ACPI as its functions) and the VGA (2), which QEMU always adds; on `q35` the host
+/// bridge (0), the VGA (1) and the ICH9 (0x1f: LPC, AHCI, SMBus as its functions).
 const FREE_PCI_SLOTS: usize = 32 - 3;
 
-/// The most NICs the guest can have at once: a virtio-net device each, in the slots the
-/// VM disk (one virtio-blk, whatever its chain) and the seed (another) leave. Nothing is
-/// kept back for hot-plug: a NIC connected later takes a slot left free, and QEMU refuses
-/// one beyond (the NIC stays with the container). Devices in CMD's arguments are not
-/// counted.
-pub fn max_nics(seed: bool) -> usize {
-    FREE_PCI_SLOTS - 1 - usize::from(seed)
+/// PCIe root ports kept empty on `q35` for NICs connected while the guest runs (its root
+/// bus hot-plugs nothing; the `pc` machine hot-plugs into any free slot).
+pub const HOTPLUG_PORTS: usize = 4;
+
+/// The PCIe root ports a `q35` guest gets: one for each NIC it starts with (slots 0, 1, …)
+/// and [`HOTPLUG_PORTS`] more.
+fn root_ports(nics: &[GuestNic]) -> usize {
+    let slots = nics.iter().map(|n| n.slot.0 + 1).max().unwrap_or(0);
+    slots.max(nics.len()) + HOTPLUG_PORTS
+}
+
+/// What takes slots of the guest's PCI root bus beside its NICs (the host bridge, the
+/// chipset and the VGA, which every guest has, are left out of [`FREE_PCI_SLOTS`] already).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlotUse {
+    /// The extra disks (`disk2.qcow2` …): a virtio-blk device each, like the VM disk.
+    pub extra_disks: usize,
+    /// The cloud-init seed: another virtio-blk.
+    pub seed: bool,
+    /// The `q35` machine (`BOOT_MODE=secure`): each NIC behind a root port of its own, and
+    /// [`HOTPLUG_PORTS`] empty ones.
+    pub q35: bool,
+    /// The VNC console's USB controller (`-usb`): a function of the PIIX3 on `pc`, but a
+    /// slot of its own (the ICH9's EHCI with its UHCI companions) on `q35`.
+    pub usb: bool,
+}
+
+impl SlotUse {
+    /// The most NICs the guest can start with: a device each (on `q35`, a root port each)
+    /// in the slots the VM disk (one virtio-blk, whatever its chain), the extra disks, the
+    /// seed, on `q35` the hot-plug ports and the VNC console's USB controller leave. On `pc`
+    /// nothing is kept back for hot-plug: a NIC connected later takes a slot left free, and
+    /// QEMU refuses one beyond (the NIC stays with the container). Devices in CMD's
+    /// arguments are not counted.
+    pub fn max_nics(self) -> usize {
+        let q35_only = if self.q35 {
+            HOTPLUG_PORTS + usize::from(self.usb)
+        } else {
+            0
+        };
+        let taken = 1 + self.extra_disks + usize::from(self.seed) + q35_only;
+        FREE_PCI_SLOTS.saturating_sub(taken)
+    }
+
+    /// What the free slots go to beside the NICs, for the refusal: `the VM disk, 2 extra
+    /// disks, the seed, …`.
+    pub fn describe(self) -> String {
+        let mut parts = vec!["the VM disk".to_string()];
+        match self.extra_disks {
+            0 => {}
+            1 => parts.push("1 extra disk".into()),
+            n => parts.push(format!("{n} extra disks")),
+        }
+        if self.seed {
+            parts.push("the cloud-init seed".into());
+        }
+        if self.q35 {
+            parts.push(format!(
+                "{HOTPLUG_PORTS} PCIe root ports kept empty for hot-plug (BOOT_MODE=secure)"
+            ));
+            if self.usb {
+                parts.push("the VNC console's USB controller".into());
+            }
+        }
+        format!(
+            "of the {FREE_PCI_SLOTS} the chipset and the VGA leave, less {}",
+            parts.join(", ")
+        )
+    }
 }
 
 #[cfg(test)]
@@ -612,9 +694,52 @@ mod tests {
     }
 
     #[test]
-    fn the_nics_get_the_pci_slots_the_disk_the_seed_and_the_vga_leave() {
-        assert_eq!(max_nics(false), 28);
-        assert_eq!(max_nics(true), 27);
+    fn the_nics_get_the_pci_slots_the_disks_the_seed_the_hot_plug_ports_and_usb_leave() {
+        // QEMU 7.2 with this command line's devices (`-S`, every combination tried): on `pc`
+        // 28 virtio-net devices beside one virtio-blk, 27 beside two, 26 beside three, with
+        // or without `-usb`; on `q35`, with a root port per NIC and 4 more, 24, 23, 22, and
+        // one fewer with `-usb`. One more NIC: "PCI: no slot/function available".
+        let max = |extra_disks, seed, q35, usb| {
+            SlotUse {
+                extra_disks,
+                seed,
+                q35,
+                usb,
+            }
+            .max_nics()
+        };
+        assert_eq!(max(0, false, false, false), 28);
+        assert_eq!(max(0, true, false, false), 27);
+        assert_eq!(max(2, false, false, false), 26);
+        assert_eq!(max(2, true, false, true), 25, "USB is the PIIX3's on pc");
+        assert_eq!(max(0, false, true, false), 24);
+        assert_eq!(max(0, true, true, false), 23);
+        assert_eq!(max(1, false, true, false), 23);
+        assert_eq!(max(2, false, true, true), 21);
+        assert_eq!(max(8, true, true, true), 14, "disk2 to disk9");
+    }
+
+    #[test]
+    fn the_refusal_names_what_takes_the_slots() {
+        let pc = SlotUse {
+            extra_disks: 2,
+            seed: true,
+            ..SlotUse::default()
+        };
+        assert_eq!(
+            pc.describe(),
+            "of the 29 the chipset and the VGA leave, less the VM disk, 2 extra disks, the cloud-init seed"
+        );
+        let q35 = SlotUse {
+            extra_disks: 1,
+            q35: true,
+            usb: true,
+            ..SlotUse::default()
+        };
+        assert_eq!(
+            q35.describe(),
+            "of the 29 the chipset and the VGA leave, less the VM disk, 1 extra disk, 4 PCIe root ports kept empty for hot-plug (BOOT_MODE=secure), the VNC console's USB controller"
+        );
     }
 
     #[test]
@@ -786,6 +911,7 @@ mod tests {
             NicModel::Virtio,
             Mac([2, 0x42, 10, 2, 0, 5]),
             1400,
+            false,
         );
         assert_eq!(
             plug.getfd,
@@ -806,6 +932,7 @@ mod tests {
             NicModel::E1000e,
             Mac([2, 0x42, 10, 2, 0, 5]),
             1400,
+            false,
         )
         .device_add;
         assert_eq!(
@@ -826,6 +953,7 @@ mod tests {
             NicModel::Virtio,
             Mac([2, 0x42, 10, 2, 0, 5]),
             1500,
+            false,
         );
         let names: Vec<&str> = plug
             .getfd
@@ -1031,5 +1159,71 @@ mod tests {
         );
         assert_eq!(values_of(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=tpm"]);
         assert!(has_pair(&a, "-device", "tpm-tis,tpmdev=tpm0"));
+    }
+
+    #[test]
+    fn under_q35_each_nic_has_a_root_port_of_its_own_and_four_stay_empty_for_hot_plug() {
+        let disk = plain_disk();
+        let vars = file("/image/image.efivars.fd", 40, Some(41));
+        let nics = [GuestNic {
+            slot: Slot(0),
+            netdev: Netdev::Tap(vec![5]),
+            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+            mtu: 1500,
+        }];
+        let secure = Uefi {
+            code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+            vars: &vars,
+            secure: true,
+        };
+        let a = words(&QemuInput {
+            uefi: Some(secure),
+            nics: &nics,
+            ..minimal(&disk)
+        });
+        let ports: Vec<&str> = values_of(&a, "-device")
+            .into_iter()
+            .filter(|d| d.starts_with("pcie-root-port,"))
+            .collect();
+        assert_eq!(
+            ports,
+            (0..5)
+                .map(|i| format!("pcie-root-port,id=port{i},chassis={},io-reserve=0", i + 1))
+                .collect::<Vec<_>>()
+        );
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500,bus=port0"
+        ));
+        let plug = plug_commands(
+            Slot(1),
+            1,
+            false,
+            NicModel::Virtio,
+            Mac([2, 0x42, 10, 2, 0, 5]),
+            1400,
+            true,
+        );
+        assert!(
+            plug.device_add
+                .ends_with(r#""host_mtu":1400,"bus":"port1"}}"#),
+            "{}",
+            plug.device_add
+        );
+
+        // The pc machine: no root ports, NICs on its root bus.
+        let a = words(&QemuInput {
+            uefi: Some(Uefi {
+                secure: false,
+                ..secure
+            }),
+            nics: &nics,
+            ..minimal(&disk)
+        });
+        assert!(
+            !a.iter()
+                .any(|w| w.contains("pcie-root-port") || w.contains("bus="))
+        );
     }
 }

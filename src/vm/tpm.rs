@@ -25,14 +25,18 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Checks, before anything changes, what `TPM=yes` needs: swtpm, and a state directory beside
-/// the disk (`image.tpm`, made 0700 when missing) that can be written. Returns the directory.
-pub fn prepare(config: &Config) -> Result<Option<PathBuf>> {
+/// the disk (`image.tpm`, made 0700 when missing, recorded in `made`) that can be written.
+/// Returns the directory.
+pub fn prepare(config: &Config, made: &mut provision::Made) -> Result<Option<PathBuf>> {
     if !config.machine.tpm {
         return Ok(None);
     }
     devices::check_program(&config.paths.swtpm, "swtpm")?;
     let dir =
         provision::image_dir(&config.paths.disk)?.join(machine::tpm_state_name(&config.paths.disk));
+    if fs::symlink_metadata(&dir).is_err() {
+        made.add(dir.clone());
+    }
     let probe = dir.join(".vminit-probe");
     let writable = fs::DirBuilder::new()
         .recursive(true)

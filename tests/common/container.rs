@@ -315,6 +315,23 @@ impl Container {
         ]);
     }
 
+    /// Adds `pairs` veth pairs (`vaI`, `vbI`), each end up with an address of its own
+    /// (10.200.I.1/24, 10.201.I.1/24): 2 × `pairs` more NICs for vminit to take.
+    pub fn add_veth_pairs(&self, pairs: usize) {
+        let mut script = String::from("set -e\n");
+        for i in 0..pairs {
+            script += &format!(
+                "ip link add va{i} type veth peer name vb{i}
+                ip addr add 10.200.{i}.1/24 dev va{i}
+                ip addr add 10.201.{i}.1/24 dev vb{i}
+                ip link set va{i} up
+                ip link set vb{i} up\n"
+            );
+        }
+        let made = self.exec(&script);
+        assert!(made.success(), "{made}");
+    }
+
     /// Runs `sh -c SCRIPT` in the container's network namespace (not in vminit's other
     /// namespaces; see `Vminit::exec_inside` for that).
     pub fn exec(&self, script: &str) -> CmdOutput {

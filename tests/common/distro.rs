@@ -23,11 +23,11 @@ pub struct DistroGuest {
 
 static BUILT: OnceLock<PathBuf> = OnceLock::new();
 
-/// The guest `name`, building every guest on first use (minutes from scratch; a no-op when
-/// the cache under `$VMINIT_DISTRO_CACHE` or /var/cache/vminit-test-guests is up to date;
-/// concurrent test processes serialise on a lock file).
-pub fn distro_guest(name: &str) -> DistroGuest {
-    let dir = BUILT.get_or_init(|| {
+/// The directory that holds every built guest, building them on first use (minutes from
+/// scratch; a no-op when the cache under `$VMINIT_DISTRO_CACHE` or /var/cache/vminit-test-guests
+/// is up to date; concurrent test processes serialise on a lock file).
+fn built() -> &'static Path {
+    BUILT.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/distro/build-images.sh");
         let started = std::time::Instant::now();
         let out = run_ok_for(&["bash", &script.to_string_lossy()], BUILD_TIMEOUT);
@@ -40,8 +40,12 @@ pub fn distro_guest(name: &str) -> DistroGuest {
             started.elapsed().as_secs_f64()
         );
         PathBuf::from(dir)
-    });
-    let guest = dir.join(name);
+    })
+}
+
+/// The guest `name`, booted with `-kernel` (its directory has no `esp/`).
+pub fn distro_guest(name: &str) -> DistroGuest {
+    let guest = built().join(name);
     let cmdline = std::fs::read_to_string(guest.join("cmdline"))
         .unwrap_or_else(|e| panic!("guest {name}: {}: {e}", guest.join("cmdline").display()));
     DistroGuest {
@@ -51,6 +55,15 @@ pub fn distro_guest(name: &str) -> DistroGuest {
         root: guest.join("root.qcow2"),
         cmdline: cmdline.trim().to_owned(),
     }
+}
+
+/// The disk of the guest `name` that boots from its own disk by UEFI (its directory has
+/// `esp/`): GPT, the EFI system partition with shim and GRUB, the ext4 root to the end.
+/// Never write it: use it as a base (`DISK_BASE`) or under an overlay.
+pub fn distro_uefi_disk(name: &str) -> PathBuf {
+    let disk = built().join(name).join("disk.qcow2");
+    assert!(disk.is_file(), "guest {name}: no {}", disk.display());
+    disk
 }
 
 impl DistroGuest {

@@ -32,14 +32,15 @@ mod network;
 mod process;
 mod qmp;
 mod running;
+mod ssh;
 mod standin;
 mod vminit;
 
 pub use browser::{Browser, NOVNC_DIR, Viewer, ensure_browser_packages, ocr};
 pub use cmd::{BUILD_TIMEOUT, COMMAND_TIMEOUT, CmdOutput, run, run_for, run_ok, run_ok_for};
 pub use container::{Container, NetState, Nic, NicSpec};
-pub use disk::{ScratchDir, ScratchDisk};
-pub use distro::{DistroGuest, OverlayDisk, distro_guest};
+pub use disk::{ScratchDir, ScratchDisk, dir_names};
+pub use distro::{DistroGuest, OverlayDisk, distro_guest, distro_uefi_disk};
 pub use distro_report::{DistroAddr6, DistroNic, DistroReport, Resolver, RouteGet};
 pub use dns::DnsServer;
 pub use guest::{
@@ -51,5 +52,6 @@ pub use network::{CALICO_GATEWAY6, K8S_GATEWAY, Listener, Net6, Network};
 pub use process::{Capture, Match, Process};
 pub use qmp::qmp_execute;
 pub use running::{guest_run, report, stop};
+pub use ssh::{SshKey, sha256};
 pub use standin::{recorder, standin_script, standin_tool, standin_vm};
 pub use vminit::{Vminit, VminitBuilder, vminit_binary};

@@ -14,6 +14,9 @@
 #   guests/NAME/setup.sh   optional, run with sh inside the root (chroot) after the packages
 #   guests/NAME/cmdline    optional, appended to the kernel command line
 #   guests/NAME/describe   packages whose versions the guest reports as its client
+#   guests/NAME/esp/       present: the guest boots from its own disk by UEFI (below); files
+#                          copied onto its EFI system partition as they are
+#   guests/NAME/esp-from-root  lines `PATH-IN-ROOT PATH-ON-ESP`: files of the root copied there
 #
 # Every guest also gets tests/distro/common/ (distro-report and its unit, a root shell on the
 # serial console). Output, for each guest: CACHE_ROOT/KEY/NAME/{vmlinuz,initrd.img,root.qcow2,
@@ -21,7 +24,11 @@
 # mirror): a second run with the same inputs prints the directory at once. The root disk is
 # ext4 over the whole virtio disk (/dev/vda, no partition table), made with `mkfs.ext4 -d` and
 # `qemu-img convert`: no loop device, no mount. Tests boot it with -kernel/-initrd/-append
-# and a qcow2 overlay per test. The debootstrap base is kept too (CACHE_ROOT/base-BASEKEY, keyed
+# and a qcow2 overlay per test. A guest with esp/ is instead one disk, CACHE_ROOT/KEY/NAME/disk.qcow2,
+# laid out as Debian's cloud images are: GPT, partition 1 the EFI system partition (FAT, 64 MiB,
+# label ESP) with the firmware's removable-media path EFI/BOOT/BOOTX64.EFI, partition 2 the
+# ext4 root (label root) to the end of the disk, so that cloud-init's growpart can grow it; made
+# with sfdisk, mkfs.fat + mtools and dd into one file (no loop device either). The debootstrap base is kept too (CACHE_ROOT/base-BASEKEY, keyed
 # by suite, mirror and base packages), so that changing a guest re-derives the guests in
 # seconds. Concurrent runs serialise on CACHE_ROOT/.lock. The archive's packages can change
 # under the same KEY: delete CACHE_ROOT to rebuild from today's archive. Whatever was not used
@@ -65,7 +72,8 @@ fi
 rm -rf "$cache_root"/.build.*
 
 missing=""
-for package in debootstrap debian-archive-keyring qemu-utils e2fsprogs util-linux; do
+for package in debootstrap debian-archive-keyring qemu-utils e2fsprogs util-linux fdisk dosfstools \
+	mtools; do
 	dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
@@ -127,6 +135,41 @@ configure_common() {
 		apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1
 }
 
+# uefi_disk ROOT GUEST_DIR SCRATCH OUT: ROOT as a bootable GPT disk (see the header) in the qcow2 OUT.
+uefi_disk() {
+	local root=$1 dir=$2 scratch=$3 out=$4 from to
+	local esp_mib=64 esp_start=1 disk_mib
+	disk_mib=$(($(numfmt --from=iec "$ROOT_SIZE") / 1048576))
+	# The root partition: from after the ESP to 1 MiB before the end (the backup GPT).
+	local root_start=$((esp_start + esp_mib)) root_mib=$((disk_mib - esp_start - esp_mib - 1))
+	mkdir -p "$scratch"
+	mkfs.fat -n ESP -C "$scratch/esp.img" $((esp_mib * 1024)) >/dev/null
+	(cd "$dir/esp" && find . -mindepth 1 -type d | LC_ALL=C sort) | while read -r d; do
+		mmd -i "$scratch/esp.img" "::/${d#./}"
+	done
+	(cd "$dir/esp" && find . -type f | LC_ALL=C sort) | while read -r f; do
+		mcopy -i "$scratch/esp.img" "$dir/esp/${f#./}" "::/${f#./}"
+	done
+	while read -r from to; do
+		[ -n "$from" ] || continue
+		mmd -i "$scratch/esp.img" "::/$(dirname "$to")" 2>/dev/null || true
+		mcopy -i "$scratch/esp.img" "$root$from" "::/$to"
+	done <"$dir/esp-from-root"
+	truncate -s "${root_mib}M" "$scratch/root.img"
+	mkfs.ext4 -q -L root -d "$root" "$scratch/root.img"
+	truncate -s "${disk_mib}M" "$scratch/disk.raw"
+	# sfdisk: label: gpt; 1: the ESP; 2: Linux root (x86-64)
+	sfdisk -q "$scratch/disk.raw" <<-EOF
+		label: gpt
+		start=${esp_start}MiB, size=${esp_mib}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
+		start=${root_start}MiB, size=${root_mib}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=root
+	EOF
+	dd if="$scratch/esp.img" of="$scratch/disk.raw" bs=1M seek="$esp_start" conv=notrunc,sparse status=none
+	dd if="$scratch/root.img" of="$scratch/disk.raw" bs=1M seek="$root_start" conv=notrunc,sparse status=none
+	qemu-img convert -O qcow2 "$scratch/disk.raw" "$out"
+	rm -rf "$scratch"
+}
+
 stage=$work/out
 mkdir -p "$stage"
 for dir in "$here"/guests/*/; do
@@ -168,6 +211,12 @@ for dir in "$here"/guests/*/; do
 		"$root"/usr/share/info/* "$root"/var/log/*.log "$root"/var/cache/debconf/*-old
 
 	mkdir -p "$stage/$name"
+	if [ -d "$dir/esp" ]; then
+		uefi_disk "$root" "$dir" "$work/$name.disk" "$stage/$name/disk.qcow2"
+		rm -rf "$root"
+		log "$name ($client) done in $((SECONDS - t)) s"
+		continue
+	fi
 	cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n 1)" "$stage/$name/vmlinuz"
 	cp "$(ls "$root"/boot/initrd.img-* | sort -V | tail -n 1)" "$stage/$name/initrd.img"
 	echo "root=/dev/vda ro console=ttyS0 quiet $(cat "$dir/cmdline" 2>/dev/null || true)" |

@@ -15,6 +15,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cloud;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 

@@ -672,19 +672,60 @@ fn ram_qemu_cannot_address_or_this_host_cannot_give_is_refused_before_any_change
 #[test]
 fn more_nics_than_pci_slots_are_refused_before_any_change() {
     let f = Fixture::new();
-    // 30 veth pairs: 60 NICs with an address each, beside eth0.
-    let mut script = String::from("set -e\n");
-    for i in 0..30 {
-        script += &format!(
-            "ip link add va{i} type veth peer name vb{i}
-            ip addr add 10.200.{i}.1/24 dev va{i}
-            ip addr add 10.201.{i}.1/24 dev vb{i}\n"
-        );
-    }
-    let made = f.ctr.exec(&script);
-    assert!(made.success(), "{made}");
+    f.ctr.add_veth_pairs(30);
     let vm = f.vminit();
     expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28", "ATTACH_IFACES"]);
+    // user mode too, before any passt starts
+    let vm = f.vminit().env("NET_DATAPATH", "user");
+    expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28"]);
+}
+
+#[test]
+fn a_refusal_after_the_disk_was_made_takes_back_the_disk_the_uefi_variables_and_the_tpm_state() {
+    // The NIC count is known only once the network has been read, after DISK_SIZE made the
+    // disk, BOOT_MODE its UEFI variables and TPM its state directory: the refusal removes
+    // them, so the image directory is as the user left it.
+    let f = Fixture::new();
+    f.ctr.add_veth_pairs(30);
+    let dir = f.scratch.dir.join("fresh");
+    std::fs::create_dir(&dir).expect("make the image directory");
+    std::fs::write(dir.join("notes.txt"), "the user's").expect("write a file of the user's");
+    let vm = f
+        .vminit()
+        .env("VMINIT_DISK", dir.join("image.qcow2"))
+        .env("DISK_SIZE", "1G")
+        .env("BOOT_MODE", "uefi")
+        .env("TPM", "yes");
+    expect_early_refusal(&f, vm, 65, &["61 NICs", "at most 28"]);
+    assert_eq!(common::dir_names(&dir), ["notes.txt"]);
+}
+
+#[test]
+fn under_q35_the_hot_plug_ports_and_the_vnc_consoles_usb_count_against_the_nics_pci_slots() {
+    let f = Fixture::new();
+    // 23 NICs and one extra disk: BOOT_MODE=secure (q35) keeps 4 root ports for hot-plug,
+    // and the VNC console's USB controller takes a slot of its own there, so the root bus's
+    // 29 free slots leave 22 beside the disk and the extra disk
+    f.ctr.add_veth_pairs(11);
+    common::make_qcow2(&f.scratch.dir.join("disk2.qcow2"), "1M");
+    let vm = f
+        .vminit()
+        .env("BOOT_MODE", "secure")
+        .env("DISPLAY", "vnc")
+        .env("VNC_DIR", "/run/vnc");
+    expect_early_refusal(
+        &f,
+        vm,
+        65,
+        &[
+            "23 NICs",
+            "at most 22",
+            "1 extra disk",
+            "4 PCIe root ports kept empty for hot-plug",
+            "the VNC console's USB controller",
+            "ATTACH_IFACES",
+        ],
+    );
 }
 
 #[test]

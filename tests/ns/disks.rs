@@ -2,7 +2,8 @@
 //! grows it keeping the guest's data (a shrink is refused and changes nothing); `DISK_BASE`
 //! makes a thin overlay on a read-only base that two VMs share at once; `BOOT_ISO` boots an
 //! ISO while the disk is new and the disk once an installer has written it; extra disks come
-//! in a stable order under the same chain rules. Real QEMU (TCG), qemu-img and the test guest, in namespaces.
+//! in a stable order under the same chain rules, and take PCI slots the NICs then cannot
+//! have. Real QEMU (TCG), qemu-img and the test guest, in namespaces.
 
 use crate::common;
 use crate::common::stop;
@@ -16,6 +17,8 @@ use common::{
 };
 
 const BOOT: Duration = Duration::from_secs(120);
+/// OVMF under TCG reaches the kernel later than SeaBIOS.
+const UEFI_BOOT: Duration = Duration::from_secs(300);
 
 /// The image directory as the container sees it.
 const IMAGE: &str = "/run/image";
@@ -437,4 +440,64 @@ fn extra_disks_come_after_the_disk_in_the_order_of_their_numbers_under_the_chain
             "outside the image directory",
         ],
     );
+}
+
+/// Boots the test guest in `vm` (the image directory `s`) with `pairs` veth pairs beside
+/// eth0 and one extra disk, under `boot_mode`; expects the guest to see every NIC and both
+/// disks, stops it and expects the namespace back; vminit's log.
+fn boot_with_every_nic_and_disk(vm: &Vm, s: &ScratchDir, pairs: usize, boot_mode: &str) -> String {
+    vm.ctr.add_veth_pairs(pairs);
+    for name in ["image.qcow2", "disk2.qcow2"] {
+        common::make_qcow2(&s.path(name), "16M");
+    }
+    let before = vm.ctr.net_state();
+    let guest = vm
+        .guest(&s.0, "vminit_test_dhcp_tries=1")
+        .env("BOOT_MODE", boot_mode)
+        .spawn();
+    guest.expect_console("GUEST-READY", UEFI_BOOT);
+    let console = guest.console();
+    assert_eq!(
+        console.lines_starting("GUEST-PCI-NIC ").len(),
+        1 + 2 * pairs,
+        "{}",
+        guest.tails()
+    );
+    assert_eq!(console.lines_starting("GUEST-BLOCK ").len(), 2);
+    stop(&guest);
+    assert_eq!(vm.ctr.net_state(), before, "the network is back");
+    guest.log().text()
+}
+
+#[test]
+fn at_the_pci_slot_limit_every_nic_and_extra_disk_reaches_the_guest_and_one_more_disk_is_refused() {
+    let s = ScratchDir::new();
+    let vm = Vm::new(1);
+    // 27 NICs (eth0 and 13 veth pairs) and one extra disk: on `pc`, the 29 free slots less
+    // the disk and the extra disk
+    boot_with_every_nic_and_disk(&vm, &s, 13, "bios");
+    // a second extra disk takes the 27th NIC's slot: refused before any change
+    common::make_qcow2(&s.path("disk3.qcow2"), "16M");
+    expect_refusal(
+        &vm,
+        vm.guest(&s.0, ""),
+        65,
+        &[
+            "27 NICs",
+            "at most 26",
+            "the VM disk, 2 extra disks",
+            "ATTACH_IFACES",
+        ],
+    );
+}
+
+#[test]
+fn under_q35_at_the_pci_slot_limit_every_nic_reaches_the_guest_behind_its_root_port() {
+    let s = ScratchDir::new();
+    let vm = Vm::new(1);
+    // 23 NICs (eth0 and 11 veth pairs) and one extra disk under BOOT_MODE=secure: the 29
+    // free slots less the disk, the extra disk and the 4 empty root ports kept for hot-plug
+    // (tests/ns/bad_input.rs: the VNC console's USB controller takes one more)
+    let log = boot_with_every_nic_and_disk(&vm, &s, 11, "secure");
+    assert!(log.contains("pcie-root-port,id=port26,"), "{log}");
 }

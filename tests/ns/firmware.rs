@@ -1,7 +1,10 @@
 //! Firmware: `BOOT_MODE=uefi` starts the guest under OVMF (the test guest's kernel through
 //! `-kernel`, which OVMF loads as an EFI application), with its UEFI variables kept beside the
 //! disk so that what the guest writes there survives a restart; `BOOT_MODE=secure` turns Secure
-//! Boot on (q35, SMM, Microsoft's keys). Real QEMU (TCG), Debian's ovmf, the test guest.
+//! Boot on (q35, SMM, Microsoft's keys), and the firmware then refuses a boot loader on the
+//! disk that is not signed by a key it trusts, which plain UEFI starts. Real QEMU (TCG),
+//! Debian's ovmf, the test guest, an unsigned GRUB made by grub-mkstandalone. (That a signed
+//! shim, GRUB and kernel boot under Secure Boot is `tests/distro/cloud.rs`.)
 
 use crate::common;
 use crate::common::stop;
@@ -9,7 +12,7 @@ use crate::common::stop;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Container, Network, ScratchDir, VminitBuilder};
+use common::{Container, Network, ScratchDir, VminitBuilder, run_ok};
 
 /// OVMF under TCG takes longer than SeaBIOS to reach the kernel.
 const BOOT: Duration = Duration::from_secs(240);
@@ -97,4 +100,93 @@ fn boot_mode_secure_with_tpm_gives_secure_boot_and_a_tpm_whose_state_stays_besid
     let guest = start();
     guest.expect_console(&format!("GUEST-TPM 2 pcr0={pcr0}"), BOOT);
     stop(&guest);
+}
+
+/// Makes `dir/image.qcow2` a disk that boots the test guest by UEFI with nothing signed: a FAT
+/// file system on the whole disk (no partition table: OVMF reads it as it reads a USB stick)
+/// with an unsigned GRUB (`grub-mkstandalone`) at the removable-media path
+/// `EFI/BOOT/BOOTX64.EFI` and the test guest's kernel and initramfs beside it.
+fn unsigned_efi_disk(dir: &Path) {
+    let guest = common::test_guest();
+    let scratch = ScratchDir::new();
+    let cfg = scratch.path("grub.cfg");
+    std::fs::write(
+        &cfg,
+        "set timeout=0\nsearch --no-floppy --file --set=root /vmlinuz\n\
+         linux /vmlinuz console=ttyS0 quiet no_timer_check\ninitrd /initramfs.cpio.gz\nboot\n",
+    )
+    .expect("write grub.cfg");
+    let efi = scratch.path("BOOTX64.EFI").to_string_lossy().into_owned();
+    let fat = scratch.path("esp.img").to_string_lossy().into_owned();
+    run_ok(&[
+        "grub-mkstandalone",
+        "-O",
+        "x86_64-efi",
+        "-o",
+        &efi,
+        "--install-modules=linux fat normal search search_fs_file configfile echo test",
+        "--modules=linux fat search search_fs_file",
+        "--locales=",
+        "--themes=",
+        "--fonts=",
+        &format!("boot/grub/grub.cfg={}", cfg.display()),
+    ]);
+    run_ok(&["mkfs.fat", "-n", "ESP", "-C", &fat, "65536"]);
+    run_ok(&["mmd", "-i", &fat, "::/EFI", "::/EFI/BOOT"]);
+    for (from, to) in [
+        (efi.clone(), "::/EFI/BOOT/BOOTX64.EFI"),
+        (guest.kernel.to_string_lossy().into_owned(), "::/vmlinuz"),
+        (
+            guest.initrd.to_string_lossy().into_owned(),
+            "::/initramfs.cpio.gz",
+        ),
+    ] {
+        run_ok(&["mcopy", "-i", &fat, &from, to]);
+    }
+    let disk = dir.join("image.qcow2").to_string_lossy().into_owned();
+    run_ok(&["qemu-img", "convert", "-O", "qcow2", &fat, &disk]);
+}
+
+#[test]
+fn boot_mode_secure_refuses_an_unsigned_boot_loader_on_the_disk_which_boot_mode_uefi_starts() {
+    let (_net, ctr) = container();
+    let disk_vm = |dir: &Path, mode: &str| {
+        ctr.vminit(&common::vminit_binary())
+            .env("AUTO_ATTACH", "yes")
+            .env("ACCEL", "tcg")
+            .env("RAM_SIZE", "256M")
+            .env("VMINIT_DISK", format!("{IMAGE}/image.qcow2"))
+            .env("BOOT_MODE", mode)
+            .bind(dir, Path::new(IMAGE))
+            .spawn()
+    };
+
+    // Plain UEFI: the firmware starts the unsigned GRUB, which boots the test guest.
+    let uefi = ScratchDir::new();
+    unsigned_efi_disk(&uefi.0);
+    let guest = disk_vm(&uefi.0, "uefi");
+    guest.expect_console("GUEST-FIRMWARE efi", BOOT);
+    guest.expect_console("GUEST-SECUREBOOT 0", BOOT);
+    stop(&guest);
+
+    // Secure Boot: the same disk's boot loader is refused and nothing of it runs.
+    let secure = ScratchDir::new();
+    unsigned_efi_disk(&secure.0);
+    let guest = disk_vm(&secure.0, "secure");
+    let refused = guest
+        .console()
+        .wait_for_whole_line(": Access Denied", BOOT)
+        .unwrap_or_else(|| panic!("the firmware did not refuse\n{}", guest.tails()))
+        .line;
+    // "BdsDxe: failed to load Boot0002 "UEFI Non-Block Boot Device" from PciRoot(0x0)/Pci(0x2,0x0): Access Denied"
+    assert!(
+        refused.contains("BdsDxe: failed to load ") && refused.contains("Pci("),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let console = guest.console().text();
+    assert!(
+        !console.contains("GRUB") && !console.contains("Linux version"),
+        "neither GRUB nor the kernel ran under Secure Boot\n{console}"
+    );
 }

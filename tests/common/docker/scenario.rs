@@ -490,6 +490,14 @@ impl Scenario {
         self.busybox(&side, &["--rm", &network], &["sh", "-c", script])
     }
 
+    /// Runs `sh -c SCRIPT` with this machine's programs in `name`'s network namespace
+    /// (`nsenter -t PID -n`): a client the busybox image lacks (OpenSSH's), from where that
+    /// container is on its networks.
+    pub fn host_shell_in_netns_of(&self, name: &str, script: &str) -> CmdOutput {
+        let pid = self.inspect(name, "{{.State.Pid}}");
+        run(&["nsenter", "-t", pid.trim(), "-n", "--", "sh", "-c", script])
+    }
+
     /// `docker run --name NAME <labels> FLAGS… <busybox image> ARGS…`.
     fn busybox(&self, name: &str, flags: &[&str], args: &[&str]) -> CmdOutput {
         let labels = label_flags();
