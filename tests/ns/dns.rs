@@ -376,6 +376,38 @@ fn an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6() {
     crate::ipv6::assert_restored(&ctr, &before, "after the stop");
 }
 
+/// The same under Docker, where links made in the container get no IPv6
+/// (`net.ipv6.conf.default.disable_ipv6=1` once its own NICs are there): the door has no
+/// link-local address to be asked at, so the guest gets no door, and vminit says so in one
+/// line (and not a second time as "no resolver").
+#[test]
+fn without_ipv6_on_the_door_an_ipv6_only_guest_gets_no_door_and_one_warning_says_so() {
+    let net = Network::dual_stack(1);
+    let (ctr, _nic) = crate::ipv6::ipv6_only_container(&net, 2);
+    ctr.ns().sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    let disk = ScratchDisk::new();
+    let vm = vminit(&ctr, &disk, "vminit_test_ipv6=eth0")
+        .resolv_conf("nameserver 127.0.0.11\n")
+        .spawn();
+
+    let r = report(&vm);
+    assert!(r.dns.is_empty(), "{r:#?}");
+    let door = ctr.exec("ip -6 -o addr show dev vmlink0").stdout;
+    assert!(door.trim().is_empty(), "no IPv6 on the door: {door}");
+    let log = vm.log().text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot ask the door") || l.contains("gets no resolver"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("the door has no IPv6") && warnings[0].contains("127.0.0.11"),
+        "{}",
+        warnings[0]
+    );
+    stop(&vm);
+}
+
 /// Only an IPv6 resolver that is not the container's own, and no IPv6 in the guest: nothing
 /// the guest could ask, which vminit says in one line naming GUEST_DNS.
 #[test]
