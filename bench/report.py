@@ -442,6 +442,8 @@ PATHS = [
     ("vminit-tap", "guest via vminit's tap (NET_DATAPATH=tap: tc mirred to the NIC)"),
     ("floor", "guest via a macvtap made by hand, no vminit"),
     ("passt", "guest via vminit's user mode (passt, NET_DATAPATH=user)"),
+    ("slirp", "guest via vminit's user mode where passt cannot sandbox itself "
+              "(QEMU's slirp; Docker's default seccomp profile)"),
     ("usernet", "guest via QEMU user-mode networking (slirp, hostfwd)"),
 ]
 tput = {p: (mbps(p, "up"), mbps(p, "down")) for p, _ in PATHS}
@@ -545,7 +547,8 @@ if plug:
       "handling and DHCP (section 3).")
 up, down = tput["vminit"]
 w(f"- **Throughput** through vminit's macvtap: {ms(up, 0)} Mbit/s to the guest, {ms(down, 0)} Mbit/s from it "
-  f"(vminit's user mode, passt: {ms(tput['passt'][0], 0)} / {ms(tput['passt'][1], 0)}; "
+  f"(vminit's user mode, passt: {ms(tput['passt'][0], 0)} / {ms(tput['passt'][1], 0)}, "
+  f"slirp: {ms(tput['slirp'][0], 0)} / {ms(tput['slirp'][1], 0)}; "
   f"QEMU user-mode networking: {ms(tput['usernet'][0], 0)} / {ms(tput['usernet'][1], 0)}; veth ceiling: "
   f"{ms(tput['veth'][0], 0)} / {ms(tput['veth'][1], 0)}).")
 if mq_rows:
@@ -965,7 +968,8 @@ a.set_title(f"Boot to network: PID 1 exec → first ping reply ({accel.upper()})
 a.grid(True, axis="y", alpha=0.3)
 
 a = ax[1][1]
-labels = ["veth\n(ceiling)", "vminit\nmacvtap", "vminit\ntap", "hand-made\nmacvtap", "vminit\npasst", "QEMU\nuser-mode"]
+labels = ["veth\n(ceiling)", "vminit\nmacvtap", "vminit\ntap", "hand-made\nmacvtap", "vminit\npasst", "vminit\nslirp",
+          "QEMU\nuser-mode"]
 x = range(len(PATHS))
 a.bar([i - 0.2 for i in x], [tput[p][0] for p, _ in PATHS], width=0.4, label="to the guest")
 a.bar([i + 0.2 for i in x], [tput[p][1] for p, _ in PATHS], width=0.4, label="from the guest")

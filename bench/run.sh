@@ -23,7 +23,8 @@
 #      guest answers at the new NIC's address (vminit follows, the guest configures it by DHCP).
 #   4. Throughput: iperf3 between the peer and the guest, both ways, through vminit's macvtap,
 #      vminit's tap (the tap datapath), a hand-made macvtap (no vminit), vminit's user mode (passt,
-#      NET_DATAPATH=user), QEMU user-mode networking, and plain veth (the ceiling).
+#      NET_DATAPATH=user; and slirp, under a seccomp filter refusing unshare as Docker's default
+#      profile does), QEMU user-mode networking, and plain veth (the ceiling).
 #   4b. Multiqueue: the guest with two vCPUs and NIC_QUEUES=1 against NIC_QUEUES=2: iperf3 with
 #      4 parallel streams both ways, and short TCP connections per second (bench/connrate.py).
 #   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
@@ -84,6 +85,7 @@ OUT=$TARGET_DIR/bench
 RES=$OUT/results
 VMINIT=$TARGET_DIR/x86_64-unknown-linux-musl/release/vminit
 STAMP=$OUT/bench-stamp
+NO_UNSHARE=$OUT/bench-no-unshare
 STANDIN=$OUT/qemu-standin
 DEBIAN_QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
 QEMU=${BENCH_QEMU:-$DEBIAN_QEMU}
@@ -128,6 +130,7 @@ fi
 [[ -x $VMINIT ]] || die "cargo did not produce $VMINIT"
 mkdir -p "$OUT"
 gcc -static -O2 -Wall -o "$STAMP" "$BENCH/stamp.c"
+gcc -static -O2 -Wall -o "$NO_UNSHARE" "$REPO/tests/standin/no_unshare.c"
 ln -sf bench-stamp "$STANDIN"
 say "building the bench guest"
 "$BENCH/build-guest.sh" "$GUEST"
@@ -556,8 +559,8 @@ printf 'run\tplug_mono_ns\tplug_real_ns\tping_us\tstop_ms\n' >"$RES/plug.tsv"
 for ((r = 1; r <= PLUG_RUNS; r++)); do plug_run "$r"; done
 
 # ---------------------------------------------------------------------------------------------
-# 4. Throughput: vminit's user mode (passt), QEMU user-mode networking, and plain veth (no
-#    guest) as the ceiling
+# 4. Throughput: vminit's user mode (passt, and slirp where passt cannot sandbox itself), QEMU
+#    user-mode networking, and plain veth (no guest) as the ceiling
 # ---------------------------------------------------------------------------------------------
 
 say "throughput: QEMU user-mode networking"
@@ -575,23 +578,37 @@ wait_for 180 grep -q BENCH-READY "$RES/boot/usernet.console" || die "the user-mo
 iperf_pair usernet "$USERNS" 127.0.0.1 15201
 bg_stop "$USER_QEMU" 5
 
+# user_mode_row NAME RELAY [WRAPPER...]: iperf3 through vminit's user mode (NET_DATAPATH=user),
+# vminit started by WRAPPER; the log must say RELAY ("passt" or "slirp") was taken. The container
+# keeps its address; the relay forwards the peer's connections to port 5201 of it to the
+# guest's iperf3 server (USER_PORTS).
+user_mode_row() {
+	local name=$1 relay=$2 ctr pid1 user_ctr
+	shift 2
+	CTR_SEQ=$((CTR_SEQ + 1))
+	ctr=$(ctr_create "$CTR_SEQ" 1)
+	bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM NET_DATAPATH=user USER_PORTS=5201 \
+		VMINIT_DISK="$WORK/vminit.qcow2" VMINIT_QEMU="$QEMU" -- \
+		"$@" "$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
+		</dev/null >"$RES/boot/$name.console" 2>"$RES/boot/$name.log"
+	user_ctr=$LAST_PID
+	wait_for 180 grep -q BENCH-READY "$RES/boot/$name.console" ||
+		die "the user-mode ($relay) guest never got ready; see $RES/boot/$name.log"
+	grep -q "user mode: .*$relay" "$RES/boot/$name.log" ||
+		die "vminit did not take $relay; see $RES/boot/$name.log"
+	iperf_pair "$name" "$PEER" "$GUEST_IP"
+	pid1=$(pid1_of "$user_ctr")
+	if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
+	bg_stop "$user_ctr" 20
+	ctr_delete "$ctr"
+}
+
 say "throughput: vminit's user mode (passt)"
-# The container keeps its address; passt forwards the peer's connections to port 5201 of it to
-# the guest's iperf3 server.
-CTR_SEQ=$((CTR_SEQ + 1))
-ctr=$(ctr_create "$CTR_SEQ" 1)
-bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$RAM NET_DATAPATH=user USER_PORTS=5201 \
-	VMINIT_DISK="$WORK/vminit.qcow2" VMINIT_QEMU="$QEMU" -- \
-	"$VMINIT" "${KERNEL_ARGS[@]}" -append "console=ttyS0 quiet bench_net=dhcp" \
-	</dev/null >"$RES/boot/passt.console" 2>"$RES/boot/passt.log"
-passt_ctr=$LAST_PID
-wait_for 180 grep -q BENCH-READY "$RES/boot/passt.console" ||
-	die "the user-mode (passt) guest never got ready; see $RES/boot/passt.log"
-iperf_pair passt "$PEER" "$GUEST_IP"
-pid1=$(pid1_of "$passt_ctr")
-if [[ -n $pid1 ]]; then kill -TERM "$pid1" 2>/dev/null || true; fi
-bg_stop "$passt_ctr" 20
-ctr_delete "$ctr"
+user_mode_row passt passt
+say "throughput: vminit's user mode where passt cannot sandbox itself (slirp)"
+# Docker's default seccomp profile refuses unshare(2); no_unshare applies that part of it, and
+# vminit's probe takes QEMU's slirp, as with `docker run` and no flag at all.
+user_mode_row slirp slirp "$NO_UNSHARE"
 
 say "throughput: veth (no guest)"
 CTR_SEQ=$((CTR_SEQ + 1))

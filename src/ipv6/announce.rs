@@ -17,7 +17,7 @@ use crate::net::types::{Ipv6Net, Mac};
 use crate::takeover::plan6::Guest6;
 use crate::vm::seed::{SeedNic, SeedNic6, SeedRoute6};
 
-/// A gateway's link-local address and MAC, learned from the container before the takeover.
+/// A gateway's link-local address and MAC, learned on its container NIC (`gateway6`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Learned {
     /// The container NIC it was learned on.
@@ -257,7 +257,7 @@ pub struct Outgoing {
 
 impl Announcer {
     /// What the guest of `guest` is told on its door. `learned` holds the gateways found
-    /// before the takeover; one that is missing was not found, and the guest gets no route
+    /// on the container NICs; one that is missing was not found, and the guest gets no route
     /// through it (`setup` said so). With no gateway at all, the door itself advertises the
     /// prefix, as a router that is nobody's default.
     pub fn new(

@@ -21,36 +21,20 @@ pub struct Announcers {
     random: u32,
 }
 
-impl Announcers {
+/// The doors' sockets, open and hearing the guest, before their announcers are made: what
+/// the guest sends meanwhile waits in them.
+#[derive(Debug)]
+pub struct Listening {
+    /// Each guest, its door's socket and addresses, and whether the door's link-local address
+    /// is the kernel's (the door has IPv6, and dnsmasq answers DNS there).
+    doors: Vec<(Guest6, PacketSocket, Door, bool)>,
+}
+
+impl Listening {
     /// Opens a socket on each guest's door (the takeover made them; `state` is read after
     /// it) that hears the guest's router solicitations and DHCPv6 messages, and nothing else.
-    /// `dns4`: what DNS over IPv4 leaves to IPv6 (see `Dns6::announced`).
-    pub fn open(
-        guests: &[Guest6],
-        learned: &[Learned],
-        state: &NetState,
-        (dns, dns4): (&Dns6, Dns4),
-    ) -> Result<Announcers> {
-        let mut announcers = Announcers {
-            doors: Vec::new(),
-            random: std::process::id() | 1,
-        };
-        announcers.add(guests, learned, state, (dns, dns4))?;
-        Ok(announcers)
-    }
-
-    /// Adds the doors of `guests` (NICs plugged in while the guest runs).
-    pub fn add(
-        &mut self,
-        guests: &[Guest6],
-        learned: &[Learned],
-        state: &NetState,
-        (dns, dns4): (&Dns6, Dns4),
-    ) -> Result<()> {
-        let now = Instant::now();
-        // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
-        let router = router_nic(guests);
-        let door_dns = door_nic(guests);
+    pub fn open(guests: &[Guest6], state: &NetState) -> Result<Listening> {
+        let mut doors = Vec::new();
         for guest in guests {
             let Some(link) = state.link(&guest.door) else {
                 continue;
@@ -58,8 +42,8 @@ impl Announcers {
             let Some(mac) = link.mac else {
                 continue;
             };
-            // The kernel's link-local address of the door, where it has IPv6 (dnsmasq answers
-            // DNS there); without, vminit answers for the one its MAC gives.
+            // The kernel's link-local address of the door, where it has IPv6; without, vminit
+            // answers for the one its MAC gives.
             let kernel_ll = state
                 .addrs6
                 .iter()
@@ -71,14 +55,63 @@ impl Announcers {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            let door = kernel_ll.filter(|_| door_dns == Some(guest.lower.as_str()));
-            let router = router == Some(guest.lower.as_str());
-            let nic_dns = dns.announced(guest, router, dns4, door);
-            let announcer = Announcer::new(guest, learned, Door { mac, link_local }, &nic_dns, now);
+            let door = Door { mac, link_local };
+            doors.push((guest.clone(), socket, door, kernel_ll.is_some()));
+        }
+        Ok(Listening { doors })
+    }
+}
+
+impl Announcers {
+    /// Announces on each guest's door (see `Listening::open`). `dns4`: what DNS over IPv4
+    /// leaves to IPv6 (see `Dns6::announced`).
+    pub fn open(
+        guests: &[Guest6],
+        learned: &[Learned],
+        state: &NetState,
+        dns: (&Dns6, Dns4),
+    ) -> Result<Announcers> {
+        let mut announcers = Announcers::none();
+        announcers.add(guests, learned, state, dns)?;
+        Ok(announcers)
+    }
+
+    /// No door yet.
+    pub fn none() -> Announcers {
+        Announcers {
+            doors: Vec::new(),
+            random: std::process::id() | 1,
+        }
+    }
+
+    /// Adds the doors of `guests` (NICs plugged in while the guest runs).
+    pub fn add(
+        &mut self,
+        guests: &[Guest6],
+        learned: &[Learned],
+        state: &NetState,
+        dns: (&Dns6, Dns4),
+    ) -> Result<()> {
+        self.start(Listening::open(guests, state)?, learned, dns);
+        Ok(())
+    }
+
+    /// Starts announcing on doors already listening, with the gateways `learned` meanwhile.
+    pub fn start(&mut self, listening: Listening, learned: &[Learned], (dns, dns4): (&Dns6, Dns4)) {
+        let now = Instant::now();
+        let guests: Vec<Guest6> = listening.doors.iter().map(|(g, ..)| g.clone()).collect();
+        // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
+        let router = router_nic(&guests);
+        let door_dns = door_nic(&guests);
+        for (guest, socket, door, door_ipv6) in listening.doors {
+            let lower = Some(guest.lower.as_str());
+            // The door resolver's IPv6 address, where the door has one and this NIC says it.
+            let door_ll = (door_ipv6 && door_dns == lower).then_some(door.link_local);
+            let nic_dns = dns.announced(&guest, router == lower, dns4, door_ll);
+            let announcer = Announcer::new(&guest, learned, door, &nic_dns, now);
             log::info!("{}", announcer.describe());
             self.doors.push((socket, announcer));
         }
-        Ok(())
     }
 
     /// Stops announcing on the door of the container NIC `lower` (it left).

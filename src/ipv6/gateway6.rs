@@ -1,27 +1,32 @@
-//! Finds each IPv6 gateway's MAC and link-local address from the container, before the
-//! takeover: what a router advertisement that speaks for the gateway must carry.
+//! Finds each IPv6 gateway's MAC and link-local address on its container NIC: what a router
+//! advertisement that speaks for the gateway must carry. At boot this runs while QEMU starts,
+//! after the takeover (the guest cannot use it before it has booted), so it speaks as the
+//! container NIC is then, with raw frames on it: its MAC now (a random one the takeover gave
+//! it) and the link-local address derived from that MAC, which nobody else holds.
 //!
-//! The MAC comes from the kernel's own neighbour discovery (a UDP datagram to the gateway's
-//! discard port makes the kernel ask; the answer lands in the neighbour table). A gateway the
-//! container names by a link-local address (Calico's `fe80::ecee:eeff:feee:eeee`) is then
-//! known. For a global gateway (Docker's `fd00:1::1`), an echo request to all nodes, in a frame
-//! sent to the gateway's MAC only, is answered by the gateway alone, from its link-local
-//! address (or, while the container's own link-local address is still tentative, the gateway's
-//! neighbour solicitation for it comes from there). Failing that, the address the kernel
-//! derives from the MAC (EUI-64) is tried.
+//! A neighbour solicitation for the gateway, from that address and with that MAC (never from
+//! the unspecified address: a gateway whose address is still tentative would take that for
+//! another node's duplicate address detection and give its address up), is answered by the
+//! gateway's advertisement from its MAC. A gateway the container names by a link-local
+//! address (Calico's `fe80::ecee:eeff:feee:eeee`) is then known. For a global gateway
+//! (Docker's `fd00:1::1`), an echo request to all nodes, in a frame sent to the gateway's MAC
+//! only, is answered by the gateway alone, from its link-local address (or its neighbour
+//! solicitation for our address comes from there). Failing that, the address the kernel
+//! derives from the MAC (EUI-64) is tried. Each is asked again every 250 ms: a gateway whose
+//! address is tentative ignores solicitations until its duplicate address detection is over.
 //! What does not answer within the time given is reported, and not announced.
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
-use std::thread::sleep;
+use std::net::Ipv6Addr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::error::{Error, Result};
 use crate::ipv6::announce::Learned;
 use crate::ipv6::ndp;
 use crate::ipv6::packet::PacketSocket;
-use crate::net::discover6;
-use crate::net::netlink::Netlink;
 use crate::net::netstate::NetState;
 use crate::net::types::{Mac, is_link_local6};
 use crate::takeover::plan6::Guest6;
@@ -32,31 +37,29 @@ use crate::takeover::plan6::Guest6;
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// What the echo probe leaves of the time for the derived address.
 const ECHO_RESERVE: Duration = Duration::from_millis(500);
-/// How often the echo probe is sent again (the gateway's addresses may still be tentative).
-const ECHO_AGAIN: Duration = Duration::from_millis(250);
-/// The discard port: what the datagram that starts neighbour discovery is sent to.
-const DISCARD: u16 = 9;
+/// How often a question is asked again (the gateway's addresses may still be tentative).
+const AGAIN: Duration = Duration::from_millis(250);
+/// How long one wait for frames lasts at most: `stop` is asked between waits.
+const POLL: Duration = Duration::from_millis(20);
 
-/// The gateways of `guests` that answered, with their link-local addresses and MACs. One
-/// that did not is named in a warning; the guest gets no route through it. `stop` is asked
-/// between polls: its error (a stop signal that arrived) ends the wait at once.
-pub fn learn(
-    nl: &mut Netlink,
-    state: &NetState,
-    guests: &[Guest6],
-    stop: &dyn Fn() -> Result<()>,
-) -> Result<Vec<Learned>> {
+/// The gateways of `guests` that answered, with their link-local addresses and MACs, found
+/// on each guest's container NIC as `state` (read just before) shows it. One that did not
+/// answer is named in a warning; the guest gets no route through it. `stop` is asked between
+/// waits: when it says so, the gateways found so far are returned at once.
+pub fn learn(state: &NetState, guests: &[Guest6], stop: &dyn Fn() -> bool) -> Result<Vec<Learned>> {
     let deadline = Instant::now() + TIMEOUT;
     let mut learned = Vec::new();
     for guest in guests {
-        let Some(link) = state.link(&guest.lower) else {
+        let Some((link, own_mac)) = state
+            .link(&guest.lower)
+            .and_then(|l| l.mac.map(|mac| (l, mac)))
+        else {
             continue;
         };
-        let own_ll = state
-            .addrs6
-            .iter()
-            .find(|a| a.index == link.index && a.addr.net.is_link_local())
-            .map(|a| a.addr.net.addr);
+        if guest.gateways.is_empty() {
+            continue;
+        }
+        let asker = Asker::open(link.index, own_mac)?;
         for g in &guest.gateways {
             log::info!(
                 "{}: asking the IPv6 gateway {} for its link-local address and MAC (up to {TIMEOUT:?})",
@@ -64,7 +67,7 @@ pub fn learn(
                 g.gateway
             );
             let start = Instant::now();
-            match find(nl, link.index, guest.mac, own_ll, g.gateway, deadline, stop)? {
+            match asker.find(g.gateway, deadline, stop)? {
                 Some((link_local, mac)) => {
                     log::info!(
                         "{}: IPv6 gateway {} is {link_local} at {mac} (found in {} ms)",
@@ -79,6 +82,7 @@ pub fn learn(
                         mac,
                     });
                 }
+                None if stop() => return Ok(learned),
                 None => log::warn!(
                     "{}: the IPv6 gateway {} did not answer neighbour discovery within {TIMEOUT:?}: the guest gets {}'s IPv6 address but no route through it",
                     guest.lower,
@@ -91,108 +95,114 @@ pub fn learn(
     Ok(learned)
 }
 
-/// The link-local address and MAC of `gateway`, seen from the interface `index` (whose MAC is
-/// `own_mac` and link-local address `own_ll`).
-fn find(
-    nl: &mut Netlink,
-    index: u32,
-    own_mac: Mac,
-    own_ll: Option<Ipv6Addr>,
-    gateway: Ipv6Addr,
-    deadline: Instant,
-    stop: &dyn Fn() -> Result<()>,
-) -> Result<Option<(Ipv6Addr, Mac)>> {
-    let start = Instant::now();
-    let Some(mac) = resolve(nl, index, gateway, deadline, stop)? else {
-        return Ok(None);
-    };
-    log::debug!("{gateway} is at {mac} ({} ms)", start.elapsed().as_millis());
-    if is_link_local6(gateway) {
-        return Ok(Some((gateway, mac)));
-    }
-    // The echo gets most of the time; what is left goes to the derived address.
-    let echo_deadline = deadline.checked_sub(ECHO_RESERVE).unwrap_or(deadline);
-    if let Some(src) = own_ll
-        && let Some(ll) = echo(index, own_mac, src, mac, echo_deadline, stop)?
-    {
-        return Ok(Some((ll, mac)));
-    }
-    let derived = mac.link_local();
-    Ok((resolve(nl, index, derived, deadline, stop)? == Some(mac)).then_some((derived, mac)))
-}
-
-/// The MAC the kernel's neighbour discovery finds for `addr` on the interface `index`.
-fn resolve(
-    nl: &mut Netlink,
-    index: u32,
-    addr: Ipv6Addr,
-    deadline: Instant,
-    stop: &dyn Fn() -> Result<()>,
-) -> Result<Option<Mac>> {
-    let mut asked = false;
-    loop {
-        let known = nl
-            .neighbours6()
-            .map_err(|e| Error::os("read the IPv6 neighbour table", e))?
-            .iter()
-            .filter_map(discover6::neigh6_known)
-            .find(|(i, a, _)| *i == index && *a == addr)
-            .map(|(_, _, mac)| mac);
-        if known.is_some() || Instant::now() >= deadline {
-            return Ok(known);
-        }
-        if !asked {
-            asked = true;
-            // The kernel asks (a neighbour solicitation) before it sends the datagram.
-            let scope = if is_link_local6(addr) { index } else { 0 };
-            if let Err(e) = UdpSocket::bind("[::]:0")
-                .and_then(|s| s.send_to(&[], SocketAddrV6::new(addr, DISCARD, 0, scope)))
-            {
-                log::debug!("neighbour discovery of {addr}: {e}");
-            }
-        }
-        stop()?;
-        sleep(Duration::from_millis(2));
-    }
-}
-
-/// The link-local source of the echo reply of the node with `mac` (see `ndp::echo_probe`).
-fn echo(
-    index: u32,
-    own_mac: Mac,
-    own_ll: Ipv6Addr,
+/// Raw frames on one container NIC, sent from its MAC and the link-local address derived
+/// from it.
+struct Asker {
+    socket: PacketSocket,
     mac: Mac,
-    deadline: Instant,
-    stop: &dyn Fn() -> Result<()>,
-) -> Result<Option<Ipv6Addr>> {
-    let socket = PacketSocket::open(index).map_err(raw_socket_error)?;
-    if let Err(e) = socket.only_from(mac) {
-        log::debug!("packet filter: {e}");
+    addr: Ipv6Addr,
+}
+
+impl Asker {
+    fn open(index: u32, mac: Mac) -> Result<Asker> {
+        let socket = PacketSocket::open(index).map_err(raw_socket_error)?;
+        let addr = mac.link_local();
+        // A gateway that does not know our MAC asks for it there (a macvlan or a physical
+        // NIC passes a group's frames only when someone joined it).
+        socket
+            .join(ndp::multicast_mac(ndp::solicited_node(addr)))
+            .map_err(raw_socket_error)?;
+        Ok(Asker { socket, mac, addr })
     }
-    let id = (std::process::id() as u16) ^ 0x7636;
-    let probe = ndp::echo_probe(own_mac, mac, own_ll, id);
-    let mut buf = vec![0u8; 2048];
-    let mut sent = Instant::now() - ECHO_AGAIN;
-    loop {
-        if sent.elapsed() >= ECHO_AGAIN {
-            socket
-                .send(&probe)
-                .map_err(|e| Error::os("send an IPv6 echo request to the gateway", e))?;
-            sent = Instant::now();
+
+    /// The link-local address and MAC of `gateway`, `None` if it did not answer in time.
+    fn find(
+        &self,
+        gateway: Ipv6Addr,
+        deadline: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<(Ipv6Addr, Mac)>> {
+        let start = Instant::now();
+        let Some(mac) = self.resolve(gateway, deadline, stop)? else {
+            return Ok(None);
+        };
+        log::debug!("{gateway} is at {mac} ({} ms)", start.elapsed().as_millis());
+        if is_link_local6(gateway) {
+            return Ok(Some((gateway, mac)));
         }
-        while let Some(n) = socket
-            .recv(&mut buf)
-            .map_err(|e| Error::os("read the gateway's echo reply", e))?
-        {
-            if let Some(ll) = ndp::echo_answer(&buf[..n], mac, own_ll, id) {
-                return Ok(Some(ll));
+        // The echo gets most of the time; what is left goes to the derived address.
+        let echo_deadline = deadline.checked_sub(ECHO_RESERVE).unwrap_or(deadline);
+        let id = (std::process::id() as u16) ^ 0x7636;
+        let probe = ndp::echo_probe(self.mac, mac, self.addr, id);
+        let addr = self.addr;
+        if let Some(ll) = self.ask(&probe, echo_deadline, stop, &|frame| {
+            ndp::echo_answer(frame, mac, addr, id)
+        })? {
+            return Ok(Some((ll, mac)));
+        }
+        let derived = mac.link_local();
+        Ok((self.resolve(derived, deadline, stop)? == Some(mac)).then_some((derived, mac)))
+    }
+
+    /// The MAC that answers a neighbour solicitation for `target`.
+    fn resolve(
+        &self,
+        target: Ipv6Addr,
+        deadline: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Mac>> {
+        let group = ndp::multicast_mac(ndp::solicited_node(target));
+        let probe = ndp::solicitation(self.mac, group, self.addr, target);
+        self.ask(&probe, deadline, stop, &|frame| {
+            ndp::advertiser_of(frame, target)
+        })
+    }
+
+    /// Sends `probe` every `AGAIN` until a frame that arrives gives `answer`, the deadline
+    /// passes or `stop` says so.
+    fn ask<T>(
+        &self,
+        probe: &[u8],
+        deadline: Instant,
+        stop: &dyn Fn() -> bool,
+        answer: &dyn Fn(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let mut buf = vec![0u8; 2048];
+        let mut sent: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if sent.is_none_or(|t| now >= t + AGAIN) {
+                self.socket.send(probe).map_err(|e| {
+                    Error::os("send a neighbour discovery probe to the IPv6 gateway", e)
+                })?;
+                sent = Some(now);
+            }
+            while let Some(n) = self
+                .socket
+                .recv(&mut buf)
+                .map_err(|e| Error::os("read the IPv6 gateway's answer", e))?
+            {
+                if let Some(found) = answer(&buf[..n]) {
+                    return Ok(Some(found));
+                }
+            }
+            if now >= deadline || stop() {
+                return Ok(None);
+            }
+            let wait = POLL.min(deadline - now);
+            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            // At most `POLL` (20 ms), so it fits; at least 1 ms, so this is no busy loop.
+            let timeout = PollTimeout::from(wait.as_millis().clamp(1, 20) as u16);
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(Error::os(
+                        "wait for the IPv6 gateway's answer",
+                        io::Error::from(e),
+                    ));
+                }
             }
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        stop()?;
-        sleep(Duration::from_millis(1));
     }
 }
 

@@ -4,7 +4,7 @@
 //! Pure: `ndp` (neighbour-discovery frames as bytes), `dhcp6` (a one-client DHCPv6 server),
 //! `announce` (what each door tells the guest, by whom and when).
 //! Touch the system: `packet` (raw frames on one interface), `announcer` (the doors' sockets),
-//! `gateway6` (each IPv6 gateway's MAC, learned from the container).
+//! `gateway6` (each IPv6 gateway's MAC, learned on the container NIC while QEMU starts).
 //!
 //! Imports `net`, `takeover` and `vm` (the seed's NIC descriptions).
 

@@ -18,6 +18,8 @@ const ROUTER_SOLICITATION: u8 = 133;
 const NEIGHBOUR_SOLICITATION: u8 = 135;
 const ROUTER_ADVERTISEMENT: u8 = 134;
 const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+/// The source link-layer address option (RFC 4861 4.6.1).
+const OPT_SOURCE_LL: u8 = 1;
 /// `ff02::1`, all nodes on the link.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// Ethernet multicast MACs of `ff02::2` (all routers) and `ff02::1:2` (DHCPv6 servers): what
@@ -272,8 +274,35 @@ pub fn echo_answer(frame: &[u8], mac: Mac, src: Ipv6Addr, id: u16) -> Option<Ipv
 /// detection sends it (RFC 4862 5.4.2), but to `to` alone: `vminit health` asks whether the
 /// guest holds `target`. A node that holds it answers to all nodes (`ff02::1`).
 pub fn solicitation_probe(from: Mac, to: Mac, target: Ipv6Addr) -> Vec<u8> {
-    let t = target.octets();
-    let group = Ipv6Addr::new(
+    solicitation(from, to, Ipv6Addr::UNSPECIFIED, target)
+}
+
+/// A neighbour solicitation for `target` from `src`, whose MAC is `from` (the source
+/// link-layer address option, left out from the unspecified address as RFC 4861 7.2.2
+/// says), in a frame to `to`, to the IPv6 group `target`'s solicited-node address.
+pub fn solicitation(from: Mac, to: Mac, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut payload = vec![NEIGHBOUR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+    payload.extend(target.octets());
+    if !src.is_unspecified() {
+        payload.extend([OPT_SOURCE_LL, 1]);
+        payload.extend(from.0);
+    }
+    ipv6_frame(
+        to,
+        from,
+        255,
+        src,
+        solicited_node(target),
+        PROTO_ICMPV6,
+        payload,
+    )
+}
+
+/// The solicited-node multicast address of `addr` (`ff02::1:ffXX:XXXX`, RFC 4291 2.7.1):
+/// where a neighbour solicitation for it goes.
+pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+    let t = addr.octets();
+    Ipv6Addr::new(
         0xff02,
         0,
         0,
@@ -282,29 +311,31 @@ pub fn solicitation_probe(from: Mac, to: Mac, target: Ipv6Addr) -> Vec<u8> {
         1,
         0xff00 | u16::from(t[13]),
         u16::from_be_bytes([t[14], t[15]]),
-    );
-    let mut payload = vec![NEIGHBOUR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
-    payload.extend(t);
-    ipv6_frame(
-        to,
-        from,
-        255,
-        Ipv6Addr::UNSPECIFIED,
-        group,
-        PROTO_ICMPV6,
-        payload,
     )
+}
+
+/// The Ethernet multicast MAC of the IPv6 group `group` (`33:33` and its last four bytes).
+pub fn multicast_mac(group: Ipv6Addr) -> Mac {
+    let g = group.octets();
+    Mac([0x33, 0x33, g[12], g[13], g[14], g[15]])
+}
+
+/// The MAC of the node that advertises `target` in `frame` (a neighbour advertisement with a
+/// correct checksum and hop limit 255): the frame's Ethernet source.
+pub fn advertiser_of(frame: &[u8], target: Ipv6Addr) -> Option<Mac> {
+    Packet::parse(frame)
+        .filter(|p| {
+            p.is_icmp(NEIGHBOUR_ADVERTISEMENT)
+                && p.hop_limit == 255
+                && p.payload.get(8..24) == Some(&target.octets()[..])
+        })
+        .map(|p| p.from)
 }
 
 /// Whether `frame` is a neighbour advertisement from `mac` for `target` (with a correct
 /// checksum and hop limit 255).
 pub fn is_advertisement_of(frame: &[u8], mac: Mac, target: Ipv6Addr) -> bool {
-    Packet::parse(frame).is_some_and(|p| {
-        p.from == mac
-            && p.is_icmp(NEIGHBOUR_ADVERTISEMENT)
-            && p.hop_limit == 255
-            && p.payload.get(8..24) == Some(&target.octets()[..])
-    })
+    advertiser_of(frame, target) == Some(mac)
 }
 
 #[cfg(test)]
@@ -475,5 +506,39 @@ mod tests {
             !is_advertisement_of(&forwarded, guest, target),
             "hop limit 255 only"
         );
+    }
+    #[test]
+    fn the_gateway_is_asked_from_an_address_of_our_own_and_its_advert_names_its_mac() {
+        let (own, gateway_mac) = (Mac([2, 9, 8, 7, 6, 5]), Mac([2, 0x42, 0xfe, 0, 0, 1]));
+        let src = own.link_local();
+        let target: Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let probe = solicitation(own, multicast_mac(solicited_node(target)), src, target);
+        let p = Packet::parse(&probe).unwrap();
+        assert_eq!(p.to, Mac([0x33, 0x33, 0xff, 0, 0, 1]), "the group's MAC");
+        assert_eq!(p.dst, "ff02::1:ff00:1".parse::<Ipv6Addr>().unwrap());
+        // Never from the unspecified address: a tentative gateway would give its address up.
+        assert_eq!((p.src, p.from, p.hop_limit), (src, own, 255));
+        assert!(p.is_icmp(NEIGHBOUR_SOLICITATION));
+        assert_eq!(&p.payload[8..24], &target.octets()[..]);
+        // The source link-layer address option: the gateway answers to it directly.
+        assert_eq!(&p.payload[24..], &[1, 1, 2, 9, 8, 7, 6, 5][..]);
+        // From the unspecified address, no such option (RFC 4861 7.2.2).
+        let dad = solicitation(own, gateway_mac, Ipv6Addr::UNSPECIFIED, target);
+        assert_eq!(Packet::parse(&dad).unwrap().payload.len(), 24);
+
+        // What Linux answers: a solicited advertisement from the target address, to us.
+        let mut na = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x60, 0, 0, 0];
+        na.extend(target.octets());
+        na.extend([2, 1]);
+        na.extend(gateway_mac.0);
+        let answer = ipv6_frame(own, gateway_mac, 255, target, src, PROTO_ICMPV6, na.clone());
+        assert_eq!(advertiser_of(&answer, target), Some(gateway_mac));
+        let other: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        assert_eq!(advertiser_of(&answer, other), None, "another target");
+        let mut bad = answer.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(advertiser_of(&bad, target), None, "a wrong checksum");
+        assert_eq!(advertiser_of(&probe, target), None, "a solicitation");
     }
 }

@@ -83,15 +83,84 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
         }
     }
 
-    /// Applies every step in order; on the first failure undoes what was applied.
+    /// Applies every step in order; on the first failure undoes what was applied. Steps
+    /// that are one plain request each go to the kernel in batches (`batch_len`).
     pub fn apply_all(&mut self, steps: &[Step]) -> Result<()> {
-        for step in steps {
-            if let Err(e) = self.apply(step) {
+        let mut at = 0;
+        while at < steps.len() {
+            let n = self.batch_len(&steps[at..]);
+            let result = if n > 1 {
+                self.apply_batch(&steps[at..at + n])
+            } else {
+                self.apply(&steps[at])
+            };
+            if let Err(e) = result {
                 self.rollback();
                 return Err(e);
             }
+            at += n.max(1);
         }
         Ok(())
+    }
+
+    /// How many of `steps`, from the first, go to the kernel in one batch: plain requests
+    /// on links that exist (`batchable`); a batch ends with the identity record (an alias),
+    /// so that nothing is changed before the kernel has said it holds it, and at the test
+    /// hook's step, so that a test can kill vminit right after it.
+    fn batch_len(&self, steps: &[Step]) -> usize {
+        let mut n = 0;
+        for step in steps {
+            if !batchable(step) || self.pause_after_apply == Some(self.applied + n) {
+                break;
+            }
+            n += 1;
+            if matches!(step, Step::SetAlias { .. }) {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Applies `steps` (all `batchable`) as one batch: each is logged, queued, and then
+    /// sent together; the kernel carries out each, whether one before it failed or not, so
+    /// every step it acknowledged counts as applied (a rollback undoes exactly those), and
+    /// the first failure is the error. A step that fails before it is queued (a link that
+    /// cannot be found) ends the batch there.
+    fn apply_batch(&mut self, steps: &[Step]) -> Result<()> {
+        self.nl.defer();
+        let mut queued = Vec::new();
+        let mut failed = None;
+        for step in steps {
+            log::info!("{step}");
+            match self.exec(step) {
+                Ok(()) => queued.push(step),
+                Err(source) => {
+                    failed = Some(Error::Step {
+                        step: step.clone(),
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        let results = self.nl.flush();
+        let mut first_failure = None;
+        for (step, result) in queued.into_iter().zip(results) {
+            match result {
+                Err(e) if !tolerated(step, &e) => {
+                    first_failure.get_or_insert(Error::Step {
+                        step: step.clone(),
+                        source: e,
+                    });
+                }
+                Err(e) => log::info!("{step}: {e}; nothing to do"),
+                Ok(()) => self.applied_one(step),
+            }
+        }
+        match first_failure.or(failed) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Applies one step, logging it as the `ip` command it equals.
@@ -118,12 +187,17 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 }
             }
         }
+        self.applied_one(step);
+        Ok(())
+    }
+
+    /// Remembers `step` as applied (and stops for good there when the test hook says so).
+    fn applied_one(&mut self, step: &Step) {
         self.done.push(step.clone());
         self.applied += 1;
         if self.pause_after_apply == Some(self.applied) {
             park(&format!("setup step {}: {step}", self.applied));
         }
-        Ok(())
     }
 
     /// Forgets the applied steps (they are now the caller's to undo, or to keep).
@@ -282,9 +356,7 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             Step::NoAddrGen { dev } => {
                 let i = self.index(dev)?;
                 match self.nl.no_addr_gen(i) {
-                    // No IPv6 on this link at all (a kernel without it, an MTU below 1280):
-                    // nothing to prevent.
-                    Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(()),
+                    Err(e) if tolerated(step, &e) => Ok(()),
                     other => other,
                 }
             }
@@ -309,6 +381,25 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
             },
         }
     }
+}
+
+/// Whether `step` is one plain rtnetlink request on links that exist: what a batch holds.
+/// Not: link creation (its index is needed next, and `EEXIST` is retried), link deletion,
+/// taps, the ethtool call.
+fn batchable(step: &Step) -> bool {
+    !matches!(
+        step,
+        Step::AddLink { .. }
+            | Step::DelLink { .. }
+            | Step::AddTap { .. }
+            | Step::TxChecksumOff { .. }
+    )
+}
+
+/// Whether the failure `e` of `step` leaves nothing to do: `addrgenmode none` on a link
+/// without IPv6 at all (a kernel without it, an MTU below 1280) has nothing to prevent.
+fn tolerated(step: &Step, e: &io::Error) -> bool {
+    matches!(step, Step::NoAddrGen { .. }) && e.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }
 
 /// The test hook's end: says where it stopped, then waits to be killed.
@@ -360,6 +451,11 @@ mod tests {
         /// Whether new links' indexes are echoed (Linux 6.3 and later).
         echo: bool,
         dumps: u32,
+        /// While `defer`red: the results of the calls made, which `flush` reports (the calls
+        /// themselves are carried out, as the kernel does with a batch).
+        deferred: Option<Vec<io::Result<()>>>,
+        /// How many calls each `flush` reported.
+        batches: Vec<usize>,
     }
 
     impl FakeKernel {
@@ -382,13 +478,21 @@ mod tests {
 
         fn call(&mut self, text: String) -> io::Result<()> {
             self.calls.push(text.clone());
+            let mut result = Ok(());
             for (prefix, errno, times) in &mut self.failures {
                 if *times > 0 && text.starts_with(prefix.as_str()) {
                     *times -= 1;
-                    return Err(io::Error::from_raw_os_error(*errno));
+                    result = Err(io::Error::from_raw_os_error(*errno));
+                    break;
                 }
             }
-            Ok(())
+            match &mut self.deferred {
+                Some(results) => {
+                    results.push(result);
+                    Ok(())
+                }
+                None => result,
+            }
         }
     }
 
@@ -469,6 +573,14 @@ mod tests {
                 "filter add {index} prio {} to {target:?}",
                 filter.prio
             ))
+        }
+        fn defer(&mut self) {
+            self.deferred = Some(Vec::new());
+        }
+        fn flush(&mut self) -> Vec<io::Result<()>> {
+            let results = self.deferred.take().unwrap_or_default();
+            self.batches.push(results.len());
+            results
         }
     }
 
@@ -561,16 +673,24 @@ mod tests {
 
     /// A shortened takeover of eth0 (index 2): address off, new MAC, macvtap, door.
     fn takeover() -> Vec<Step> {
-        vec![
+        let mut steps = address_off_and_new_mac().to_vec();
+        steps.extend([
+            add_link(MacLinkKind::Macvtap, "vmtap0"),
+            add_link(MacLinkKind::Macvlan, "vmlink0"),
+            Step::add_addr("vmlink0", addr("169.254.1.2/32")),
+        ]);
+        steps
+    }
+
+    /// eth0's address off, and its new MAC.
+    fn address_off_and_new_mac() -> [Step; 2] {
+        [
             Step::del_addr("eth0", addr("10.1.0.2/24")),
             Step::SetMac {
                 dev: "eth0".into(),
                 mac: Mac([2, 0, 0, 0, 0, 9]),
                 old: Mac([2, 0x42, 10, 1, 0, 2]),
             },
-            add_link(MacLinkKind::Macvtap, "vmtap0"),
-            add_link(MacLinkKind::Macvlan, "vmlink0"),
-            Step::add_addr("vmlink0", addr("169.254.1.2/32")),
         ]
     }
 
@@ -580,14 +700,17 @@ mod tests {
         a
     }
 
+    /// `steps` applied on eth0 (index 2) by a kernel that fails the first call starting
+    /// with `prefix` with `errno`: the kernel afterwards, and the error.
+    fn failed_at(prefix: &str, errno: i32, steps: &[Step]) -> (FakeKernel, Error) {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail(prefix, errno, 1);
+        let e = applier(&mut kernel).apply_all(steps).unwrap_err();
+        (kernel, e)
+    }
+
     #[test]
     fn a_failed_step_rolls_back_what_was_applied_newest_first() {
-        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]).fail(
-            "addr add 169.254.1.2/32",
-            libc::ENOSPC,
-            1,
-        );
-        let e = applier(&mut kernel).apply_all(&takeover()).unwrap_err();
+        let (kernel, e) = failed_at("addr add 169.254.1.2/32", libc::ENOSPC, &takeover());
         assert!(
             matches!(e, Error::Step { ref step, ref source } if *step == takeover()[4] && source.raw_os_error() == Some(libc::ENOSPC)),
             "{e}"
@@ -751,5 +874,98 @@ mod tests {
         ]);
         assert!(a.take_applied().is_empty());
         assert_eq!(kernel.calls, ["link del 4", "link del 3"]);
+    }
+    /// One NIC's takeover as the plan makes it: the door and its record, the container
+    /// NIC's route and address off, its new MAC, the macvtap, the door's address and routes.
+    fn nic_takeover() -> Vec<Step> {
+        let mut steps = vec![
+            add_link(MacLinkKind::Macvlan, "vmlink0"),
+            Step::SetAlias {
+                dev: "vmlink0".into(),
+                alias: "vminit:door eth0".into(),
+            },
+            Step::del_route(
+                "eth0",
+                crate::net::netstate::KernelRoute::main(crate::net::types::Route {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                    metric: None,
+                }),
+            ),
+        ];
+        steps.extend(address_off_and_new_mac());
+        steps.extend([
+            add_link(MacLinkKind::Macvtap, "vmtap0"),
+            Step::NoAddrGen {
+                dev: "vmtap0".into(),
+            },
+            Step::SetUpAllMulticast {
+                dev: "vmtap0".into(),
+            },
+            Step::TxChecksumOff {
+                dev: "vmlink0".into(),
+            },
+            Step::add_addr("vmlink0", addr("169.254.1.2/32")),
+            Step::add_addr("vmlink0", addr("169.254.1.5/32")),
+        ]);
+        steps
+    }
+
+    #[test]
+    fn plain_requests_go_in_batches_that_end_at_the_record_and_before_each_link_creation() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]);
+        applier(&mut kernel).apply_all(&nic_takeover()).unwrap();
+        // The alias alone (the record before any change), the route, address and MAC
+        // together, the macvtap's two settings, the door's two addresses.
+        assert_eq!(kernel.batches, [3, 2, 2], "{:?}", kernel.calls);
+        assert_eq!(kernel.calls.len(), 11, "{:?}", kernel.calls);
+        let mut one_by_one = FakeKernel::with_links(&["lo", "eth0"]);
+        let mut a = applier(&mut one_by_one);
+        for step in nic_takeover() {
+            a.apply(&step).unwrap();
+        }
+        assert_eq!(
+            kernel.calls, one_by_one.calls,
+            "the same requests, in order"
+        );
+    }
+
+    #[test]
+    fn a_failure_in_the_middle_of_a_batch_undoes_exactly_what_the_kernel_applied() {
+        // The address is gone already; the kernel still sets the MAC after it, as it carries
+        // out every request of a batch.
+        let (kernel, e) = failed_at("addr del 10.1.0.2/24", libc::EADDRNOTAVAIL, &nic_takeover());
+        assert!(
+            matches!(e, Error::Step { ref step, .. } if *step == nic_takeover()[3]),
+            "the first failure is the error: {e}"
+        );
+        assert_eq!(
+            kernel.calls,
+            [
+                "link add vmlink0 lower 2",
+                "link set 101 alias vminit:door eth0",
+                "route del default via 10.1.0.1 dev 2",
+                "addr del 10.1.0.2/24 dev 2",
+                "link set 2 address 02:00:00:00:00:09",
+                // rollback, newest first: the MAC the kernel set after the failure, the
+                // route; not the address it did not delete; the door (its alias with it)
+                "link set 2 address 02:42:0a:01:00:02",
+                "route add default via 10.1.0.1 dev 2",
+                "link del 101",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_ends_at_the_step_the_test_hook_stops_after() {
+        let mut kernel = FakeKernel::with_links(&["lo", "eth0"]);
+        let mut a = applier(&mut kernel);
+        let steps = nic_takeover();
+        assert_eq!(a.batch_len(&steps[2..]), 3);
+        a.applied = 2;
+        a.pause_after_apply = Some(4);
+        assert_eq!(a.batch_len(&steps[2..]), 2, "steps 3 and 4, then the pause");
+        a.pause_after_apply = Some(2);
+        assert_eq!(a.batch_len(&steps[2..]), 0, "paused before: one by one");
     }
 }

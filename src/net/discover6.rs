@@ -105,20 +105,6 @@ pub fn neigh6_of(msg: NeighbourMessage) -> Option<Neigh6Entry> {
     })
 }
 
-/// A neighbour whose link-layer address the kernel knows now (reachable, stale, being
-/// checked, or permanent): `(interface, address, MAC)`.
-pub fn neigh6_known(msg: &NeighbourMessage) -> Option<(u32, Ipv6Addr, Mac)> {
-    use NeighbourState::{Delay, Noarp, Permanent, Probe, Reachable, Stale};
-    if !matches!(
-        msg.header.state,
-        Reachable | Stale | Delay | Probe | Permanent | Noarp
-    ) {
-        return None;
-    }
-    let (addr, mac) = neigh6_addr_mac(msg)?;
-    Some((msg.header.ifindex, addr, mac))
-}
-
 /// A neighbour message's IPv6 address and MAC, when it has both.
 fn neigh6_addr_mac(msg: &NeighbourMessage) -> Option<(Ipv6Addr, Mac)> {
     let mut addr = None;

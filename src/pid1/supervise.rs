@@ -51,6 +51,24 @@ impl Signals {
         Ok(Signals { fd, original })
     }
 
+    /// The signals waiting to be read, by number, left waiting: for a wait that a request
+    /// to stop must end while the supervisor, which reads and acts on them, has not started.
+    #[allow(unsafe_code)]
+    pub fn waiting(&self) -> Vec<i32> {
+        // SAFETY: `set` is a sigset_t this function owns; sigemptyset and sigpending write
+        // into it and sigismember only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigpending(&mut set) != 0 {
+                return Vec::new();
+            }
+            (1..=libc::SIGRTMAX())
+                .filter(|&s| libc::sigismember(&set, s) == 1)
+                .collect()
+        }
+    }
+
     /// Reads every pending signal without waiting, by number (real-time signals such as
     /// SIGRTMIN+3 have no `Signal` value).
     pub fn pending(&self) -> Vec<i32> {

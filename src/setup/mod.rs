@@ -27,8 +27,8 @@ use crate::config::{self, Accel, Command, Config, Datapath, NetDatapath, Pause, 
 use crate::dhcp::dhcp_server::{self, DhcpServer};
 use crate::dhcp::resolv;
 use crate::error::{Error, NetworkError, Result};
-use crate::ipv6::announce::{Dns6, Learned};
-use crate::ipv6::announcer::Announcers;
+use crate::ipv6::announce::Dns6;
+use crate::ipv6::announcer::{Announcers, Listening};
 use crate::ipv6::packet::PacketSocket;
 use crate::net::apply::Applier;
 use crate::net::monitor::Monitor;
@@ -39,8 +39,9 @@ use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::takeover::plan6::Guest6;
-use crate::vm::accel::{self, Accelerator, Choice, KvmStatus};
+use crate::vm::accel::{self, Accelerator, Choice, KvmStatus, UserBackend};
 use crate::vm::devices::{self, Tap};
+use crate::vm::{sandbox, slirp};
 use crate::{
     dhcp::dnsmasq, ipv6::announce, ipv6::gateway6, net::discover, net::tun, pid1::lock,
     pid1::policy, pid1::spawn, takeover::identity, vm::console, vm::display, vm::machine,
@@ -81,6 +82,8 @@ struct Checked {
     tap_major: Option<u64>,
     /// The datapath every NIC gets.
     datapath: Datapath,
+    /// User mode's relay (passt, or slirp where passt cannot sandbox itself).
+    user_backend: UserBackend,
     /// vminit's effective capabilities (bit N: capability N).
     caps: u64,
 }
@@ -143,7 +146,13 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         .map_err(|msg| Error::config("VMINIT_RUN_DIR", msg))?;
     check_ram(config)?;
     devices::check_program(&paths.qemu, "QEMU")?;
+    // Probed before anything starts: a passt that cannot sandbox itself exits at once.
+    let user_backend = match datapath {
+        Datapath::User => report(accel::choose_user_backend(sandbox::probe_sandbox())),
+        Datapath::Macvtap | Datapath::Tap => UserBackend::Passt,
+    };
     match datapath {
+        Datapath::User if user_backend == UserBackend::Slirp => {}
         Datapath::User => devices::check_program(&paths.passt, "passt")?,
         Datapath::Macvtap | Datapath::Tap if config.dhcp => {
             devices::check_program(&paths.dnsmasq, "dnsmasq")?
@@ -174,6 +183,7 @@ fn check_inputs(config: &Config, signals: &Signals) -> Result<Checked> {
         shell,
         tap_major: devices::macvtap_major(&paths.proc_devices),
         datapath,
+        user_backend,
         caps,
     })
 }
@@ -409,7 +419,7 @@ impl<'a> Boot<'a> {
         };
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
-        let learned = self.learn_gateways6(&plan)?;
+        self.check_packet_sockets(&plan)?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
         let accel = match forced {
@@ -422,11 +432,12 @@ impl<'a> Boot<'a> {
             .map(|t| qemu::Netdev::Tap(t.raw_fds()))
             .collect();
         let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
-        // The announcers are nothing the guest can use before it has booted, so they open
-        // while QEMU starts: a guest solicits routers and asks DHCPv6 only once its
-        // link-local address has passed duplicate address detection (a second at least, RFC
-        // 4862), and what it sends after this line waits in the sockets for the supervisor.
-        if let Err(e) = self.open_announcers(&plan, &learned) {
+        // The announcers and the IPv6 gateways' facts are nothing the guest can use before
+        // it has booted, so they are had while QEMU starts: a guest solicits routers and asks
+        // DHCPv6 only once its link-local address has passed duplicate address detection (a
+        // second at least, RFC 4862), and what it sends after the doors' sockets opened
+        // waits in them until the supervisor reads it, announcers made.
+        if let Err(e) = self.announce6(&plan) {
             stop_at_once(qemu);
             return Err(e);
         }
@@ -450,9 +461,13 @@ impl<'a> Boot<'a> {
             .zip(netdevs)
             .map(|(n, netdev)| qemu::GuestNic {
                 slot: n.slot,
+                // slirp's own MTU is 1500: a larger one would be the guest's alone.
+                mtu: match netdev {
+                    qemu::Netdev::Slirp(_) => n.mtu.min(1500),
+                    _ => n.mtu,
+                },
                 netdev,
                 mac: n.mac,
-                mtu: n.mtu,
             })
             .collect();
         let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
@@ -463,30 +478,32 @@ impl<'a> Boot<'a> {
         self.start_qemu(&argv, taps)
     }
 
-    /// Finds the IPv6 gateways' link-local addresses and MACs from the container, while it
-    /// still has its addresses: the guest's router advertisements speak for them.
-    fn learn_gateways6(&mut self, plan: &Plan) -> Result<Vec<Learned>> {
+    /// Before anything changes: the IPv6 announcements need packet sockets.
+    fn check_packet_sockets(&self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        // Before anything changes: the announcements need packet sockets.
-        PacketSocket::probe().map_err(gateway6::raw_socket_error)?;
-        let state = self.discover()?;
-        let signals = self.signals;
-        gateway6::learn(&mut self.nl, &state, &plan.v6, &|| interrupted(signals))
+        PacketSocket::probe().map_err(gateway6::raw_socket_error)
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
-    /// advertisements, DHCPv6), which the supervisor then serves.
-    fn open_announcers(&mut self, plan: &Plan, learned: &[Learned]) -> Result<()> {
+    /// advertisements, DHCPv6), finds the IPv6 gateways' link-local addresses and MACs on
+    /// the container NICs (up to `gateway6::TIMEOUT`; a request to stop ends the wait, and the
+    /// supervisor then stops the guest), and makes the announcers the supervisor serves.
+    fn announce6(&mut self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp || plan.v6.is_empty() {
             return Ok(());
         }
         let state = self.discover()?;
+        let listening = Listening::open(&plan.v6, &state)?;
+        let signals = self.signals;
+        let learned = gateway6::learn(&state, &plan.v6, &|| stop_waiting(signals))?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
         let dns4 = dhcp_server::guest_dns(self.config).left_to_ipv6(&plan.nics);
-        self.announcers = Some(Announcers::open(&plan.v6, learned, &state, (&dns, dns4))?);
+        let mut announcers = Announcers::none();
+        announcers.start(listening, &learned, (&dns, dns4));
+        self.announcers = Some(announcers);
         Ok(())
     }
 
@@ -754,7 +771,7 @@ impl<'a> Boot<'a> {
     }
 
     fn start_qemu(&mut self, argv: &[OsString], taps: Vec<Tap>) -> Result<Pid> {
-        log::info!("starting {}", qemu::shell_line(argv));
+        log::info!("starting {}", slirp::abbreviate(&qemu::shell_line(argv)));
         let mut keep: Vec<RawFd> = taps.iter().flat_map(Tap::raw_fds).collect();
         keep.extend(self.checked.media.fds());
         let options = spawn::SpawnOptions {
@@ -918,6 +935,14 @@ fn interrupted(signals: &Signals) -> Result<()> {
         Some(sig) => Err(Error::Interrupted(sig)),
         None => Ok(()),
     }
+}
+
+/// Whether a request to stop waits to be read (left for the supervisor to read and act on).
+fn stop_waiting(signals: &Signals) -> bool {
+    signals
+        .waiting()
+        .into_iter()
+        .any(|s| policy::is_stop_request(s) || policy::is_stop_now(s))
 }
 
 /// A request to stop (SIGTERM, SIGINT, SIGPWR, SIGRTMIN+3, SIGQUIT) that arrived while

@@ -392,7 +392,7 @@ impl Guest<'_> {
             return Vec::new();
         }
         // The supervisor reads the signals itself: nothing stops this wait (3 s at most).
-        gateway6::learn(&mut self.nl, state, guests, &|| Ok(())).unwrap_or_else(|e| {
+        gateway6::learn(state, guests, &|| false).unwrap_or_else(|e| {
             log::warn!("{e}");
             Vec::new()
         })

@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -15,14 +16,16 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getgid, getuid};
 
 use super::Boot;
-use crate::config::UserPorts;
+use crate::config::{QemuCaps, UserPorts};
 use crate::dhcp::resolv;
 use crate::error::{Error, Result};
+use crate::net::discover;
 use crate::net::types::Mac;
 use crate::pid1::policy::{self, Child};
 use crate::pid1::spawn;
 use crate::takeover::plan::Plan;
-use crate::vm::{console, devices, passt, qemu};
+use crate::vm::accel::UserBackend;
+use crate::vm::{console, devices, passt, qemu, slirp};
 
 /// How long a passt gets to bind its socket and ports.
 const PASST_START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,14 +78,19 @@ impl Boot<'_> {
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
         let kvm = self.start_kvm_probe();
-        self.start_passts(&plan)?;
-        let accel = self.choose_accelerator(kvm)?;
-        self.wait_for_passts()?;
-        let netdevs = self
-            .passts
-            .iter()
-            .map(|p| qemu::Netdev::Stream(p.socket.clone()))
-            .collect();
+        let (accel, netdevs) = match self.checked.user_backend {
+            UserBackend::Slirp => {
+                let netdevs = self.slirp_netdevs(&plan);
+                (self.choose_accelerator(kvm)?, netdevs)
+            }
+            UserBackend::Passt => {
+                self.start_passts(&plan)?;
+                let accel = self.choose_accelerator(kvm)?;
+                self.wait_for_passts()?;
+                let sockets = self.passts.iter().map(|p| p.socket.clone());
+                (accel, sockets.map(qemu::Netdev::Stream).collect())
+            }
+        };
         self.launch(
             &plan,
             netdevs,
@@ -93,10 +101,89 @@ impl Boot<'_> {
         )
     }
 
+    /// QEMU's own user networking for every guest NIC, where passt cannot sandbox itself:
+    /// slirp reads the container's resolv.conf itself and relays the guest's DNS there.
+    fn slirp_netdevs(&self, plan: &Plan) -> Vec<qemu::Netdev> {
+        let resolv = self.resolv();
+        self.warn_guest_dns();
+        // QEMU binds the ports: with QEMU_CAPS=drop it has no CAP_NET_BIND_SERVICE.
+        let keeps_caps = self.config.qemu_caps != QemuCaps::Drop;
+        let (ports, warning) = self.bindable_ports(keeps_caps);
+        let (ports, all) = slirp::ports(&ports);
+        for warning in [warning, all].into_iter().flatten() {
+            log::warn!("{warning}");
+        }
+        let hostname = discover::hostname();
+        // UDP from the container's every address goes to one NIC: the default route's, else
+        // the first with an address.
+        let udp_nic = plan
+            .nics
+            .iter()
+            .position(|n| n.gateway.is_some())
+            .or_else(|| plan.nics.iter().position(|n| n.addr.is_some()));
+        plan.nics
+            .iter()
+            .enumerate()
+            .map(|(i, nic)| {
+                let addr = nic.addr.map(|net| net.addr);
+                let tcp = free_ports(&ports, addr, Protocol::Tcp, &nic.lower);
+                let udp = match udp_nic == Some(i) {
+                    true => free_ports(&ports, None, Protocol::Udp, &nic.lower),
+                    false => Vec::new(),
+                };
+                if let Some(guest) = addr {
+                    let n = slirp::network(guest, nic.gateway);
+                    log::info!(
+                        "slirp for {}: the guest is {guest} in {}, its router {}, its resolver {} (relayed to the container's); {} TCP port(s) forwarded from {guest}, {} UDP port(s) from every address of the container",
+                        nic.lower,
+                        n.net,
+                        n.host,
+                        n.dns,
+                        tcp.len(),
+                        udp.len(),
+                    );
+                }
+                qemu::Netdev::Slirp(slirp::options(&slirp::SlirpNic {
+                    addr,
+                    gateway: nic.gateway,
+                    tcp: &tcp,
+                    udp: &udp,
+                    hostname: &hostname,
+                    search: &resolv.search,
+                }))
+            })
+            .collect()
+    }
+
+    fn resolv(&self) -> resolv::Resolv {
+        resolv::parse(&fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default())
+    }
+
+    fn warn_guest_dns(&self) {
+        if !self.config.guest_dns.is_empty() {
+            log::warn!(
+                "GUEST_DNS is not used in user mode: the guest gets the container's resolvers"
+            );
+        }
+    }
+
+    /// `USER_PORTS`, narrowed to what the relay may bind here (`keeps_caps`: it keeps vminit's
+    /// capabilities), and the warning that says so.
+    fn bindable_ports(&self, keeps_caps: bool) -> (UserPorts, Option<String>) {
+        let unprivileged = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+        passt::bindable(
+            &self.config.user_ports,
+            unprivileged,
+            keeps_caps && self.checked.caps & (1 << devices::CAP_NET_BIND_SERVICE) != 0,
+        )
+    }
+
     /// Starts one passt per guest NIC, in the foreground as vminit's children.
     fn start_passts(&mut self, plan: &Plan) -> Result<()> {
-        let resolv =
-            resolv::parse(&fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default());
+        let resolv = self.resolv();
         // passt reads the container's resolv.conf itself; a loopback resolver (Docker's
         // 127.0.0.11) reaches the guest only as the gateway's address, which passt relays.
         // (The first IPv4 one decides: the guest gets its IPv4 DNS from passt's DHCP.)
@@ -111,20 +198,8 @@ impl Boot<'_> {
                 "DNS: the guest asks its gateway's address, which passt relays to {ip}; the guest's other connections to that address reach the container's loopback"
             );
         }
-        if !self.config.guest_dns.is_empty() {
-            log::warn!(
-                "GUEST_DNS is not used in user mode: the guest gets the container's resolvers"
-            );
-        }
-        let unprivileged = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(1024);
-        let (ports, warning) = passt::bindable(
-            &self.config.user_ports,
-            unprivileged,
-            self.checked.caps & (1 << devices::CAP_NET_BIND_SERVICE) != 0,
-        );
+        self.warn_guest_dns();
+        let (ports, warning) = self.bindable_ports(true);
         if let Some(warning) = warning {
             log::warn!("{warning}");
         }
@@ -245,6 +320,41 @@ pub(super) fn stop_passts(passts: &mut [Passt]) {
     for passt in passts.iter() {
         let _ = fs::remove_file(&passt.socket);
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// The forwards whose port on `addr` (`None`: every address) can be bound now: QEMU refuses
+/// to start when one cannot (a service of the container on that port, Docker's resolver's);
+/// the others are left out with one warning.
+fn free_ports(
+    ports: &[(u16, u16)],
+    addr: Option<Ipv4Addr>,
+    protocol: Protocol,
+    lower: &str,
+) -> Vec<(u16, u16)> {
+    let ip = addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let (free, busy): (Vec<_>, Vec<_>) = ports.iter().partition(|(port, _)| match protocol {
+        Protocol::Tcp => TcpListener::bind((ip, *port)).is_ok(),
+        Protocol::Udp => UdpSocket::bind((ip, *port)).is_ok(),
+    });
+    if !busy.is_empty() {
+        let list: Vec<String> = busy.iter().map(|(p, _)| p.to_string()).collect();
+        log::warn!(
+            "slirp for {lower}: {} port(s) {} of {ip} are not forwarded: the container already uses them",
+            if protocol == Protocol::Tcp {
+                "TCP"
+            } else {
+                "UDP"
+            },
+            list.join(",")
+        );
+    }
+    free
 }
 
 /// What `USER_PORTS` forwards, for the log.

@@ -149,7 +149,7 @@ pub fn choose_datapath(
 }
 
 /// What the guest loses in user mode, said wherever user mode is chosen for want of better.
-const USER_LOSES: &str = "the guest keeps the container's addresses, but passt relays its TCP, UDP and ping at socket level: its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
+const USER_LOSES: &str = "the guest keeps the container's addresses, but its TCP, UDP and ping are relayed at socket level (by passt, or by slirp where passt cannot sandbox itself: the next line says which): its MAC is not on the wire, no other protocol passes, only USER_PORTS reach it from outside, NICs connected later are not plugged in, and throughput is lower";
 
 /// The flags that give the datapaths which hand the NIC itself to the guest.
 pub const BETTER_FLAGS: &str = "--cap-add NET_ADMIN with --device-cgroup-rule 'c <macvtap major>:* rwm' for macvtap, or with --device /dev/net/tun for tap";
@@ -165,14 +165,14 @@ pub fn choose_user(
     let user = |why: String| {
         Ok(Choice {
             value: Datapath::User,
-            report: format!("datapath: user mode, passt ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
+            report: format!("datapath: user mode ({why}): {USER_LOSES}; {BETTER_FLAGS}"),
             warning: true,
         })
     };
     match (want, net_admin) {
         (NetDatapath::User, _) => Ok(Choice {
             value: Datapath::User,
-            report: format!("datapath: user mode, passt (NET_DATAPATH=user): {USER_LOSES}"),
+            report: format!("datapath: user mode (NET_DATAPATH=user): {USER_LOSES}"),
             warning: false,
         }),
         (NetDatapath::Auto, false) => user("this container lacks the capability NET_ADMIN".into()),
@@ -191,6 +191,37 @@ pub fn choose_user(
     }
 }
 
+/// What relays a guest NIC's traffic in user mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UserBackend {
+    /// One passt per NIC, which copies the container NIC's prefix, routes, MTU and IPv6.
+    Passt,
+    /// QEMU's own user networking, where passt cannot build its sandbox.
+    Slirp,
+}
+
+/// What the guest loses with slirp rather than passt.
+const SLIRP_LOSES: &str = "the guest gets the container's address in a /29, not the container's prefix (the other addresses of that /29 are out of its reach; the rest of the network is reached through slirp's router), no IPv6, an MTU of at most 1500, ping only where net.ipv4.ping_group_range allows it, and QEMU's slower relay";
+
+/// User mode's relay: passt where its sandbox can be built (`sandbox`: the probe's verdict),
+/// else QEMU's own user networking, said with what it costs and how to get passt.
+pub fn choose_user_backend(sandbox: std::result::Result<(), String>) -> Choice<UserBackend> {
+    match sandbox {
+        Ok(()) => Choice {
+            value: UserBackend::Passt,
+            report: "user mode: passt (its sandbox can be built here)".into(),
+            warning: false,
+        },
+        Err(why) => Choice {
+            value: UserBackend::Slirp,
+            report: format!(
+                "user mode: QEMU's user networking (slirp), as passt cannot build its sandbox here ({why}; the container's seccomp profile, such as Docker's default or Kubernetes' RuntimeDefault, forbids it without CAP_SYS_ADMIN): {SLIRP_LOSES}; --security-opt seccomp=unconfined (or a profile allowing unshare, mount, umount2 and pivot_root) gives passt"
+            ),
+            warning: true,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +231,18 @@ mod tests {
             what: "mknod /dev/.vminit-probe: EPERM".into(),
             hint: "hint: add --device-cgroup-rule 'c 236:* rwm'".into(),
         })
+    }
+
+    #[test]
+    fn user_mode_takes_slirp_only_where_passt_cannot_sandbox_itself_and_says_the_cost() {
+        let passt = choose_user_backend(Ok(()));
+        assert_eq!((passt.value, passt.warning), (UserBackend::Passt, false));
+        let slirp =
+            choose_user_backend(Err("unshare(CLONE_NEWUSER): Operation not permitted".into()));
+        assert_eq!((slirp.value, slirp.warning), (UserBackend::Slirp, true));
+        for said in ["CLONE_NEWUSER", "/29", "no IPv6", "seccomp=unconfined"] {
+            assert!(slirp.report.contains(said), "{said}: {}", slirp.report);
+        }
     }
 
     #[test]

@@ -518,7 +518,6 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
     }
 }
 
-/// Checks that a program exists and is executable, before anything changes.
 /// Capability numbers (linux/capability.h), for `effective_caps`' bits.
 pub const CAP_NET_BIND_SERVICE: u32 = 10;
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -537,6 +536,7 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// Checks that a program exists and is executable, before anything changes.
 pub fn check_program(path: &Path, what: &str) -> Result<()> {
     let meta = fs::metadata(path).map_err(|source| Error::Program {
         what: format!("{what} {} (set {})", path.display(), env_of(what)),

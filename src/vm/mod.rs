@@ -23,5 +23,7 @@ pub mod passt;
 pub mod provision;
 pub mod qemu;
 pub mod qmp;
+pub mod sandbox;
 pub mod seed;
+pub mod slirp;
 pub mod tpm;

@@ -18,6 +18,9 @@ pub enum Netdev {
     Tap(Vec<RawFd>),
     /// passt's Unix socket (user mode), which QEMU connects to.
     Stream(PathBuf),
+    /// QEMU's own user networking (user mode without passt): `-netdev user`'s options after
+    /// its id (`slirp::options`).
+    Slirp(String),
 }
 
 /// One guest NIC as QEMU sees it.
@@ -230,7 +233,7 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         let (netdev, device) = (nic.slot.netdev(), nic.slot.device());
         let queues = match &nic.netdev {
             Netdev::Tap(fds) => fds.len(),
-            Netdev::Stream(_) => 1,
+            Netdev::Stream(_) | Netdev::Slirp(_) => 1,
         };
         push("-netdev".into());
         push(match &nic.netdev {
@@ -243,6 +246,7 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
                 "stream,id={netdev},server=off,addr.type=unix,addr.path={}",
                 socket.display().to_string().replace(',', ",,")
             ),
+            Netdev::Slirp(options) => format!("user,id={netdev},{options}"),
         });
         push("-device".into());
         let mut d = nic_device(q.nic_model, &netdev, &device, nic.mac, nic.mtu, queues);
@@ -649,24 +653,31 @@ mod tests {
     }
 
     #[test]
-    fn a_user_mode_nic_connects_to_its_passt_socket_with_the_containers_mac() {
-        let nics = [GuestNic {
-            slot: Slot(0),
-            netdev: Netdev::Stream("/run/vminit/passt0.sock".into()),
-            mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
-            mtu: 1500,
-        }];
-        let a = render_nics(Accelerator::Tcg, false, &[], &plain_disk(), true, &nics);
-        assert!(has_pair(
-            &a,
-            "-netdev",
-            "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vminit/passt0.sock"
-        ));
-        assert!(has_pair(
-            &a,
-            "-device",
-            "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
-        ));
+    fn user_mode_nics_are_passts_socket_or_qemus_slirp_with_the_containers_mac() {
+        for (netdev, want) in [
+            (
+                Netdev::Stream("/run/vminit/passt0.sock".into()),
+                "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vminit/passt0.sock",
+            ),
+            (
+                Netdev::Slirp("ipv6=off,net=172.19.0.0/29".into()),
+                "user,id=net0,ipv6=off,net=172.19.0.0/29",
+            ),
+        ] {
+            let nics = [GuestNic {
+                slot: Slot(0),
+                netdev,
+                mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
+                mtu: 1500,
+            }];
+            let a = render_nics(Accelerator::Tcg, false, &[], &plain_disk(), true, &nics);
+            assert!(has_pair(&a, "-netdev", want), "{a:?}");
+            assert!(has_pair(
+                &a,
+                "-device",
+                "virtio-net-pci,netdev=net0,id=nic0,mac=02:42:ac:13:00:02,host_mtu=1500"
+            ));
+        }
     }
 
     fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {

@@ -172,17 +172,36 @@ fn the_shipped_compose_file_boots_a_vm_on_two_networks_and_down_stops_it_cleanly
     assert!(down.success(), "{down}");
 }
 
-/// A `podman kube play` of the shipped `deploy/kubernetes/pod.yaml`: the image copied from
-/// Docker, the test guest as the container's args and the disk on a hostPath. Podman 4.3 raises
+/// The `name`/`value` pairs of a manifest's `sysctls:` list (quotes dropped).
+fn pod_sysctls(manifest: &str) -> Vec<(String, String)> {
+    let mut lines = manifest
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "sysctls:")
+        .skip(1);
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (lines.next(), lines.next()) {
+        match (name.strip_prefix("- name: "), value.strip_prefix("value: ")) {
+            (Some(n), Some(v)) => out.push((n.to_owned(), v.trim_matches('"').to_owned())),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// A `podman kube play` of a shipped manifest (`deploy/kubernetes/NAME`): the image copied
+/// from Docker, the test guest as the container's args and the disk on a hostPath (in place of
+/// the claim of `pod-restricted.yaml`), owned by `owner` (UID, GID). Podman 4.3 raises
 /// containers' limits above what root may set in this sandbox, so its `containers.conf` sets
-/// them lower. Played down when dropped.
-struct KubePlay {
-    dir: std::path::PathBuf,
-    manifest: std::path::PathBuf,
+/// them lower, and gives the pod the manifest's sysctls, which Podman 4.3's kube play ignores.
+/// Played down when dropped.
+pub(crate) struct KubePlay {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) manifest: std::path::PathBuf,
 }
 
 impl KubePlay {
-    fn new(image: &str) -> KubePlay {
+    pub(crate) fn new(image: &str, name: &str, owner: (u32, u32)) -> KubePlay {
         let fx = common::docker::fixtures();
         let dir = fx.work.join(common::docker::unique_name("kube"));
         for sub in [
@@ -195,20 +214,41 @@ impl KubePlay {
         ] {
             std::fs::create_dir_all(dir.join(sub)).expect("a directory of the play");
         }
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/kubernetes")
+                .join(name),
+        )
+        .expect("the shipped manifest");
+        // Podman 4.3 ignores a pod's securityContext.sysctls (kube play reads them from 4.5
+        // on): the manifest's reach the pod's containers through containers.conf instead.
+        let sysctls: Vec<String> = pod_sysctls(&shipped)
+            .iter()
+            .map(|(k, v)| format!("\"{k}={v}\""))
+            .collect();
         std::fs::write(
             dir.join("containers.conf"),
-            "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n",
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\ndefault_sysctls = [{}]\n",
+                sysctls.join(", ")
+            ),
         )
         .expect("containers.conf");
         common::make_qcow2(&dir.join("disk/image.qcow2"), "16M");
         std::fs::copy(common::docker::HOST_BUSYBOX, dir.join("peer/bin/busybox"))
             .expect("busybox for the peer");
-        let shipped = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/kubernetes/pod.yaml"
-        ))
-        .expect("the shipped manifest");
+        let disk = dir.join("disk");
+        common::run_ok(&[
+            "chown",
+            "-R",
+            &format!("{}:{}", owner.0, owner.1),
+            &disk.display().to_string(),
+        ]);
         let manifest = shipped
+            .replace(
+                "persistentVolumeClaim:\n        claimName: vm-disk",
+                "hostPath:\n        path: /srv/vminit/vm\n        type: Directory",
+            )
             .replace("image: vminit:latest", &format!("image: localhost/{image}"))
             .replace(
                 "path: /srv/vminit/vm",
@@ -216,7 +256,7 @@ impl KubePlay {
             )
             .replace(
                 "      env:\n",
-                "      args: [\"-kernel\", \"/guest/vmlinuz\", \"-initrd\", \"/guest/initramfs.cpio.gz\", \"-append\", \"console=ttyS0 quiet no_timer_check\"]\n      env:\n",
+                "      args: [\"-kernel\", \"/guest/vmlinuz\", \"-initrd\", \"/guest/initramfs.cpio.gz\", \"-append\", \"console=ttyS0 quiet no_timer_check vminit_test_serve=80\"]\n      env:\n",
             )
             .replace("value: 1G", "value: 256M")
             .replace(
@@ -249,12 +289,71 @@ impl KubePlay {
         play
     }
 
-    fn conf(&self) -> String {
+    /// The pod's logs once the guest has reported (within `BOOT`).
+    pub(crate) fn guest_report_logs(&self) -> String {
+        let deadline = std::time::Instant::now() + BOOT;
+        let mut logs = String::new();
+        while !logs.contains("GUEST-REPORT done") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no guest report\n{logs}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let out = self.podman(&["logs", "vm-vm"]);
+            logs = format!("{}{}", out.stdout, out.stderr).replace('\r', "");
+        }
+        logs
+    }
+
+    /// The pod's network as `NETWORK IP PREFIX MAC` (its infra container's).
+    pub(crate) fn pod_network(&self) -> Vec<String> {
+        let infra = self.podman(&["pod", "inspect", "vm", "--format", "{{.InfraContainerID}}"]);
+        let pod_net = self.podman(&[
+            "inspect",
+            infra.stdout.trim(),
+            "--format",
+            "{{range $n, $e := .NetworkSettings.Networks}}{{$n}} {{$e.IPAddress}} {{$e.IPPrefixLen}} {{$e.MacAddress}}{{end}}",
+        ]);
+        let f: Vec<String> = pod_net
+            .stdout
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(f.len(), 4, "{pod_net}");
+        f
+    }
+
+    /// `sh -c SCRIPT` in a busybox container on `network`.
+    pub(crate) fn peer(&self, network: &str, script: &str) -> common::CmdOutput {
+        let peer_root = self.dir.join("peer").display().to_string();
+        self.podman(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--rootfs",
+            &peer_root,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// `podman pod stop` within the grace period; vminit's exit code.
+    pub(crate) fn stop(&self) -> String {
+        let stop = self.podman(&["pod", "stop", "-t", "12", "vm"]);
+        assert!(stop.success(), "{stop}");
+        let code = self.podman(&["inspect", "vm-vm", "--format", "{{.State.ExitCode}}"]);
+        code.stdout.trim().to_owned()
+    }
+
+    pub(crate) fn conf(&self) -> String {
         self.dir.join("containers.conf").display().to_string()
     }
 
     /// `podman ARGS` with this play's containers.conf.
-    fn podman(&self, args: &[&str]) -> common::CmdOutput {
+    pub(crate) fn podman(&self, args: &[&str]) -> common::CmdOutput {
         let mut argv = vec![
             "env".to_string(),
             format!("CONTAINERS_CONF={}", self.conf()),
@@ -280,36 +379,18 @@ impl Drop for KubePlay {
 fn podman_kube_play_runs_the_shipped_pod_unprivileged_and_the_vm_takes_the_pods_address() {
     // given
     let fx = common::docker::fixtures();
-    let play = KubePlay::new(&fx.image);
+    let play = KubePlay::new(&fx.image, "pod.yaml", (0, 0));
     let manifest = play.manifest.display().to_string();
     // when
     let up = play.podman(&["kube", "play", &manifest]);
     assert!(up.success(), "{up}");
     // then
-    let deadline = std::time::Instant::now() + BOOT;
-    let mut logs = String::new();
-    while !logs.contains("GUEST-REPORT done") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no guest report\n{logs}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let out = play.podman(&["logs", "vm-vm"]);
-        logs = format!("{}{}", out.stdout, out.stderr).replace('\r', "");
-    }
+    let logs = play.guest_report_logs();
     assert!(logs.contains("datapath: tap (NET_DATAPATH=tap)"), "{logs}");
     let privileged = play.podman(&["inspect", "vm-vm", "--format", "{{.HostConfig.Privileged}}"]);
     assert_eq!(privileged.stdout.trim(), "false");
-    let infra = play.podman(&["pod", "inspect", "vm", "--format", "{{.InfraContainerID}}"]);
-    let pod_net = play.podman(&[
-        "inspect",
-        infra.stdout.trim(),
-        "--format",
-        "{{range $n, $e := .NetworkSettings.Networks}}{{$n}} {{$e.IPAddress}} {{$e.IPPrefixLen}} {{$e.MacAddress}}{{end}}",
-    ]);
-    let f: Vec<&str> = pod_net.stdout.split_whitespace().collect();
-    assert_eq!(f.len(), 4, "{pod_net}");
-    let (network, ip, prefix, mac) = (f[0], f[1], f[2], f[3]);
+    let f = play.pod_network();
+    let (network, ip, prefix, mac) = (f[0].as_str(), f[1].as_str(), f[2].as_str(), f[3].as_str());
     let report = common::GuestReport::parse(&logs).expect("a guest report");
     let g = report.nic("eth0").expect("the guest's eth0");
     assert_eq!(
@@ -318,31 +399,14 @@ fn podman_kube_play_runs_the_shipped_pod_unprivileged_and_the_vm_takes_the_pods_
         "the pod's MAC and address"
     );
     // A peer on the pod's network reaches the guest at the pod's address and MAC.
-    let peer_root = play.dir.join("peer").display().to_string();
-    let ping = play.podman(&[
-        "run",
-        "--rm",
-        "--network",
+    let ping = play.peer(
         network,
-        "--rootfs",
-        &peer_root,
-        "/bin/busybox",
-        "sh",
-        "-c",
         &format!("/bin/busybox ping -c 3 -W 2 {ip} && /bin/busybox arp -n"),
-    ]);
+    );
     assert!(ping.success(), "{ping}");
     assert!(ping.stdout.contains(&format!("({ip}) at {mac}")), "{ping}");
     // The pod stops within its grace period, vminit exiting 0.
-    let stop = play.podman(&["pod", "stop", "-t", "12", "vm"]);
-    assert!(stop.success(), "{stop}");
-    let code = play.podman(&["inspect", "vm-vm", "--format", "{{.State.ExitCode}}"]);
-    assert_eq!(
-        code.stdout.trim(),
-        "0",
-        "{}",
-        play.podman(&["logs", "vm-vm"])
-    );
+    assert_eq!(play.stop(), "0", "{}", play.podman(&["logs", "vm-vm"]));
 }
 
 /// A non-root user's Podman (slirp4netns networking, its own user namespace): the user, made

@@ -300,6 +300,29 @@ fn a_failure_at_the_second_of_three_nics_puts_the_first_back() {
 }
 
 #[test]
+fn a_failure_in_the_middle_of_a_batch_undoes_what_the_kernel_did_after_it_too() {
+    let f = Fixture::new();
+    // The user's own route to the container's address: the door's route to it, in the
+    // batch of the door's address and routes, fails; the kernel still adds the routes
+    // after it in that batch, which must be undone as well.
+    let made = f.ctr.exec("ip route add 10.1.0.2/32 dev lo");
+    assert!(made.success(), "{made:?}");
+    let before = f.ctr.net_state();
+    let log =
+        f.vminit()
+            .expect_refusal(71, &["10.1.0.2/32", "File exists"], Duration::from_secs(3));
+    assert!(
+        log.contains("undo: ip route del default via 10.1.0.1 dev vmlink0"),
+        "the default route the kernel added after the failure is undone\n{log}"
+    );
+    assert!(
+        !log.contains("undo: ip route del 10.1.0.2/32"),
+        "the route that failed is not undone\n{log}"
+    );
+    assert_eq!(f.ctr.net_state(), before, "the network changed\n{log}");
+}
+
+#[test]
 fn display_other_than_none_or_vnc_is_refused() {
     let f = Fixture::new();
     let vm = f.vminit().env("DISPLAY", ":0");

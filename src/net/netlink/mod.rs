@@ -1,4 +1,5 @@
-//! A blocking rtnetlink client: one request at a time, sequence-checked, errno kept.
+//! A blocking rtnetlink client: one request at a time, sequence-checked, errno kept; or
+//! several queued and sent in one datagram, each acknowledged on its own (`defer`, `flush`).
 //!
 //! The requests themselves are built by the pure functions in `message`, each with the `ip`
 //! command it equals. `Rtnetlink` is the seam the applier works through, so that its
@@ -70,6 +71,14 @@ pub trait Rtnetlink {
     fn del_ingress(&mut self, index: u32) -> io::Result<()>;
     /// `tc filter add dev DEV ...`, its action sending to the link `target`.
     fn add_filter(&mut self, index: u32, filter: &Filter, target: Option<u32>) -> io::Result<()>;
+    /// Queues the requests made from here on instead of sending each: they return `Ok` at
+    /// once, and the next `flush` sends them. Only plain requests may be made meanwhile
+    /// (no link creation, tap, ethtool call), and dumps (which are sent at once).
+    fn defer(&mut self);
+    /// Sends what `defer` queued, in one datagram (the kernel carries the requests out in
+    /// order, each whether the one before it failed or not), and reads every
+    /// acknowledgement: one result per request, in order.
+    fn flush(&mut self) -> Vec<io::Result<()>>;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -82,6 +91,9 @@ const RECV_BUF: usize = 64 * 1024;
 pub struct Netlink {
     socket: Socket,
     seq: u32,
+    /// Requests `defer` queued: their bytes, one after the other, and their sequence
+    /// numbers (consecutive).
+    queued: Option<(Vec<u8>, Vec<u32>)>,
 }
 
 impl Netlink {
@@ -89,11 +101,23 @@ impl Netlink {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Netlink { socket, seq: 0 })
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            queued: None,
+        })
     }
 
-    /// Sends one request and waits for the kernel's acknowledgement.
+    /// Sends one request and waits for the kernel's acknowledgement; queues it instead
+    /// after `defer`.
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        if self.queued.is_some() {
+            let (seq, bytes) = self.serialize(msg, NLM_F_REQUEST | NLM_F_ACK | flags);
+            let (queue, seqs) = self.queued.as_mut().expect("checked above");
+            queue.extend(bytes);
+            seqs.push(seq);
+            return Ok(());
+        }
         self.request_echo(msg, flags).map(drop)
     }
 
@@ -145,6 +169,13 @@ impl Netlink {
     }
 
     fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        let (seq, buf) = self.serialize(msg, flags);
+        self.socket.send(&buf, 0)?;
+        Ok(seq)
+    }
+
+    /// The request as bytes, under the next sequence number.
+    fn serialize(&mut self, msg: RouteNetlinkMessage, flags: u16) -> (u32, Vec<u8>) {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -154,8 +185,7 @@ impl Netlink {
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
         log::debug!("netlink send seq={} {:?}", self.seq, packet.payload);
-        self.socket.send(&buf, 0)?;
-        Ok(self.seq)
+        (self.seq, buf)
     }
 
     /// Reads datagrams until `handle` says the exchange `seq` is complete.
@@ -164,6 +194,18 @@ impl Netlink {
         &mut self,
         seq: u32,
         handle: &mut dyn FnMut(NetlinkPayload<RouteNetlinkMessage>) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        self.receive_from(seq, 1, &mut |_, payload| handle(payload))
+    }
+
+    /// Reads datagrams until `handle` says the exchanges `first` and the `count - 1` after
+    /// it are complete; it is told which one each message belongs to. Messages from other
+    /// (stale) sequence numbers are skipped.
+    fn receive_from(
+        &mut self,
+        first: u32,
+        count: u32,
+        handle: &mut dyn FnMut(u32, NetlinkPayload<RouteNetlinkMessage>) -> io::Result<bool>,
     ) -> io::Result<()> {
         loop {
             let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
@@ -180,8 +222,9 @@ impl Netlink {
                     return Err(io::Error::other("netlink: zero-length message"));
                 }
                 offset += (len + 3) & !3;
-                if raw.sequence_number() != seq {
-                    log::debug!("netlink: skipping message of seq {}", raw.sequence_number());
+                let seq = raw.sequence_number();
+                if seq.wrapping_sub(first) >= count {
+                    log::debug!("netlink: skipping message of seq {seq}");
                     continue;
                 }
                 let payload = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
@@ -198,7 +241,7 @@ impl Netlink {
                     }
                 };
                 log::debug!("netlink recv seq={seq} {payload:?}");
-                if handle(payload)? {
+                if handle(seq.wrapping_sub(first), payload)? {
                     return Ok(());
                 }
             }
@@ -429,5 +472,48 @@ impl Rtnetlink for Netlink {
     fn add_filter(&mut self, index: u32, filter: &Filter, target: Option<u32>) -> io::Result<()> {
         let msg = tc::filter(index, filter, target);
         self.request(RouteNetlinkMessage::NewTrafficFilter(msg), CREATE)
+    }
+
+    fn defer(&mut self) {
+        self.queued = Some((Vec::new(), Vec::new()));
+    }
+
+    fn flush(&mut self) -> Vec<io::Result<()>> {
+        let Some((bytes, seqs)) = self.queued.take() else {
+            return Vec::new();
+        };
+        let Some(&first) = seqs.first() else {
+            return Vec::new();
+        };
+        // A dump made meanwhile (an index looked up) took a number in between.
+        let span = seqs[seqs.len() - 1].wrapping_sub(first) + 1;
+        let mut results: Vec<Option<io::Result<()>>> = seqs.iter().map(|_| None).collect();
+        let mut left = seqs.len();
+        let exchange = self.socket.send(&bytes, 0).and_then(|_| {
+            self.receive_from(first, span, &mut |i, payload| {
+                let at = seqs.iter().position(|&s| s == first.wrapping_add(i));
+                if let NetlinkPayload::Error(e) = payload
+                    && let Some(slot) = at.and_then(|at| results.get_mut(at))
+                    && slot.is_none()
+                {
+                    *slot = Some(match e.code {
+                        None => Ok(()),
+                        Some(_) => Err(e.to_io()),
+                    });
+                    left -= 1;
+                }
+                Ok(left == 0)
+            })
+        });
+        // A request whose acknowledgement could not be read counts as failed.
+        let failed = |e: &io::Error| io::Error::new(e.kind(), format!("netlink: {e}"));
+        results
+            .into_iter()
+            .map(|r| match (r, &exchange) {
+                (Some(r), _) => r,
+                (None, Err(e)) => Err(failed(e)),
+                (None, Ok(())) => Err(io::Error::other("netlink: no acknowledgement")),
+            })
+            .collect()
     }
 }
