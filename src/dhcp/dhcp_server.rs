@@ -124,7 +124,7 @@ impl DhcpServer {
         let passwd = fs::read_to_string(&paths.passwd).unwrap_or_default();
         let user = dnsmasq::user_from_passwd(&passwd);
         if warn {
-            for warning in dns.warnings.iter().chain(&dns.door_unreachable(nics)) {
+            for warning in &dns.warnings {
                 log::warn!("{warning}");
             }
             if user == "root" {

@@ -5,7 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dhcp::resolv::Resolv;
+use crate::ipv6::announce::{Dns4, door_nic};
 use crate::takeover::plan::NicPlan;
+use crate::takeover::plan6::Guest6;
 
 /// Docker's embedded DNS server, in a container on a user-defined network.
 pub const DOCKER_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -172,17 +174,33 @@ impl Dns {
         }
     }
 
-    /// One line when the guest cannot ask the door on `nics` although it forwards to the
-    /// container's loopback resolvers: no NIC has IPv4 (the door is announced by DHCPv4
-    /// only, see docs/dns.md).
-    pub fn door_unreachable(&self, nics: &[NicPlan]) -> Option<String> {
+    /// What DNS over IPv4 leaves to the IPv6 announcements on `nics`: whether DHCPv4 gives a
+    /// resolver, and whether the door must be announced over IPv6 (it forwards to the
+    /// container's loopback resolvers, and no NIC has IPv4 to ask it by).
+    pub fn left_to_ipv6(&self, nics: &[NicPlan]) -> Dns4 {
+        Dns4 {
+            gives_resolvers: self.gives_resolvers(nics),
+            door_over_ipv6: !self.forward_to.is_empty()
+                && !nics.is_empty()
+                && primary_nic(nics).is_none(),
+        }
+    }
+
+    /// One line when the guest cannot ask the door at all although it forwards to the
+    /// container's loopback resolvers: no NIC has IPv4, and the door of the NIC that would
+    /// announce it over IPv6 (`guests`) has no IPv6 (under Docker new links get none; see
+    /// docs/dns.md).
+    pub fn door_unreachable(&self, nics: &[NicPlan], guests: &[Guest6]) -> Option<String> {
+        let door_ipv6 = door_nic(guests)
+            .and_then(|lower| guests.iter().find(|g| g.lower == lower))
+            .is_some_and(|g| g.door_ipv6);
         let lost: Vec<String> = self.forward_to.iter().map(IpAddr::to_string).collect();
-        (!lost.is_empty() && !nics.is_empty() && primary_nic(nics).is_none()).then(|| {
+        (self.left_to_ipv6(nics).door_over_ipv6 && !door_ipv6).then(|| {
             format!(
-                "DNS: no guest NIC has IPv4, so the guest cannot ask the door, which forwards to \
-                 the container's loopback resolvers ({}): names only they know (container \
-                 names) do not resolve in the guest, which gets the container's IPv6 resolvers \
-                 only",
+                "DNS: no guest NIC has IPv4 and the door has no IPv6 (links made in this \
+                 container get none), so the guest cannot ask the door, which forwards to the \
+                 container's loopback resolvers ({}): names only they know (container names) \
+                 do not resolve in the guest, which gets the container's IPv6 resolvers only",
                 lost.join(" ")
             )
         })
@@ -198,7 +216,11 @@ impl Dns {
         ipv6: &[Ipv6Addr],
     ) -> Option<String> {
         let theirs: Vec<String> = resolv.nameservers.iter().map(IpAddr::to_string).collect();
-        let none = !theirs.is_empty() && ipv6.is_empty() && !self.gives_resolvers(nics);
+        // Loopback ones are the door's (`door_unreachable` says when the guest cannot ask it).
+        let none = !theirs.is_empty()
+            && self.forward_to.is_empty()
+            && ipv6.is_empty()
+            && !self.gives_resolvers(nics);
         none.then(|| {
             format!(
                 "DNS: the guest gets no resolver: the container's ({}) are neither loopback ones \
@@ -393,9 +415,30 @@ mod tests {
         let only = [v6only(0)];
         assert_eq!(primary_nic(&only), None);
         assert_eq!(dns.announcements(&only), [Announcement::default()]);
-        assert!(dns.door_unreachable(&nics).is_none());
-        let warning = dns.door_unreachable(&only).expect("a warning");
+        // Without IPv4 the door is asked over IPv6, where the door has IPv6 of its own; under
+        // Docker (no IPv6 on links made in the container) the guest cannot ask it: a warning.
+        let guest6 = |door_ipv6| Guest6 {
+            lower: "eth0".into(),
+            door: "vmlink0".into(),
+            mac: nics[0].mac,
+            mtu: 1500,
+            addr: "fd00:1::2/64".parse().unwrap(),
+            onlink: vec![],
+            gateways: vec![],
+            door_ipv6,
+        };
+        let over6 = dns.left_to_ipv6(&only);
+        assert!(over6.door_over_ipv6 && !over6.gives_resolvers);
+        assert!(!dns.left_to_ipv6(&nics).door_over_ipv6);
+        assert!(dns.door_unreachable(&nics, &[guest6(false)]).is_none());
+        assert!(dns.door_unreachable(&only, &[guest6(true)]).is_none());
+        let warning = dns
+            .door_unreachable(&only, &[guest6(false)])
+            .expect("a warning");
         assert!(warning.contains("127.0.0.11"), "{warning}");
+        // The door is the guest's, then: no second warning that the guest has no resolver.
+        let resolv = parse("nameserver 127.0.0.11\n");
+        assert_eq!(dns.no_resolver(&resolv, &only, &[]), None);
     }
 
     #[test]

@@ -104,9 +104,10 @@ pub fn render(input: &DnsmasqInput) -> Rendered {
     line("interface=vmlink*".into());
     line("interface=vmtap*".into());
     let dns = input.dns;
-    // The door resolver is announced by DHCPv4 only: without a NIC that has IPv4, no DNS.
-    let dhcp4 = input.nics.iter().any(|n| n.addr.is_some());
-    if dns.forward_to.is_empty() || !dhcp4 {
+    // The door resolver: the guest asks it at the door's IPv4 address (DHCPv4 announces it),
+    // or, with no NIC that has IPv4, at the door's IPv6 link-local address (the router
+    // advertisements and DHCPv6 announce it; bind-dynamic listens there too).
+    if dns.forward_to.is_empty() {
         line("port=0".into());
     } else {
         match dns.forward {
@@ -533,13 +534,16 @@ mod tests {
         assert!(c.contains("server=127.0.0.11\n"));
     }
 
-    /// With IPv6-only NICs alone, dnsmasq has nothing to do (no DHCPv4; the door resolver,
-    /// announced by DHCPv4 only, would reach no one), and its own parser still accepts that:
-    /// it starts, and hands nothing out.
+    /// With IPv6-only NICs alone, dnsmasq hands nothing out by DHCP, and serves the door
+    /// resolver, which the guest asks at the door's IPv6 link-local address (bind-dynamic
+    /// listens there); its own parser accepts that.
     #[test]
-    fn with_only_ipv6_only_nics_dnsmasq_serves_nothing_and_still_starts() {
+    fn with_only_ipv6_only_nics_dnsmasq_serves_the_door_resolver_and_no_dhcp() {
         let c = render_for(&[ipv6_only(0)], &docker_resolv());
-        assert!(c.contains("port=0\n") && !c.contains("server="), "{c}");
+        assert!(
+            !c.contains("port=0\n") && c.contains("server=127.0.0.11\n"),
+            "{c}"
+        );
         assert!(
             !c.lines()
                 .any(|l| l.starts_with("dhcp-host=") || l.starts_with("dhcp-option=")),

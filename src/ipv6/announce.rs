@@ -75,7 +75,7 @@ impl Dns6 {
 
     /// What `guest`'s NIC announces of these, by each means: its advertisements (RDNSS,
     /// DNSSL) carry what `for_nic` gives it; its DHCPv6 answers carry the same, or nothing
-    /// when DHCPv4 already gives the guest a resolver (`dhcp4_gives_resolvers`). A client
+    /// when DHCPv4 already gives the guest a resolver (`dns4.gives_resolvers`). A client
     /// that writes `/etc/resolv.conf` from its last lease alone (isc-dhcp-client's
     /// dhclient-script under Debian's ifupdown) would otherwise replace DHCPv4's resolvers,
     /// the door among them, with DHCPv6's; a DHCPv6 lease without resolvers or search list
@@ -83,9 +83,25 @@ impl Dns6 {
     /// NetworkManager, Windows) still get the IPv6 resolvers by RDNSS. Without a DHCPv4
     /// resolver (an IPv6-only guest, a container with only IPv6 resolvers), DHCPv6 carries
     /// them too, for clients that read no RDNSS.
-    pub fn announced(&self, guest: &Guest6, router: bool, dhcp4_gives_resolvers: bool) -> NicDns6 {
-        let advert = self.for_nic(guest, router);
-        let dhcp6 = if dhcp4_gives_resolvers {
+    ///
+    /// `door`: the door's own link-local address, where the door has IPv6 (dnsmasq answers
+    /// DNS there) and this NIC is the one that announces the door (`door_nic`). When the guest
+    /// cannot ask the door over IPv4 (`dns4.door_over_ipv6`), it comes first, by both means,
+    /// with the search list: it is the guest's only way to the container's loopback
+    /// resolvers (Docker's, which knows the container names).
+    pub fn announced(
+        &self,
+        guest: &Guest6,
+        router: bool,
+        dns4: Dns4,
+        door: Option<Ipv6Addr>,
+    ) -> NicDns6 {
+        let mut advert = self.for_nic(guest, router);
+        if let Some(door) = door.filter(|_| dns4.door_over_ipv6) {
+            advert.servers.insert(0, door);
+            advert.search.clone_from(&self.search);
+        }
+        let dhcp6 = if dns4.gives_resolvers {
             Dns6::default()
         } else {
             advert.clone()
@@ -120,6 +136,23 @@ impl Dns6 {
             servers,
         }
     }
+}
+
+/// What DNS over IPv4 leaves to the IPv6 announcements (`dhcp::dns::Dns::left_to_ipv6`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Dns4 {
+    /// DHCPv4 gives the guest a resolver, on some NIC.
+    pub gives_resolvers: bool,
+    /// The door forwards to the container's loopback resolvers, but no guest NIC has IPv4 to
+    /// ask it by: the door is announced over IPv6 instead, at its link-local address.
+    pub door_over_ipv6: bool,
+}
+
+/// The guest NIC (by its container NIC's name) whose announcements carry the door resolver
+/// when the guest asks it over IPv6: the one with the IPv6 default route (which also gets the
+/// search list), else the first.
+pub fn door_nic(guests: &[Guest6]) -> Option<&str> {
+    router_nic(guests).or_else(|| guests.first().map(|g| g.lower.as_str()))
 }
 
 /// The resolvers and search list one NIC announces, by each means (`Dns6::announced`).
@@ -411,8 +444,13 @@ impl Announcer {
             }
             parts.push(what);
         }
+        let door_dns = if self.adverts[0].dns.contains(&self.door.link_local) {
+            format!("; DNS at the door {}", self.door.link_local)
+        } else {
+            String::new()
+        };
         format!(
-            "{}: advertising to the guest ({}): {}; DHCPv6 address {}",
+            "{}: advertising to the guest ({}): {}; DHCPv6 address {}{door_dns}",
             self.lower,
             self.guest,
             parts.join("; "),
@@ -450,6 +488,7 @@ mod tests {
                 default: true,
                 routes: vec![],
             }],
+            door_ipv6: true,
         }
     }
 
@@ -586,7 +625,7 @@ mod tests {
     #[test]
     fn a_dhcpv6_solicit_is_answered_from_the_doors_link_local_address_to_the_guest() {
         let t0 = Instant::now();
-        let dns = resolver_and_search().announced(&docker_guest(), true, false);
+        let dns = resolver_and_search().announced(&docker_guest(), true, Dns4::default(), None);
         let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
         let out = a.on_frame(&dhcp6_solicit(), t0);
         assert_eq!(out.len(), 1);
@@ -610,7 +649,14 @@ mod tests {
     fn when_dhcpv4_gives_the_guest_a_resolver_ipv6_resolvers_go_by_rdnss_only() {
         // dhclient-script would replace DHCPv4's resolv.conf (the door) with DHCPv6's.
         let t0 = Instant::now();
-        let dns = resolver_and_search().announced(&docker_guest(), true, true);
+        let dns4 = Dns4 {
+            gives_resolvers: true,
+            door_over_ipv6: false,
+        };
+        // The door's address, given by a door with IPv6, is not announced while the guest
+        // asks the door over IPv4.
+        let dns =
+            resolver_and_search().announced(&docker_guest(), true, dns4, Some(DOOR.link_local));
         assert_eq!(dns.dhcp6, Dns6::default());
         let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
         assert_eq!(a.adverts()[0].dns, [ip("fd00:1::53")]);
@@ -620,6 +666,42 @@ mod tests {
         let codes = dhcp6_option_codes(p.payload);
         assert!(codes.contains(&3), "the address still: {codes:?}");
         assert!(!codes.contains(&23) && !codes.contains(&24), "{codes:?}");
+    }
+
+    #[test]
+    fn without_ipv4_the_door_nic_announces_the_doors_link_local_address_first_by_both_means() {
+        let t0 = Instant::now();
+        let dns4 = Dns4 {
+            gives_resolvers: false,
+            door_over_ipv6: true,
+        };
+        let dns =
+            resolver_and_search().announced(&docker_guest(), true, dns4, Some(DOOR.link_local));
+        let both = Dns6 {
+            servers: vec![DOOR.link_local, ip("fd00:1::53")],
+            search: vec!["example.test".into()],
+        };
+        assert_eq!((&dns.advert, &dns.dhcp6), (&both, &both));
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &dns, t0);
+        assert_eq!(a.adverts()[0].dns, both.servers);
+        assert!(
+            a.describe()
+                .ends_with(&format!("; DNS at the door {}", DOOR.link_local))
+        );
+        let out = a.on_frame(&dhcp6_solicit(), t0);
+        let p = Packet::parse(&out[0].frame).unwrap();
+        assert!(dhcp6_option_codes(p.payload).contains(&23));
+
+        // Only the door NIC (the IPv6 default route's, else the first) has the door's address,
+        // and only a door with IPv6 of its own gives one (`Announcers::add`).
+        let mut second = docker_guest();
+        second.lower = "eth1".into();
+        second.gateways.clear();
+        assert_eq!(door_nic(&[second.clone(), docker_guest()]), Some("eth0"));
+        assert_eq!(door_nic(std::slice::from_ref(&second)), Some("eth1"));
+        assert_eq!(door_nic(&[]), None);
+        let dns = Dns6::default().announced(&second, false, dns4, None);
+        assert_eq!(dns.advert, Dns6::default());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::ipv6::announce::{Announcer, Dns6, Door, Learned, router_nic};
+use crate::ipv6::announce::{Announcer, Dns4, Dns6, Door, Learned, door_nic, router_nic};
 use crate::ipv6::gateway6::raw_socket_error;
 use crate::ipv6::ndp::{ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
 use crate::ipv6::packet::PacketSocket;
@@ -25,7 +25,9 @@ pub struct Announcers {
 /// the guest sends meanwhile waits in them.
 #[derive(Debug)]
 pub struct Listening {
-    doors: Vec<(Guest6, PacketSocket, Door)>,
+    /// Each guest, its door's socket and addresses, and whether the door's link-local address
+    /// is the kernel's (the door has IPv6, and dnsmasq answers DNS there).
+    doors: Vec<(Guest6, PacketSocket, Door, bool)>,
 }
 
 impl Listening {
@@ -40,30 +42,34 @@ impl Listening {
             let Some(mac) = link.mac else {
                 continue;
             };
-            let link_local = state
+            // The kernel's link-local address of the door, where it has IPv6; without, vminit
+            // answers for the one its MAC gives.
+            let kernel_ll = state
                 .addrs6
                 .iter()
                 .find(|a| a.index == link.index && a.addr.net.is_link_local())
-                .map_or_else(|| mac.link_local(), |a| a.addr.net.addr);
+                .map(|a| a.addr.net.addr);
+            let link_local = kernel_ll.unwrap_or_else(|| mac.link_local());
             let socket = PacketSocket::open(link.index).map_err(raw_socket_error)?;
             for group in [ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC] {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            doors.push((guest.clone(), socket, Door { mac, link_local }));
+            let door = Door { mac, link_local };
+            doors.push((guest.clone(), socket, door, kernel_ll.is_some()));
         }
         Ok(Listening { doors })
     }
 }
 
 impl Announcers {
-    /// Announces on each guest's door (see `Listening::open`). `dhcp4_dns`: DHCPv4 gives
-    /// the guest a resolver (see `Dns6::announced`).
+    /// Announces on each guest's door (see `Listening::open`). `dns4`: what DNS over IPv4
+    /// leaves to IPv6 (see `Dns6::announced`).
     pub fn open(
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        dns: (&Dns6, bool),
+        dns: (&Dns6, Dns4),
     ) -> Result<Announcers> {
         let mut announcers = Announcers::none();
         announcers.add(guests, learned, state, dns)?;
@@ -84,25 +90,24 @@ impl Announcers {
         guests: &[Guest6],
         learned: &[Learned],
         state: &NetState,
-        dns: (&Dns6, bool),
+        dns: (&Dns6, Dns4),
     ) -> Result<()> {
         self.start(Listening::open(guests, state)?, learned, dns);
         Ok(())
     }
 
     /// Starts announcing on doors already listening, with the gateways `learned` meanwhile.
-    pub fn start(
-        &mut self,
-        listening: Listening,
-        learned: &[Learned],
-        (dns, dhcp4_dns): (&Dns6, bool),
-    ) {
+    pub fn start(&mut self, listening: Listening, learned: &[Learned], (dns, dns4): (&Dns6, Dns4)) {
         let now = Instant::now();
-        let guests: Vec<Guest6> = listening.doors.iter().map(|(g, _, _)| g.clone()).collect();
+        let guests: Vec<Guest6> = listening.doors.iter().map(|(g, ..)| g.clone()).collect();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
         let router = router_nic(&guests);
-        for (guest, socket, door) in listening.doors {
-            let nic_dns = dns.announced(&guest, router == Some(guest.lower.as_str()), dhcp4_dns);
+        let door_dns = door_nic(&guests);
+        for (guest, socket, door, door_ipv6) in listening.doors {
+            let lower = Some(guest.lower.as_str());
+            // The door resolver's IPv6 address, where the door has one and this NIC says it.
+            let door_ll = (door_ipv6 && door_dns == lower).then_some(door.link_local);
+            let nic_dns = dns.announced(&guest, router == lower, dns4, door_ll);
             let announcer = Announcer::new(&guest, learned, door, &nic_dns, now);
             log::info!("{}", announcer.describe());
             self.doors.push((socket, announcer));

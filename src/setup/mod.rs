@@ -500,9 +500,9 @@ impl<'a> Boot<'a> {
         let learned = gateway6::learn(&state, &plan.v6, &|| stop_waiting(signals))?;
         let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let dns = Dns6::from_resolv_conf(&resolv);
-        let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&plan.nics);
+        let dns4 = dhcp_server::guest_dns(self.config).left_to_ipv6(&plan.nics);
         let mut announcers = Announcers::none();
-        announcers.start(listening, &learned, (&dns, dhcp4_dns));
+        announcers.start(listening, &learned, (&dns, dns4));
         self.announcers = Some(announcers);
         Ok(())
     }
@@ -649,7 +649,11 @@ impl<'a> Boot<'a> {
         let text = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let ipv6 = announce::announced_servers(&plan.v6, &Dns6::from_resolv_conf(&text));
         let dns = dhcp_server::guest_dns(self.config);
-        if let Some(warning) = dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6) {
+        let warnings = [
+            dns.door_unreachable(&plan.nics, &plan.v6),
+            dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6),
+        ];
+        for warning in warnings.iter().flatten() {
             log::warn!("{warning}");
         }
         self.dnsmasq = Some(server.spawn()?);

@@ -473,8 +473,8 @@ impl Guest<'_> {
         let added = read_namespace(&mut self.nl).and_then(|state| {
             let resolv = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
             let dns = Dns6::from_resolv_conf(&resolv);
-            let dhcp4_dns = dhcp_server::guest_dns(self.config).gives_resolvers(&self.nics.plans());
-            let dns = (&dns, dhcp4_dns);
+            let dns4 = dhcp_server::guest_dns(self.config).left_to_ipv6(&self.nics.plans());
+            let dns = (&dns, dns4);
             match &mut self.announcers {
                 Some(announcers) => announcers.add(guests, learned, &state, dns),
                 None => {

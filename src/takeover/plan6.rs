@@ -208,6 +208,9 @@ pub struct Guest6 {
     pub onlink: Vec<Ipv6Net>,
     /// The NIC's gateways, each with the routes through it.
     pub gateways: Vec<GatewayRoutes>,
+    /// Whether the door has IPv6 of its own (`Nic6::door_ipv6`): a link-local address the
+    /// container can serve the guest on (the door resolver, `ipv6::announce`).
+    pub door_ipv6: bool,
 }
 
 /// One gateway of a NIC and what the guest routes through it.
@@ -279,6 +282,7 @@ pub fn guest6(
         addr,
         onlink,
         gateways,
+        door_ipv6: nic.door_ipv6,
     })
 }
 

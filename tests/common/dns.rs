@@ -1,6 +1,6 @@
 //! A DNS server (dnsmasq) inside a namespace the test made, answering a few fixed names.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use super::netns::Netns;
 use super::process::Process;
 
 /// dnsmasq in the foreground in `ns`, listening on `listen` only and answering each name it was
-/// given with its IPv4 address (and no other record: no upstream, no /etc/hosts). Killed on
-/// drop.
+/// given with its address (an A or an AAAA record, and no other: no upstream, no /etc/hosts).
+/// Killed on drop.
 #[derive(Debug)]
 pub struct DnsServer {
     process: Process,
@@ -19,7 +19,11 @@ pub struct DnsServer {
 impl DnsServer {
     /// Starts it and waits until it serves. `listen` (IPv4 or IPv6) must already be an address
     /// in `ns`, past duplicate address detection.
-    pub fn start(ns: &Netns, listen: impl Into<IpAddr>, records: &[(&str, Ipv4Addr)]) -> DnsServer {
+    pub fn start<A: Into<IpAddr> + Copy>(
+        ns: &Netns,
+        listen: impl Into<IpAddr>,
+        records: &[(&str, A)],
+    ) -> DnsServer {
         let listen = listen.into();
         let mut command = Command::new("ip");
         command
@@ -42,6 +46,7 @@ impl DnsServer {
             // Each name is local: its other record types (AAAA) get an empty answer, not
             // REFUSED (there is no upstream to ask).
             .args(records.iter().flat_map(|(name, addr)| {
+                let addr: IpAddr = (*addr).into();
                 [
                     format!("--host-record={name},{addr}"),
                     format!("--local=/{name}/"),

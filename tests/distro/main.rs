@@ -603,6 +603,100 @@ fn resolver_on_the_first_network(client: &str) {
     power_off(&vm);
 }
 
+/// Debian 12's cloud-init (22.4) renders vminit's seed itself (issue 21): the `cloud-eni` guest
+/// with its ENI renderer (ifupdown, resolvconf), the `cloud-networkd` guest with its networkd
+/// renderer (systemd-networkd, systemd-resolved); neither runs a DHCP client. The seed's host
+/// route to the door resolver (written `via` the guest's own address, since that cloud-init
+/// drops `on-link`) must stay on the link: `ip route get DOOR` leaves by the NIC without a
+/// gateway (before, the door went via the default gateway, or the route failed with "Network
+/// is unreachable"), and a name only Docker's resolver knows resolves through the door.
+fn cloud_init_seed(client: &str) {
+    let guest = distro_guest(client);
+    let net = Network::new(1);
+    let ctr = Container::new();
+    let eth0 = ctr.add_nic(&net, NicSpec::docker(&net, 6));
+    ctr.set_default_route(net.gateway, "eth0");
+    ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
+    let name = "web.test";
+    let docker = DnsServer::start(
+        ctr.ns(),
+        Ipv4Addr::new(127, 0, 0, 11),
+        &[(name, net.peer_ip)],
+    );
+    let disk = guest.disk();
+    let started = Instant::now();
+    let vm = vminit(
+        &ctr,
+        &guest,
+        &disk,
+        &format!("distro_report.resolve={name}"),
+    )
+    .env("CLOUD_INIT_USER", "tester")
+    .resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n")
+    .spawn();
+
+    let r = report(&vm, &guest, started);
+    let dev = guest_nic(&r, &eth0, "the NIC").to_owned();
+    assert_one_default_route(&r, net.gateway, &dev);
+    let servers = r.dns_servers();
+    let door = servers
+        .first()
+        .filter(|s| s.starts_with("169.254."))
+        .unwrap_or_else(|| panic!("the door first\n{}", r.dns_summary()))
+        .clone();
+    let route = r.route_to(&door);
+    let own = eth0.ip().to_string();
+    assert!(
+        route.is_some_and(|g| g.dev == dev && g.via.as_deref().is_none_or(|v| v == own)),
+        "{}: `ip route get {door}` must leave by {dev} on the link, not via the gateway {}: \
+         {route:?}\n--- routes\n{}",
+        guest.name,
+        net.gateway,
+        r.routes.join("\n")
+    );
+    assert_resolves(&r, name, net.peer_ip, &docker);
+    // The configuration is cloud-init's rendering of the seed, with the door's route in it.
+    let rendered = if client == "cloud-eni" {
+        "/etc/network/interfaces.d/50-cloud-init"
+    } else {
+        "/etc/systemd/network/10-cloud-init-*.network"
+    };
+    guest_run(
+        &vm,
+        &format!("grep -q '{door}' {rendered} && echo RENDERED-$((40+2))"),
+        "RENDERED-42",
+    );
+    if !r.failed_units.is_empty() {
+        // Why, in the failure's output: what cloud-init said about it.
+        let from = vm.console().len();
+        guest_run(
+            &vm,
+            "journalctl -b -q -u 'cloud-*' --no-pager | grep -iE 'fail|error|warn' | tail -n 20; \
+             echo JOURNAL-$((40+2))",
+            "JOURNAL-42",
+        );
+        eprintln!("{}", &vm.console().text()[from..]);
+    }
+    assert_clean_boot(&r);
+    power_off(&vm);
+}
+
+/// cloud-init's renderers, each on its own guest (not in the matrix: these guests configure
+/// their network from the seed only).
+mod cloud_init {
+    #[test]
+    fn the_eni_renderer_keeps_the_route_to_the_door_resolver_on_the_link_and_container_names_resolve()
+     {
+        super::cloud_init_seed("cloud-eni");
+    }
+
+    #[test]
+    fn the_networkd_renderer_keeps_the_route_to_the_door_resolver_on_the_link_and_container_names_resolve()
+     {
+        super::cloud_init_seed("cloud-networkd");
+    }
+}
+
 /// The same three tests for every client.
 macro_rules! distro_matrix {
     ($($client:ident),* $(,)?) => {$(

@@ -26,8 +26,12 @@ BOUND6 | RENEW6 | REBIND6 | REBOOT6)
 			valid_lft "$new_max_life" preferred_lft "$new_preferred_life" ||
 			fail "address $new_ip6_address"
 	fi
-	# Resolvers of every NIC are merged, without duplicates.
+	# Resolvers of every NIC are merged, without duplicates. A link-local one (the door) is
+	# reached through this NIC: its scope is appended, as Debian's dhclient-script does.
 	for server in $new_dhcp6_name_servers; do
+		case "$server" in
+		fe80:* | FE80:*) server="$server%$interface" ;;
+		esac
 		grep -qx "nameserver $server" /etc/resolv.conf || echo "nameserver $server" >>/etc/resolv.conf
 	done
 	if [ -n "$new_dhcp6_domain_search" ]; then

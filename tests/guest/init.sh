@@ -162,7 +162,7 @@ done
 
 for name in $(cmdline_value vminit_test_resolve "" | tr ',' ' '); do
 	start=$(uptime_cs)
-	addr=$(ping -c 1 -W 2 "$name" 2>/dev/null | sed -n 's/^PING [^ ]* (\([0-9.]*\)).*/\1/p')
+	addr=$(ping -c 1 -W 2 "$name" 2>/dev/null | sed -n 's/^PING [^ ]* (\([0-9a-f.:]*\)).*/\1/p')
 	end=$(uptime_cs)
 	echo "GUEST-RESOLVE $name ${addr:-none}"
 	echo "GUEST-RESOLVE-MS $name $(((end - start) * 10))"
