@@ -9,7 +9,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use crate::tap::KubePlay;
-use common::docker::{Scenario, VmOpts, expect_default_route_via, expect_guest_nics};
+use common::docker::{Scenario, VmOpts, expect_default_route_via, expect_guest_nics, guest_nic_of};
 
 #[test]
 fn without_any_cap_add_the_guest_boots_with_the_containers_ip_and_a_published_port_reaches_it() {
@@ -112,16 +112,7 @@ fn with_no_flag_at_all_slirp_boots_the_guest_with_the_containers_ip_and_a_publis
     // then: the guest has the container's MAC and address (in slirp's /29) and its gateway
     let report = sc.guest_report(&vm);
     let ep = sc.only_endpoint(&vm);
-    let nic = report
-        .nics
-        .iter()
-        .find(|n| n.mac == ep.mac)
-        .unwrap_or_else(|| {
-            panic!(
-                "no guest NIC has the container's MAC {}: {report:?}",
-                ep.mac
-            )
-        });
+    let nic = guest_nic_of(&report, &ep);
     assert_eq!(nic.addrs, vec![format!("{}/29", ep.ip)], "{report:?}");
     expect_default_route_via(&report, &ep);
     let logs = sc.logs(&vm);

@@ -44,9 +44,12 @@ fn without_capabilities<'c>(
 
 /// `docker stop`: SIGTERM, exit 0 within Docker's 10 s.
 fn stop_cleanly(vm: &Vminit) {
+    let asked = Instant::now();
     vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(DOCKER_STOP);
-    assert_eq!(status.code(), Some(0), "{}", vm.tails());
+    let status = vm.expect_exit(DOCKER_STOP + Duration::from_secs(5));
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
+    assert!(took < DOCKER_STOP, "the stop took {took:?}\n{}", vm.tails());
 }
 
 /// A Docker-style container on `net` (10.N.0.2/24 via 10.N.0.1), where unprivileged
@@ -157,12 +160,7 @@ fn without_any_capability_auto_boots_in_user_mode_with_the_containers_identity_a
     guest_serves_and_resolves(&vm, &net, nic.ip(), &r);
 
     // docker stop: the guest powers off, passt stops after QEMU, all within Docker's 10 s.
-    let asked = Instant::now();
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(DOCKER_STOP + Duration::from_secs(5));
-    let took = asked.elapsed();
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-    assert!(took < DOCKER_STOP, "the stop took {took:?}");
+    stop_cleanly(&vm);
     vm.expect_log("exit 0", Duration::from_secs(5));
     let log = vm.log().text();
     let qemu_exit = log.find("QEMU (pid").expect("QEMU's exit is logged");
@@ -351,15 +349,7 @@ fn where_passt_cannot_sandbox_itself_slirp_gives_the_guest_the_containers_addres
 
     guest_serves_and_resolves(&vm, &net, nic.ip(), &r);
 
-    let asked = Instant::now();
-    vm.kill(Signal::SIGTERM);
-    let status = vm.expect_exit(DOCKER_STOP + Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0), "exit status\n{}", vm.tails());
-    assert!(
-        asked.elapsed() < DOCKER_STOP,
-        "the stop took {:?}",
-        asked.elapsed()
-    );
+    stop_cleanly(&vm);
     assert_eq!(ctr.net_state(), before);
 }
 

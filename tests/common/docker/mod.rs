@@ -38,7 +38,7 @@ pub use attached::Attached;
 pub use fixtures::{BUSYBOX_IMAGE, DEFAULT_IMAGE, Fixtures, HOST_BUSYBOX, fixtures};
 pub use names::{LABEL, is_stale, owner_label, unique_name};
 pub use net::{Endpoint, Net, Ping, SUBNET_BASE};
-pub use scenario::{Scenario, expect_default_route_via, expect_guest_nics};
+pub use scenario::{Scenario, expect_default_route_via, expect_guest_nics, guest_nic_of};
 pub use vm::{GUEST_MOUNT, VmOpts};
 
 /// Time for the guest to boot and report (TCG: a few seconds; this is the bound).

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::super::cmd::{CmdOutput, run};
-use super::super::guest::{GuestReport, make_qcow2};
+use super::super::guest::{GuestNic, GuestReport, make_qcow2};
 use super::super::process::tail;
 use super::BOOT;
 use super::attached::Attached;
@@ -555,6 +555,20 @@ pub fn expect_default_route_via(report: &GuestReport, ep: &Endpoint) {
     );
 }
 
+/// The guest's NIC with the MAC of the container's NIC `ep`; fails the test when there is none.
+pub fn guest_nic_of<'r>(report: &'r GuestReport, ep: &Endpoint) -> &'r GuestNic {
+    report
+        .nics
+        .iter()
+        .find(|n| n.mac == ep.mac)
+        .unwrap_or_else(|| {
+            panic!(
+                "no guest NIC has the MAC of the container's NIC on {}: {ep:?}\n{report:?}",
+                ep.network
+            )
+        })
+}
+
 /// Asserts that the guest has exactly one NIC per endpoint in `eps`, each with its endpoint's MAC
 /// and nothing but its address: the guest took over those container NICs.
 pub fn expect_guest_nics(report: &GuestReport, eps: &[&Endpoint]) {
@@ -565,16 +579,7 @@ pub fn expect_guest_nics(report: &GuestReport, eps: &[&Endpoint]) {
         eps.len()
     );
     for ep in eps {
-        let nic = report
-            .nics
-            .iter()
-            .find(|n| n.mac == ep.mac)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no guest NIC has the MAC of the container's NIC on {}: {ep:?}\n{report:?}",
-                    ep.network
-                )
-            });
+        let nic = guest_nic_of(report, ep);
         assert_eq!(
             nic.addrs,
             vec![ep.cidr()],
