@@ -270,13 +270,6 @@ pub fn echo_answer(frame: &[u8], mac: Mac, src: Ipv6Addr, id: u16) -> Option<Ipv
         .then_some(p.src)
 }
 
-/// A neighbour solicitation for `target` from the unspecified address, as duplicate address
-/// detection sends it (RFC 4862 5.4.2), but to `to` alone: `vminit health` asks whether the
-/// guest holds `target`. A node that holds it answers to all nodes (`ff02::1`).
-pub fn solicitation_probe(from: Mac, to: Mac, target: Ipv6Addr) -> Vec<u8> {
-    solicitation(from, to, Ipv6Addr::UNSPECIFIED, target)
-}
-
 /// A neighbour solicitation for `target` from `src`, whose MAC is `from` (the source
 /// link-layer address option, left out from the unspecified address as RFC 4861 7.2.2
 /// says), in a frame to `to`, to the IPv6 group `target`'s solicited-node address.
@@ -458,31 +451,39 @@ mod tests {
         000000000708076578616d706c650474657374000373766307636c7573746572056c6f63616c0000000000000000";
 
     #[test]
-    fn the_health_probe_is_a_solicitation_from_nowhere_and_the_guests_advert_is_recognised() {
+    fn the_health_question_names_its_asker_and_the_guests_advert_is_recognised() {
         let (door, guest) = (Mac([2, 0, 0, 0, 0, 3]), Mac([2, 0x42, 10, 1, 0, 2]));
         let target: Ipv6Addr = "fd00:1::2".parse().unwrap();
-        let probe = solicitation_probe(door, guest, target);
-        let p = Packet::parse(&probe).unwrap();
+        let asker = door.link_local();
+        let question = solicitation(door, guest, asker, target);
+        let p = Packet::parse(&question).unwrap();
         assert_eq!((p.to, p.from, p.hop_limit), (guest, door, 255));
-        assert_eq!(p.src, Ipv6Addr::UNSPECIFIED);
+        // Never from `::`: a guest whose address is still tentative would take that for
+        // another node's duplicate address detection and give the address up.
+        assert_eq!(p.src, asker);
         assert_eq!(
             p.dst,
             "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap(),
             "solicited-node"
         );
         assert!(p.is_icmp(NEIGHBOUR_SOLICITATION));
-        // What Linux answers (to all nodes, as RFC 4861 7.2.4 says for a source of ::).
-        let mut na = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x20, 0, 0, 0];
+        assert_eq!(
+            &p.payload[24..32],
+            &[OPT_SOURCE_LL, 1, 2, 0, 0, 0, 0, 3],
+            "the asker's MAC, where the answer goes"
+        );
+        // What Linux answers: solicited, to the asker at its MAC.
+        let mut na = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x60, 0, 0, 0];
         na.extend(target.octets());
         na.extend([2, 1]);
         na.extend(guest.0);
         let link_local = guest.link_local();
         let answer = ipv6_frame(
-            Mac([0x33, 0x33, 0, 0, 0, 1]),
+            door,
             guest,
             255,
             link_local,
-            ALL_NODES,
+            asker,
             PROTO_ICMPV6,
             na.clone(),
         );

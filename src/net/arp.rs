@@ -1,9 +1,10 @@
-//! ARP frames as bytes (pure): the probe `vminit health` sends the guest for an address it
+//! ARP frames as bytes (pure): the question `vminit health` asks the guest for an address it
 //! was handed, and the guest's answer.
 //!
-//! The probe is RFC 5227's: sender address 0.0.0.0, so that a guest answers it whatever its
-//! routes and reverse-path filter say (Linux answers a probe for a local address as it does
-//! for duplicate address detection), and learns nothing from it.
+//! The question comes from the door's own address, which the guest routes through the NIC
+//! it asks on (DHCP option 121 and the seed say so), never from `0.0.0.0`: a guest that is
+//! still probing for the address (RFC 5227) would take that for another host's probe and
+//! give its address up. Only a door without an IPv4 address sends the probe.
 
 use std::net::Ipv4Addr;
 
@@ -14,8 +15,11 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
 
-/// An ARP probe from `from` to `to` (Ethernet unicast): who has `target`?
-pub fn probe(from: Mac, to: Mac, target: Ipv4Addr) -> Vec<u8> {
+/// An ARP request from `from`, which holds `sender`, to `to` (Ethernet unicast): who has
+/// `target`? With a `sender` of `0.0.0.0` it is RFC 5227's probe, which a host that is itself
+/// probing for `target` (NetworkManager's and Windows' address conflict detection) takes for
+/// a conflict and gives the address up; with a real `sender` it is an ordinary question.
+pub fn request(from: Mac, sender: Ipv4Addr, to: Mac, target: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend(to.0);
     f.extend(from.0);
@@ -24,7 +28,7 @@ pub fn probe(from: Mac, to: Mac, target: Ipv4Addr) -> Vec<u8> {
     f.extend([0, 1, 0x08, 0, 6, 4]);
     f.extend(ARP_REQUEST.to_be_bytes());
     f.extend(from.0);
-    f.extend(Ipv4Addr::UNSPECIFIED.octets());
+    f.extend(sender.octets());
     f.extend([0; 6]);
     f.extend(target.octets());
     f
@@ -49,16 +53,17 @@ mod tests {
     const GUEST: Mac = Mac([2, 0x42, 10, 1, 0, 2]);
 
     #[test]
-    fn the_probe_is_rfc_5227s_and_the_guests_reply_is_recognised() {
+    fn a_request_names_its_sender_and_the_guests_reply_is_recognised() {
         let target = Ipv4Addr::new(10, 1, 0, 2);
+        let door = Ipv4Addr::new(169, 254, 1, 3);
         assert_eq!(
-            probe(DOOR, GUEST, target),
+            request(DOOR, door, GUEST, target),
             hex("02420a010002 020000000003 0806 0001 0800 06 04 0001
-                 020000000003 00000000 000000000000 0a010002")
+                 020000000003 a9fe0103 000000000000 0a010002")
         );
-        // As Linux answers a probe: to the prober, target address 0.0.0.0.
+        // As Linux answers: to the asker, at its address.
         let reply = hex("020000000003 02420a010002 0806 0001 0800 06 04 0002
-                         02420a010002 0a010002 020000000003 00000000");
+                         02420a010002 0a010002 020000000003 a9fe0103");
         assert!(is_reply(&reply, GUEST, target));
         assert!(!is_reply(&reply, DOOR, target), "another MAC");
         assert!(
@@ -66,8 +71,22 @@ mod tests {
             "another address"
         );
         assert!(
-            !is_reply(&probe(GUEST, DOOR, target), GUEST, target),
+            !is_reply(&request(GUEST, door, DOOR, target), GUEST, target),
             "a request"
         );
+    }
+
+    #[test]
+    fn a_request_from_no_address_is_rfc_5227s_probe() {
+        let target = Ipv4Addr::new(10, 1, 0, 2);
+        assert_eq!(
+            request(DOOR, Ipv4Addr::UNSPECIFIED, GUEST, target),
+            hex("02420a010002 020000000003 0806 0001 0800 06 04 0001
+                 020000000003 00000000 000000000000 0a010002")
+        );
+        // As Linux answers a probe: to the prober, target address 0.0.0.0.
+        let reply = hex("020000000003 02420a010002 0806 0001 0800 06 04 0002
+                         02420a010002 0a010002 020000000003 00000000");
+        assert!(is_reply(&reply, GUEST, target));
     }
 }

@@ -1,13 +1,13 @@
 //! `vminit health`: whether the guest holds the network it was handed. Asks QEMU whether the
 //! guest runs, then the guest itself, from each door, whether it holds each address vminit
-//! handed it (an ARP probe for IPv4, a neighbour solicitation for IPv6: no agent in the
-//! guest), and judges with what earlier checks saw (`pid1::health`). The Docker HEALTHCHECK
+//! handed it (an ARP request for IPv4, a neighbour solicitation for IPv6, each from the
+//! door's own address: no agent in the guest), and judges with what earlier checks saw (`pid1::health`). The Docker HEALTHCHECK
 //! and a Kubernetes readiness probe run it; it changes nothing but its own memory file.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,8 +25,6 @@ use crate::vm::qmp;
 const ANSWER_WITHIN: Duration = Duration::from_millis(900);
 /// How often a probe is sent again meanwhile (one may be lost).
 const AGAIN: Duration = Duration::from_millis(300);
-/// The Ethernet group of `ff02::1`, where a node answers a solicitation from `::`.
-const ALL_NODES_MAC: Mac = Mac([0x33, 0x33, 0, 0, 0, 1]);
 /// `ETH_P_ALL`: every frame, seen before the link's tc ingress filters act on it (with the
 /// tap datapath they redirect the guest's answers to the NIC), which a socket bound to one
 /// type sees only after.
@@ -106,7 +104,7 @@ fn ask_guest(handed: &[Handed]) -> io::Result<Vec<bool>> {
         door.asks.push(i);
     }
     for door in doors.values_mut() {
-        door.open(handed)?;
+        door.open()?;
     }
     let start = Instant::now();
     let mut sent = None::<Instant>;
@@ -126,10 +124,18 @@ fn ask_guest(handed: &[Handed]) -> io::Result<Vec<bool>> {
     Ok(answered)
 }
 
-/// One door (or, with the tap datapath, the tap), with the socket the probes go out of.
+/// One door (or, with the tap datapath, the tap), with the socket the questions go out of.
+/// They come from the door's addresses, never from `0.0.0.0` or `::`: a guest whose address
+/// is still tentative (IPv6 duplicate address detection, IPv4 conflict detection) would
+/// take a question from nowhere for another host claiming the address, and give it up.
 struct Door {
     index: u32,
     mac: Mac,
+    /// Its IPv4 address (the one the guest routes to it), if it has one.
+    ip4: Option<Ipv4Addr>,
+    /// Its link-local IPv6 address, or, when it has none (Docker gives links made in a
+    /// container no IPv6), the one derived from its MAC, which nobody else holds.
+    ip6: Ipv6Addr,
     /// The handed-over addresses asked for through it, as indices.
     asks: Vec<usize>,
     socket: Option<PacketSocket>,
@@ -138,20 +144,25 @@ struct Door {
 impl Door {
     fn find(state: &NetState, name: &str) -> Option<Door> {
         let link = state.link(name)?;
+        let mac = link.mac?;
+        let ip4 = state.addrs_of(link.index).first().map(|a| a.net.addr);
+        let ip6 = state
+            .addrs6_of(link.index)
+            .iter()
+            .find(|a| a.net.is_link_local())
+            .map_or(mac.link_local(), |a| a.net.addr);
         Some(Door {
             index: link.index,
-            mac: link.mac?,
+            mac,
+            ip4,
+            ip6,
             asks: Vec::new(),
             socket: None,
         })
     }
 
-    fn open(&mut self, handed: &[Handed]) -> io::Result<()> {
-        let socket = PacketSocket::open_for(self.index, ETH_P_ALL)?;
-        if self.asks.iter().any(|&i| handed[i].addr.is_ipv6()) {
-            socket.join(ALL_NODES_MAC)?;
-        }
-        self.socket = Some(socket);
+    fn open(&mut self) -> io::Result<()> {
+        self.socket = Some(PacketSocket::open_for(self.index, ETH_P_ALL)?);
         Ok(())
     }
 
@@ -160,8 +171,11 @@ impl Door {
             let h = &handed[i];
             let Some(s) = &self.socket else { continue };
             match h.addr {
-                IpAddr::V4(a) => s.send(&arp::probe(self.mac, h.mac, a))?,
-                IpAddr::V6(a) => s.send(&ndp::solicitation_probe(self.mac, h.mac, a))?,
+                IpAddr::V4(a) => {
+                    let sender = self.ip4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    s.send(&arp::request(self.mac, sender, h.mac, a))?
+                }
+                IpAddr::V6(a) => s.send(&ndp::solicitation(self.mac, h.mac, self.ip6, a))?,
             }
         }
         Ok(())

@@ -886,7 +886,8 @@ fn a_gateway_that_answers_only_after_qemu_started_is_still_the_guests_first_rout
 }
 
 #[test]
-fn health_asks_the_guest_for_its_ipv6_address_too_and_names_it_when_lost() {
+fn health_asks_the_guest_for_its_ipv6_address_too_names_it_when_lost_and_never_makes_a_tentative_one_fail()
+ {
     let net = Network::dual_stack(1);
     let ctr = Container::with_ipv6();
     let v6 = net.net6().clone();
@@ -922,6 +923,43 @@ fn health_asks_the_guest_for_its_ipv6_address_too_and_names_it_when_lost() {
     assert!(
         !text.contains(&nic.ip().to_string()),
         "IPv4 still held: {text}"
+    );
+    // The guest takes its address again, with duplicate address detection for five seconds
+    // (a DHCPv6 client binding it, slowly).
+    guest_run(
+        &vm,
+        &format!(
+            "echo 5 >/proc/sys/net/ipv6/conf/eth0/dad_transmits; \
+             ip -6 addr add {}/128 dev eth0; echo READ''DED6",
+            nic.ip6()
+        ),
+        "READDED6",
+    );
+    // Asked meanwhile (Docker's HEALTHCHECK may run at any time): a tentative address is not
+    // held yet.
+    let (_, text) = vm.health(2);
+    assert!(text.contains(&nic.ip6().to_string()), "{text}");
+    vm.health(2);
+    // Once its detection is over, the guest holds it: the questions were not taken for
+    // another node's duplicate address detection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (code, text) = loop {
+        let (code, text) = vm.health(2);
+        if code == 0 || std::time::Instant::now() > deadline {
+            break (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut guest_addrs = String::new();
+    if code != 0 {
+        let from = vm.console().len();
+        guest_run(&vm, "ip -6 addr show dev eth0; echo SHO''WN", "SHOWN");
+        guest_addrs = vm.console().text_from(from);
+    }
+    assert_eq!(
+        (code, text.lines().next()),
+        (0, Some("healthy: the guest holds its 2 addresses")),
+        "{text}\nthe guest's addresses:\n{guest_addrs}"
     );
     stop(&vm);
 }
