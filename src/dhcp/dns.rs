@@ -5,9 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dhcp::resolv::Resolv;
-use crate::ipv6::announce::{Dns4, door_nic};
+use crate::ipv6::announce::Dns4;
 use crate::takeover::plan::NicPlan;
-use crate::takeover::plan6::Guest6;
 
 /// Docker's embedded DNS server, in a container on a user-defined network.
 pub const DOCKER_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -186,26 +185,6 @@ impl Dns {
         }
     }
 
-    /// One line when the guest cannot ask the door at all although it forwards to the
-    /// container's loopback resolvers: no NIC has IPv4, and the door of the NIC that would
-    /// announce it over IPv6 (`guests`) has no IPv6 (under Docker new links get none; see
-    /// docs/dns.md).
-    pub fn door_unreachable(&self, nics: &[NicPlan], guests: &[Guest6]) -> Option<String> {
-        let door_ipv6 = door_nic(guests)
-            .and_then(|lower| guests.iter().find(|g| g.lower == lower))
-            .is_some_and(|g| g.door_ipv6);
-        let lost: Vec<String> = self.forward_to.iter().map(IpAddr::to_string).collect();
-        (self.left_to_ipv6(nics).door_over_ipv6 && !door_ipv6).then(|| {
-            format!(
-                "DNS: no guest NIC has IPv4 and the door has no IPv6 (links made in this \
-                 container get none), so the guest cannot ask the door, which forwards to the \
-                 container's loopback resolvers ({}): names only they know (container names) \
-                 do not resolve in the guest, which gets the container's IPv6 resolvers only",
-                lost.join(" ")
-            )
-        })
-    }
-
     /// One line when the container has resolvers but the guest gets none: none by DHCPv4 on
     /// `nics`, and none in `ipv6` (what the IPv6 announcements carry): the container's are
     /// then IPv6 ones, and no guest NIC has IPv6 to reach them by.
@@ -216,7 +195,7 @@ impl Dns {
         ipv6: &[Ipv6Addr],
     ) -> Option<String> {
         let theirs: Vec<String> = resolv.nameservers.iter().map(IpAddr::to_string).collect();
-        // Loopback ones are the door's (`door_unreachable` says when the guest cannot ask it).
+        // Loopback ones are the door's, which the guest asks over IPv4 or IPv6.
         let none = !theirs.is_empty()
             && self.forward_to.is_empty()
             && ipv6.is_empty()
@@ -415,27 +394,11 @@ mod tests {
         let only = [v6only(0)];
         assert_eq!(primary_nic(&only), None);
         assert_eq!(dns.announcements(&only), [Announcement::default()]);
-        // Without IPv4 the door is asked over IPv6, where the door has IPv6 of its own; under
-        // Docker (no IPv6 on links made in the container) the guest cannot ask it: a warning.
-        let guest6 = |door_ipv6| Guest6 {
-            lower: "eth0".into(),
-            door: "vmlink0".into(),
-            mac: nics[0].mac,
-            mtu: 1500,
-            addr: "fd00:1::2/64".parse().unwrap(),
-            onlink: vec![],
-            gateways: vec![],
-            door_ipv6,
-        };
+        // Without IPv4 the door is asked over IPv6 (at its link-local address, which vminit
+        // answers for where the door has no IPv6: `ipv6::announcer`).
         let over6 = dns.left_to_ipv6(&only);
         assert!(over6.door_over_ipv6 && !over6.gives_resolvers);
         assert!(!dns.left_to_ipv6(&nics).door_over_ipv6);
-        assert!(dns.door_unreachable(&nics, &[guest6(false)]).is_none());
-        assert!(dns.door_unreachable(&only, &[guest6(true)]).is_none());
-        let warning = dns
-            .door_unreachable(&only, &[guest6(false)])
-            .expect("a warning");
-        assert!(warning.contains("127.0.0.11"), "{warning}");
         // The door is the guest's, then: no second warning that the guest has no resolver.
         let resolv = parse("nameserver 127.0.0.11\n");
         assert_eq!(dns.no_resolver(&resolv, &only, &[]), None);

@@ -235,6 +235,8 @@ pub struct Announcer {
     pub lower: String,
     pub door_name: String,
     pub guest: Mac,
+    /// The guest NIC's MTU: no frame to it is larger.
+    mtu: u32,
     door: Door,
     adverts: Vec<RouterAdvert>,
     lease: Lease,
@@ -246,6 +248,22 @@ pub struct Announcer {
     pending_answer: bool,
     /// The guest asked for a router at least once (the first answer is logged).
     solicited: bool,
+    /// vminit answers for the door's link-local address itself (the door has no IPv6 of its
+    /// own, as under Docker): its neighbour solicitations, and DNS queries to it, which
+    /// `announcer` relays to the door resolver.
+    relays_dns: bool,
+}
+
+/// The DNS port.
+const DNS_PORT: u16 = 53;
+
+/// A DNS query the guest sent to the door's link-local address (UDP), to be relayed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsQuery {
+    /// The guest's address and port it came from, where the answer goes.
+    pub src: Ipv6Addr,
+    pub port: u16,
+    pub message: Vec<u8>,
 }
 
 /// A frame to send, and what to log about it (at info; `None`: nothing worth it).
@@ -314,6 +332,7 @@ impl Announcer {
             lower: guest.lower.clone(),
             door_name: guest.door.clone(),
             guest: guest.mac,
+            mtu: guest.mtu,
             door,
             adverts,
             lease: Lease {
@@ -327,7 +346,48 @@ impl Announcer {
             last_answer: None,
             pending_answer: false,
             solicited: false,
+            relays_dns: false,
         }
+    }
+
+    /// Makes vminit answer for the door's link-local address (see `relays_dns`).
+    pub fn relay_dns(&mut self) {
+        self.relays_dns = true;
+    }
+
+    /// The DNS query in `frame`, if it is one from the guest to the door's link-local
+    /// address that vminit relays.
+    pub fn dns_query(&self, frame: &[u8]) -> Option<DnsQuery> {
+        let p = Packet::parse(frame)?;
+        if !self.relays_dns
+            || p.from != self.guest
+            || p.dst != self.door.link_local
+            || p.next_header != PROTO_UDP
+        {
+            return None;
+        }
+        let (port, message) = ndp::udp_to(p.payload, DNS_PORT)?;
+        Some(DnsQuery {
+            src: p.src,
+            port,
+            message: message.to_vec(),
+        })
+    }
+
+    /// The frame that gives the guest `message`, the answer to a query from `src`:`port`;
+    /// `None` when it would not fit the guest's MTU (the query goes unanswered).
+    pub fn dns_answer(&self, src: Ipv6Addr, port: u16, message: &[u8]) -> Option<Vec<u8>> {
+        (ndp::IP6_LEN + 8 + message.len() <= self.mtu as usize).then(|| {
+            ndp::ipv6_frame(
+                self.guest,
+                self.door.mac,
+                64,
+                self.door.link_local,
+                src,
+                PROTO_UDP,
+                ndp::udp(DNS_PORT, port, message),
+            )
+        })
     }
 
     /// The router advertisements as they are sent.
@@ -380,6 +440,10 @@ impl Announcer {
         };
         if p.from != self.guest {
             return Vec::new();
+        }
+        if self.relays_dns && ndp::solicited_target(&p) == Some(self.door.link_local) {
+            let frame = ndp::advertisement(self.door.mac, self.door.link_local, p.from, p.src);
+            return vec![Outgoing { frame, note: None }];
         }
         if p.is_router_solicitation() {
             if self
@@ -702,6 +766,98 @@ mod tests {
         assert_eq!(door_nic(&[]), None);
         let dns = Dns6::default().announced(&second, false, dns4, None);
         assert_eq!(dns.advert, Dns6::default());
+    }
+
+    /// A frame from the guest to the door's link-local address.
+    fn to_door(next_header: u8, payload: Vec<u8>) -> Vec<u8> {
+        let dst = if next_header == ndp::PROTO_ICMPV6 {
+            ndp::solicited_node(DOOR.link_local)
+        } else {
+            DOOR.link_local
+        };
+        ndp::ipv6_frame(
+            DOOR.mac,
+            GUEST,
+            255,
+            GUEST.link_local(),
+            dst,
+            next_header,
+            payload,
+        )
+    }
+
+    #[test]
+    fn a_door_without_ipv6_is_answered_for_and_dns_to_it_is_relayed_only_when_vminit_relays() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(&docker_guest(), &learned(), DOOR, &NicDns6::default(), t0);
+        let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        ns.extend(DOOR.link_local.octets());
+        ns.extend([1, 1]);
+        ns.extend(GUEST.0);
+        let ns = to_door(ndp::PROTO_ICMPV6, ns);
+        let query = to_door(PROTO_UDP, ndp::udp(40000, 53, b"\x12\x34query"));
+        // A door with IPv6 of its own: the kernel answers, not vminit.
+        assert!(a.on_frame(&ns, t0).is_empty());
+        assert_eq!(a.dns_query(&query), None);
+
+        a.relay_dns();
+        let out = a.on_frame(&ns, t0);
+        assert_eq!(out.len(), 1);
+        let p = Packet::parse(&out[0].frame).unwrap();
+        assert_eq!((p.to, p.from, p.hop_limit), (GUEST, DOOR.mac, 255));
+        assert_eq!((p.src, p.dst), (DOOR.link_local, GUEST.link_local()));
+        assert_eq!(
+            ndp::advertiser_of(&out[0].frame, DOOR.link_local),
+            Some(DOOR.mac)
+        );
+        assert_eq!(p.payload[4], 0x60, "solicited, override");
+        assert_eq!(
+            &p.payload[24..32],
+            &[2, 1, 0x0e, 0x1b, 0x92, 0x9a, 0x54, 0x2d]
+        );
+        let q = a.dns_query(&query).expect("a query");
+        assert_eq!(
+            q,
+            DnsQuery {
+                src: GUEST.link_local(),
+                port: 40000,
+                message: b"\x12\x34query".to_vec()
+            }
+        );
+        // Not for the door, or not DNS: not relayed.
+        let other = ndp::ipv6_frame(
+            DOOR.mac,
+            GUEST,
+            64,
+            GUEST.link_local(),
+            ip("fe80::1"),
+            PROTO_UDP,
+            ndp::udp(40000, 53, b"\x12\x34query"),
+        );
+        assert_eq!(a.dns_query(&other), None);
+        assert_eq!(
+            a.dns_query(&to_door(PROTO_UDP, ndp::udp(40000, 54, b"x"))),
+            None
+        );
+
+        let answer = a
+            .dns_answer(q.src, q.port, b"\x12\x34answer")
+            .expect("fits");
+        let p = Packet::parse(&answer).unwrap();
+        assert_eq!((p.to, p.from), (GUEST, DOOR.mac));
+        assert_eq!((p.src, p.dst), (DOOR.link_local, GUEST.link_local()));
+        assert_eq!(
+            ndp::udp_to(p.payload, 40000),
+            Some((53, &b"\x12\x34answer"[..]))
+        );
+        assert_eq!(
+            ndp::checksum(p.src, p.dst, PROTO_UDP, p.payload),
+            0xffff,
+            "a correct UDP checksum"
+        );
+        // Larger than the guest's MTU: not sent.
+        assert_eq!(a.dns_answer(q.src, q.port, &[0; 1500 - 48 + 1]), None);
+        assert!(a.dns_answer(q.src, q.port, &[0; 1500 - 48]).is_some());
     }
 
     #[test]

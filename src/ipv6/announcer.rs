@@ -1,22 +1,28 @@
 //! The guest's IPv6 announcements on the wire: one packet socket per door, read when the
 //! supervisor's loop says it is readable, written when `announce` says something is due.
-//! Decides nothing: what to send, to whom and when is `announce`'s.
+//! Decides nothing: what to send, to whom and when is `announce`'s. Where the door has no
+//! IPv6 of its own and is the guest's resolver over IPv6, the guest's DNS queries to it are
+//! relayed here (`Relay`).
 
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::ipv6::announce::{Announcer, Dns4, Dns6, Door, Learned, door_nic, router_nic};
+use crate::ipv6::announce::{
+    Announcer, Dns4, Dns6, DnsQuery, Door, Learned, Outgoing, door_nic, router_nic,
+};
 use crate::ipv6::gateway6::raw_socket_error;
-use crate::ipv6::ndp::{ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
+use crate::ipv6::ndp::{self, ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
 use crate::ipv6::packet::PacketSocket;
 use crate::net::netstate::NetState;
 use crate::takeover::plan6::Guest6;
 
-/// Every door's socket and announcer.
+/// Every door's socket and announcer, and its DNS relay where it has one.
 #[derive(Debug)]
 pub struct Announcers {
-    doors: Vec<(PacketSocket, Announcer)>,
+    doors: Vec<(PacketSocket, Announcer, Option<Relay>)>,
     /// State of a small generator that spreads the unsolicited advertisements.
     random: u32,
 }
@@ -25,9 +31,20 @@ pub struct Announcers {
 /// the guest sends meanwhile waits in them.
 #[derive(Debug)]
 pub struct Listening {
-    /// Each guest, its door's socket and addresses, and whether the door's link-local address
-    /// is the kernel's (the door has IPv6, and dnsmasq answers DNS there).
-    doors: Vec<(Guest6, PacketSocket, Door, bool)>,
+    doors: Vec<ListeningDoor>,
+}
+
+/// One guest's door, listening.
+#[derive(Debug)]
+struct ListeningDoor {
+    guest: Guest6,
+    socket: PacketSocket,
+    door: Door,
+    /// Whether the door's link-local address is the kernel's (the door has IPv6, and
+    /// dnsmasq answers DNS there); without, vminit answers for it.
+    kernel_ll: bool,
+    /// The door's IPv4 address, where dnsmasq answers DNS.
+    ipv4: Option<Ipv4Addr>,
 }
 
 impl Listening {
@@ -51,12 +68,20 @@ impl Listening {
                 .map(|a| a.addr.net.addr);
             let link_local = kernel_ll.unwrap_or_else(|| mac.link_local());
             let socket = PacketSocket::open(link.index).map_err(raw_socket_error)?;
-            for group in [ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC] {
+            // Solicitations for the door's address go to its group: heard for when vminit
+            // answers for it.
+            let own_group = ndp::multicast_mac(ndp::solicited_node(link_local));
+            for group in [ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC, own_group] {
                 socket.join(group).map_err(raw_socket_error)?;
             }
             socket.only_from(guest.mac).map_err(raw_socket_error)?;
-            let door = Door { mac, link_local };
-            doors.push((guest.clone(), socket, door, kernel_ll.is_some()));
+            doors.push(ListeningDoor {
+                guest: guest.clone(),
+                socket,
+                door: Door { mac, link_local },
+                kernel_ll: kernel_ll.is_some(),
+                ipv4: state.addrs_of(link.index).first().map(|a| a.net.addr),
+            });
         }
         Ok(Listening { doors })
     }
@@ -99,44 +124,75 @@ impl Announcers {
     /// Starts announcing on doors already listening, with the gateways `learned` meanwhile.
     pub fn start(&mut self, listening: Listening, learned: &[Learned], (dns, dns4): (&Dns6, Dns4)) {
         let now = Instant::now();
-        let guests: Vec<Guest6> = listening.doors.iter().map(|(g, ..)| g.clone()).collect();
+        let guests: Vec<Guest6> = listening.doors.iter().map(|d| d.guest.clone()).collect();
         // The NIC of the guest's IPv6 default route also announces resolvers no prefix holds.
         let router = router_nic(&guests);
         let door_dns = door_nic(&guests);
-        for (guest, socket, door, door_ipv6) in listening.doors {
-            let lower = Some(guest.lower.as_str());
-            // The door resolver's IPv6 address, where the door has one and this NIC says it.
-            let door_ll = (door_ipv6 && door_dns == lower).then_some(door.link_local);
-            let nic_dns = dns.announced(&guest, router == lower, dns4, door_ll);
-            let announcer = Announcer::new(&guest, learned, door, &nic_dns, now);
+        for d in listening.doors {
+            let lower = Some(d.guest.lower.as_str());
+            // The door resolver's IPv6 address, where this NIC says it: the kernel's, or, on
+            // a door without IPv6, the one vminit answers for and relays DNS from.
+            let relay = match d.ipv4 {
+                Some(server) if !d.kernel_ll && door_dns == lower && dns4.door_over_ipv6 => {
+                    Relay::open(server)
+                        .inspect_err(|e| {
+                            log::warn!(
+                                "{}: cannot relay the guest's DNS to the door ({e}): the guest cannot ask it over IPv6",
+                                d.guest.lower
+                            );
+                        })
+                        .ok()
+                }
+                _ => None,
+            };
+            let door_ll = ((d.kernel_ll || relay.is_some()) && door_dns == lower)
+                .then_some(d.door.link_local);
+            let nic_dns = dns.announced(&d.guest, router == lower, dns4, door_ll);
+            let mut announcer = Announcer::new(&d.guest, learned, d.door, &nic_dns, now);
             log::info!("{}", announcer.describe());
-            self.doors.push((socket, announcer));
+            if let Some(relay) = &relay {
+                announcer.relay_dns();
+                log::info!(
+                    "{}: the door has no IPv6 here: vminit answers for {} and relays the guest's DNS queries to {} (UDP)",
+                    d.guest.lower,
+                    d.door.link_local,
+                    relay.server
+                );
+            }
+            self.doors.push((d.socket, announcer, relay));
         }
     }
 
     /// Stops announcing on the door of the container NIC `lower` (it left).
     pub fn remove(&mut self, lower: &str) {
-        self.doors.retain(|(_, a)| a.lower != lower);
+        self.doors.retain(|(_, a, _)| a.lower != lower);
     }
 
     /// The sockets to wait on.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.doors.iter().map(|(s, _)| s.as_fd()).collect()
+        self.doors
+            .iter()
+            .flat_map(|(s, _, r)| [Some(s.as_fd()), r.as_ref().map(|r| r.socket.as_fd())])
+            .flatten()
+            .collect()
     }
 
     /// When something is due at the latest.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.doors.iter().map(|(_, a)| a.next_wakeup()).min()
+        self.doors.iter().map(|(_, a, _)| a.next_wakeup()).min()
     }
 
     /// Answers what arrived and sends what is due.
     pub fn work(&mut self, now: Instant) {
         let mut buf = vec![0u8; 2048];
-        for (socket, announcer) in &mut self.doors {
+        for (socket, announcer, relay) in &mut self.doors {
             let mut out = Vec::new();
             loop {
                 match socket.recv(&mut buf) {
-                    Ok(Some(n)) => out.extend(announcer.on_frame(&buf[..n], now)),
+                    Ok(Some(n)) => match (announcer.dns_query(&buf[..n]), relay.as_mut()) {
+                        (Some(query), Some(relay)) => relay.ask(query, now),
+                        _ => out.extend(announcer.on_frame(&buf[..n], now)),
+                    },
                     Ok(None) => break,
                     Err(e) => {
                         log::warn!("{}: reading the guest's frames: {e}", announcer.door_name);
@@ -149,6 +205,13 @@ impl Announcers {
             self.random ^= self.random >> 17;
             self.random ^= self.random << 5;
             out.extend(announcer.due(now, self.random));
+            if let Some(relay) = relay {
+                for (src, port, message) in relay.answers(&mut buf) {
+                    if let Some(frame) = announcer.dns_answer(src, port, &message) {
+                        out.push(Outgoing { frame, note: None });
+                    }
+                }
+            }
             for o in out {
                 if let Some(note) = &o.note {
                     log::info!("{note}");
@@ -158,5 +221,98 @@ impl Announcers {
                 }
             }
         }
+    }
+}
+
+/// How long a relayed query waits for its answer.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many relayed queries may wait at once (more are dropped: the guest asks again).
+const RELAY_PENDING: usize = 64;
+
+/// The guest's DNS queries to a door without IPv6, relayed over the container's own stack
+/// to dnsmasq at the door's IPv4 address (the resolver the door is over IPv4, with its
+/// forwarding rules), and their answers, each under an ID of the relay's own and given back
+/// the guest's.
+#[derive(Debug)]
+struct Relay {
+    socket: UdpSocket,
+    server: SocketAddrV4,
+    pending: Vec<Pending>,
+    next_id: u16,
+}
+
+/// A query sent on and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    id: u16,
+    guest_id: [u8; 2],
+    src: Ipv6Addr,
+    port: u16,
+    sent: Instant,
+}
+
+impl Relay {
+    fn open(server: Ipv4Addr) -> io::Result<Relay> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        socket.set_nonblocking(true)?;
+        Ok(Relay {
+            socket,
+            server: SocketAddrV4::new(server, 53),
+            pending: Vec::new(),
+            next_id: std::process::id() as u16,
+        })
+    }
+
+    /// Sends `query` on, unless it is no DNS message or too many wait already.
+    fn ask(&mut self, mut query: DnsQuery, now: Instant) {
+        self.pending
+            .retain(|p| now.duration_since(p.sent) < RELAY_TIMEOUT);
+        if query.message.len() < 12 || self.pending.len() >= RELAY_PENDING {
+            return;
+        }
+        let mut id = self.next_id;
+        while self.pending.iter().any(|p| p.id == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_id = id.wrapping_add(1);
+        let guest_id = [query.message[0], query.message[1]];
+        query.message[..2].copy_from_slice(&id.to_be_bytes());
+        match self.socket.send_to(&query.message, self.server) {
+            Ok(_) => self.pending.push(Pending {
+                id,
+                guest_id,
+                src: query.src,
+                port: query.port,
+                sent: now,
+            }),
+            Err(e) => log::debug!("relaying a DNS query to {}: {e}", self.server),
+        }
+    }
+
+    /// The answers that arrived: where each goes, and the message with the guest's ID.
+    fn answers(&mut self, buf: &mut [u8]) -> Vec<(Ipv6Addr, u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let (n, from) = match self.socket.recv_from(buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::debug!("reading a relayed DNS answer: {e}");
+                    break;
+                }
+            };
+            if from != SocketAddr::V4(self.server) || n < 12 {
+                continue;
+            }
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            let Some(at) = self.pending.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            let p = self.pending.swap_remove(at);
+            let mut message = buf[..n].to_vec();
+            message[..2].copy_from_slice(&p.guest_id);
+            out.push((p.src, p.port, message));
+        }
+        out
     }
 }

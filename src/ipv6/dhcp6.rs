@@ -8,7 +8,7 @@
 
 use std::net::Ipv6Addr;
 
-use crate::ipv6::ndp::dns_names;
+use crate::ipv6::ndp::{dns_names, udp, udp_to};
 use crate::net::types::Mac;
 
 /// Message types (RFC 8415 7.3).
@@ -246,20 +246,12 @@ pub fn answer(lease: &Lease, message: &[u8]) -> Option<Answer> {
 /// The UDP datagram (header with a zero checksum, then `payload`) from the server port to
 /// the client port; `ndp::ipv6_frame` fills in the checksum.
 pub fn udp_to_client(payload: &[u8]) -> Vec<u8> {
-    let mut udp = Vec::with_capacity(8 + payload.len());
-    udp.extend(SERVER_PORT.to_be_bytes());
-    udp.extend(CLIENT_PORT.to_be_bytes());
-    udp.extend(((8 + payload.len()) as u16).to_be_bytes());
-    udp.extend([0, 0]);
-    udp.extend(payload);
-    udp
+    udp(SERVER_PORT, CLIENT_PORT, payload)
 }
 
 /// The DHCPv6 message in a UDP datagram to the server port, if `udp` is one.
 pub fn from_client(udp: &[u8]) -> Option<&[u8]> {
-    let dst = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
-    let len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
-    (dst == SERVER_PORT && len >= 8).then(|| udp.get(8..len))?
+    udp_to(udp, SERVER_PORT).map(|(_, message)| message)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ const ROUTER_ADVERTISEMENT: u8 = 134;
 const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
 /// The source link-layer address option (RFC 4861 4.6.1).
 const OPT_SOURCE_LL: u8 = 1;
+/// Target link-layer address option (RFC 4861 4.6.1).
+const OPT_TARGET_LL: u8 = 2;
 /// `ff02::1`, all nodes on the link.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// Ethernet multicast MACs of `ff02::2` (all routers) and `ff02::1:2` (DHCPv6 servers): what
@@ -163,6 +165,25 @@ pub fn ipv6_frame(
     frame.extend(dst.octets());
     frame.extend(payload);
     frame
+}
+
+/// A UDP datagram from `src_port` to `dst_port`, its checksum left to `ipv6_frame`.
+pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(8 + payload.len());
+    udp.extend(src_port.to_be_bytes());
+    udp.extend(dst_port.to_be_bytes());
+    udp.extend(((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(payload);
+    udp
+}
+
+/// The source port and payload of a UDP datagram to `port`, if `udp` is one.
+pub fn udp_to(udp: &[u8], port: u16) -> Option<(u16, &[u8])> {
+    let src = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
+    let dst = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    let len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    (dst == port && len >= 8).then(|| udp.get(8..len).map(|payload| (src, payload)))?
 }
 
 /// The upper-layer checksum over the IPv6 pseudo-header (RFC 8200 8.1) and `payload`.
@@ -311,6 +332,25 @@ pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
 pub fn multicast_mac(group: Ipv6Addr) -> Mac {
     let g = group.octets();
     Mac([0x33, 0x33, g[12], g[13], g[14], g[15]])
+}
+
+/// The neighbour advertisement that answers a solicitation for `target`, held by `from`,
+/// from `asker` at `to`: solicited, overriding, with `from` as the target link-layer address
+/// (RFC 4861 7.2.4).
+pub fn advertisement(from: Mac, target: Ipv6Addr, to: Mac, asker: Ipv6Addr) -> Vec<u8> {
+    let mut payload = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x60, 0, 0, 0];
+    payload.extend(target.octets());
+    payload.extend([OPT_TARGET_LL, 1]);
+    payload.extend(from.0);
+    ipv6_frame(to, from, 255, target, asker, PROTO_ICMPV6, payload)
+}
+
+/// The target of `p`, if it is a neighbour solicitation (hop limit 255, correct checksum)
+/// from an address (not `::`: duplicate address detection is not a question to answer).
+pub fn solicited_target(p: &Packet) -> Option<Ipv6Addr> {
+    let target: [u8; 16] = p.payload.get(8..24)?.try_into().ok()?;
+    (p.is_icmp(NEIGHBOUR_SOLICITATION) && p.hop_limit == 255 && !p.src.is_unspecified())
+        .then_some(Ipv6Addr::from(target))
 }
 
 /// The MAC of the node that advertises `target` in `frame` (a neighbour advertisement with a

@@ -649,11 +649,7 @@ impl<'a> Boot<'a> {
         let text = fs::read_to_string(&self.config.paths.resolv_conf).unwrap_or_default();
         let ipv6 = announce::announced_servers(&plan.v6, &Dns6::from_resolv_conf(&text));
         let dns = dhcp_server::guest_dns(self.config);
-        let warnings = [
-            dns.door_unreachable(&plan.nics, &plan.v6),
-            dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6),
-        ];
-        for warning in warnings.iter().flatten() {
+        if let Some(warning) = dns.no_resolver(&resolv::parse(&text), &plan.nics, &ipv6) {
             log::warn!("{warning}");
         }
         self.dnsmasq = Some(server.spawn()?);

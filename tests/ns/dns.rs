@@ -323,13 +323,25 @@ fn a_container_with_only_ipv6_resolvers_gives_the_guest_the_door_to_its_loopback
 /// An IPv6-only guest (a Docker IPv6-only network's shape) of a container whose only resolver
 /// is its loopback one, Docker's 127.0.0.11, which knows the container names: the guest cannot
 /// ask the door over IPv4, so it asks it over IPv6, at the door's link-local address, which
-/// DHCPv6 (and the router advertisements) announce first; dnsmasq answers there and forwards
-/// to 127.0.0.11. The guest's client scopes the address to its NIC (`fe80::…%eth0`), as
-/// Debian's dhclient-script does; glibc's resolver resolves the container name through it.
-#[test]
-fn an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6() {
+/// DHCPv6 (and the router advertisements) announce first. The guest's client scopes the
+/// address to its NIC (`fe80::…%eth0`), as Debian's dhclient-script does; glibc's resolver
+/// resolves the container name through it.
+///
+/// Where new links get IPv6 (a Kubernetes pod), the door has the kernel's link-local address
+/// and dnsmasq answers there. Under Docker new links get none
+/// (`net.ipv6.conf.default.disable_ipv6=1` once its own NICs are there, `disable_ipv6` says
+/// so): vminit answers for the address its MAC derives and relays the guest's queries to
+/// dnsmasq at the door's IPv4 address.
+fn an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6(
+    datapath: &str,
+    serves_on: &str,
+    disable_ipv6: bool,
+) {
     let net = Network::dual_stack(1);
     let (ctr, _nic) = crate::ipv6::ipv6_only_container(&net, 2);
+    if disable_ipv6 {
+        ctr.ns().sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    }
     ctr.ns().ip(&["addr", "add", "127.0.0.11/32", "dev", "lo"]);
     let before = ctr.net_state();
     let web = net.net6().addr(80);
@@ -344,19 +356,48 @@ fn an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6() {
         &disk,
         &format!("vminit_test_ipv6=eth0 vminit_test_resolve={CONTAINER_NAME}"),
     )
+    .env("NET_DATAPATH", datapath)
     .resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n")
     .spawn();
 
     let r = report(&vm);
     // "4: vmlink0@eth0    inet6 fe80::…/64 scope link \       valid_lft forever …"
-    let door = ctr.exec("ip -6 -o addr show dev vmlink0 scope link").stdout;
-    let door: Ipv6Addr = door
-        .split_whitespace()
-        .skip_while(|w| *w != "inet6")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("the door's link-local address: {door}"));
+    let kernel_ll = ctr
+        .exec(&format!("ip -6 -o addr show dev {serves_on} scope link"))
+        .stdout;
+    let door: Ipv6Addr = if disable_ipv6 {
+        assert!(
+            kernel_ll.trim().is_empty(),
+            "no IPv6 on the door: {kernel_ll}"
+        );
+        // 0e:1b:92:9a:54:2d: fe80::c1b:92ff:fe9a:542d
+        let mac = ctr
+            .exec(&format!("cat /sys/class/net/{serves_on}/address"))
+            .stdout;
+        let b: Vec<u8> = mac
+            .trim()
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).expect("a MAC"))
+            .collect();
+        Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            u16::from_be_bytes([b[0] ^ 2, b[1]]),
+            u16::from_be_bytes([b[2], 0xff]),
+            u16::from_be_bytes([0xfe, b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+        )
+    } else {
+        kernel_ll
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("the door's link-local address: {kernel_ll}"))
+    };
     assert_eq!(r.dhcp6["eth0"]["dns6"], door.to_string(), "{:?}", r.dhcp6);
     assert_eq!(r.dns, [format!("{door}%eth0")], "{r:#?}");
     let all = lookups(&vm);
@@ -372,40 +413,33 @@ fn an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6() {
         log.contains(&format!("DNS at the door {door}")) && !log.contains("cannot ask the door"),
         "{log}"
     );
+    assert_eq!(
+        log.contains(&format!("vminit answers for {door} and relays")),
+        disable_ipv6,
+        "{log}"
+    );
     stop(&vm);
     crate::ipv6::assert_restored(&ctr, &before, "after the stop");
 }
 
-/// The same under Docker, where links made in the container get no IPv6
-/// (`net.ipv6.conf.default.disable_ipv6=1` once its own NICs are there): the door has no
-/// link-local address to be asked at, so the guest gets no door, and vminit says so in one
-/// line (and not a second time as "no resolver").
 #[test]
-fn without_ipv6_on_the_door_an_ipv6_only_guest_gets_no_door_and_one_warning_says_so() {
-    let net = Network::dual_stack(1);
-    let (ctr, _nic) = crate::ipv6::ipv6_only_container(&net, 2);
-    ctr.ns().sysctl("net.ipv6.conf.default.disable_ipv6", "1");
-    let disk = ScratchDisk::new();
-    let vm = vminit(&ctr, &disk, "vminit_test_ipv6=eth0")
-        .resolv_conf("nameserver 127.0.0.11\n")
-        .spawn();
-
-    let r = report(&vm);
-    assert!(r.dns.is_empty(), "{r:#?}");
-    let door = ctr.exec("ip -6 -o addr show dev vmlink0").stdout;
-    assert!(door.trim().is_empty(), "no IPv6 on the door: {door}");
-    let log = vm.log().text();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("cannot ask the door") || l.contains("gets no resolver"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{log}");
-    assert!(
-        warnings[0].contains("the door has no IPv6") && warnings[0].contains("127.0.0.11"),
-        "{}",
-        warnings[0]
+fn an_ipv6_only_guest_resolves_a_container_name_through_the_doors_own_ipv6() {
+    an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6(
+        "macvtap", "vmlink0", false,
     );
-    stop(&vm);
+}
+
+#[test]
+fn an_ipv6_only_guest_resolves_a_container_name_through_a_door_without_ipv6_that_vminit_answers_for()
+ {
+    an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6(
+        "macvtap", "vmlink0", true,
+    );
+}
+
+#[test]
+fn with_the_tap_datapath_an_ipv6_only_guest_resolves_through_a_tap_without_ipv6() {
+    an_ipv6_only_guest_resolves_a_container_name_through_the_door_over_ipv6("tap", "vmtap0", true);
 }
 
 /// Only an IPv6 resolver that is not the container's own, and no IPv6 in the guest: nothing
