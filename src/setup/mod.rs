@@ -100,6 +100,8 @@ struct Media {
     efi: Option<(PathBuf, devices::DiskFile)>,
     /// `TPM=yes`: the TPM's state directory, checked writable.
     tpm_state: Option<PathBuf>,
+    /// What `DISK_SIZE` grows the disk by, made after every check (`Boot::grow_disk`).
+    growth: Option<provision::Growth>,
 }
 
 impl Media {
@@ -202,7 +204,7 @@ fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) ->
     let tpm_state = tpm::prepare(config, made)?;
     provision::create_disk(config, &watch, made)?;
     let disk = devices::open_disk(&config.paths.disk)?;
-    provision::grow_disk(config, &disk, &watch)?;
+    let growth = provision::plan_growth(config, &disk)?;
     log::info!("disk: {}", disk.describe());
     for extra in &extra_disks {
         log::info!("extra disk: {}", extra.describe());
@@ -226,6 +228,7 @@ fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) ->
         iso,
         efi,
         tpm_state,
+        growth,
     })
 }
 
@@ -420,6 +423,7 @@ impl<'a> Boot<'a> {
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
         self.check_packet_sockets(&plan)?;
+        self.grow_disk()?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
         let accel = match forced {
@@ -742,6 +746,21 @@ impl<'a> Boot<'a> {
     }
 
     /// A `docker stop` during setup ends it here, before the guest starts.
+    /// Grows the disk as `DISK_SIZE` asks, once every check has passed: the first change
+    /// to what the user brought (a disk vminit made is removed again on a refusal, a grown
+    /// one could not be shrunk back).
+    fn grow_disk(&self) -> Result<()> {
+        let media = &self.checked.media;
+        let Some(growth) = &media.growth else {
+            return Ok(());
+        };
+        let watch = provision::Watch {
+            mask: self.signals.original,
+            interrupted: &|| termination_pending(self.signals),
+        };
+        provision::grow_disk(self.config, &media.disk, growth, &watch)
+    }
+
     fn check_not_interrupted(&self) -> Result<()> {
         interrupted(self.signals)
     }

@@ -91,6 +91,7 @@ impl Boot<'_> {
                 (accel, sockets.map(qemu::Netdev::Stream).collect())
             }
         };
+        self.grow_disk()?;
         self.launch(
             &plan,
             netdevs,

@@ -209,45 +209,67 @@ fn check_base(dir: &Path, name: &Path) -> Result<Base> {
     })
 }
 
-/// Grows the disk (its top image) to `DISK_SIZE` when it is smaller; refuses a smaller
-/// `DISK_SIZE`.
-pub fn grow_disk(config: &Config, disk: &Disk, watch: &Watch) -> Result<()> {
+/// A growth of the disk's top image that `DISK_SIZE` asks for, decided (`plan_growth`) and
+/// not yet made (`grow_disk`).
+#[derive(Debug)]
+pub struct Growth {
+    from: u64,
+    to: u64,
+}
+
+/// Whether the disk (its top image) must grow to `DISK_SIZE`; refuses a smaller `DISK_SIZE`,
+/// and a growth without `qemu-img`. Changes nothing: the growth is made by `grow_disk`, after
+/// every other check.
+pub fn plan_growth(config: &Config, disk: &Disk) -> Result<Option<Growth>> {
     let (Some(size), Some(top)) = (config.machine.disk_size, disk.layers.first()) else {
-        return Ok(());
+        return Ok(None);
     };
-    let refuse = |problem: String| Error::Disk {
+    let head = read_at(&top.file.read, 0, disk::HEADER_PREFIX).map_err(|problem| Error::Disk {
         path: top.file.path.clone(),
         problem,
-    };
-    let head = read_at(&top.file.read, 0, disk::HEADER_PREFIX).map_err(refuse)?;
-    let current =
-        machine::qcow2_size(&head).ok_or_else(|| refuse("has a truncated qcow2 header".into()))?;
+    })?;
+    let current = machine::qcow2_size(&head).ok_or_else(|| Error::Disk {
+        path: top.file.path.clone(),
+        problem: "has a truncated qcow2 header".into(),
+    })?;
     let action = machine::decide(Some(current), Some(size), None)
         .map_err(|(var, msg)| Error::config(var, msg))?;
     let DiskAction::Grow { from, to } = action else {
-        return Ok(());
+        return Ok(None);
     };
     devices::check_program(&config.paths.qemu_img, "qemu-img")?;
+    Ok(Some(Growth { from, to }))
+}
+
+/// Grows the disk's top image as `growth` says.
+pub fn grow_disk(config: &Config, disk: &Disk, growth: &Growth, watch: &Watch) -> Result<()> {
+    let top = disk
+        .layers
+        .first()
+        .expect("a growth was planned for this disk");
     let fd = top
         .file
         .write
         .as_ref()
         .expect("the top image is open for writing")
         .as_raw_fd();
-    let argv = machine::grow_command(&config.paths.qemu_img, fd, to);
+    let argv = machine::grow_command(&config.paths.qemu_img, fd, growth.to);
     run_qemu_img(&argv, &[fd], watch).map_err(|why| match why {
         Stop::Interrupted(sig) => Error::Interrupted(sig),
-        Stop::Failed(text) => refuse(format!(
-            "cannot be grown to {}: {text}{}",
-            machine::human(to),
-            full_hint(&text, top.file.path.parent().unwrap_or(Path::new("/")))
-        )),
+        Stop::Failed(text) => Error::Disk {
+            path: top.file.path.clone(),
+            problem: format!(
+                "cannot be grown to {}: {text}{}",
+                machine::human(growth.to),
+                full_hint(&text, top.file.path.parent().unwrap_or(Path::new("/")))
+            ),
+        },
     })?;
     log::info!(
         "grew {} from {} to {} (growing the guest's filesystem is the guest's business: cloud-init's growpart does it)",
         top.file.path.display(),
-        machine::human(from),
-        machine::human(to)
+        machine::human(growth.from),
+        machine::human(growth.to)
     );
     Ok(())
 }

@@ -133,6 +133,22 @@ fn disk_size_creates_a_sparse_disk_then_grows_it_keeping_the_data_and_never_shri
         &["DISK_SIZE", "100M", "which is 128M", "never shrinks"],
     );
     assert_eq!(sha256(&disk), before, "a refused shrink changes nothing");
+    // A growth waits for every other check: refused later (the network), the disk is as it
+    // was.
+    expect_refusal(
+        &vm,
+        vm.guest(&s.0, "")
+            .env("DISK_SIZE", "192M")
+            .env("SELECTED_NETWORK", "10.99.0.0/16"),
+        64,
+        &["SELECTED_NETWORK", "matches no IPv4 address"],
+    );
+    assert_eq!(
+        sha256(&disk),
+        before,
+        "a refusal after the growth was planned"
+    );
+    assert_eq!(info(&disk, "virtual-size").as_deref(), Some("134217728"));
 
     // Unset, the disk is used as it is.
     let guest = vm.guest(&s.0, "").spawn();
