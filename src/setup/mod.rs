@@ -39,6 +39,7 @@ use crate::pid1::supervise::Signals;
 use crate::rundir::RunDir;
 use crate::takeover::plan::{self, NicPlan, Plan};
 use crate::takeover::plan6::Guest6;
+use crate::takeover::slot::Slot;
 use crate::vm::accel::{self, Accelerator, Choice, KvmStatus, UserBackend};
 use crate::vm::devices::{self, Tap};
 use crate::vm::{sandbox, slirp};
@@ -540,11 +541,19 @@ impl<'a> Boot<'a> {
             usb: self.config.display.is_some(),
         };
         let max = slots.max_nics();
-        if plan.nics.len() > max {
+        let nic_slots: Vec<Slot> = plan.nics.iter().map(|n| n.slot).collect();
+        let places = qemu::nic_places(slots.q35, &nic_slots);
+        if places > max {
+            let mut describe = slots.describe();
+            if places > nic_slots.len() {
+                describe += &format!(
+                    "; the NICs kept their places from the run before, which reach {places}"
+                );
+            }
             return Err(Error::Network(NetworkError::TooManyNics(
                 plan.nics.len(),
                 max,
-                slots.describe(),
+                describe,
             )));
         }
         Ok(())

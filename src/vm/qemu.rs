@@ -478,8 +478,23 @@ pub const HOTPLUG_PORTS: usize = 4;
 /// The PCIe root ports a `q35` guest gets: one for each NIC it starts with (slots 0, 1, …)
 /// and [`HOTPLUG_PORTS`] more.
 fn root_ports(nics: &[GuestNic]) -> usize {
-    let slots = nics.iter().map(|n| n.slot.0 + 1).max().unwrap_or(0);
-    slots.max(nics.len()) + HOTPLUG_PORTS
+    let slots: Vec<Slot> = nics.iter().map(|n| n.slot).collect();
+    nic_places(true, &slots) + HOTPLUG_PORTS
+}
+
+/// The PCI places the guest's NICs at `slots` take: one each on `pc`; on `q35` a root port
+/// for every slot up to the highest (a guest restarted after a kill keeps its NICs' slots,
+/// gaps and all).
+pub fn nic_places(q35: bool, slots: &[Slot]) -> usize {
+    match q35 {
+        false => slots.len(),
+        true => slots
+            .iter()
+            .map(|s| s.0 + 1)
+            .max()
+            .unwrap_or(0)
+            .max(slots.len()),
+    }
 }
 
 /// What takes slots of the guest's PCI root bus beside its NICs (the host bridge, the
@@ -728,6 +743,15 @@ mod tests {
         assert_eq!(max(1, false, true, false), 23);
         assert_eq!(max(2, false, true, true), 21);
         assert_eq!(max(8, true, true, true), 14, "disk2 to disk9");
+    }
+
+    #[test]
+    fn under_q35_the_nics_take_a_root_port_for_every_slot_up_to_the_highest() {
+        let slots = [Slot(0), Slot(5)];
+        assert_eq!(nic_places(false, &slots), 2);
+        assert_eq!(nic_places(true, &slots), 6, "ports 0 to 5");
+        assert_eq!(nic_places(true, &[Slot(0), Slot(1)]), 2);
+        assert_eq!(nic_places(true, &[]), 0);
     }
 
     #[test]
