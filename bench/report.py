@@ -11,11 +11,12 @@ Raw data (all written by bench/run.sh):
   restore.tsv                    nics restored(yes/no): state after vminit exits == before
   boot.tsv                       kind run t0_real qemu_real ping_us g_init g_modules g_net g_ready stop_ms
                                  ... g_net6 ping6_us (vminit's boots: the guest's IPv6)
-                                 (kind: vminit, floor; distro, distro-floor for the Debian guest)
+                                 (kind: vminit, vminit-tap, vminit-nN, floor; vminit-old: vminit on
+                                 Debian's QEMU beside BENCH_QEMU's; distro, distro-floor: the Debian guest)
   plug.tsv                       run plug_mono_ns plug_real_ns ping_us stop_ms (a NIC attached while the
                                  guest runs: the attach stamp, the first reply from the guest on it)
   plug/rR.log, plug/rR.console   vminit's stderr and the guest's console of that run, timestamped
-  iperf/PATH-up|down.json        iperf3 -J output
+  iperf/PATH-up|down-R.json      iperf3 -J output (boot kinds: test R in boot R)
   mq.tsv                         queues run conn_per_s conn_failed (CPU_CORES=2, NIC_QUEUES=queues);
                                  iperf/mqQ-up|down-R.json: iperf3 -P 4 of the same boot
 """
@@ -490,6 +491,59 @@ def verdict(ok):
     return f"**{'met' if ok else 'missed'}**"
 
 
+# Two boot kinds measured side by side (same run, boots interleaved, throughput test r in boot r):
+# the tap datapath beside macvtap, the old QEMU beside the new. The second is judged against a band
+# of 10 % around the first's median.
+BAND = 0.10
+OLD_SKIPPED = machine.get("qemu_old_skipped", "")
+
+
+def beside(a, b):
+    """Boot to network and throughput both ways of kinds a and b: (label, a's samples, b's samples,
+    lower is better), the rows where both have samples."""
+    rows = [("boot to network (ms, lower is better)", [x["net_ms"] for x in boot.get(a, [])],
+             [x["net_ms"] for x in boot.get(b, [])], True)]
+    for d, direction in (("up", "to"), ("down", "from")):
+        rows.append((f"throughput {direction} the guest (Mbit/s, higher is better)", rates(a, d), rates(b, d), False))
+    return [row for row in rows if row[1] and row[2]]
+
+
+def worse(a, b, lower_is_better):
+    """How much worse b's median is than a's, as a share of a's (negative: better); NaN without a."""
+    ma, mb = med(a), med(b)
+    if not ma > 0:
+        return float("nan")
+    return (mb - ma) / ma if lower_is_better else (ma - mb) / ma
+
+
+def tap_verdict(a, b, lower_is_better):
+    """The tap datapath's target: not worse than macvtap by more than BAND."""
+    return "within 10 %" if worse(a, b, lower_is_better) <= BAND else "outside 10 %"
+
+
+def noise_verdict(a, b, lower_is_better):
+    """Old QEMU (a) against new (b): the same within noise when the medians differ by at most BAND
+    either way, or when each median lies inside the other's samples (min–max)."""
+    d = worse(a, b, lower_is_better)
+    if abs(d) <= BAND:
+        return "within noise (10 % band)"
+    if min(a) <= med(b) <= max(a) and min(b) <= med(a) <= max(b):
+        return "within noise (inside the samples' spread)"
+    return f"outside noise (new {'worse' if d > 0 else 'better'})" if d == d else "–"
+
+
+def beside_headline(title, note, name_a, name_b, rows, judge):
+    """The headline line of a side-by-side comparison: medians and, in a full run, the verdicts."""
+    if not rows:
+        return
+    cells = []
+    for label, a, b, lower in rows:
+        judged = "" if QUICK else f" ({judge(a, b, lower)})"
+        cells.append(f"{label}: {name_a} {ms(med(a), 1)}, {name_b} {ms(med(b), 1)}{judged}")
+    w(f"- **{title}** (same run, interleaved; {note}): " + "; ".join(cells)
+      + (" (quick mode: figures only, no verdicts)." if QUICK else "."))
+
+
 w("## Headline")
 w("")
 if two:
@@ -515,22 +569,17 @@ if boot.get("vminit") and boot_stat("vminit", "net6_ms") == boot_stat("vminit", 
       f"{ms(med([b['g_net'] - b['g_modules'] for b in boot['vminit']]) * 1e3, 0)} ms to the IPv4 address: "
       "IPv6 waits for the guest's link-local address to pass duplicate address detection (a second, by the RFC) "
       "before its DHCPv6 client may speak.")
-TAP_TARGET = 0.10  # the tap datapath within 10 % of macvtap
-tap_rows = []
-sm, st = med(setup.get(("vminit", two), [])), med(setup.get(("vminit-tap", two), []))
-if two and sm == sm and st == st:
-    tap_rows.append((f"setup latency, {two} NICs (ms, lower is better)", sm, st, st <= sm * (1 + TAP_TARGET)))
-if boot.get("vminit") and boot.get("vminit-tap"):
-    bm, bt = boot_stat("vminit", "net_ms"), boot_stat("vminit-tap", "net_ms")
-    tap_rows.append(("boot to network (ms, lower is better)", bm, bt, bt <= bm * (1 + TAP_TARGET)))
-for i, direction in enumerate(("to the guest", "from the guest")):
-    tm, tt = tput["vminit"][i], tput["vminit-tap"][i]
-    if tm == tm and tt == tt:
-        tap_rows.append((f"throughput {direction} (Mbit/s, higher is better)", tm, tt, tt >= tm * (1 - TAP_TARGET)))
-if tap_rows:
-    w("- **The tap datapath beside macvtap** (same run, interleaved; target: within 10 %): " + "; ".join(
-        f"{label}: macvtap {ms(a, 1)}, tap {ms(b, 1)} ({'within' if ok else 'outside'} 10 %)"
-        for label, a, b, ok in tap_rows) + ".")
+tap_rows = beside("vminit", "vminit-tap")
+if two and setup.get(("vminit", two)) and setup.get(("vminit-tap", two)):
+    tap_rows.insert(0, (f"setup latency, {two} NICs (ms, lower is better)", setup[("vminit", two)],
+                        setup[("vminit-tap", two)], True))
+beside_headline("The tap datapath beside macvtap", "target: within 10 %", "macvtap", "tap", tap_rows, tap_verdict)
+if OLD_SKIPPED:
+    w(f"- **Old QEMU beside new**: skipped ({OLD_SKIPPED}; section 6).")
+else:
+    beside_headline("Old QEMU beside new", "Debian's package QEMU against `BENCH_QEMU`'s; noise: a 10 % band "
+                    "either way, or the samples' spread, section 6", "old", "new", beside("vminit-old", "vminit"),
+                    noise_verdict)
 if boot.get("distro") and boot.get("distro-floor"):
     dv, df = boot_stat("distro", "net_ms"), boot_stat("distro-floor", "net_ms")
     w(f"- **Boot to network, a real distribution** ({distro_name}, {accel.upper()}): vminit "
@@ -853,7 +902,8 @@ if plug:
 w("## 4. Throughput")
 w("")
 w(f"iperf3, one TCP stream, {machine.get('iperf_seconds', '?')} s each way, median of "
-  f"{machine.get('iperf_reps', '?')} tests; client on the network's peer (user-mode networking: on the host "
+  f"{machine.get('iperf_reps', '?')} tests (through a guest of section 2: test r in its boot r, so the paths "
+  "compared side by side alternate as their boots do); client on the network's peer (user-mode networking: on the host "
   "side of the port forward); \"to the guest\" = the peer sends. Same guest kernel and QEMU options, "
   f"{accel.upper()}, vhost-net {machine.get('vhost', '?')}. vminit's macvtap and the hand-made one are the same "
   "kernel path (vminit only sets it up): their difference is the emulated guest's run-to-run noise. Mbit/s:")
@@ -903,6 +953,48 @@ w(f"| processes in the container (pid namespace) | {foot.get('container_procs', 
 img = machine.get("image", "?")
 w(f"| Docker image `vminit:latest` | {f'{int(img):,} bytes' if img.isdigit() else img} |")
 w(f"| bench guest initramfs (busybox, virtio modules, iperf3) | {int(machine.get('guest_initramfs_bytes', 0)):,} bytes |")
+w("")
+
+w("## 6. Old QEMU beside new")
+w("")
+if OLD_SKIPPED:
+    w(f"Skipped: {OLD_SKIPPED}. With `BENCH_QEMU=PATH` naming another QEMU (e.g. the one `image/build-qemu.sh` "
+      "builds; `scripts/test.sh` passes it), vminit's macvtap boots and their throughput also run on Debian's "
+      "package QEMU, beside that one.")
+else:
+    w(f"`BENCH_QEMU` names another QEMU than Debian's package one, so vminit's macvtap boots of section 2 also ran "
+      f"on Debian's QEMU (\"old\", `{machine.get('qemu_old_path', '?')}`, {machine.get('qemu_old', '?')}) beside "
+      f"`BENCH_QEMU`'s (\"new\", `{machine.get('qemu_path', '?')}`, {machine.get('qemu', '?')}): the same guest, disk, "
+      f"NIC setup (macvtap on the dual-stack network, vhost-net {machine.get('vhost', '?')}, {accel.upper()}) and vminit, "
+      "only the QEMU it starts differs. One boot of each per round, adjacent, their order alternating (old, new, "
+      "new, old, …), so drifts of the machine's load hit both alike; iperf3 test r (one TCP stream each way, "
+      f"{machine.get('iperf_seconds', '?')} s) in boot r, as in section 4. Median (min–max), n:")
+    w("")
+    w("| | old (Debian's QEMU) | new (`BENCH_QEMU`) | new against old | spread of old / new | verdict |")
+    w("|---|---|---|---:|---:|---|")
+    # Where a boot's time goes, figures only: QEMU's own start (exec → the guest kernel's clock starts:
+    # the console's /init line less the guest's uptime there) and the guest's uptime at its address.
+    parts = [("of which QEMU exec → the guest's kernel starts (ms: QEMU's start-up, firmware)",
+              lambda x: x["q_init"] - x["g_init"] * 1e3),
+             ("of which the guest's uptime when its address is set (ms, its own clock)", lambda x: x["g_net"] * 1e3)]
+    rows = beside("vminit-old", "vminit")
+    for label, f in reversed(parts):
+        a, b = ([f(x) for x in boot.get(k, []) if f(x) == f(x)] for k in ("vminit-old", "vminit"))
+        if a and b:
+            rows.insert(1, (label, a, b, None))
+    for label, a, b, lower in rows:
+        own = " / ".join(f"{100 * (max(v) - min(v)) / med(v):.0f} %" if len(v) > 1 else "–" for v in (a, b))
+        judged = "–" if QUICK or lower is None else f"**{noise_verdict(a, b, lower)}**"
+        rel = f"{100 * (med(b) - med(a)) / med(a):+.1f} %" if med(a) > 0 else "–"
+        w(f"| {label} | {spread(a, 0)} | {spread(b, 0)} | {rel} | {own} | {judged} |")
+    w("")
+    w("What is taken as noise: the medians differing by at most 10 % of the old QEMU's either way (the band of the "
+      "tap datapath's comparison with macvtap), or, where the samples spread wider than that, each median lying "
+      "inside the other QEMU's samples (min–max): a difference the boot-to-boot spread of the emulated guest "
+      "covers is not told apart from noise. The spread column is each side's max − min as a share of its median. "
+      "The rows \"of which\" are figures only. " + ("Quick mode: one sample each, figures only, no verdict." if QUICK else
+                                   f"{machine.get('boot_runs', '?')} boots and {machine.get('iperf_reps', '?')} "
+                                   "throughput tests each way per QEMU."))
 w("")
 
 w("## How to reproduce")
@@ -956,6 +1048,8 @@ a.legend(fontsize=7, loc="upper left")
 a = ax[1][0]
 BOOT_KINDS = [("vminit", "tab:blue", "vminit macvtap\n(DHCP)"), ("vminit-tap", "tab:orange", "vminit tap\n(DHCP)"),
               ("floor", "tab:green", "floor: plain QEMU\n(static)")]
+if boot.get("vminit-old"):
+    BOOT_KINDS.append(("vminit-old", "tab:purple", "vminit macvtap,\nDebian's QEMU (old)"))
 for i, (kind, color, _) in enumerate(BOOT_KINDS):
     vals = [b["net_ms"] / 1e3 for b in boot.get(kind, [])]
     if vals:

@@ -29,6 +29,10 @@
 #      4 parallel streams both ways, and short TCP connections per second (bench/connrate.py).
 #   5. Footprint: binary size, PID 1's RSS and the container's process count while the guest
 #      runs, the Docker image size when `vminit:latest` exists.
+#   6. Old QEMU beside new: when BENCH_QEMU is another QEMU than Debian's, vminit's macvtap boots
+#      of section 2 and their throughput also run on Debian's package QEMU ("old", boot kind
+#      vminit-old) beside BENCH_QEMU's ("new"): same guest, disk, NICs and vminit, one boot of
+#      each per round, side by side, as the tap datapath beside macvtap. Otherwise skipped.
 #
 # Everything runs in network namespaces made here and deleted on exit (bench/lib.sh); only
 # processes started here are killed, by pid. Needs root. Guests use ACCEL=auto: KVM where it
@@ -40,9 +44,9 @@
 #
 # Environment: BENCH_DISTRO=no skips the distribution guest (building its images the first time
 # takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
-# BENCH_QEMU=PATH runs every guest on that QEMU (default Debian's qemu-system-x86_64), e.g. the one
-# image/build-qemu.sh builds, to compare it with Debian's; the report names the QEMU in its
-# machine section. The user-mode networking row keeps Debian's (the built one has no slirp).
+# BENCH_QEMU=PATH runs every guest on that QEMU (default Debian's /usr/bin/qemu-system-x86_64),
+# e.g. the one image/build-qemu.sh builds, and compares it with Debian's in section 6; the report
+# names both QEMUs. The QEMU user-mode networking row keeps Debian's.
 #
 # Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
 # (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
@@ -87,7 +91,7 @@ VMINIT=$TARGET_DIR/x86_64-unknown-linux-musl/release/vminit
 STAMP=$OUT/bench-stamp
 NO_UNSHARE=$OUT/bench-no-unshare
 STANDIN=$OUT/qemu-standin
-DEBIAN_QEMU=$(command -v qemu-system-x86_64 || echo /usr/bin/qemu-system-x86_64)
+DEBIAN_QEMU=/usr/bin/qemu-system-x86_64 # the package qemu-system-x86's, installed below
 QEMU=${BENCH_QEMU:-$DEBIAN_QEMU}
 GUEST=$OUT/guest
 PY=/usr/bin/python3
@@ -121,6 +125,16 @@ install_missing() {
 }
 install_missing iproute2 iputils-ping iperf3 dnsmasq-base qemu-system-x86 qemu-utils gcc libc6-dev \
 	cpio busybox-static util-linux coreutils strace python3-matplotlib
+
+[[ -x $QEMU ]] || die "BENCH_QEMU=$QEMU is not an executable file; give the path of a qemu-system-x86_64 (image/build-qemu.sh prints the directory of the one it builds)"
+# Section 6, old QEMU beside new: only when the two differ.
+OLD_KINDS=()
+if [[ $(realpath "$QEMU") == "$(realpath "$DEBIAN_QEMU")" ]]; then
+	OLD_QEMU_SKIPPED="BENCH_QEMU is $([[ -n ${BENCH_QEMU:-} ]] && echo "Debian's QEMU" || echo "not set"): every guest ran on Debian's QEMU, there was no other to compare it with"
+else
+	OLD_QEMU_SKIPPED=""
+	OLD_KINDS=(vminit-old)
+fi
 
 say "building vminit (release, musl)"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
@@ -317,7 +331,8 @@ iperf_pair() {
 # boot_run KIND R: KIND vminit (the container runs vminit, the guest asks DHCP) or floor (the
 # container runs plain QEMU over a macvtap made beforehand, the guest's address is static), with
 # the bench guest; distro and distro-floor: the same two with a Debian 12 guest (systemd-networkd,
-# tests/distro/), whose static address comes from ip= on the kernel command line.
+# tests/distro/), whose static address comes from ip= on the kernel command line. vminit-old:
+# vminit as in `vminit`, its QEMU Debian's instead of BENCH_QEMU's (section 6).
 boot_run() {
 	local kind=$1 r=$2 id ctr t0 qs console ping_log ctr_pid pid1 t_from tping t0_mono t0_real
 	local stop_ms="" tping6="" ping6_pid="" nics=1
@@ -363,10 +378,12 @@ boot_run() {
 		ping6_pid=$LAST_PID
 	fi
 	case $kind in
-	vminit | vminit-tap | vminit-n* | distro)
+	vminit | vminit-old | vminit-tap | vminit-n* | distro)
 		[[ $kind == vminit-tap ]] && vm_env+=(NET_DATAPATH=tap)
+		local qemu=$QEMU
+		[[ $kind == vminit-old ]] && qemu=$DEBIAN_QEMU
 		bg_start ctr_exec "$ctr" AUTO_ATTACH=yes ACCEL=auto RAM_SIZE=$ram "${vm_env[@]}" \
-			VMINIT_DISK="$disk_vminit" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$QEMU" \
+			VMINIT_DISK="$disk_vminit" VMINIT_QEMU="$STANDIN" BENCH_REAL_QEMU="$qemu" \
 			BENCH_QEMU_STAMP="$qs" -- \
 			"$STAMP" exec "$t0" "$VMINIT" "${kargs[@]}" -append "$append_dhcp" \
 			</dev/null > >("${STAMP_LINES[@]}" >"$console") 2> >("${STAMP_LINES[@]}" >"$RES/boot/$kind-r$r.log")
@@ -408,7 +425,7 @@ boot_run() {
 	fi
 	pid1=$(pid1_of "$ctr_pid")
 
-	if ((r == 1)) && [[ $kind != distro* ]]; then
+	if ((r == 1)) && [[ $kind == vminit* ]]; then
 		if [[ $kind == vminit ]]; then
 			local p comm rss
 			{
@@ -421,16 +438,14 @@ boot_run() {
 					echo "child_${comm//[^a-zA-Z0-9]/_}_rss_kb=$rss"
 				done
 			} >"$RES/footprint.env"
-			iperf_pair vminit "$PEER" "$GUEST_IP"
-		elif [[ $kind == vminit-tap ]]; then
-			iperf_pair vminit-tap "$PEER" "$GUEST_IP"
 		elif [[ $kind == vminit-n8 ]]; then
 			echo "vminit_rss_kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid1/status")" >"$RES/footprint-n8.env"
-		elif [[ $kind == vminit-n* ]]; then
-			:
-		else
-			iperf_pair floor "$PEER" "$GUEST_IP"
 		fi
+	fi
+	# Throughput: test r each way in boot r, for r up to IPERF_REPS: the tests of the kinds compared
+	# side by side (macvtap and tap, old and new QEMU, the floor) alternate as their boots do.
+	if ((r <= IPERF_REPS)) && [[ $kind =~ ^(vminit|vminit-old|vminit-tap|floor)$ ]]; then
+		IPERF_REPS=1 IPERF_FIRST=$r iperf_pair "$kind" "$PEER" "$GUEST_IP"
 	fi
 
 	# Stop as `docker stop` does: SIGTERM to PID 1 (vminit presses the ACPI power button).
@@ -460,11 +475,18 @@ boot_run() {
 	return 0
 }
 
-say "boot to network: $BOOT_RUNS boots each of vminit (macvtap, tap) and the floor ($ACCEL_USED)"
+say "boot to network: $BOOT_RUNS boots each of vminit (macvtap, tap${OLD_KINDS[*]:+, macvtap on the old QEMU}) and the floor ($ACCEL_USED)"
+[[ -n $OLD_QEMU_SKIPPED ]] && say "old QEMU beside new: skipped ($OLD_QEMU_SKIPPED)"
+# Each QEMU runs once before the clocks do: its binary and libraries are then in the page cache,
+# and the first boot on it does not pay for reading them from disk (a quick run here once showed
+# Debian's taking 2.7 s longer to start than on the next run).
+for qemu in "$QEMU" "$DEBIAN_QEMU"; do "$qemu" -version >/dev/null; done
 printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
 printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\tg_net6\tping6_us\n' >>"$RES/boot.tsv"
 for ((r = 1; r <= BOOT_RUNS; r++)); do
-	if ((r % 2)); then kinds=(vminit vminit-tap floor vminit-n2 vminit-n8); else kinds=(vminit-n8 vminit-n2 floor vminit-tap vminit); fi
+	# Old QEMU next to new: one boot of each per round, adjacent, their order alternating.
+	kinds=(vminit "${OLD_KINDS[@]}" vminit-tap floor vminit-n2 vminit-n8)
+	((r % 2)) || kinds=(vminit-n8 vminit-n2 floor vminit-tap "${OLD_KINDS[@]}" vminit)
 	for kind in "${kinds[@]}"; do boot_run "$kind" "$r"; done
 done
 
@@ -699,6 +721,10 @@ fi
 	echo "kernel=$(uname -r)"
 	echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
 	echo "qemu=$("$QEMU" --version | head -n 1)"
+	echo "qemu_path=$QEMU"
+	echo "qemu_old=$("$DEBIAN_QEMU" --version | head -n 1)"
+	echo "qemu_old_path=$DEBIAN_QEMU"
+	echo "qemu_old_skipped=$OLD_QEMU_SKIPPED"
 	echo "dnsmasq=$(/usr/sbin/dnsmasq --version | head -n 1)"
 	echo "accel=$ACCEL_USED"
 	echo "vhost=$VHOST_USED"
