@@ -478,9 +478,9 @@ boot_run() {
 say "boot to network: $BOOT_RUNS boots each of vminit (macvtap, tap${OLD_KINDS[*]:+, macvtap on the old QEMU}) and the floor ($ACCEL_USED)"
 [[ -n $OLD_QEMU_SKIPPED ]] && say "old QEMU beside new: skipped ($OLD_QEMU_SKIPPED)"
 # Each QEMU runs once before the clocks do: its binary and libraries are then in the page cache,
-# and the first boot on it does not pay for reading them from disk (a quick run here once showed
-# Debian's taking 2.7 s longer to start than on the next run).
-for qemu in "$QEMU" "$DEBIAN_QEMU"; do "$qemu" -version >/dev/null; done
+# and the first boot on it does not pay for reading them from disk (which once made Debian's
+# start 2.7 s slower here than in the next run).
+for bin in "$QEMU" "$DEBIAN_QEMU"; do "$bin" -version >/dev/null; done
 printf 'kind\trun\tt0_real_ns\tqemu_real_ns\tping_us\tstop_ms\tt0_mono_ns\tqemu_mono_ns' >"$RES/boot.tsv"
 printf '\tg_init\tg_modules\tg_net\tg_ready\th_init_ns\th_modules_ns\th_net_ns\tg_net6\tping6_us\n' >>"$RES/boot.tsv"
 for ((r = 1; r <= BOOT_RUNS; r++)); do
