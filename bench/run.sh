@@ -377,6 +377,13 @@ boot_run() {
 		bg_start ip netns exec "$PEER" stdbuf -oL ping -6 -n -D -i 0.02 "$NET6_GUEST" >"$ping_log.6" 2>&1
 		ping6_pid=$LAST_PID
 	fi
+	# The pingers have started (each has printed its header) before the clock does: their
+	# start-up (ip netns exec, stdbuf, ping) is no part of the boot, and on two cores it took
+	# CPU from vminit's setup, most at 1 NIC.
+	wait_for 10 test -s "$ping_log" || die "$kind boot $r: ping did not start; see $ping_log"
+	if [[ -n $ping6_pid ]]; then
+		wait_for 10 test -s "$ping_log.6" || die "$kind boot $r: ping -6 did not start; see $ping_log.6"
+	fi
 	case $kind in
 	vminit | vminit-old | vminit-tap | vminit-n* | distro)
 		[[ $kind == vminit-tap ]] && vm_env+=(NET_DATAPATH=tap)
