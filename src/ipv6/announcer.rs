@@ -7,15 +7,16 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::ipv6::announce::{
-    Announcer, Dns4, Dns6, DnsQuery, Door, Learned, Outgoing, door_nic, router_nic,
+    Announcer, Dns4, Dns6, DnsQuery, Learned, Outgoing, door_nic, router_nic,
 };
 use crate::ipv6::gateway6::raw_socket_error;
 use crate::ipv6::ndp::{self, ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC};
 use crate::ipv6::packet::PacketSocket;
+use crate::ipv6::relay::{DoorAddrs, DoorDns6, Queries};
 use crate::net::netstate::NetState;
 use crate::takeover::plan6::Guest6;
 
@@ -39,12 +40,7 @@ pub struct Listening {
 struct ListeningDoor {
     guest: Guest6,
     socket: PacketSocket,
-    door: Door,
-    /// Whether the door's link-local address is the kernel's (the door has IPv6, and
-    /// dnsmasq answers DNS there); without, vminit answers for it.
-    kernel_ll: bool,
-    /// The door's IPv4 address, where dnsmasq answers DNS.
-    ipv4: Option<Ipv4Addr>,
+    addrs: DoorAddrs,
 }
 
 impl Listening {
@@ -56,21 +52,13 @@ impl Listening {
             let Some(link) = state.link(&guest.door) else {
                 continue;
             };
-            let Some(mac) = link.mac else {
+            let Some(addrs) = DoorAddrs::of(link, state) else {
                 continue;
             };
-            // The kernel's link-local address of the door, where it has IPv6; without, vminit
-            // answers for the one its MAC gives.
-            let kernel_ll = state
-                .addrs6
-                .iter()
-                .find(|a| a.index == link.index && a.addr.net.is_link_local())
-                .map(|a| a.addr.net.addr);
-            let link_local = kernel_ll.unwrap_or_else(|| mac.link_local());
             let socket = PacketSocket::open(link.index).map_err(raw_socket_error)?;
             // Solicitations for the door's address go to its group: heard for when vminit
             // answers for it.
-            let own_group = ndp::multicast_mac(ndp::solicited_node(link_local));
+            let own_group = ndp::multicast_mac(ndp::solicited_node(addrs.door.link_local));
             for group in [ALL_ROUTERS_MAC, DHCP6_SERVERS_MAC, own_group] {
                 socket.join(group).map_err(raw_socket_error)?;
             }
@@ -78,9 +66,7 @@ impl Listening {
             doors.push(ListeningDoor {
                 guest: guest.clone(),
                 socket,
-                door: Door { mac, link_local },
-                kernel_ll: kernel_ll.is_some(),
-                ipv4: state.addrs_of(link.index).first().map(|a| a.net.addr),
+                addrs,
             });
         }
         Ok(Listening { doors })
@@ -132,30 +118,29 @@ impl Announcers {
             let lower = Some(d.guest.lower.as_str());
             // The door resolver's IPv6 address, where this NIC says it: the kernel's, or, on
             // a door without IPv6, the one vminit answers for and relays DNS from.
-            let relay = match d.ipv4 {
-                Some(server) if !d.kernel_ll && door_dns == lower && dns4.door_over_ipv6 => {
-                    Relay::open(server)
-                        .inspect_err(|e| {
-                            log::warn!(
-                                "{}: cannot relay the guest's DNS to the door ({e}): the guest cannot ask it over IPv6",
-                                d.guest.lower
-                            );
-                        })
-                        .ok()
-                }
-                _ => None,
+            let door = d.addrs.door;
+            let relay = match DoorDns6::decide(&d.addrs, door_dns == lower, dns4) {
+                DoorDns6::Relayed(server) => Relay::open(server)
+                    .inspect_err(|e| {
+                        log::warn!(
+                            "{}: cannot relay the guest's DNS to the door ({e}): the guest cannot ask it over IPv6",
+                            d.guest.lower
+                        );
+                    })
+                    .ok(),
+                DoorDns6::Kernel | DoorDns6::Unannounced => None,
             };
-            let door_ll = ((d.kernel_ll || relay.is_some()) && door_dns == lower)
-                .then_some(d.door.link_local);
+            let door_ll = ((d.addrs.kernel_ll || relay.is_some()) && door_dns == lower)
+                .then_some(door.link_local);
             let nic_dns = dns.announced(&d.guest, router == lower, dns4, door_ll);
-            let mut announcer = Announcer::new(&d.guest, learned, d.door, &nic_dns, now);
+            let mut announcer = Announcer::new(&d.guest, learned, door, &nic_dns, now);
             log::info!("{}", announcer.describe());
             if let Some(relay) = &relay {
                 announcer.relay_dns();
                 log::info!(
                     "{}: the door has no IPv6 here: vminit answers for {} and relays the guest's DNS queries to {} (UDP)",
                     d.guest.lower,
-                    d.door.link_local,
+                    door.link_local,
                     relay.server
                 );
             }
@@ -224,31 +209,14 @@ impl Announcers {
     }
 }
 
-/// How long a relayed query waits for its answer.
-const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many relayed queries may wait at once (more are dropped: the guest asks again).
-const RELAY_PENDING: usize = 64;
-
 /// The guest's DNS queries to a door without IPv6, relayed over the container's own stack
 /// to dnsmasq at the door's IPv4 address (the resolver the door is over IPv4, with its
-/// forwarding rules), and their answers, each under an ID of the relay's own and given back
-/// the guest's.
+/// forwarding rules), and their answers; `relay::Queries` says under which ID and to whom.
 #[derive(Debug)]
 struct Relay {
     socket: UdpSocket,
     server: SocketAddrV4,
-    pending: Vec<Pending>,
-    next_id: u16,
-}
-
-/// A query sent on and not answered yet.
-#[derive(Debug)]
-struct Pending {
-    id: u16,
-    guest_id: [u8; 2],
-    src: Ipv6Addr,
-    port: u16,
-    sent: Instant,
+    queries: Queries,
 }
 
 impl Relay {
@@ -258,60 +226,37 @@ impl Relay {
         Ok(Relay {
             socket,
             server: SocketAddrV4::new(server, 53),
-            pending: Vec::new(),
-            next_id: std::process::id() as u16,
+            queries: Queries::new(std::process::id() as u16),
         })
     }
 
-    /// Sends `query` on, unless it is no DNS message or too many wait already.
-    fn ask(&mut self, mut query: DnsQuery, now: Instant) {
-        self.pending
-            .retain(|p| now.duration_since(p.sent) < RELAY_TIMEOUT);
-        if query.message.len() < 12 || self.pending.len() >= RELAY_PENDING {
+    /// Sends `query` on, unless `Queries` refuses it.
+    fn ask(&mut self, query: DnsQuery, now: Instant) {
+        let Some(message) = self.queries.ask(&query, now) else {
             return;
-        }
-        let mut id = self.next_id;
-        while self.pending.iter().any(|p| p.id == id) {
-            id = id.wrapping_add(1);
-        }
-        self.next_id = id.wrapping_add(1);
-        let guest_id = [query.message[0], query.message[1]];
-        query.message[..2].copy_from_slice(&id.to_be_bytes());
-        match self.socket.send_to(&query.message, self.server) {
-            Ok(_) => self.pending.push(Pending {
-                id,
-                guest_id,
-                src: query.src,
-                port: query.port,
-                sent: now,
-            }),
-            Err(e) => log::debug!("relaying a DNS query to {}: {e}", self.server),
+        };
+        if let Err(e) = self.socket.send_to(&message, self.server) {
+            log::debug!("relaying a DNS query to {}: {e}", self.server);
+            self.queries.forget_last();
         }
     }
 
-    /// The answers that arrived: where each goes, and the message with the guest's ID.
+    /// The answers that arrived from the server: where each goes, and the message with the
+    /// guest's ID.
     fn answers(&mut self, buf: &mut [u8]) -> Vec<(Ipv6Addr, u16, Vec<u8>)> {
         let mut out = Vec::new();
         loop {
-            let (n, from) = match self.socket.recv_from(buf) {
-                Ok(got) => got,
+            match self.socket.recv_from(buf) {
+                Ok((n, from)) if from == SocketAddr::V4(self.server) => {
+                    out.extend(self.queries.answer(&buf[..n]));
+                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::debug!("reading a relayed DNS answer: {e}");
                     break;
                 }
-            };
-            if from != SocketAddr::V4(self.server) || n < 12 {
-                continue;
             }
-            let id = u16::from_be_bytes([buf[0], buf[1]]);
-            let Some(at) = self.pending.iter().position(|p| p.id == id) else {
-                continue;
-            };
-            let p = self.pending.swap_remove(at);
-            let mut message = buf[..n].to_vec();
-            message[..2].copy_from_slice(&p.guest_id);
-            out.push((p.src, p.port, message));
         }
         out
     }

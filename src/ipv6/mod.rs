@@ -14,3 +14,4 @@ pub mod dhcp6;
 pub mod gateway6;
 pub mod ndp;
 pub mod packet;
+pub mod relay;

@@ -1,8 +1,9 @@
 //! `vminit health`: whether the guest holds the network it was handed. Asks QEMU whether the
 //! guest runs, then the guest itself, from each door, whether it holds each address vminit
 //! handed it (an ARP request for IPv4, a neighbour solicitation for IPv6, each from the
-//! door's own address: no agent in the guest), and judges with what earlier checks saw (`pid1::health`). The Docker HEALTHCHECK
-//! and a Kubernetes readiness probe run it; it changes nothing but its own memory file.
+//! door's own address: no agent in the guest), and judges with what earlier checks saw
+//! (`pid1::health`). The Docker HEALTHCHECK and a Kubernetes readiness probe run it; it
+//! changes nothing but its own memory file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ipv6::ndp;
 use crate::ipv6::packet::PacketSocket;
+use crate::ipv6::relay::DoorAddrs;
 use crate::net::arp;
 use crate::net::netlink::Netlink;
 use crate::net::types::Mac;
@@ -144,18 +146,12 @@ struct Door {
 impl Door {
     fn find(state: &NetState, name: &str) -> Option<Door> {
         let link = state.link(name)?;
-        let mac = link.mac?;
-        let ip4 = state.addrs_of(link.index).first().map(|a| a.net.addr);
-        let ip6 = state
-            .addrs6_of(link.index)
-            .iter()
-            .find(|a| a.net.is_link_local())
-            .map_or(mac.link_local(), |a| a.net.addr);
+        let addrs = DoorAddrs::of(link, state)?;
         Some(Door {
             index: link.index,
-            mac,
-            ip4,
-            ip6,
+            mac: addrs.door.mac,
+            ip4: addrs.ipv4,
+            ip6: addrs.door.link_local,
             asks: Vec::new(),
             socket: None,
         })
