@@ -359,7 +359,8 @@ impl Browser {
 }
 
 /// `text` as OCR sees it, up to the glyphs it confuses in a terminal font (`g`/`q`, `0`/`O`,
-/// `1`/`l`/`I`/`|`) and the spacing it guesses: both sides of a comparison are read alike.
+/// `1`/`l`/`I`/`|`, `6`/`8`: tesseract once read the second of two `1388` on one screen as
+/// `1368`) and the spacing it guesses: both sides of a comparison are read alike.
 fn ocr_key(text: &str) -> String {
     let mapped: String = text
         .chars()
@@ -367,6 +368,7 @@ fn ocr_key(text: &str) -> String {
             'q' => 'g',
             '0' => 'o',
             '1' | 'i' | '|' => 'l',
+            '8' => '6',
             c => c,
         })
         .collect();
