@@ -15,21 +15,12 @@
 # a minute on a cold cache.
 set -euo pipefail
 
-say() { printf 'build-dnsmasq: %s\n' "$*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-[[ $# -eq 0 ]] || {
-    echo "usage: $0" >&2
-    exit 2
-}
-
 CACHE_ROOT=${VMINIT_DNSMASQ_CACHE:-/var/cache/vminit-dnsmasq}
 NAME=dnsmasq
 IMAGE_DIR=$(dirname -- "$(realpath -e -- "${BASH_SOURCE[0]}")")
 # shellcheck source=image/debian-source.sh
 . "$IMAGE_DIR/debian-source.sh"
+no_arguments "$@"
 
 COPTS= # upstream's defaults (src/config.h); Debian's rules add -DHAVE_DBUS -DHAVE_LIBIDN2 ...
 BUILD_DEPS=(dpkg-dev build-essential)

@@ -2,7 +2,10 @@
 # program from Debian's own source package, at the version of the installed binary package, into
 # a cache directory keyed by that version and the build's recipe.
 #
-# The caller sets NAME (for messages) and defines say/die, then calls, in order:
+# The caller sets NAME (build-NAME names its messages) and sources this file, which gives it
+#   say MESSAGE / die MESSAGE          -> a line on stderr; die exits 1
+#   no_arguments "$@"                  -> exits 2 with the usage line when given any argument
+# then calls, in order:
 #   source_version BINARY_PACKAGE      -> prints the installed package's source version
 #   cache_dir ROOT VERSION RECIPE...   -> prints ROOT/KEY, KEY = sha256(version, recipe, the
 #                                         calling script, this file)[:16]
@@ -14,6 +17,19 @@
 # `apt-get source` needs a deb-src entry: when none answers, fetch_source adds its own file,
 # /etc/apt/sources.list.d/vminit-qemu-src.sources (deb822, deb-src only, Debian and Debian
 # security of this release); the machine's own apt files are not touched.
+# shellcheck shell=bash
+
+say() { printf 'build-%s: %s\n' "$NAME" "$*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+no_arguments() {
+    [[ $# -eq 0 ]] || {
+        echo "usage: $0" >&2
+        exit 2
+    }
+}
 
 source_version() {
     dpkg-query -W -f='${source:Version}' "$1" 2>/dev/null ||
