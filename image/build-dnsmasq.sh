@@ -26,7 +26,10 @@ COPTS= # upstream's defaults (src/config.h); Debian's rules add -DHAVE_DBUS -DHA
 BUILD_DEPS=(dpkg-dev build-essential)
 
 ensure_build_deps "${BUILD_DEPS[@]}"
-export DEB_BUILD_MAINT_OPTIONS=hardening=+all
+# Without reproducible's fixfilepath and fixdebugpath: they map the caller's working directory
+# (-ffile-prefix-map=$PWD=.), which would put that directory into the flags, so into the cache
+# key (the build is in a directory of its own anyway).
+export DEB_BUILD_MAINT_OPTIONS='hardening=+all reproducible=-fixfilepath,-fixdebugpath'
 CFLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
 LDFLAGS=$(dpkg-buildflags --get LDFLAGS)
 
