@@ -98,7 +98,7 @@ struct Media {
     /// `BOOT_ISO`, and whether the disk is new (the guest boots the ISO).
     iso: Option<(devices::DiskFile, bool)>,
     /// UEFI (`BOOT_MODE`): the firmware's code, and its variables.
-    efi: Option<(PathBuf, devices::DiskFile)>,
+    efi: Option<(machine::Firmware, devices::DiskFile)>,
     /// `TPM=yes`: the TPM's state directory, checked writable.
     tpm_state: Option<PathBuf>,
     /// What `DISK_SIZE` grows the disk by, made after every check (`Boot::grow_disk`).
@@ -201,7 +201,7 @@ fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) ->
     // The media first: a bad one stops vminit before the disk is made.
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
-    let efi = provision::open_efi_vars(config, made)?;
+    let efi = provision::open_efi_vars(config, &watch, made)?;
     let tpm_state = tpm::prepare(config, made)?;
     provision::create_disk(config, &watch, made)?;
     let disk = devices::open_disk(&config.paths.disk)?;
