@@ -423,7 +423,7 @@ impl<'a> Boot<'a> {
         };
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
-        self.check_packet_sockets(&plan)?;
+        let raw_probe = self.check_packet_sockets(&plan)?;
         self.grow_disk()?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
@@ -446,6 +446,8 @@ impl<'a> Boot<'a> {
             stop_at_once(qemu);
             return Err(e);
         }
+        // Closed while QEMU starts, where its wait for the kernel delays nothing.
+        drop(raw_probe);
         Ok(qemu)
     }
 
@@ -484,11 +486,15 @@ impl<'a> Boot<'a> {
     }
 
     /// Before anything changes: the IPv6 announcements need packet sockets.
-    fn check_packet_sockets(&self, plan: &Plan) -> Result<()> {
+    /// Whether the IPv6 announcements' packet sockets can be had, before any change; the
+    /// probe's socket is kept until QEMU runs (see [`PacketSocket::probe`]).
+    fn check_packet_sockets(&self, plan: &Plan) -> Result<Option<OwnedFd>> {
         if !self.config.dhcp || plan.v6.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        PacketSocket::probe().map_err(gateway6::raw_socket_error)
+        PacketSocket::probe()
+            .map(Some)
+            .map_err(gateway6::raw_socket_error)
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router
