@@ -74,7 +74,7 @@ export VMINIT_IMAGE_QEMU
 if [ "$tier" = all ]; then
     echo "== benchmark, quick mode"
     BENCH_REPORT="$PWD/target/bench/BENCHMARKS-quick.md" BENCH_PLOT="$PWD/target/bench/quick.png" \
-        BENCH_QEMU=${VMINIT_TEST_QEMU:-} bench/run.sh --quick
+        BENCH_QEMU=${VMINIT_TEST_QEMU:-} BENCH_DNSMASQ=${VMINIT_TEST_DNSMASQ:-} bench/run.sh --quick
     sed -n '/^## Headline/,/^## Machine/p' target/bench/BENCHMARKS-quick.md | sed '$d'
 fi
 
