@@ -202,7 +202,7 @@ ctr_exec() {
 		env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOSTNAME=benchvm \
 		HOME=/root BENCH_RESOLV="$BENCH_RESOLV" BENCH_CAPS="$DOCKER_CAPS" \
 		BENCH_DEV_KVM="${BENCH_DEV_KVM:-}" BENCH_DEV_VHOST="${BENCH_DEV_VHOST:-}" \
-		BENCH_PRE_EXEC="${BENCH_PRE_EXEC:-}" "${vars[@]}" \
+		BENCH_PRE_EXEC="${BENCH_PRE_EXEC:-}" VMINIT_DNSMASQ="$DNSMASQ" "${vars[@]}" \
 		sh -c "$CTR_SETUP" pid1 "$@"
 }
 

@@ -46,7 +46,9 @@
 # takes a few minutes; tests/distro/build-images.sh caches them outside the repository).
 # BENCH_QEMU=PATH runs every guest on that QEMU (default Debian's /usr/bin/qemu-system-x86_64),
 # e.g. the one image/build-qemu.sh builds, and compares it with Debian's in section 6; the report
-# names both QEMUs. The QEMU user-mode networking row keeps Debian's.
+# names both QEMUs. The QEMU user-mode networking row keeps Debian's. BENCH_DNSMASQ=PATH is the
+# dnsmasq vminit runs (default Debian's /usr/sbin/dnsmasq), e.g. the one image/build-dnsmasq.sh
+# builds: scripts/test.sh gives both the image's.
 #
 # Outputs: BENCHMARKS.md, bench/benchmarks.png (or $BENCH_REPORT, $BENCH_PLOT); raw data in $CARGO_TARGET_DIR/bench/results
 # (default target/bench/results), rebuilt artefacts (stand-in, bench guest) in target/bench.
@@ -93,6 +95,7 @@ NO_UNSHARE=$OUT/bench-no-unshare
 STANDIN=$OUT/qemu-standin
 DEBIAN_QEMU=/usr/bin/qemu-system-x86_64 # the package qemu-system-x86's, installed below
 QEMU=${BENCH_QEMU:-$DEBIAN_QEMU}
+DNSMASQ=${BENCH_DNSMASQ:-/usr/sbin/dnsmasq} # vminit's (VMINIT_DNSMASQ in every container)
 GUEST=$OUT/guest
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
@@ -126,6 +129,7 @@ install_missing() {
 install_missing iproute2 iputils-ping iperf3 dnsmasq-base qemu-system-x86 qemu-utils gcc libc6-dev \
 	cpio busybox-static util-linux coreutils strace python3-matplotlib
 
+[[ -x $DNSMASQ ]] || die "BENCH_DNSMASQ=$DNSMASQ is not an executable file; give the path of a dnsmasq (image/build-dnsmasq.sh prints the directory of the one it builds)"
 [[ -x $QEMU ]] || die "BENCH_QEMU=$QEMU is not an executable file; give the path of a qemu-system-x86_64 (image/build-qemu.sh prints the directory of the one it builds)"
 # Section 6, old QEMU beside new: only when the two differ.
 OLD_KINDS=()
@@ -732,7 +736,7 @@ fi
 	echo "qemu_old=$("$DEBIAN_QEMU" --version | head -n 1)"
 	echo "qemu_old_path=$DEBIAN_QEMU"
 	echo "qemu_old_skipped=$OLD_QEMU_SKIPPED"
-	echo "dnsmasq=$(/usr/sbin/dnsmasq --version | head -n 1)"
+	echo "dnsmasq=$("$DNSMASQ" --version | head -n 1) ($DNSMASQ)"
 	echo "accel=$ACCEL_USED"
 	echo "vhost=$VHOST_USED"
 	echo "kvm_node=${BENCH_DEV_KVM:+yes}"

@@ -9,7 +9,8 @@
 # (an output of image/build-dnsmasq.sh: libc only) instead of dnsmasq-base's.
 #
 # The rootfs holds QEMU (x86_64 system emulator), qemu-img, swtpm, dnsmasq and passt with exactly
-# the shared libraries they load, OVMF (UEFI firmware, BOOT_MODE), the firmware and option ROMs QEMU opens for a default `pc` machine with
+# the shared libraries they load, OVMF (UEFI firmware, BOOT_MODE; compressed by
+# image/build-ovmf.sh), the firmware and option ROMs QEMU opens for a default `pc` machine with
 # virtio-net-pci NICs, the TCG accelerator module, a two-line /etc/passwd and /etc/group for
 # dnsmasq, the empty mount points vminit and Docker use, and the static vminit binary as /vminit.
 # Nothing else: every file has a reason, written to ROOTFS.manifest and printed at the end.
@@ -51,14 +52,6 @@ QEMU_IMG_SRC=$QEMU_IMG
 SWTPM=/usr/bin/swtpm
 OVMF_DIR=/usr/share/OVMF
 
-# UEFI firmware (Debian's ovmf, 4 MiB builds), with its reason; vminit names them in
-# src/vm/machine.rs.
-OVMF=(
-    "OVMF_CODE_4M.fd|UEFI firmware code (BOOT_MODE=uefi)"
-    "OVMF_VARS_4M.fd|template of the guest's UEFI variables, copied beside the disk on the first UEFI start (BOOT_MODE=uefi)"
-    "OVMF_CODE_4M.secboot.fd|UEFI firmware code with Secure Boot and SMM (BOOT_MODE=secure)"
-    "OVMF_VARS_4M.ms.fd|template of the UEFI variables with Microsoft's Secure Boot keys enrolled (BOOT_MODE=secure)"
-)
 DNSMASQ=/usr/sbin/dnsmasq # in the rootfs, and Debian's on this machine
 DNSMASQ_SRC=$DNSMASQ
 PASST=/usr/bin/passt
@@ -256,11 +249,13 @@ for entry in "${FIRMWARE[@]}"; do
     copy "$found" "$found" 0644 "${entry#*|}"
 done
 
-for entry in "${OVMF[@]}"; do
-    name=${entry%%|*}
-    [[ -e $OVMF_DIR/$name ]] || die "$OVMF_DIR/$name not found (is ovmf installed?)"
-    copy "$OVMF_DIR/$name" "$OVMF_DIR/$name" 0644 "${entry#*|}"
-done
+# UEFI firmware: Debian's OVMF, compressed losslessly by image/build-ovmf.sh with the qemu-img
+# the image ships.
+ovmf_list=$("$(dirname -- "$(realpath -e -- "${BASH_SOURCE[0]}")")/build-ovmf.sh" "$QEMU_IMG_SRC" "$ROOTFS$OVMF_DIR") ||
+    die "image/build-ovmf.sh failed"
+while IFS=$'\t' read -r name reason; do
+    REASON[$OVMF_DIR/$name]=$reason
+done <<<"$ovmf_list"
 
 # --- /etc/passwd, /etc/group, empty dirs ------------------------------------------------------
 

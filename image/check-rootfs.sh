@@ -13,8 +13,9 @@
 #   4. QEMU with the graphical console on (std VGA, USB tablet, VNC on a Unix socket with a
 #      password) for three seconds (it only has to start);
 #   5. QEMU with an e1000e NIC and an IDE CD-ROM (NIC_MODEL=e1000e, BOOT_ISO) for three seconds;
-#      QEMU under OVMF (BOOT_MODE=uefi), and with Secure Boot on q35 and a TPM from swtpm
-#      (BOOT_MODE=secure, TPM=yes), four seconds each;
+#      qemu-img expanding OVMF's compressed variables templates, QEMU under OVMF (BOOT_MODE=uefi),
+#      and with Secure Boot on q35 and a TPM from swtpm (BOOT_MODE=secure, TPM=yes), four seconds
+#      each;
 #   6. QEMU under KVM for two seconds when /dev/kvm exists (it only has to start);
 #   7. passt --version (passt's sandbox makes a user namespace, which the kernel refuses inside
 #      a chroot: its full start is proven by tests/ns/user.rs and the Docker tests).
@@ -120,13 +121,16 @@ trace qemu-vnc 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
 trace qemu-e1000e 3 /usr/bin/qemu-system-x86_64 -accel tcg -m 64M -smp 1 \
     -display none -monitor none -serial none -netdev hubport,id=n0,hubid=0 -device e1000e,netdev=n0 \
     -drive if=ide,media=cdrom,readonly=on -boot order=c,once=d -no-reboot </dev/null
-# BOOT_MODE=uefi and secure (src/vm/qemu.rs), the variables' templates as read-only flash (vminit
-# copies them beside the disk); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on its socket;
-# a PCIe root port, where a NIC hot-plugged under q35 goes.
+# BOOT_MODE=uefi and secure (src/vm/qemu.rs): OVMF's code read-only from the image's compressed
+# qcow2, its variables expanded from their template into raw flash by qemu-img, as vminit does on
+# the first UEFI start (src/vm/provision.rs); TPM=yes: swtpm as src/vm/tpm.rs starts it, QEMU on
+# its socket; a PCIe root port, where a NIC hot-plugged under q35 goes.
+trace qemu-img-vars 10 /usr/bin/qemu-img convert -q -f qcow2 -O raw /usr/share/OVMF/OVMF_VARS_4M.qcow2 /run/vars.fd
+trace qemu-img-vars-ms 10 /usr/bin/qemu-img convert -q -f qcow2 -O raw /usr/share/OVMF/OVMF_VARS_4M.ms.qcow2 /run/vars-ms.fd
 trace qemu-uefi 4 /usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
     -display none -monitor none -serial none -nic none -no-reboot \
-    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.fd </dev/null
+    -drive if=pflash,format=qcow2,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.qcow2 \
+    -drive if=pflash,format=raw,unit=1,file=/run/vars.fd </dev/null
 mkdir -m 0700 "$ROOTFS/run/tpm"
 trace swtpm 10 /usr/bin/swtpm socket --tpm2 --tpmstate dir=/run/tpm,mode=0600 \
     --ctrl type=unixio,path=/run/swtpm.sock,mode=0600 --terminate &
@@ -134,8 +138,8 @@ for _ in $(seq 50); do [[ -S $ROOTFS/run/swtpm.sock ]] && break; sleep 0.1; done
 trace qemu-secure 4 /usr/bin/qemu-system-x86_64 -machine q35,smm=on \
     -global driver=cfi.pflash01,property=secure,value=on -accel tcg -m 256M -smp 1 \
     -display none -monitor none -serial none -nic none -no-reboot \
-    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd \
-    -drive if=pflash,format=raw,unit=1,readonly=on,file=/usr/share/OVMF/OVMF_VARS_4M.ms.fd \
+    -drive if=pflash,format=qcow2,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.qcow2 \
+    -drive if=pflash,format=raw,unit=1,file=/run/vars-ms.fd \
     -chardev socket,id=tpm,path=/run/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm \
     -device tpm-tis,tpmdev=tpm0 -device pcie-root-port,id=port0,chassis=1,io-reserve=0 </dev/null
 wait
@@ -217,6 +221,11 @@ if [[ -s $WORK/qemu-img-create.out || -s $WORK/qemu-img-resize.out ]] ||
     fail "qemu-img did not create and grow a qcow2:"
     show qemu-img-create 5
     show qemu-img-resize 5
+fi
+if [[ -s $WORK/qemu-img-vars.out || -s $WORK/qemu-img-vars-ms.out ]]; then
+    fail "qemu-img did not expand OVMF's variables templates into raw flash:"
+    show qemu-img-vars 5
+    show qemu-img-vars-ms 5
 fi
 if [[ -e $WORK/qemu-kvm.out && -n $(qemu_complaints qemu-kvm) ]]; then
     fail "QEMU (kvm) complained:"

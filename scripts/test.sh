@@ -13,11 +13,13 @@
 # Installs what the tier needs first (Debian packages, the musl target). All tiers but unit
 # need root; they run against the static release binary.
 #
-# VMINIT_IMAGE_QEMU=built (the default) runs every tier on the QEMU and dnsmasq the image ships:
-# image/build-qemu.sh and image/build-dnsmasq.sh build them from Debian's source packages (or take
-# them from their caches) first, the ns, browser and distro tiers give them to vminit
-# (VMINIT_TEST_QEMU, VMINIT_TEST_DNSMASQ) and the docker tier's image ships them (image/build.sh
-# --qemu=built). VMINIT_IMAGE_QEMU=debian runs all on Debian's qemu-system-x86 and dnsmasq-base.
+# VMINIT_IMAGE_QEMU=built (the default) runs every tier on the QEMU, dnsmasq and OVMF the image
+# ships: image/build-qemu.sh and image/build-dnsmasq.sh build QEMU and dnsmasq from Debian's source
+# packages (or take them from their caches) first, image/build-ovmf.sh compresses Debian's OVMF
+# into target/ovmf, the ns, browser and distro tiers give them to vminit (VMINIT_TEST_QEMU,
+# VMINIT_TEST_DNSMASQ, VMINIT_TEST_OVMF_DIR) and the docker tier's image ships them
+# (image/build.sh --qemu=built). VMINIT_IMAGE_QEMU=debian runs all on Debian's qemu-system-x86,
+# dnsmasq-base and ovmf as installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +59,9 @@ built)
         echo "== QEMU and dnsmasq from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh)"
         VMINIT_TEST_QEMU=$(image/build-qemu.sh)/bin/qemu-system-x86_64
         VMINIT_TEST_DNSMASQ=$(image/build-dnsmasq.sh)/dnsmasq
-        export VMINIT_TEST_QEMU VMINIT_TEST_DNSMASQ
+        VMINIT_TEST_OVMF_DIR=$PWD/target/ovmf
+        image/build-ovmf.sh "${VMINIT_TEST_QEMU%/*}/qemu-img" "$VMINIT_TEST_OVMF_DIR" >/dev/null
+        export VMINIT_TEST_QEMU VMINIT_TEST_DNSMASQ VMINIT_TEST_OVMF_DIR
     fi
     ;;
 *)
@@ -70,7 +74,7 @@ export VMINIT_IMAGE_QEMU
 if [ "$tier" = all ]; then
     echo "== benchmark, quick mode"
     BENCH_REPORT="$PWD/target/bench/BENCHMARKS-quick.md" BENCH_PLOT="$PWD/target/bench/quick.png" \
-        BENCH_QEMU=${VMINIT_TEST_QEMU:-} bench/run.sh --quick
+        BENCH_QEMU=${VMINIT_TEST_QEMU:-} BENCH_DNSMASQ=${VMINIT_TEST_DNSMASQ:-} bench/run.sh --quick
     sed -n '/^## Headline/,/^## Machine/p' target/bench/BENCHMARKS-quick.md | sed '$d'
 fi
 

@@ -113,6 +113,9 @@ pub struct Paths {
     pub swtpm: PathBuf,
     pub dnsmasq: PathBuf,
     pub passt: PathBuf,
+    /// Where OVMF's files are (`BOOT_MODE=uefi`, `secure`): the image's compressed copies,
+    /// or Debian's ovmf package's raw ones.
+    pub ovmf_dir: PathBuf,
     pub disk: PathBuf,
     pub run_dir: PathBuf,
     pub resolv_conf: PathBuf,
@@ -130,6 +133,7 @@ impl Default for Paths {
             swtpm: "/usr/bin/swtpm".into(),
             dnsmasq: "/usr/sbin/dnsmasq".into(),
             passt: "/usr/bin/passt".into(),
+            ovmf_dir: "/usr/share/OVMF".into(),
             disk: "/image/image.qcow2".into(),
             run_dir: "/run/vminit".into(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -658,12 +662,13 @@ fn parse_log_level(env: &dyn Fn(&str) -> Option<String>) -> Result<log::LevelFil
 
 fn parse_paths(env: &dyn Fn(&str) -> Option<String>) -> Paths {
     let mut paths = Paths::default();
-    let overrides: [(&str, &mut PathBuf); 8] = [
+    let overrides: [(&str, &mut PathBuf); 9] = [
         ("VMINIT_QEMU", &mut paths.qemu),
         ("VMINIT_QEMU_IMG", &mut paths.qemu_img),
         ("VMINIT_SWTPM", &mut paths.swtpm),
         ("VMINIT_DNSMASQ", &mut paths.dnsmasq),
         ("VMINIT_PASST", &mut paths.passt),
+        ("VMINIT_OVMF_DIR", &mut paths.ovmf_dir),
         ("VMINIT_DISK", &mut paths.disk),
         ("VMINIT_RUN_DIR", &mut paths.run_dir),
         ("VMINIT_RESOLV_CONF", &mut paths.resolv_conf),

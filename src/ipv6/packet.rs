@@ -20,15 +20,13 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Whether packet sockets can be had here (`CAP_NET_RAW`): one is opened, unbound, and
-    /// closed again.
-    pub fn probe() -> io::Result<()> {
-        PacketSocket::socket().map(drop)
-    }
-
-    /// `socket(AF_PACKET, SOCK_RAW, ETH_P_IPV6)`, not bound yet.
-    fn socket() -> io::Result<OwnedFd> {
-        PacketSocket::socket_for(ETHERTYPE_IPV6)
+    /// Whether packet sockets can be had here (`CAP_NET_RAW`): one is opened, for no protocol
+    /// and unbound, so it receives nothing, and handed back to be closed when nothing waits
+    /// for it. Closing a packet socket waits for an RCU grace period (the kernel's
+    /// `packet_release` calls `synchronize_net`): 8 to 20 ms here, which a close on the boot's
+    /// path would add to every dual-stack boot.
+    pub fn probe() -> io::Result<OwnedFd> {
+        PacketSocket::socket_for(0)
     }
 
     /// `socket(AF_PACKET, SOCK_RAW, ETHERTYPE)`, not bound yet.

@@ -98,7 +98,7 @@ struct Media {
     /// `BOOT_ISO`, and whether the disk is new (the guest boots the ISO).
     iso: Option<(devices::DiskFile, bool)>,
     /// UEFI (`BOOT_MODE`): the firmware's code, and its variables.
-    efi: Option<(PathBuf, devices::DiskFile)>,
+    efi: Option<(machine::Firmware, devices::DiskFile)>,
     /// `TPM=yes`: the TPM's state directory, checked writable.
     tpm_state: Option<PathBuf>,
     /// What `DISK_SIZE` grows the disk by, made after every check (`Boot::grow_disk`).
@@ -201,7 +201,7 @@ fn open_media(config: &Config, signals: &Signals, made: &mut provision::Made) ->
     // The media first: a bad one stops vminit before the disk is made.
     let iso = provision::open_iso(config)?;
     let extra_disks = provision::open_extra_disks(config)?;
-    let efi = provision::open_efi_vars(config, made)?;
+    let efi = provision::open_efi_vars(config, &watch, made)?;
     let tpm_state = tpm::prepare(config, made)?;
     provision::create_disk(config, &watch, made)?;
     let disk = devices::open_disk(&config.paths.disk)?;
@@ -423,7 +423,7 @@ impl<'a> Boot<'a> {
         };
         self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
-        self.check_packet_sockets(&plan)?;
+        let raw_probe = self.check_packet_sockets(&plan)?;
         self.grow_disk()?;
         let taps = self.take_over(&plan)?;
         self.nics.set_guests6(&plan.v6);
@@ -446,6 +446,8 @@ impl<'a> Boot<'a> {
             stop_at_once(qemu);
             return Err(e);
         }
+        // Closed while QEMU starts, where its wait for the kernel delays nothing.
+        drop(raw_probe);
         Ok(qemu)
     }
 
@@ -484,11 +486,15 @@ impl<'a> Boot<'a> {
     }
 
     /// Before anything changes: the IPv6 announcements need packet sockets.
-    fn check_packet_sockets(&self, plan: &Plan) -> Result<()> {
+    /// Whether the IPv6 announcements' packet sockets can be had, before any change; the
+    /// probe's socket is kept until QEMU runs (see [`PacketSocket::probe`]).
+    fn check_packet_sockets(&self, plan: &Plan) -> Result<Option<OwnedFd>> {
         if !self.config.dhcp || plan.v6.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        PacketSocket::probe().map_err(gateway6::raw_socket_error)
+        PacketSocket::probe()
+            .map(Some)
+            .map_err(gateway6::raw_socket_error)
     }
 
     /// Opens the doors' packet sockets for the guest's IPv6 announcements (router

@@ -37,23 +37,57 @@ pub enum BootMode {
     Secure,
 }
 
-/// Where Debian's ovmf package puts OVMF (4 MiB builds).
-pub const OVMF_DIR: &str = "/usr/share/OVMF";
-
 impl BootMode {
     /// Whether the guest runs on the `q35` machine (PCI Express), which Secure Boot needs.
     pub fn q35(self) -> bool {
         self == BootMode::Secure
     }
 
-    /// The firmware's code and the template of its variables (in `OVMF_DIR`), for UEFI.
+    /// OVMF's code and the template of its variables, for UEFI: the names of Debian's 4 MiB
+    /// builds without their extension (see [`firmware_files`]).
     pub fn ovmf(self) -> Option<(&'static str, &'static str)> {
         match self {
             BootMode::Bios => None,
-            BootMode::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
-            BootMode::Secure => Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")),
+            BootMode::Uefi => Some(("OVMF_CODE_4M", "OVMF_VARS_4M")),
+            BootMode::Secure => Some(("OVMF_CODE_4M.secboot", "OVMF_VARS_4M.ms")),
         }
     }
+}
+
+/// The files one part of OVMF (`stem`, from [`BootMode::ovmf`]) may be found as in the
+/// firmware directory, in the order they are looked for: the image's copy, which holds the
+/// same bytes as Debian's in a compressed qcow2 (an OVMF flash is mostly erased, 0xFF, space:
+/// 3.2 MB for the four files instead of 8.2), then Debian's raw flash image as the ovmf
+/// package installs it. The format goes with the name, so QEMU never guesses it.
+pub fn firmware_files(stem: &str) -> [(String, Format); 2] {
+    [
+        (format!("{stem}.qcow2"), Format::Qcow2),
+        (format!("{stem}.fd"), Format::Raw),
+    ]
+}
+
+/// One part of OVMF as found: its file and the format its name says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firmware {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// `qemu-img convert` of OVMF's variables template stored as a qcow2 into the raw flash image
+/// the guest's variables are kept in (`image.efivars.fd`): the guest writes that file through
+/// the flash, so it stays raw whatever the template's format.
+pub fn vars_command(qemu_img: &Path, template: &Path, to: &Path) -> Vec<OsString> {
+    vec![
+        qemu_img.into(),
+        "convert".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-O".into(),
+        "raw".into(),
+        template.into(),
+        to.into(),
+    ]
 }
 
 /// The directory beside the disk that keeps the TPM's state: `image.qcow2` -> `image.tpm`.
@@ -580,6 +614,25 @@ mod tests {
             create_command(img, Path::new("/x"), &DiskAction::Keep),
             None
         );
+        // OVMF's compressed variables template becomes the raw flash the guest writes.
+        assert_eq!(
+            words(Some(vars_command(
+                img,
+                Path::new("/usr/share/OVMF/OVMF_VARS_4M.qcow2"),
+                Path::new("/image/.image.efivars.fd.vminit-new"),
+            ))),
+            [
+                "/usr/bin/qemu-img",
+                "convert",
+                "-q",
+                "-f",
+                "qcow2",
+                "-O",
+                "raw",
+                "/usr/share/OVMF/OVMF_VARS_4M.qcow2",
+                "/image/.image.efivars.fd.vminit-new",
+            ]
+        );
         let grow: Vec<String> = grow_command(img, 7, 2 << 30)
             .into_iter()
             .map(|w| w.into_string().unwrap())
@@ -672,12 +725,21 @@ mod tests {
         assert_eq!(BootMode::Bios.ovmf(), None);
         assert_eq!(
             BootMode::Uefi.ovmf(),
-            Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"))
+            Some(("OVMF_CODE_4M", "OVMF_VARS_4M"))
         );
         // Secure Boot: the SMM build, and variables with Microsoft's keys enrolled.
         assert_eq!(
             BootMode::Secure.ovmf(),
-            Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"))
+            Some(("OVMF_CODE_4M.secboot", "OVMF_VARS_4M.ms"))
+        );
+        // The image's compressed copy first, then Debian's raw flash image; each with the
+        // format its name says.
+        assert_eq!(
+            firmware_files("OVMF_CODE_4M.secboot"),
+            [
+                ("OVMF_CODE_4M.secboot.qcow2".to_string(), Format::Qcow2),
+                ("OVMF_CODE_4M.secboot.fd".to_string(), Format::Raw),
+            ]
         );
         assert_eq!(
             efi_vars_name(Path::new("/image/image.qcow2")),

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pid1::spawn;
 use crate::vm::devices::{self, Disk, DiskFile};
 use crate::vm::disk::{self, Format};
-use crate::vm::machine::{self, Base, DiskAction};
+use crate::vm::machine::{self, Base, DiskAction, Firmware};
 
 /// How long `qemu-img` may take: creating or growing a qcow2 writes a few metadata clusters.
 const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -319,21 +319,20 @@ pub fn open_iso(config: &Config) -> Result<Option<DiskFile>> {
 /// The UEFI firmware `BOOT_MODE` asks for: its code (in the image) and its variables, kept
 /// beside the disk (`image.efivars.fd`, made from OVMF's template on the first UEFI start,
 /// under a temporary name renamed once complete, and recorded in `made`), open read-write.
-pub fn open_efi_vars(config: &Config, made: &mut Made) -> Result<Option<(PathBuf, DiskFile)>> {
+/// The variables are always a raw flash image: a compressed template is expanded into one by
+/// `qemu-img convert`.
+pub fn open_efi_vars(
+    config: &Config,
+    watch: &Watch,
+    made: &mut Made,
+) -> Result<Option<(Firmware, DiskFile)>> {
     let Some((code, template)) = config.machine.boot_mode.ovmf() else {
         return Ok(None);
     };
-    let ovmf = Path::new(machine::OVMF_DIR);
-    let (code, template) = (ovmf.join(code), ovmf.join(template));
-    for firmware in [&code, &template] {
-        if !firmware.is_file() {
-            return Err(Error::Unavailable {
-                what: format!("UEFI firmware {} (BOOT_MODE)", firmware.display()),
-                hint: "hint: use the vminit image, which ships Debian's ovmf, or BOOT_MODE=bios"
-                    .into(),
-            });
-        }
-    }
+    let (code, template) = (
+        find_firmware(config, code)?,
+        find_firmware(config, template)?,
+    );
     let dir = image_dir(&config.paths.disk)?;
     let path = dir.join(machine::efi_vars_name(&config.paths.disk));
     let refuse = |problem: String| Error::Disk {
@@ -343,23 +342,61 @@ pub fn open_efi_vars(config: &Config, made: &mut Made) -> Result<Option<(PathBuf
     if fs::symlink_metadata(&path).is_err() {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let new = dir.join(format!(".{name}.vminit-new"));
-        if let Err(e) = fs::copy(&template, &new).and_then(|_| fs::rename(&new, &path)) {
+        let _ = fs::remove_file(&new);
+        let made_new = match template.format {
+            Format::Raw => fs::copy(&template.path, &new)
+                .map(drop)
+                .map_err(|e| Stop::Failed(e.to_string())),
+            Format::Qcow2 => {
+                devices::check_program(&config.paths.qemu_img, "qemu-img")?;
+                let argv = machine::vars_command(&config.paths.qemu_img, &template.path, &new);
+                run_qemu_img(&argv, &[], watch)
+            }
+        };
+        if let Err(why) = made_new.and_then(|()| {
+            fs::rename(&new, &path).map_err(|e| Stop::Failed(format!("rename: {e}")))
+        }) {
             let _ = fs::remove_file(&new);
-            return Err(refuse(format!(
-                "cannot be made from {}: {e}{}",
-                template.display(),
-                full_hint(&e.to_string(), &dir)
-            )));
+            return Err(match why {
+                Stop::Interrupted(sig) => Error::Interrupted(sig),
+                Stop::Failed(text) => refuse(format!(
+                    "cannot be made from {}: {text}{}",
+                    template.path.display(),
+                    full_hint(&text, &dir)
+                )),
+            });
         }
         made.add(path.clone());
         log::info!(
             "made {} from {} for the guest's UEFI variables",
             path.display(),
-            template.display()
+            template.path.display()
         );
     }
     let vars = devices::open_media(&path, &dir, true).map_err(refuse)?;
     Ok(Some((code, vars)))
+}
+
+/// One part of OVMF (a stem of [`machine::BootMode::ovmf`]) in `VMINIT_OVMF_DIR`: the first of
+/// [`machine::firmware_files`] that is there.
+fn find_firmware(config: &Config, stem: &str) -> Result<Firmware> {
+    let dir = &config.paths.ovmf_dir;
+    machine::firmware_files(stem)
+        .into_iter()
+        .map(|(name, format)| Firmware {
+            path: dir.join(name),
+            format,
+        })
+        .find(|f| f.path.is_file())
+        .ok_or_else(|| Error::Unavailable {
+            what: format!(
+                "UEFI firmware {stem} ({stem}.qcow2 or {stem}.fd in {}, BOOT_MODE)",
+                dir.display()
+            ),
+            hint: "hint: use the vminit image, which ships Debian's ovmf, set VMINIT_OVMF_DIR to \
+                   where ovmf is installed, or use BOOT_MODE=bios"
+                .into(),
+        })
 }
 
 /// Opens the extra disks (`disk2.qcow2` ... `disk9.qcow2` in the image directory), each

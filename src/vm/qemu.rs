@@ -8,7 +8,7 @@ use crate::net::types::Mac;
 use crate::takeover::slot::Slot;
 use crate::vm::accel::Accelerator;
 use crate::vm::disk::{File, Format, Layer};
-use crate::vm::machine::NicModel;
+use crate::vm::machine::{Firmware, NicModel};
 
 /// Where a guest NIC's frames go.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +67,7 @@ pub struct QemuInput<'a> {
 /// The guest's UEFI firmware.
 #[derive(Clone, Copy, Debug)]
 pub struct Uefi<'a> {
-    pub code: &'a Path,
+    pub code: &'a Firmware,
     pub vars: &'a File<RawFd>,
     pub secure: bool,
 }
@@ -134,8 +134,9 @@ pub fn argv(q: &QemuInput) -> Vec<OsString> {
         a.push("-drive".into());
         a.push(
             format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                label(uefi.code)
+                "if=pflash,format={},unit=0,readonly=on,file={}",
+                uefi.code.format.driver(),
+                label(&uefi.code.path)
             )
             .into(),
         );
@@ -1141,9 +1142,13 @@ mod tests {
     fn uefi_is_ovmf_in_flash_with_its_variables_as_descriptors_and_the_tpm_is_swtpms_socket() {
         let disk = plain_disk();
         let vars = file("/image/image.efivars.fd", 40, Some(41));
-        let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+        // The image's compressed copy of OVMF's code: QEMU is told its format.
+        let code = Firmware {
+            path: "/usr/share/OVMF/OVMF_CODE_4M.qcow2".into(),
+            format: Format::Qcow2,
+        };
         let uefi = Uefi {
-            code,
+            code: &code,
             vars: &vars,
             secure: false,
         };
@@ -1154,7 +1159,7 @@ mod tests {
         assert_eq!(
             values_of(&a, "-drive")[..2],
             [
-                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=qcow2,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.qcow2",
                 "if=pflash,format=raw,unit=1,file.driver=file,file.filename=/dev/fdset/1",
             ]
         );
@@ -1206,8 +1211,12 @@ mod tests {
             mac: Mac([2, 0x42, 0xac, 0x13, 0, 2]),
             mtu: 1500,
         }];
+        let code = Firmware {
+            path: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd".into(),
+            format: Format::Raw,
+        };
         let secure = Uefi {
-            code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+            code: &code,
             vars: &vars,
             secure: true,
         };

@@ -87,6 +87,13 @@ pub fn test_dnsmasq() -> Option<OsString> {
     test_program("VMINIT_TEST_DNSMASQ")
 }
 
+/// The OVMF the tests give vminit, as [`test_qemu`]: `$VMINIT_TEST_OVMF_DIR` (the image's
+/// compressed copies, which image/build-ovmf.sh makes) as `VMINIT_OVMF_DIR`, else vminit's
+/// default /usr/share/OVMF (Debian's raw files on this machine).
+pub fn test_ovmf_dir() -> Option<OsString> {
+    test_program("VMINIT_TEST_OVMF_DIR")
+}
+
 fn test_program(var: &str) -> Option<OsString> {
     std::env::var_os(var).filter(|path| !path.is_empty())
 }
@@ -383,6 +390,7 @@ impl<'c> VminitBuilder<'c> {
             .envs(test_qemu().map(|qemu| ("VMINIT_QEMU", qemu)))
             .envs(test_qemu_img().map(|img| ("VMINIT_QEMU_IMG", img)))
             .envs(test_dnsmasq().map(|dnsmasq| ("VMINIT_DNSMASQ", dnsmasq)))
+            .envs(test_ovmf_dir().map(|dir| ("VMINIT_OVMF_DIR", dir)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
         let (parent, process) = ParentThread::spawn(command);

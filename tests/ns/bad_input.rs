@@ -724,6 +724,50 @@ fn a_refusal_after_the_disk_was_made_takes_back_the_disk_the_uefi_variables_and_
 }
 
 #[test]
+fn uefi_without_ovmf_or_with_a_broken_variables_template_is_refused_before_any_change() {
+    let f = Fixture::new();
+    let dir = f.scratch.dir.join("fresh");
+    std::fs::create_dir(&dir).expect("make the image directory");
+    std::fs::write(dir.join("notes.txt"), "the user's").expect("write a file of the user's");
+    let ovmf = f.scratch.dir.join("ovmf");
+    std::fs::create_dir(&ovmf).expect("make the firmware directory");
+    let vm = |mode: &str| {
+        f.vminit()
+            .env("VMINIT_DISK", dir.join("image.qcow2"))
+            .env("DISK_SIZE", "1G")
+            .env("BOOT_MODE", mode)
+            .env("VMINIT_OVMF_DIR", &ovmf)
+    };
+    // No OVMF at all: named with both forms and the way out.
+    expect_early_refusal(
+        &f,
+        vm("uefi"),
+        69,
+        &[
+            "UEFI firmware OVMF_CODE_4M",
+            "OVMF_CODE_4M.qcow2 or OVMF_CODE_4M.fd",
+            "VMINIT_OVMF_DIR",
+            "BOOT_MODE=bios",
+        ],
+    );
+    // The code is there, the variables' template is a qcow2 qemu-img cannot read: the
+    // variables cannot be made, and nothing is left of them or of the disk.
+    std::fs::write(ovmf.join("OVMF_CODE_4M.secboot.fd"), "code").unwrap();
+    std::fs::write(ovmf.join("OVMF_VARS_4M.ms.qcow2"), "not a qcow2").unwrap();
+    expect_early_refusal(
+        &f,
+        vm("secure"),
+        66,
+        &[
+            "image.efivars.fd",
+            "cannot be made from",
+            "OVMF_VARS_4M.ms.qcow2",
+        ],
+    );
+    assert_eq!(common::dir_names(&dir), ["notes.txt"]);
+}
+
+#[test]
 fn under_q35_the_hot_plug_ports_and_the_vnc_consoles_usb_count_against_the_nics_pci_slots() {
     let f = Fixture::new();
     // 23 NICs and one extra disk: BOOT_MODE=secure (q35) keeps 4 root ports for hot-plug,
