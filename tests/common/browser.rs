@@ -133,6 +133,8 @@ impl Viewer {
         let port = free_port();
         let mut command = Command::new("websockify");
         command
+            // Each page request and WebSocket connection logged, for a failure's message.
+            .arg("--verbose")
             .arg("--web")
             .arg(NOVNC_DIR)
             .arg(format!("127.0.0.1:{port}"))
@@ -316,14 +318,40 @@ impl Browser {
         self.open(&viewer.url());
         if let Some(password) = password {
             self.wait_for("#noVNC_credentials_dlg.noVNC_open", limit)
-                .unwrap_or_else(|| panic!("noVNC never asked for the password\n{}", viewer.log()));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "noVNC never asked for the password ({})\n{}",
+                        self.page_state(),
+                        viewer.log()
+                    )
+                });
             let field = self
                 .find("#noVNC_password_input")
                 .expect("noVNC's password field");
             self.send_keys(&field, &format!("{password}\n"));
         }
         self.wait_for("html.noVNC_connected", limit)
-            .unwrap_or_else(|| panic!("noVNC did not connect\n{}", viewer.log()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "noVNC did not connect ({})\n{}",
+                    self.page_state(),
+                    viewer.log()
+                )
+            });
+    }
+
+    /// What the page says, for a failure's message: its URL, title, the classes of its
+    /// `html` element (noVNC's connection state) and noVNC's status line.
+    fn page_state(&self) -> String {
+        let script = r#"{"script":"const s = document.getElementById('noVNC_status'); return [location.href, document.title, document.documentElement.className, s ? s.textContent : '(no status element)'].join(' | ');","args":[]}"#;
+        let (_, answer) = http(
+            self.port,
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            script,
+        )
+        .unwrap_or_else(|e| (0, e.to_string()));
+        json_field(&answer, "value").unwrap_or(answer)
     }
 
     /// Clicks the guest's screen in noVNC (as a person does before typing) and types `text`.
