@@ -15,11 +15,9 @@
 # well under a second, so nothing is cached. Installs ovmf with apt-get when missing.
 set -euo pipefail
 
-say() { printf 'build-ovmf: %s\n' "$*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
+NAME=ovmf
+# shellcheck source=image/debian-source.sh
+. "$(dirname -- "$(realpath -e -- "${BASH_SOURCE[0]}")")/debian-source.sh" # say, die, ensure_build_deps
 [[ $# -eq 2 ]] || {
     echo "usage: $0 QEMU_IMG DIR" >&2
     exit 2
@@ -37,12 +35,7 @@ OVMF=(
 )
 
 [[ -x $QEMU_IMG ]] || die "qemu-img '$QEMU_IMG' is not an executable"
-if ! dpkg-query -W -f='${Status}' ovmf 2>/dev/null | grep -q 'install ok installed'; then
-    command -v apt-get >/dev/null 2>&1 || die "package ovmf is missing and apt-get is not available"
-    say "installing ovmf with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ovmf >&2 ||
-        die "apt-get install ovmf failed"
-fi
+ensure_build_deps ovmf
 mkdir -p -- "$DIR"
 
 for entry in "${OVMF[@]}"; do
