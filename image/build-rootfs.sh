@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# image/build-rootfs.sh [--qemu=DIR] [--dnsmasq=DIR] ROOTFS VMINIT_BINARY — assemble the root
+# image/build-rootfs.sh [--qemu=DIR] [--dnsmasq=DIR] [--openssl=DIR] ROOTFS VMINIT_BINARY —
+# assemble the root
 # filesystem of the `FROM scratch` vminit image from this machine's Debian packages.
 #
 # --qemu=DIR ships DIR/bin/qemu-system-x86_64 and DIR/bin/qemu-img (an output of
 # image/build-qemu.sh: QEMU built from Debian's source package for vminit's features only, TCG
 # built in) instead of the binaries of Debian's qemu-system-x86 and qemu-utils packages; the
 # firmware, ROMs and keymap still come from Debian's packages. --dnsmasq=DIR ships DIR/dnsmasq
-# (an output of image/build-dnsmasq.sh: libc only) instead of dnsmasq-base's.
+# (an output of image/build-dnsmasq.sh: libc only) instead of dnsmasq-base's. --openssl=DIR ships
+# DIR/libcrypto.so.3 (an output of image/build-openssl.sh: only the algorithms a TPM uses) as the
+# libcrypto that swtpm's libraries load, instead of libssl3's.
 #
 # The rootfs holds QEMU (x86_64 system emulator), qemu-img, swtpm, dnsmasq and passt with exactly
 # the shared libraries they load, OVMF (UEFI firmware, BOOT_MODE; compressed by
@@ -21,14 +24,15 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [--qemu=DIR] [--dnsmasq=DIR] ROOTFS VMINIT_BINARY" >&2
+    echo "usage: $0 [--qemu=DIR] [--dnsmasq=DIR] [--openssl=DIR] ROOTFS VMINIT_BINARY" >&2
     exit 2
 }
-QEMU_BUILT= DNSMASQ_BUILT=
+QEMU_BUILT='' DNSMASQ_BUILT='' OPENSSL_BUILT=''
 while [[ ${1:-} == --* ]]; do
     case $1 in
     --qemu=*) QEMU_BUILT=${1#--qemu=} ;;
     --dnsmasq=*) DNSMASQ_BUILT=${1#--dnsmasq=} ;;
+    --openssl=*) OPENSSL_BUILT=${1#--openssl=} ;;
     *) usage ;;
     esac
     shift
@@ -132,6 +136,14 @@ if [[ -n $DNSMASQ_BUILT ]]; then
     DNSMASQ_SRC=$DNSMASQ_BUILT/dnsmasq
     [[ -x $DNSMASQ_SRC ]] || die "--dnsmasq=$DNSMASQ_BUILT holds no dnsmasq (build it with image/build-dnsmasq.sh)"
 fi
+# Shared libraries shipped from a build of their own instead of where ldd finds them: name ->
+# file|what it is.
+declare -A BUILT_LIBRARY=() BUILT_USED=()
+if [[ -n $OPENSSL_BUILT ]]; then
+    [[ -f $OPENSSL_BUILT/libcrypto.so.3 ]] ||
+        die "--openssl=$OPENSSL_BUILT holds no libcrypto.so.3 (build it with image/build-openssl.sh)"
+    BUILT_LIBRARY[libcrypto.so.3]="$OPENSSL_BUILT/libcrypto.so.3|shared library libcrypto.so.3, built from Debian's openssl $(cat "$OPENSSL_BUILT/VERSION") source package with only the algorithms a TPM uses by image/build-openssl.sh,"
+fi
 
 # --- a fresh ROOTFS ------------------------------------------------------------------------
 
@@ -174,12 +186,13 @@ fi
 copy "$PASST" "$PASST" 0755 "the user-mode datapath (NET_DATAPATH=user, or auto without NET_ADMIN): one per guest NIC (VMINIT_PASST default)"
 copy "$PASST.avx2" "$PASST.avx2" 0755 "passt's AVX2 build, which passt execs in its place on CPUs with AVX2 (faster checksums)"
 
-# add_user PATH MODE WHAT USER: copy the shared object PATH (once) and note that USER needs it.
+# add_user PATH MODE WHAT USER [SRC]: copy the shared object PATH (once; from SRC if given) and
+# note that USER needs it.
 declare -A USERS=() WHAT=() # rootfs path -> users; rootfs path -> what it is
 add_user() {
-    local path=$1 mode=$2 what=$3 user=$4
+    local path=$1 mode=$2 what=$3 user=$4 src=${5:-$1}
     if [[ -z ${USERS[$path]:-} ]]; then
-        install -D -m "$mode" -- "$(realpath -e -- "$path")" "$ROOTFS$path"
+        install -D -m "$mode" -- "$(realpath -e -- "$src")" "$ROOTFS$path"
         USERS[$path]=$user
         WHAT[$path]=$what
     else
@@ -203,7 +216,12 @@ add_libraries() {
             lib=${line%% => *}
             path=${line#* => }
             path=${path%% (*}
-            add_user "$path" 0644 "shared library $lib" "$label"
+            if [[ -n ${BUILT_LIBRARY[$lib]:-} ]]; then
+                BUILT_USED[$lib]=1
+                add_user "$path" 0644 "${BUILT_LIBRARY[$lib]#*|}" "$label" "${BUILT_LIBRARY[$lib]%%|*}"
+            else
+                add_user "$path" 0644 "shared library $lib" "$label"
+            fi
             ;;
         /*)
             path=${line%% (*}
@@ -220,6 +238,9 @@ add_libraries "$SWTPM" swtpm
 add_libraries "$DNSMASQ_SRC" dnsmasq
 add_libraries "$PASST" passt
 add_libraries "$PASST.avx2" passt.avx2
+for lib in "${!BUILT_LIBRARY[@]}"; do
+    [[ -n ${BUILT_USED[$lib]:-} ]] || die "no shipped program loads $lib, which --openssl gave; drop the option"
+done
 
 # --- QEMU modules ------------------------------------------------------------------------------
 
@@ -284,6 +305,9 @@ done < <(find "$ROOTFS" \( -type f -o -type l \) -print0)
     echo "# vminit image rootfs: every file and empty dir, its size in bytes, and why it is there."
     if [[ -n $QEMU_BUILT ]]; then
         echo "# QEMU and qemu-img built from Debian's source package qemu $(cat "$QEMU_BUILT/VERSION") by image/build-qemu.sh (configure $(cat "$QEMU_BUILT/configure-line")); firmware and keymap from the packages below."
+    fi
+    if [[ -n $OPENSSL_BUILT ]]; then
+        echo "# libcrypto built from Debian's source package openssl $(cat "$OPENSSL_BUILT/VERSION") by image/build-openssl.sh (configure $(cat "$OPENSSL_BUILT/configure-line"))."
     fi
     if [[ -n $DNSMASQ_BUILT ]]; then
         echo "# dnsmasq built from Debian's source package dnsmasq $(cat "$DNSMASQ_BUILT/VERSION") by image/build-dnsmasq.sh (upstream's default options: libc only)."

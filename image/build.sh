@@ -3,10 +3,11 @@
 # vminit:latest).
 #
 #   1. the static vminit binary: cargo build --release --target x86_64-unknown-linux-musl;
-#   2. with --qemu=built (the default), QEMU and dnsmasq built from Debian's qemu and dnsmasq
-#      source packages for vminit's features only (image/build-qemu.sh, image/build-dnsmasq.sh;
-#      cached under /var/cache/vminit-qemu and /var/cache/vminit-dnsmasq by source version and
-#      recipe); with --qemu=debian, Debian's qemu-system-x86, qemu-utils and dnsmasq-base binary
+#   2. with --qemu=built (the default), QEMU, dnsmasq and swtpm's libcrypto built from Debian's
+#      qemu, dnsmasq and openssl source packages for vminit's features only (image/build-qemu.sh,
+#      image/build-dnsmasq.sh, image/build-openssl.sh; cached under /var/cache/vminit-qemu,
+#      /var/cache/vminit-dnsmasq and /var/cache/vminit-openssl by source version and recipe);
+#      with --qemu=debian, Debian's qemu-system-x86, qemu-utils, dnsmasq-base and libssl3 binary
 #      packages as installed, with all their features and libraries;
 #   3. the rootfs: image/build-rootfs.sh into $TARGET_DIR/image-context/rootfs (with
 #      rootfs.manifest beside it: every file and why it is there);
@@ -56,10 +57,11 @@ say "building vminit ($TARGET, release)"
 
 built=()
 if [[ $QEMU_FROM == built ]]; then
-    say "QEMU and dnsmasq from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh)"
+    say "QEMU, dnsmasq and libcrypto from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh, image/build-openssl.sh)"
     qemu_dir=$("$REPO/image/build-qemu.sh") || die "image/build-qemu.sh failed"
     dnsmasq_dir=$("$REPO/image/build-dnsmasq.sh") || die "image/build-dnsmasq.sh failed"
-    built=(--qemu="$qemu_dir" --dnsmasq="$dnsmasq_dir")
+    openssl_dir=$("$REPO/image/build-openssl.sh") || die "image/build-openssl.sh failed"
+    built=(--qemu="$qemu_dir" --dnsmasq="$dnsmasq_dir" --openssl="$openssl_dir")
 fi
 
 rm -rf -- "$CONTEXT"

@@ -1,20 +1,23 @@
-# image/debian-source.sh — sourced by image/build-qemu.sh and image/build-dnsmasq.sh: build a
-# program from Debian's own source package, at the version of the installed binary package, into
-# a cache directory keyed by that version and the build's recipe.
+# image/debian-source.sh — sourced by image/build-qemu.sh, image/build-dnsmasq.sh and
+# image/build-openssl.sh, which build a program or library from Debian's own source package into a
+# cache directory keyed by its version and the build's recipe, and by image/build-ovmf.sh (say,
+# die and ensure_build_deps only).
 #
 # The caller sets NAME (build-NAME names its messages) and sources this file, which gives it
 #   say MESSAGE / die MESSAGE          -> a line on stderr; die exits 1
 #   no_arguments "$@"                  -> exits 2 with the usage line when given any argument
 # then calls, in order:
 #   source_version BINARY_PACKAGE      -> prints the installed package's source version
+#   (or source_versions SOURCE         -> prints every source version apt knows, newest first)
 #   cache_dir ROOT VERSION RECIPE...   -> prints ROOT/KEY, KEY = sha256(version, recipe, the
 #                                         calling script, this file)[:16]
 #   ensure_build_deps PACKAGE...       -> apt-get installs the missing ones
 #   fetch_source SOURCE VERSION WORK   -> apt-get source into WORK (dpkg-source applies Debian's
-#                                         patches); prints the unpacked directory
+#                                         patches); prints the unpacked directory; dies on failure
+#   (or download_source SOURCE VERSION WORK, the same but returns 1 on failure)
 #   publish TMP OUT                    -> makes the finished TMP readable by all and moves it
 #                                         into place as OUT (a half-built directory is never OUT)
-# `apt-get source` needs a deb-src entry: when none answers, fetch_source adds its own file,
+# `apt-get source` needs a deb-src entry: when none answers, ensure_deb_src adds its own file,
 # /etc/apt/sources.list.d/vminit-qemu-src.sources (deb822, deb-src only, Debian and Debian
 # security of this release); the machine's own apt files are not touched.
 # shellcheck shell=bash
@@ -58,13 +61,12 @@ ensure_build_deps() {
         die "apt-get install ${missing[*]} failed"
 }
 
-fetch_source() {
-    local source=$1 version=$2 work=$3 dir
-    if ! (cd "$work" && apt-get source --only-source "$source=$version" >&2); then
-        say "apt-get source found no $source $version; adding a deb-src entry for Debian"
-        # shellcheck disable=SC1091 # the machine's release, read at run time
-        . /etc/os-release
-        cat >/etc/apt/sources.list.d/vminit-qemu-src.sources <<EOF
+ensure_deb_src() {
+    [[ ! -e /etc/apt/sources.list.d/vminit-qemu-src.sources ]] || return 0
+    say "adding a deb-src entry for Debian's source packages"
+    # shellcheck disable=SC1091 # the machine's release, read at run time
+    . /etc/os-release
+    cat >/etc/apt/sources.list.d/vminit-qemu-src.sources <<EOF
 # Added by vminit image/debian-source.sh: Debian's source packages (deb-src only).
 Types: deb-src
 URIs: http://deb.debian.org/debian
@@ -78,13 +80,39 @@ Suites: $VERSION_CODENAME-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-        apt-get update >&2 || die "apt-get update failed"
-        (cd "$work" && apt-get source --only-source "$source=$version" >&2) ||
-            die "apt-get source $source=$version failed (is that version still in the archive?)"
+    apt-get update >&2 || die "apt-get update failed"
+}
+
+source_versions() {
+    local source=$1 versions=() v sorted=() i
+    [[ -n $(apt-cache showsrc --only-source "$source" 2>/dev/null) ]] || ensure_deb_src
+    mapfile -t versions < <(apt-cache showsrc --only-source "$source" 2>/dev/null | awk '/^Version:/ { print $2 }')
+    [[ ${#versions[@]} -gt 0 ]] || die "apt knows no source package $source (run apt-get update)"
+    # Insertion sort in Debian's version order, newest first.
+    for v in "${versions[@]}"; do
+        for ((i = 0; i < ${#sorted[@]}; i++)); do
+            dpkg --compare-versions "$v" gt "${sorted[i]}" && break
+        done
+        sorted=("${sorted[@]:0:i}" "$v" "${sorted[@]:i}")
+    done
+    printf '%s\n' "${sorted[@]}"
+}
+
+download_source() {
+    local source=$1 version=$2 work=$3 dir
+    if ! (cd "$work" && apt-get source --only-source "$source=$version" >&2); then
+        [[ ! -e /etc/apt/sources.list.d/vminit-qemu-src.sources ]] || return 1
+        ensure_deb_src
+        (cd "$work" && apt-get source --only-source "$source=$version" >&2) || return 1
     fi
     dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name "$source-*" | head -n 1)
-    [[ -n $dir ]] || die "apt-get source left no $source-* directory in $work"
+    [[ -n $dir ]] || return 1
     echo "$dir"
+}
+
+fetch_source() {
+    download_source "$@" ||
+        die "apt-get source $1=$2 failed (is that version still in the archive?)"
 }
 
 publish() {

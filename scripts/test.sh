@@ -13,13 +13,14 @@
 # Installs what the tier needs first (Debian packages, the musl target). All tiers but unit
 # need root; they run against the static release binary.
 #
-# VMINIT_IMAGE_QEMU=built (the default) runs every tier on the QEMU, dnsmasq and OVMF the image
-# ships: image/build-qemu.sh and image/build-dnsmasq.sh build QEMU and dnsmasq from Debian's source
-# packages (or take them from their caches) first, image/build-ovmf.sh compresses Debian's OVMF
-# into target/ovmf, the ns, browser and distro tiers give them to vminit (VMINIT_TEST_QEMU,
-# VMINIT_TEST_DNSMASQ, VMINIT_TEST_OVMF_DIR) and the docker tier's image ships them
-# (image/build.sh --qemu=built). VMINIT_IMAGE_QEMU=debian runs all on Debian's qemu-system-x86,
-# dnsmasq-base and ovmf as installed.
+# VMINIT_IMAGE_QEMU=built (the default) runs every tier on the QEMU, dnsmasq, OVMF and libcrypto
+# the image ships: image/build-qemu.sh, image/build-dnsmasq.sh and image/build-openssl.sh build
+# QEMU, dnsmasq and swtpm's libcrypto from Debian's source packages (or take them from their
+# caches) first, image/build-ovmf.sh compresses Debian's OVMF into target/ovmf, target/swtpm/swtpm
+# runs Debian's swtpm on that libcrypto, the ns, browser and distro tiers give them to vminit
+# (VMINIT_TEST_QEMU, VMINIT_TEST_DNSMASQ, VMINIT_TEST_OVMF_DIR, VMINIT_TEST_SWTPM) and the docker
+# tier's image ships them (image/build.sh --qemu=built). VMINIT_IMAGE_QEMU=debian runs all on
+# Debian's qemu-system-x86, dnsmasq-base, ovmf and swtpm as installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,12 +57,21 @@ case ${VMINIT_IMAGE_QEMU:=built} in
 debian) ;;
 built)
     if [ "$tier" != unit ]; then
-        echo "== QEMU and dnsmasq from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh)"
+        echo "== QEMU, dnsmasq and libcrypto from Debian's source packages (image/build-qemu.sh, image/build-dnsmasq.sh, image/build-openssl.sh)"
         VMINIT_TEST_QEMU=$(image/build-qemu.sh)/bin/qemu-system-x86_64
         VMINIT_TEST_DNSMASQ=$(image/build-dnsmasq.sh)/dnsmasq
         VMINIT_TEST_OVMF_DIR=$PWD/target/ovmf
         image/build-ovmf.sh "${VMINIT_TEST_QEMU%/*}/qemu-img" "$VMINIT_TEST_OVMF_DIR" >/dev/null
-        export VMINIT_TEST_QEMU VMINIT_TEST_DNSMASQ VMINIT_TEST_OVMF_DIR
+        openssl_dir=$(image/build-openssl.sh)
+        VMINIT_TEST_SWTPM=$PWD/target/swtpm/swtpm
+        mkdir -p target/swtpm
+        cat >"$VMINIT_TEST_SWTPM" <<EOF
+#!/bin/sh
+# Made by scripts/test.sh: Debian's swtpm on the libcrypto the image ships (image/build-openssl.sh).
+LD_LIBRARY_PATH=$openssl_dir exec /usr/bin/swtpm "\$@"
+EOF
+        chmod 0755 "$VMINIT_TEST_SWTPM"
+        export VMINIT_TEST_QEMU VMINIT_TEST_DNSMASQ VMINIT_TEST_OVMF_DIR VMINIT_TEST_SWTPM
     fi
     ;;
 *)

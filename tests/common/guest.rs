@@ -16,6 +16,10 @@ pub struct TestGuest {
 
 static GUEST: OnceLock<TestGuest> = OnceLock::new();
 
+/// The test guest's line for a TPM 2.0 whose cryptography works: a full self-test of every
+/// algorithm, an RSA 2048 and an ECC P-256 primary key, each answered with success.
+pub const TPM_CRYPTO_OK: &str = "GUEST-TPM-CRYPTO selftest=00000000 rsa=00000000 ecc=00000000";
+
 /// The test guest, built on first use into `$CARGO_TARGET_TMPDIR/test-guest` (a no-op when it is
 /// up to date; concurrent test processes serialise on a lock file).
 pub fn test_guest() -> &'static TestGuest {

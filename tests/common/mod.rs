@@ -44,7 +44,8 @@ pub use distro::{DistroGuest, OverlayDisk, distro_guest, distro_uefi_disk};
 pub use distro_report::{DistroAddr6, DistroNic, DistroReport, Resolver, RouteGet};
 pub use dns::DnsServer;
 pub use guest::{
-    Cidata, GuestAddr6, GuestLookup, GuestNic, GuestReport, TestGuest, make_qcow2, test_guest,
+    Cidata, GuestAddr6, GuestLookup, GuestNic, GuestReport, TPM_CRYPTO_OK, TestGuest, make_qcow2,
+    test_guest,
 };
 pub use names::unique_id;
 pub use netns::Netns;

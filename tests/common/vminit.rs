@@ -94,6 +94,13 @@ pub fn test_ovmf_dir() -> Option<OsString> {
     test_program("VMINIT_TEST_OVMF_DIR")
 }
 
+/// The swtpm the tests give vminit, as [`test_qemu`]: `$VMINIT_TEST_SWTPM` (scripts/test.sh's
+/// wrapper that runs Debian's swtpm on the libcrypto image/build-openssl.sh built, which the image
+/// ships) as `VMINIT_SWTPM`, else vminit's default /usr/bin/swtpm on Debian's libcrypto.
+pub fn test_swtpm() -> Option<OsString> {
+    test_program("VMINIT_TEST_SWTPM")
+}
+
 fn test_program(var: &str) -> Option<OsString> {
     std::env::var_os(var).filter(|path| !path.is_empty())
 }
@@ -391,6 +398,7 @@ impl<'c> VminitBuilder<'c> {
             .envs(test_qemu_img().map(|img| ("VMINIT_QEMU_IMG", img)))
             .envs(test_dnsmasq().map(|dnsmasq| ("VMINIT_DNSMASQ", dnsmasq)))
             .envs(test_ovmf_dir().map(|dir| ("VMINIT_OVMF_DIR", dir)))
+            .envs(test_swtpm().map(|swtpm| ("VMINIT_SWTPM", swtpm)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
 
         let (parent, process) = ParentThread::spawn(command);

@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::docker::{Scenario, VmOpts, expect_guest_nics};
-use common::{SshKey, distro_uefi_disk, sha256};
+use common::{SshKey, TPM_CRYPTO_OK, distro_uefi_disk, sha256};
 
 /// OVMF under TCG is slower to reach the kernel than SeaBIOS.
 const UEFI_BOOT: Duration = Duration::from_secs(240);
@@ -31,13 +31,15 @@ fn an_empty_image_directory_and_disk_size_boot_under_secure_boot_with_a_tpm() {
     );
     // when
     sc.start(&vm);
-    // then the disk was made, the firmware and the TPM came from the image
+    // then the disk was made, the firmware and the TPM came from the image, and the TPM's
+    // cryptography (the image's own libcrypto) passed a full self-test and made RSA and ECC keys
     let logs = sc.wait_logs(&vm, "GUEST-READY", UEFI_BOOT);
     for line in [
         "GUEST-BLOCK vda 67108864",
         "GUEST-FIRMWARE efi",
         "GUEST-SECUREBOOT 1",
         "GUEST-TPM 2 pcr0=",
+        TPM_CRYPTO_OK,
     ] {
         assert!(logs.contains(line), "{line:?} missing\n{logs}");
     }

@@ -33,6 +33,9 @@
 #   GUEST-EFIVAR WORD                (UEFI: the test variable a previous boot wrote)
 #   GUEST-EFIVAR-WRITTEN WORD        (UEFI: after vminit_test_efivar=WORD was written)
 #   GUEST-TPM none | VERSION pcr0=HEX   (the TPM the guest has, and its SHA-256 PCR 0)
+#   GUEST-TPM-CRYPTO selftest=RC rsa=RC ecc=RC   (TPM 2.0: the response codes, in hex, of a full
+#                                    self-test of every algorithm and of making an RSA 2048 and an
+#                                    ECC P-256 primary key; 00000000 is success)
 #   GUEST-PCI-NIC VENDOR:DEVICE      (each PCI network controller, driver or not, e.g. 8086:10d3)
 #   GUEST-BOOTDEV TEXT               (vminit_test_bootdev=TEXT, which a boot loader sets)
 #   GUEST-READY                      (a shell reads the console from now on)
@@ -234,8 +237,26 @@ if [ -d /sys/firmware/efi ]; then
 else
 	echo "GUEST-FIRMWARE bios"
 fi
+# tpm_rc HEX: sends the TPM command HEX through the kernel's resource manager (which flushes what
+# the command loaded when the file is closed) and prints the response code, in hex.
+tpm_rc() {
+	dev=/dev/tpmrm0
+	[ -c $dev ] || dev=/dev/tpm0
+	# shellcheck disable=SC2059 # the command's bytes, as \xHH escapes
+	{ printf "$(echo "$1" | sed 's/../\\x&/g')" >&3 && dd bs=4096 count=1 <&3 2>/dev/null; } 3<>$dev |
+		od -An -tx1 -j6 -N4 | tr -d ' \n'
+}
+
 if [ -c /dev/tpm0 ]; then
 	echo "GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major) pcr0=$(cat /sys/class/tpm/tpm0/pcr-sha256/0)"
+	# TPM2_SelfTest(fullTest=YES), then TPM2_CreatePrimary in the owner hierarchy (empty password
+	# session) of a restricted decryption key (AES-128-CFB for its children): RSA 2048, then
+	# ECC on NIST P-256.
+	owner_primary=800200000043000001314000000100000009400000090000000000000400000000001a
+	key_tail=000b000300720000000600800043
+	echo "GUEST-TPM-CRYPTO selftest=$(tpm_rc 80010000000b0000014301)" \
+		"rsa=$(tpm_rc ${owner_primary}0001${key_tail}00100800000000000000000000000000)" \
+		"ecc=$(tpm_rc ${owner_primary}0023${key_tail}00100003001000000000000000000000)"
 else
 	echo "GUEST-TPM none"
 fi

@@ -93,6 +93,9 @@ fn boot_mode_secure_with_tpm_gives_secure_boot_and_a_tpm_whose_state_stays_besid
         pcr0.len() == 64 && pcr0 != "0".repeat(64),
         "the firmware measured itself into PCR 0: {pcr0}"
     );
+    // swtpm's cryptography (the image's libcrypto when the harness has it: VMINIT_TEST_SWTPM)
+    // passed a full self-test and made an RSA and an ECC key.
+    guest.expect_console(common::TPM_CRYPTO_OK, BOOT);
     let log = guest.log().text();
     assert!(log.contains("-machine q35,smm=on"), "{log}");
     assert!(log.contains("swtpm running"), "{log}");
