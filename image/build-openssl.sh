@@ -58,22 +58,27 @@ LDFLAGS="$(dpkg-buildflags --get LDFLAGS) -Wl,-z,pack-relative-relocs"
 
 WORK=$(mktemp -d /var/tmp/vminit-openssl-build.XXXXXX)
 trap 'rm -rf -- "$WORK"' EXIT
+# Newest first; when no listed version downloads, apt's lists may be old: updated once, and the
+# versions listed again.
 src=""
-for version in $(source_versions openssl); do
-    OUT=$(cache_dir "$CACHE_ROOT" "$version" "${CONFIGURE[*]} CFLAGS=$CFLAGS LDFLAGS=$LDFLAGS")
-    if [[ -f $OUT/libcrypto.so.3 ]]; then
-        say "cached: openssl $version in $OUT"
-        echo "$OUT"
-        exit 0
-    fi
-    mkdir -p "$WORK/$version"
-    if src=$(download_source openssl "$version" "$WORK/$version"); then
-        break
-    fi
-    say "warning: the archive lists openssl $version but does not serve it; trying the next newest"
-    src=""
+for pass in listed refreshed; do
+    for version in $(source_versions openssl); do
+        OUT=$(cache_dir "$CACHE_ROOT" "$version" "${CONFIGURE[*]} CFLAGS=$CFLAGS LDFLAGS=$LDFLAGS")
+        if [[ -f $OUT/libcrypto.so.3 ]]; then
+            say "cached: openssl $version in $OUT"
+            echo "$OUT"
+            exit 0
+        fi
+        mkdir -p "$WORK/$pass/$version"
+        if download_source openssl "$version" "$WORK/$pass/$version"; then
+            src=$SOURCE_DIR
+            break 2
+        fi
+        say "warning: the archive lists openssl $version but does not serve it; trying the next newest"
+    done
+    [[ $pass == refreshed ]] || refresh_apt
 done
-[[ -n $src ]] || die "no openssl source version could be downloaded (apt-cache showsrc openssl lists them)"
+[[ -n $src ]] || die "none of the openssl source versions apt lists could be downloaded (apt-cache showsrc openssl; is the archive reachable?)"
 
 say "building libcrypto of openssl $version (${CONFIGURE[*]})"
 mkdir -p "$src/build"

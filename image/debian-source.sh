@@ -14,12 +14,15 @@
 #   ensure_build_deps PACKAGE...       -> apt-get installs the missing ones
 #   fetch_source SOURCE VERSION WORK   -> apt-get source into WORK (dpkg-source applies Debian's
 #                                         patches); prints the unpacked directory; dies on failure
-#   (or download_source SOURCE VERSION WORK, the same but returns 1 on failure)
+#   (or download_source SOURCE VERSION WORK: one attempt, into $SOURCE_DIR, 1 on failure;
+#    refresh_apt: adds the deb-src entry, or updates apt's lists if it is there)
 #   publish TMP OUT                    -> makes the finished TMP readable by all and moves it
 #                                         into place as OUT (a half-built directory is never OUT)
 # `apt-get source` needs a deb-src entry: when none answers, ensure_deb_src adds its own file,
 # /etc/apt/sources.list.d/vminit-qemu-src.sources (deb822, deb-src only, Debian and Debian
-# security of this release); the machine's own apt files are not touched.
+# security of this release); the machine's own apt files are not touched. When `apt-get source`
+# fails and that file is there already, apt's lists may be old: fetch_source updates them and
+# tries again.
 # shellcheck shell=bash
 
 say() { printf 'build-%s: %s\n' "$NAME" "$*" >&2; }
@@ -98,21 +101,26 @@ source_versions() {
     printf '%s\n' "${sorted[@]}"
 }
 
+# download_source sets SOURCE_DIR instead of printing it (one attempt, no refresh of apt's lists).
 download_source() {
-    local source=$1 version=$2 work=$3 dir
-    if ! (cd "$work" && apt-get source --only-source "$source=$version" >&2); then
-        [[ ! -e /etc/apt/sources.list.d/vminit-qemu-src.sources ]] || return 1
+    local source=$1 version=$2 work=$3
+    (cd "$work" && apt-get source --only-source "$source=$version" >&2) || return 1
+    SOURCE_DIR=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name "$source-*" | head -n 1)
+    [[ -n $SOURCE_DIR ]]
+}
+
+refresh_apt() {
+    if [[ -e /etc/apt/sources.list.d/vminit-qemu-src.sources ]]; then
+        apt-get update >&2 || die "apt-get update failed"
+    else
         ensure_deb_src
-        (cd "$work" && apt-get source --only-source "$source=$version" >&2) || return 1
     fi
-    dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name "$source-*" | head -n 1)
-    [[ -n $dir ]] || return 1
-    echo "$dir"
 }
 
 fetch_source() {
-    download_source "$@" ||
+    download_source "$@" || { refresh_apt && download_source "$@"; } ||
         die "apt-get source $1=$2 failed (is that version still in the archive?)"
+    echo "$SOURCE_DIR"
 }
 
 publish() {
