@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # image/build-rootfs.sh [--qemu=DIR] [--dnsmasq=DIR] [--openssl=DIR] ROOTFS VMINIT_BINARY —
-# assemble the root
-# filesystem of the `FROM scratch` vminit image from this machine's Debian packages.
+# assemble the root filesystem of the `FROM scratch` vminit image from this machine's Debian
+# packages.
 #
 # --qemu=DIR ships DIR/bin/qemu-system-x86_64 and DIR/bin/qemu-img (an output of
 # image/build-qemu.sh: QEMU built from Debian's source package for vminit's features only, TCG
@@ -142,7 +142,7 @@ declare -A BUILT_LIBRARY=() BUILT_USED=()
 if [[ -n $OPENSSL_BUILT ]]; then
     [[ -f $OPENSSL_BUILT/libcrypto.so.3 ]] ||
         die "--openssl=$OPENSSL_BUILT holds no libcrypto.so.3 (build it with image/build-openssl.sh)"
-    BUILT_LIBRARY[libcrypto.so.3]="$OPENSSL_BUILT/libcrypto.so.3|shared library libcrypto.so.3, built from Debian's openssl $(cat "$OPENSSL_BUILT/VERSION") source package with only the algorithms a TPM uses by image/build-openssl.sh,"
+    BUILT_LIBRARY[libcrypto.so.3]="$OPENSSL_BUILT/libcrypto.so.3|shared library libcrypto.so.3 (built by image/build-openssl.sh from Debian's openssl $(cat "$OPENSSL_BUILT/VERSION") source package, with only the algorithms a TPM uses)"
 fi
 
 # --- a fresh ROOTFS ------------------------------------------------------------------------
