@@ -83,6 +83,12 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
         }
     }
 
+    /// Counts `n` steps applied by an earlier applier of this run toward the test hook: the
+    /// hook's step numbers run through a whole setup, done in parts.
+    pub fn count_applied(&mut self, n: usize) {
+        self.applied += n;
+    }
+
     /// Applies every step in order; on the first failure undoes what was applied. Steps
     /// that are one plain request each go to the kernel in batches (`batch_len`).
     pub fn apply_all(&mut self, steps: &[Step]) -> Result<()> {
@@ -364,6 +370,10 @@ impl<'a, N: Rtnetlink + ?Sized> Applier<'a, N> {
                 let i = self.index(dev)?;
                 self.nl.set_up_allmulticast(i)
             }
+            Step::SetDown { dev } => {
+                let i = self.index(dev)?;
+                self.nl.set_down(i)
+            }
             Step::SetArpIgnore { dev, value, .. } => {
                 let i = self.index(dev)?;
                 self.nl.set_arp_ignore(i, *value)
@@ -544,6 +554,9 @@ mod tests {
         }
         fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
             self.call(format!("link set {index} allmulticast on up"))
+        }
+        fn set_down(&mut self, index: u32) -> io::Result<()> {
+            self.call(format!("link set {index} down"))
         }
         fn set_arp_ignore(&mut self, index: u32, value: u32) -> io::Result<()> {
             self.call(format!("link set {index} arp_ignore {value}"))

@@ -92,6 +92,11 @@ pub enum Step {
     SetUpAllMulticast {
         dev: String,
     },
+    /// Down (the undo of `SetUpAllMulticast`): the guest's macvtap goes down before its
+    /// NIC gets its MAC back, which a sibling macvlan NIC refuses while an up macvtap holds it.
+    SetDown {
+        dev: String,
+    },
     /// The guest's tap (the tap datapath): a tap device on `/dev/net/tun`, held open for
     /// QEMU, given `mac` and `mtu` and brought up.
     AddTap {
@@ -187,6 +192,7 @@ impl Step {
             },
             Step::AddLink { name, .. } | Step::AddTap { name, .. } => Step::DelLink { name },
             Step::AddIngress { dev } => Step::DelIngress { dev },
+            Step::SetUpAllMulticast { dev } => Step::SetDown { dev },
             Step::SetArpIgnore {
                 dev,
                 value,
@@ -202,7 +208,7 @@ impl Step {
             | Step::SetAlias { .. }
             | Step::TxChecksumOff { .. }
             | Step::NoAddrGen { .. }
-            | Step::SetUpAllMulticast { .. }
+            | Step::SetDown { .. }
             | Step::DelIngress { .. }
             | Step::SetArpIgnore { old: None, .. }
             | Step::AddFilter { .. } => {
@@ -333,6 +339,7 @@ impl fmt::Display for Step {
             Step::SetUpAllMulticast { dev } => {
                 write!(f, "ip link set {dev} allmulticast on up")
             }
+            Step::SetDown { dev } => write!(f, "ip link set {dev} down"),
             Step::AddTap { name, mac, mtu } => write!(
                 f,
                 "ip tuntap add dev {name} mode tap vnet_hdr && ip link set {name} address {mac} mtu {mtu} up"

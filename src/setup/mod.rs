@@ -425,7 +425,7 @@ impl<'a> Boot<'a> {
         self.start_tpm()?;
         let raw_probe = self.check_packet_sockets(&plan)?;
         self.grow_disk()?;
-        let taps = self.take_over(&plan)?;
+        let taps = self.make_guest_links(&plan)?;
         self.nics.set_guests6(&plan.v6);
         let accel = match forced {
             Some(accel) => accel,
@@ -437,6 +437,11 @@ impl<'a> Boot<'a> {
             .map(|t| qemu::Netdev::Tap(t.raw_fds()))
             .collect();
         let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
+        if let Err(e) = self.take_over(&plan) {
+            stop_at_once(qemu);
+            return Err(e);
+        }
+        log::info!("QEMU running, pid {qemu}");
         // The announcers and the IPv6 gateways' facts are nothing the guest can use before
         // it has booted, so they are had while QEMU starts: a guest solicits routers and asks
         // DHCPv6 only once its link-local address has passed duplicate address detection (a
@@ -480,6 +485,7 @@ impl<'a> Boot<'a> {
         let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
+            self.take_over(plan)?;
             return Err(self.exec_shell(&shell, &argv));
         }
         self.start_qemu(&argv, taps)
@@ -693,19 +699,39 @@ impl<'a> Boot<'a> {
         }
     }
 
-    /// Applies the plan's steps, NIC by NIC, and opens each macvtap's /dev/tapN for QEMU.
-    fn take_over(&mut self, plan: &Plan) -> Result<Vec<Tap>> {
+    /// Makes each NIC's guest link (the plan's `make` steps), NIC by NIC, and opens its
+    /// /dev/tapN (or takes its tap) for QEMU: nothing of the container's changes yet.
+    fn make_guest_links(&mut self, plan: &Plan) -> Result<Vec<Tap>> {
         let mut applier = Applier::new(&mut self.nl);
         applier.pause_after(self.config.pause.filter(|p| matches!(p, Pause::Setup(_))));
         let mut taps = Vec::new();
         for (nic, steps) in plan.per_nic() {
-            let (taken, tap) = take_over_nic(self.config, &self.checked, &mut applier, nic, steps);
+            let (taken, tap) =
+                take_over_nic(self.config, &self.checked, &mut applier, nic, steps.make);
             if let Some(taken) = taken {
                 self.nics.push(taken);
             }
             taps.push(tap?);
         }
         Ok(taps)
+    }
+
+    /// The takeover itself (the plan's `take` steps), NIC by NIC, of every NIC whose guest
+    /// link `make_guest_links` made: it runs while QEMU starts (a guest sends nothing before
+    /// its firmware and kernel have run), or before the debug shell. On a failure the NIC
+    /// at fault is rolled back, and the caller puts back the others.
+    fn take_over(&mut self, plan: &Plan) -> Result<()> {
+        let mut applier = Applier::new(&mut self.nl);
+        applier.pause_after(self.config.pause.filter(|p| matches!(p, Pause::Setup(_))));
+        applier.count_applied(self.nics.all().map(|t| t.steps.len()).sum());
+        for (nic, steps) in plan.per_nic() {
+            let Some(taken) = self.nics.get_mut(&nic.lower) else {
+                continue;
+            };
+            applier.apply_all(steps.take)?;
+            taken.steps.extend(applier.take_applied());
+        }
+        Ok(())
     }
 
     /// QEMU's command line: the guest's NICs, the seed, the display (VNC also on
@@ -811,7 +837,7 @@ impl<'a> Boot<'a> {
             drop_privileges: self.config.qemu_caps == config::QemuCaps::Drop,
         };
         let qemu = spawn::spawn(argv, &options)?;
-        log::info!("QEMU running, pid {qemu}");
+        log::info!("QEMU started, pid {qemu}");
         // QEMU has its own copies of the tap and disk fds; a restarted dnsmasq must not
         // inherit ours.
         drop(taps);

@@ -93,16 +93,33 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// How many of `steps` belong to each NIC, in order.
     pub counts: Vec<usize>,
+    /// How many of each NIC's steps make the guest's link (see `NicSteps`).
+    pub makes: Vec<usize>,
     /// The guest's IPv6 side of each NIC that has an IPv6 address to give.
     pub v6: Vec<Guest6>,
 }
 
+/// One NIC's steps, in their two parts.
+#[derive(Clone, Copy, Debug)]
+pub struct NicSteps<'a> {
+    /// Those that make the guest's link (its macvtap, down, or its tap): they change nothing
+    /// of the container's, and QEMU needs nothing else at its start.
+    pub make: &'a [Step],
+    /// The takeover itself: the record, then every change to the NIC and the door. The
+    /// guest sends nothing before its firmware and kernel have run, so these can be applied
+    /// while QEMU starts.
+    pub take: &'a [Step],
+}
+
 impl Plan {
     /// Each NIC with its own steps.
-    pub fn per_nic(&self) -> impl Iterator<Item = (&NicPlan, &[Step])> {
+    pub fn per_nic(&self) -> impl Iterator<Item = (&NicPlan, NicSteps<'_>)> {
         let mut at = 0;
-        self.nics.iter().zip(&self.counts).map(move |(nic, n)| {
-            let steps = &self.steps[at..at + n];
+        (self.nics.iter().zip(&self.counts).zip(&self.makes)).map(move |((nic, n), make)| {
+            let steps = NicSteps {
+                make: &self.steps[at..at + make],
+                take: &self.steps[at + make..at + n],
+            };
             at += n;
             (nic, steps)
         })
@@ -176,6 +193,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         );
         plan.warnings.extend(planned.warning);
         plan.counts.push(planned.steps.len());
+        plan.makes.push(planned.make);
         plan.steps.extend(planned.steps);
         plan.nics.push(planned.nic);
         plan.v6.extend(planned.v6);
@@ -240,7 +258,7 @@ fn plan_nic(
         guest_routes,
         door_addr,
     };
-    let steps = takeover(nic, &guest, random);
+    let (steps, make) = takeover(nic, &guest, random);
     let guest6 = plan6::guest6(
         &guest.lower,
         guest.serves_on(),
@@ -252,6 +270,7 @@ fn plan_nic(
     PlannedNic {
         nic: guest,
         steps,
+        make,
         warning,
         v6: guest6,
     }
@@ -262,6 +281,8 @@ fn plan_nic(
 struct PlannedNic {
     nic: NicPlan,
     steps: Vec<Step>,
+    /// How many of `steps` make the guest's link.
+    make: usize,
     warning: Option<String>,
     v6: Option<Guest6>,
 }
@@ -636,19 +657,42 @@ fn default_gateway(routes: &[Route]) -> Option<Ipv4Addr> {
         .and_then(|r| r.gateway)
 }
 
-/// The changes that hand one NIC to the guest, in order: the record first, so that a run
-/// killed at any later step can be recovered; then the NIC gives up its address (and with
-/// it its routes), its MAC goes to the guest's macvtap, and the container's door gets the
-/// routes back. With the tap datapath, the guest's tap (MAC and door address its own, from
-/// `random` too) is joined to the NIC last, once it serves the guest.
-fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
+/// The changes that hand one NIC to the guest, in order, and how many of the first make the
+/// guest's link (`make`): the guest's macvtap, down and with the NIC's MAC, or its tap (MAC
+/// and door address its own, from `random` too). Those change nothing of the container's,
+/// and are all QEMU needs at its start; the rest can follow while QEMU starts. Then the
+/// record, so that a run killed at any later step can be recovered; then the NIC gives up
+/// its address (and with it its routes) and its MAC, the guest's macvtap goes up with it,
+/// and the container's door gets the routes back. With the tap datapath, the tap is joined
+/// to the NIC last, once it serves the guest.
+fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> (Vec<Step>, usize) {
     let new_mac = Mac::local_from(random);
     let quiet = answer_arp_for_own_addresses_only(nic, guest);
     let arp_ignore = match &quiet {
         Some(Step::SetArpIgnore { dev, old, .. }) if *dev == guest.lower => *old,
         _ => None,
     };
-    let mut steps = write_record(nic, guest, arp_ignore);
+    let tap_mac = {
+        let mut bytes = random;
+        bytes.reverse();
+        Mac::local_from(bytes)
+    };
+    let mut steps = match guest.datapath {
+        Datapath::Macvtap | Datapath::User => make_guest_nic(guest),
+        Datapath::Tap => vec![
+            Step::AddTap {
+                name: guest.tap.clone(),
+                mac: tap_mac,
+                mtu: guest.mtu,
+            },
+            Step::SetAlias {
+                dev: guest.tap.clone(),
+                alias: identity::tap_alias(&guest.lower),
+            },
+        ],
+    };
+    let make = steps.len();
+    steps.extend(write_record(nic, guest, arp_ignore));
     steps.extend(release_address(nic));
     steps.extend(plan6::release6(&guest.lower, &nic.nic6));
     if guest.datapath == Datapath::Macvtap || !keeps_mac_for_tap(nic.link) {
@@ -659,31 +703,18 @@ fn takeover(nic: &Candidate, guest: &NicPlan, random: [u8; 6]) -> Vec<Step> {
         });
     }
     steps.extend(quiet);
-    let tap_mac = {
-        let mut bytes = random;
-        bytes.reverse();
-        Mac::local_from(bytes)
-    };
-    match guest.datapath {
-        Datapath::Macvtap | Datapath::User => steps.extend(create_guest_nic(guest)),
-        Datapath::Tap => steps.extend([
-            Step::AddTap {
-                name: guest.tap.clone(),
-                mac: tap_mac,
-                mtu: guest.mtu,
-            },
-            Step::SetAlias {
-                dev: guest.tap.clone(),
-                alias: identity::tap_alias(&guest.lower),
-            },
-        ]),
+    if guest.datapath != Datapath::Tap {
+        // Only now: a macvtap with its lower link's MAC cannot go up.
+        steps.push(Step::SetUpAllMulticast {
+            dev: guest.tap.clone(),
+        });
     }
     steps.extend(open_door(nic, guest));
     steps.extend(plan6::open_door6(&guest.door, guest.serves_on(), &nic.nic6));
     if guest.datapath == Datapath::Tap {
         steps.extend(join_tap(guest, tap_mac));
     }
-    steps
+    (steps, make)
 }
 
 /// On a macvlan NIC (Docker `-d macvlan`), the NIC, the door and the guest's macvtap are
@@ -828,12 +859,14 @@ fn release_address(nic: &Candidate) -> Vec<Step> {
     steps
 }
 
-/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU. It is
-/// brought up only once it cannot give itself an IPv6 link-local address (with the guest's
-/// MAC, that would be the guest's own), and passes all multicast on (the guest's IPv6
-/// neighbour solicitations arrive in groups only the guest knows it is in).
-fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
-    [
+/// The macvtap that becomes the guest's NIC, with the container NIC's MAC and MTU, down:
+/// its /dev/tapN can be opened for QEMU at once. It cannot go up before the NIC has given
+/// its MAC away (`takeover` brings it up then, passing all multicast on: the guest's IPv6
+/// neighbour solicitations arrive in groups only the guest knows it is in), and could not
+/// give itself an IPv6 link-local address then (with the guest's MAC, that would be the
+/// guest's own).
+fn make_guest_nic(guest: &NicPlan) -> Vec<Step> {
+    vec![
         Step::AddLink {
             kind: MacLinkKind::Macvtap,
             name: guest.tap.clone(),
@@ -842,15 +875,12 @@ fn create_guest_nic(guest: &NicPlan) -> [Step; 4] {
             mtu: guest.mtu,
             up: false,
         },
-        Step::SetAlias {
-            dev: guest.tap.clone(),
-            alias: identity::tap_alias(&guest.lower),
-        },
         Step::NoAddrGen {
             dev: guest.tap.clone(),
         },
-        Step::SetUpAllMulticast {
+        Step::SetAlias {
             dev: guest.tap.clone(),
+            alias: identity::tap_alias(&guest.lower),
         },
     ]
 }
@@ -1129,14 +1159,14 @@ mod tests {
         assert_eq!(
             cmds,
             vec![
-                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".to_string(),
+                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 type macvtap mode bridge".to_string(),
+                "ip link set vmtap0 addrgenmode none".into(),
+                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
+                "ip link add link eth0 name vmlink0 mtu 1450 up type macvlan mode bridge".into(),
                 format!("ip link set vmlink0 alias '{}'", record.aliases()[0]),
                 "ip route del default via 172.19.0.1 dev eth0".into(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:aa".into(),
-                "ip link add link eth0 name vmtap0 address 02:42:ac:13:00:02 mtu 1450 type macvtap mode bridge".into(),
-                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
-                "ip link set vmtap0 addrgenmode none".into(),
                 "ip link set vmtap0 allmulticast on up".into(),
                 "ethtool -K vmlink0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmlink0"),
@@ -1177,19 +1207,24 @@ mod tests {
         assert_eq!(nic.serves_on(), "vmtap0");
         let door = nic.door_addr;
         let cmds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            cmds[..2],
+            [
+                "ip tuntap add dev vmtap0 mode tap vnet_hdr && ip link set vmtap0 address aa:aa:aa:aa:aa:aa mtu 1450 up".to_string(),
+                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
+            ]
+        );
         assert!(
-            cmds[1].contains(";t;a 172.19.0.2/24"),
+            cmds[3].contains(";t;a 172.19.0.2/24"),
             "the record says tap: {}",
-            cmds[1]
+            cmds[3]
         );
         assert_eq!(
-            cmds[2..],
+            cmds[4..],
             [
                 "ip route del default via 172.19.0.1 dev eth0".to_string(),
                 "ip addr del 172.19.0.2/24 dev eth0".into(),
                 "ip link set eth0 address aa:aa:aa:aa:aa:ab".into(),
-                "ip tuntap add dev vmtap0 mode tap vnet_hdr && ip link set vmtap0 address aa:aa:aa:aa:aa:aa mtu 1450 up".into(),
-                "ip link set vmtap0 alias 'vminit:nic eth0'".into(),
                 "ethtool -K vmtap0 tx off".into(),
                 format!("ip addr add {door}/32 dev vmtap0"),
                 format!("ip route add 172.19.0.2/32 dev vmtap0 src {door}"),
@@ -1249,7 +1284,7 @@ mod tests {
                 .cloned()
                 .collect()
         };
-        // macvtap: the NIC, before the guest's macvtap exists; recorded and undone.
+        // macvtap: the NIC, before the guest's macvtap goes up; recorded and undone.
         let p = plan_with("macvlan", 0, Datapath::Macvtap);
         let set = Step::SetArpIgnore {
             dev: "eth0".into(),
@@ -1258,18 +1293,9 @@ mod tests {
         };
         assert_eq!(quiet(&p), std::slice::from_ref(&set));
         let at = |f: &dyn Fn(&Step) -> bool| p.steps.iter().position(f).unwrap();
-        assert!(
-            at(&|s| *s == set)
-                < at(&|s| matches!(
-                    s,
-                    Step::AddLink {
-                        kind: MacLinkKind::Macvtap,
-                        ..
-                    }
-                ))
-        );
-        let Step::SetAlias { alias, .. } = &p.steps[1] else {
-            panic!("the record: {:?}", p.steps[1]);
+        assert!(at(&|s| *s == set) < at(&|s| matches!(s, Step::SetUpAllMulticast { .. })));
+        let Some(Step::SetAlias { alias, .. }) = p.steps.get(4) else {
+            panic!("the record: {:?}", p.steps.get(4));
         };
         assert!(alias.contains(";i 0;"), "{alias}");
         assert_eq!(
@@ -1324,10 +1350,11 @@ mod tests {
             "a long record needs carriers: {aliases:?}"
         );
         assert!(
-            eth0[..first_change]
-                .iter()
-                .all(|s| matches!(s, Step::AddLink { .. } | Step::SetAlias { .. })),
-            "only links and aliases before the first change: {eth0:?}"
+            eth0[..first_change].iter().all(|s| matches!(
+                s,
+                Step::AddLink { .. } | Step::SetAlias { .. } | Step::NoAddrGen { .. }
+            )),
+            "only links, their aliases and the macvtap's addrgenmode before the first change: {eth0:?}"
         );
         assert!(
             p.steps
@@ -1342,34 +1369,80 @@ mod tests {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
         let per: Vec<(&str, usize)> = p
             .per_nic()
-            .map(|(nic, steps)| (nic.lower.as_str(), steps.len()))
+            .map(|(nic, steps)| (nic.lower.as_str(), steps.make.len() + steps.take.len()))
             .collect();
         assert_eq!(per.iter().map(|(_, n)| n).sum::<usize>(), p.steps.len());
         for (nic, steps) in p.per_nic() {
+            let all: Vec<&Step> = steps.make.iter().chain(steps.take).collect();
             assert!(
-                steps.iter().all(|s| s.to_string().contains(&nic.lower)
+                all.iter().all(|s| s.to_string().contains(&nic.lower)
                     || s.to_string().contains(&nic.tap)
                     || s.to_string().contains(&nic.door)),
-                "{}: {steps:?}",
+                "{}: {all:?}",
                 nic.lower
             );
         }
     }
 
+    /// QEMU starts once every NIC's guest link is made; the rest follows while it starts.
+    /// So the first part must make the guest's link and nothing else (every step on it, the
+    /// container's NIC untouched), for both datapaths.
     #[test]
-    fn the_new_container_mac_is_set_before_the_macvtap_takes_the_old_one() {
+    fn the_steps_before_qemu_starts_only_make_the_guests_link() {
+        for datapath in [Datapath::Macvtap, Datapath::Tap] {
+            let state = docker_two_networks();
+            let random = [[2u8; 6], [3; 6]];
+            let p = plan(&PlanInput {
+                attach: &Attach::All,
+                selected_network: None,
+                selected_network6: None,
+                state: &state,
+                random_macs: &random,
+                datapath,
+            })
+            .unwrap();
+            for (nic, steps) in p.per_nic() {
+                let on_tap = |s: &Step| match s {
+                    Step::AddLink { name, up, .. } => *name == nic.tap && !up,
+                    Step::AddTap { name, .. } => *name == nic.tap,
+                    Step::NoAddrGen { dev } | Step::SetAlias { dev, .. } => *dev == nic.tap,
+                    _ => false,
+                };
+                assert!(
+                    !steps.make.is_empty() && steps.make.iter().all(on_tap),
+                    "{datapath:?} {}: {:?}",
+                    nic.lower,
+                    steps.make
+                );
+                assert!(
+                    !steps.take.iter().any(on_tap),
+                    "{datapath:?} {}: the guest's link is made once: {:?}",
+                    nic.lower,
+                    steps.take
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_new_container_mac_is_set_before_the_macvtap_with_the_old_one_goes_up() {
         let p = plan_for(&docker_two_networks(), Attach::All, None).unwrap();
         let set_mac = p
             .steps
             .iter()
             .position(|s| matches!(s, Step::SetMac { dev, .. } if dev == "eth0"))
             .unwrap();
-        let add_tap = p
+        let tap_up = p
             .steps
             .iter()
-            .position(|s| matches!(s, Step::AddLink { name, .. } if name == "vmtap0"))
+            .position(|s| matches!(s, Step::SetUpAllMulticast { dev } if dev == "vmtap0"))
             .unwrap();
-        assert!(set_mac < add_tap);
+        assert!(set_mac < tap_up);
+        assert!(
+            p.steps.iter().any(|s| matches!(s, Step::AddLink { name, mac: Some(m), up: false, .. } if name == "vmtap0" && *m == MAC0)),
+            "the macvtap is made down, with the NIC's MAC: {:?}",
+            p.steps
+        );
         let Step::SetMac { mac, .. } = &p.steps[set_mac] else {
             unreachable!()
         };
@@ -1488,8 +1561,8 @@ mod tests {
             &|s| matches!(s, Step::DelAddr { addr: IpIfAddr::V6(addr), .. } if addr.net.addr == "fd00:1::2".parse::<Ipv6Addr>().unwrap()),
         );
         let new_mac = at(&|s| matches!(s, Step::SetMac { .. }));
-        let tap = at(&|s| matches!(s, Step::AddLink { mac: Some(m), .. } if *m == MAC0));
-        assert!(record < release && release < new_mac && new_mac < tap);
+        let tap_up = at(&|s| matches!(s, Step::SetUpAllMulticast { .. }));
+        assert!(record < release && release < new_mac && new_mac < tap_up);
     }
 
     #[test]
@@ -1811,10 +1884,7 @@ mod tests {
         for step in &p.steps {
             match (step, step.inverse()) {
                 (
-                    Step::SetAlias { .. }
-                    | Step::TxChecksumOff { .. }
-                    | Step::NoAddrGen { .. }
-                    | Step::SetUpAllMulticast { .. },
+                    Step::SetAlias { .. } | Step::TxChecksumOff { .. } | Step::NoAddrGen { .. },
                     undo,
                 ) => {
                     assert!(undo.is_none())
@@ -1830,6 +1900,9 @@ mod tests {
                 }
                 (Step::AddLink { name, .. }, Some(undo)) => {
                     assert_eq!(undo, Step::DelLink { name: name.clone() })
+                }
+                (Step::SetUpAllMulticast { dev }, Some(undo)) => {
+                    assert_eq!(undo, Step::SetDown { dev: dev.clone() })
                 }
                 (step, Some(undo)) => assert_eq!(undo.inverse().as_ref(), Some(step)),
                 (step, None) => panic!("{step} has no inverse"),
@@ -1973,7 +2046,8 @@ mod tests {
             "the guest has its router on eth0 already"
         );
         assert_ne!(nic.door_addr, p.nics[0].door_addr);
-        assert!(matches!(&steps[0], Step::AddLink { name, .. } if name == "vmlink1"));
+        assert!(matches!(&steps[0], Step::AddLink { name, .. } if name == "vmtap1"));
+        assert!(matches!(&steps[3], Step::AddLink { name, .. } if name == "vmlink1"));
     }
 
     #[test]

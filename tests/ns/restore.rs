@@ -390,8 +390,9 @@ fn after_a_kill_at_the_riskiest_steps_the_real_guest_gets_its_identity_back() {
     let before = ctr.net_state();
     let disk = ScratchDisk::new();
     let log = disk.dir.join("standin.log");
-    // Points in the first NIC's address and MAC changes, and in the second NIC's.
-    for at in ["setup:5", "setup:7", "setup:19"] {
+    // Every guest link made and nothing of the container's changed yet (QEMU's start); points
+    // in the first NIC's address and MAC changes, and in the second NIC's.
+    for at in ["setup:6", "setup:11", "setup:13", "setup:22"] {
         assert!(kill_at(&ctr, &disk, &log, at), "{at} exists");
         let vm = guest_vm(&ctr, &disk).spawn();
         let r = report(&vm);

@@ -101,6 +101,14 @@ pub fn set_mtu_up(index: u32, mtu: u32) -> LinkMessage {
     msg
 }
 
+/// `ip link set dev INDEX down`
+pub fn set_down(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.change_mask = LinkFlags::Up;
+    msg
+}
+
 /// `IFLA_INET_CONF`: the part of a link's `IFLA_AF_SPEC` `AF_INET` that holds its IPv4
 /// settings (`net.ipv4.conf.LINK.*`).
 const IFLA_INET_CONF: u16 = 1;

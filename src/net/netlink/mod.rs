@@ -57,6 +57,8 @@ pub trait Rtnetlink {
     fn no_addr_gen(&mut self, index: u32) -> io::Result<()>;
     /// `ip link set DEV allmulticast on up`
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()>;
+    /// `ip link set DEV down`
+    fn set_down(&mut self, index: u32) -> io::Result<()>;
     /// `sysctl -w net.ipv4.conf.DEV.arp_ignore=VALUE`, over netlink (`/proc/sys` is
     /// read-only in a container)
     fn set_arp_ignore(&mut self, index: u32, value: u32) -> io::Result<()>;
@@ -442,6 +444,11 @@ impl Rtnetlink for Netlink {
 
     fn set_up_allmulticast(&mut self, index: u32) -> io::Result<()> {
         let msg = message6::set_up_allmulticast(index);
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    fn set_down(&mut self, index: u32) -> io::Result<()> {
+        let msg = message::set_down(index);
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
