@@ -421,7 +421,6 @@ impl<'a> Boot<'a> {
             Accel::Kvm => (None, Some(self.choose_accelerator(kvm)?)),
             _ => (kvm, None),
         };
-        self.start_dnsmasq(&plan)?;
         self.start_tpm()?;
         let raw_probe = self.check_packet_sockets(&plan)?;
         self.grow_disk()?;
@@ -431,13 +430,12 @@ impl<'a> Boot<'a> {
             Some(accel) => accel,
             None => self.choose_accelerator(kvm)?,
         };
-        self.wait_for_dnsmasq()?;
         let netdevs = taps
             .iter()
             .map(|t| qemu::Netdev::Tap(t.raw_fds()))
             .collect();
         let qemu = self.launch(&plan, netdevs, taps, accel, seed.as_deref(), console_tcp)?;
-        if let Err(e) = self.take_over(&plan) {
+        if let Err(e) = self.hand_over(&plan) {
             stop_at_once(qemu);
             return Err(e);
         }
@@ -485,7 +483,7 @@ impl<'a> Boot<'a> {
         let argv = self.qemu_argv(&nics, accel, seed, console_tcp);
         self.check_not_interrupted()?;
         if let Some(shell) = self.checked.shell.clone() {
-            self.take_over(plan)?;
+            self.hand_over(plan)?;
             return Err(self.exec_shell(&shell, &argv));
         }
         self.start_qemu(&argv, taps)
@@ -659,8 +657,7 @@ impl<'a> Boot<'a> {
         Ok(report(accel::choose_accelerator(self.config.accel, kvm)?))
     }
 
-    /// dnsmasq starts before the network changes: it loads and binds while they happen
-    /// (it picks up the doors as they appear), and is waited for before QEMU starts.
+    /// dnsmasq starts before the takeover (see `hand_over`).
     fn start_dnsmasq(&mut self, plan: &Plan) -> Result<()> {
         if !self.config.dhcp {
             return Ok(());
@@ -714,6 +711,19 @@ impl<'a> Boot<'a> {
             taps.push(tap?);
         }
         Ok(taps)
+    }
+
+    /// What the guest needs once it has booted, had while QEMU starts (or before the debug
+    /// shell): dnsmasq started, the takeover, dnsmasq waited for (it loads and binds while
+    /// the takeover runs, and picks up the doors as they appear). In user mode, where nothing
+    /// is taken over and passt serves, nothing.
+    fn hand_over(&mut self, plan: &Plan) -> Result<()> {
+        if self.checked.datapath == Datapath::User {
+            return Ok(());
+        }
+        self.start_dnsmasq(plan)?;
+        self.take_over(plan)?;
+        self.wait_for_dnsmasq()
     }
 
     /// The takeover itself (the plan's `take` steps), NIC by NIC, of every NIC whose guest
