@@ -111,16 +111,15 @@ calibration = setup.get(("calibration", 0), [])
 # vminit's time, from its timestamped log, cut into segments: from exec to the first line, from
 # each vminit line to the next, from the last one to QEMU's exec (dnsmasq's own lines are left out:
 # it runs beside vminit). Step lines ("ip …") are logged before their step, so a segment that
-# starts with one is that step; result lines ("accelerator: …", "dnsmasq running") are logged
+# starts with one is that step; result lines ("accelerator: …") are logged
 # after their work, so a segment that ends with one is that work. This holds whatever order
 # vminit does things in.
 CATS = [
     ("start", "exec → first log line: process start, config, input checks, …"),
-    ("other", "other work between log lines: discovery, plan, probes, dnsmasq.conf, …"),
+    ("other", "other work between log lines: discovery, plan, probes, …"),
     ("kvm", "work that ends with the 'accelerator:' line (the KVM probe, …)"),
     ("netlink", "netlink steps (`ip …`, `ethtool …` lines)"),
     ("taps", "tap nodes (mknod, open)"),
-    ("dnsmasq", "work that ends with 'dnsmasq running' (spawn, waiting for its pid file)"),
     ("qemu", "QEMU spawn: 'starting' line → QEMU's main() (the stand-in's own start included)"),
 ]
 
@@ -138,8 +137,6 @@ def category(start, end):
         return "qemu"
     if end is not None and "accelerator: " in end:
         return "kvm"
-    if end is not None and "dnsmasq running" in end:
-        return "dnsmasq"
     return "other"
 
 
@@ -728,8 +725,9 @@ w("")
 w("vminit's stderr went through a pipe to a reader that timestamps each line as it arrives "
   "(CLOCK_MONOTONIC, the clock of the exec and QEMU stamps; the reader runs at real-time priority, lines "
   "written less than ~0.1 ms apart may share a stamp). The time from exec to QEMU's exec is cut at vminit's "
-  "log lines: `ip …` lines are logged before their step, result lines (`accelerator: …`, "
-  "`dnsmasq running`) after their work. Medians in ms (share of the sum):")
+  "log lines: `ip …` lines are logged before their step, result lines (`accelerator: …`) after their "
+  "work. Since b059354 the setup before QEMU's exec is every NIC's guest link, made and opened; the "
+  "takeover and dnsmasq follow while QEMU starts (section 1's last column). Medians in ms (share of the sum):")
 w("")
 w("| segment | " + " | ".join(f"{n} NIC{'s' if n > 1 else ''}" for n in nic_counts) + " |")
 w("|---|" + "---:|" * len(nic_counts))
