@@ -77,15 +77,15 @@ impl Boot<'_> {
         self.check_slots(&plan)?;
         let console_tcp = console::tcp_address(self.config.display.as_ref(), &plan, &mut self.nl)?;
         let seed = self.write_seed(&plan)?;
-        let kvm = self.start_kvm_probe();
+        let probe = self.start_kvm_probe();
         let (accel, netdevs) = match self.checked.user_backend {
             UserBackend::Slirp => {
                 let netdevs = self.slirp_netdevs(&plan);
-                (self.choose_accelerator(kvm)?, netdevs)
+                (self.choose_accelerator(probe.as_ref())?, netdevs)
             }
             UserBackend::Passt => {
                 self.start_passts(&plan)?;
-                let accel = self.choose_accelerator(kvm)?;
+                let accel = self.choose_accelerator(probe.as_ref())?;
                 self.wait_for_passts()?;
                 let sockets = self.passts.iter().map(|p| p.socket.clone());
                 (accel, sockets.map(qemu::Netdev::Stream).collect())

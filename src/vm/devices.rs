@@ -199,7 +199,7 @@ fn open_char_device(path: &Path, maj: u64) -> Result<OwnedFd> {
 }
 
 /// Runs a probe guest on /dev/kvm (see `kvm`).
-pub fn probe_kvm(dev: &Path) -> KvmStatus {
+pub fn probe_kvm(dev: &Path, keep: &mut crate::vm::kvm::ProbeVm) -> KvmStatus {
     let path = dev.join("kvm");
     let fd = match open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
@@ -210,7 +210,7 @@ pub fn probe_kvm(dev: &Path) -> KvmStatus {
             );
         }
     };
-    match crate::vm::kvm::run_probe_guest(&fd) {
+    match crate::vm::kvm::run_probe_guest(&fd, keep) {
         Ok(()) => KvmStatus::Usable,
         Err(why) => KvmStatus::Unusable(
             why,

@@ -168,9 +168,35 @@ impl Drop for Mapping {
     }
 }
 
+/// What the probe guest was made of: held by the caller, its teardown (about half the
+/// probe's time: the kernel frees the VM) happens when the caller drops it.
+#[derive(Default)]
+pub struct ProbeVm {
+    // Dropped in this order: the mappings, then the vCPU and the VM.
+    maps: Vec<Mapping>,
+    fds: Vec<OwnedFd>,
+}
+
+impl ProbeVm {
+    /// Keeps `fd`; its number, for the requests that follow.
+    fn fd(&mut self, fd: OwnedFd) -> RawFd {
+        let raw = fd.as_raw_fd();
+        self.fds.push(fd);
+        raw
+    }
+
+    /// Keeps `map`; its address.
+    fn map(&mut self, map: Mapping) -> *mut libc::c_void {
+        let ptr = map.ptr;
+        self.maps.push(map);
+        ptr
+    }
+}
+
 /// Creates a VM with one vCPU, runs `PROGRAM` and checks it exits with the port
-/// write and then the halt. Any other outcome means KVM cannot run a guest here.
-pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
+/// write and then the halt. Any other outcome means KVM cannot run a guest here. The VM,
+/// vCPU and mappings go into `keep`.
+pub fn run_probe_guest(kvm: &OwnedFd, keep: &mut ProbeVm) -> Result<(), String> {
     // SAFETY: the request takes an integer argument, not a pointer.
     let version = unsafe {
         ioctl(
@@ -187,21 +213,22 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
     }
     // SAFETY: the request takes an integer argument, not a pointer.
     let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
+    let vm = keep.fd(vm);
 
-    let mem = Mapping::new(0x1000, None)?;
+    let mem = keep.map(Mapping::new(0x1000, None)?);
     // SAFETY: `mem` is a writable mapping of 4096 bytes; PROGRAM is 5 bytes.
-    unsafe { std::ptr::copy_nonoverlapping(PROGRAM.as_ptr(), mem.ptr.cast::<u8>(), PROGRAM.len()) };
+    unsafe { std::ptr::copy_nonoverlapping(PROGRAM.as_ptr(), mem.cast::<u8>(), PROGRAM.len()) };
     let region = UserspaceMemoryRegion {
         slot: 0,
         flags: 0,
         guest_phys_addr: GUEST_ADDR,
         memory_size: 0x1000,
-        userspace_addr: mem.ptr as u64,
+        userspace_addr: mem as u64,
     };
     // SAFETY: the request takes a pointer to this local structure, which outlives the call.
     unsafe {
         ioctl(
-            vm.as_raw_fd(),
+            vm,
             KVM_SET_USER_MEMORY_REGION,
             &region as *const _ as libc::c_ulong,
             "KVM_SET_USER_MEMORY_REGION",
@@ -209,7 +236,8 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
     }?;
 
     // SAFETY: the request takes an integer argument, not a pointer.
-    let vcpu = owned(unsafe { ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU") }?);
+    let vcpu = owned(unsafe { ioctl(vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU") }?);
+    let vcpu = keep.fd(vcpu);
     // SAFETY: the request takes an integer argument, not a pointer.
     let run_size = unsafe {
         ioctl(
@@ -219,14 +247,14 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
             "KVM_GET_VCPU_MMAP_SIZE",
         )
     }? as usize;
-    let run = Mapping::new(run_size, Some(vcpu.as_raw_fd()))?;
+    let run = keep.map(Mapping::new(run_size, Some(vcpu))?);
 
     // SAFETY: Sregs is plain old data; all-zero is a valid value to be overwritten.
     let mut sregs: Sregs = unsafe { std::mem::zeroed() };
     // SAFETY: the request takes a pointer to this local structure, which outlives the call.
     unsafe {
         ioctl(
-            vcpu.as_raw_fd(),
+            vcpu,
             KVM_GET_SREGS,
             &mut sregs as *mut _ as libc::c_ulong,
             "KVM_GET_SREGS",
@@ -237,7 +265,7 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
     // SAFETY: the request takes a pointer to this local structure, which outlives the call.
     unsafe {
         ioctl(
-            vcpu.as_raw_fd(),
+            vcpu,
             KVM_SET_SREGS,
             &sregs as *const _ as libc::c_ulong,
             "KVM_SET_SREGS",
@@ -251,21 +279,21 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
     // SAFETY: the request takes a pointer to this local structure, which outlives the call.
     unsafe {
         ioctl(
-            vcpu.as_raw_fd(),
+            vcpu,
             KVM_SET_REGS,
             &regs as *const _ as libc::c_ulong,
             "KVM_SET_REGS",
         )
     }?;
 
-    check_feature_msrs(kvm, &vcpu)?;
+    check_feature_msrs(kvm, vcpu)?;
 
     for expected in [KVM_EXIT_IO, KVM_EXIT_HLT] {
         // SAFETY: the request takes an integer argument, not a pointer.
-        unsafe { ioctl(vcpu.as_raw_fd(), KVM_RUN, 0, "KVM_RUN") }?;
+        unsafe { ioctl(vcpu, KVM_RUN, 0, "KVM_RUN") }?;
         // SAFETY: `run` maps the vCPU's kvm_run structure, whose u32 exit_reason sits
         // at offset 8; the kernel does not write it while KVM_RUN is not executing.
-        let reason = unsafe { run.ptr.cast::<u8>().add(8).cast::<u32>().read_volatile() };
+        let reason = unsafe { run.cast::<u8>().add(8).cast::<u32>().read_volatile() };
         if reason != expected {
             return Err(format!(
                 "test guest stopped with KVM exit reason {reason}, expected {expected}"
@@ -277,7 +305,7 @@ pub fn run_probe_guest(kvm: &OwnedFd) -> Result<(), String> {
 
 /// Reads each feature MSR QEMU will copy from /dev/kvm and sets it on the vCPU, as
 /// QEMU does with `-cpu host`; a refusal means QEMU would abort.
-fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
+fn check_feature_msrs(kvm: &OwnedFd, vcpu: RawFd) -> Result<(), String> {
     let mut list = MsrList {
         nmsrs: 256,
         indices: [0; 256],
@@ -324,7 +352,7 @@ fn check_feature_msrs(kvm: &OwnedFd, vcpu: &OwnedFd) -> Result<(), String> {
         // SAFETY: the request takes a pointer to this local structure, which outlives the call.
         let set = unsafe {
             ioctl(
-                vcpu.as_raw_fd(),
+                vcpu,
                 KVM_SET_MSRS,
                 &one as *const _ as libc::c_ulong,
                 "KVM_SET_MSRS",
